@@ -1,0 +1,1 @@
+"""Model-running engines (sampling, scoring, judging). Everything here imports torch lazily."""

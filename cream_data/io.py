@@ -1,0 +1,313 @@
+"""Parquet table I/O: atomic writes, multi-part folders with a manifest written last, checked reads.
+
+A table lives either in one ``.parquet`` file or in a folder of parts::
+
+    DIR/part-00000.parquet …            unsharded parts
+    DIR/part-00000.shard-00001-of-00004.parquet …   parts of shard 1 of 4
+    DIR/_manifest.json                  written last: the folder is complete
+    DIR/_manifest.shard-00001-of-00004.json          one per finished shard
+
+Every file is written to a hidden temporary name and renamed into place, so a reader never sees half a
+file. A folder is complete when its ``_manifest.json`` exists, or when every shard of one sharding has
+written its shard manifest; reading the folder is the merge. Readers validate against the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import schemas
+from cream_data.errors import CreamError
+from cream_data.validate import check, conform
+
+MANIFEST = "_manifest.json"
+COMPRESSION = "zstd"
+_SHARD_MANIFEST = re.compile(r"^_manifest\.shard-(\d{5})-of-(\d{5})\.json$")
+
+
+# ---------------------------------------------------------------------------- atomic primitives
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def _write_parquet_file(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        pq.write_table(table, tmp, compression=COMPRESSION)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _prepare(table: pa.Table, kind: str, where: str, metadata: dict | None) -> pa.Table:
+    check(table, kind, where)
+    table = conform(table, kind)
+    if metadata:
+        md = dict(table.schema.metadata or {})
+        md.update({(k.encode() if isinstance(k, str) else k): (json.dumps(v) if not isinstance(v, (str, bytes)) else v)
+                   for k, v in metadata.items()})
+        table = table.replace_schema_metadata(md)
+    return table
+
+
+# ---------------------------------------------------------------------------- whole-table writes
+def write_table(table: pa.Table, path: str | Path, kind: str, *, metadata: dict | None = None,
+                manifest_extra: dict | None = None) -> Path:
+    """Validate and write a whole table atomically.
+
+    ``path`` ending in ``.parquet`` → one file. Otherwise a folder with one part and a manifest; the folder
+    is built beside the target and renamed into place, replacing an older one only once complete.
+    """
+    path = Path(path)
+    table = _prepare(table, kind, str(path), metadata)
+    if path.suffix == ".parquet":
+        _write_parquet_file(table, path)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        _write_parquet_file(table, staging / "part-00000.parquet")
+        atomic_write_json(staging / MANIFEST, _manifest(kind, ["part-00000.parquet"], table.num_rows, manifest_extra))
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(path, old)
+            os.replace(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _manifest(kind: str, parts: list[str], rows: int, extra: dict | None, shard: tuple[int, int] | None = None) -> dict:
+    m = {
+        "schema": kind,
+        "schema_version": schemas.get(kind).version,
+        "parts": parts,
+        "rows": rows,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if shard:
+        m["shard"] = {"index": shard[0], "count": shard[1]}
+    if extra:
+        m.update(extra)
+    return m
+
+
+# ---------------------------------------------------------------------------- incremental (resumable) writes
+class PartWriter:
+    """Writes a table folder part by part, so an interrupted stage can resume.
+
+    Each :meth:`write` adds one atomically written part; :meth:`finish` writes the manifest last.
+    With ``shard=(i, k)`` the parts and manifest carry the shard, so k processes can share one folder.
+    """
+
+    def __init__(self, folder: str | Path, kind: str, *, shard: tuple[int, int] | None = None,
+                 metadata: dict | None = None):
+        self.folder = Path(folder)
+        self.kind = kind
+        self.shard = shard if shard and shard[1] > 1 else None
+        self.metadata = metadata
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def _suffix(self) -> str:
+        return f".shard-{self.shard[0]:05d}-of-{self.shard[1]:05d}" if self.shard else ""
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / (f"_manifest{self._suffix}.json" if self.shard else MANIFEST)
+
+    def parts(self) -> list[Path]:
+        """This writer's parts already on disk (from an earlier, interrupted run too)."""
+        pattern = re.compile(rf"^part-(\d{{5}}){re.escape(self._suffix)}\.parquet$")
+        return sorted(p for p in self.folder.iterdir() if pattern.match(p.name))
+
+    def done(self) -> bool:
+        return self.manifest_path.exists()
+
+    def existing(self, columns: list[str] | None = None) -> pa.Table | None:
+        parts = self.parts()
+        if not parts:
+            return None
+        return pa.concat_tables([_read_file(p, self.kind, columns) for p in parts], promote_options="permissive")
+
+    def write(self, table: pa.Table) -> Path | None:
+        if table.num_rows == 0:
+            return None
+        table = _prepare(table, self.kind, str(self.folder), self.metadata)
+        seq = len(self.parts())
+        path = self.folder / f"part-{seq:05d}{self._suffix}.parquet"
+        _write_parquet_file(table, path)
+        return path
+
+    def finish(self, extra: dict | None = None) -> Path:
+        parts = self.parts()
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        atomic_write_json(self.manifest_path, _manifest(self.kind, [p.name for p in parts], rows, extra, self.shard))
+        return self.manifest_path
+
+
+# ---------------------------------------------------------------------------- reads
+def _read_file(path: Path, kind: str | None, columns: list[str] | None = None) -> pa.Table:
+    try:
+        pf = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise CreamError(f"{path}: file not found") from None
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CreamError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+    md = pf.schema_arrow.metadata or {}
+    found_kind = md.get(schemas.META_SCHEMA, b"").decode() or None
+    found_version = md.get(schemas.META_VERSION, b"").decode() or None
+    if kind and found_kind and found_kind != kind:
+        raise CreamError(f"{path}: holds a '{found_kind}' table, expected a '{kind}' table")
+    if found_version is not None and found_version != str(schemas.CURRENT_VERSION):
+        raise CreamError(
+            f"{path}: '{found_kind or kind}' table has schema version {found_version}, "
+            f"this cream reads version {schemas.CURRENT_VERSION}"
+        )
+    try:
+        return pf.read(columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CreamError(f"{path}: corrupt Parquet data ({str(e).splitlines()[0][:120]})") from None
+
+
+def table_kind(path: str | Path) -> str | None:
+    """The table kind recorded in a file's metadata or a folder's manifest, if any."""
+    path = Path(path)
+    if path.is_dir():
+        manifests = sorted(path.glob("_manifest*.json"))
+        if manifests:
+            return json.loads(manifests[0].read_text()).get("schema")
+        parts = sorted(path.glob("part-*.parquet"))
+        path = parts[0] if parts else path
+    if path.is_file():
+        try:
+            md = pq.ParquetFile(path).schema_arrow.metadata or {}
+        except Exception:
+            return None
+        return md.get(schemas.META_SCHEMA, b"").decode() or None
+    return None
+
+
+def complete_parts(folder: Path) -> tuple[list[Path], list[dict]]:
+    """The parts of a complete table folder and its manifests; a clear error when incomplete."""
+    main = folder / MANIFEST
+    if main.exists():
+        manifests = [json.loads(main.read_text())]
+    else:
+        shard_files = {}
+        for p in folder.iterdir():
+            m = _SHARD_MANIFEST.match(p.name)
+            if m:
+                shard_files.setdefault(int(m.group(2)), {})[int(m.group(1))] = p
+        done = [k for k, got in shard_files.items() if len(got) == k]
+        if not done:
+            if any(folder.glob("part-*.parquet")) or shard_files:
+                missing = ""
+                if shard_files:
+                    k, got = max(shard_files.items(), key=lambda kv: len(kv[1]))
+                    missing = f" (shards finished: {sorted(got)} of {k})"
+                raise CreamError(
+                    f"{folder}: table is incomplete{missing}: no manifest; rerun the stage that writes it to finish"
+                )
+            raise CreamError(f"{folder}: no table here (expected Parquet parts and a {MANIFEST})")
+        manifests = [json.loads(p.read_text()) for _, p in sorted(shard_files[max(done)].items())]
+    parts = []
+    for m in manifests:
+        for name in m.get("parts", []):
+            p = folder / name
+            if not p.exists():
+                raise CreamError(f"{folder}: manifest lists {name}, which is missing")
+            parts.append(p)
+    return parts, manifests
+
+
+def read_manifest(path: str | Path) -> dict:
+    """Merged manifest of a table folder (shard manifests merged; 'rows' summed)."""
+    _, manifests = complete_parts(Path(path))
+    merged = dict(manifests[0])
+    merged["rows"] = sum(m.get("rows", 0) for m in manifests)
+    merged["parts"] = [p for m in manifests for p in m.get("parts", [])]
+    return merged
+
+
+def read_table(path: str | Path, kind: str | None = None, *, columns: list[str] | None = None,
+               validate: bool = True) -> pa.Table:
+    """Read a table from a Parquet file or a (complete) folder of parts, checked against its schema."""
+    path = Path(path)
+    if not path.exists():
+        raise CreamError(f"{path}: no such file or folder")
+    if path.is_dir():
+        parts, _ = complete_parts(path)
+        if not parts:
+            tables = []
+        else:
+            tables = [_read_file(p, kind, columns) for p in parts]
+    else:
+        tables = [_read_file(path, kind, columns)]
+    kind = kind or table_kind(path)
+    if not tables:
+        if kind is None:
+            raise CreamError(f"{path}: empty table folder of unknown kind")
+        arrow = schemas.get(kind).arrow
+        table = arrow.empty_table() if columns is None else arrow.empty_table().select(columns)
+    else:
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except pa.ArrowInvalid as e:
+            raise CreamError(f"{path}: parts disagree on their columns ({str(e)[:120]})") from None
+    if validate and kind and columns is None:
+        check(table, kind, str(path))
+    return table
+
+
+def iter_table_paths(root: str | Path) -> Iterable[tuple[str, Path]]:
+    """(kind, path) for every complete table under ``root`` (a run dir, a table dir, or a file)."""
+    root = Path(root)
+    if root.is_file() or (root / MANIFEST).exists() or any(root.glob("_manifest.shard-*.json")):
+        k = table_kind(root)
+        if k:
+            yield k, root
+        return
+    for p in sorted(root.rglob("*")):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir() and ((p / MANIFEST).exists() or any(p.glob("_manifest.shard-*.json"))):
+            k = table_kind(p)
+            if k:
+                yield k, p
+        elif p.is_file() and p.suffix == ".parquet" and not p.name.startswith("part-"):
+            k = table_kind(p)
+            if k:
+                yield k, p

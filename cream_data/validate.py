@@ -1,0 +1,169 @@
+"""Check a pyarrow table against a table schema and report every violation at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import schemas
+from cream_data.errors import SchemaError
+from schemas import TableSchema
+
+
+def _type_ok(actual: pa.DataType, expected: pa.DataType) -> bool:
+    if actual.equals(expected):
+        return True
+    # Large/view variants of strings and lists are the same logical type.
+    if pa.types.is_large_string(actual) or pa.types.is_string_view(actual):
+        return pa.types.is_string(expected)
+    if pa.types.is_null(actual):
+        return True  # an all-null column; nullability is checked separately
+    # Integer widths are not a user's concern: conform() casts safely (overflow is an error there).
+    if pa.types.is_integer(expected) and pa.types.is_integer(actual):
+        return True
+    if pa.types.is_floating(expected) and (pa.types.is_floating(actual) or pa.types.is_integer(actual)):
+        return True
+    if (pa.types.is_list(actual) or pa.types.is_large_list(actual)) and pa.types.is_list(expected):
+        return _type_ok(actual.value_type, expected.value_type)
+    if pa.types.is_struct(actual) and pa.types.is_struct(expected):
+        names = {actual.field(i).name: actual.field(i).type for i in range(actual.num_fields)}
+        for i in range(expected.num_fields):
+            f = expected.field(i)
+            if f.name not in names or not _type_ok(names[f.name], f.type):
+                return False
+        return True
+    return False
+
+
+def _first_rows(mask: np.ndarray, k: int = 3) -> str:
+    rows = np.flatnonzero(mask)[:k].tolist()
+    more = "…" if int(mask.sum()) > k else ""
+    return ", ".join(map(str, rows)) + more
+
+
+def violations(table: pa.Table, schema: TableSchema) -> list[str]:
+    """Every way ``table`` breaks ``schema``: missing columns, wrong types, nulls, ranges, list lengths."""
+    found: list[str] = []
+    present = set(table.column_names)
+    usable: dict[str, pa.ChunkedArray] = {}
+    for col in schema.columns:
+        if col.name not in present:
+            found.append(f"missing column '{col.name}' ({col.type})")
+            continue
+        arr = table.column(col.name)
+        if not _type_ok(arr.type, col.arrow):
+            found.append(f"column '{col.name}' has type {arr.type}, expected {col.type}")
+            continue
+        usable[col.name] = arr
+        if not col.nullable and arr.null_count:
+            mask = arr.is_null().to_numpy(zero_copy_only=False)
+            found.append(f"column '{col.name}' has {arr.null_count} null(s), not allowed (rows {_first_rows(mask)})")
+        if col.type == "conversation" and len(arr):
+            found.extend(_conversation_violations(col.name, arr))
+
+    for name, allowed in schema.enums.items():
+        if name in usable:
+            arr = usable[name]
+            bad = pc.and_(pc.invert(pc.is_in(arr, value_set=pa.array(allowed))), arr.is_valid())
+            mask = bad.to_numpy(zero_copy_only=False)
+            if mask.any():
+                vals = sorted({str(v) for v in pc.filter(arr, bad).to_pylist()})[:3]
+                found.append(f"column '{name}' has value(s) {vals} (rows {_first_rows(mask)}), expected one of {allowed}")
+
+    for name, (lo, hi) in schema.ranges.items():
+        if name in usable:
+            vals = usable[name].to_numpy(zero_copy_only=False).astype(float)
+            with np.errstate(invalid="ignore"):
+                bad = np.zeros(len(vals), bool)
+                if lo is not None:
+                    bad |= vals < lo
+                if hi is not None:
+                    bad |= vals > hi
+                if schema.column(name).type.startswith("float") and not schema.column(name).nullable:
+                    bad |= np.isnan(vals)
+            if bad.any():
+                found.append(
+                    f"column '{name}' out of range [{lo if lo is not None else '-inf'}, "
+                    f"{hi if hi is not None else 'inf'}] at rows {_first_rows(bad)} (e.g. {vals[bad][0]})"
+                )
+
+    for count_col, list_cols in schema.list_lengths.items():
+        if count_col not in usable:
+            continue
+        n = usable[count_col].to_numpy(zero_copy_only=False).astype(float)
+        for lc in list_cols:
+            if lc not in usable:
+                continue
+            arr = usable[lc]
+            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(float)
+            valid = arr.is_valid().to_numpy(zero_copy_only=False)
+            bad = valid & (lengths != n)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                found.append(
+                    f"column '{lc}' has {int(lengths[i])} item(s) at row {i} but {count_col} = {int(n[i])} "
+                    f"({int(bad.sum())} row(s) disagree)"
+                )
+
+    for count_col, idx_cols in schema.index_columns.items():
+        if count_col not in usable:
+            continue
+        n = usable[count_col].to_numpy(zero_copy_only=False).astype(float)
+        for ic in idx_cols:
+            if ic in usable:
+                idx = usable[ic].to_numpy(zero_copy_only=False).astype(float)
+                bad = idx >= n
+                if bad.any():
+                    found.append(f"column '{ic}' is >= {count_col} at rows {_first_rows(bad)}")
+
+    if schema.unique and all(u in usable for u in schema.unique) and table.num_rows:
+        keys = table.select(list(schema.unique)).group_by(list(schema.unique)).aggregate([([], "count_all")])
+        dup = keys.filter(pc.greater(keys["count_all"], 1))
+        if dup.num_rows:
+            example = {k: dup.column(k)[0].as_py() for k in schema.unique}
+            found.append(f"{dup.num_rows} duplicate key(s) on ({', '.join(schema.unique)}), e.g. {example}")
+    return found
+
+
+def _conversation_violations(name: str, arr: pa.ChunkedArray) -> list[str]:
+    out = []
+    flat = pc.list_flatten(arr)
+    if len(flat):
+        roles = pc.struct_field(flat, "role")
+        bad_roles = pc.invert(pc.is_in(roles, value_set=pa.array(["system", "user", "assistant", "tool"])))
+        if pc.any(pc.fill_null(bad_roles, True)).as_py():
+            out.append(f"column '{name}' has a turn whose role is not system/user/assistant/tool")
+        if pc.struct_field(flat, "content").null_count:
+            out.append(f"column '{name}' has a turn with null content")
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    empty = np.nan_to_num(lengths.astype(float), nan=1) == 0
+    if empty.any():
+        out.append(f"column '{name}' has an empty conversation at rows {_first_rows(empty)}")
+    return out
+
+
+def check(table: pa.Table, kind: str | TableSchema, where: str) -> None:
+    """Raise :class:`SchemaError` listing every violation, or return quietly."""
+    schema = schemas.get(kind) if isinstance(kind, str) else kind
+    found = violations(table, schema)
+    if found:
+        raise SchemaError(where, found)
+
+
+def conform(table: pa.Table, kind: str | TableSchema) -> pa.Table:
+    """Cast a (valid) table to the exact schema: column order and types; extra columns kept after."""
+    schema = schemas.get(kind) if isinstance(kind, str) else kind
+    target = schema.arrow
+    cols, fields = [], []
+    for f in target:
+        try:
+            cols.append(table.column(f.name).cast(f.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise SchemaError(schema.name, [f"column '{f.name}' cannot be stored as {f.type}: {str(e)[:100]}"]) from None
+        fields.append(f)
+    for name in table.column_names:
+        if name not in target.names:
+            cols.append(table.column(name))
+            fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=target.metadata))
