@@ -58,6 +58,7 @@ def test_every_table_kind_has_a_v1_schema_with_the_design_columns():
                    "reward", "reward_kind", "judge_text"],
         "eval": ["model", "task", "example_id", "response", "prediction", "answer", "correct"],
     }
+    assert schemas.get("sft").column_names == ["prompt_id", "prompt", "completion", "source"]
     for kind, cols in design.items():
         assert schemas.get(kind).column_names == cols
     pref = schemas.get("preferences").column_names
