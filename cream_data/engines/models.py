@@ -146,7 +146,9 @@ def default_dtype(device: str):
 
 def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     try:
         tok = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust_remote_code)
     except OSError as e:
