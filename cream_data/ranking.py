@@ -1,0 +1,174 @@
+"""Ordinal ranks and rank-consistency measures, vectorised over a ``[P, N]`` matrix (P prompts, N responses).
+
+CREAM ranks the N responses of every prompt under two reward vectors (current model ``M_t`` and previous
+model ``M_{t-1}``) and measures how much the two rankings agree (CREAM.md, steps 4-5). Every function
+here works on all P prompts at once with numpy; there is no per-prompt Python loop.
+
+Conventions
+-----------
+* **Ranks are ordinal, 1 = best.** ``ranks[p, i]`` is the position of response ``i`` when the rewards of
+  prompt ``p`` are sorted from highest to lowest. Equal rewards are ordered by response index: among equals,
+  the *lower* index gets the *better* (smaller) rank. This is exactly
+  ``scipy.stats.rankdata(-rewards[p], method="ordinal")``.
+* Because ordinal ranks have no ties, Kendall's tau-a equals tau-b, and Spearman's rho has its closed form.
+  For a pair of rankings ``a, b`` of N items with ``n0 = N (N - 1) / 2`` item pairs:
+
+      tau = (concordant - discordant) / n0 = 1 - 2 * discordant / n0
+      rho = 1 - 6 * sum_i (a_i - b_i)^2 / (N (N^2 - 1))
+
+* N < 2 has no pairs: tau and rho are NaN there (as in scipy).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+ConsistencyMethod = Literal["kendall", "spearman", "toporder"]
+CONSISTENCY_METHODS: tuple[str, ...] = ("kendall", "spearman", "toporder")
+
+# Rows per chunk in the pairwise Kendall computation: bounds the [rows, N(N-1)/2] temporaries
+# (1M prompts x N=8 would otherwise allocate ~28M-entry arrays several times over).
+_CHUNK_ROWS = 1 << 16
+
+
+def ordinal_ranks(rewards: np.ndarray) -> np.ndarray:
+    """Ordinal ranks of each row of ``rewards`` ``[P, N]``: 1 = highest reward; ties → lower index ranks better.
+
+    Equal to ``scipy.stats.rankdata(-rewards[p], method="ordinal")`` for every row ``p``. NaN rewards are
+    not meaningful to rank (callers skip those prompts); they are ranked last here, after ``-inf``.
+
+    Hand-worked example: rewards ``[0.5, 2.0, 0.5, -1.0]``. Sorted high to low: 2.0 (response 1),
+    then the tie 0.5 (responses 0 and 2: response 0 first, lower index), then -1.0 (response 3).
+    So response 0 → rank 2, 1 → rank 1, 2 → rank 3, 3 → rank 4.
+
+    >>> ordinal_ranks(np.array([[0.5, 2.0, 0.5, -1.0]])).tolist()
+    [[2, 1, 3, 4]]
+    >>> ordinal_ranks(np.array([[3.0, 3.0], [1.0, 7.0]])).tolist()   # all equal: index order
+    [[1, 2], [2, 1]]
+    """
+    r = _as_matrix(rewards, np.float64, "rewards")
+    # A stable sort of the negated rewards keeps equal rewards in index order (argsort puts NaN last).
+    order = np.argsort(-r, axis=1, kind="stable")
+    ranks = np.empty(r.shape, dtype=np.int16)
+    positions = np.broadcast_to(np.arange(1, r.shape[1] + 1, dtype=np.int16), r.shape)
+    np.put_along_axis(ranks, order, positions, axis=1)
+    return ranks
+
+
+def kendall_tau(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
+    """Kendall's tau ``[P]`` between two ordinal rankings ``[P, N]`` (no ties, so tau-a = tau-b).
+
+    Counts, for each of the ``N (N - 1) / 2`` response pairs ``i < j``, whether the two rankings order
+    them the same way: ``tau = 1 - 2 * discordant / n0``. Equals ``scipy.stats.kendalltau(a, b)``. Cost is
+    O(P * N^2) time, computed in row chunks so memory stays O(chunk * N^2): fine for the N <= 16 that
+    sampling produces (N = 5 in the paper).
+
+    Hand-worked example: a = [1, 2, 3, 4] and b = [2, 1, 3, 4] disagree on one pair (responses 0, 1) of
+    six, so tau = 1 - 2 * 1/6 = 2/3; a reversed ranking disagrees on all six pairs, tau = -1.
+
+    >>> a = np.array([[1, 2, 3, 4], [1, 2, 3, 4]])
+    >>> kendall_tau(a, np.array([[2, 1, 3, 4], [4, 3, 2, 1]])).round(6).tolist()
+    [0.666667, -1.0]
+    """
+    a, b = _check_pair(ranks_a, ranks_b)
+    p, n = a.shape
+    if n < 2:
+        return np.full(p, np.nan)
+    i, j = np.triu_indices(n, k=1)
+    n0 = i.size
+    discordant = np.empty(p, dtype=np.int64)
+    for lo in range(0, p, _CHUNK_ROWS):
+        ca, cb = a[lo : lo + _CHUNK_ROWS], b[lo : lo + _CHUNK_ROWS]
+        # Ranks are distinct, so each pair is either concordant or discordant (never tied).
+        a_first = ca[:, i] < ca[:, j]
+        b_first = cb[:, i] < cb[:, j]
+        discordant[lo : lo + _CHUNK_ROWS] = np.count_nonzero(a_first != b_first, axis=1)
+    return 1.0 - 2.0 * discordant / n0
+
+
+def spearman_rho(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
+    """Spearman's rho ``[P]`` between two ordinal rankings ``[P, N]``: ``1 - 6 Σ d² / (N (N² - 1))``.
+
+    Equals ``scipy.stats.spearmanr(a, b)`` (the Pearson correlation of the ranks) without ties.
+
+    Hand-worked example: a = [1, 2, 3], b = [2, 1, 3]: Σ d² = 1 + 1 + 0 = 2, rho = 1 - 12/24 = 0.5.
+
+    >>> spearman_rho(np.array([[1, 2, 3]]), np.array([[2, 1, 3]])).tolist()
+    [0.5]
+    """
+    a, b = _check_pair(ranks_a, ranks_b)
+    p, n = a.shape
+    if n < 2:
+        return np.full(p, np.nan)
+    d = a.astype(np.int64) - b.astype(np.int64)
+    return 1.0 - 6.0 * np.einsum("pn,pn->p", d, d) / (n * (n * n - 1))
+
+
+def top_order(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
+    """TopOrder ``[P]``: 1.0 where both rankings pick the same best (rank 1) *and* the same worst (rank N).
+
+    This is the definition in the CREAM paper. The reference code instead compares the ranks of response 0
+    and response N-1; we implement the definition (see CREAM.md).
+
+    >>> a = np.array([[1, 2, 3], [1, 2, 3], [1, 2, 3]])
+    >>> top_order(a, np.array([[1, 3, 2], [2, 1, 3], [1, 2, 3]])).tolist()
+    [0.0, 0.0, 1.0]
+    """
+    a, b = _check_pair(ranks_a, ranks_b)
+    if a.shape[1] == 0:
+        return np.zeros(a.shape[0])
+    same_best = np.argmin(a, axis=1) == np.argmin(b, axis=1)
+    same_worst = np.argmax(a, axis=1) == np.argmax(b, axis=1)
+    return (same_best & same_worst).astype(np.float64)
+
+
+def consistency(
+    ranks_a: np.ndarray, ranks_b: np.ndarray, method: ConsistencyMethod = "kendall"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Consistency ``C`` in [0, 1] and Kendall's tau, both ``[P]``, between two rankings ``[P, N]``.
+
+    * ``kendall``:  C = (tau + 1) / 2       (the CREAM default)
+    * ``spearman``: C = (rho + 1) / 2
+    * ``toporder``: C = TopOrder in {0, 1}
+
+    The second array is always Kendall's tau, whatever the method, because the preferences table stores it.
+    With N = 2 the rankings either agree (tau = rho = 1, TopOrder = 1, C = 1) or are reversed (C = 0).
+
+    >>> c, tau = consistency(np.array([[1, 2, 3, 4]]), np.array([[2, 1, 3, 4]]))
+    >>> round(float(c[0]), 6), round(float(tau[0]), 6)
+    (0.833333, 0.666667)
+    """
+    if method not in CONSISTENCY_METHODS:
+        raise ValueError(f"unknown consistency method {method!r}; expected one of {', '.join(CONSISTENCY_METHODS)}")
+    tau = kendall_tau(ranks_a, ranks_b)
+    if method == "kendall":
+        c = (tau + 1.0) / 2.0
+    elif method == "spearman":
+        c = (spearman_rho(ranks_a, ranks_b) + 1.0) / 2.0
+    else:
+        c = top_order(ranks_a, ranks_b)
+    # Guard the [0, 1] contract against the last ulp of floating-point rounding.
+    return np.clip(c, 0.0, 1.0), tau
+
+
+def _as_matrix(x: np.ndarray, dtype, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=dtype)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a [P, N] matrix, got shape {arr.shape}")
+    return arr
+
+
+def _check_pair(ranks_a: np.ndarray, ranks_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = _as_matrix(ranks_a, np.int64, "ranks_a")
+    b = _as_matrix(ranks_b, np.int64, "ranks_b")
+    if a.shape != b.shape:
+        raise ValueError(f"rankings have different shapes {a.shape} and {b.shape}")
+    n = a.shape[1]
+    expected = np.arange(1, n + 1)
+    for name, r in (("ranks_a", a), ("ranks_b", b)):
+        # Each row must be a permutation of 1..N: the tie-free formulas above rely on it.
+        if r.size and not (np.sort(r, axis=1) == expected).all():
+            raise ValueError(f"{name} rows must be permutations of 1..{n} (ordinal ranks); use ordinal_ranks()")
+    return a, b
