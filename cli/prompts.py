@@ -1,0 +1,96 @@
+"""`cream prompts SOURCE --out DIR`: a prompts (or SFT) table from a file, a datasets folder or a Hub id."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import out
+
+
+def prompts(
+    source: str = typer.Argument(..., help="JSONL/JSON/CSV/TSV/Parquet file, a `datasets` folder, a cream table, "
+                                           "or a Hub dataset id (NAME or NAME:CONFIG)."),
+    out_dir: Path = typer.Option(..., "--out", help="Output table folder (or a .parquet file without --split-into)."),
+    split_into: Optional[int] = typer.Option(None, "--split-into", help="Write T disjoint subsets "
+                                             "OUT/subset-1 … OUT/subset-T, one per iteration."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Keep the first K prompts of the source."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="Source layout: gsm8k, arc, openbookqa, siqa, oasst, "
+                                         "alpaca_eval, self_instruct, generic. Detected from the fields if omitted."),
+    prompt_field: Optional[str] = typer.Option(None, "--prompt-field", help="Field with the prompt text "
+                                               "(or a list of {role, content} turns)."),
+    answer_field: Optional[str] = typer.Option(None, "--answer-field", help="Field with the reference answer "
+                                               "(with --sft: the completion)."),
+    id_field: Optional[str] = typer.Option(None, "--id-field", help="Field with a unique id (default: content hash)."),
+    system_field: Optional[str] = typer.Option(None, "--system-field", help="Field with a system prompt."),
+    completion_field: Optional[str] = typer.Option(None, "--completion-field", help="With --sft: field with the answer."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a datasets folder or Hub dataset "
+                                        "(default: train, or the only one)."),
+    suffix: Optional[str] = typer.Option(None, "--suffix", help="Text appended to the user turn (after a newline)."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Keep the first of prompts with the same id instead of failing."),
+    sft: bool = typer.Option(False, "--sft", help="Write an sft table (prompt + assistant completion) instead."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --split-into assignment."),
+) -> None:
+    """Build a prompts table (conversational prompts, stable ids, reference answers) from a source."""
+    from cream_data.errors import CreamError
+    from cream_data.io import write_table
+    from cream_data.prompts import FieldMap, load_prompts, load_sft, split_prompts
+
+    fields = FieldMap(prompt=prompt_field, answer=answer_field, id=id_field, system=system_field,
+                      completion=completion_field)
+    if sft:
+        if split_into is not None or suffix:
+            raise CreamError("--sft writes one SFT table: --split-into and --suffix do not apply")
+        table = load_sft(source, layout=layout, fields=fields or None, limit=limit, split=split)
+        kind = "sft"
+    else:
+        table = load_prompts(source, layout=layout, fields=fields or None, limit=limit, split=split,
+                             suffix=suffix, dedupe=dedupe)
+        kind = "prompts"
+    if split_into is None:
+        write_table(table, out_dir, kind)
+        subsets = [table]
+    else:
+        if out_dir.suffix == ".parquet":
+            raise CreamError(f"--out {out_dir}: --split-into writes a folder of subsets, not one .parquet file")
+        subsets = split_prompts(table, split_into, seed)
+        _write_subsets(subsets, out_dir)
+    what = f"{table.num_rows} {'SFT examples' if sft else 'prompts'}"
+    if not sft:
+        n_ref = table.num_rows - table.column("reference_answer").null_count
+        what += f" ({n_ref} with reference answers)"
+    where = f"{len(subsets)} subsets of {', '.join(str(s.num_rows) for s in subsets)} in {out_dir}" \
+        if split_into is not None else str(out_dir)
+    out.print(f"wrote {what} from {table.column('source')[0].as_py() if table.num_rows else source} to {where}",
+              highlight=False)
+
+
+def _write_subsets(subsets: list, out_dir: Path) -> None:
+    """DIR/subset-1 … DIR/subset-T, built in a hidden folder beside DIR and renamed into place at the end."""
+    from cream_data.io import write_table
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        for k, sub in enumerate(subsets, 1):
+            write_table(sub, staging / f"subset-{k}", "prompts")
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out_dir, old)
+            os.replace(staging, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prompts")(prompts)

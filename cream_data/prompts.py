@@ -1,0 +1,390 @@
+"""Prompt and SFT loaders: any source → a ``prompts`` (or ``sft``) table; deterministic T-way splits.
+
+Sources: a JSONL / JSON / CSV / TSV / Parquet file, a local ``datasets`` folder (``save_to_disk``), a cream
+table (file or folder) of the wanted kind, or a Hugging Face Hub dataset id (``name`` or ``name:config``).
+The records then go through a layout (see :mod:`cream_data.layouts`), detected from the fields or named.
+
+``prompt_id`` is the source's id when it has one, else ``sha256(canonical JSON of the prompt turns)[:16]``
+(computed before any ``suffix``: the id names the question, not how it is presented). For SFT rows without
+a source id the hash covers prompt and completion, so two answers to one question stay two examples.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import schemas
+from cream_data.errors import CreamError, missing_package
+from cream_data.layouts import LAYOUTS, Context, FieldMap, Item, Record, detect, format_mc, gsm8k_reference, mc_letter
+from cream_data.validate import check, conform
+
+__all__ = ["load_prompts", "load_sft", "split_prompts", "load_benchmark", "prompt_hash", "format_mc", "mc_letter",
+           "gsm8k_reference", "FieldMap", "BENCHMARKS", "KNOWN_LAYOUTS"]
+
+KNOWN_LAYOUTS = tuple(LAYOUTS)
+EXTENSIONS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
+
+# task → (file under a data dir laid out like ../shared/data, Hub id, Hub config, Hub split)
+BENCHMARKS = {
+    "arc_easy": ("arc/ARC-Easy-Test.jsonl", "allenai/ai2_arc", "ARC-Easy", "test"),
+    "arc_challenge": ("arc/ARC-Challenge-Test.jsonl", "allenai/ai2_arc", "ARC-Challenge", "test"),
+    "openbookqa": ("openbookqa/test.jsonl", "allenai/openbookqa", "main", "test"),
+    "siqa": ("siqa/dev.jsonl", "allenai/social_i_qa", None, "validation"),
+    "gsm8k": ("gsm8k/test.jsonl", "openai/gsm8k", "main", "test"),
+}
+
+
+def prompt_hash(turns: list[dict]) -> str:
+    """First 16 hex digits of sha256 over the canonical JSON (sorted keys, no spaces) of ``turns``."""
+    canon = json.dumps(turns, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- reading records
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise CreamError(f"{path} line {line}: bytes that are not UTF-8 (byte {e.start}); expected UTF-8 text") from None
+
+
+def _jsonl(path: Path, text: str) -> Iterator[Record]:
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CreamError(f"{path} line {n}: not valid JSON ({e.msg} at column {e.colno}); "
+                             "expected one JSON object per line") from None
+        if not isinstance(obj, dict):
+            raise CreamError(f"{path} line {n}: a JSON {type(obj).__name__}, expected an object per line")
+        yield f"line {n}", obj
+
+
+def _json(path: Path, text: str) -> Iterator[Record]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CreamError(f"{path} line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if isinstance(obj, dict):  # {"data": [...]}-style: the one list of objects inside
+        lists = {k: v for k, v in obj.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
+        key = "data" if "data" in lists else next(iter(lists)) if len(lists) == 1 else None
+        if key is None:
+            raise CreamError(f"{path}: a JSON object with {len(lists)} lists of records "
+                             f"({', '.join(lists) or 'none'}); expected an array of records or one such list")
+        obj = obj[key]
+    if not isinstance(obj, list):
+        raise CreamError(f"{path}: a JSON {type(obj).__name__}, expected an array of objects")
+    for i, r in enumerate(obj, 1):
+        if not isinstance(r, dict):
+            raise CreamError(f"{path} item {i}: a JSON {type(r).__name__}, expected an object")
+        yield f"item {i}", r
+
+
+def _csv(path: Path, text: str, delimiter: str) -> Iterator[Record]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    if not reader.fieldnames:
+        raise CreamError(f"{path}: no header row; expected column names on line 1")
+    width = len(reader.fieldnames)
+    for r in reader:
+        where = f"line {reader.line_num}"
+        if None in r:
+            raise CreamError(f"{path} {where}: {width + len(r[None])} values but the header has {width} columns")
+        if any(v is None for v in r.values()):
+            have = sum(v is not None for v in r.values())
+            raise CreamError(f"{path} {where}: {have} values but the header has {width} columns")
+        yield where, r
+
+
+def _rows(table: pa.Table) -> Iterator[Record]:
+    for i, r in enumerate(table.to_pylist(), 1):
+        yield f"row {i}", r
+
+
+def _pick_split(d, label: str, split: str | None):
+    """One split of a DatasetDict: the named one, else 'train', else the only one."""
+    names = list(d.keys())
+    if split is None:
+        split = "train" if "train" in names else names[0] if len(names) == 1 else None
+        if split is None:
+            raise CreamError(f"{label}: has splits {names}; name one with --split")
+    if split not in names:
+        raise CreamError(f"{label}: no split '{split}'; it has {names}")
+    return d[split], split
+
+
+def _datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise missing_package("datasets", "loading a datasets folder or Hub dataset") from None
+    return datasets
+
+
+def _hub(source: str, split: str | None) -> tuple[Iterator[Record], str]:
+    ds_mod = _datasets()
+    name, _, config = source.partition(":")
+    _hub_reachable(source)
+    try:
+        ds = ds_mod.load_dataset(name, config or None, split=split)
+    except Exception as e:  # offline, unknown id, gated repo…: all reach the user as one line
+        msg = " ".join(str(e).split())[:200]
+        raise CreamError(f"{source}: not a local file or folder, and loading it as a Hugging Face Hub dataset failed "
+                         f"({type(e).__name__}: {msg})") from None
+    if isinstance(ds, ds_mod.DatasetDict):
+        ds, split = _pick_split(ds, source, split)
+    return ((f"row {i}", r) for i, r in enumerate(ds, 1)), split
+
+
+def _hub_reachable(source: str) -> None:
+    """Fail in seconds, in one line, when the Hub cannot be reached (the client would retry for ~30 s).
+
+    In offline mode (HF_HUB_OFFLINE=1) the datasets cache answers instead, so no probe is made.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+    except OSError as e:
+        raise CreamError(f"{source}: not a local file or folder, and the Hugging Face Hub ({constants.ENDPOINT}) "
+                         f"cannot be reached ({e.strerror or type(e).__name__}); check the path or the network") from None
+
+
+def _local_dataset(path: Path, split: str | None) -> tuple[Iterator[Record], str | None]:
+    ds_mod = _datasets()
+    try:
+        ds = ds_mod.load_from_disk(str(path))
+    except Exception as e:
+        raise CreamError(f"{path}: not a readable datasets folder ({type(e).__name__}: {str(e)[:150]})") from None
+    if isinstance(ds, ds_mod.DatasetDict):
+        ds, split = _pick_split(ds, str(path), split)
+    return ((f"row {i}", r) for i, r in enumerate(ds, 1)), split
+
+
+def _cream_kind(path: Path) -> str | None:
+    from cream_data.io import table_kind
+
+    try:
+        return table_kind(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _records(source: str, split: str | None, want: str) -> tuple[Iterator[Record] | pa.Table, Path | None, str | None]:
+    """The records of a source, or a ready table when the source already is a cream table of kind ``want``."""
+    path = Path(source)
+    if path.is_dir():
+        if (path / "_manifest.json").exists() or any(path.glob("_manifest.shard-*.json")) or any(path.glob("part-*.parquet")):
+            return _cream_table(path, want), None, split
+        if any((path / f).exists() for f in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            recs, split = _local_dataset(path, split)
+            return recs, None, split
+        raise CreamError(f"{path}: a folder that is neither a cream table nor a `datasets` save_to_disk folder")
+    if path.is_file():
+        ext = path.suffix.lower()
+        if ext not in EXTENSIONS:
+            raise CreamError(f"{path}: unknown file extension '{ext or '(none)'}'; expected one of "
+                             f"{', '.join(EXTENSIONS)} (or a datasets folder, a cream table, a Hub id)")
+        if ext == ".parquet":
+            try:
+                meta = pq.read_schema(path).metadata or {}
+            except (pa.ArrowInvalid, OSError) as e:
+                raise CreamError(f"{path}: not a readable Parquet file ({str(e)[:120]})") from None
+            if schemas.META_SCHEMA in meta:
+                return _cream_table(path, want), path, split
+            return _rows(pq.read_table(path)), path, split
+        data = path.read_bytes()
+        if not data.strip():
+            raise CreamError(f"{path}: the file is empty; expected {ext[1:].upper()} records")
+        text = _decode(path, data)
+        if ext in (".jsonl", ".ndjson"):
+            return _jsonl(path, text), path, split
+        if ext == ".json":
+            return _json(path, text), path, split
+        return _csv(path, text, "\t" if ext == ".tsv" else ","), path, split
+    looks_like_path = source.startswith((".", "/", "~")) or path.suffix.lower() in EXTENSIONS or source.count("/") > 1
+    if looks_like_path or not source.strip():
+        raise CreamError(f"{source}: no such file or folder")
+    recs, split = _hub(source, split)
+    return recs, None, split
+
+
+def _cream_table(path: Path, want: str) -> pa.Table:
+    from cream_data.io import read_table
+
+    kind = _cream_kind(path)
+    if kind is not None and kind != want:
+        raise CreamError(f"{path}: holds a '{kind}' table, expected a '{want}' table or raw records")
+    return read_table(path, want)
+
+
+# ---------------------------------------------------------------------------- assembling tables
+def _items(source: str, layout: str | None, fields: FieldMap | None, split: str | None, want: str
+           ) -> tuple[Iterator[Item] | pa.Table, Context, str]:
+    if layout is not None and layout not in LAYOUTS:
+        raise CreamError(f"unknown layout '{layout}'; known layouts: {', '.join(KNOWN_LAYOUTS)}")
+    recs, path, split = _records(source, split, want)
+    label = str(path) if path else source
+    ctx = Context(label=label, path=path, split=split, fields=fields or FieldMap())
+    if isinstance(recs, pa.Table):
+        return recs, ctx, "table"
+    first = next(recs, None)
+    if first is None:
+        raise CreamError(f"{label}: no records; expected at least one")
+
+    def chained() -> Iterator[Record]:
+        yield first
+        yield from recs
+
+    if layout is None:
+        layout = "generic" if fields else detect(first[1], label)
+        if layout is None:
+            raise CreamError(f"{label} {first[0]}: cannot tell the layout from fields "
+                             f"{sorted(map(str, first[1]))}; name one with --layout ({', '.join(KNOWN_LAYOUTS)}) "
+                             "or map fields with --prompt-field/--answer-field")
+    return LAYOUTS[layout](chained(), ctx), ctx, layout
+
+
+def _source_name(ctx: Context, layout: str) -> str:
+    name = ctx.path.name if ctx.path else ctx.label
+    return f"{layout}:{name}" + (f"[{ctx.split}]" if ctx.split and not ctx.path else "")
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise CreamError(f"--limit {limit}: expected a positive number of rows")
+
+
+def _finish(rows: dict[str, list], kind: str, label: str) -> pa.Table:
+    table = pa.table(rows, schema=schemas.get(kind).arrow)
+    check(table, kind, label)
+    return conform(table, kind)
+
+
+def load_prompts(source: str, *, layout: str | None = None, fields: FieldMap | None = None, limit: int | None = None,
+                 split: str | None = None, suffix: str | None = None, dedupe: bool = False) -> pa.Table:
+    """A ``prompts`` table from any source (see the module docstring); the first ``limit`` prompts.
+
+    ``suffix`` is appended to the last user turn after a newline. Two rows with the same ``prompt_id`` are an
+    error naming both rows, unless ``dedupe`` keeps the first (oasst ranked pairs repeat each question by
+    construction, so that layout always keeps the first).
+    """
+    _check_limit(limit)
+    items, ctx, layout = _items(source, layout, fields, split, "prompts")
+    if isinstance(items, pa.Table):
+        return items.slice(0, limit) if limit else items
+    dedupe = dedupe or layout == "oasst"
+    seen: dict[str, str] = {}
+    rows: dict[str, list] = {"prompt_id": [], "prompt": [], "source": [], "reference_answer": []}
+    src = _source_name(ctx, layout)
+    for it in items:
+        pid = it.id if it.id is not None else prompt_hash(it.turns)
+        if pid in seen:
+            if dedupe:
+                continue
+            same = "" if it.id is not None else " (the same prompt text; pass --dedupe to keep the first)"
+            raise CreamError(f"{ctx.label} {it.where}: duplicate prompt_id '{pid}', already at {seen[pid]}{same}")
+        seen[pid] = it.where
+        turns = it.turns
+        if suffix:
+            turns = [dict(t) for t in turns]
+            turns[-1]["content"] = f"{turns[-1]['content'].rstrip()}\n{suffix}"
+        rows["prompt_id"].append(pid)
+        rows["prompt"].append(turns)
+        rows["source"].append(src)
+        rows["reference_answer"].append(it.reference)
+        if limit and len(rows["prompt_id"]) >= limit:
+            break
+    return _finish(rows, "prompts", ctx.label)
+
+
+def load_sft(source: str, *, layout: str | None = None, fields: FieldMap | None = None, limit: int | None = None,
+             split: str | None = None) -> pa.Table:
+    """An ``sft`` table: (prompt turns, assistant completion) pairs, e.g. oasst prompt + rank-0 answer.
+
+    Rows a layout gives no answer for (lower-ranked oasst answers, trees without a rank-0 reply) are skipped;
+    a source that yields none at all is an error.
+    """
+    _check_limit(limit)
+    items, ctx, layout = _items(source, layout, fields, split, "sft")
+    if isinstance(items, pa.Table):
+        return items.slice(0, limit) if limit else items
+    seen: dict[str, str] = {}
+    rows: dict[str, list] = {"prompt_id": [], "prompt": [], "completion": [], "source": []}
+    src = _source_name(ctx, layout)
+    n_items = 0
+    for it in items:
+        n_items += 1
+        if it.completion is None:
+            continue
+        if not it.completion.strip():
+            raise CreamError(f"{ctx.label} {it.where}: the answer is empty, expected non-empty completion text")
+        completion = [{"role": "assistant", "content": it.completion}]
+        pid = it.id if it.id is not None else prompt_hash(it.turns + completion)
+        if pid in seen:
+            raise CreamError(f"{ctx.label} {it.where}: duplicate prompt_id '{pid}', already at {seen[pid]}")
+        seen[pid] = it.where
+        for k, v in zip(rows, (pid, it.turns, completion, src)):
+            rows[k].append(v)
+        if limit and len(rows["prompt_id"]) >= limit:
+            break
+    if not rows["prompt_id"]:
+        raise CreamError(f"{ctx.label}: none of its {n_items} records has an answer for SFT (layout '{layout}'); "
+                         "name the answer field with --answer-field")
+    return _finish(rows, "sft", ctx.label)
+
+
+def split_prompts(table: pa.Table, T: int, seed: int = 0) -> list[pa.Table]:
+    """T disjoint subsets whose union is ``table``, sizes differing by at most one.
+
+    Rows are ordered by ``sha256(f"{seed}:{prompt_id}")`` and cut into T consecutive runs; each subset keeps
+    the input's row order. Membership depends only on the ids and the seed, and adding rows moves only the
+    few rows near the cut points.
+    """
+    n = table.num_rows
+    if not 1 <= T <= n:
+        raise CreamError(f"--split-into {T}: expected between 1 and the number of prompts ({n})")
+    ids = table.column("prompt_id").to_pylist()
+    order = sorted(range(n), key=lambda i: hashlib.sha256(f"{seed}:{ids[i]}".encode()).digest())
+    bounds = [round(k * n / T) for k in range(T + 1)]
+    return [table.take(sorted(order[bounds[k]:bounds[k + 1]])) for k in range(T)]
+
+
+def load_benchmark(task: str, path: str | Path | None = None, *, limit: int | None = None,
+                   suffix: str | None = None) -> pa.Table:
+    """A benchmark's test set as a prompts table whose every row has a reference answer.
+
+    ``path``: a file, a data dir laid out like ``../shared/data`` (see :data:`BENCHMARKS`), or ``None`` for the
+    Hub copy. MC answers are letters, GSM8K answers numbers.
+    """
+    if task not in BENCHMARKS:
+        raise CreamError(f"unknown task '{task}'; known tasks: {', '.join(BENCHMARKS)}")
+    rel, hub, config, split = BENCHMARKS[task]
+    layout = {"arc_easy": "arc", "arc_challenge": "arc"}.get(task, task)
+    if path is None:
+        source, split_arg = f"{hub}:{config}" if config else hub, split
+    else:
+        p = Path(path)
+        source, split_arg = str(p / rel if p.is_dir() else p), None
+    table = load_prompts(source, layout=layout, limit=limit, split=split_arg, suffix=suffix)
+    missing = table.column("reference_answer").null_count
+    if missing:
+        raise CreamError(f"{source}: {missing} of {table.num_rows} {task} items have no reference answer "
+                         "(for siqa, keep the <stem>-labels.lst file beside the records)")
+    return table
