@@ -43,6 +43,8 @@ def _root(
 
 
 # Commands: one module each; each adds itself with `register(app)`.
+from cli import prompts as _prompts  # noqa: E402
+_prompts.register(app)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
