@@ -43,8 +43,20 @@ def _root(
 
 
 # Commands: one module each; each adds itself with `register(app)`.
+from cli import train as _train  # noqa: E402
+_train.register(app)
+from cli import publish as _publish  # noqa: E402
+_publish.register(app)
+from cli import sample as _sample  # noqa: E402
+_sample.register(app)
 from cli import prompts as _prompts  # noqa: E402
 _prompts.register(app)
+from cli import label as _label  # noqa: E402
+_label.register(app)
+from cli import sql as _sql  # noqa: E402
+_sql.register(app)
+from cli import inspect as _inspect  # noqa: E402
+_inspect.register(app)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

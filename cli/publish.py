@@ -1,0 +1,42 @@
+"""`cream publish DIR --repo-id user/name [--dry-run]`: share labeled tables as a Hugging Face Hub dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import log, out
+
+
+def publish(
+    source: Path = typer.Argument(..., help="A cream run directory or a labeled folder (preferences/, scores/, …)."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Hub dataset repository, owner/name."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Build the repository folder and list it; upload nothing."),
+    private: bool = typer.Option(False, "--private", help="Create the repository as private (a new one only)."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Where to build the repository folder (default: a temporary folder; with --dry-run, "
+        "a new folder beside SOURCE)."),
+    license: Optional[str] = typer.Option(
+        None, "--license", help="Hub licence id for the card (overrides the licence found from the prompt sources)."),
+) -> None:
+    """Publish preferences, scores and responses as a Hub dataset with a card carrying lineage and statistics."""
+    from cream_data.hub import publish as run
+
+    result = run(source, repo_id, dry_run=dry_run, private=private, out=out_dir, license=license,
+                 log=lambda msg: log.print(msg, highlight=False))
+    total = sum(size for _, size in result.files)
+    for path, size in result.files:
+        out.print(f"{size:>12,d}  {path}", highlight=False)
+    out.print(f"{total:>12,d}  total, {len(result.files)} files", highlight=False)
+    if result.url is None:
+        out.print(f"dry run: nothing uploaded; repository folder: {result.folder}", highlight=False)
+    else:
+        if result.folder is not None:
+            out.print(f"repository folder: {result.folder}", highlight=False)
+        out.print(result.url, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("publish")(publish)

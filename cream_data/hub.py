@@ -1,0 +1,409 @@
+"""Publish cream tables as a Hugging Face Hub dataset, and read published preferences back.
+
+Repository layout (what ``cream publish`` builds, then uploads as one commit)::
+
+    README.md                                         the card (cream_data.card): YAML header + prose
+    data/<config>/<split>-00000-of-00001.parquet      one config per table kind, one split per iteration
+
+Configs are ``preferences`` (default), ``scores`` and ``responses``. Splits are ``iter_<t>`` when the data
+spans several iterations and ``train`` when it holds one (the split name TRL scripts default to). The
+iteration of a table comes from an ``iter-<t>`` folder on its path (the run directory of ``cream run``), or
+else from its ``iteration`` column. The Parquet files keep cream's schema metadata, so
+``cream_data.io.read_table`` reads them as well as ``datasets`` does.
+
+Uploads go through :func:`with_retries`: a network failure is retried with exponential backoff
+(base · 2^k seconds, capped); a rerun after the last failure resumes, because the Hub stores files by
+content hash and skips what it already holds, and a commit of identical content changes nothing.
+The token is passed to ``huggingface_hub`` and nowhere else: never printed, logged or written.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cream_data import card
+from cream_data.errors import CreamError
+from cream_data.io import COMPRESSION, iter_table_paths, read_manifest, read_table
+
+CONFIG_KINDS = ("preferences", "scores", "responses")
+MAX_SHARD_BYTES = 500 * 2**20  # keeps each Parquet file well under the Hub viewer's limits
+_ITER_DIR = re.compile(r"^iter[-_]?(\d+)$")
+_SECRET_KEY = re.compile(r"token|secret|password|api[-_]?key", re.I)
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def check_repo_id(repo_id: str) -> str:
+    """``owner/name`` checked with huggingface_hub's own validator."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise CreamError(f"--repo-id {repo_id!r}: {str(e).splitlines()[0]}") from None
+    if "/" not in repo_id:
+        raise CreamError(f"--repo-id {repo_id!r}: expected owner/name (e.g. your-user/cream-prefs)")
+    return repo_id
+
+
+def _iteration_of(path: Path, root: Path) -> int | None:
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = ()
+    for part in reversed(parts):
+        m = _ITER_DIR.match(part)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def collect(root: str | Path) -> tuple[dict[str, list[card.Split]], list[pa.Table]]:
+    """The splits to publish per config (in iteration order) and any prompts tables found under ``root``."""
+    root = Path(root)
+    if not root.exists():
+        raise CreamError(f"{root}: no such file or folder")
+    groups: dict[tuple[str, int | None], list[tuple[pa.Table, dict | None, str]]] = defaultdict(list)
+    prompts = []
+    for kind, path in iter_table_paths(root):
+        if kind == "prompts":
+            prompts.append(read_table(path, "prompts"))
+        if kind not in CONFIG_KINDS:
+            continue
+        table = read_table(path, kind)
+        manifest = read_manifest(path) if path.is_dir() else {}
+        rel = str(path.relative_to(root)) if path != root else path.name
+        it = _iteration_of(path, root)
+        values = card.distinct(table, "iteration")
+        if it is None and len(values) > 1:  # one table holding several iterations: one split each
+            for v in values:  # the manifest's summary is for the whole table, so it is not attached
+                groups[(kind, v)].append((table.filter(pc.equal(table.column("iteration"), v)), None, rel))
+        else:
+            groups[(kind, it if it is not None else (values[0] if values else None))].append((table, manifest, rel))
+    if not groups:
+        raise CreamError(f"{root}: no preferences, scores or responses tables found (expected a cream run "
+                         "directory or a labeled folder with preferences/ and scores/)")
+    multi = len({it for _, it in groups if it is not None}) > 1
+    splits: dict[str, list[card.Split]] = {}
+    for kind in CONFIG_KINDS:
+        keys = sorted((k for k in groups if k[0] == kind), key=lambda k: (k[1] is not None, k[1] or 0))
+        for _, it in keys:
+            found = groups[(kind, it)]
+            table = pa.concat_tables([t for t, _, _ in found], promote_options="permissive")
+            name = f"iter_{it}" if multi and it is not None else "train"
+            splits.setdefault(kind, []).append(card.Split(
+                kind, name, it, table, manifests=[m for _, m, _ in found if m], sources=[r for _, _, r in found]))
+    return splits, prompts
+
+
+def prompt_sources(splits: dict[str, list[card.Split]], prompts: list[pa.Table]) -> dict[str | None, int]:
+    """Published prompts counted by their prompts-table ``source`` (None: not found in any prompts table)."""
+    ids = set()
+    for parts in splits.values():
+        for s in parts:
+            ids.update(s.table.column("prompt_id").to_pylist())
+    source_of = {}
+    for t in prompts:
+        source_of.update(zip(t.column("prompt_id").to_pylist(), t.column("source").to_pylist()))
+    counts: dict[str | None, int] = defaultdict(int)
+    for pid in ids:
+        counts[source_of.get(pid)] += 1
+    return dict(counts)
+
+
+def _run_files(root: Path) -> tuple[dict | None, dict | None]:
+    import json
+
+    import yaml
+
+    config = manifest = None
+    if (root / "config.yaml").is_file():
+        try:
+            config = yaml.safe_load((root / "config.yaml").read_text())
+        except yaml.YAMLError as e:
+            raise CreamError(f"{root / 'config.yaml'}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if (root / "manifest.json").is_file():
+        try:
+            manifest = json.loads((root / "manifest.json").read_text())
+        except json.JSONDecodeError as e:
+            raise CreamError(f"{root / 'manifest.json'}: not valid JSON ({e})") from None
+    return _without_secrets(config) if isinstance(config, dict) else None, manifest
+
+
+def _without_secrets(obj):
+    """The config as published: keys that look like credentials are dropped, not redacted."""
+    if isinstance(obj, dict):
+        return {k: _without_secrets(v) for k, v in obj.items() if not _SECRET_KEY.search(str(k))}
+    if isinstance(obj, list):
+        return [_without_secrets(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------- the folder
+def _write_split(folder: Path, split: card.Split) -> list[str]:
+    """Write one split as ``data/<kind>/<split>-<i>-of-<n>.parquet`` shards; returns their repo paths."""
+    table = split.table
+    n = max(1, math.ceil(table.nbytes / MAX_SHARD_BYTES))
+    rows = math.ceil(table.num_rows / n) if table.num_rows else 0
+    names = []
+    for i in range(n):
+        name = f"data/{split.kind}/{split.name}-{i:05d}-of-{n:05d}.parquet"
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.slice(i * rows, rows) if n > 1 else table, folder / name, compression=COMPRESSION)
+        names.append(name)
+    return names
+
+
+def _is_publish_folder(path: Path) -> bool:
+    return (path / "README.md").is_file() and (path / "data").is_dir()
+
+
+def _install(staging: Path, out: Path) -> None:
+    """Rename the finished folder into place; an earlier publish folder there is replaced whole."""
+    if out.exists():
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        elif out.is_dir() and _is_publish_folder(out):
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        else:
+            raise CreamError(f"--out {out}: exists and is not a folder written by `cream publish`; "
+                             "choose another path or remove it")
+    os.replace(staging, out)
+
+
+def build(root: str | Path, out: str | Path, repo_id: str, *, license: str | None = None) -> Path:
+    """Build the repository folder at ``out`` (atomically: a temp sibling renamed at the end)."""
+    root, out = Path(root), Path(out)
+    check_repo_id(repo_id)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_publish_folder(out))):
+        raise CreamError(f"--out {out}: exists and is not a folder written by `cream publish`; "
+                         "choose another path or remove it")
+    if license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", license):
+        raise CreamError(f"--license {license!r}: expected a Hub licence id such as mit, apache-2.0, cc-by-4.0")
+    splits, prompts = collect(root)
+    run_config, run_manifest = _run_files(root if root.is_dir() else root.parent)
+    licence = card.licence_of(prompt_sources(splits, prompts), override=license)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for parts in splits.values():
+            for s in parts:
+                s.files = _write_split(staging, s)
+        text = card.render(repo_id, splits, licence, run_config=run_config, run_manifest=run_manifest)
+        (staging / "README.md").write_text(text, encoding="utf-8")
+        _install(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def listing(folder: str | Path) -> list[tuple[str, int]]:
+    """(path in the repository, size in bytes) of every file the upload sends, sorted."""
+    folder = Path(folder)
+    return sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def commit_operations(folder: str | Path) -> list:
+    """The ``CommitOperationAdd`` list one upload commits (fresh objects: they carry upload state)."""
+    from huggingface_hub import CommitOperationAdd
+
+    folder = Path(folder)
+    return [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path)) for path, _ in listing(folder)]
+
+
+# --------------------------------------------------------------------------------------------- the network
+def is_transient(err: BaseException) -> bool:
+    """A failure worth retrying: connection, timeout, protocol errors, HTTP 408/429/5xx. Not offline mode."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(err, OfflineModeIsEnabled):
+        return False
+    if isinstance(err, HfHubHTTPError):
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        return status in (408, 429, 500, 502, 503, 504)
+    transient: list[type] = [ConnectionError, TimeoutError]
+    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                          ("requests.exceptions", ("ConnectionError", "Timeout", "ChunkedEncodingError"))):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except ImportError:
+            continue
+        transient += [getattr(mod, n) for n in names if hasattr(mod, n)]
+    return isinstance(err, tuple(transient))
+
+
+def with_retries(fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 2.0, max_delay: float = 60.0,
+                 sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None) -> T:
+    """Call ``fn``; on a transient error wait base·2^k seconds (capped) and try again, ``attempts`` in all."""
+    for k in range(attempts):
+        try:
+            return fn()
+        except Exception as e:
+            if not is_transient(e) or k == attempts - 1:
+                raise
+            delay = min(max_delay, base_delay * 2**k)
+            if log:
+                log(f"network error ({type(e).__name__}); retry {k + 1}/{attempts - 1} in {delay:g}s")
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def get_token() -> str:
+    """The user's Hub token (HF_TOKEN or the stored login); a one-line error when there is none."""
+    import huggingface_hub
+
+    try:
+        token = huggingface_hub.get_token()
+    except Exception as e:  # an OIDC exchange the user opted into failed
+        raise CreamError(f"could not get a Hugging Face token ({type(e).__name__})") from None
+    if not token:
+        raise CreamError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (or use --dry-run)")
+    return token
+
+
+def _hub_error(err: Exception, repo_id: str, token: str, attempts: int) -> CreamError:
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(err, OfflineModeIsEnabled):
+        return CreamError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it, or use --dry-run")
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(err, HfHubHTTPError) and status == 401:
+        return CreamError("the Hub rejected the token (HTTP 401): set a valid HF_TOKEN or run `hf auth login`")
+    if isinstance(err, HfHubHTTPError) and status == 403:
+        return CreamError(f"the token may not write to {repo_id} (HTTP 403): use a token with write access")
+    first = (str(err).splitlines() or [""])[0].replace(token, "***")[:200]  # never echo the token
+    if is_transient(err):
+        return CreamError(f"upload to {repo_id} failed after {attempts} attempts ({type(err).__name__}: {first}); "
+                          "rerun the same command to resume: files the Hub already holds are not sent again")
+    return CreamError(f"upload to {repo_id} failed ({type(err).__name__}: {first})")
+
+
+def upload(folder: str | Path, repo_id: str, *, token: str, private: bool = False, attempts: int = 5,
+           sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None) -> str:
+    """Create the dataset repository if needed and commit the folder; returns the dataset URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    retry = dict(attempts=attempts, sleep=sleep, log=log)
+    try:
+        url = with_retries(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True),
+                           **retry)
+        with_retries(lambda: api.create_commit(repo_id, operations=commit_operations(folder), repo_type="dataset",
+                                               commit_message="cream publish"), **retry)
+    except CreamError:
+        raise
+    except Exception as e:
+        raise _hub_error(e, repo_id, token, attempts) from None
+    return str(url)
+
+
+@dataclass(frozen=True)
+class Published:
+    folder: Path | None   # None when the folder was temporary (a real upload without --out)
+    files: list[tuple[str, int]]
+    url: str | None       # None for a dry run
+
+
+def publish(root: str | Path, repo_id: str, *, dry_run: bool = False, private: bool = False,
+            out: str | Path | None = None, license: str | None = None,
+            log: Callable[[str], None] | None = None) -> Published:
+    """`cream publish`: build the repository folder, then (unless ``dry_run``) upload it."""
+    root = Path(root)
+    check_repo_id(repo_id)
+    if dry_run:
+        stem = root.name if root.is_dir() else root.stem
+        out = Path(out) if out else root.parent / f"{stem}.hub-{uuid.uuid4().hex[:8]}"
+        build(root, out, repo_id, license=license)
+        return Published(out, listing(out), None)
+    token = get_token()
+    if out:
+        build(root, out, repo_id, license=license)
+        return Published(Path(out), listing(out), upload(out, repo_id, token=token, private=private, log=log))
+    with tempfile.TemporaryDirectory(prefix="cream-publish-") as tmp:
+        folder = build(root, Path(tmp) / "repo", repo_id, license=license)
+        return Published(None, listing(folder), upload(folder, repo_id, token=token, private=private, log=log))
+
+
+# --------------------------------------------------------------------------------------------- reading back
+def _card_files(folder: Path, config: str) -> list[tuple[str, list[Path]]] | None:
+    """(split, files) of one config as the card's YAML lists them; None without a card."""
+    from huggingface_hub import DatasetCard
+
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return None
+    configs = DatasetCard.load(readme).data.to_dict().get("configs") or []
+    for c in configs:
+        if c.get("config_name") == config:
+            entries = c.get("data_files") or []
+            if isinstance(entries, (str, list)) and not (entries and isinstance(entries[0], dict)):
+                entries = [{"split": "train", "path": entries}]
+            result = []
+            for e in entries:
+                patterns = [e["path"]] if isinstance(e["path"], str) else e["path"]
+                result.append((e["split"], sorted(p for pat in patterns for p in folder.glob(pat))))
+            return result
+    return None
+
+
+def load_preferences(source: str, split: str | None = None) -> pa.Table:
+    """The preferences table from a Hub dataset id, a published folder, or a cream run/labeled folder.
+
+    All splits are concatenated in the card's order (iteration order) unless ``split`` names one.
+    """
+    path = Path(source)
+    if not path.exists():
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(source)
+        except HFValidationError:
+            raise CreamError(f"{source}: neither a local path nor a Hub dataset id") from None
+        path = _download(source)
+    if path.is_dir() and (files := _card_files(path, "preferences")) is not None:
+        chosen = [(s, fs) for s, fs in files if split in (None, s)]
+        if not chosen:
+            raise CreamError(f"{source}: no split {split!r} in config 'preferences' "
+                             f"(splits: {', '.join(s for s, _ in files)})")
+        tables = [read_table(f, "preferences") for _, fs in chosen for f in fs]
+    else:
+        splits, _ = collect(path)
+        chosen = [s for s in splits.get("preferences", []) if split in (None, s.name)]
+        if not chosen:
+            raise CreamError(f"{source}: no preferences table{f' for split {split!r}' if split else ''} found")
+        tables = [s.table for s in chosen]
+    if not tables:
+        raise CreamError(f"{source}: the preferences config lists no data files")
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=repo_id, repo_type="dataset",
+                                      allow_patterns=["README.md", "data/preferences/*"]))
+    except Exception as e:
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise CreamError(f"{repo_id}: could not download the dataset from the Hub ({type(e).__name__}: {first})") \
+            from None
