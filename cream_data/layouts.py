@@ -71,8 +71,8 @@ class Context:
 
 # ---------------------------------------------------------------------------- field access
 def _kind(v: Any) -> str:
-    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}.get(
-        type(v), type(v).__name__)
+    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number",
+            str: "a string"}.get(type(v), type(v).__name__)
 
 
 def text(ctx: Context, where: str, obj: dict, key: str, *, name: str | None = None, required: bool = True,
@@ -137,7 +137,7 @@ def gsm8k_reference(answer: str) -> str:
         raise ValueError("no '####'")
     final = answer.rsplit("####", 1)[1].strip().replace(",", "").replace("$", "")
     if not _NUMBER.fullmatch(final):
-        raise ValueError(f"'{final[:30]}' after #### is not a number")
+        raise ValueError(f"'{final[:30]}' after ####, not a number")
     return final
 
 
@@ -149,7 +149,7 @@ def _gsm8k(records: Iterable[Record], ctx: Context) -> Iterator[Item]:
         try:
             ref = gsm8k_reference(a)
         except ValueError as e:
-            raise ctx.error(where, f"field 'answer' has {e}: expected a GSM8K solution ending '#### <number>'") from None
+            raise ctx.error(where, f"field 'answer' has {e}; expected a GSM8K solution ending '#### <number>'") from None
         yield Item(where, user(q), reference=ref, completion=a)
 
 

@@ -57,6 +57,11 @@ def _decode(path: Path, data: bytes) -> str:
         raise CreamError(f"{path} line {line}: bytes that are not UTF-8 (byte {e.start}); expected UTF-8 text") from None
 
 
+def _json_kind(v) -> str:
+    return {list: "a list", str: "a string", dict: "an object", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
 def _jsonl(path: Path, text: str) -> Iterator[Record]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -64,10 +69,10 @@ def _jsonl(path: Path, text: str) -> Iterator[Record]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise CreamError(f"{path} line {n}: not valid JSON ({e.msg} at column {e.colno}); "
+            raise CreamError(f"{path} line {n}: not valid JSON ({e.msg}, column {e.colno}); "
                              "expected one JSON object per line") from None
         if not isinstance(obj, dict):
-            raise CreamError(f"{path} line {n}: a JSON {type(obj).__name__}, expected an object per line")
+            raise CreamError(f"{path} line {n}: {_json_kind(obj)}, expected a JSON object per line")
         yield f"line {n}", obj
 
 
@@ -75,7 +80,7 @@ def _json(path: Path, text: str) -> Iterator[Record]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise CreamError(f"{path} line {e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        raise CreamError(f"{path} line {e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
     if isinstance(obj, dict):  # {"data": [...]}-style: the one list of objects inside
         lists = {k: v for k, v in obj.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
         key = "data" if "data" in lists else next(iter(lists)) if len(lists) == 1 else None
@@ -84,10 +89,10 @@ def _json(path: Path, text: str) -> Iterator[Record]:
                              f"({', '.join(lists) or 'none'}); expected an array of records or one such list")
         obj = obj[key]
     if not isinstance(obj, list):
-        raise CreamError(f"{path}: a JSON {type(obj).__name__}, expected an array of objects")
+        raise CreamError(f"{path}: {_json_kind(obj)}, expected a JSON array of objects")
     for i, r in enumerate(obj, 1):
         if not isinstance(r, dict):
-            raise CreamError(f"{path} item {i}: a JSON {type(r).__name__}, expected an object")
+            raise CreamError(f"{path} item {i}: {_json_kind(r)}, expected a JSON object")
         yield f"item {i}", r
 
 
