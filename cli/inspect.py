@@ -1,0 +1,53 @@
+"""`cream inspect DIR`: summary statistics and PNG plots of a labeled folder (preferences and/or scores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import out
+
+
+def inspect(
+    path: Path = typer.Argument(..., metavar="DIR",
+                                help="A labeled folder (the --out of `cream label`) or a preferences/scores table."),
+    plots: Optional[Path] = typer.Option(None, "--out",
+                                         help="Where summary.md, summary.json and the PNG plots go "
+                                              "(default: DIR/inspect)."),
+) -> None:
+    """Summarise a labeled folder: pairs, skips by reason, consistency C, ties, agreement with the previous
+    model, reward margins; write Markdown + JSON and plots (C histogram, rewards per scorer, margins)."""
+    from cream_data import report as rep
+
+    result = rep.inspect_folder(path, plots)
+    _print(result.summary, rep)
+    for name, p in result.files.items():
+        out.print(f"{name}: {p}", highlight=False)
+
+
+def _print(summary: dict, rep) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    if "preferences" in summary:
+        t = Table(title=f"preferences: {escape(summary['preferences']['path'])}", show_header=False)
+        t.add_column("metric", style="bold")
+        t.add_column("value")
+        for k, v in rep.preference_rows(summary["preferences"]):
+            t.add_row(k, escape(v))
+        out.print(t)
+    if "scores" in summary:
+        # Compact for a terminal; summary.md has min and max too.
+        t = Table(title=f"rewards per scorer: {escape(summary['scores']['path'])}")
+        for h in ("scorer", "model", "kind", "rows", "null", "mean ± std"):
+            t.add_column(h, overflow="fold")
+        for g in summary["scores"]["groups"]:
+            t.add_row(*map(escape, (g["scorer"], g["model"], g["reward_kind"], str(g["rows"]),
+                                    str(g["null_or_nonfinite"]), f"{rep.fmt(g['mean'])} ± {rep.fmt(g['std'])}")))
+        out.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect)
