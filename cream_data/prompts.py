@@ -80,6 +80,9 @@ def _json(path: Path, text: str) -> Iterator[Record]:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and text.lstrip().startswith("{"):  # JSON Lines saved as .json
+            yield from _jsonl(path, text)
+            return
         raise CreamError(f"{path} line {e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
     if isinstance(obj, dict):  # {"data": [...]}-style: the one list of objects inside
         lists = {k: v for k, v in obj.items() if isinstance(v, list) and v and isinstance(v[0], dict)}

@@ -79,6 +79,7 @@ CASES = {
     "split-into zero": ("d.jsonl", lines(GSM), ["--split-into", "0"], ["--split-into 0"]),
     "limit below one": ("d.jsonl", lines(GSM), ["--limit", "0"], ["--limit 0", "positive"]),
     "nonexistent path": (None, None, [], ["no-such-file.jsonl", "no such file"]),
+    "Hub id unreachable (offline)": ("HUB", None, [], ["nobody/no-such-dataset", "Hugging Face Hub"]),
     "CSV row with extra values": ("d.csv", "prompt,answer\nhi,1\nyo,2,3\n", [], ["d.csv line 3", "3 values",
                                                                               "2 columns"]),
     "JSON array item not an object": ("d.json", json.dumps([GSM, "oops"]), [], ["d.json item 2", "a string", "expected a JSON object"]),
@@ -94,7 +95,7 @@ def test_bad_input(cli, tmp_path, name):
     fname, content, extra, needles = CASES[name]
     src_dir = tmp_path / "src"
     src_dir.mkdir()
-    src = src_dir / (fname or "no-such-file.jsonl")
+    src = src_dir / (fname or "no-such-file.jsonl") if fname != "HUB" else "nobody/no-such-dataset"
     if callable(content):
         content(src)
     elif isinstance(content, bytes):

@@ -220,7 +220,8 @@ def test_json_csv_tsv_parquet_sources(tmp_path):
     pacsv.write_csv(pa.Table.from_pylist(ROWS), tmp_path / "c.csv")
     pacsv.write_csv(pa.Table.from_pylist(ROWS), tmp_path / "d.tsv", pacsv.WriteOptions(delimiter="\t"))
     pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "e.parquet")
-    for name in ("a.json", "b.json", "c.csv", "d.tsv", "e.parquet"):
+    (tmp_path / "f.json").write_text("".join(json.dumps(r) + "\n" for r in ROWS))  # JSON Lines named .json
+    for name in ("a.json", "b.json", "c.csv", "d.tsv", "e.parquet", "f.json"):
         _expect_gsm(load_prompts(str(tmp_path / name)))
 
 
