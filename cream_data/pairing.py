@@ -1,0 +1,334 @@
+"""Preference pairs from stored scores: pivot, rank, measure consistency, pick chosen/rejected (CREAM.md 4-6).
+
+``build_preferences(responses, scores)`` is a pure function over two Arrow tables; it never runs a model,
+so `cream label --scores DIR` can re-pair stored scores with another consistency method or scope.
+
+How it works, with no per-prompt Python loop:
+
+1. Sort the responses by ``(prompt_id, response_idx)``; prompt ``p`` owns the contiguous rows
+   ``start[p] … start[p] + N_p - 1`` and its ``response_idx`` must be exactly ``0 … N_p - 1``.
+2. Join each scorer's rows (current, previous, log-prob) onto those rows: one flat float array per scorer.
+3. **N may differ across prompts** (e.g. a sampler that dropped a failed generation): prompts are grouped
+   by their N and each group is one ``[P_N, N]`` matrix, processed with the vectorised
+   :mod:`cream_data.ranking` functions. There are as many groups as distinct N values (usually one).
+4. Skip prompts that cannot give a meaningful pair, by the first reason that applies, in this order:
+   ``n_lt_2`` (fewer than 2 responses), ``nonfinite_reward`` (a NaN/inf/null or missing current reward,
+   e.g. an unparseable judge output), ``all_equal`` (all current rewards equal: no preference),
+   ``missing_prev`` (a previous scorer is used but one of its rewards is missing or non-finite).
+5. ``chosen`` = the response ranked 1 (argmax of the current reward, lowest index among equals);
+   ``rejected`` = the response ranked N (argmin, the highest index among equals) — so chosen/rejected always
+   agree with the stored ``ranks``.
+6. Consistency C between the current and previous rankings (``consistency`` method); with no previous
+   scorer (SRLM, oracle, CREAM w/o RC) C = 1 and the method is ``none``. ``weight`` = C per pair
+   (scope ``sample``) or the mean C over the pairs produced (scope ``dataset``; skipped prompts are not
+   part of that mean).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cream_data.errors import CreamError
+from cream_data.ranking import CONSISTENCY_METHODS, consistency as rank_consistency, ordinal_ranks
+from cream_data.validate import check, conform
+
+SKIP_REASONS: tuple[str, ...] = ("n_lt_2", "nonfinite_reward", "all_equal", "missing_prev")
+SCOPES: tuple[str, ...] = ("sample", "dataset")
+
+
+class PairArrays(NamedTuple):
+    """Ranks, consistency and the chosen/rejected pick for P prompts with N responses each."""
+
+    ranks: np.ndarray  # [P, N] int16, 1 = best current reward
+    prev_ranks: np.ndarray | None  # [P, N] int16, or None without a previous reward
+    chosen: np.ndarray  # [P] int64, response index ranked 1
+    rejected: np.ndarray  # [P] int64, response index ranked N
+    consistency: np.ndarray  # [P] float64 in [0, 1]; 1.0 without a previous reward
+    kendall_tau: np.ndarray | None  # [P] float64, or None without a previous reward
+
+
+def select_pairs(rewards: np.ndarray, prev_rewards: np.ndarray | None = None, method: str = "kendall") -> PairArrays:
+    """The vectorised core of pairing on ``[P, N]`` reward matrices (finite, N >= 2; no skipping here).
+
+    >>> pa_ = select_pairs(np.array([[0.1, 0.9, 0.1]]), np.array([[0.2, 0.5, 0.0]]))
+    >>> pa_.ranks.tolist(), pa_.prev_ranks.tolist(), pa_.chosen.tolist(), pa_.rejected.tolist()
+    ([[2, 1, 3]], [[2, 1, 3]], [1], [2])
+    >>> float(pa_.consistency[0]), float(pa_.kendall_tau[0])
+    (1.0, 1.0)
+    """
+    ranks = ordinal_ranks(rewards)
+    chosen = np.argmin(ranks, axis=1).astype(np.int64)
+    rejected = np.argmax(ranks, axis=1).astype(np.int64)
+    if prev_rewards is None:
+        return PairArrays(ranks, None, chosen, rejected, np.ones(len(ranks)), None)
+    prev_ranks = ordinal_ranks(prev_rewards)
+    c, tau = rank_consistency(ranks, prev_ranks, method)
+    return PairArrays(ranks, prev_ranks, chosen, rejected, c, tau)
+
+
+@dataclass
+class PairingSummary:
+    """What pairing did: counts by skip reason, consistency and reward-margin statistics over the pairs."""
+
+    prompts: int
+    pairs: int
+    skipped: dict[str, int]
+    ties: int  # prompts with finite rewards (N >= 2) where at least two current rewards are equal
+    consistency_method: str
+    scope: str
+    c_mean: float | None = None  # C over the pairs (before the scope is applied)
+    c_median: float | None = None
+    c_std: float | None = None
+    tau_mean: float | None = None
+    margin_mean: float | None = None  # reward[chosen] - reward[rejected] over the pairs
+    margin_median: float | None = None
+    margin_std: float | None = None
+    margin_min: float | None = None
+    top_agreement: float | None = None  # share of pairs whose chosen is also the previous model's best
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_preferences(
+    responses: pa.Table,
+    scores: pa.Table,
+    *,
+    reward_scorer: str = "current",
+    prev_scorer: str | None = "previous",
+    consistency: str = "kendall",
+    scope: str = "sample",
+    iteration: int | None = None,
+    template_hash: str | None = None,
+    logp_scorer: str | None = "current",
+) -> tuple[pa.Table, PairingSummary]:
+    """Build the ``preferences`` table (schema v1, sorted by prompt_id) and a summary; see the module doc."""
+    if consistency not in CONSISTENCY_METHODS:
+        raise CreamError(f"--consistency: got {consistency!r}, expected one of {', '.join(CONSISTENCY_METHODS)}")
+    if scope not in SCOPES:
+        raise CreamError(f"--scope: got {scope!r}, expected one of {', '.join(SCOPES)}")
+    _require(responses, "responses", ["prompt_id", "prompt", "response_idx", "response"]
+             + ([] if iteration is not None else ["iteration"]))
+    _require(scores, "scores", ["prompt_id", "response_idx", "scorer", "model", "ref_model", "reward"])
+
+    rows = _Rows(responses)
+    cur = _ScorerRows(scores, reward_scorer, rows, required=True)
+    prev = _ScorerRows(scores, prev_scorer, rows, required=True) if prev_scorer is not None else None
+    lp = _ScorerRows(scores, logp_scorer, rows, required=False) if logp_scorer is not None else None
+    reward, prev_reward = cur.floats("reward"), prev.floats("reward") if prev else None
+
+    n_prompts = len(rows.starts)
+    reason = np.zeros(n_prompts, dtype=np.int8)  # 0 = pair, k = SKIP_REASONS[k - 1]
+    chosen = np.zeros(n_prompts, dtype=np.int64)
+    rejected = np.zeros(n_prompts, dtype=np.int64)
+    c = np.ones(n_prompts)
+    tau = np.full(n_prompts, np.nan)
+    tied = np.zeros(n_prompts, dtype=bool)
+    rank_flat = np.zeros(rows.n_rows, dtype=np.int16)
+    prev_rank_flat = np.zeros(rows.n_rows, dtype=np.int16)
+
+    for n in np.unique(rows.counts):
+        group = np.flatnonzero(rows.counts == n)
+        if n < 2:
+            reason[group] = 1
+            continue
+        idx = rows.starts[group, None] + np.arange(n)  # [P_N, N] row numbers
+        r = reward[idx]
+        finite = np.isfinite(r).all(axis=1)
+        with np.errstate(invalid="ignore"):  # inf - inf in rows that are skipped anyway
+            r_sorted = np.sort(r, axis=1)
+            all_equal = finite & (r_sorted[:, 0] == r_sorted[:, -1])
+            tied[group] = finite & (np.diff(r_sorted, axis=1) == 0).any(axis=1)
+        missing_prev = ~np.isfinite(prev_reward[idx]).all(axis=1) if prev is not None else np.zeros(len(group), bool)
+        reason[group] = np.select([~finite, all_equal, missing_prev], [2, 3, 4], default=0)
+
+        keep = reason[group] == 0
+        kept, kidx = group[keep], idx[keep]
+        pairs = select_pairs(r[keep], prev_reward[kidx] if prev is not None else None, consistency)
+        chosen[kept], rejected[kept], c[kept] = pairs.chosen, pairs.rejected, pairs.consistency
+        rank_flat[kidx] = pairs.ranks
+        if prev is not None:
+            tau[kept] = pairs.kendall_tau
+            prev_rank_flat[kidx] = pairs.prev_ranks
+
+    kp = np.flatnonzero(reason == 0)
+    weight = c[kp] if scope == "sample" else np.full(len(kp), c[kp].mean() if len(kp) else 1.0)
+    chosen_row = rows.starts[kp] + chosen[kp]
+    rejected_row = rows.starts[kp] + rejected[kp]
+    row_kept = np.repeat(reason == 0, rows.counts)
+    offsets = np.concatenate([[0], np.cumsum(rows.counts[kp])]).astype(np.int32)
+
+    def lists(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values[row_kept], type=typ))
+
+    def from_prev(arr):
+        return arr if prev is not None else pa.nulls(len(kp), type=arr.type)
+
+    ones = np.ones(len(kp))
+    columns = {
+        "prompt_id": rows.prompt_id_at(rows.starts[kp]),
+        "prompt": rows.original("prompt", rows.starts[kp]),
+        "chosen": _assistant_turns(rows.original("response", chosen_row)),
+        "rejected": _assistant_turns(rows.original("response", rejected_row)),
+        "chosen_idx": pa.array(chosen[kp], pa.int16()),
+        "rejected_idx": pa.array(rejected[kp], pa.int16()),
+        "iteration": (pa.array(np.full(len(kp), iteration), pa.int32()) if iteration is not None
+                      else rows.original("iteration", rows.starts[kp]).cast(pa.int32())),
+        "n_responses": pa.array(rows.counts[kp], pa.int16()),
+        "rewards": lists(reward, pa.float64()),
+        "prev_rewards": from_prev(lists(prev_reward if prev is not None else reward, pa.float64())),
+        "ranks": lists(rank_flat, pa.int16()),
+        "prev_ranks": from_prev(lists(prev_rank_flat, pa.int16())),
+        "kendall_tau": from_prev(pa.array(tau[kp], pa.float64())),
+        "consistency": pa.array(c[kp] if prev is not None else ones, pa.float64()),
+        "consistency_method": pa.array([consistency if prev is not None else "none"] * len(kp), pa.string()),
+        "weight": pa.array(weight if prev is not None else ones, pa.float64()),
+        "chosen_logp": lp.value("logp", chosen_row, pa.float64()) if lp else pa.nulls(len(kp), pa.float64()),
+        "rejected_logp": lp.value("logp", rejected_row, pa.float64()) if lp else pa.nulls(len(kp), pa.float64()),
+        "chosen_n_tokens": lp.value("n_tokens", chosen_row, pa.int32()) if lp else pa.nulls(len(kp), pa.int32()),
+        "rejected_n_tokens": lp.value("n_tokens", rejected_row, pa.int32()) if lp else pa.nulls(len(kp), pa.int32()),
+        "model": cur.value("model", chosen_row, pa.string()),
+        "ref_model": cur.value("ref_model", chosen_row, pa.string()),
+        "prev_model": prev.value("model", chosen_row, pa.string()) if prev else pa.nulls(len(kp), pa.string()),
+        "prev_ref_model": (prev.value("ref_model", chosen_row, pa.string()) if prev
+                           else pa.nulls(len(kp), pa.string())),
+        "template_hash": pa.array([template_hash] * len(kp), pa.string()),
+    }
+    table = conform(pa.table(columns), "preferences")
+    check(table, "preferences", "preferences built from scores")
+
+    margins = reward[chosen_row] - reward[rejected_row]
+    summary = PairingSummary(
+        prompts=n_prompts,
+        pairs=len(kp),
+        skipped={name: int(np.count_nonzero(reason == k + 1)) for k, name in enumerate(SKIP_REASONS)},
+        ties=int(tied.sum()),
+        consistency_method=consistency if prev is not None else "none",
+        scope=scope,
+        **_stats("c", c[kp]),
+        tau_mean=_float(tau[kp].mean()) if prev is not None and len(kp) else None,
+        **_stats("margin", margins),
+        margin_min=_float(margins.min()) if len(kp) else None,
+        top_agreement=_float((prev_rank_flat[chosen_row] == 1).mean()) if prev is not None and len(kp) else None,
+    )
+    return table, summary
+
+
+class _Rows:
+    """The responses sorted by (prompt_id, response_idx), grouped into prompts."""
+
+    def __init__(self, responses: pa.Table):
+        keys = responses.select(["prompt_id", "response_idx"])
+        if keys["prompt_id"].null_count or keys["response_idx"].null_count:
+            raise CreamError("responses: prompt_id and response_idx must not be null")
+        self.table = responses
+        self.order = pc.sort_indices(keys, sort_keys=[("prompt_id", "ascending"), ("response_idx", "ascending")])
+        self.prompt_id = keys["prompt_id"].take(self.order).combine_chunks().cast(pa.string())
+        self.response_idx = keys["response_idx"].take(self.order).to_numpy().astype(np.int64)
+        self.n_rows = len(self.order)
+        if self.n_rows:
+            changes = pc.not_equal(self.prompt_id[1:], self.prompt_id[:-1]).to_numpy(zero_copy_only=False)
+            self.starts = np.flatnonzero(np.concatenate([[True], changes]))
+        else:
+            self.starts = np.zeros(0, dtype=np.int64)
+        self.counts = np.diff(np.append(self.starts, self.n_rows))
+        position = np.arange(self.n_rows) - np.repeat(self.starts, self.counts)
+        bad = np.flatnonzero(self.response_idx != position)
+        if len(bad):
+            p = int(np.searchsorted(self.starts, bad[0], side="right") - 1)
+            lo, hi = self.starts[p], self.starts[p] + self.counts[p]
+            raise CreamError(
+                f"responses: prompt_id {self.prompt_id[lo].as_py()!r} has response_idx "
+                f"{self.response_idx[lo:hi].tolist()[:10]}, expected 0..N-1 with no gaps or repeats"
+            )
+
+    def prompt_id_at(self, sorted_rows: np.ndarray) -> pa.Array:
+        return self.prompt_id.take(pa.array(sorted_rows, pa.int64()))
+
+    def original(self, column: str, sorted_rows: np.ndarray) -> pa.Array:
+        """Values of a responses column at rows given in sorted order."""
+        picked = self.order.take(pa.array(sorted_rows, pa.int64()))
+        return self.table[column].take(picked).combine_chunks()
+
+
+class _ScorerRows:
+    """One scorer's rows of the scores table, aligned to the sorted response rows (-1 where missing)."""
+
+    def __init__(self, scores: pa.Table, scorer: str, rows: _Rows, *, required: bool):
+        self.scorer = scorer
+        self.table = scores.filter(pc.equal(scores["scorer"], scorer))
+        if required and self.table.num_rows == 0:
+            found = sorted(set(pc.unique(scores["scorer"]).to_pylist()) - {None})
+            raise CreamError(f"scores: no rows for scorer {scorer!r} (scorers present: {', '.join(found) or 'none'})")
+        left = pa.table({
+            "prompt_id": rows.prompt_id,
+            "response_idx": pa.array(rows.response_idx, pa.int64()),
+            "_row": pa.array(np.arange(rows.n_rows), pa.int64()),
+        })
+        right = pa.table({
+            "prompt_id": self.table["prompt_id"].cast(pa.string()),
+            "response_idx": self.table["response_idx"].cast(pa.int64()),
+            "_srow": pa.array(np.arange(self.table.num_rows), pa.int64()),
+        })
+        joined = right.join(left, keys=["prompt_id", "response_idx"], join_type="left outer")
+        row = joined["_row"].to_numpy(zero_copy_only=False)
+        srow = joined["_srow"].to_numpy()
+        orphan = np.isnan(row) if row.dtype.kind == "f" else np.zeros(len(row), bool)
+        if orphan.any():
+            i = int(srow[orphan][0])
+            key = (self.table["prompt_id"][i].as_py(), self.table["response_idx"][i].as_py())
+            raise CreamError(f"scores: {int(orphan.sum())} row(s) of scorer {scorer!r} match no response, "
+                             f"e.g. (prompt_id, response_idx) = {key}: scores from another responses table?")
+        row = row.astype(np.int64)
+        if len(row) and np.bincount(row, minlength=rows.n_rows).max() > 1:
+            dup = int(np.flatnonzero(np.bincount(row) > 1)[0])
+            raise CreamError(f"scores: scorer {scorer!r} has several rows for (prompt_id, response_idx) = "
+                             f"{(rows.prompt_id[dup].as_py(), int(rows.response_idx[dup]))}")
+        self.srow = np.full(rows.n_rows, -1, dtype=np.int64)
+        self.srow[row] = srow
+
+    def floats(self, column: str) -> np.ndarray:
+        """The column as float64 per sorted response row; NaN where null or where the row is missing."""
+        vals = pc.fill_null(self.table[column].cast(pa.float64()), np.nan).to_numpy()
+        out = np.full(len(self.srow), np.nan)
+        has = self.srow >= 0
+        out[has] = vals[self.srow[has]]
+        return out
+
+    def value(self, column: str, sorted_rows: np.ndarray, typ: pa.DataType) -> pa.Array:
+        """The column at the given sorted rows; null where this scorer has no row (or no such column)."""
+        if column not in self.table.column_names:
+            return pa.nulls(len(sorted_rows), type=typ)
+        s = self.srow[sorted_rows]
+        return self.table[column].take(pa.array(s, pa.int64(), mask=s < 0)).combine_chunks().cast(typ)
+
+
+def _assistant_turns(texts: pa.Array) -> pa.Array:
+    """One-turn conversations ``[{"role": "assistant", "content": text}]`` (TRL's conversational format)."""
+    turns = pa.StructArray.from_arrays(
+        [pa.array(["assistant"] * len(texts), pa.string()), texts.cast(pa.string())], names=["role", "content"]
+    )
+    return pa.ListArray.from_arrays(pa.array(np.arange(len(texts) + 1), pa.int32()), turns)
+
+
+def _require(table: pa.Table, name: str, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise CreamError(f"{name} table is missing column(s) {', '.join(missing)} (has {', '.join(table.column_names)})")
+
+
+def _float(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _stats(prefix: str, x: np.ndarray) -> dict:
+    if not len(x):
+        return {f"{prefix}_mean": None, f"{prefix}_median": None, f"{prefix}_std": None}
+    return {f"{prefix}_mean": _float(x.mean()), f"{prefix}_median": _float(np.median(x)), f"{prefix}_std": _float(x.std())}
+
