@@ -252,7 +252,7 @@ def _oasst(records: Iterable[Record], ctx: Context) -> Iterator[Item]:
         p = text(ctx, where, r, pkey)
         a = text(ctx, where, r, akey)
         rank = r.get("rank") if ranked else 0
-        if ranked and not isinstance(rank, (int, float)) or isinstance(rank, bool):
+        if ranked and (isinstance(rank, bool) or not isinstance(rank, (int, float))):
             raise ctx.error(where, f"field 'rank' is {_kind(rank)}, expected a number (0 = best)")
         rid = ident(ctx, where, r, "prompt_id") if "prompt_id" in r else None
         # Ranked pairs repeat each question once per answer: only the best answer is an SFT target.
@@ -335,7 +335,7 @@ def _generic(records: Iterable[Record], ctx: Context) -> Iterator[Item]:
         ref = r.get(akey) if akey else None
         if akey and fm.answer and akey not in r:
             raise ctx.error(where, f"missing answer field '{akey}'")
-        if ref is not None and not isinstance(ref, (str, int, float)) or isinstance(ref, bool):
+        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (str, int, float))):
             raise ctx.error(where, f"field '{akey}' is {_kind(ref)}, expected a string or number")
         ckey = fm.completion or fm.answer or next((k for k in COMPLETION_FIELDS if k in r and k != pkey), None)
         if ckey and completion is None:

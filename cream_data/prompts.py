@@ -247,6 +247,9 @@ def _items(source: str, layout: str | None, fields: FieldMap | None, split: str 
            ) -> tuple[Iterator[Item] | pa.Table, Context, str]:
     if layout is not None and layout not in LAYOUTS:
         raise CreamError(f"unknown layout '{layout}'; known layouts: {', '.join(KNOWN_LAYOUTS)}")
+    if fields and layout not in (None, "generic"):
+        raise CreamError(f"--layout {layout} reads its own fields; the field flags (--prompt-field …) apply to the "
+                         "generic layout only")
     recs, path, split = _records(source, split, want)
     label = str(path) if path else source
     ctx = Context(label=label, path=path, split=split, fields=fields or FieldMap())

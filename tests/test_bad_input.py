@@ -86,6 +86,10 @@ CASES = {
     "JSON line not an object": ("d.jsonl", lines(GSM, "[1, 2]"), [], ["line 2", "a list", "expected a JSON object"]),
     "prompt field not present": ("d.jsonl", lines({"q": "hi"}), ["--prompt-field", "text"],
                                  ["line 1", "missing prompt field 'text'", "q"]),
+    "field flags with a benchmark layout": ("d.jsonl", lines(GSM), ["--layout", "gsm8k", "--prompt-field", "q"],
+                                            ["--layout gsm8k", "generic layout only"]),
+    "oasst rank not a number": ("d.jsonl", lines({"question": "Q?", "answer": "A", "rank": "best"}), ["--sft"],
+                                ["line 1", "'rank'", "a string", "expected a number"]),
     "SFT from a source without answers": ("d.jsonl", lines(ARC), ["--sft"], ["d.jsonl", "none of its 1 records has an answer for SFT"]),
 }
 
