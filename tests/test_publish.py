@@ -1,0 +1,362 @@
+"""`cream publish`: the Hub repository folder read back by `datasets`, the card, TRL, the upload path offline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from scipy.stats import kendalltau, rankdata
+
+from cream_data import card, hub
+from cream_data.errors import CreamError
+from cream_data.io import read_table, write_table
+from tests.conftest import assert_user_error
+
+N = 4
+SOURCES = ["gsm8k:train.jsonl", "arc:ARC-Easy-Train.jsonl"]
+
+
+def conv(role: str, text: str) -> list[dict]:
+    return [{"role": role, "content": text}]
+
+
+def make_tables(t: int, n_prompts: int, seed: int) -> dict[str, pa.Table]:
+    """Consistent responses / scores / preferences tables for iteration t (ranks and C via scipy)."""
+    rng = np.random.default_rng(seed)
+    resp, scores, prefs = [], [], []
+    model, ref = f"m{t}", f"m{t - 1}"
+    for p in range(n_prompts):
+        pid = f"p{t}-{p}"
+        prompt = conv("user", f"question {pid}?")
+        r = np.round(rng.normal(size=N), 3)
+        prev = np.round(rng.normal(size=N), 3)
+        for i in range(N):
+            resp.append({"prompt_id": pid, "prompt": prompt, "response_idx": i, "response": f"answer {i} to {pid}",
+                         "model": model, "iteration": t, "seed": 7, "temperature": 0.8, "top_p": 0.95,
+                         "max_new_tokens": 64, "finish_reason": "stop", "n_tokens": 5 + i})
+            for scorer, rew, m, rm in (("current", r[i], model, ref), ("previous", prev[i], ref, None)):
+                scores.append({"prompt_id": pid, "response_idx": i, "scorer": scorer, "model": m, "ref_model": rm,
+                               "logp": -10.0 - i, "ref_logp": -11.0 if rm else None, "n_tokens": 5 + i,
+                               "reward": float(rew), "reward_kind": "dpo" if rm else "likelihood_norm",
+                               "judge_text": None})
+        ranks = rankdata(-r, method="ordinal").astype(int)
+        prev_ranks = rankdata(-prev, method="ordinal").astype(int)
+        tau = float(kendalltau(ranks, prev_ranks).statistic)
+        c, ch, rj = (tau + 1) / 2, int(np.argmax(r)), int(np.argmin(r))
+        prefs.append({"prompt_id": pid, "prompt": prompt, "chosen": conv("assistant", f"answer {ch} to {pid}"),
+                      "rejected": conv("assistant", f"answer {rj} to {pid}"), "chosen_idx": ch, "rejected_idx": rj,
+                      "iteration": t, "n_responses": N, "rewards": r.tolist(), "prev_rewards": prev.tolist(),
+                      "ranks": ranks.tolist(), "prev_ranks": prev_ranks.tolist(), "kendall_tau": tau,
+                      "consistency": c, "consistency_method": "kendall", "weight": c, "chosen_logp": -10.0 - ch,
+                      "rejected_logp": -10.0 - rj, "chosen_n_tokens": 5 + ch, "rejected_n_tokens": 5 + rj,
+                      "model": model, "ref_model": ref, "prev_model": ref, "prev_ref_model": None,
+                      "template_hash": "abc123"})
+    import schemas
+
+    return {k: pa.Table.from_pylist(rows, schema=schemas.get(k).arrow)
+            for k, rows in (("responses", resp), ("scores", scores), ("preferences", prefs))}
+
+
+def make_run(root: Path, iterations: int = 2, n_prompts: int = 5, sources=SOURCES) -> dict[int, dict[str, pa.Table]]:
+    """A run directory laid out as `cream run` writes it; returns the tables per iteration."""
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump({"method": "cream", "iterations": iterations,
+                                                      "model": "m0", "hub_token": "hf_should_not_appear"}))
+    (root / "manifest.json").write_text(json.dumps({"cream_version": "0.1.0", "stages": []}))
+    tables, prompt_rows = {}, []
+    for t in range(1, iterations + 1):
+        tables[t] = make_tables(t, n_prompts, seed=t)
+        for kind, table in tables[t].items():
+            extra = {"summary": {"pairs": table.num_rows, "skipped": {"all_rewards_equal": t}},
+                     "config": {"scope": "sample", "reward": "dpo"}} if kind == "preferences" else None
+            write_table(table, root / f"iter-{t}" / kind, kind, manifest_extra=extra)
+        for k, pid in enumerate(tables[t]["preferences"].column("prompt_id").to_pylist()):
+            prompt_rows.append({"prompt_id": pid, "prompt": conv("user", f"question {pid}?"),
+                                "source": sources[k % len(sources)], "reference_answer": None})
+    write_table(pa.Table.from_pylist(prompt_rows), root / "prompts" / "all", "prompts")
+    return tables
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> tuple[Path, dict]:
+    tables = make_run(tmp_path / "run")
+    return tmp_path / "run", tables
+
+
+# ------------------------------------------------------------------------------------------ the folder
+def test_dry_run_folder_reads_back_row_for_row(run_dir, tmp_path, cli):
+    from datasets import load_dataset
+
+    root, tables = run_dir
+    out = tmp_path / "repo"
+    r = cli("publish", root, "--repo-id", "me/cream-prefs", "--dry-run", "--out", out)
+    assert r.code == 0, r
+    assert "data/preferences/iter_1-00000-of-00001.parquet" in r.out and "README.md" in r.out
+    assert "nothing uploaded" in r.out and str(out) in r.out
+    sizes = {line.split()[1]: int(line.split()[0].replace(",", "")) for line in r.out.splitlines()[:-2]}
+    assert sizes == {p: (out / p).stat().st_size for p in sizes} and len(sizes) == 7  # 3 configs x 2 + README
+
+    for kind in hub.CONFIG_KINDS:
+        ds = load_dataset(str(out), kind)
+        assert sorted(ds) == ["iter_1", "iter_2"]
+        for t in (1, 2):
+            got = ds[f"iter_{t}"].data.table
+            want = tables[t][kind]
+            assert got.column_names == want.column_names
+            assert got.cast(want.schema).equals(want.replace_schema_metadata(None).cast(want.schema)), (kind, t)
+            assert got.to_pylist() == want.to_pylist()
+    # the default config is preferences
+    assert sorted(load_dataset(str(out))) == ["iter_1", "iter_2"]
+    assert load_dataset(str(out))["iter_2"].column_names == tables[2]["preferences"].column_names
+    # cream reads the published files back as its own tables, and load_preferences concatenates in order
+    want = pa.concat_tables([tables[1]["preferences"], tables[2]["preferences"]])
+    assert hub.load_preferences(str(out)).to_pylist() == want.to_pylist()
+    assert hub.load_preferences(str(out), split="iter_2").to_pylist() == tables[2]["preferences"].to_pylist()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_plain_labeled_folder_single_train_split(tmp_path):
+    from datasets import load_dataset
+
+    tables = make_tables(1, 3, seed=5)
+    lab = tmp_path / "labeled"
+    write_table(tables["preferences"], lab / "preferences", "preferences")
+    write_table(tables["scores"], lab / "scores", "scores")
+    out = hub.publish(lab, "me/x", dry_run=True).folder
+    assert out.parent == tmp_path and out.name.startswith("labeled.hub-")  # default: beside DIR, printed
+    assert sorted(load_dataset(str(out), "scores")) == ["train"]
+    assert load_dataset(str(out), "preferences", split="train").data.table.to_pylist() == \
+        tables["preferences"].to_pylist()
+    assert not (out / "data" / "responses").exists()
+    data = _card(out).data.to_dict()
+    assert data["license"] == "unknown"  # no prompts table: the sources are not known, and we do not guess
+    assert "not recorded" in (out / "README.md").read_text()
+    assert hub.load_preferences(str(lab)).to_pylist() == tables["preferences"].to_pylist()
+
+
+def _card(folder: Path):
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    c = DatasetCard.load(folder / "README.md")
+    assert isinstance(c.data, DatasetCardData)
+    return c
+
+
+def test_card_yaml_lineage_statistics_and_licence(run_dir, tmp_path):
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+
+    root, tables = run_dir
+    out = hub.build(root, tmp_path / "repo", "me/cream-prefs")
+    c = _card(out)
+    data = c.data.to_dict()
+    for cfg in data["configs"]:
+        for entry in cfg["data_files"]:
+            assert entry["path"] and all((out / p).is_file() for p in entry["path"])
+    assert [c_["config_name"] for c_ in data["configs"]] == ["preferences", "scores", "responses"]
+    assert MetadataConfigs.from_dataset_card_data(c.data).get_default_config_name() == "preferences"
+    infos = DatasetInfosDict.from_dataset_card_data(c.data)
+    assert infos["preferences"].splits["iter_2"].num_examples == 5
+    assert infos["preferences"].features["prompt"].feature["role"].dtype == "string"
+    assert data["license"] == ["cc-by-sa-4.0", "mit"]  # ARC and GSM8K; most restrictive first
+    assert data["task_categories"] == ["text-generation"] and "dpo" in data["tags"]
+    assert data["size_categories"] == ["n<1K"] and data["pretty_name"].endswith("cream-prefs")
+
+    text = c.text
+    assert "hf_should_not_appear" not in (out / "README.md").read_text()  # credentials never published
+    assert "method: cream" in text and "policy M_t = m2" in text and "scope sample" in text
+    assert "all_rewards_equal: 2" in text and "current = dpo reward of m1" in text
+    # statistics against independent computations (statistics module, plain Python margins)
+    p = tables[2]["preferences"].to_pylist()
+    cs = [r["consistency"] for r in p]
+    margins = [r["rewards"][r["chosen_idx"]] - r["rewards"][r["rejected_idx"]] for r in p]
+    st = card.preference_stats(tables[2]["preferences"])
+    assert st["consistency"]["mean"] == pytest.approx(statistics.fmean(cs))
+    assert st["consistency"]["median"] == pytest.approx(statistics.median(cs))
+    assert st["consistency"]["std"] == pytest.approx(statistics.pstdev(cs))
+    assert st["reward_margin"]["mean"] == pytest.approx(statistics.fmean(margins))
+    assert min(margins) >= 0 and st["reward_margin"]["min"] == pytest.approx(min(margins))
+    row = next(line for line in text.splitlines() if line.startswith("| iter_2 | 5 |"))
+    assert f"{statistics.fmean(cs):.4f} / {statistics.median(cs):.4f} / {statistics.pstdev(cs):.4f}" in row
+
+
+def test_licence_rules():
+    assert card.licence_of({"gsm8k:test.jsonl": 3}).value == "mit"
+    assert card.licence_of({"alpaca_eval:x.jsonl": 1, "oasst:y.jsonl": 2}).value == ["cc-by-nc-4.0", "apache-2.0"]
+    assert card.licence_of({"siqa:dev.jsonl": 1}).value == "unknown"
+    assert card.licence_of({"generic:mine.jsonl": 1, "gsm8k:t": 1}).value == ["unknown", "mit"]
+    assert card.licence_of({None: 4}).value == "unknown"
+    o = card.licence_of({"siqa:dev.jsonl": 1}, override="cc-by-4.0")
+    assert o.value == "cc-by-4.0" and o.overridden and "siqa" in o.lines[0]
+    assert card.identify_source("openbookqa:test.jsonl")[0] == "openbookqa"
+    assert card.identify_source("arc:ARC-Challenge-Test.jsonl")[0] == "arc"
+    assert card.identify_source("self_instruct:seed_tasks.jsonl")[0] == "self_instruct_seed"
+
+
+@pytest.mark.parametrize("name,phrase", [
+    ("gsm8k", "Licence: MIT"), ("arc", "CC BY-SA 4.0"), ("openbookqa", "Apache-2.0"),
+    ("oasst1", "Apache-2.0"), ("alpaca_eval", "CC BY-NC 4.0"), ("self_instruct_seed", "CC BY-NC 4.0"),
+    ("siqa", "no licence file"),
+])
+def test_known_licences_match_the_provenance_files(shared_data, name, phrase):
+    text = (shared_data / name / "PROVENANCE.md").read_text()
+    assert phrase in text
+    lic = card.identify_source(f"{name.rstrip('1')}:x")[1]
+    expected = {"Licence: MIT": "mit", "CC BY-SA 4.0": "cc-by-sa-4.0", "Apache-2.0": "apache-2.0",
+                "CC BY-NC 4.0": "cc-by-nc-4.0", "no licence file": None}[phrase]
+    assert lic == expected
+
+
+# ------------------------------------------------------------------------------------------ TRL
+def test_stock_trl_dpo_trainer_runs_a_step_on_the_published_config(run_dir, tmp_path, tiny_model):
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    root, _ = run_dir
+    out = hub.build(root, tmp_path / "repo", "me/cream-prefs")
+    ds = load_dataset(str(out), "preferences", split="iter_1")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2,
+                     learning_rate=1e-3, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
+                     max_length=64, bf16=False, fp16=False)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    result = trainer.train()
+    assert result.global_step == 1
+    # before the first update policy == reference, so every pair's DPO loss is -log sigmoid(0) = log 2
+    assert result.training_loss == pytest.approx(np.log(2), abs=1e-4)
+    assert any(not (p.detach() == before[n]).all() for n, p in model.named_parameters())
+
+
+# ------------------------------------------------------------------------------------------ upload path
+def test_commit_operations_paths_sizes_and_hashes(run_dir, tmp_path):
+    root, _ = run_dir
+    out = hub.build(root, tmp_path / "repo", "me/cream-prefs")
+    ops = hub.commit_operations(out)
+    assert [op.path_in_repo for op in ops] == sorted(
+        ["README.md"] + [f"data/{k}/iter_{t}-00000-of-00001.parquet" for k in hub.CONFIG_KINDS for t in (1, 2)])
+    for op in ops:
+        data = (out / op.path_in_repo).read_bytes()
+        assert op.upload_info.size == len(data)
+        assert op.upload_info.sha256 == hashlib.sha256(data).digest()
+    # rebuilding from the same tables gives byte-identical data files: re-uploads send nothing new
+    again = hub.build(root, tmp_path / "repo2", "me/cream-prefs")
+    assert {op.path_in_repo: op.upload_info.sha256 for op in hub.commit_operations(again)} == \
+        {op.path_in_repo: op.upload_info.sha256 for op in ops}
+
+
+def test_retry_recovers_from_connection_errors_with_backoff():
+    import httpx2
+    import requests
+
+    calls, waits = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise requests.exceptions.ConnectionError("connection reset")
+        if len(calls) == 2:
+            raise httpx2.ConnectError("name resolution failed")
+        return "ok"
+
+    assert hub.with_retries(flaky, attempts=4, base_delay=1.5, sleep=waits.append) == "ok"
+    assert len(calls) == 3 and waits == [1.5, 3.0]
+
+    def always_down():
+        raise httpx2.ReadTimeout("timed out")
+
+    waits.clear()
+    with pytest.raises(httpx2.ReadTimeout):
+        hub.with_retries(always_down, attempts=3, base_delay=1, max_delay=1.5, sleep=waits.append)
+    assert waits == [1, 1.5]
+
+    def bad_request():
+        calls.append(1)
+        raise ValueError("not a network error")
+
+    calls.clear()
+    with pytest.raises(ValueError):
+        hub.with_retries(bad_request, sleep=waits.append)
+    assert len(calls) == 1  # not retried
+
+
+def test_hub_http_status_decides_retry():
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    def err(status):
+        req = httpx2.Request("POST", "https://huggingface.co/api/datasets/me/x/commit/main")
+        return HfHubHTTPError("boom", response=httpx2.Response(status, request=req))
+
+    assert hub.is_transient(err(503)) and hub.is_transient(err(429))
+    assert not hub.is_transient(err(401)) and not hub.is_transient(err(404))
+    assert not hub.is_transient(OfflineModeIsEnabled("offline"))
+    e = hub._hub_error(err(401), "me/x", token="hf_secret", attempts=5)
+    assert "401" in str(e) and "hf_secret" not in str(e)
+
+
+def test_upload_offline_is_one_line_and_keeps_a_complete_out(run_dir, tmp_path, cli, monkeypatch):
+    """As far as the real upload goes without a network: token found, HfApi called, offline refused."""
+    root, _ = run_dir
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_test")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    r = cli("publish", root, "--repo-id", "me/cream-prefs", "--out", tmp_path / "repo")
+    assert_user_error(r, "HF_HUB_OFFLINE")
+    assert "hf_fake_token_for_test" not in r.out + r.err
+    assert (tmp_path / "repo" / "README.md").is_file()  # the folder built before the upload is complete
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_bad_input_one_line_errors_and_nothing_left(run_dir, tmp_path, cli, monkeypatch):
+    root, _ = run_dir
+    empty = tmp_path / "empty"
+    (empty / "notes").mkdir(parents=True)
+    out = tmp_path / "out"
+    assert_user_error(cli("publish", empty, "--repo-id", "me/x", "--dry-run", "--out", out), "no preferences")
+    assert_user_error(cli("publish", root, "--repo-id", "me/bad--name", "--dry-run", "--out", out), "--repo-id")
+    assert_user_error(cli("publish", root, "--repo-id", "a/b/c", "--dry-run", "--out", out), "--repo-id")
+    assert_user_error(cli("publish", root, "--repo-id", "noowner", "--dry-run", "--out", out), "owner/name")
+    assert_user_error(cli("publish", root, "--repo-id", "me/x", "--dry-run", "--out", out, "--license", "MIT!"),
+                      "--license")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    assert_user_error(cli("publish", root, "--repo-id", "me/x", "--out", out), "no Hugging Face token")
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    (out).mkdir()
+    (out / "precious.txt").write_text("mine")
+    assert_user_error(cli("publish", root, "--repo-id", "me/x", "--dry-run", "--out", out), "not a folder written")
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    # a corrupt table: the error names it, and --out is untouched
+    broken = tmp_path / "broken"
+    write_table(make_tables(1, 2, seed=3)["preferences"], broken / "preferences", "preferences")
+    (broken / "preferences" / "part-00000.parquet").write_bytes(b"not parquet")
+    assert_user_error(cli("publish", broken, "--repo-id", "me/x", "--dry-run", "--out", tmp_path / "o2"),
+                      "part-00000.parquet")
+    assert not (tmp_path / "o2").exists()
+    with pytest.raises(CreamError, match="neither a local path nor a Hub dataset id"):
+        hub.load_preferences("not a/valid/id")
+
+
+def test_republish_replaces_the_folder_whole(run_dir, tmp_path):
+    root, tables = run_dir
+    out = hub.build(root, tmp_path / "repo", "me/x")
+    (out / "data" / "stale.parquet").write_bytes(b"old")
+    hub.build(root, out, "me/x", license="cc-by-4.0")
+    assert not (out / "data" / "stale.parquet").exists()
+    assert _card(out).data.to_dict()["license"] == "cc-by-4.0"
+    assert read_table(out / "data/preferences/iter_1-00000-of-00001.parquet", "preferences").num_rows == 5
