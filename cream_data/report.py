@@ -4,7 +4,8 @@ Definitions (one row of the preferences table = one prompt that yielded a pair; 
 ``r'`` = ``prev_rewards``, both indexed by response):
 
 - ``margin``            = r[chosen_idx] - r[rejected_idx]  (≥ 0 by construction of the pair)
-- ``ties_current``      = #rows where two entries of r are equal (the ranking broke the tie by index)
+- ``ties_current``      = #pairs where two entries of r are equal (the ranking broke the tie by index;
+                          prompts skipped because all rewards were equal are counted under ``skipped``)
 - ``agreement_chosen``  = mean over rows with r' of [argmax r' == chosen_idx]: the previous model would have
                           chosen the same response (argmax takes the first maximum, like the ordinal ranks)
 - ``agreement_rejected``= mean over rows with r' of [argmin r' == rejected_idx]
@@ -96,11 +97,16 @@ def summarize_preferences(prefs: pa.Table, manifest: dict | None = None) -> dict
         agree_c = float((first_argmax(p) == chosen[has_prev]).mean())
         agree_r = float((first_argmin(p) == rejected[has_prev]).mean())
 
-    skipped = dict((manifest or {}).get("summary", {}).get("skipped") or {})
-    skipped = {str(k): int(v) for k, v in sorted(skipped.items())}
+    # The labeling stage stores its PairingSummary under the manifest key "summary".
+    labeled = (manifest or {}).get("summary") or {}
+    skipped = {str(k): int(v) for k, v in sorted((labeled.get("skipped") or {}).items())}
+    prompts = labeled.get("prompts")
+    if not isinstance(prompts, int):
+        prompts = n + sum(skipped.values()) if labeled else None
     return {
         "pairs": n,
-        "prompts": n + sum(skipped.values()) if manifest and "summary" in manifest else None,
+        "prompts": prompts,
+        "scope": labeled.get("scope"),
         "skipped": skipped,
         "skipped_total": sum(skipped.values()),
         "iterations": _distinct(prefs, "iteration"),
@@ -321,8 +327,9 @@ def preference_rows(s: dict) -> list[tuple[str, str]]:
         ("C mean / median / std", f"{fmt(c['mean'])} / {fmt(c['median'])} / {fmt(c['std'])}"),
         ("weight mean", fmt(s["weight_mean"])),
         ("kendall tau mean ± std", f"{fmt(tau['mean'])} ± {fmt(tau['std'])} (n={tau['n']})"),
-        ("ties in current rewards", fmt(s["ties_current"])),
-        ("ties in previous rewards", fmt(s["ties_previous"])),
+        ("scope", s.get("scope") or "–"),
+        ("pairs with ties in current rewards", fmt(s["ties_current"])),
+        ("pairs with ties in previous rewards", fmt(s["ties_previous"])),
         ("pairs with previous rewards", fmt(s["with_previous"])),
         ("previous argmax = chosen", fmt(s["agreement_chosen"])),
         ("previous argmin = rejected", fmt(s["agreement_rejected"])),

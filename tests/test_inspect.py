@@ -128,6 +128,9 @@ def test_summary_matches_a_row_by_row_computation():
                       (s["margin"]["median"], e["margin_median"]), (s["weight_mean"], e["weight_mean"])]:
         assert got == pytest.approx(want, abs=1e-12)
     assert s["kendall_tau"]["n"] == 160
+    labeled = {"summary": {"prompts": 210, "skipped": SKIPPED, "scope": "dataset"}}
+    s2 = report.summarize_preferences(prefs, labeled)  # the labeling stage's own prompt count wins
+    assert s2["prompts"] == 210 and s2["scope"] == "dataset"
     assert s["iterations"] == [1] and s["consistency_methods"] == ["kendall"]
     assert s["models"] == ["m1"] and s["prev_models"] == ["m0"]
     assert s["n_responses"]["min"] == 3 and s["n_responses"]["max"] == 5
