@@ -44,10 +44,12 @@ def padded(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     present = ~arr.is_null().to_numpy(zero_copy_only=False)
     lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy().astype(np.int64)
     values = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float64)  # null values → NaN
-    mat = np.full((rows, int(lengths.max(initial=0))), np.nan)
-    starts = np.cumsum(lengths) - lengths
-    row_idx = np.repeat(np.arange(rows), lengths)
-    mat[row_idx, np.arange(values.size) - np.repeat(starts, lengths)] = values
+    width = int(lengths.max(initial=0))
+    if values.size == rows * width:  # every row full (the usual fixed N): a plain reshape
+        return values.reshape(rows, width), present
+    mat = np.full((rows, width), np.nan)
+    # Row-major boolean assignment fills each row's first `length` cells with its values, in order.
+    mat[np.arange(width) < lengths[:, None]] = values
     return mat, present
 
 
@@ -316,7 +318,8 @@ def fmt(x, digits: int = 4) -> str:
 def preference_rows(s: dict) -> list[tuple[str, str]]:
     """(metric, value) rows of a preferences summary, shared by the Markdown and the terminal table."""
     c, tau, m = s["consistency"], s["kendall_tau"], s["margin"]
-    skipped = ", ".join(f"{k}: {v}" for k, v in s["skipped"].items()) or "none recorded"
+    skipped = ", ".join(f"{k}: {v}" for k, v in s["skipped"].items() if v) or (
+        "none" if s["skipped"] else "none recorded")
     return [
         ("pairs", fmt(s["pairs"])),
         ("prompts", fmt(s["prompts"])),

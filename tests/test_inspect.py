@@ -167,6 +167,9 @@ def test_padded_lists_and_ties_with_nulls_and_nan():
     np.testing.assert_array_equal(np.isnan(mat), [[0, 0, 1], [1, 1, 1], [0, 1, 0], [1, 1, 1]])
     assert mat[0, :2].tolist() == [1.0, 2.0] and mat[2, 0] == mat[2, 2] == 3.0
     assert report.has_ties(mat).tolist() == [False, False, True, False]  # NaN never ties
+    full, present = report.padded(pa.chunked_array([[[1.0, 2.0], [2.0, 2.0]], [[0.5, None]]]))
+    np.testing.assert_array_equal(full, [[1.0, 2.0], [2.0, 2.0], [0.5, np.nan]])
+    assert present.all() and report.has_ties(full).tolist() == [False, True, False]
 
 
 def test_scores_summary_per_scorer_and_model():

@@ -209,6 +209,9 @@ def test_even_a_statement_past_the_check_cannot_touch_files(run_dir, tmp_path):
         con.execute(f"COPY (SELECT 1 AS a) TO '{part}' (FORMAT parquet, OVERWRITE true)")
     assert part.stat().st_size == size and not target.exists()
     assert con.execute("SELECT count(*) FROM scores").fetchone()[0] > 0
+    local_table = pa.table({"a": [1]})  # noqa: F841 (a Python object DuckDB must not find by name)
+    with pytest.raises(duckdb.Error, match="local_table"):
+        con.execute("SELECT * FROM local_table")
     con.close()
 
 
