@@ -148,7 +148,8 @@ class SampleSummary:
     rows: int  # responses on disk for this shard
     tokens: int  # tokens generated in this call
     finish_reasons: dict = field(default_factory=dict)  # counts in this call
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole call, model loading included
+    generate_seconds: float = 0.0  # inside the engine's generate: the basis of tokens/s
     shard: tuple[int, int] | None = None
 
 
@@ -304,7 +305,7 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
         done_prompts = rows // cfg.n
         if progress:
             progress(done_prompts, done_prompts, 0)
-        return SampleSummary(out, done_prompts, 0, done_prompts, rows, 0, {}, time.perf_counter() - t0, shard)
+        return SampleSummary(out, done_prompts, 0, done_prompts, rows, 0, {}, time.perf_counter() - t0, 0.0, shard)
 
     engine = engine or make_engine(cfg, ref)
     convs = table.column("prompt").to_pylist()
@@ -320,7 +321,7 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
     done_ids = set(have.column("prompt_id").to_pylist()) if have is not None else set()
 
     done = sum(1 for b in batches for r in b if pids[r] in done_ids)
-    skipped, sampled, tokens, reasons = done, 0, 0, {"stop": 0, "length": 0}
+    skipped, sampled, tokens, reasons, gen_seconds = done, 0, 0, {"stop": 0, "length": 0}, 0.0
     if progress:
         progress(done, mine, 0)
     buffer: list[dict] = []
@@ -330,8 +331,10 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
         if not todo:
             continue
         # The whole batch is regenerated even when part of it is on disk, so the numbers match the plan.
+        t_gen = time.perf_counter()
         gens = engine.generate([convs[r] for r in batch], [prompt_seed(cfg.seed, pids[r]) for r in batch],
                                cfg.n, cfg.params)
+        gen_seconds += time.perf_counter() - t_gen
         keep = [(r, g) for r, g in zip(batch, gens) if pids[r] not in done_ids]
         buffer.append(_rows(table, [r for r, _ in keep], [g for _, g in keep], cfg, ref.name))
         buffered += len(keep)
@@ -353,4 +356,4 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
     rows_on_disk = mine * cfg.n
     writer.finish({"sample": {**record, "model_path": ref.path, "seconds_last_call": round(seconds, 3),
                               "tokens_last_call": tokens}})
-    return SampleSummary(out, mine, sampled, skipped, rows_on_disk, tokens, reasons, seconds, shard)
+    return SampleSummary(out, mine, sampled, skipped, rows_on_disk, tokens, reasons, seconds, gen_seconds, shard)

@@ -7,7 +7,7 @@ decoding step is then one forward pass over all rows. Sampling is plain temperat
     p(y_t | y_<t, x)  ∝  exp(logit / T)  restricted to the smallest top set with mass >= top_p
 
 (``top_k`` and the repetition penalty are switched off explicitly, so a model's own generation defaults
-do not change the distribution; ``T = 0`` is greedy). A row stops at its first stop token (the
+do not change the distribution; ``T = 0`` is greedy, run once and repeated ``N`` times). A row stops at its first stop token (the
 tokenizer's EOS, e.g. SmolLM2's end-of-turn ``<|im_end|>``, plus the model's configured EOS ids).
 
 Determinism: ``generate`` draws from torch's global generator, so each call forks the RNG state and seeds
@@ -97,7 +97,7 @@ class HfSampler:
         common = dict(max_new_tokens=params.max_new_tokens, num_return_sequences=n, num_beams=1,
                       eos_token_id=sorted(self.stop_token_ids), pad_token_id=self.pad_id, repetition_penalty=1.0)
         if params.temperature == 0:
-            return GenerationConfig(do_sample=False, **common)
+            return GenerationConfig(do_sample=False, **{**common, "num_return_sequences": 1})
         return GenerationConfig(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0,
                                 **common)
 
@@ -116,6 +116,8 @@ class HfSampler:
             out = self.model.generate(input_ids=input_ids, attention_mask=mask,
                                       generation_config=self._generation_config(n, params))
         rows = [split_at_stop(r, self.stop_token_ids) for r in out[:, width:].tolist()]
+        if params.temperature == 0:  # greedy: the n samples are one continuation, decoded once
+            rows = [r for r in rows for _ in range(n)]
         texts = self.tokenizer.batch_decode([content for content, _, _ in rows], skip_special_tokens=True)
         gens = [Generation(text, reason, n_tok) for text, (_, reason, n_tok) in zip(texts, rows)]
         # num_return_sequences lays rows out prompt-major: prompt 0's n samples, then prompt 1's, …
