@@ -274,8 +274,12 @@ def render(repo_id: str, splits: dict[str, list[Split]], licence: Licence, *, ru
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for s in splits.get("preferences", []):
         st = preference_stats(s.table, s.manifests)
-        skipped = ("not recorded" if st["skipped"] is None else
-                   ", ".join(f"{k}: {v}" for k, v in sorted(st["skipped"].items())) or "0")
+        if st["skipped"] is None:
+            skipped = "not recorded"
+        else:
+            nonzero = {k: v for k, v in sorted(st["skipped"].items()) if v}
+            skipped = f"{sum(nonzero.values())}" + (f" ({', '.join(f'{k}: {v}' for k, v in nonzero.items())})"
+                                                    if nonzero else "")
         out.append(f"| {s.name} | {st['pairs']} | {skipped} | {_fmt(st['consistency'])} | {_fmt(st['kendall_tau'])} "
                    f"| {_fmt(st['weight'])} | {_fmt(st['reward_margin'])} |")
     out += ["", "## Licence", ""]

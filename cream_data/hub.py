@@ -72,6 +72,10 @@ def _iteration_of(path: Path, root: Path) -> int | None:
     return None
 
 
+def _inside_publish_folder(path: Path, root: Path) -> bool:
+    return any(_is_publish_folder(a) for a in path.parents if a != root and root in a.parents)
+
+
 def collect(root: str | Path) -> tuple[dict[str, list[card.Split]], list[pa.Table]]:
     """The splits to publish per config (in iteration order) and any prompts tables found under ``root``."""
     root = Path(root)
@@ -80,6 +84,8 @@ def collect(root: str | Path) -> tuple[dict[str, list[card.Split]], list[pa.Tabl
     groups: dict[tuple[str, int | None], list[tuple[pa.Table, dict | None, str]]] = defaultdict(list)
     prompts = []
     for kind, path in iter_table_paths(root):
+        if _inside_publish_folder(path, root):  # an earlier `--out` inside DIR: its files are copies
+            continue
         if kind == "prompts":
             prompts.append(read_table(path, "prompts"))
         if kind not in CONFIG_KINDS:
@@ -299,15 +305,17 @@ def _hub_error(err: Exception, repo_id: str, token: str, attempts: int) -> Cream
 
 
 def upload(folder: str | Path, repo_id: str, *, token: str, private: bool = False, attempts: int = 5,
-           sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None) -> str:
+           sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None,
+           endpoint: str | None = None) -> str:
     """Create the dataset repository if needed and commit the folder; returns the dataset URL."""
     from huggingface_hub import HfApi
 
-    api = HfApi(token=token)
+    api = HfApi(token=token, endpoint=endpoint)
     retry = dict(attempts=attempts, sleep=sleep, log=log)
     try:
-        url = with_retries(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True),
-                           **retry)
+        # private=None lets the Hub apply the owner's default visibility unless --private asks for private
+        url = with_retries(lambda: api.create_repo(repo_id, repo_type="dataset", private=private or None,
+                                                   exist_ok=True), **retry)
         with_retries(lambda: api.create_commit(repo_id, operations=commit_operations(folder), repo_type="dataset",
                                                commit_message="cream publish"), **retry)
     except CreamError:

@@ -171,7 +171,7 @@ def test_card_yaml_lineage_statistics_and_licence(run_dir, tmp_path):
     text = c.text
     assert "hf_should_not_appear" not in (out / "README.md").read_text()  # credentials never published
     assert "method: cream" in text and "policy M_t = m2" in text and "scope sample" in text
-    assert "all_rewards_equal: 2" in text and "current = dpo reward of m1" in text
+    assert "| 2 (all_rewards_equal: 2) |" in text and "current = dpo reward of m1" in text
     # statistics against independent computations (statistics module, plain Python margins)
     p = tables[2]["preferences"].to_pylist()
     cs = [r["consistency"] for r in p]
@@ -317,6 +317,20 @@ def test_upload_offline_is_one_line_and_keeps_a_complete_out(run_dir, tmp_path, 
     assert (tmp_path / "repo" / "README.md").is_file()  # the folder built before the upload is complete
 
 
+def test_upload_retries_a_refused_connection_then_says_how_to_resume(run_dir, tmp_path, monkeypatch):
+    """The real upload code against a port where nothing listens: real connection errors, retried, then one line."""
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    root, _ = run_dir
+    out = hub.build(root, tmp_path / "repo", "me/x")
+    waits, logged = [], []
+    with pytest.raises(CreamError, match="after 3 attempts.*rerun the same command to resume") as e:
+        hub.upload(out, "me/x", token="hf_fake_secret", attempts=3, sleep=waits.append, log=logged.append,
+                   endpoint="http://127.0.0.1:9")
+    assert waits == [2.0, 4.0] and len(logged) == 2 and "hf_fake_secret" not in str(e.value) + "".join(logged)
+
+
 # ------------------------------------------------------------------------------------------ bad input
 def test_bad_input_one_line_errors_and_nothing_left(run_dir, tmp_path, cli, monkeypatch):
     root, _ = run_dir
@@ -350,11 +364,16 @@ def test_bad_input_one_line_errors_and_nothing_left(run_dir, tmp_path, cli, monk
     assert not (tmp_path / "o2").exists()
     with pytest.raises(CreamError, match="neither a local path nor a Hub dataset id"):
         hub.load_preferences("not a/valid/id")
+    with pytest.raises(CreamError, match="me/never-downloaded: could not download"):  # offline, nothing cached
+        hub.load_preferences("me/never-downloaded")
 
 
 def test_republish_replaces_the_folder_whole(run_dir, tmp_path):
     root, tables = run_dir
+    inside = hub.build(root, root / "hub", "me/x")  # an --out inside DIR is not read back as more tables
     out = hub.build(root, tmp_path / "repo", "me/x")
+    assert hub.listing(inside) == hub.listing(out)
+    assert hub.load_preferences(str(root)).num_rows == 10
     (out / "data" / "stale.parquet").write_bytes(b"old")
     hub.build(root, out, "me/x", license="cc-by-4.0")
     assert not (out / "data" / "stale.parquet").exists()
