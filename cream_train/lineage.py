@@ -1,0 +1,107 @@
+"""Lineage of a trained checkpoint (``cream_lineage.json``) and the staged, atomic output folder.
+
+Lineage says where a model came from: parent model, a fingerprint of the training data, method, resolved
+config, final metrics and library versions, so a run can be audited or reproduced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from cream_data import io
+from cream_data.errors import CreamError
+
+LINEAGE_FILE = "cream_lineage.json"
+CONFIG_FILE = "cream_train_config.json"
+LIBRARIES = ("cream", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow")
+
+
+def data_fingerprint(path: str | Path, table=None) -> str:
+    """sha256 over the bytes of a table's Parquet file, or of a folder's complete parts in manifest order;
+    for a source that is neither (a JSONL file through a loader is a file; a Hub id is not), over ``table``'s
+    Arrow IPC stream."""
+    path = Path(path)
+    if not path.exists():
+        import pyarrow as pa
+
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        return "sha256:" + hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    files = [path] if path.is_file() else io.complete_parts(path)[0]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def lineage(*, parent_model: str, data: str, fingerprint: str, stage: str, method: str | None, config: dict,
+            metrics: dict, extra: dict | None = None) -> dict[str, Any]:
+    return {
+        "parent_model": parent_model,
+        "data": {"source": str(data), "fingerprint": fingerprint},
+        "stage": stage,
+        "method": method,
+        "config": config,
+        "metrics": metrics,
+        "versions": library_versions(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+
+
+def check_output(out: str | Path, overwrite: bool) -> Path:
+    """Refuse an existing output folder unless ``overwrite``; a clear one-line error before any work."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise CreamError(f"{out}: output folder exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise CreamError(f"{out}: exists and is not a folder")
+    return out
+
+
+def staging_dir(out: Path) -> Path:
+    """A fresh sibling ``DIR.tmp-…`` to train into; the same name on every rank of a distributed run."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState()
+    name = [f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"]
+    if state.num_processes > 1:
+        broadcast_object_list(name, from_process=0)
+    tmp = out.parent / name[0]
+    if state.is_main_process:
+        tmp.mkdir(parents=True, exist_ok=False)
+    state.wait_for_everyone()
+    return tmp
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move the finished staging folder into place, replacing an older output only now that the new one is whole."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

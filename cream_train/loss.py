@@ -1,0 +1,64 @@
+"""The consistency-regularized DPO loss (CREAM, step 7 of docs/CREAM.md) as pure tensor maths.
+
+For a pair ``(y+, y-)`` of prompt ``x`` with consistency weight ``C`` in [0, 1]::
+
+    h      = [log pi_theta(y+|x) - log pi_ref(y+|x)] - [log pi_theta(y-|x) - log pi_ref(y-|x)]
+    loss_i = C_i * -log sigmoid(beta * h_i) + (1 - C_i) * -log sigmoid(-beta * h_i)
+
+DPO on the pair weighted by ``C`` plus "reversed" DPO weighted by ``1 - C``: conservative DPO (cDPO) with a
+per-pair label smoothing ``eps_i = 1 - C_i``. ``C = 1`` is plain sigmoid DPO. The implicit rewards are
+``beta * (log pi_theta - log pi_ref)`` of each response.
+
+Methods (how ``C`` is chosen per pair, see :func:`pair_weights`):
+    ``cream``     each pair's own ``weight`` column (the C after the labeler's sample/dataset scope)
+    ``cream-avg`` the table's mean weight, the same for every pair
+    ``dpo``       C = 1 for every pair
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+METHODS = ("cream", "cream-avg", "dpo")
+
+
+class CreamLossOutput(NamedTuple):
+    """Per-pair tensors, each of shape ``[batch]``."""
+
+    losses: "torch.Tensor"  # noqa: F821  loss_i above
+    chosen_rewards: "torch.Tensor"  # noqa: F821  beta * (log pi_theta(y+|x) - log pi_ref(y+|x)), detached
+    rejected_rewards: "torch.Tensor"  # noqa: F821  beta * (log pi_theta(y-|x) - log pi_ref(y-|x)), detached
+
+
+def cream_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, weight,
+               beta: float) -> CreamLossOutput:
+    """Consistency-regularized DPO loss per pair; every argument but ``beta`` is a ``[batch]`` tensor.
+
+    ``weight`` is ``C`` (a tensor or a float); log-probs are sums over the response tokens.
+    Returns ``(losses, chosen_rewards, rejected_rewards)``; the caller takes the mean of ``losses``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    h = chosen_logratios - rejected_logratios
+    c = torch.as_tensor(weight, dtype=h.dtype, device=h.device)
+    # logsigmoid is the numerically stable form of log(sigmoid(.)) for large |beta*h|.
+    losses = -c * F.logsigmoid(beta * h) - (1 - c) * F.logsigmoid(-beta * h)
+    return CreamLossOutput(losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach())
+
+
+def pair_weights(method: str, weights: Sequence[float] | None, n_rows: int) -> list[float]:
+    """The C each pair trains with: own weight (``cream``), the table mean (``cream-avg``) or 1 (``dpo``)."""
+    if method not in METHODS:
+        raise ValueError(f"method: got {method!r}, expected one of {', '.join(METHODS)}")
+    if method == "dpo":
+        return [1.0] * n_rows
+    if weights is None:
+        raise ValueError(f"method {method!r} needs per-pair weights")
+    weights = [float(w) for w in weights]
+    if method == "cream-avg":
+        mean = sum(weights) / len(weights) if weights else 1.0
+        return [mean] * len(weights)
+    return weights

@@ -1,0 +1,132 @@
+"""Preference tables for training: read, check for a method, decide whether the stored reference log-probs hold.
+
+The labeler stores ``chosen_logp``/``rejected_logp`` = log pi_{M_t}(y|x) summed over the response tokens (docs/
+CREAM.md, step 2). They are exactly the reference log-probs DPO needs when training ``M_{t+1}`` from ``M_t``
+(reference ``M_t``), *if* they were computed by the same model with the same tokenisation as the trainer uses:
+
+    response tokens = ids(template(prompt + [assistant: y]))[len(ids(template(prompt, add_generation_prompt))):]
+
+which is what TRL 1.16's DPOTrainer trains on for conversational data (it tokenizes ``prompt`` with the
+generation prompt and ``prompt + chosen`` without, and takes the suffix); for SmolLM2 the span is
+``y`` + ``<|im_end|>`` + ``"\\n"``. :func:`stored_reference_problem` checks model name, template hash, token counts
+and truncation, and returns why the stored values cannot be used (or None).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cream_data import io
+from cream_data.errors import CreamError
+from cream_data.validate import check
+from cream_train.loss import pair_weights
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_BASE_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def load_preferences(source: str | Path) -> pa.Table:
+    """A preferences table from a Parquet file or table folder.
+
+    Hook for later: a Hub dataset id (``org/name``) will be read with ``datasets.load_dataset`` and conformed
+    to the preferences schema here; until then it is refused with a clear message.
+    """
+    p = Path(source)
+    if not p.exists() and _HUB_ID.match(str(source)):
+        raise CreamError(f"{source}: reading preferences from a Hub dataset id is not supported yet; "
+                         "download it and pass the Parquet file or folder")
+    # Validate ourselves: a table missing columns that this method does not need (e.g. `weight` for dpo) is fine.
+    return io.read_table(p, "preferences", validate=False)
+
+
+def check_preferences(table: pa.Table, method: str, where: str) -> None:
+    """One-line errors for what training cannot use: missing columns, no rows, weights outside [0, 1]."""
+    missing = [c for c in _BASE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise CreamError(f"{where}: preferences table has no {', '.join(missing)} column(s)")
+    if method in ("cream", "cream-avg") and "weight" not in table.column_names:
+        raise CreamError(f"{where}: preferences table has no 'weight' column; method {method} needs the per-pair "
+                         "consistency weight C (label with consistency, or use --method dpo)")
+    if table.num_rows == 0:
+        raise CreamError(f"{where}: preferences table is empty; expected at least one pair")
+    if method in ("cream", "cream-avg"):
+        w = table.column("weight").to_pylist()
+        bad = [i for i, x in enumerate(w) if x is None or not (isinstance(x, (int, float)) and math.isfinite(x))
+               or not 0.0 <= x <= 1.0]
+        if bad:
+            shown = ", ".join(f"row {i} = {w[i]}" for i in bad[:3])
+            raise CreamError(f"{where}: column weight: {len(bad)} value(s) outside [0, 1] ({shown}); "
+                             "expected the consistency C in [0, 1]")
+    import schemas
+
+    if all(c in table.column_names for c in schemas.get("preferences").column_names):
+        check(table, "preferences", where)  # a complete table must also match its schema
+
+
+def weights_for(table: pa.Table, method: str) -> list[float]:
+    w = table.column("weight").to_pylist() if "weight" in table.column_names else None
+    return pair_weights(method, w, table.num_rows)
+
+
+def response_token_ids(tokenizer, prompt: list[dict], response: list[dict]) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) as the trainer splits them: the templated prompt with its generation prompt,
+    then the rest of the templated ``prompt + response`` (the assistant text and the template's end-of-turn)."""
+    p = list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
+    full = list(tokenizer.apply_chat_template(list(prompt) + list(response), tokenize=True, return_dict=False))
+    n = 0  # common prefix, as TRL does when a template renders the prompt differently at the boundary
+    while n < min(len(p), len(full)) and p[n] == full[n]:
+        n += 1
+    return full[:n], full[n:]
+
+
+def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, max_length: int | None) -> str | None:
+    """Why the stored ``chosen_logp``/``rejected_logp`` cannot serve as reference log-probs, or None if they can."""
+    from cream_data.engines.models import template_hash
+
+    cols = table.column_names
+    for c in ("chosen_logp", "rejected_logp"):
+        if c not in cols:
+            return f"the table has no {c} column"
+        if table.column(c).null_count:
+            return f"{table.column(c).null_count} row(s) have no {c}"
+    if "model" not in cols:
+        return "the table does not record which model computed them"
+    models = set(table.column("model").to_pylist())
+    if models != {model_name}:
+        return f"they were computed by {sorted(map(str, models))[:2]}, not the starting model {model_name}"
+    want = template_hash(tokenizer)
+    hashes = set(table.column("template_hash").to_pylist()) if "template_hash" in cols else {None}
+    if hashes != {want}:
+        return (f"template_hash {sorted(map(str, hashes))[:2]} does not match the starting model's tokenizer and "
+                f"chat template ({want})")
+    stored_n = {side: table.column(f"{side}_n_tokens").to_pylist() if f"{side}_n_tokens" in cols else None
+                for side in ("chosen", "rejected")}
+    prompts = table.column("prompt").to_pylist()
+    for side in ("chosen", "rejected"):
+        responses = table.column(side).to_pylist()
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            p_ids, r_ids = response_token_ids(tokenizer, p, r)
+            if stored_n[side] is not None and stored_n[side][i] is not None and stored_n[side][i] != len(r_ids):
+                return (f"row {i}: {side}_n_tokens is {stored_n[side][i]} but the trainer's tokenisation gives "
+                        f"{len(r_ids)} response tokens")
+            if max_length is not None and len(p_ids) + len(r_ids) > max_length:
+                return f"row {i}: prompt + {side} is {len(p_ids) + len(r_ids)} tokens, over --max-length {max_length}"
+    return None
+
+
+def to_dataset(table: pa.Table, weights: list[float], stored_reference: bool):
+    """A ``datasets.Dataset`` with TRL's conversational columns, ``weight``, and the stored reference log-probs
+    under the names TRL's DPOTrainer reads (``ref_chosen_logps``/``ref_rejected_logps``) when they are used."""
+    import datasets
+
+    cols = {c: table.column(c) for c in _BASE_COLUMNS}
+    cols["weight"] = pa.array(weights, pa.float64())
+    if stored_reference:
+        cols["ref_chosen_logps"] = pc.cast(table.column("chosen_logp"), pa.float64())
+        cols["ref_rejected_logps"] = pc.cast(table.column("rejected_logp"), pa.float64())
+    return datasets.Dataset(pa.table(cols))

@@ -1,0 +1,40 @@
+"""SFT data for ``cream train DATA --stage sft``: prompt/completion conversations, loss on the assistant turn.
+
+TRL's ``SFTTrainer`` on prompt-completion conversational data (``completion_only_loss=True``) tokenizes the
+templated prompt with its generation prompt and the templated prompt + completion, and masks every prompt
+token's label with -100, so only the assistant's tokens (and the template's end-of-turn) are learned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from cream_data import io
+from cream_data.errors import CreamError
+
+
+def load_sft_table(source: str | Path, limit: int | None = None) -> pa.Table:
+    """An ``sft`` table from any source the loaders accept (``cream_data.prompts.load_sft``), or, until that
+    loader exists, from an ``sft`` Parquet file or table folder."""
+    try:
+        from cream_data.prompts import load_sft  # written alongside; optional until it lands
+    except ImportError:
+        load_sft = None
+    if load_sft is not None:
+        table = load_sft(str(source), limit=limit)
+    else:
+        table = io.read_table(Path(source), "sft")
+        if limit is not None:
+            table = table.slice(0, limit)
+    if table.num_rows == 0:
+        raise CreamError(f"{source}: SFT table is empty; expected at least one prompt/completion")
+    return table
+
+
+def to_dataset(table: pa.Table):
+    """Only the columns SFTTrainer needs, in TRL's prompt-completion conversational form."""
+    import datasets
+
+    return datasets.Dataset(table.select(["prompt", "completion"]))

@@ -1,0 +1,358 @@
+"""`cream train`: DPO with the CREAM loss on TRL (stored vs computed reference), SFT, output and lineage, bad input.
+
+Preference tables are built here with pyarrow to the preferences schema; their stored log-probs come from an
+independent naive computation (full forward, full log-softmax over the vocabulary) over the tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import pyarrow as pa
+import pytest
+
+import schemas
+from cream_data import io
+from tests.conftest import assert_user_error
+
+PAIRS = [
+    ("What is 2+2?", "2+2 is 4.", "It is 5, I think."),
+    ("Name a colour.", "Blue.", "A colour is a number."),
+    ("Say hello.", "Hello!", "Goodbye forever."),
+    ("What is the capital of France?", "Paris.", "London, probably."),
+    ("Count to three.", "1, 2, 3.", "3, 2, 1, 0, -1."),
+    ("Is water wet?", "Yes, water makes things wet.", "No."),
+    ("Give a prime number.", "7 is prime.", "8 is prime."),
+    ("Spell cat.", "C-A-T.", "K-A-T-T."),
+]
+WEIGHTS = [1.0, 0.8, 0.6, 0.9, 0.4, 1.0, 0.7, 0.5]
+
+
+def naive_logps(model_dir, prompts, responses):
+    """log pi(y|x) summed over the response tokens: templated prompt (with generation prompt) vs templated
+    prompt + response; the suffix tokens are scored from one full forward with a full log-softmax."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    out, n = [], []
+    for p, r in zip(prompts, responses):
+        p_ids = tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
+        ids = tok.apply_chat_template(p + r, tokenize=True, return_dict=False)
+        assert ids[: len(p_ids)] == p_ids
+        with torch.no_grad():
+            logp = model(torch.tensor([ids])).logits[0].double().log_softmax(-1)
+        target = torch.tensor(ids[len(p_ids):])
+        out.append(logp[len(p_ids) - 1: len(ids) - 1].gather(1, target[:, None]).sum().item())
+        n.append(len(ids) - len(p_ids))
+    return out, n
+
+
+def make_preferences(path, model_dir, *, weights=WEIGHTS, pairs=PAIRS, model_name=None, template_hash=None,
+                     logps=True, drop=()):
+    """A preferences table matching schemas/v1/preferences.json, stored log-probs from ``model_dir``."""
+    from cream_data.engines.models import load_tokenizer, resolve
+    from cream_data.engines.models import template_hash as th
+
+    ref = resolve(str(model_dir))
+    prompts = [[{"role": "user", "content": q}] for q, _, _ in pairs]
+    chosen = [[{"role": "assistant", "content": c}] for _, c, _ in pairs]
+    rejected = [[{"role": "assistant", "content": r}] for _, _, r in pairs]
+    if logps:
+        c_lp, c_n = naive_logps(model_dir, prompts, chosen)
+        r_lp, r_n = naive_logps(model_dir, prompts, rejected)
+    else:
+        c_lp = r_lp = c_n = r_n = [None] * len(pairs)
+    h = template_hash or th(load_tokenizer(ref))
+    rows = []
+    for i in range(len(pairs)):
+        w = weights[i]
+        rows.append(dict(
+            prompt_id=f"p{i}", prompt=prompts[i], chosen=chosen[i], rejected=rejected[i], chosen_idx=0,
+            rejected_idx=1, iteration=1, n_responses=2, rewards=[1.0, -1.0], prev_rewards=[0.5, -0.5],
+            ranks=[1, 2], prev_ranks=[1, 2], kendall_tau=2 * w - 1 if 0 <= w <= 1 else None,
+            consistency=min(max(w, 0.0), 1.0), consistency_method="kendall", weight=w, chosen_logp=c_lp[i],
+            rejected_logp=r_lp[i], chosen_n_tokens=c_n[i], rejected_n_tokens=r_n[i],
+            model=model_name or ref.name, ref_model="m0", prev_model=None, prev_ref_model=None, template_hash=h))
+    table = pa.Table.from_pylist(rows, schema=schemas.get("preferences").arrow)
+    if drop:
+        table = table.drop_columns(list(drop))
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)  # not a valid full table any more: write it raw
+        return path
+    return io.write_table(table, path, "preferences")
+
+
+@pytest.fixture(scope="module")
+def prefs_path(tiny_model, tmp_path_factory):
+    return make_preferences(tmp_path_factory.mktemp("prefs") / "preferences", tiny_model)
+
+
+def dpo_cfg(tiny_model, prefs_path, out, **kw):
+    from cream_train.config import DPOTrainConfig
+
+    base = dict(data=str(prefs_path), model=str(tiny_model), out=str(out), batch_size=4, max_steps=2,
+                warmup_ratio=0.0, lr=1e-3)
+    base.update(kw)
+    return DPOTrainConfig(**base)
+
+
+def first_batch(trainer, n=4):
+    rows = [trainer.train_dataset[i] for i in range(n)]
+    return trainer.data_collator(rows)
+
+
+# ------------------------------------------------------------------------------------------- tokenisation
+def test_trainer_response_tokens_are_the_scored_span(tiny_model, prefs_path, tmp_path):
+    """TRL's tokenisation of prompt/chosen gives exactly CREAM.md's response tokens (y + <|im_end|> + \\n)."""
+    from cream_train.prefs import response_token_ids
+    from cream_train.train import build_dpo_trainer, prepare_dpo
+
+    cfg = dpo_cfg(tiny_model, prefs_path, tmp_path / "o")
+    data = prepare_dpo(cfg)
+    trainer = build_dpo_trainer(cfg, data, tmp_path / "run")
+    tok = data.tokenizer
+    for i, row in enumerate(data.table.to_pylist()):
+        ex = trainer.train_dataset[i]
+        p_ids, c_ids = response_token_ids(tok, row["prompt"], row["chosen"])
+        assert ex["prompt_ids"] == p_ids and ex["chosen_ids"] == c_ids
+        assert len(ex["chosen_ids"]) == row["chosen_n_tokens"]
+        assert len(ex["rejected_ids"]) == row["rejected_n_tokens"]
+    assert tok.decode(trainer.train_dataset[0]["chosen_ids"]) == PAIRS[0][1] + "<|im_end|>\n"
+
+
+# ------------------------------------------------------------------------------------------- reference
+def test_stored_reference_loads_and_runs_no_reference_model(tiny_model, prefs_path, tmp_path):
+    from cream_train.train import build_dpo_trainer, prepare_dpo
+
+    cfg = dpo_cfg(tiny_model, prefs_path, tmp_path / "o")
+    data = prepare_dpo(cfg)
+    assert data.stored
+    trainer = build_dpo_trainer(cfg, data, tmp_path / "run")
+    assert trainer.ref_model is None
+    assert {"weight", "ref_chosen_logps", "ref_rejected_logps"} <= set(trainer.train_dataset.column_names)
+    forwards = []
+    trainer.model.register_forward_pre_hook(lambda *a: forwards.append(1))
+    trainer.train()
+    assert trainer.reference_forwards == 0
+    assert len(forwards) == cfg.max_steps  # one policy forward per step over [chosen; rejected], nothing else
+
+
+def test_stored_logps_equal_the_policy_logps_at_step_zero(tiny_model, prefs_path, tmp_path):
+    """Stored log pi_{M_t} (naive full forward) == the trainer's own log-probs of M_t on the same batch."""
+    import torch
+
+    from cream_train.train import build_dpo_trainer, prepare_dpo
+
+    cfg = dpo_cfg(tiny_model, prefs_path, tmp_path / "o")
+    trainer = build_dpo_trainer(cfg, prepare_dpo(cfg), tmp_path / "run")
+    batch = first_batch(trainer, 8)
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+    with torch.no_grad():
+        lp = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                           fused_lm_head=True).log_probs.sum(1).double()
+    stored = torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]]).double()
+    assert torch.allclose(lp, stored, atol=2e-4, rtol=0), (lp - stored).abs().max()
+
+
+def test_stored_and_computed_reference_give_the_same_losses(tiny_model, prefs_path, tmp_path, caplog):
+    """Same data, same seed: per-step losses with stored reference log-probs == with TRL's reference model."""
+    from cream_train.train import train_dpo
+
+    runs = {}
+    for reference in ("stored", "computed"):
+        cfg = dpo_cfg(tiny_model, prefs_path, tmp_path / reference, reference=reference, max_steps=3)
+        res = train_dpo(cfg)
+        assert res.reference == reference
+        assert (res.trainer.ref_model is None) == (reference == "stored")
+        runs[reference] = [e["loss"] for e in res.trainer.state.log_history if "loss" in e]
+    assert len(runs["stored"]) == 3
+    assert runs["stored"][0] == pytest.approx(math.log(2), abs=1e-5)  # h = 0 at step 0 only if the spans match
+    for a, b in zip(runs["stored"], runs["computed"]):
+        assert a == pytest.approx(b, abs=1e-5)
+    assert runs["stored"][2] != pytest.approx(math.log(2), abs=1e-4)  # later steps are not trivially log 2
+
+
+def test_template_hash_mismatch_warns_and_computes_reference(tiny_model, tmp_path, caplog):
+    from cream_train.train import build_dpo_trainer, prepare_dpo
+
+    path = make_preferences(tmp_path / "p", tiny_model, template_hash="0000000000000000", logps=True)
+    cfg = dpo_cfg(tiny_model, path, tmp_path / "o")
+    with caplog.at_level(logging.WARNING, logger="cream.train"):
+        data = prepare_dpo(cfg)
+    assert not data.stored
+    msgs = [r.getMessage() for r in caplog.records if r.name == "cream.train"]
+    assert len(msgs) == 1 and "template_hash" in msgs[0] and "\n" not in msgs[0]
+    trainer = build_dpo_trainer(cfg, data, tmp_path / "run")
+    assert trainer.ref_model is not None and "ref_chosen_logps" not in trainer.train_dataset.column_names
+    trainer.train()
+    assert trainer.reference_forwards == cfg.max_steps
+
+
+def test_other_model_in_table_computes_reference(tiny_model, tiny_model_b, tmp_path, caplog):
+    from cream_train.train import prepare_dpo
+
+    path = make_preferences(tmp_path / "p", tiny_model_b)  # stored log-probs of another model
+    with caplog.at_level(logging.WARNING, logger="cream.train"):
+        assert not prepare_dpo(dpo_cfg(tiny_model, path, tmp_path / "o")).stored
+    assert "not the starting model" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------- training
+def test_training_changes_parameters_lowers_loss_and_writes_a_checkpoint(tiny_model, prefs_path, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cream_data.engines.models import template_hash
+    from cream_train.train import train_dpo
+
+    out = tmp_path / "m1"
+    res = train_dpo(dpo_cfg(tiny_model, prefs_path, out, max_steps=8, batch_size=8, lr=5e-3))
+    losses = [e["loss"] for e in res.trainer.state.log_history if "loss" in e]
+    assert losses[-1] < losses[0] - 0.05, losses
+    acc = [e["rewards/accuracies"] for e in res.trainer.state.log_history if "rewards/accuracies" in e]
+    assert acc[-1] > 0.5
+    mean_c = [e["consistency/mean_C"] for e in res.trainer.state.log_history if "consistency/mean_C" in e]
+    assert mean_c[0] == pytest.approx(sum(WEIGHTS) / len(WEIGHTS))
+
+    assert out.is_dir() and not list(tmp_path.glob(".m1.tmp-*"))
+    before = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    after = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    diff = sum((a - b).abs().sum().item() for a, b in zip(before.parameters(), after.parameters()))
+    assert diff > 0
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.chat_template and template_hash(tok) == template_hash(AutoTokenizer.from_pretrained(tiny_model))
+    ids = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    gen = after.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert gen.shape[1] > ids["input_ids"].shape[1]
+
+    lineage = json.loads((out / "cream_lineage.json").read_text())
+    assert lineage["parent_model"] == str(tiny_model.resolve())
+    assert lineage["method"] == "cream" and lineage["reference"] == "stored"
+    assert lineage["data"]["fingerprint"].startswith("sha256:")
+    assert lineage["config"]["beta"] == 0.1 and lineage["metrics"]["global_step"] == 8
+    assert {"torch", "transformers", "trl", "peft", "accelerate"} <= set(lineage["versions"])
+    assert json.loads((out / "cream_train_config.json").read_text())["method"] == "cream"
+
+
+def test_lora_training_saves_a_merged_plain_checkpoint(tiny_model, prefs_path, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from cream_train.train import train_dpo
+
+    out = tmp_path / "lora"
+    res = train_dpo(dpo_cfg(tiny_model, prefs_path, out, lora=True, lora_r=4, max_steps=2, lr=1e-2))
+    assert res.trainer.ref_model is None and res.trainer.reference_forwards == 0
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").exists()
+    before = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    after = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
+
+
+# ------------------------------------------------------------------------------------------- SFT
+def make_sft(path, n=6):
+    rows = [dict(prompt_id=f"s{i}", prompt=[{"role": "user", "content": q}],
+                 completion=[{"role": "assistant", "content": c}], source="test")
+            for i, (q, c, _) in enumerate(PAIRS[:n])]
+    return io.write_table(pa.Table.from_pylist(rows, schema=schemas.get("sft").arrow), path, "sft")
+
+
+def test_sft_masks_prompt_tokens_and_trains(tiny_model, tmp_path):
+    from cream_train.config import SFTTrainConfig
+    from cream_train.prefs import response_token_ids
+    from cream_train.train import train_sft
+
+    data = make_sft(tmp_path / "sft")
+    out = tmp_path / "m1"
+    res = train_sft(SFTTrainConfig(data=str(data), model=str(tiny_model), out=str(out), max_steps=3, lr=5e-3,
+                                   batch_size=2, warmup_ratio=0.0))
+    trainer = res.trainer
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    tok = trainer.processing_class
+    for b in range(2):
+        row = trainer.train_dataset[b]
+        prompt = [{"role": "user", "content": PAIRS[b][0]}]
+        p_ids, c_ids = response_token_ids(tok, prompt, [{"role": "assistant", "content": PAIRS[b][1]}])
+        labels = batch["labels"][b].tolist()
+        assert labels[: len(p_ids)] == [-100] * len(p_ids)  # no loss on the prompt
+        assert labels[len(p_ids): len(p_ids) + len(c_ids)] == c_ids  # loss on the answer + end-of-turn
+        assert len(row["input_ids"]) == len(p_ids) + len(c_ids)
+    lineage = json.loads((out / "cream_lineage.json").read_text())
+    assert lineage["stage"] == "sft" and lineage["metrics"]["global_step"] == 3
+    assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
+
+
+# ------------------------------------------------------------------------------------------- CLI + bad input
+def test_cli_trains_dpo(cli, tiny_model, prefs_path, tmp_path):
+    out = tmp_path / "cli-out"
+    r = cli("train", prefs_path, "--model", tiny_model, "--out", out, "--method", "cream-avg", "--max-steps", "1",
+            "--batch-size", "4")
+    assert r.code == 0, r
+    assert json.loads((out / "cream_lineage.json").read_text())["method"] == "cream-avg"
+    assert str(out) in r.out
+
+
+def test_cli_refuses_existing_output_unless_overwrite(cli, tiny_model, prefs_path, tmp_path):
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert_user_error(cli("train", prefs_path, "--model", tiny_model, "--out", out), "exists", "--overwrite")
+    assert (out / "keep.txt").exists()
+    r = cli("train", prefs_path, "--model", tiny_model, "--out", out, "--overwrite", "--max-steps", "1")
+    assert r.code == 0, r
+    assert not (out / "keep.txt").exists() and (out / "cream_lineage.json").exists()
+
+
+def test_cli_refuses_table_without_weight_for_cream(cli, tiny_model, tmp_path):
+    path = make_preferences(tmp_path / "p.parquet", tiny_model, logps=False, drop=("weight",))
+    assert_user_error(cli("train", path, "--model", tiny_model, "--out", tmp_path / "o"), "weight", "--method dpo")
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_weights_outside_unit_interval(cli, tiny_model, tmp_path):
+    import pyarrow.parquet as pq
+
+    path = make_preferences(tmp_path / "p.parquet", tiny_model, logps=False)
+    t = pq.read_table(path)
+    w = t.column("weight").to_pylist()
+    w[3] = 1.5
+    t = t.set_column(t.column_names.index("weight"), "weight", pa.array(w, pa.float64()))
+    pq.write_table(t, path)
+    assert_user_error(cli("train", path, "--model", tiny_model, "--out", tmp_path / "o"), "weight", "row 3", "[0, 1]")
+
+
+def test_cli_refuses_empty_table(cli, tiny_model, tmp_path):
+    path = tmp_path / "empty.parquet"
+    io.write_table(schemas.get("preferences").arrow.empty_table(), path, "preferences")
+    assert_user_error(cli("train", path, "--model", tiny_model, "--out", tmp_path / "o"), "empty")
+
+
+def test_cli_warns_on_template_mismatch_in_one_line(cli, tiny_model, tmp_path):
+    path = make_preferences(tmp_path / "p", tiny_model, template_hash="ffffffffffffffff")
+    r = cli("train", path, "--model", tiny_model, "--out", tmp_path / "o", "--max-steps", "1")
+    assert r.code == 0, r
+    warn = [ln for ln in r.err.splitlines() if "warning" in ln.lower()]
+    assert len(warn) == 1 and "template_hash" in warn[0]
+    assert json.loads((tmp_path / "o" / "cream_lineage.json").read_text())["reference"] == "computed"
+
+
+def test_cli_refuses_stored_reference_when_it_does_not_apply(cli, tiny_model, tmp_path):
+    path = make_preferences(tmp_path / "p", tiny_model, logps=False)
+    assert_user_error(cli("train", path, "--model", tiny_model, "--out", tmp_path / "o", "--reference", "stored"),
+                      "chosen_logp")
+
+
+def test_config_reports_every_problem_at_once(tmp_path):
+    from cream_data.errors import CreamError
+    from cream_train.config import DPOTrainConfig
+
+    with pytest.raises(CreamError) as e:
+        DPOTrainConfig(data="d", model="m", out="o", beta=0, method="ipo", lr=-1)
+    msg = str(e.value)
+    assert "beta: got 0" in msg and "method: got 'ipo'" in msg and "lr: got -1" in msg and "\n" not in msg
