@@ -119,7 +119,10 @@ def build_preferences(
     rows = _Rows(responses)
     cur = _ScorerRows(scores, reward_scorer, rows, required=True)
     prev = _ScorerRows(scores, prev_scorer, rows, required=True) if prev_scorer is not None else None
-    lp = _ScorerRows(scores, logp_scorer, rows, required=False) if logp_scorer is not None else None
+    # The log-probs usually come from the reward scorer's own rows: reuse them rather than look them up again.
+    known = {reward_scorer: cur, **({prev_scorer: prev} if prev is not None else {})}
+    lp = (None if logp_scorer is None else known.get(logp_scorer)
+          or _ScorerRows(scores, logp_scorer, rows, required=False))
     reward, prev_reward = cur.floats("reward"), prev.floats("reward") if prev else None
 
     n_prompts = len(rows.starts)
@@ -237,6 +240,7 @@ class _Rows:
         else:
             self.starts = np.zeros(0, dtype=np.int64)
         self.counts = np.diff(np.append(self.starts, self.n_rows))
+        self.unique_ids = self.prompt_id.take(pa.array(self.starts, pa.int64()))
         position = np.arange(self.n_rows) - np.repeat(self.starts, self.counts)
         bad = np.flatnonzero(self.response_idx != position)
         if len(bad):
@@ -265,26 +269,20 @@ class _ScorerRows:
         if required and self.table.num_rows == 0:
             found = sorted(set(pc.unique(scores["scorer"]).to_pylist()) - {None})
             raise CreamError(f"scores: no rows for scorer {scorer!r} (scorers present: {', '.join(found) or 'none'})")
-        left = pa.table({
-            "prompt_id": rows.prompt_id,
-            "response_idx": pa.array(rows.response_idx, pa.int64()),
-            "_row": pa.array(np.arange(rows.n_rows), pa.int64()),
-        })
-        right = pa.table({
-            "prompt_id": self.table["prompt_id"].cast(pa.string()),
-            "response_idx": self.table["response_idx"].cast(pa.int64()),
-            "_srow": pa.array(np.arange(self.table.num_rows), pa.int64()),
-        })
-        joined = right.join(left, keys=["prompt_id", "response_idx"], join_type="left outer")
-        row = joined["_row"].to_numpy(zero_copy_only=False)
-        srow = joined["_srow"].to_numpy()
-        orphan = np.isnan(row) if row.dtype.kind == "f" else np.zeros(len(row), bool)
-        if orphan.any():
-            i = int(srow[orphan][0])
+        # Each score row's response row: its prompt's number by a hash lookup among the sorted unique
+        # prompt ids, then start + response_idx (cheaper than a two-key join).
+        prompt_no = pc.index_in(self.table["prompt_id"].cast(pa.string()), value_set=rows.unique_ids)
+        prompt_no = pc.fill_null(prompt_no, -1).to_numpy().astype(np.int64)
+        ridx = pc.fill_null(self.table["response_idx"].cast(pa.int64()), -1).to_numpy()
+        found = prompt_no >= 0
+        found[found] &= (ridx[found] >= 0) & (ridx[found] < rows.counts[prompt_no[found]])
+        if not found.all():
+            i = int(np.flatnonzero(~found)[0])
             key = (self.table["prompt_id"][i].as_py(), self.table["response_idx"][i].as_py())
-            raise CreamError(f"scores: {int(orphan.sum())} row(s) of scorer {scorer!r} match no response, "
+            raise CreamError(f"scores: {int((~found).sum())} row(s) of scorer {scorer!r} match no response, "
                              f"e.g. (prompt_id, response_idx) = {key}: scores from another responses table?")
-        row = row.astype(np.int64)
+        row = rows.starts[prompt_no] + ridx
+        srow = np.arange(len(row))
         if len(row) and np.bincount(row, minlength=rows.n_rows).max() > 1:
             dup = int(np.flatnonzero(np.bincount(row) > 1)[0])
             raise CreamError(f"scores: scorer {scorer!r} has several rows for (prompt_id, response_idx) = "

@@ -160,9 +160,17 @@ def _as_matrix(x: np.ndarray, dtype, name: str) -> np.ndarray:
     return arr
 
 
+def _integer_ranks(x: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind in "iu":
+        return _as_matrix(arr, None, name)  # int16 from ordinal_ranks is used as is: no widening copy
+    if arr.size and not np.array_equal(arr, np.round(arr)):
+        raise ValueError(f"{name} must hold integer ranks (ordinal, 1..N); use ordinal_ranks()")
+    return _as_matrix(arr, np.int64, name)
+
+
 def _check_pair(ranks_a: np.ndarray, ranks_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a = _as_matrix(ranks_a, np.int64, "ranks_a")
-    b = _as_matrix(ranks_b, np.int64, "ranks_b")
+    a, b = _integer_ranks(ranks_a, "ranks_a"), _integer_ranks(ranks_b, "ranks_b")
     if a.shape != b.shape:
         raise ValueError(f"rankings have different shapes {a.shape} and {b.shape}")
     n = a.shape[1]

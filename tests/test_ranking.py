@@ -135,3 +135,9 @@ def test_invalid_inputs_are_refused():
         consistency(np.array([[1, 2]]), np.array([[1, 2]]), "pearson")
     with pytest.raises(ValueError, match=r"\[P, N\]"):
         ordinal_ranks(np.array([1.0, 2.0]))
+
+
+def test_fractional_ranks_are_refused():
+    with pytest.raises(ValueError, match="integer ranks"):
+        kendall_tau(np.array([[1.5, 2.0]]), np.array([[1, 2]]))
+    assert kendall_tau(np.array([[1.0, 2.0]]), np.array([[2, 1]])).tolist() == [-1.0]
