@@ -82,10 +82,11 @@ def check_output(out: str | Path, overwrite: bool) -> Path:
 
 def staging_dir(out: Path) -> Path:
     """A fresh sibling ``DIR.tmp-…`` to train into; the same name on every rank of a distributed run."""
+    import torch
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # as TrainingArguments(use_cpu=...) will set it up
     name = [f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"]
     if state.num_processes > 1:
         broadcast_object_list(name, from_process=0)

@@ -53,6 +53,9 @@ def _common_args(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
         max_length=cfg.max_length,
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name; TRL defaults it on
         bf16=on_gpu,
+        # On a CPU-only machine, `use_cpu` makes accelerate run multi-process launches as DDP over gloo
+        # (without it, each process of a torchrun / `accelerate launch --multi_gpu` launch trains alone).
+        use_cpu=not on_gpu,
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
