@@ -81,8 +81,9 @@ def parse_judge_score(text: str | None) -> float | None:
     """The judge's total score in [0, 5], or ``None`` when the output has no usable score.
 
     The *last* "Score:" label followed by a value wins (judges often restate the rubric or correct
-    themselves); looser phrasings ("my score is 4", "a score of 4") count only when there is none. Accepts markdown (``**Score:** 3``), fractions of 5 (``4/5``, ``4 out of 5``),
-    halves (``4.5``) and number words (``four``). A value outside [0, 5], or a fraction of anything other
+    themselves); looser phrasings ("my score is 4", "a score of 4") count only when there is none.
+    Accepts markdown (``**Score:** 3``), fractions of 5 (``4/5``, ``4 out of 5``), halves (``4.5``) and
+    number words (``four``). A value outside [0, 5], or a fraction of anything other
     than 5 (another scale), gives ``None`` rather than a guess.
 
     >>> parse_judge_score("Relevant and complete.\\nScore: 4")

@@ -317,7 +317,8 @@ def _assistant_turns(texts: pa.Array) -> pa.Array:
 def _require(table: pa.Table, name: str, columns: list[str]) -> None:
     missing = [c for c in columns if c not in table.column_names]
     if missing:
-        raise CreamError(f"{name} table is missing column(s) {', '.join(missing)} (has {', '.join(table.column_names)})")
+        raise CreamError(f"{name} table is missing column(s) {', '.join(missing)} "
+                         f"(has {', '.join(table.column_names)})")
 
 
 def _float(x) -> float | None:
@@ -328,5 +329,6 @@ def _float(x) -> float | None:
 def _stats(prefix: str, x: np.ndarray) -> dict:
     if not len(x):
         return {f"{prefix}_mean": None, f"{prefix}_median": None, f"{prefix}_std": None}
-    return {f"{prefix}_mean": _float(x.mean()), f"{prefix}_median": _float(np.median(x)), f"{prefix}_std": _float(x.std())}
+    return {f"{prefix}_mean": _float(x.mean()), f"{prefix}_median": _float(np.median(x)),
+            f"{prefix}_std": _float(x.std())}
 

@@ -254,4 +254,5 @@ def test_loads_as_a_trl_conversational_preference_dataset(tiny_model):
     assert is_conversational(example)
     tok = AutoTokenizer.from_pretrained(tiny_model)
     text = apply_chat_template({k: example[k] for k in ("prompt", "chosen", "rejected")}, tok)
-    assert "question 0" in text["prompt"] and "p0000 answer 1" in text["chosen"] and "p0000 answer 0" in text["rejected"]
+    assert "question 0" in text["prompt"]
+    assert "p0000 answer 1" in text["chosen"] and "p0000 answer 0" in text["rejected"]
