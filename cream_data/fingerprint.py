@@ -1,0 +1,47 @@
+"""Content fingerprints of tables and files: what a stage's outputs record about their inputs."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def table_fingerprint(table: pa.Table, columns: list[str] | None = None, sort_by: list[str] | None = None) -> str:
+    """sha256 (16 hex) of the selected columns' content, independent of row order when ``sort_by`` is given."""
+    t = table.select(columns) if columns else table
+    if sort_by:
+        t = t.take(pc.sort_indices(t, sort_keys=[(c, "ascending") for c in sort_by]))
+    t = t.replace_schema_metadata(None).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, t.schema) as w:
+        w.write_table(t)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:16]
+
+
+def responses_fingerprint(responses: pa.Table) -> str:
+    """What the labels of a responses table depend on: which prompt, which index, which text."""
+    return table_fingerprint(responses, ["prompt_id", "response_idx", "response"], ["prompt_id", "response_idx"])
+
+
+def files_fingerprint(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def shard_mask(keys: pa.Array | pa.ChunkedArray, shard: tuple[int, int] | None) -> pa.Array:
+    """Rows whose key hashes to shard i of k (a stable hash, the same in every process)."""
+    import numpy as np
+
+    values = keys.to_pylist()
+    if not shard or shard[1] <= 1:
+        return pa.array(np.ones(len(values), dtype=bool))
+    i, k = shard
+    return pa.array([int(hashlib.md5(str(v).encode()).hexdigest()[:8], 16) % k == i for v in values])

@@ -1,0 +1,426 @@
+"""`cream label`: score sampled responses, turn scores into rewards, rankings, consistency and preference pairs.
+
+Roles (CREAM.md steps 2–6):
+
+    scorer     model        ref_model     reward
+    current    M_t          M_{t-1}       dpo: log pi_t(y|x) - log pi_{t-1}(y|x)   (likelihood_norm without a ref)
+    previous   M_{t-1}      M_{t-2}       dpo, or likelihood_norm = log pi(y|x) / |y| when M_{t-1} = M0 has no ref
+    judge      M_t          —             the SRLM 5-point judge score (``--reward judge``)
+    oracle     answer check —             1 correct / 0 wrong against the prompt's reference (``--reward oracle``)
+
+Each *distinct* model is loaded once and scores every response once; its log-probs are kept in
+``OUT/logps/<model>/`` by model identity, so M_{t-1} in two roles costs one pass and a rerun (after a crash, or to
+re-pair) reuses what is stored. The scores and preferences tables are written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cream_data import io
+from cream_data.errors import CreamError
+from cream_data.fingerprint import responses_fingerprint, shard_mask
+
+REWARDS = ("dpo", "judge", "oracle")
+CONSISTENCY = ("kendall", "spearman", "toporder")
+SCOPES = ("sample", "dataset")
+ENGINES = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Settings of one labeling run (the CLI flags; saved resolved in the output manifests)."""
+
+    model: str                        # M_t: the policy whose responses are labeled and the current reward model
+    ref: str | None = None            # M_{t-1}: reference of the current DPO reward
+    prev_model: str | None = None     # M_{t-1} as the previous reward model (consistency)
+    prev_ref: str | None = None       # M_{t-2}: its reference; None → length-normalised likelihood (M0)
+    reward: str = "dpo"
+    consistency: str = "kendall"
+    scope: str = "sample"
+    batch_size: int = 8
+    max_batch_tokens: int = 8192
+    engine: str = "hf"
+    iteration: int | None = None
+    prompts: str | None = None        # prompts table with reference answers (oracle reward)
+    judge_max_new_tokens: int = 256
+    flush_rows: int = int(os.environ.get("CREAM_LABEL_FLUSH_ROWS", "256"))  # persist scored rows this often (resume)
+
+    def __post_init__(self):
+        problems = []
+        if self.reward not in REWARDS:
+            problems.append(f"--reward: got {self.reward!r}, expected one of {', '.join(REWARDS)}")
+        if self.consistency not in CONSISTENCY:
+            problems.append(f"--consistency: got {self.consistency!r}, expected one of {', '.join(CONSISTENCY)}")
+        if self.scope not in SCOPES:
+            problems.append(f"--scope: got {self.scope!r}, expected one of {', '.join(SCOPES)}")
+        if self.engine not in ENGINES:
+            problems.append(f"--engine: got {self.engine!r}, expected one of {', '.join(ENGINES)}")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size: got {self.batch_size}, expected >= 1")
+        if self.prev_ref and not self.prev_model:
+            problems.append("--prev-ref given without --prev-model")
+        if self.reward == "oracle" and not self.prompts:
+            problems.append("--reward oracle needs --prompts (a prompts table with reference_answer)")
+        if problems:
+            raise CreamError("; ".join(problems))
+
+
+@dataclass
+class LabelSummary:
+    out: str
+    responses: int
+    prompts: int
+    models_scored: list[str] = field(default_factory=list)
+    models_reused: list[str] = field(default_factory=list)
+    judge_unparsed: int = 0
+    pairing: dict | None = None
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------------- helpers
+def _slug(name: str) -> str:
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", name.rstrip("/").split("/")[-1])[-40:]
+    return f"{tail}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def _engine_check(engine: str) -> None:
+    if engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise CreamError("--engine vllm needs the 'vllm' package, which is not installed: run `pip install 'cream[vllm]'`")
+        raise CreamError("--engine vllm scoring (prompt log-probs) is not available yet in this version; use --engine hf")
+
+
+def _roles(cfg: LabelConfig) -> list[tuple[str, str, str | None]]:
+    """(scorer, model, ref_model) rows to produce, before judge/oracle."""
+    roles = [("current", cfg.model, cfg.ref if cfg.reward == "dpo" else None)]
+    if cfg.reward == "dpo" and cfg.prev_model:
+        roles.append(("previous", cfg.prev_model, cfg.prev_ref))
+    return roles
+
+
+# ---------------------------------------------------------------------------- log-prob cache
+def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, cfg: LabelConfig, th: str,
+                 progress=None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Log-probs of every row under one model: from the cache where present, scoring only the rest.
+
+    Returns (logp per row, n_tokens per row, scored_now)."""
+    from cream_data.engines import models
+    from cream_data.engines.hf_score import HFScorer
+
+    n_items = len(tokenized.ids)
+    item_ntok = tokenized.n_tokens
+    row_keys = [f"{p}\x00{i}" for p, i in zip(responses["prompt_id"].to_pylist(), responses["response_idx"].to_pylist())]
+    writer = io.PartWriter(folder, "logps", shard=shard)
+    values = np.full(n_items, np.nan)
+    done_items = np.zeros(n_items, dtype=bool)
+    prev = writer.existing()
+    if prev is not None:
+        if set(prev["template_hash"].to_pylist()) - {th}:
+            raise CreamError(f"{folder}: cached log-probs were computed under another tokenizer/template; remove it")
+        pos = {k: j for j, k in enumerate(row_keys)}
+        for p, i, lp in zip(prev["prompt_id"].to_pylist(), prev["response_idx"].to_pylist(), prev["logp"].to_pylist()):
+            j = pos.get(f"{p}\x00{i}")
+            if j is not None:
+                it = tokenized.inverse[j]
+                values[it] = lp
+                done_items[it] = True
+    rows_of = [[] for _ in range(n_items)]
+    for j, it in enumerate(tokenized.inverse):
+        rows_of[it].append(j)
+    stored_rows = set()
+    if prev is not None:
+        stored_rows = {f"{p}\x00{i}" for p, i in zip(prev["prompt_id"].to_pylist(), prev["response_idx"].to_pylist())}
+
+    # rows whose item is done but that were not stored (a duplicate of an already-stored item) are written at the end
+    scored_now = not done_items.all()
+    if scored_now:
+        model, _, _ = models.load(ref)
+        scorer = HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
+        buffer: list[int] = []
+
+        def flush():
+            if not buffer:
+                return
+            rows = [j for it in buffer for j in rows_of[it]]
+            writer.write(_logps_part(responses, rows, ref.name, th, values[tokenized.inverse[rows]],
+                                     item_ntok[tokenized.inverse[rows]]))
+            stored_rows.update(row_keys[j] for j in rows)
+            buffer.clear()
+
+        def on_batch(items, v):
+            values[items] = v
+            buffer.extend(int(i) for i in items)
+            if progress:
+                progress(len(items), int(item_ntok[items].sum()))
+            if sum(len(rows_of[i]) for i in buffer) >= cfg.flush_rows:
+                flush()
+
+        scorer.score(tokenized, todo=~done_items, on_batch=on_batch)
+        flush()
+        del model
+    missing = [j for j, k in enumerate(row_keys) if k not in stored_rows]
+    if missing:
+        writer.write(_logps_part(responses, missing, ref.name, th, values[tokenized.inverse[missing]],
+                                 item_ntok[tokenized.inverse[missing]]))
+    writer.finish({"model": ref.name, "template_hash": th})
+    return values[tokenized.inverse], item_ntok[tokenized.inverse].astype(np.int32), scored_now
+
+
+def _logps_part(responses, rows, model_name, th, logp, ntok) -> pa.Table:
+    sub = responses.take(pa.array(rows, pa.int64()))
+    return pa.table({
+        "prompt_id": sub["prompt_id"], "response_idx": sub["response_idx"],
+        "model": pa.array([model_name] * len(rows), pa.string()),
+        "template_hash": pa.array([th] * len(rows), pa.string()),
+        "logp": pa.array(np.asarray(logp, dtype=np.float64)), "n_tokens": pa.array(np.asarray(ntok, dtype=np.int32)),
+    })
+
+
+# ---------------------------------------------------------------------------- scores table
+def scores_rows(responses: pa.Table, scorer: str, model: str, ref_model: str | None, logp: np.ndarray | None,
+                ref_logp: np.ndarray | None, n_tokens: np.ndarray, reward: np.ndarray, kind: str,
+                judge_text: list | None = None) -> pa.Table:
+    n = responses.num_rows
+    f64 = lambda a: pa.array(a, pa.float64()) if a is not None else pa.nulls(n, pa.float64())  # noqa: E731
+    return pa.table({
+        "prompt_id": responses["prompt_id"], "response_idx": responses["response_idx"],
+        "scorer": pa.array([scorer] * n, pa.string()), "model": pa.array([model] * n, pa.string()),
+        "ref_model": pa.array([ref_model] * n, pa.string()), "logp": f64(logp), "ref_logp": f64(ref_logp),
+        "n_tokens": pa.array(np.asarray(n_tokens, dtype=np.int32)),
+        "reward": pa.array(np.asarray(reward, dtype=np.float64), pa.float64(), from_pandas=True),
+        "reward_kind": pa.array([kind] * n, pa.string()),
+        "judge_text": pa.array(judge_text if judge_text is not None else [None] * n, pa.string()),
+    })
+
+
+def dpo_or_likelihood(logp: np.ndarray, ref_logp: np.ndarray | None, n_tokens: np.ndarray) -> tuple[np.ndarray, str]:
+    """DPO implicit reward ``logp - ref_logp``; without a reference the length-normalised log-likelihood."""
+    if ref_logp is None:
+        return logp / np.maximum(n_tokens, 1), "likelihood_norm"
+    return logp - ref_logp, "dpo"
+
+
+# ---------------------------------------------------------------------------- the stage
+def _check_tokenizers(refs: dict, tokenizers: dict) -> str:
+    from cream_data.engines.models import template_hash
+
+    hashes = {name: template_hash(tok) for name, tok in tokenizers.items()}
+    first = next(iter(hashes))
+    for name, h in hashes.items():
+        if h != hashes[first]:
+            raise CreamError(
+                f"model {name} has another tokenizer/chat template than {first}: DPO rewards across tokenizers are "
+                "meaningless; label with models that share one tokenizer"
+            )
+    return hashes[first]
+
+
+def _read_responses(path) -> pa.Table:
+    responses = io.read_table(path, "responses")
+    if responses.num_rows == 0:
+        raise CreamError(f"{path}: responses table is empty; nothing to label")
+    return responses.sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
+
+
+def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shard: tuple[int, int] | None = None,
+          log=None) -> LabelSummary:
+    """Score, reward, rank, pair: write ``OUT/scores`` and ``OUT/preferences`` (and the ``OUT/logps`` cache)."""
+    from cream_data.engines import models
+
+    t0 = time.time()
+    out = Path(out)
+    say = log or (lambda *_: None)
+    _engine_check(cfg.engine)
+    responses = _read_responses(responses_path)
+    fp = responses_fingerprint(responses)
+    if shard and shard[1] > 1:
+        responses = responses.filter(shard_mask(responses["prompt_id"], shard))
+    refs = {}
+    for _, m, r in _roles(cfg):
+        for name in (m, r):
+            if name and name not in refs:
+                refs[name] = models.resolve(name)
+    tokenizers = {ref.name: models.load(ref, with_model=False)[1] for ref in refs.values()}
+    th = _check_tokenizers(refs, tokenizers)
+    tok = tokenizers[refs[cfg.model].name]
+    _check_inputs_match(out, fp)
+
+    from cream_data.engines.hf_score import tokenize
+
+    tokenized = tokenize(tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
+    summary = LabelSummary(out=str(out), responses=responses.num_rows,
+                           prompts=len(set(responses["prompt_id"].to_pylist())))
+    logp: dict[str, np.ndarray] = {}
+    ntok = None
+    for name, ref in refs.items():
+        folder = out / "logps" / _slug(ref.name)
+        with _progress(f"scoring with {ref.name}", len(tokenized.ids), log) as tick:
+            logp[name], ntok, scored = _score_model(ref, responses, tok, tokenized, folder, shard, cfg, th, tick)
+        (summary.models_scored if scored else summary.models_reused).append(ref.name)
+        say(f"{'scored' if scored else 'reused cached log-probs of'} {ref.name}")
+
+    parts = []
+    for scorer, m, r in _roles(cfg):
+        lp, rlp = logp[m], (logp[r] if r else None)
+        reward, kind = dpo_or_likelihood(lp, rlp, ntok)
+        parts.append(scores_rows(responses, scorer, refs[m].name, refs[r].name if r else None, lp, rlp, ntok, reward, kind))
+    if cfg.reward == "oracle":
+        parts.append(_oracle_scores(responses, cfg, ntok))
+    if cfg.reward == "judge":
+        judge_part, summary.judge_unparsed = _judge_scores(responses, refs[cfg.model], cfg, ntok, log)
+        parts.append(judge_part)
+    scores = pa.concat_tables(parts)
+    config = _config_dict(cfg, responses_path, shard)
+    inputs = {"responses": fp, "template_hash": th}
+    if shard and shard[1] > 1:
+        w = io.PartWriter(out / "scores", "scores", shard=shard)
+        for old in w.parts():
+            old.unlink()
+        w.write(scores)
+        w.finish({"config": config, "inputs": inputs})
+        try:
+            scores = io.read_table(out / "scores", "scores")
+        except CreamError:
+            say(f"shard {shard[0]}/{shard[1]} done; preferences are built when every shard has finished "
+                f"(or run `cream label {responses_path} --scores {out} --out {out}`)")
+            summary.seconds = time.time() - t0
+            return summary
+        responses = _read_responses(responses_path)
+    else:
+        io.write_table(scores, out / "scores", "scores", manifest_extra={"config": config, "inputs": inputs})
+    summary.pairing = write_preferences(responses, scores, cfg, out, th, config, inputs)
+    summary.seconds = time.time() - t0
+    return summary
+
+
+def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, out: Path, th: str | None,
+                      config: dict, inputs: dict) -> dict:
+    from cream_data.pairing import build_preferences
+
+    reward_scorer = {"dpo": "current", "judge": "judge", "oracle": "oracle"}[cfg.reward]
+    has_prev = bool(pc.any(pc.equal(scores["scorer"], "previous")).as_py())
+    prefs, pairing = build_preferences(
+        responses, scores, reward_scorer=reward_scorer, prev_scorer="previous" if has_prev else None,
+        consistency=cfg.consistency, scope=cfg.scope, iteration=cfg.iteration, template_hash=th,
+        logp_scorer="current",
+    )
+    summary = pairing.to_dict()
+    io.write_table(prefs, out / "preferences", "preferences",
+                   manifest_extra={"config": config, "inputs": inputs, "summary": summary})
+    return summary
+
+
+def repair(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig, out: str | Path) -> dict:
+    """Rebuild preferences from stored scores (another consistency method or scope) without loading a model."""
+    scores_dir = Path(scores_dir)
+    folder = scores_dir / "scores" if (scores_dir / "scores").is_dir() else scores_dir
+    scores = io.read_table(folder, "scores")
+    manifest = io.read_manifest(folder)
+    responses = _read_responses(responses_path)
+    fp = responses_fingerprint(responses)
+    stored = (manifest.get("inputs") or {}).get("responses")
+    if stored and stored != fp:
+        raise CreamError(
+            f"{folder}: these scores were computed from another responses table (fingerprint {stored}, "
+            f"{responses_path} has {fp}); label it again instead"
+        )
+    th = (manifest.get("inputs") or {}).get("template_hash")
+    config = {**(manifest.get("config") or {}), "consistency": cfg.consistency, "scope": cfg.scope,
+              "rebuilt_from_scores": str(folder)}
+    return write_preferences(responses, scores, cfg, Path(out), th, config, {"responses": fp, "template_hash": th})
+
+
+def _check_inputs_match(out: Path, fp: str) -> None:
+    """A folder labeled from other responses must not be mixed with this run's cache."""
+    for kind in ("scores", "preferences"):
+        folder = out / kind
+        if (folder / io.MANIFEST).exists():
+            stored = (io.read_manifest(folder).get("inputs") or {}).get("responses")
+            if stored and stored != fp:
+                raise CreamError(f"{folder}: labeled from another responses table (fingerprint {stored} ≠ {fp}); "
+                                 "use another --out")
+
+
+def _config_dict(cfg: LabelConfig, responses_path, shard) -> dict:
+    d = asdict(cfg)
+    d["responses"] = str(responses_path)
+    d["shard"] = list(shard) if shard else None
+    return d
+
+
+class _progress:
+    """A rich progress bar on stderr (responses/s, tokens/s); silent without a log."""
+
+    def __init__(self, what: str, total: int, log):
+        self.what, self.total, self.enabled = what, total, log is not None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n, t: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.tokens, self.t0 = 0, time.time()
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False,
+                          console=_stderr_console())
+        self.p.start()
+        self.task = self.p.add_task(self.what, total=self.total, rate="")
+
+        def tick(n, tokens):
+            self.tokens += tokens
+            dt = max(time.time() - self.t0, 1e-9)
+            done = self.p.tasks[0].completed + n
+            self.p.update(self.task, advance=n, rate=f"{done / dt:.1f} resp/s {self.tokens / dt:.0f} tok/s")
+
+        return tick
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.p.stop()
+        return False
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# ---------------------------------------------------------------------------- judge and oracle
+def _oracle_scores(responses: pa.Table, cfg: LabelConfig, ntok: np.ndarray) -> pa.Table:
+    from cream_data.answers import oracle_reward
+
+    prompts = io.read_table(cfg.prompts, "prompts", columns=["prompt_id", "reference_answer"])
+    ref = dict(zip(prompts["prompt_id"].to_pylist(), prompts["reference_answer"].to_pylist()))
+    missing = sorted(set(responses["prompt_id"].to_pylist()) - set(ref))
+    if missing:
+        raise CreamError(f"{cfg.prompts}: has no row for prompt_id {missing[0]!r} ({len(missing)} missing); "
+                         "pass the prompts table these responses were sampled from")
+    rewards = [oracle_reward(r, ref[p]) for p, r in zip(responses["prompt_id"].to_pylist(), responses["response"].to_pylist())]
+    reward = np.array([np.nan if v is None else v for v in rewards], dtype=np.float64)
+    return scores_rows(responses, "oracle", "oracle:reference_answer", None, None, None, ntok, reward, "oracle")
+
+
+def _judge_scores(responses: pa.Table, ref, cfg: LabelConfig, ntok: np.ndarray, log) -> tuple[pa.Table, int]:
+    from cream_data.engines.judge_engine import run_judge
+
+    texts, scores = run_judge(ref, responses["prompt"].to_pylist(), responses["response"].to_pylist(),
+                              batch_size=cfg.batch_size, max_new_tokens=cfg.judge_max_new_tokens, log=log)
+    reward = np.array([np.nan if s is None else s for s in scores], dtype=np.float64)
+    unparsed = int(np.isnan(reward).sum())
+    part = scores_rows(responses, "judge", ref.name, None, None, None, ntok, reward, "judge", texts)
+    part = part.set_column(part.column_names.index("reward"), "reward",
+                           pa.array([None if s is None else float(s) for s in scores], pa.float64()))
+    return part, unparsed

@@ -1,0 +1,186 @@
+"""`cream label`: log-prob engine vs a naive computation, rewards, the cache by model identity, resume, re-pairing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy.stats import kendalltau, rankdata
+
+from cream_data import io
+from cream_data.engines import hf_score, models
+from cream_data.label import LabelConfig, label, repair
+from tests.conftest import REPO, assert_user_error
+
+WORDS = "the a cat dog sun runs blue seven answer because therefore number green quickly".split()
+
+
+def responses_table(n_prompts=6, n=4, seed=0, vary_n=False) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_prompts):
+        prompt = [{"role": "user", "content": f"Question {p}: " + " ".join(rng.choice(WORDS, 5))}]
+        if p % 3 == 0:
+            prompt = [{"role": "system", "content": "Be brief."}] + prompt
+        k = n - (p % 2) if vary_n else n
+        for i in range(k):
+            text = " ".join(rng.choice(WORDS, int(rng.integers(1, 12))))
+            if i == 2 and p == 1:
+                text = rows[-1]["response"]  # an identical response: scored once
+            rows.append(dict(prompt_id=f"p{p:03d}", prompt=prompt, response_idx=i, response=text, model="m",
+                             iteration=1, seed=0, temperature=0.8, top_p=0.95, max_new_tokens=32,
+                             finish_reason="stop", n_tokens=5))
+    return pa.Table.from_pylist(rows)
+
+
+@pytest.fixture
+def responses_dir(tmp_path):
+    return io.write_table(responses_table(), tmp_path / "responses", "responses")
+
+
+def test_engine_matches_naive_full_forward(tiny_model):
+    model, tok, _ = models.load(str(tiny_model))
+    t = responses_table(n_prompts=8, n=3)
+    prompts, resps = t["prompt"].to_pylist(), t["response"].to_pylist()
+    tk = hf_score.tokenize(tok, prompts, resps)
+    assert len(tk.ids) < t.num_rows  # the duplicate response was folded
+    ours = hf_score.HFScorer(model, tok.pad_token_id, batch_size=5, max_tokens=256, chunk=7).score(tk)[tk.inverse]
+    naive = hf_score.naive_logps(model, tok, prompts, resps, batch_size=4)
+    assert np.max(np.abs(ours - naive)) <= 1e-4
+    # the response span includes the template's end-of-turn tokens
+    assert tok.convert_ids_to_tokens(tk.ids[0][tk.start[0]:])[-2:] == ["<|im_end|>", "Ċ"]
+
+
+def test_label_dpo_rewards_ranks_consistency(tmp_path, responses_dir, tiny_model, tiny_model_b):
+    out = tmp_path / "lab"
+    cfg = LabelConfig(model=str(tiny_model), ref=str(tiny_model_b), prev_model=str(tiny_model_b), iteration=1)
+    s = label(responses_dir, cfg, out)
+    # M_{t-1} serves as reference and as previous model: two distinct models, each scored once
+    assert sorted(s.models_scored) == sorted([str(tiny_model.resolve()), str(tiny_model_b.resolve())])
+    assert len(list((out / "logps").iterdir())) == 2
+
+    responses = io.read_table(responses_dir, "responses")
+    scores = io.read_table(out / "scores", "scores").to_pandas()
+    prefs = io.read_table(out / "preferences", "preferences").to_pandas()
+    cur = scores[scores.scorer == "current"].sort_values(["prompt_id", "response_idx"])
+    prev = scores[scores.scorer == "previous"].sort_values(["prompt_id", "response_idx"])
+    assert (cur.reward_kind == "dpo").all() and (prev.reward_kind == "likelihood_norm").all()
+
+    # independent log-probs: naive full forward of each model
+    resp = responses.sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
+    P, R = resp["prompt"].to_pylist(), resp["response"].to_pylist()
+    ma, tok, _ = models.load(str(tiny_model))
+    mb, _, _ = models.load(str(tiny_model_b))
+    la, lb = hf_score.naive_logps(ma, tok, P, R), hf_score.naive_logps(mb, tok, P, R)
+    np.testing.assert_allclose(cur.logp, la, atol=1e-4)
+    np.testing.assert_allclose(cur.reward, la - lb, atol=2e-4)
+    np.testing.assert_allclose(prev.reward, lb / prev.n_tokens.to_numpy(), atol=1e-4)
+
+    # ranks, tau, C, chosen/rejected against scipy, prompt by prompt
+    for _, row in prefs.iterrows():
+        r = cur[cur.prompt_id == row.prompt_id].reward.to_numpy()
+        q = prev[prev.prompt_id == row.prompt_id].reward.to_numpy()
+        ranks, pranks = rankdata(-r, method="ordinal"), rankdata(-q, method="ordinal")
+        assert list(row.ranks) == list(ranks) and list(row.prev_ranks) == list(pranks)
+        tau = kendalltau(ranks, pranks).statistic
+        assert row.kendall_tau == pytest.approx(tau, abs=1e-12)
+        assert row.consistency == pytest.approx((tau + 1) / 2) and row.weight == pytest.approx((tau + 1) / 2)
+        assert row.chosen_idx == int(np.argmax(r)) and ranks[row.rejected_idx] == len(r)
+        assert row.chosen_logp == pytest.approx(la[(resp["prompt_id"].to_numpy() == row.prompt_id)][row.chosen_idx])
+        assert row.template_hash == models.template_hash(tok)
+    assert len(prefs) == 6
+
+
+def test_rerun_reuses_stored_scores_and_repair_changes_only_weights(tmp_path, responses_dir, tiny_model, tiny_model_b):
+    out = tmp_path / "lab"
+    cfg = LabelConfig(model=str(tiny_model), ref=str(tiny_model_b), prev_model=str(tiny_model_b))
+    label(responses_dir, cfg, out)
+    first = io.read_table(out / "preferences", "preferences")
+    again = label(responses_dir, cfg, out)
+    assert again.models_scored == [] and len(again.models_reused) == 2
+    assert io.read_table(out / "preferences", "preferences").equals(first)
+
+    rebuilt = tmp_path / "rebuilt"
+    summary = repair(responses_dir, out, LabelConfig(model="", consistency="toporder", scope="dataset"), rebuilt)
+    p2 = io.read_table(rebuilt / "preferences", "preferences")
+    assert p2["chosen_idx"].equals(first["chosen_idx"]) and p2["ranks"].equals(first["ranks"])
+    w = np.array(p2["weight"].to_pylist())
+    assert set(p2["consistency"].to_pylist()) <= {0.0, 1.0} and np.allclose(w, w[0])
+    assert w[0] == pytest.approx(np.mean(p2["consistency"].to_pylist()))
+    assert summary["pairs"] == p2.num_rows
+
+
+def test_kill_during_scoring_then_resume(tmp_path, tiny_model, tiny_model_b):
+    resp = io.write_table(responses_table(n_prompts=120, n=4, seed=3), tmp_path / "responses", "responses")
+    out = tmp_path / "lab"
+    args = [sys.executable, "-m", "cli.main", "label", str(resp), "--model", str(tiny_model), "--ref",
+            str(tiny_model_b), "--out", str(out), "--batch-size", "2"]
+    env = {**os.environ, "CREAM_LABEL_FLUSH_ROWS": "8"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("logps/*/part-*.parquet"))) < 3:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.glob("logps/*/part-*.parquet")}
+    assert before and not (out / "preferences").exists()
+    r = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    after = {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.glob("logps/*/part-*.parquet")}
+    assert all(after[k] == v for k, v in before.items())  # what was scored before the crash was kept, not redone
+    for folder in (out / "logps").iterdir():
+        cache = io.read_table(folder, "logps")  # validation: no duplicate (prompt_id, response_idx, model)
+        assert cache.num_rows == 480
+    clean = tmp_path / "clean"
+    label(resp, LabelConfig(model=str(tiny_model), ref=str(tiny_model_b), batch_size=2), clean)
+    assert io.read_table(out / "preferences", "preferences").equals(io.read_table(clean / "preferences", "preferences"))
+    assert io.read_table(out / "scores", "scores").equals(io.read_table(clean / "scores", "scores"))
+
+
+def test_varying_n_is_grouped_and_n_below_2_skipped(tmp_path, tiny_model):
+    t = responses_table(n_prompts=4, n=3, vary_n=True)
+    t = t.filter(pa.compute.invert(pa.compute.and_(pa.compute.equal(t["prompt_id"], "p003"),
+                                                   pa.compute.greater(t["response_idx"], 0))))
+    resp = io.write_table(t, tmp_path / "r", "responses")
+    s = label(resp, LabelConfig(model=str(tiny_model)), tmp_path / "lab")
+    prefs = io.read_table(tmp_path / "lab" / "preferences", "preferences")
+    assert sorted(set(prefs["n_responses"].to_pylist())) == [2, 3]
+    assert s.pairing["skipped"]["n_lt_2"] == 1 and s.pairing["pairs"] == 3
+    assert set(prefs["consistency_method"].to_pylist()) == {"none"} and set(prefs["weight"].to_pylist()) == {1.0}
+
+
+def test_bad_inputs(tmp_path, cli, responses_dir, tiny_model, tiny_model_b):
+    bad = io.conform(responses_table(), "responses").drop_columns(["response"])
+    import pyarrow.parquet as pq
+
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    r = cli("label", tmp_path / "bad.parquet", "--model", tiny_model, "--out", tmp_path / "o1")
+    assert_user_error(r, "missing column 'response'")
+    r = cli("label", responses_dir, "--model", tmp_path / "nope", "--out", tmp_path / "o2")
+    assert_user_error(r, "path does not exist")
+    # a reference with another tokenizer / chat template: refuse
+    other = models.make_tiny_model(tmp_path / "other", seed=2)
+    cfgj = other / "tokenizer_config.json"
+    cfgj.write_text(cfgj.read_text().replace("<|im_start|>", "<|im_start|> "))
+    if (other / "chat_template.jinja").exists():
+        ct = other / "chat_template.jinja"
+        ct.write_text(ct.read_text().replace("'<|im_start|>' + message['role']", "'<|im_start|>' + message['role'] + ':'"))
+    r = cli("label", responses_dir, "--model", tiny_model, "--ref", other, "--out", tmp_path / "o3")
+    assert_user_error(r, "another tokenizer")
+    # a scores folder from another responses table
+    lab = tmp_path / "lab"
+    assert cli("label", responses_dir, "--model", tiny_model, "--out", lab).code == 0
+    other_resp = io.write_table(responses_table(seed=9), tmp_path / "r2", "responses")
+    r = cli("label", other_resp, "--scores", lab, "--out", tmp_path / "o4", "--consistency", "spearman")
+    assert_user_error(r, "another responses table")
+    r = cli("label", responses_dir, "--model", tiny_model, "--out", tmp_path / "o5", "--consistency", "pearson")
+    assert_user_error(r, "--consistency")
+    for o in ("o1", "o2", "o3", "o4", "o5"):
+        assert not (tmp_path / o / "preferences").exists()
