@@ -184,3 +184,37 @@ def test_bad_inputs(tmp_path, cli, responses_dir, tiny_model, tiny_model_b):
     assert_user_error(r, "--consistency")
     for o in ("o1", "o2", "o3", "o4", "o5"):
         assert not (tmp_path / o / "preferences").exists()
+
+
+def test_judge_and_oracle_rewards(tmp_path, tiny_model):
+    from cream_data.answers import oracle_reward
+    from cream_data.judge import parse_judge_score
+
+    t = responses_table(n_prompts=3, n=3)
+    rows = t.to_pylist()
+    for r in rows:  # answers with and without the right number
+        r["response"] = f"Answer: {7 if r['response_idx'] == 1 else r['response_idx']}"
+    resp = io.write_table(pa.Table.from_pylist(rows), tmp_path / "r", "responses")
+    prompts = pa.table({"prompt_id": [f"p{i:03d}" for i in range(3)],
+                        "prompt": [rows[3 * i]["prompt"] for i in range(3)], "source": ["t"] * 3,
+                        "reference_answer": ["7", "7", "2"]})
+    io.write_table(prompts, tmp_path / "prompts", "prompts")
+    label(resp, LabelConfig(model=str(tiny_model), reward="oracle", prompts=str(tmp_path / "prompts")), tmp_path / "o")
+    scores = io.read_table(tmp_path / "o" / "scores", "scores").to_pylist()
+    orc = {(s["prompt_id"], s["response_idx"]): s["reward"] for s in scores if s["scorer"] == "oracle"}
+    ref = dict(zip(prompts["prompt_id"].to_pylist(), prompts["reference_answer"].to_pylist()))
+    for r in rows:
+        assert orc[(r["prompt_id"], r["response_idx"])] == oracle_reward(r["response"], ref[r["prompt_id"]])
+    prefs = io.read_table(tmp_path / "o" / "preferences", "preferences").to_pylist()
+    assert {p["prompt_id"]: (p["chosen_idx"], p["rejected_idx"]) for p in prefs} == {
+        "p000": (1, 2), "p001": (1, 2), "p002": (2, 1)}
+    assert all(p["chosen_logp"] is not None for p in prefs)  # the next step's reference log-probs are kept
+
+    # judge: a random tiny model writes junk, so most scores are null; whatever it writes is parsed as stored
+    s = label(resp, LabelConfig(model=str(tiny_model), reward="judge", judge_max_new_tokens=8), tmp_path / "j")
+    js = [x for x in io.read_table(tmp_path / "j" / "scores", "scores").to_pylist() if x["scorer"] == "judge"]
+    assert len(js) == 9 and all(x["judge_text"] is not None for x in js)
+    assert all(x["reward"] == parse_judge_score(x["judge_text"]) for x in js)
+    assert s.judge_unparsed == sum(x["reward"] is None for x in js)
+    assert s.pairing["skipped"].get("nonfinite_reward", 0) + s.pairing["pairs"] + \
+        s.pairing["skipped"].get("all_equal", 0) == 3
