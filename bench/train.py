@@ -157,7 +157,8 @@ def main():
     import torch
 
     print(f"model={args.model} pairs={args.pairs} steps={args.steps} (first {args.warmup} dropped) "
-          f"batch={args.batch_size} lora={args.lora} torch_threads={torch.get_num_threads()} device=cpu fp32", flush=True)
+          f"batch={args.batch_size} lora={args.lora} torch_threads={torch.get_num_threads()} device=cpu fp32",
+          flush=True)
     with tempfile.TemporaryDirectory(prefix="cream-bench-train-") as tmp:
         work = Path(tmp)
         prefs = build_table(args.model, args.pairs, work)

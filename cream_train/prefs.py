@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import schemas
 from cream_data import io
 from cream_data.errors import CreamError
 from cream_data.validate import check
@@ -62,8 +63,6 @@ def check_preferences(table: pa.Table, method: str, where: str) -> None:
             shown = ", ".join(f"row {i} = {w[i]}" for i in bad[:3])
             raise CreamError(f"{where}: column weight: {len(bad)} value(s) outside [0, 1] ({shown}); "
                              "expected the consistency C in [0, 1]")
-    import schemas
-
     if all(c in table.column_names for c in schemas.get("preferences").column_names):
         check(table, "preferences", where)  # a complete table must also match its schema
 

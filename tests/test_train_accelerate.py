@@ -67,7 +67,10 @@ def test_two_process_ddp_run_agrees(tiny_model, tmp_path):
 
     start = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-    checksum = lambda m: sum(p.detach().double().sum().item() * (i + 1) for i, p in enumerate(m.parameters()))  # noqa: E731
+
+    def checksum(m):  # the same position-weighted sum as the entry script
+        return sum(p.detach().double().sum().item() * (i + 1) for i, p in enumerate(m.parameters()))
+
     assert checksum(saved) == pytest.approx(r0["checksum"], abs=1e-6)  # rank 0 saved the trained weights
     assert checksum(start) != pytest.approx(r0["checksum"], abs=1e-6)
     lineage = json.loads((out / "cream_lineage.json").read_text())
