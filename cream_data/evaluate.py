@@ -1,0 +1,331 @@
+"""Downstream evaluation (CREAM.md, Evaluation): greedy answers to benchmark questions, scored by extraction.
+
+For a model M and a task with examples (x_j, a_j), j = 1 … n:
+
+    y_j       = greedy decode of M on x_j + SUFFIX        (chat template applied, at most max_new_tokens)
+    p_j       = extract(y_j)                              (option letter, or the final number for GSM8K)
+    acc(task) = (1/n) · Σ_j [p_j = a_j]                   (a missing p_j counts as wrong)
+    average   = (1/|tasks|) · Σ_task acc(task)            (macro: every task weighs the same, as in the paper)
+
+Multiple-choice items are shown as ``A. …`` lines (``layouts.format_mc``), so the letters a prediction may
+take are that item's own letters (3 for SIQA, 3-5 for a few ARC items); ARC's numeric labels "1".."4" were
+already mapped to letters by position when loading, and a numeric answer ("Answer: 2") maps back the same way.
+
+``--limit K`` takes the first K examples of each task **in file order** (the Hub split's order without
+``--data-dir``), so every model is scored on the same K questions.
+
+Output: an ``eval`` table folder with one part per task, written atomically as each task finishes; a rerun
+into the same folder skips finished tasks, and the manifest (written last) carries the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+
+import schemas
+from cream_data import io
+from cream_data.answers import extract_choice, extract_number, numbers_equal
+from cream_data.errors import CreamError
+from cream_data.prompts import BENCHMARKS, load_benchmark
+
+TASKS = tuple(BENCHMARKS)  # arc_easy, arc_challenge, openbookqa, siqa, gsm8k
+NUMERIC_TASKS = frozenset({"gsm8k"})
+SUFFIX = ("Answer the question by thinking step by step. At the end, output the final answer, "
+          "starting with 'Answer:'.")
+CONFIG_FILE = "_eval_config.json"  # written before the first part: a rerun checks it resumes the same run
+LETTERS = "ABCDEFGHIJ"
+TASK_META = "cream.eval_task"  # key of a part's Parquet metadata: {"task", "truncated"}
+
+ProgressFn = Callable[[str, int, int, int], None]  # (task, examples done, examples total, tokens in last batch)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of one evaluation; validated on construction (every problem reported at once)."""
+
+    tasks: tuple[str, ...] = TASKS
+    limit: int | None = None  # first K examples of each task, in file order
+    data_dir: str | None = None  # a folder laid out like ../shared/data; None: the Hub copies
+    max_new_tokens: int = 512  # room for step-by-step reasoning before "Answer:"; cut answers count as found or not
+    batch_size: int = 16  # prompts per generate call (sorted by length, so little padding)
+    suffix: str = SUFFIX  # appended to the question after a newline; "" for none
+    label: str | None = None  # display name in reports, e.g. "M1"
+    device: str | None = None  # None: cuda when available, else cpu
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
+        object.__setattr__(self, "tasks", tasks)
+        problems = []
+        if not tasks:
+            problems.append(f"tasks: got none, expected some of {', '.join(TASKS)}")
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown:
+            problems.append(f"tasks: unknown {', '.join(map(repr, unknown))}; known tasks: {', '.join(TASKS)}")
+        twice = sorted({t for t in tasks if tasks.count(t) > 1})
+        if twice:
+            problems.append(f"tasks: {', '.join(twice)} named more than once")
+        if self.limit is not None and self.limit < 1:
+            problems.append(f"limit: got {self.limit}, expected at least 1 example per task")
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens: got {self.max_new_tokens}, expected at least 1")
+        if self.batch_size < 1:
+            problems.append(f"batch_size: got {self.batch_size}, expected at least 1")
+        if problems:
+            raise CreamError("eval config: " + "; ".join(problems))
+
+    def identity(self, model_name: str, data_fingerprint: str) -> dict:
+        """What decides the rows: a rerun into the same folder must match it to resume."""
+        return {"model": model_name, "tasks": list(self.tasks), "limit": self.limit, "suffix": self.suffix,
+                "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size, "data": data_fingerprint}
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """Per-task results (keys in ``cfg.tasks`` order) and the macro average."""
+
+    out: Path
+    model: str  # the name recorded in the table (alias, Hub id, or absolute checkpoint path)
+    label: str | None
+    accuracy: dict[str, float]  # mean of `correct` per task
+    n: dict[str, int]  # examples per task
+    correct: dict[str, int]
+    extracted: dict[str, int]  # examples with a non-null prediction
+    truncated: dict[str, int]  # responses cut by max_new_tokens before they ended
+    average: float  # mean of the task accuracies
+    tasks_run: tuple[str, ...] = ()  # evaluated in this call
+    tasks_skipped: tuple[str, ...] = ()  # found finished on disk
+    tokens: int = 0  # generated in this call
+    seconds: float = 0.0
+    generate_seconds: float = 0.0
+
+    def manifest(self) -> dict:
+        return {"model": self.model, "label": self.label, "accuracy": self.accuracy, "average": self.average,
+                "n": self.n, "correct": self.correct, "extracted": self.extracted, "truncated": self.truncated}
+
+
+# ---------------------------------------------------------------------------- examples
+@dataclass(frozen=True)
+class Examples:
+    """One task's examples in file order: ids, prompts (suffix included), gold answers, allowed letters."""
+
+    task: str
+    ids: list[str]
+    prompts: list[list[dict]]
+    answers: list[str]
+    letters: list[str | None] = field(default_factory=list)  # None for numeric tasks
+
+
+def option_letters(question: str) -> str | None:
+    """The option letters of a question laid out by ``format_mc``: "A. …", "B. …", … on their own lines.
+
+    Found from the last line starting "A. " and the lines "B. ", "C. ", … after it in turn (option texts
+    may hold newlines). ``None`` when there is no "A. " line.
+
+    >>> option_letters("Which?\\nA. red\\nB. blue\\nC. green\\nThink step by step.")
+    'ABC'
+    """
+    pos = question.rfind("\nA. ")
+    if pos < 0:
+        return None
+    letters = "A"
+    for ltr in LETTERS[1:]:
+        pos = question.find(f"\n{ltr}. ", pos + 1)
+        if pos < 0:
+            break
+        letters += ltr
+    return letters
+
+
+def task_source(task: str, data_dir: str | Path | None) -> Path | None:
+    """The benchmark file of ``task`` under ``data_dir`` (checked to exist), or ``None`` for the Hub copy."""
+    if data_dir is None:
+        return None
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        what = "is a file" if root.exists() else "no such folder"
+        raise CreamError(f"--data-dir {data_dir}: {what}; expected a folder laid out like ../shared/data")
+    path = root / BENCHMARKS[task][0]
+    if not path.is_file():
+        raise CreamError(f"--data-dir {data_dir}: no {BENCHMARKS[task][0]} for task {task} "
+                         "(expected a folder laid out like ../shared/data)")
+    return path
+
+
+def load_examples(task: str, cfg: EvalConfig) -> Examples:
+    """A task's first ``cfg.limit`` examples (file order) with the evaluation suffix appended."""
+    source = task_source(task, cfg.data_dir)
+    try:
+        table = load_benchmark(task, source, limit=cfg.limit, suffix=cfg.suffix or None)
+    except CreamError as e:
+        if source is None:  # offline, unknown split…: the local copy is the way out
+            raise CreamError(f"{e} — or pass --data-dir DIR to read a local copy laid out like ../shared/data") \
+                from None
+        raise
+    ids = table.column("prompt_id").to_pylist()
+    prompts = table.column("prompt").to_pylist()
+    answers = table.column("reference_answer").to_pylist()
+    letters: list[str | None] = [None] * len(ids)
+    if task not in NUMERIC_TASKS:
+        for i, (conv, gold) in enumerate(zip(prompts, answers)):
+            found = option_letters(conv[-1]["content"])
+            # Every loaded item is formatted by format_mc; the fallback only guards odd option texts.
+            letters[i] = found if found and gold in found else LETTERS[: max(5, LETTERS.index(gold) + 1)]
+    return Examples(task, ids, prompts, answers, letters)
+
+
+# ---------------------------------------------------------------------------- scoring
+def score(task: str, response: str, answer: str, letters: str | None) -> tuple[str | None, bool]:
+    """``(prediction, correct)`` for one response: an option letter among ``letters``, or a number."""
+    if task in NUMERIC_TASKS:
+        pred = extract_number(response)
+        return pred, numbers_equal(pred, answer)
+    pred = extract_choice(response, letters or "ABCDE")
+    return pred, pred is not None and pred == answer
+
+
+def summarize(table: pa.Table, tasks: tuple[str, ...]) -> tuple[dict, dict, dict, dict, float]:
+    """Per-task ``n``, ``correct``, ``extracted``, ``accuracy`` from an eval table, and the macro average."""
+    rows = table.select(["task", "prediction", "correct"]).to_pylist()
+    n = {t: 0 for t in tasks}
+    correct, extracted = dict(n), dict(n)
+    for r in rows:
+        if r["task"] in n:
+            n[r["task"]] += 1
+            correct[r["task"]] += bool(r["correct"])
+            extracted[r["task"]] += r["prediction"] is not None
+    accuracy = {t: correct[t] / n[t] if n[t] else 0.0 for t in tasks}
+    average = sum(accuracy.values()) / len(tasks) if tasks else 0.0
+    return n, correct, extracted, accuracy, average
+
+
+# ---------------------------------------------------------------------------- the output folder
+def _check_out(out: Path, record: dict, overwrite: bool) -> None:
+    """An existing folder must hold this very evaluation (same model, tasks, settings and data)."""
+    if overwrite or not out.exists():
+        return
+    if not out.is_dir():
+        raise CreamError(f"--out {out}: is a file; expected a folder for the eval table")
+    cfg_path = out / CONFIG_FILE
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text()).get("identity", {})
+        diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in record["identity"].items() if old.get(k) != v]
+        if diff:
+            raise CreamError(f"--out {out}: holds an evaluation with other settings ({'; '.join(diff)}); "
+                             "choose another --out or pass --overwrite")
+    elif any(out.glob("part-*.parquet")) or any(out.glob("_manifest*.json")):
+        raise CreamError(f"--out {out}: holds a table not written by `cream eval`; choose another --out or "
+                         "pass --overwrite")
+
+
+def _data_fingerprint(examples: list[Examples]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.task, ex.ids, ex.prompts, ex.answers], ensure_ascii=False, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- the stage
+def evaluate(model: str, cfg: EvalConfig, out: str | Path, *, overwrite: bool = False, engine=None,
+             progress: ProgressFn | None = None) -> EvalSummary:
+    """Greedy-evaluate ``model`` on ``cfg.tasks`` into the eval table folder ``out``.
+
+    Every user mistake (unknown model path, missing data, a folder of another run) is found before anything
+    is written. ``engine`` reuses a loaded sampling engine (``HfSampler``) for ``model``.
+    """
+    from cream_data.engines import models
+    from cream_data.sample import GenerationParams, plan_batches, prompt_seed
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    ref = models.resolve(model)
+    examples = [load_examples(t, cfg) for t in cfg.tasks]
+    record = {"stage": "eval", "identity": cfg.identity(ref.name, _data_fingerprint(examples)),
+              "config": asdict(cfg), "model_path": ref.path}
+    _check_out(out, record, overwrite)
+
+    done_tasks: set[str] = set()
+    if out.is_dir() and not overwrite:
+        have = io.PartWriter(out, "eval").existing(columns=["task"])
+        done_tasks = set(have.column("task").to_pylist()) if have is not None else set()
+    todo = [ex for ex in examples if ex.task not in done_tasks]
+    if todo and engine is None:
+        from cream_data.engines.hf_sample import HfSampler
+
+        engine = HfSampler.load(ref, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+
+    if overwrite and out.is_dir():  # all checks are behind us: clear the old table only now
+        for p in list(out.glob("part-*.parquet")) + list(out.glob("_manifest*.json")):
+            p.unlink()
+    writer = io.PartWriter(out, "eval")
+    io.atomic_write_json(out / CONFIG_FILE, record)
+
+    params = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens)
+    tokens, gen_seconds, truncated = 0, 0.0, {}
+    for ex in todo:
+        total = len(ex.ids)
+        if progress:
+            progress(ex.task, 0, total, 0)
+        responses: list[str | None] = [None] * total
+        truncated[ex.task] = 0
+        done = 0
+        for batch in plan_batches(ex.ids, engine.prompt_lengths(ex.prompts), cfg.batch_size):
+            t_gen = time.perf_counter()
+            # Greedy decoding ignores the seeds; they are passed so any engine gets a valid request.
+            gens = engine.generate([ex.prompts[i] for i in batch], [prompt_seed(0, ex.ids[i]) for i in batch], 1,
+                                   params)
+            gen_seconds += time.perf_counter() - t_gen
+            batch_tokens = 0
+            for i, g in zip(batch, gens):
+                responses[i] = g[0].text
+                batch_tokens += g[0].n_tokens
+                truncated[ex.task] += g[0].finish_reason == "length"
+            tokens += batch_tokens
+            done += len(batch)
+            if progress:
+                progress(ex.task, done, total, batch_tokens)
+        # One atomic part per task, the unit of resume; it carries its own truncation count.
+        io.PartWriter(out, "eval", metadata={TASK_META: {"task": ex.task, "truncated": truncated[ex.task]}}) \
+            .write(_task_table(ex, responses, ref.name))
+
+    table = writer.existing()
+    n, correct, extracted, accuracy, average = summarize(table, cfg.tasks)
+    truncated = {**_part_truncation(writer), **truncated}
+    truncated = {t: truncated.get(t, 0) for t in cfg.tasks}
+    summary = EvalSummary(out, ref.name, cfg.label, accuracy, n, correct, extracted, truncated, average,
+                          tuple(ex.task for ex in todo), tuple(t for t in cfg.tasks if t in done_tasks), tokens,
+                          time.perf_counter() - t0, gen_seconds)
+    writer.finish({"summary": summary.manifest(), "label": cfg.label, "eval": record})
+    return summary
+
+
+def _task_table(ex: Examples, responses: list[str | None], model: str) -> pa.Table:
+    cols: dict[str, list] = {name: [] for name in schemas.get("eval").column_names}
+    for eid, resp, gold, letters in zip(ex.ids, responses, ex.answers, ex.letters):
+        pred, ok = score(ex.task, resp, gold, letters)
+        for k, v in zip(("example_id", "response", "prediction", "answer", "correct"), (eid, resp, pred, gold, ok)):
+            cols[k].append(v)
+    k = len(ex.ids)
+    cols.update(model=[model] * k, task=[ex.task] * k)
+    return pa.table(cols, schema=schemas.get("eval").arrow)
+
+
+def _part_truncation(writer: io.PartWriter) -> dict[str, int]:
+    """Truncation counts recorded in the parts' metadata (tasks finished by earlier calls too)."""
+    import pyarrow.parquet as pq
+
+    found = {}
+    for part in writer.parts():
+        raw = (pq.read_schema(part).metadata or {}).get(TASK_META.encode())
+        if raw:
+            meta = json.loads(raw)
+            found[meta["task"]] = int(meta["truncated"])
+    return found
