@@ -165,7 +165,7 @@ def load_examples(task: str, cfg: EvalConfig) -> Examples:
         table = load_benchmark(task, source, limit=cfg.limit, suffix=cfg.suffix or None)
     except CreamError as e:
         if source is None:  # offline, unknown split…: the local copy is the way out
-            raise CreamError(f"{e} — or pass --data-dir DIR to read a local copy laid out like ../shared/data") \
+            raise CreamError(f"{e}; pass --data-dir DIR to read a local copy laid out like ../shared/data") \
                 from None
         raise
     ids = table.column("prompt_id").to_pylist()
