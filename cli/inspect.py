@@ -1,4 +1,5 @@
-"""`cream inspect DIR`: summary statistics and PNG plots of a labeled folder (preferences and/or scores)."""
+"""`cream inspect DIR`: the iteration report of a run directory (accuracy and ranking-consistency tables,
+pair counts, plots), or summary statistics and PNG plots of one labeled folder (preferences and/or scores)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,25 @@ from cli.common import out
 
 def inspect(
     path: Path = typer.Argument(..., metavar="DIR",
-                                help="A labeled folder (the --out of `cream label`) or a preferences/scores table."),
+                                help="A run directory (of `cream run`), a labeled folder (the --out of "
+                                     "`cream label`) or a preferences/scores table."),
     plots: Optional[Path] = typer.Option(None, "--out",
-                                         help="Where summary.md, summary.json and the PNG plots go "
-                                              "(default: DIR/inspect)."),
+                                         help="Where the Markdown, JSON and PNG plots go "
+                                              "(default: RUN/report for a run, DIR/inspect otherwise)."),
 ) -> None:
-    """Summarise a labeled folder: pairs, skips by reason, consistency C, ties, agreement with the previous
-    model, reward margins; write Markdown + JSON and plots (C histogram, rewards per scorer, margins)."""
+    """On a run directory: the paper's two tables (accuracy per task per model M0, M1, …; ranking consistency
+    C, Kendall, Spearman, TopOrder between consecutive iterations), pairs and skips per iteration, and plots.
+    On a labeled folder: pairs, skips by reason, consistency C, ties, agreement with the previous model,
+    reward margins. Writes Markdown + JSON and PNG plots, and prints the tables."""
+    from cream_data import run_report
+
+    if run_report.is_run_dir(path):
+        result = run_report.write_run_report(path, plots)
+        out.print(result.markdown, markup=False, highlight=False)
+        for name, p in result.files.items():
+            out.print(f"{name}: {p}", highlight=False)
+        return
+
     from cream_data import report as rep
 
     result = rep.inspect_folder(path, plots)

@@ -167,7 +167,8 @@ def preference_reward_groups(prefs: pa.Table) -> dict[tuple[str, str, str], np.n
 
 
 # ---------------------------------------------------------------------------- plots
-def _figure(height: float = 3.2, rows: int = 1):
+def new_figure(height: float = 3.2, rows: int = 1):
+    """A matplotlib Figure (no pyplot state, Agg backend) with ``rows`` stacked axes; also used by run_report."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -177,7 +178,8 @@ def _figure(height: float = 3.2, rows: int = 1):
     return fig, [fig.add_subplot(rows, 1, i + 1) for i in range(rows)]
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Render ``fig`` as PNG and write it atomically."""
     buf = _io.BytesIO()
     fig.savefig(buf, format="png")
     io.atomic_write_bytes(path, buf.getvalue())
@@ -188,14 +190,14 @@ def plot_consistency(prefs: pa.Table, path: str | Path) -> Path:
     """Histogram of the per-pair consistency C; bins centred on multiples of 0.05 (Kendall C is discrete)."""
     c = _floats(prefs.column("consistency"))
     c = c[np.isfinite(c)]
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     ax.hist(c, bins=np.linspace(-0.025, 1.025, 22), color="#4C72B0", edgecolor="white")
     if c.size:
         ax.axvline(c.mean(), color="#C44E52", linestyle="--", label=f"mean {c.mean():.3f}")
         ax.legend(loc="upper left")
     methods = ", ".join(_distinct(prefs, "consistency_method")) or "?"
     ax.set(title=f"Consistency C per pair ({methods}, n={c.size})", xlabel="C", ylabel="pairs", xlim=(-0.05, 1.05))
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def plot_rewards(groups: dict[tuple[str, str, str], np.ndarray] | pa.Table, path: str | Path) -> Path:
@@ -203,7 +205,7 @@ def plot_rewards(groups: dict[tuple[str, str, str], np.ndarray] | pa.Table, path
     if isinstance(groups, pa.Table):
         groups = reward_groups(groups)
     groups = {k: v[np.isfinite(v)] for k, v in groups.items()}
-    fig, axes = _figure(2.4, max(1, len(groups)))
+    fig, axes = new_figure(2.4, max(1, len(groups)))
     palette = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
     for i, (ax, ((scorer, model, kind), r)) in enumerate(zip(axes, groups.items())):
         ax.hist(r, bins=40 if r.size > 40 else max(r.size, 1), color=palette[i % len(palette)], edgecolor="white")
@@ -211,17 +213,17 @@ def plot_rewards(groups: dict[tuple[str, str, str], np.ndarray] | pa.Table, path
         ax.set_title(f"{scorer}: {_short(model)}{kind} (n={r.size})", fontsize=9)
         ax.set_ylabel("responses")
     axes[-1].set_xlabel("reward")
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def plot_margins(prefs: pa.Table, path: str | Path) -> Path:
     """Histogram of the reward margin r[chosen] - r[rejected] of every pair."""
     m = margins(prefs)
     m = m[np.isfinite(m)]
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     ax.hist(m, bins=40 if m.size > 40 else max(m.size, 1), color="#55A868", edgecolor="white")
     ax.set(title=f"Reward margin chosen − rejected (n={m.size})", xlabel="margin", ylabel="pairs")
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def margins(prefs: pa.Table) -> np.ndarray:

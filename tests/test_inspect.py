@@ -243,7 +243,8 @@ def test_cli_inspect_user_errors(tmp_path, cli):
     assert_user_error(cli("inspect", tmp_path / "nope"), "no such file")
     (tmp_path / "empty").mkdir()
     assert_user_error(cli("inspect", tmp_path / "empty"), "no preferences or scores table")
-    write_labeled(tmp_path / "run" / "iter-1", seed=1)
-    write_labeled(tmp_path / "run" / "iter-2", seed=2)
-    assert_user_error(cli("inspect", tmp_path / "run"), "2 preferences tables")
-    assert not (tmp_path / "run" / "inspect").exists()
+    # Two labeled folders that are not a run (a run dir gets the iteration report: tests/test_run_report.py).
+    write_labeled(tmp_path / "labels" / "a", seed=1)
+    write_labeled(tmp_path / "labels" / "b", seed=2)
+    assert_user_error(cli("inspect", tmp_path / "labels"), "2 preferences tables")
+    assert not (tmp_path / "labels" / "inspect").exists()

@@ -1,0 +1,385 @@
+"""The iteration report of a run directory: the paper's two tables, pair counts, and two plots.
+
+A run directory (written by ``cream run``; see DESIGN.md) holds ``RUN/eval/M<k>/`` (the eval table of model
+``M_k``) and ``RUN/iter-<t>/preferences/`` (the pairs labeled in iteration ``t``, with ``ranks`` = M_t's
+ranking of the responses and ``prev_ranks`` = M_{t-1}'s ranking of the *same* responses).
+
+**Table 1, accuracy per task per model.** For model ``M_k`` and task ``j`` with ``n`` evaluated examples of
+which ``x`` are correct: ``acc = x / n``, with the 95 % Wilson score interval (z = 1.959964)::
+
+    centre = (acc + z²/2n) / (1 + z²/n),   half = z / (1 + z²/n) · sqrt(acc (1 - acc) / n + z² / 4n²)
+
+(Wilson rather than the normal interval because eval subsets are small and accuracies can be 0 or 1).
+``Avg`` = the mean of the K task accuracies (not of all examples pooled, as the paper averages tasks); its
+interval is the normal approximation ``Avg ± z · sqrt(Σ_j acc_j (1 - acc_j) / n_j) / K``, clipped to [0, 1].
+The Markdown shows ``±`` = half the interval's width.
+
+**Table 2, ranking consistency ``M_t vs M_{t-1}``.** Over the prompts of iteration ``t`` that have both
+rankings (rows with ``prev_ranks``): Kendall tau, C = (tau + 1) / 2, Spearman rho and TopOrder (same best
+and same worst response), each as mean ± std (population, ddof = 0), computed from the rank lists with
+:mod:`cream_data.ranking`, never from the ``weight`` column (whose meaning depends on the method: 1 for
+``srlm``, the dataset mean for ``cream-avg``). Only prompts that yielded a pair are in the table; an
+iteration without ``prev_ranks`` reports n/a.
+
+**Pairs per iteration.** From each preferences manifest's ``summary`` (written by the labeling stage):
+prompts, pairs, and prompts skipped by reason; plus the mean ``weight`` the trainer used.
+
+matplotlib is imported only when a plot is drawn (Agg backend).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cream_data import io, ranking
+from cream_data.errors import CreamError
+from cream_data.report import describe, fmt, new_figure, save_png
+from cream_data.sql import find_tables, iteration_from_path
+
+Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
+TASK_ORDER = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
+_MODEL_DIR = re.compile(r"^M(\d+)$")
+_ITER_DIR = re.compile(r"^iter(?:ation)?[-_]?\d+$", re.IGNORECASE)
+PREF_COLUMNS = ["iteration", "ranks", "prev_ranks", "consistency_method", "weight", "model", "prev_model"]
+MEASURES = (("C", "C"), ("kendall_tau", "Kendall τ"), ("spearman_rho", "Spearman ρ"), ("top_order", "TopOrder"))
+
+
+# ---------------------------------------------------------------------------- finding a run
+def is_run_dir(path: str | Path) -> bool:
+    """A run directory has the loop's ``manifest.json`` + ``config.yaml``, or ``iter-<t>`` folders."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    if (path / "manifest.json").is_file() and (path / "config.yaml").is_file():
+        return True
+    return any(p.is_dir() and _ITER_DIR.match(p.name) for p in path.iterdir())
+
+
+def _model_index(path: Path, label: str | None) -> int | None:
+    for name in ([label] if label else []) + [p for p in reversed(path.parts)]:
+        m = _MODEL_DIR.match(str(name))
+        if m:
+            return int(m.group(1))
+    return None
+
+
+# ---------------------------------------------------------------------------- table 1: accuracy
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``correct / n`` (see the module docstring)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = correct / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def accuracy_rows(run: Path) -> list[dict]:
+    """One dict per evaluated model, ordered M0, M1, …: per-task accuracy with CI, and the average."""
+    root = run / "eval"
+    if not root.is_dir():
+        return []
+    rows = []
+    for src in (t for t in find_tables(root) if t.kind == "eval"):
+        manifest = io.read_manifest(src.path) if src.path.is_dir() else {}
+        k = _model_index(src.path.relative_to(root), manifest.get("label"))
+        table = io.read_table(src.path, "eval", columns=["model", "task", "correct"])
+        g = table.group_by("task", use_threads=False).aggregate([("correct", "sum"), ("correct", "count")])
+        found = dict(zip(g.column("task").to_pylist(),
+                         zip(g.column("correct_sum").to_pylist(), g.column("correct_count").to_pylist())))
+        tasks = {}
+        for task in sorted(found, key=_task_key):
+            x, n = int(found[task][0] or 0), int(found[task][1])
+            lo, hi = wilson(x, n)
+            tasks[task] = {"n": n, "correct": x, "accuracy": x / n if n else None, "ci_low": lo, "ci_high": hi}
+        models = sorted(v for v in pc.unique(table.column("model")).to_pylist() if v)
+        rows.append({"label": manifest.get("label") or (f"M{k}" if k is not None else src.path.name), "k": k,
+                     "model": manifest.get("model") or ", ".join(models) or None, "path": str(src.path),
+                     "tasks": tasks, "average": _average(tasks)})
+    return sorted(rows, key=lambda r: (r["k"] is None, r["k"] if r["k"] is not None else 0, r["label"]))
+
+
+def _task_key(task: str) -> tuple[int, str]:
+    return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
+
+
+def _average(tasks: dict) -> dict:
+    accs = [t for t in tasks.values() if t["n"]]
+    if not accs:
+        return {"accuracy": None, "ci_low": None, "ci_high": None, "tasks": 0}
+    k = len(accs)
+    avg = sum(t["accuracy"] for t in accs) / k
+    half = Z95 * math.sqrt(sum(t["accuracy"] * (1 - t["accuracy"]) / t["n"] for t in accs)) / k
+    return {"accuracy": avg, "ci_low": max(0.0, avg - half), "ci_high": min(1.0, avg + half), "tasks": k}
+
+
+# ---------------------------------------------------------------------------- table 2 and pairs
+def rank_measures(prefs: pa.Table, where: str = "preferences") -> dict[str, np.ndarray]:
+    """Per prompt with both rankings: C, Kendall tau, Spearman rho, TopOrder (grouped by N, vectorised)."""
+    t = prefs.filter(prefs.column("prev_ranks").is_valid())
+    out: dict[str, list[np.ndarray]] = {name: [] for name, _ in MEASURES}
+    n_cur = pc.list_value_length(t.column("ranks")).to_numpy()
+    n_prev = pc.list_value_length(t.column("prev_ranks")).to_numpy()
+    if (bad := np.flatnonzero(n_cur != n_prev)).size:
+        raise CreamError(f"{where}: row {int(bad[0])} has {n_cur[bad[0]]} ranks but {n_prev[bad[0]]} prev_ranks")
+    for n in np.unique(n_cur):
+        sub = t.filter(pa.array(n_cur == n))
+        a = pc.list_flatten(sub.column("ranks")).to_numpy().reshape(-1, int(n))
+        b = pc.list_flatten(sub.column("prev_ranks")).to_numpy().reshape(-1, int(n))
+        try:
+            tau = ranking.kendall_tau(a, b)
+            out["spearman_rho"].append(ranking.spearman_rho(a, b))
+            out["top_order"].append(ranking.top_order(a, b))
+        except ValueError as e:
+            raise CreamError(f"{where}: {e}") from None
+        out["kendall_tau"].append(tau)
+        out["C"].append((tau + 1.0) / 2.0)
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
+
+
+def _preference_tables(run: Path) -> dict[int, Path]:
+    """iteration → its preferences table; several for one iteration → prefer ``iter-<t>/preferences``."""
+    found: dict[int, list[Path]] = {}
+    for src in find_tables(run):
+        if src.kind == "preferences" and src.iteration is not None:
+            found.setdefault(src.iteration, []).append(src.path)
+    chosen = {}
+    for t, paths in sorted(found.items()):
+        direct = [p for p in paths if p.name == "preferences" and iteration_from_path(p.parent) == t
+                  and _ITER_DIR.match(p.parent.name)]
+        if len(paths) > 1 and len(direct) != 1:
+            raise CreamError(f"{run}: iteration {t} has {len(paths)} preferences tables "
+                             f"({', '.join(str(p) for p in paths[:4])}); expected one in iter-{t}/preferences")
+        chosen[t] = direct[0] if len(paths) > 1 else paths[0]
+    return chosen
+
+
+def iteration_rows(run: Path) -> tuple[list[dict], list[dict], dict[int, np.ndarray]]:
+    """(table 2 rows, pair-count rows, C values per iteration for the plot)."""
+    consistency, pairs, c_values = [], [], {}
+    for t, path in _preference_tables(run).items():
+        prefs = io.read_table(path, "preferences", columns=PREF_COLUMNS)
+        manifest = io.read_manifest(path) if path.is_dir() else {}
+        m = rank_measures(prefs, str(path))
+        row = {"iteration": t, "label": f"M{t} vs M{t - 1}", "path": str(path), "n": int(m["C"].size),
+               "pairs": prefs.num_rows, "stored_method": _distinct(prefs, "consistency_method"),
+               "models": _distinct(prefs, "model"), "prev_models": _distinct(prefs, "prev_model")}
+        row.update({name: describe(v) for name, v in m.items()})
+        consistency.append(row)
+        if m["C"].size:
+            c_values[t] = m["C"]
+        summary = manifest.get("summary") or {}
+        skipped = {str(k): int(v) for k, v in sorted((summary.get("skipped") or {}).items())}
+        prompts = summary.get("prompts")
+        pairs.append({"iteration": t, "path": str(path), "pairs": prefs.num_rows,
+                      "prompts": prompts if isinstance(prompts, int) else None,
+                      "skipped": skipped, "skipped_total": sum(skipped.values()), "scope": summary.get("scope"),
+                      "consistency_method": ", ".join(_distinct(prefs, "consistency_method")) or None,
+                      "weight_mean": describe(prefs.column("weight").to_numpy().astype(np.float64))["mean"]})
+    return consistency, pairs, c_values
+
+
+def _distinct(t: pa.Table, name: str) -> list:
+    return sorted(v for v in pc.unique(t.column(name)).to_pylist() if v is not None)
+
+
+# ---------------------------------------------------------------------------- the report
+def _run_info(run: Path) -> dict:
+    import json
+
+    info = {"run": str(run), "method": None, "T": None}
+    mf = run / "manifest.json"
+    if mf.is_file():
+        try:
+            m = json.loads(mf.read_text())
+        except (OSError, ValueError) as e:
+            raise CreamError(f"{mf}: not readable JSON ({e})") from None
+        info.update({k: m.get(k) for k in ("method", "T")})
+    return info
+
+
+def run_report(run_dir: str | Path) -> dict:
+    """Every number of the iteration report of ``run_dir`` as a JSON-ready dict (nothing is written)."""
+    return _collect(Path(run_dir))[0]
+
+
+def _collect(run: Path) -> tuple[dict, dict[int, np.ndarray]]:
+    if not run.is_dir():
+        raise CreamError(f"{run}: no such run directory")
+    acc = accuracy_rows(run)
+    consistency, pairs, c_values = iteration_rows(run)
+    if not acc and not pairs:
+        raise CreamError(f"{run}: no eval tables (eval/M<k>/) or preferences tables (iter-<t>/preferences/) "
+                         f"finished yet")
+    tasks = sorted({t for r in acc for t in r["tasks"]}, key=_task_key)
+    report = {**_run_info(run), "tasks": tasks, "accuracy": acc, "consistency": consistency, "pairs": pairs,
+              "ci": "95% Wilson score interval per task; normal approximation for Avg"}
+    return report, c_values
+
+
+@dataclass
+class RunReport:
+    """The report of a run and the files written for it (``plots``: name → PNG path)."""
+
+    report: dict
+    markdown: str
+    md_path: Path
+    json_path: Path
+    plots: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def files(self) -> dict[str, Path]:
+        return {"markdown": self.md_path, "json": self.json_path, **self.plots}
+
+
+def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> RunReport:
+    """Compute the report and write report.md, report.json and the PNG plots into ``out`` (default RUN/report)."""
+    run = Path(run_dir)
+    report, c_values = _collect(run)
+    out = Path(out) if out else run / "report"
+    plots = {}
+    if report["accuracy"]:
+        plots["accuracy"] = plot_accuracy(report, out / "accuracy.png")
+    if c_values:
+        plots["consistency"] = plot_consistency(c_values, out / "consistency.png")
+    report["plots"] = {k: p.name for k, p in plots.items()}
+    md = to_markdown(report)
+    md_path, json_path = out / "report.md", out / "report.json"
+    io.atomic_write_bytes(md_path, md.encode())
+    io.atomic_write_json(json_path, _finite(report))
+    return RunReport(report, md, md_path, json_path, plots)
+
+
+def _finite(x):
+    """NaN/inf → None, so report.json is strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+# ---------------------------------------------------------------------------- plots
+def plot_accuracy(report: dict, path: Path) -> Path:
+    """Accuracy per model (x = M0, M1, …): one line per task, the average in bold black."""
+    rows = report["accuracy"]
+    labels = [r["label"] for r in rows]
+    x = np.arange(len(rows))
+    fig, (ax,) = new_figure(3.6)
+    for task in report["tasks"]:
+        y = [r["tasks"][task]["accuracy"] if task in r["tasks"] else np.nan for r in rows]
+        ax.plot(x, np.array(y, dtype=float) * 100, marker="o", linewidth=1.2, label=task)
+    avg = np.array([r["average"]["accuracy"] if r["average"]["accuracy"] is not None else np.nan
+                    for r in rows], dtype=float)
+    ax.plot(x, avg * 100, marker="s", color="black", linewidth=2.4, label="Avg")
+    ax.set_xticks(x, labels)
+    method = f" ({report['method']})" if report.get("method") else ""
+    ax.set(title=f"Accuracy per iteration{method}", xlabel="model", ylabel="accuracy (%)", ylim=(-2, 102))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return save_png(fig, path)
+
+
+def plot_consistency(c_values: dict[int, np.ndarray], path: Path) -> Path:
+    """C = (tau + 1) / 2 per prompt, one box per iteration (mean as a red diamond, n under each label)."""
+    its = sorted(c_values)
+    fig, (ax,) = new_figure(3.6)
+    data = [c_values[t] for t in its]
+    ax.boxplot(data, showmeans=True, showfliers=False, widths=0.5,  # the dots already show every prompt
+               meanprops={"marker": "D", "markerfacecolor": "#C44E52", "markeredgecolor": "#C44E52"})
+    rng = np.random.default_rng(0)  # jitter only spreads the dots: C is discrete (multiples of 1/n0)
+    for i, c in enumerate(data, start=1):
+        ax.scatter(i + rng.uniform(-0.18, 0.18, c.size), c, s=6, alpha=0.35, color="#4C72B0", zorder=1)
+    ax.set_xticks(range(1, len(its) + 1), [f"M{t} vs M{t - 1}\n(n={c_values[t].size})" for t in its])
+    ax.set(title="Ranking consistency C per prompt (◆ mean)", ylabel="C = (τ + 1) / 2", ylim=(-0.05, 1.05))
+    ax.grid(alpha=0.3, axis="y")
+    return save_png(fig, path)
+
+
+# ---------------------------------------------------------------------------- text
+def _pct(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _cell(c: dict) -> str:
+    if c.get("accuracy") is None:
+        return "–"
+    return f"{_pct(c['accuracy'])} ± {_pct((c['ci_high'] - c['ci_low']) / 2)}"
+
+
+def accuracy_table(report: dict) -> list[list[str]]:
+    """Header + rows of table 1 (percent ± half the 95% interval; n in the header when every model shares it)."""
+    tasks, rows = report["tasks"], report["accuracy"]
+    shared_n = {}  # task → the n every model shares, when it does
+    for task in tasks:
+        ns = {r["tasks"][task]["n"] for r in rows if task in r["tasks"]}
+        if len(ns) == 1:
+            shared_n[task] = ns.pop()
+    header = ["model"] + [f"{t} (n={shared_n[t]})" if t in shared_n else t for t in tasks]
+    body = []
+    for r in rows:
+        cells = [r["label"]]
+        for task in tasks:
+            c = r["tasks"].get(task)
+            cells.append("–" if c is None else _cell(c) + ("" if task in shared_n else f" (n={c['n']})"))
+        body.append(cells + [_cell(r["average"])])
+    return [header + ["Avg"]] + body
+
+
+def consistency_table(report: dict) -> list[list[str]]:
+    header = ["iteration", "n"] + [label for _, label in MEASURES]
+    body = []
+    for r in report["consistency"]:
+        vals = [f"{fmt(r[k]['mean'], 3)} ± {fmt(r[k]['std'], 3)}" if r[k]["n"] else "n/a" for k, _ in MEASURES]
+        body.append([r["label"], str(r["n"])] + vals)
+    return [header] + body
+
+
+def pairs_table(report: dict) -> list[list[str]]:
+    header = ["iteration", "prompts", "pairs", "skipped", "skip reasons", "stored C method", "mean weight"]
+    body = []
+    for p in report["pairs"]:
+        reasons = ", ".join(f"{k}: {v}" for k, v in p["skipped"].items() if v) or "none"
+        body.append([str(p["iteration"]), fmt(p["prompts"]), str(p["pairs"]), str(p["skipped_total"]), reasons,
+                     p["consistency_method"] or "–", fmt(p["weight_mean"], 3)])
+    return [header] + body
+
+
+def _md_table(rows: list[list[str]]) -> list[str]:
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    return ["| " + " | ".join(esc[0]) + " |", "|" + " --- |" * len(esc[0])] + ["| " + " | ".join(r) + " |"
+                                                                             for r in esc[1:]] + [""]
+
+
+def to_markdown(report: dict) -> str:
+    title = f"# Run `{report['run']}`"
+    meta = ", ".join(f"{k} {report[k]}" for k in ("method", "T") if report.get(k) is not None)
+    lines = [title, ""] + ([f"{meta}", ""] if meta else [])
+    lines += ["## Table 1: accuracy per task (%)", ""]
+    if report["accuracy"]:
+        lines += _md_table(accuracy_table(report))
+        lines += ["± is half the width of the 95% Wilson interval (normal approximation for Avg); "
+                  "Avg is the mean of the task accuracies.", ""]
+    else:
+        lines += ["No eval tables yet (RUN/eval/M<k>/).", ""]
+    lines += ["## Table 2: ranking consistency between consecutive iterations (mean ± std over prompts)", ""]
+    if report["consistency"]:
+        lines += _md_table(consistency_table(report))
+        lines += ["Computed from the rank lists (`ranks` vs `prev_ranks`) of the prompts that yielded a pair; "
+                  "C = (τ + 1) / 2 whatever the method; n/a: no previous ranking stored.", ""]
+        lines += ["## Pairs per iteration", ""] + _md_table(pairs_table(report))
+    else:
+        lines += ["No preferences tables yet (RUN/iter-<t>/preferences/).", ""]
+    if report.get("plots"):
+        lines += ["## Plots", ""] + [f"![{k}]({name})" for k, name in report["plots"].items()] + [""]
+    return "\n".join(lines)

@@ -1,0 +1,264 @@
+"""`cream inspect RUN_DIR`: the iteration report of a run, every number against scipy / plain Python."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy import stats
+
+import schemas
+from cream_data import io, run_report, sql
+from cream_data.errors import CreamError
+from tests.conftest import assert_user_error
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+Z = 1.959963984540054
+
+# Known correct flags per model and task: accuracy = mean of the flags.
+EVAL = {
+    "M0": {"arc_easy": [1, 0, 0, 1, 0, 0, 1, 0, 0, 0], "gsm8k": [0, 0, 0, 0, 0, 0], "siqa": [1, 1, 0, 1]},
+    "M1": {"arc_easy": [1, 1, 0, 1, 0, 1, 1, 0, 0, 1], "gsm8k": [1, 0, 0, 0, 0, 0], "siqa": [1, 1, 1, 1]},
+    "M2": {"arc_easy": [1, 1, 1, 1, 0, 1, 1, 0, 1, 1], "gsm8k": [1, 1, 0, 0, 0, 1], "siqa": [0, 1, 1, 1]},
+}
+SKIPPED = {1: {"all_equal": 2, "n_lt_2": 0, "nonfinite_reward": 1}, 2: {"all_equal": 0, "missing_prev": 3}}
+
+
+def conv(role, text):
+    return [{"role": role, "content": text}]
+
+
+def ranks_of(r):
+    """1 = best, ties by response index (scipy's ordinal rank of -r)."""
+    return [int(x) for x in stats.rankdata([-v for v in r], method="ordinal")]
+
+
+def make_prefs(t, n_prompts, seed, with_prev=True):
+    """A schema-valid preferences table for iteration t; N in {4, 5} so rank lists of two lengths occur."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_prompts):
+        n = 4 if i % 3 == 0 else 5
+        cur = rng.normal(size=n).round(2).tolist()
+        # Previous rewards correlated with the current ones, so tau spreads over [-1, 1] with a positive mean.
+        prev = (np.array(cur) + rng.normal(scale=1.5, size=n)).round(2).tolist() if with_prev else None
+        ranks = ranks_of(cur)
+        prev_ranks = ranks_of(prev) if prev else None
+        tau = float(stats.kendalltau(ranks, prev_ranks).statistic) if prev else None
+        c = (tau + 1) / 2 if prev else 1.0
+        chosen, rejected = ranks.index(1), ranks.index(n)
+        rows.append({
+            "prompt_id": f"t{t}-{i:03d}", "prompt": conv("user", f"q{i}"),
+            "chosen": conv("assistant", f"a{chosen}"), "rejected": conv("assistant", f"a{rejected}"),
+            "chosen_idx": chosen, "rejected_idx": rejected, "iteration": t, "n_responses": n,
+            "rewards": cur, "prev_rewards": prev, "ranks": ranks, "prev_ranks": prev_ranks,
+            "kendall_tau": tau, "consistency": c, "consistency_method": "kendall" if prev else "none",
+            # A weight that is NOT C (as with srlm, C = 1): the report must not read it as consistency.
+            "weight": 1.0, "chosen_logp": -1.0, "rejected_logp": -2.0, "chosen_n_tokens": 3,
+            "rejected_n_tokens": 3, "model": f"M{t}", "ref_model": f"M{t - 1}",
+            "prev_model": f"M{t - 1}" if prev else None, "prev_ref_model": None, "template_hash": "th",
+        })
+    return pa.Table.from_pylist(rows, schema=schemas.get("preferences").arrow)
+
+
+def write_eval(run, label, flags):
+    rows = [{"model": f"/models/{label}", "task": task, "example_id": f"{task}-{i}", "response": "…",
+             "prediction": "A", "answer": "A" if ok else "B", "correct": bool(ok)}
+            for task, fl in flags.items() for i, ok in enumerate(fl)]
+    io.write_table(pa.Table.from_pylist(rows, schema=schemas.get("eval").arrow), run / "eval" / label, "eval",
+                   manifest_extra={"label": label, "summary": {"model": f"/models/{label}"}})
+
+
+def write_prefs(run, t, n_prompts, seed, with_prev=True):
+    prefs = make_prefs(t, n_prompts, seed, with_prev)
+    skipped = SKIPPED.get(t, {})
+    summary = {"pairs": prefs.num_rows, "prompts": prefs.num_rows + sum(skipped.values()), "skipped": skipped}
+    io.write_table(prefs, run / f"iter-{t}" / "preferences", "preferences", manifest_extra={"summary": summary})
+    return prefs
+
+
+def make_run(tmp_path, evals=True, prefs=True, name="run"):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"method": "srlm", "T": 2, "stages": {}}))
+    (run / "config.yaml").write_text("method: srlm\nT: 2\n")
+    if evals:
+        for label, flags in EVAL.items():
+            write_eval(run, label, flags)
+    tables = {}
+    if prefs:
+        tables[1] = write_prefs(run, 1, 40, seed=1)
+        tables[2] = write_prefs(run, 2, 31, seed=2)
+    return run, tables
+
+
+def expected_measures(prefs):
+    """C, tau, rho, TopOrder per prompt with scipy / by hand (no shared code with cream_data.ranking)."""
+    out = {"C": [], "kendall_tau": [], "spearman_rho": [], "top_order": []}
+    for r in prefs.to_pylist():
+        a, b = r["ranks"], r["prev_ranks"]
+        tau = float(stats.kendalltau(a, b).statistic)
+        out["kendall_tau"].append(tau)
+        out["C"].append((tau + 1) / 2)
+        out["spearman_rho"].append(float(stats.spearmanr(a, b).statistic))
+        n = len(a)
+        out["top_order"].append(float(a.index(1) == b.index(1) and a.index(n) == b.index(n)))
+    return out
+
+
+# ---------------------------------------------------------------------------- numbers
+def test_wilson_matches_scipy():
+    for x, n in [(0, 4), (4, 4), (3, 10), (1, 6), (57, 100), (1, 1)]:
+        ci = stats.binomtest(x, n).proportion_ci(confidence_level=0.95, method="wilson")
+        lo, hi = run_report.wilson(x, n)
+        assert lo == pytest.approx(ci.low, abs=1e-12) and hi == pytest.approx(ci.high, abs=1e-12)
+
+
+def test_every_number_in_report_json(tmp_path):
+    run, tables = make_run(tmp_path)
+    result = run_report.write_run_report(run)
+    rep = json.loads(result.json_path.read_text())
+    assert result.json_path == run / "report" / "report.json"
+    assert rep["method"] == "srlm" and rep["T"] == 2
+    assert rep["tasks"] == ["arc_easy", "siqa", "gsm8k"]  # the paper's order, not alphabetical
+
+    # Table 1: accuracy = mean(correct), Wilson CI from scipy, Avg = mean of task accuracies.
+    assert [r["label"] for r in rep["accuracy"]] == ["M0", "M1", "M2"]
+    for row in rep["accuracy"]:
+        flags = EVAL[row["label"]]
+        assert row["model"] == f"/models/{row['label']}"
+        assert set(row["tasks"]) == set(flags)
+        for task, fl in flags.items():
+            cell = row["tasks"][task]
+            ci = stats.binomtest(sum(fl), len(fl)).proportion_ci(method="wilson")
+            assert cell["n"] == len(fl) and cell["correct"] == sum(fl)
+            assert cell["accuracy"] == pytest.approx(statistics.fmean(fl))
+            assert (cell["ci_low"], cell["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
+        accs = [statistics.fmean(fl) for fl in flags.values()]
+        avg = statistics.fmean(accs)
+        half = Z * math.sqrt(sum(p * (1 - p) / len(fl) for p, fl in zip(accs, flags.values()))) / len(accs)
+        assert row["average"]["accuracy"] == pytest.approx(avg) and row["average"]["tasks"] == 3
+        assert row["average"]["ci_low"] == pytest.approx(max(0.0, avg - half))
+        assert row["average"]["ci_high"] == pytest.approx(min(1.0, avg + half))
+    assert rep["accuracy"][2]["average"]["accuracy"] == pytest.approx((0.8 + 0.75 + 0.5) / 3)  # by hand
+
+    # Table 2: from the rank lists, mean ± population std over prompts.
+    assert [r["label"] for r in rep["consistency"]] == ["M1 vs M0", "M2 vs M1"]
+    for row in rep["consistency"]:
+        prefs = tables[row["iteration"]]
+        exp = expected_measures(prefs)
+        assert row["n"] == row["pairs"] == prefs.num_rows
+        for name, values in exp.items():
+            assert row[name]["n"] == len(values)
+            assert row[name]["mean"] == pytest.approx(statistics.fmean(values), abs=1e-12), name
+            assert row[name]["std"] == pytest.approx(statistics.pstdev(values), abs=1e-12), name
+        assert 0 < row["top_order"]["mean"] < 1 and row["kendall_tau"]["min"] < 0 < row["kendall_tau"]["mean"]
+
+    # Pairs per iteration, from each manifest's summary.
+    for p in rep["pairs"]:
+        t = p["iteration"]
+        assert p["pairs"] == tables[t].num_rows
+        assert p["skipped"] == dict(sorted(SKIPPED[t].items()))
+        assert p["skipped_total"] == sum(SKIPPED[t].values())
+        assert p["prompts"] == tables[t].num_rows + sum(SKIPPED[t].values())
+        assert p["weight_mean"] == 1.0 and p["consistency_method"] == "kendall"
+
+    assert rep == json.loads(json.dumps(run_report.run_report(run) | {"plots": rep["plots"]}))
+
+
+def test_markdown_tables_and_pngs(tmp_path):
+    run, _ = make_run(tmp_path)
+    result = run_report.write_run_report(run)
+    md = result.md_path.read_text()
+    assert md == result.markdown
+    assert "## Table 1" in md and "## Table 2" in md and "## Pairs per iteration" in md
+    # n per task in the header (shared by every model); percent ± half the Wilson width.
+    assert "| model | arc_easy (n=10) | siqa (n=4) | gsm8k (n=6) | Avg |" in md
+    lo, hi = run_report.wilson(8, 10)
+    assert f"| M2 | 80.0 ± {100 * (hi - lo) / 2:.1f} |" in md
+    assert "| M2 vs M1 | 31 |" in md and "| M1 vs M0 | 40 |" in md
+    assert "all_equal: 2, nonfinite_reward: 1" in md and "n_lt_2" not in md  # zero reasons hidden
+    assert set(result.plots) == {"accuracy", "consistency"}
+    for p in result.plots.values():
+        assert p.parent == run / "report" and p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 5000
+        assert f"]({p.name})" in md
+
+
+def test_iteration_without_prev_ranks_is_na(tmp_path):
+    run, _ = make_run(tmp_path, prefs=False)
+    write_prefs(run, 1, 12, seed=5, with_prev=False)
+    write_prefs(run, 2, 9, seed=6)
+    result = run_report.write_run_report(run)
+    first, second = result.report["consistency"]
+    assert first["n"] == 0 and first["pairs"] == 12 and first["C"]["mean"] is None
+    assert second["n"] == 9
+    assert "| M1 vs M0 | 0 | n/a | n/a | n/a | n/a |" in result.markdown
+    assert json.loads(result.json_path.read_text())["consistency"][0]["C"]["mean"] is None
+
+
+def test_eval_only_and_preferences_only_runs(tmp_path):
+    run, _ = make_run(tmp_path, prefs=False, name="eval-only")  # manifest + config mark it as a run
+    assert run_report.is_run_dir(run)
+    r = run_report.write_run_report(run)
+    assert [x["label"] for x in r.report["accuracy"]] == ["M0", "M1", "M2"] and r.report["consistency"] == []
+    assert "No preferences tables yet" in r.markdown and set(r.plots) == {"accuracy"}
+
+    run, tables = make_run(tmp_path, evals=False, name="prefs-only")
+    (run / "manifest.json").unlink()  # iter-<t> folders alone also mark a run
+    assert run_report.is_run_dir(run)
+    r = run_report.write_run_report(run, tmp_path / "elsewhere")
+    assert r.report["accuracy"] == [] and r.report["method"] is None
+    assert [x["n"] for x in r.report["consistency"]] == [40, 31]
+    assert "No eval tables yet" in r.markdown and set(r.plots) == {"consistency"}
+    assert r.md_path == tmp_path / "elsewhere" / "report.md" and not (run / "report").exists()
+
+
+def test_bad_rank_lists_are_one_line_errors(tmp_path):
+    run, _ = make_run(tmp_path, evals=False, prefs=False)
+    prefs = make_prefs(1, 5, seed=0).to_pylist()
+    prefs[2]["prev_ranks"] = [1, 1, 2, 3, 4][: len(prefs[2]["ranks"])]  # not a permutation
+    io.write_table(pa.Table.from_pylist(prefs, schema=schemas.get("preferences").arrow),
+                   run / "iter-1" / "preferences", "preferences")
+    with pytest.raises(CreamError, match="iter-1/preferences.*permutations"):
+        run_report.run_report(run)
+
+
+# ---------------------------------------------------------------------------- CLI and SQL
+def test_cli_inspect_run_prints_tables_and_paths(tmp_path, cli):
+    run, _ = make_run(tmp_path)
+    r = cli("inspect", run)
+    assert r.code == 0, r
+    assert "## Table 1" in r.out and "## Table 2" in r.out and "M2 vs M1" in r.out
+    for name in ("report.md", "report.json", "accuracy.png", "consistency.png"):
+        assert str(run / "report" / name) in r.out
+    # A labeled folder inside the run is still the single-folder summary.
+    r = cli("inspect", run / "iter-1")
+    assert r.code == 0 and (run / "iter-1" / "inspect" / "summary.json").exists()
+
+
+def test_cli_run_without_tables_is_a_user_error(tmp_path, cli):
+    run = tmp_path / "run"
+    (run / "iter-1" / "responses").mkdir(parents=True)  # started, nothing finished yet
+    assert_user_error(cli("inspect", run), str(run), "no eval tables")
+    assert not (run / "report").exists()
+
+
+def test_cream_sql_sees_every_iteration(tmp_path):
+    run, tables = make_run(tmp_path)
+    got, _ = sql.query(run, "SELECT iteration, count(*) AS n FROM preferences GROUP BY 1 ORDER BY 1")
+    assert got.to_pylist() == [{"iteration": 1, "n": 40}, {"iteration": 2, "n": 31}]
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, cream_data.run_report\n"
+            "heavy = [m for m in ('torch', 'matplotlib', 'duckdb') if m in sys.modules]\nassert not heavy, heavy\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
