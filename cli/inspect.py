@@ -27,7 +27,7 @@ def inspect(
 
     if run_report.is_run_dir(path):
         result = run_report.write_run_report(path, plots)
-        out.print(result.markdown, markup=False, highlight=False)
+        out.print(result.markdown, markup=False, highlight=False, emoji=False)
         for name, p in result.files.items():
             out.print(f"{name}: {p}", highlight=False)
         return

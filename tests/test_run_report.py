@@ -188,6 +188,21 @@ def test_markdown_tables_and_pngs(tmp_path):
         assert f"]({p.name})" in md
 
 
+def test_models_sort_numerically_and_uneven_n_goes_in_the_cell(tmp_path):
+    run, _ = make_run(tmp_path, prefs=False)
+    write_eval(run, "M10", {"arc_easy": [1, 1, 0, 0, 1], "openbookqa": [1, 0]})
+    r = run_report.write_run_report(run)
+    assert [x["label"] for x in r.report["accuracy"]] == ["M0", "M1", "M2", "M10"]
+    assert r.report["tasks"] == ["arc_easy", "openbookqa", "siqa", "gsm8k"]
+    assert "| model | arc_easy | openbookqa (n=2) | siqa (n=4) | gsm8k (n=6) | Avg |" in r.markdown
+    lo, hi = run_report.wilson(3, 5)
+    avg = (0.6 + 0.5) / 2
+    half = Z * math.sqrt(0.6 * 0.4 / 5 + 0.5 * 0.5 / 2) / 2
+    assert (f"| M10 | 60.0 ± {100 * (hi - lo) / 2:.1f} (n=5) | 50.0 ± " in r.markdown
+            and f"| – | – | {100 * avg:.1f} ± {100 * half:.1f} |" in r.markdown)
+    assert "| M0 | 30.0 ± 24.8 (n=10) | – |" in r.markdown
+
+
 def test_iteration_without_prev_ranks_is_na(tmp_path):
     run, _ = make_run(tmp_path, prefs=False)
     write_prefs(run, 1, 12, seed=5, with_prev=False)
