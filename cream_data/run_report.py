@@ -91,19 +91,22 @@ def accuracy_rows(run: Path) -> list[dict]:
     for src in (t for t in find_tables(root) if t.kind == "eval"):
         manifest = io.read_manifest(src.path) if src.path.is_dir() else {}
         k = _model_index(src.path.relative_to(root), manifest.get("label"))
-        table = io.read_table(src.path, "eval", columns=["model", "task", "correct"])
-        g = table.group_by("task", use_threads=False).aggregate([("correct", "sum"), ("correct", "count")])
-        found = dict(zip(g.column("task").to_pylist(),
-                         zip(g.column("correct_sum").to_pylist(), g.column("correct_count").to_pylist())))
+        table = io.read_table(src.path, "eval", columns=["model", "task", "correct", "prediction"])
+        # count of `prediction` counts non-null values: the answers the extractor found.
+        g = table.group_by("task", use_threads=False).aggregate(
+            [("correct", "sum"), ("correct", "count"), ("prediction", "count")])
+        found = zip(g.column("task").to_pylist(), g.column("correct_sum").to_pylist(),
+                    g.column("correct_count").to_pylist(), g.column("prediction_count").to_pylist())
         tasks = {}
-        for task in sorted(found, key=_task_key):
-            x, n = int(found[task][0] or 0), int(found[task][1])
+        for task, x, n, extracted in sorted(found, key=lambda r: _task_key(r[0])):
+            x = int(x or 0)
             lo, hi = wilson(x, n)
-            tasks[task] = {"n": n, "correct": x, "accuracy": x / n if n else None, "ci_low": lo, "ci_high": hi}
+            tasks[task] = {"n": n, "correct": x, "extracted": extracted, "accuracy": x / n if n else None,
+                           "ci_low": lo, "ci_high": hi}
         models = sorted(v for v in pc.unique(table.column("model")).to_pylist() if v)
+        name = manifest.get("model") or (manifest.get("summary") or {}).get("model") or ", ".join(models) or None
         rows.append({"label": manifest.get("label") or (f"M{k}" if k is not None else src.path.name), "k": k,
-                     "model": manifest.get("model") or ", ".join(models) or None, "path": str(src.path),
-                     "tasks": tasks, "average": _average(tasks)})
+                     "model": name, "path": str(src.path), "tasks": tasks, "average": _average(tasks)})
     return sorted(rows, key=lambda r: (r["k"] is None, r["k"] if r["k"] is not None else 0, r["label"]))
 
 

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 import schemas
-from cream_data import io, run_report, sql
+from cream_data import evaluate, io, run_report, sql
 from cream_data.errors import CreamError
 from tests.conftest import assert_user_error
 
@@ -66,11 +66,12 @@ def make_prefs(t, n_prompts, seed, with_prev=True):
 
 
 def write_eval(run, label, flags):
+    # Every third item has no extracted answer (prediction null), as when a model never writes "Answer:".
     rows = [{"model": f"/models/{label}", "task": task, "example_id": f"{task}-{i}", "response": "…",
-             "prediction": "A", "answer": "A" if ok else "B", "correct": bool(ok)}
+             "prediction": None if i % 3 == 2 else ("A" if ok else "C"), "answer": "A", "correct": bool(ok)}
             for task, fl in flags.items() for i, ok in enumerate(fl)]
     io.write_table(pa.Table.from_pylist(rows, schema=schemas.get("eval").arrow), run / "eval" / label, "eval",
-                   manifest_extra={"label": label, "summary": {"model": f"/models/{label}"}})
+                   manifest_extra={"label": label, "summary": {"model": f"hub/{label}"}})
 
 
 def write_prefs(run, t, n_prompts, seed, with_prev=True):
@@ -130,12 +131,13 @@ def test_every_number_in_report_json(tmp_path):
     assert [r["label"] for r in rep["accuracy"]] == ["M0", "M1", "M2"]
     for row in rep["accuracy"]:
         flags = EVAL[row["label"]]
-        assert row["model"] == f"/models/{row['label']}"
+        assert row["model"] == f"hub/{row['label']}"  # the eval manifest's name for the model
         assert set(row["tasks"]) == set(flags)
         for task, fl in flags.items():
             cell = row["tasks"][task]
             ci = stats.binomtest(sum(fl), len(fl)).proportion_ci(method="wilson")
             assert cell["n"] == len(fl) and cell["correct"] == sum(fl)
+            assert cell["extracted"] == sum(1 for i in range(len(fl)) if i % 3 != 2)
             assert cell["accuracy"] == pytest.approx(statistics.fmean(fl))
             assert (cell["ci_low"], cell["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
         accs = [statistics.fmean(fl) for fl in flags.values()]
@@ -145,6 +147,10 @@ def test_every_number_in_report_json(tmp_path):
         assert row["average"]["ci_low"] == pytest.approx(max(0.0, avg - half))
         assert row["average"]["ci_high"] == pytest.approx(min(1.0, avg + half))
     assert rep["accuracy"][2]["average"]["accuracy"] == pytest.approx((0.8 + 0.75 + 0.5) / 3)  # by hand
+    for row in rep["accuracy"]:  # the same numbers `cream eval` puts in its own summary
+        n, correct, _, accuracy, average = evaluate.summarize(io.read_table(row["path"], "eval"), tuple(rep["tasks"]))
+        assert {t: c["accuracy"] for t, c in row["tasks"].items()} == pytest.approx(accuracy)
+        assert row["average"]["accuracy"] == pytest.approx(average)
 
     # Table 2: from the rank lists, mean ± population std over prompts.
     assert [r["label"] for r in rep["consistency"]] == ["M1 vs M0", "M2 vs M1"]
