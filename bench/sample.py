@@ -8,6 +8,7 @@ Prints generated tokens/s of each (median over repeats, the two interleaved so m
 and the ratio.
 
     .venv/bin/python bench/sample.py [--model smollm2-135m-instruct] [--prompts 8] [--n 4] [--max-new-tokens 64]
+                                     [--repeats 3] [--threads T]
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice). On a "
+                    "shared, oversubscribed machine 1 thread avoids OpenMP spin-wait stalls")
     args = ap.parse_args()
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from cream_data.engines import models
     from cream_data.engines.hf_sample import HfSampler, split_at_stop
     from cream_data.sample import GenerationParams, plan_batches, prompt_seed
@@ -77,7 +82,7 @@ def main() -> None:
         return tokens, time.perf_counter() - t0, stops
 
     torch.manual_seed(0)
-    batched()  # warm-up (allocator, kernels) for both paths
+    engine.generate(convs[:1], [0], 1, GenerationParams(args.temperature, args.top_p, 4))  # warm-up
     fast, base = [], []
     for rep in range(args.repeats):
         b_tok, b_s, b_stop = one_at_a_time()

@@ -30,7 +30,7 @@ def sample(
     tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="vllm: GPUs per model replica."),
     device: Optional[str] = typer.Option(None, "--device", help="hf: torch device (default cuda if available)."),
     prompts_per_part: int = typer.Option(256, "--prompts-per-part", help="Write a part after this many prompts "
-                                         "(at most this much work is lost to a crash)."),
+                                         "or 5 minutes (at most that much work is lost to a crash)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run with other settings in --out."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code."),
 ) -> None:

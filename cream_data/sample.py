@@ -41,6 +41,7 @@ ENGINES = ("hf", "vllm")
 # Prompts per engine call. hf: a batch is batch_size x N sequences through one forward pass per token;
 # vLLM schedules its own micro-batches, so it wants many requests at once.
 DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 512}
+PART_SECONDS = 300.0  # also flush a part after this long, so a slow CPU run loses at most minutes to a crash
 CONFIG_FILE = "_sample_config.json"  # written before the first part: lets a rerun check it resumes the same run
 
 
@@ -91,7 +92,7 @@ class SampleConfig:
     batch_size: int | None = None  # prompts per engine call; None: the engine's default
     iteration: int = 0  # CREAM iteration t of the model M_t, recorded in every row
     limit: int | None = None  # only the first `limit` prompts of the input
-    prompts_per_part: int = 256  # flush a part once this many prompts are buffered (whole batches)
+    prompts_per_part: int = 256  # flush a part once this many prompts are buffered (whole batches) or 5 min passed
     tensor_parallel_size: int = 1  # vLLM only
     device: str | None = None  # hf only; None: cuda when available, else cpu
     trust_remote_code: bool = False
@@ -325,7 +326,7 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
     if progress:
         progress(done, mine, 0)
     buffer: list[dict] = []
-    buffered = 0
+    buffered, last_flush = 0, time.perf_counter()
     for batch in batches:
         todo = [r for r in batch if pids[r] not in done_ids]
         if not todo:
@@ -345,9 +346,9 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
         tokens += batch_tokens
         sampled += len(keep)
         done += len(keep)
-        if buffered >= cfg.prompts_per_part:
+        if buffered >= cfg.prompts_per_part or time.perf_counter() - last_flush >= PART_SECONDS:
             writer.write(_concat(buffer))
-            buffer, buffered = [], 0
+            buffer, buffered, last_flush = [], 0, time.perf_counter()
         if progress:
             progress(done, mine, batch_tokens)
     if buffer:
