@@ -23,6 +23,12 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """The tiny model with head_dim 64: vLLM's CPU attention kernels do not support the default head_dim 16."""
+    return models.make_tiny_model(tmp_path_factory.mktemp("tiny-vllm") / "tiny-llama", seed=0, hidden=256)
+
+
+@pytest.fixture(scope="module")
 def vllm_engine(tiny_model):
     from cream_data.engines.vllm_engine import VllmSampler
 
