@@ -104,8 +104,8 @@ def _engine_check(engine: str) -> None:
 
 def _roles(cfg: LabelConfig) -> list[tuple[str, str, str | None]]:
     """(scorer, model, ref_model) rows to produce, before judge/oracle."""
-    roles = [("current", cfg.model, cfg.ref if cfg.reward == "dpo" else None)]
-    if cfg.reward == "dpo" and cfg.prev_model:
+    roles = [("current", cfg.model, cfg.ref)]  # with --reward judge/oracle these are informative scores
+    if cfg.prev_model:
         roles.append(("previous", cfg.prev_model, cfg.prev_ref))
     return roles
 
@@ -310,7 +310,9 @@ def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, o
     from cream_data.pairing import build_preferences
 
     reward_scorer = {"dpo": "current", "judge": "judge", "oracle": "oracle"}[cfg.reward]
-    has_prev = bool(pc.any(pc.equal(scores["scorer"], "previous")).as_py())
+    # Consistency regularises the DPO reward only; a judge or oracle pair keeps C = 1 (the paper's SRLM/Oracle
+    # rows), while the current/previous DPO scores stay in the scores table for the consistency report.
+    has_prev = cfg.reward == "dpo" and bool(pc.any(pc.equal(scores["scorer"], "previous")).as_py())
     prefs, pairing = build_preferences(
         responses, scores, reward_scorer=reward_scorer, prev_scorer="previous" if has_prev else None,
         consistency=cfg.consistency, scope=cfg.scope, iteration=cfg.iteration, template_hash=th,

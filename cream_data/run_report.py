@@ -148,6 +148,35 @@ def rank_measures(prefs: pa.Table, where: str = "preferences") -> dict[str, np.n
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
 
 
+def ranks_from_scores(scores: pa.Table) -> pa.Table | None:
+    """``ranks``/``prev_ranks`` lists per prompt from a scores table's ``current`` and ``previous`` DPO rewards.
+
+    This is the paper's measurement for every method: the rankings of M_t and M_{t-1} on the same responses,
+    whatever reward picked the pairs (judge, oracle). Prompts with a non-finite reward or N < 2 are left out.
+    None when the table lacks either scorer.
+    """
+    import polars as pl
+
+    df = pl.from_arrow(scores.select(["prompt_id", "response_idx", "scorer", "reward"]))
+    df = df.filter(pl.col("scorer").is_in(["current", "previous"]))
+    if df.filter(pl.col("scorer") == "previous").height == 0 or df.filter(pl.col("scorer") == "current").height == 0:
+        return None
+    wide = (df.pivot(on="scorer", index=["prompt_id", "response_idx"], values="reward")
+              .sort(["prompt_id", "response_idx"]))
+    grouped = wide.group_by("prompt_id", maintain_order=True).agg(pl.col("current"), pl.col("previous"))
+    cur_lists, prev_lists = grouped["current"].to_list(), grouped["previous"].to_list()
+    ranks, prev_ranks = [], []
+    for n in sorted({len(c) for c in cur_lists}):
+        idx = [i for i, c in enumerate(cur_lists) if len(c) == n]
+        a = np.array([cur_lists[i] for i in idx], dtype=np.float64)
+        b = np.array([prev_lists[i] for i in idx], dtype=np.float64)
+        ok = np.isfinite(a).all(1) & np.isfinite(b).all(1) & (n >= 2)
+        if ok.any():
+            ranks.extend(ranking.ordinal_ranks(a[ok]).tolist())
+            prev_ranks.extend(ranking.ordinal_ranks(b[ok]).tolist())
+    return pa.table({"ranks": pa.array(ranks, pa.list_(pa.int16())), "prev_ranks": pa.array(prev_ranks, pa.list_(pa.int16()))})
+
+
 def _preference_tables(run: Path) -> dict[int, Path]:
     """iteration → its preferences table; several for one iteration → prefer ``iter-<t>/preferences``."""
     found: dict[int, list[Path]] = {}
@@ -171,8 +200,13 @@ def iteration_rows(run: Path) -> tuple[list[dict], list[dict], dict[int, np.ndar
     for t, path in _preference_tables(run).items():
         prefs = io.read_table(path, "preferences", columns=PREF_COLUMNS)
         manifest = io.read_manifest(path) if path.is_dir() else {}
-        m = rank_measures(prefs, str(path))
+        scores_dir = path.parent / "scores"
+        from_scores = ranks_from_scores(io.read_table(scores_dir, "scores")) if (scores_dir / io.MANIFEST).exists() \
+            else None
+        m = rank_measures(from_scores if from_scores is not None else prefs, str(path))
         row = {"iteration": t, "label": f"M{t} vs M{t - 1}", "path": str(path), "n": int(m["C"].size),
+               "measured_on": "scores (all prompts, DPO rewards of M_t and M_{t-1})" if from_scores is not None
+               else "preferences (paired prompts)",
                "pairs": prefs.num_rows, "stored_method": _distinct(prefs, "consistency_method"),
                "models": _distinct(prefs, "model"), "prev_models": _distinct(prefs, "prev_model")}
         row.update({name: describe(v) for name, v in m.items()})

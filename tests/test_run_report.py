@@ -283,3 +283,32 @@ def test_import_is_light():
             "heavy = [m for m in ('torch', 'matplotlib', 'duckdb') if m in sys.modules]\nassert not heavy, heavy\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_table2_prefers_scores_current_vs_previous_rankings():
+    """For judge/oracle methods the pairs' ranks are not DPO ranks: Table 2 is measured on the scores table."""
+    import numpy as np
+    import pyarrow as pa
+    from scipy.stats import kendalltau, rankdata
+
+    from cream_data.run_report import rank_measures, ranks_from_scores
+
+    rng = np.random.default_rng(0)
+    rows, expected = [], []
+    for p in range(30):
+        n = 4 if p % 2 else 5
+        cur, prev = rng.normal(size=n), rng.normal(size=n)
+        if p == 7:
+            cur[1] = np.nan  # a non-finite reward: left out
+        for i in range(n):
+            rows += [dict(prompt_id=f"q{p:02d}", response_idx=i, scorer="current", reward=float(cur[i])),
+                     dict(prompt_id=f"q{p:02d}", response_idx=i, scorer="previous", reward=float(prev[i])),
+                     dict(prompt_id=f"q{p:02d}", response_idx=i, scorer="judge", reward=1.0)]
+        if p != 7:
+            expected.append(kendalltau(rankdata(-cur, method="ordinal"), rankdata(-prev, method="ordinal")).statistic)
+    ranks = ranks_from_scores(pa.Table.from_pylist(rows))
+    assert ranks.num_rows == 29
+    m = rank_measures(ranks)
+    assert np.mean(m["kendall_tau"]) == pytest.approx(np.mean(expected), abs=1e-12)
+    assert np.mean(m["C"]) == pytest.approx((np.mean(expected) + 1) / 2, abs=1e-12)
+    assert ranks_from_scores(pa.Table.from_pylist([r for r in rows if r["scorer"] != "previous"])) is None
