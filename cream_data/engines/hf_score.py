@@ -167,7 +167,7 @@ def naive_logps(model, tokenizer, prompts: Sequence[Conversation], responses: Se
             logp = model(input_ids=ids, attention_mask=attn).logits.float().log_softmax(-1)
         for b, (x, s) in enumerate(spans):
             tok = torch.tensor(x[s:])
-            out[a + b] = logp[b, s - 1: len(x) - 1].gather(1, tok[:, None]).sum().item()
+            out[a + b] = logp[b, s - 1: len(x) - 1].gather(1, tok[:, None]).double().sum().item()
     return out
 
 
