@@ -292,8 +292,9 @@ def test_interrupted_run_resumes_without_redoing_finished_tasks(tiny_model, shar
 
     s = evaluate(str(tiny_model), cfg, tmp_path / "ev")
     assert s.tasks_skipped == TASKS[:2] and s.tasks_run == TASKS[2:]
-    uninterrupted = io.read_table(tiny_runs[0] / "a1", "eval").sort_by([("task", "ascending"), ("example_id", "ascending")])
-    resumed = io.read_table(tmp_path / "ev", "eval").sort_by([("task", "ascending"), ("example_id", "ascending")])
+    key = [("task", "ascending"), ("example_id", "ascending")]
+    uninterrupted = io.read_table(tiny_runs[0] / "a1", "eval").sort_by(key)
+    resumed = io.read_table(tmp_path / "ev", "eval").sort_by(key)
     assert resumed.equals(uninterrupted)
     assert s.truncated == tiny_runs[1].truncated  # counts of the earlier call's tasks kept in their parts
 
@@ -319,6 +320,12 @@ def test_cli_prints_accuracy_table_and_writes_summary(cli, tiny_model, shared_da
         assert needle in r.out, r.out
     m = io.read_manifest(tmp_path / "ev")
     assert m["summary"]["n"] == {"openbookqa": 2, "gsm8k": 2} and m["rows"] == 4
+
+
+def test_cli_default_tasks_are_the_library_tasks():
+    from cli.eval import ALL_TASKS
+
+    assert ALL_TASKS == ",".join(TASKS)
 
 
 @pytest.mark.parametrize("args, needles", [
