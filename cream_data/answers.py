@@ -118,6 +118,7 @@ def extract_choice(text: str | None, letters: str = "ABCDE") -> str | None:
     """
     if not text:
         return None
+    text = _drop_option_list(text)
     for marker in reversed(list(_CHOICE_MARKERS.finditer(text))):
         m = _AFTER_MARKER.match(text, marker.end())
         if not m:
@@ -134,6 +135,20 @@ def extract_choice(text: str | None, letters: str = "ABCDE") -> str | None:
             return found
     m = _LEADING_LABEL.match(text)
     return _to_label(m.group("label"), letters) if m else None
+
+
+_OPTION_LINE = re.compile(r"^[\s*_#>-]*([A-J])[.)]\s", re.MULTILINE)
+
+
+def _drop_option_list(text: str) -> str:
+    """``text`` without its option lines when it restates two or more options ("A. …", "B) …").
+
+    Small models often echo the option list; the leading-label fallback would then read the echo as a choice
+    of "A". An answer stated elsewhere ("Answer: C") still counts.
+    """
+    if len({m.group(1) for m in _OPTION_LINE.finditer(text)}) < 2:
+        return text
+    return "\n".join(ln for ln in text.split("\n") if not _OPTION_LINE.match(ln))
 
 
 def _to_label(raw: str, letters: str) -> str | None:

@@ -21,7 +21,6 @@ into the same folder skips finished tasks, and the manifest (written last) carri
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,22 +186,8 @@ def score(task: str, response: str, answer: str, letters: str | None) -> tuple[s
     if task in NUMERIC_TASKS:
         pred = extract_number(response)
         return pred, numbers_equal(pred, answer)
-    pred = extract_choice(_drop_option_list(response), letters or "ABCDE")
+    pred = extract_choice(response, letters or "ABCDE")
     return pred, pred is not None and pred == answer
-
-
-_OPTION_LINE = re.compile(r"^[\s*_#>-]*([A-J])[.)]\s", re.MULTILINE)
-
-
-def _drop_option_list(text: str) -> str:
-    """``text`` without its option lines when it restates two or more options ("A. …", "B) …").
-
-    Small models often echo the option list; ``extract_choice``'s last fallback (a label leading the
-    text) would then read the echo as a choice of "A". An answer stated elsewhere ("Answer: C") still counts.
-    """
-    if len({m.group(1) for m in _OPTION_LINE.finditer(text)}) < 2:
-        return text
-    return "\n".join(ln for ln in text.split("\n") if not _OPTION_LINE.match(ln))
 
 
 def summarize(table: pa.Table, tasks: tuple[str, ...]) -> tuple[dict, dict, dict, dict, float]:

@@ -146,3 +146,14 @@ def test_oracle_reward_kinds():
     assert oracle_reward("Answer: (b)", "B") == 1.0 and oracle_reward("Answer: G", "g") == 1.0
     assert oracle_reward("Answer: Paris", "Paris") is None  # free text has no oracle
     assert oracle_reward("Answer: 1", None) is None and oracle_reward("Answer: 1", "  ") is None
+
+
+def test_an_echoed_option_list_is_not_a_choice():
+    """Small models often restate the options; that must not read as choosing A (eval and oracle alike)."""
+    from cream_data.answers import extract_choice, oracle_reward
+
+    echo = "A. a rubber band\nB. a copper wire\nC. a wooden spoon"
+    assert extract_choice(echo, "ABC") is None
+    assert oracle_reward(echo, "A") == 0.0
+    assert extract_choice(echo + "\nCopper conducts. Answer: B", "ABC") == "B"
+    assert extract_choice("A. Because copper conducts electricity.", "ABCD") == "A"  # one leading label still counts
