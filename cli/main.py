@@ -53,6 +53,8 @@ from cli import prompts as _prompts  # noqa: E402
 _prompts.register(app)
 from cli import label as _label  # noqa: E402
 _label.register(app)
+from cli import run as _run  # noqa: E402
+_run.register(app)
 from cli import sql as _sql  # noqa: E402
 _sql.register(app)
 from cli import inspect as _inspect  # noqa: E402

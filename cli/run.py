@@ -1,0 +1,48 @@
+"""`cream run CONFIG.yaml`: the whole CREAM loop, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import log, out
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="run")(run)
+
+
+def run(
+    config: Path = typer.Argument(..., help="Run config (YAML): model, method, iterations, sft, prompts, sample, "
+                                  "label, train, eval sections. See examples/demo.yaml."),
+    run_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: the config's run_dir, "
+                                           "else runs/<config name> beside the config)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Override the config's method: cream | cream-avg | "
+                                         "cream-no-rc | srlm | oracle."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
+    check: bool = typer.Option(False, "--check", help="Validate the config (every problem at once) and stop."),
+) -> None:
+    """M0 → SFT → M1 → (sample → label → train) × T → M_{T+1}, evaluating each model; a rerun skips finished
+    stages and finishes an interrupted one. Ends with the iteration report (accuracy per model, consistency)."""
+    overrides = {k: v for k, v in (("method", method), ("seed", seed),
+                                   ("run_dir", str(run_dir.resolve()) if run_dir else None)) if v is not None}
+    if check:
+        from cream_train.run_config import load_run_config
+
+        cfg, _, table = load_run_config(config, overrides)
+        out.print(f"{config}: valid — method {cfg.method}, T = {cfg.iterations}, {table.num_rows} prompts, "
+                  f"run dir {cfg.run_dir}", highlight=False)
+        return
+    from cream_train.loop import run as run_loop
+
+    summary = run_loop(config, log=lambda m: log.print(m, highlight=False), overrides=overrides)
+    if summary.report_md:
+        out.print(summary.report_md, highlight=False, markup=False)
+    log.print(f"run finished in {summary.seconds / 60:.1f} min: {len(summary.ran)} stage(s) ran, "
+              f"{len(summary.skipped)} skipped (done earlier)")
+    log.print(f"run dir: {summary.run_dir}  (config.yaml, manifest.json, models/, iter-*/, eval/, report/)")
+    for name, path in summary.models.items():
+        log.print(f"  {name}: {path}", highlight=False)
+    log.print(f"query it: cream sql {summary.run_dir} \"SELECT iteration, avg(weight) FROM preferences GROUP BY 1\"")

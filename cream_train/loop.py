@@ -1,0 +1,304 @@
+"""`cream run`: the whole CREAM procedure from one config, resumable stage by stage.
+
+    M0 ──SFT──▶ M1 ──(sample ▶ label ▶ train)──▶ M2 ──(…)──▶ … ──▶ M_{T+1}, eval after each model
+
+Each stage records in ``RUN/manifest.json`` a fingerprint of its inputs (its settings and the fingerprints of the
+stages it reads), its status, timings and outputs. A rerun skips a stage whose fingerprint matches a finished
+record and whose outputs exist; an interrupted stage resumes (sampling and scoring keep their finished parts;
+training restarts and publishes its checkpoint atomically); a stage whose inputs changed is redone, and so is
+everything downstream, because their fingerprints chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cream_data import io
+from cream_data.errors import CreamError
+from cream_train.run_config import RunConfig
+
+Log = Callable[[str], None]
+
+
+def _fp(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Manifest:
+    """RUN/manifest.json: stages (status, fingerprint, timings, outputs), versions, seeds; written atomically."""
+
+    path: Path
+    data: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> "Manifest":
+        p = run_dir / "manifest.json"
+        data = json.loads(p.read_text()) if p.exists() else {}
+        data.setdefault("stages", {})
+        data.setdefault("models", {})
+        return cls(p, data)
+
+    def save(self) -> None:
+        io.atomic_write_json(self.path, self.data)
+
+    def is_done(self, name: str, fp: str, outputs: list[Path]) -> bool:
+        rec = self.data["stages"].get(name)
+        return bool(rec and rec.get("status") == "done" and rec.get("fingerprint") == fp
+                    and all(Path(o).exists() for o in outputs))
+
+    def previous_fingerprint(self, name: str) -> str | None:
+        rec = self.data["stages"].get(name)
+        return rec.get("fingerprint") if rec else None
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    ran: list[str]
+    skipped: list[str]
+    models: dict[str, str]
+    report_md: str | None = None
+    seconds: float = 0.0
+
+
+class Loop:
+    def __init__(self, cfg: RunConfig, prompts_table, log: Log):
+        self.cfg, self.prompts_table, self.log = cfg, prompts_table, log
+        self.run = Path(cfg.run_dir)
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.manifest = Manifest.open(self.run)
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+        self.fps: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ stage bookkeeping
+    def stage(self, name: str, inputs: dict, outputs: list[Path], fn: Callable[[bool], dict | None]) -> str:
+        fp = _fp(inputs)
+        self.fps[name] = fp
+        if self.manifest.is_done(name, fp, outputs):
+            self.skipped.append(name)
+            self.log(f"[dim]✓ {name}: done earlier, skipped[/]")
+            return fp
+        same_inputs = self.manifest.previous_fingerprint(name) == fp  # interrupted: resume; else start afresh
+        if not same_inputs:
+            for o in outputs:
+                if Path(o).exists():
+                    shutil.rmtree(o) if Path(o).is_dir() else Path(o).unlink()
+        rec = {"status": "running", "fingerprint": fp, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+               "inputs": {k: v for k, v in inputs.items() if k.endswith("_fp")}}
+        self.manifest.data["stages"][name] = rec
+        self.manifest.save()
+        self.log(f"[bold]▶ {name}[/]{' (resuming)' if same_inputs else ''}")
+        t0 = time.time()
+        info = fn(same_inputs) or {}
+        rec.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - t0, 2),
+                   outputs=[str(Path(o).relative_to(self.run)) for o in outputs], **info)
+        self.manifest.save()
+        self.ran.append(name)
+        self.log(f"  {name} finished in {time.time() - t0:.1f}s → {', '.join(str(o) for o in outputs)}")
+        return fp
+
+    # ------------------------------------------------------------------ models
+    def model(self, k: int) -> str:
+        """Path (or name) of M_k: M0 is the configured base model; later ones live under RUN/models/."""
+        if k == 0:
+            return self.cfg.model
+        return self.manifest.data["models"].get(f"M{k}", str(self.run / "models" / f"M{k}"))
+
+    def model_fp(self, k: int) -> str:
+        return _fp(self.cfg.model) if k == 0 else self.fps[f"train-M{k}"]
+
+    # ------------------------------------------------------------------ stages
+    def prompts(self) -> None:
+        from cream_data.fingerprint import table_fingerprint
+        from cream_data.prompts import split_prompts
+
+        cfg = self.cfg
+        outs = [self.run / "prompts" / f"subset-{t}" for t in range(1, cfg.iterations + 1)]
+        inputs = {"table_fp": table_fingerprint(self.prompts_table), "T": cfg.iterations, "seed": cfg.seed,
+                  "per_iteration": cfg.prompts.per_iteration}
+
+        def go(_resume):
+            subsets = split_prompts(self.prompts_table, cfg.iterations, seed=cfg.seed)
+            for out, sub in zip(outs, subsets):
+                if cfg.prompts.per_iteration:
+                    sub = sub.slice(0, cfg.prompts.per_iteration)
+                io.write_table(sub, out, "prompts")
+            return {"rows": [s.num_rows if not cfg.prompts.per_iteration else min(s.num_rows, cfg.prompts.per_iteration)
+                             for s in subsets]}
+
+        self.stage("prompts", inputs, outs, go)
+
+    def sft(self) -> None:
+        from cream_data.fingerprint import table_fingerprint
+        from cream_data.prompts import load_sft
+        from cream_train.config import SFTTrainConfig
+        from cream_train.train import train
+
+        s = self.cfg.sft
+        table = load_sft(s.data, layout=s.layout, limit=s.limit)
+        data_out = self.run / "sft"
+        self.stage("sft-data", {"table_fp": table_fingerprint(table)}, [data_out],
+                   lambda _r: (io.write_table(table, data_out, "sft"), {"rows": table.num_rows})[1])
+        out = self.run / "models" / "M1"
+        inputs = {"data_fp": self.fps["sft-data"], "model_fp": self.model_fp(0), "seed": self.cfg.seed, **asdict(s)}
+
+        def go(_resume):
+            r = train(SFTTrainConfig(data=str(data_out), model=self.model(0), out=str(out), lr=s.lr, epochs=s.epochs,
+                                     max_steps=s.max_steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
+                                     max_length=s.max_length, seed=self.cfg.seed, overwrite=True))
+            return {"metrics": _small(r.metrics)}
+
+        self.fps["train-M1"] = self.stage("train-M1", inputs, [out], go)
+
+    def sample(self, t: int) -> None:
+        from cream_data.sample import SampleConfig, sample
+
+        s = self.cfg.sample
+        out = self.run / f"iter-{t}" / "responses"
+        prompts = self.run / "prompts" / f"subset-{t}"
+        scfg = SampleConfig(model=self.model(t), n=s.n, seed=self.cfg.seed + t, temperature=s.temperature,
+                            top_p=s.top_p, max_new_tokens=s.max_new_tokens, engine=s.engine,
+                            batch_size=s.batch_size, iteration=t)
+        inputs = {"prompts_fp": self.fps["prompts"], "model_fp": self.model_fp(t), **asdict(s), "seed": scfg.seed}
+
+        def go(resume):
+            r = sample(prompts, scfg, out, overwrite=not resume)
+            return {"rows": r.rows, "tokens": r.tokens, "finish_reasons": r.finish_reasons}
+
+        self.stage(f"sample-{t}", inputs, [out], go)
+
+    def label(self, t: int) -> None:
+        from cream_data.label import LabelConfig, label
+
+        lab = self.cfg.label
+        it = self.run / f"iter-{t}"
+        outs = [it / "scores", it / "preferences"]
+        # every method also scores with M_{t-1} (and M_{t-2}) so consistency is reported for all of them
+        lcfg = LabelConfig(model=self.model(t), ref=self.model(t - 1), prev_model=self.model(t - 1),
+                           prev_ref=self.model(t - 2) if t >= 2 else None, reward=self.cfg.reward,
+                           consistency=lab.consistency, scope=lab.scope, batch_size=lab.batch_size,
+                           engine=lab.engine, iteration=t, judge_max_new_tokens=lab.judge_max_new_tokens,
+                           prompts=str(self.run / "prompts" / f"subset-{t}"))
+        inputs = {"responses_fp": self.fps[f"sample-{t}"], "model_fp": self.model_fp(t),
+                  "ref_fp": self.model_fp(t - 1), "prev_ref_fp": self.model_fp(t - 2) if t >= 2 else None,
+                  "reward": self.cfg.reward, **asdict(lab)}
+
+        def go(resume):
+            if not resume and (it / "logps").exists():
+                shutil.rmtree(it / "logps")
+            r = label(it / "responses", lcfg, it, log=self.log)
+            return {"pairing": r.pairing, "models_scored": r.models_scored, "judge_unparsed": r.judge_unparsed}
+
+        self.stage(f"label-{t}", inputs, outs, go)
+
+    def train(self, t: int) -> None:
+        from cream_train.config import DPOTrainConfig
+        from cream_train.train import train
+
+        tr = self.cfg.train
+        prefs = self.run / f"iter-{t}" / "preferences"
+        out = self.run / "models" / f"M{t + 1}"
+        inputs = {"prefs_fp": self.fps[f"label-{t}"], "model_fp": self.model_fp(t), "method": self.cfg.train_method,
+                  "seed": self.cfg.seed, **asdict(tr)}
+
+        def go(_resume):
+            pairs = io.read_manifest(prefs).get("rows", 0)
+            if pairs == 0:
+                raise CreamError(f"{prefs}: iteration {t} produced no preference pairs "
+                                 f"({io.read_manifest(prefs).get('summary', {}).get('skipped')}); "
+                                 "more prompts, a larger sample.n or longer responses may help")
+            r = train(DPOTrainConfig(data=str(prefs), model=self.model(t), out=str(out), method=self.cfg.train_method,
+                                     beta=tr.beta, lr=tr.lr, epochs=tr.epochs, max_steps=tr.max_steps,
+                                     batch_size=tr.batch_size, grad_accum=tr.grad_accum, warmup_ratio=tr.warmup_ratio,
+                                     max_length=tr.max_length, lora=tr.lora, seed=self.cfg.seed, overwrite=True))
+            return {"metrics": _small(r.metrics), "reference": r.reference, "pairs": pairs}
+
+        self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", inputs, [out], go)
+
+    def evaluate(self, k: int) -> None:
+        from cream_data.evaluate import EvalConfig, evaluate
+
+        e = self.cfg.eval
+        out = self.run / "eval" / f"M{k}"
+        ecfg = EvalConfig(tasks=tuple(e.tasks), limit=e.limit, data_dir=e.data_dir, max_new_tokens=e.max_new_tokens,
+                          batch_size=e.batch_size, label=f"M{k}")
+        inputs = {"model_fp": self.model_fp(k), **asdict(e)}
+
+        def go(resume):
+            r = evaluate(self.model(k), ecfg, out, overwrite=not resume)
+            self.log(f"  M{k}: average accuracy {r.average:.3f} "
+                     f"({', '.join(f'{t} {a:.3f}' for t, a in r.accuracy.items())})")
+            return {"accuracy": r.accuracy, "average": r.average}
+
+        self.stage(f"eval-M{k}", inputs, [out], go)
+
+    def should_eval(self, k: int) -> bool:
+        m = self.cfg.eval.models
+        return m == "all" or (m == "last" and k == self.cfg.iterations + 1)
+
+    # ------------------------------------------------------------------ the procedure
+    def execute(self) -> RunSummary:
+        t0 = time.time()
+        cfg = self.cfg
+        import yaml
+
+        io.atomic_write_bytes(self.run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+        self.manifest.data.update(method=cfg.method, iterations=cfg.iterations, seeds={"seed": cfg.seed},
+                                  versions=_versions(), config_fp=_fp(cfg.to_dict()))
+        self.manifest.save()
+        self.prompts()
+        if self.should_eval(0):
+            self.evaluate(0)
+        self.sft()
+        if self.should_eval(1):
+            self.evaluate(1)
+        for t in range(1, cfg.iterations + 1):
+            self.sample(t)
+            self.label(t)
+            self.train(t)
+            if self.should_eval(t + 1):
+                self.evaluate(t + 1)
+        report_md = None
+        try:
+            from cream_data.run_report import write_run_report
+
+            rep = write_run_report(self.run)
+            report_md = getattr(rep, "markdown", None)
+        except ImportError:  # pragma: no cover - the report module ships with cream
+            pass
+        self.manifest.data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.manifest.save()
+        models = {f"M{k}": self.model(k) for k in range(cfg.iterations + 2)}
+        return RunSummary(self.run, self.ran, self.skipped, models, report_md, time.time() - t0)
+
+
+def _small(metrics: dict) -> dict:
+    return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str)) and len(str(k)) < 60}
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("cream", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = None) -> RunSummary:
+    from cream_train.run_config import load_run_config
+
+    cfg, _base, table = load_run_config(config_path, overrides)
+    return Loop(cfg, table, log).execute()
