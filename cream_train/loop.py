@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 from cream_data import io
-from cream_data.errors import CreamError
 from cream_train.run_config import RunConfig
 
 Log = Callable[[str], None]
@@ -210,12 +209,24 @@ class Loop:
         inputs = {"prefs_fp": self.fps[f"label-{t}"], "model_fp": self.model_fp(t), "method": self.cfg.train_method,
                   "seed": self.cfg.seed, **asdict(tr)}
 
+        manifest = io.read_manifest(prefs)
+        if manifest.get("rows", 0) == 0:
+            # Nothing to learn from (e.g. a judge whose scores never parse): M_{t+1} = M_t, said loudly.
+            skipped = {k: v for k, v in (manifest.get("summary", {}).get("skipped") or {}).items() if v}
+
+            def carry(_resume):
+                self.manifest.data["models"][f"M{t + 1}"] = self.model(t)
+                self.log(f"[yellow]warning:[/] iteration {t} produced no preference pairs (skipped: {skipped}); "
+                         f"M{t + 1} = M{t}. More prompts, a larger sample.n or longer judge outputs may help")
+                return {"no_pairs": True, "skipped": skipped}
+
+            self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", {**inputs, "no_pairs": True}, [], carry)
+            self.manifest.data["models"][f"M{t + 1}"] = self.model(t)
+            return
+        self.manifest.data["models"].pop(f"M{t + 1}", None)
+
         def go(_resume):
-            pairs = io.read_manifest(prefs).get("rows", 0)
-            if pairs == 0:
-                raise CreamError(f"{prefs}: iteration {t} produced no preference pairs "
-                                 f"({io.read_manifest(prefs).get('summary', {}).get('skipped')}); "
-                                 "more prompts, a larger sample.n or longer responses may help")
+            pairs = manifest.get("rows", 0)
             r = train(DPOTrainConfig(data=str(prefs), model=self.model(t), out=str(out), method=self.cfg.train_method,
                                      beta=tr.beta, lr=tr.lr, epochs=tr.epochs, max_steps=tr.max_steps,
                                      batch_size=tr.batch_size, grad_accum=tr.grad_accum, warmup_ratio=tr.warmup_ratio,
