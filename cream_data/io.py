@@ -78,6 +78,17 @@ def _prepare(table: pa.Table, kind: str, where: str, metadata: dict | None) -> p
     return table
 
 
+def replace_folder(staging: Path, target: Path) -> None:
+    """Move a finished staging folder into place; an older ``target`` is replaced only now the new one is whole."""
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
 # ---------------------------------------------------------------------------- whole-table writes
 def write_table(table: pa.Table, path: str | Path, kind: str, *, metadata: dict | None = None,
                 manifest_extra: dict | None = None) -> Path:
@@ -96,13 +107,7 @@ def write_table(table: pa.Table, path: str | Path, kind: str, *, metadata: dict 
     try:
         _write_parquet_file(table, staging / "part-00000.parquet")
         atomic_write_json(staging / MANIFEST, _manifest(kind, ["part-00000.parquet"], table.num_rows, manifest_extra))
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
+        replace_folder(staging, path)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

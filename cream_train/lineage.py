@@ -7,8 +7,6 @@ config, final metrics and library versions, so a run can be audited or reproduce
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import time
 import uuid
 from importlib.metadata import PackageNotFoundError, version
@@ -99,10 +97,6 @@ def staging_dir(out: Path) -> Path:
 
 def publish(tmp: Path, out: Path) -> None:
     """Move the finished staging folder into place, replacing an older output only now that the new one is whole."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    from cream_data.io import replace_folder
+
+    replace_folder(tmp, out)
