@@ -99,7 +99,6 @@ def _engine_check(engine: str) -> None:
 
         if importlib.util.find_spec("vllm") is None:
             raise CreamError("--engine vllm needs the 'vllm' package, which is not installed: run `pip install 'cream[vllm]'`")
-        raise CreamError("--engine vllm scoring (prompt log-probs) is not available yet in this version; use --engine hf")
 
 
 def _roles(cfg: LabelConfig) -> list[tuple[str, str, str | None]]:
@@ -146,8 +145,13 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
     # rows whose item is done but that were not stored (a duplicate of an already-stored item) are written at the end
     scored_now = not done_items.all()
     if scored_now:
-        model, _, _ = models.load(ref)
-        scorer = HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
+        if cfg.engine == "vllm":
+            from cream_data.engines.vllm_engine import VllmScorer
+
+            model, scorer = None, VllmScorer.load(ref)
+        else:
+            model, _, _ = models.load(ref)
+            scorer = HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
         buffer: list[int] = []
 
         def flush():
@@ -169,7 +173,7 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
 
         scorer.score(tokenized, todo=~done_items, on_batch=on_batch)
         flush()
-        del model
+        del model, scorer
     missing = [j for j, k in enumerate(row_keys) if k not in stored_rows]
     if missing:
         writer.write(_logps_part(responses, missing, ref.name, th, values[tokenized.inverse[missing]],

@@ -68,3 +68,19 @@ def test_cream_sample_with_vllm_writes_a_valid_table(vllm_engine, tiny_model, tm
     assert length.num_rows > 0 and set(length["n_tokens"].to_pylist()) == {5}
     sample(prompts_table(), cfg, tmp_path / "again", engine=vllm_engine)
     assert by_key(t).equals(by_key(io.read_table(tmp_path / "again", "responses")))
+
+
+def test_vllm_scorer_matches_the_hf_scorer(tmp_path, tiny_model):
+    """`cream label --engine vllm`: prompt log-probs summed over the response span equal the hf engine's."""
+    import numpy as np
+
+    from cream_data.label import LabelConfig, label
+    from tests.test_label import responses_table
+
+    resp = io.write_table(responses_table(n_prompts=4, n=3), tmp_path / "r", "responses")
+    label(resp, LabelConfig(model=str(tiny_model)), tmp_path / "hf")
+    label(resp, LabelConfig(model=str(tiny_model), engine="vllm"), tmp_path / "vl")
+    a = io.read_table(tmp_path / "hf" / "scores", "scores").sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
+    b = io.read_table(tmp_path / "vl" / "scores", "scores").sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
+    np.testing.assert_allclose(a["logp"].to_numpy(), b["logp"].to_numpy(), atol=2e-3)
+    assert a["n_tokens"].equals(b["n_tokens"])

@@ -14,6 +14,8 @@ kernels' batch shapes, hence last-bit numerics, on GPU).
 
 from __future__ import annotations
 
+import os
+
 from typing import Sequence
 
 from cream_data.errors import CreamError, missing_package
@@ -34,6 +36,12 @@ def load_llm(ref, *, tensor_parallel_size: int = 1, seed: int = 0, dtype: str = 
              trust_remote_code: bool = False, **llm_kwargs):
     """A ``vllm.LLM`` for the resolved model ``ref`` (shared by the sampler and a future scorer)."""
     vllm = _import_vllm()
+    import torch
+
+    if not torch.cuda.is_available():
+        # vLLM-CPU reserves this fraction of host RAM for its KV cache; its GPU default (0.92) fails beside anything else
+        llm_kwargs.setdefault("gpu_memory_utilization", float(os.environ.get("CREAM_VLLM_CPU_MEMORY", "0.25")))
+        dtype = "float32" if dtype == "auto" else dtype  # our policy: fp32 on CPU (bf16 there is slow), as the hf engine
     return vllm.LLM(model=ref.path, tokenizer=ref.path, tensor_parallel_size=tensor_parallel_size, seed=seed,
                     dtype=dtype, trust_remote_code=trust_remote_code, **llm_kwargs)
 
@@ -83,3 +91,37 @@ class VllmSampler:
                 gens.append(Generation(c.text, c.finish_reason, len(c.token_ids)))
             out.append(gens)
         return out
+
+
+class VllmScorer:
+    """Response log-probs through vLLM's prompt log-probs: each templated ``[prompt…, assistant: y]`` is sent as a
+    prompt with ``prompt_logprobs=0`` (the log-prob of each actual token) and one generated token; the response
+    span's log-probs are summed. Same tokens as the hf scorer (``hf_score.tokenize``), so rewards agree."""
+
+    name = "vllm"
+
+    def __init__(self, llm, chunk: int = 256):
+        self.llm, self.chunk = llm, chunk
+
+    @classmethod
+    def load(cls, ref, *, tensor_parallel_size: int = 1, trust_remote_code: bool = False, **llm_kwargs):
+        return cls(load_llm(ref, tensor_parallel_size=tensor_parallel_size, trust_remote_code=trust_remote_code,
+                            **llm_kwargs))
+
+    def score(self, tok, todo=None, on_batch=None):
+        import numpy as np
+
+        vllm = _import_vllm()
+        params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        values = np.full(len(tok.ids), np.nan)
+        items = np.arange(len(tok.ids)) if todo is None else np.flatnonzero(todo)
+        for a in range(0, len(items), self.chunk):
+            batch = items[a: a + self.chunk]
+            prompts = [vllm.TokensPrompt(prompt_token_ids=list(tok.ids[i])) for i in batch]
+            outs = self.llm.generate(prompts, params, use_tqdm=False)
+            v = np.array([sum(out.prompt_logprobs[j][tok.ids[i][j]].logprob for j in range(int(tok.start[i]), len(tok.ids[i])))
+                          for i, out in zip(batch, outs)], dtype=np.float64)
+            values[batch] = v
+            if on_batch:
+                on_batch(batch, v)
+        return values
