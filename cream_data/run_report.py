@@ -412,8 +412,9 @@ def to_markdown(report: dict) -> str:
     lines += ["## Table 2: ranking consistency between consecutive iterations (mean ± std over prompts)", ""]
     if report["consistency"]:
         lines += _md_table(consistency_table(report))
-        lines += ["Computed from the rank lists (`ranks` vs `prev_ranks`) of the prompts that yielded a pair; "
-                  "C = (τ + 1) / 2 whatever the method; n/a: no previous ranking stored.", ""]
+        lines += ["The DPO-reward rankings of M_t and M_{t-1} on the same responses, from each iteration's scores "
+                  "table (every prompt with finite rewards; the preferences' rank lists when no scores table is "
+                  "there), whatever reward picked the pairs; C = (τ + 1) / 2; n/a: no previous ranking.", ""]
         lines += ["## Pairs per iteration", ""] + _md_table(pairs_table(report))
     else:
         lines += ["No preferences tables yet (RUN/iter-<t>/preferences/).", ""]
