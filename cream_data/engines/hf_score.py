@@ -8,8 +8,8 @@ every model that uses it.
 Efficiency:
 - identical (prompt, response) pairs are scored once;
 - sequences are sorted by length and cut into batches under a token budget (little padding);
-- the decoder runs once per batch; the LM head is applied only at the positions that predict response tokens,
-  in chunks, and each position keeps only ``logit[label] - logsumexp(logits)`` — the full-vocabulary
+- the decoder runs once per batch (no KV cache); the LM head and log-softmax are applied only at the positions
+  that predict response tokens, in chunks of positions, keeping each label's log-prob — the full-vocabulary
   log-softmax tensor over every position is never materialised.
 """
 
@@ -131,14 +131,17 @@ def score_batch(model, batch_ids: list[list[int]], starts: Sequence[int], pad_id
     pred_mask = torch.zeros_like(label_mask)
     pred_mask[:, :-1] = label_mask[:, 1:]
     with torch.inference_mode():
-        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attn).last_hidden_state
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attn, use_cache=False).last_hidden_state
         h = hidden[pred_mask.to(device)]                       # [M, H], M = response tokens in the batch
         labels = input_ids[label_mask.to(device)]              # [M]
         head, transform = model.get_output_embeddings(), _final_logit_transform(model)
         token_lp = torch.empty(h.shape[0], dtype=torch.float32, device=device)
         for a in range(0, h.shape[0], chunk):
-            logits = transform(head(h[a: a + chunk]).float())  # [c, V], freed each chunk
-            token_lp[a: a + chunk] = logits.gather(1, labels[a: a + chunk, None]).squeeze(1) - logits.logsumexp(1)
+            # [c, V] for this chunk only. log_softmax (x - max - log Σ exp(x - max)) keeps fp32 precision where
+            # logit[label] - logsumexp would subtract two large, rounded numbers.
+            logp = transform(head(h[a: a + chunk]).float()).log_softmax(-1)
+            token_lp[a: a + chunk] = logp.gather(1, labels[a: a + chunk, None]).squeeze(1)
+            del logp
         owner = torch.arange(len(batch_ids), device=device)[:, None].expand_as(pred_mask)[pred_mask.to(device)]
         sums = torch.zeros(len(batch_ids), dtype=torch.float64, device=device)
         sums.index_add_(0, owner, token_lp.double())
