@@ -7,6 +7,8 @@ Under ``accelerate launch`` every rank runs this same function; rank 0 writes th
 
 from __future__ import annotations
 
+import math
+
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -107,6 +109,7 @@ def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict) -> 
     trainer = None
     try:
         trainer = make_trainer(tmp)
+        _warn_if_warmup_eats_the_run(cfg, trainer)
         train_output = trainer.train()
         metrics = _final_metrics(trainer, train_output)
         _save_checkpoint(trainer, tmp, merge_lora=cfg.lora)
@@ -125,6 +128,26 @@ def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict) -> 
             shutil.rmtree(tmp, ignore_errors=True)  # no half-written output
         raise
     return TrainResult(out, metrics, extra.get("reference", ""), trainer)
+
+
+def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, world: int, epochs: float,
+                    max_steps: int | None) -> int:
+    """Optimizer steps the Trainer will take (its own rounding: batches per epoch, then accumulation)."""
+    if max_steps:
+        return max_steps
+    batches = math.ceil(n_examples / (batch_size * world))
+    return max(1, math.ceil(math.ceil(batches / grad_accum) * epochs))
+
+
+def _warn_if_warmup_eats_the_run(cfg: TrainConfig, trainer) -> None:
+    """The scheduler warms up for ceil(ratio x steps) steps starting at lr 0: a 1-step run does not learn."""
+    steps = optimizer_steps(len(trainer.train_dataset), cfg.batch_size, cfg.grad_accum,
+                            trainer.accelerator.num_processes, cfg.epochs, cfg.max_steps)
+    warmup = math.ceil(cfg.warmup_ratio * steps)
+    if steps - warmup < 1:
+        logger.warning(f"{cfg.data}: only {steps} optimizer step(s), {warmup} of them warm-up starting at "
+                       "learning rate 0: this run will barely change the model; use a smaller --batch-size, "
+                       "more data or epochs, or --warmup-ratio 0")
 
 
 def _save_checkpoint(trainer, folder: Path, *, merge_lora: bool) -> None:

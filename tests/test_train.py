@@ -335,7 +335,8 @@ def test_cli_refuses_empty_table(cli, tiny_model, tmp_path):
 
 def test_cli_warns_on_template_mismatch_in_one_line(cli, tiny_model, tmp_path):
     path = make_preferences(tmp_path / "p", tiny_model, template_hash="ffffffffffffffff")
-    r = cli("train", path, "--model", tiny_model, "--out", tmp_path / "o", "--max-steps", "1")
+    r = cli("train", path, "--model", tiny_model, "--out", tmp_path / "o", "--max-steps", "1",
+            "--warmup-ratio", "0")
     assert r.code == 0, r
     warn = [ln for ln in r.err.splitlines() if "warning" in ln.lower()]
     assert len(warn) == 1 and "template_hash" in warn[0]
@@ -356,3 +357,19 @@ def test_config_reports_every_problem_at_once(tmp_path):
         DPOTrainConfig(data="d", model="m", out="o", beta=0, method="ipo", lr=-1)
     msg = str(e.value)
     assert "beta: got 0" in msg and "method: got 'ipo'" in msg and "lr: got -1" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("batch_size,epochs,warns", [(64, 1.0, True), (1, 2.0, False)])
+def test_a_run_eaten_by_warmup_is_flagged(tiny_model, prefs_path, tmp_path, caplog, batch_size, epochs, warns):
+    """HF warms up for ceil(ratio x steps) steps from lr 0: a one-step run would not learn; say so up front."""
+    from cream_train.train import train_dpo
+
+    caplog.set_level("WARNING", logger="cream.train")
+    res = train_dpo(dpo_cfg(tiny_model, prefs_path, tmp_path / "o", batch_size=batch_size, epochs=epochs,
+                            max_steps=None, warmup_ratio=0.1))
+    flagged = any("barely change the model" in r.getMessage() for r in caplog.records)
+    assert flagged == warns
+    from cream_train.train import optimizer_steps
+
+    n = len(res.trainer.train_dataset)
+    assert res.trainer.state.global_step == optimizer_steps(n, batch_size, 1, 1, epochs, None)
