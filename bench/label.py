@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
@@ -35,10 +34,6 @@ def shared_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
     prompts = [outs[i]["instruction"] for i in idx]
     pool = [o["output"] for o in outs] + [o["output"] for o in davinci]
     return prompts, pool
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _status_mb(key: str) -> float:
