@@ -22,6 +22,10 @@ def run(
     method: Optional[str] = typer.Option(None, "--method", help="Override the config's method: cream | cream-avg | "
                                          "cream-no-rc | srlm | oracle."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
+    reuse_from: Optional[list[Path]] = typer.Option(
+        None, "--reuse-from", help="Another run directory whose finished stages with the same fingerprint (same "
+        "settings, data, seeds and upstream stages) are taken as hard links instead of recomputed; e.g. the SFT "
+        "model and iteration-1 samples shared by runs that differ only in method. Repeatable."),
     check: bool = typer.Option(False, "--check", help="Validate the config (every problem at once) and stop."),
 ) -> None:
     """M0 → SFT → M1 → (sample → label → train) × T → M_{T+1}, evaluating each model; a rerun skips finished
@@ -37,11 +41,13 @@ def run(
         return
     from cream_train.loop import run as run_loop
 
-    summary = run_loop(config, log=lambda m: log.print(m, highlight=False), overrides=overrides)
+    summary = run_loop(config, log=lambda m: log.print(m, highlight=False), overrides=overrides,
+                       reuse_from=reuse_from)
     if summary.report_md:
         out.print(summary.report_md, highlight=False, markup=False)
     log.print(f"run finished in {summary.seconds / 60:.1f} min: {len(summary.ran)} stage(s) ran, "
-              f"{len(summary.skipped)} skipped (done earlier)")
+              f"{len(summary.skipped)} skipped (done earlier)"
+              + (f", {len(summary.reused)} reused ({', '.join(summary.reused)})" if summary.reused else ""))
     log.print(f"run dir: {summary.run_dir}  (config.yaml, manifest.json, models/, iter-*/, eval/, report/)")
     for name, path in summary.models.items():
         log.print(f"  {name}: {path}", highlight=False)

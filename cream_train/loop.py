@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from cream_data import io
+from cream_data.errors import CreamError
 from cream_train.run_config import RunConfig
 
 Log = Callable[[str], None]
@@ -66,16 +68,24 @@ class RunSummary:
     models: dict[str, str]
     report_md: str | None = None
     seconds: float = 0.0
+    reused: list[str] = field(default_factory=list)
 
 
 class Loop:
-    def __init__(self, cfg: RunConfig, prompts_table, log: Log):
+    def __init__(self, cfg: RunConfig, prompts_table, log: Log, reuse_from: list[Path] | None = None):
         self.cfg, self.prompts_table, self.log = cfg, prompts_table, log
         self.run = Path(cfg.run_dir)
         self.run.mkdir(parents=True, exist_ok=True)
         self.manifest = Manifest.open(self.run)
+        self.reuse_from = [Path(r).resolve() for r in reuse_from or []]
+        for r in self.reuse_from:
+            if not (r / "manifest.json").is_file():
+                raise CreamError(f"--reuse-from {r}: not a run directory (no manifest.json)")
+            if r == self.run.resolve():
+                raise CreamError(f"--reuse-from {r}: is this run's own directory")
         self.ran: list[str] = []
         self.skipped: list[str] = []
+        self.reused: list[str] = []
         self.fps: dict[str, str] = {}
 
     # ------------------------------------------------------------------ stage bookkeeping
@@ -85,6 +95,8 @@ class Loop:
         if self.manifest.is_done(name, fp, outputs):
             self.skipped.append(name)
             self.log(f"[dim]✓ {name}: done earlier, skipped[/]")
+            return fp
+        if outputs and self._reuse(name, fp, outputs):
             return fp
         same_inputs = self.manifest.previous_fingerprint(name) == fp  # interrupted: resume; else start afresh
         if not same_inputs:
@@ -104,6 +116,40 @@ class Loop:
         self.ran.append(name)
         self.log(f"  {name} finished in {time.time() - t0:.1f}s → {', '.join(str(o) for o in outputs)}")
         return fp
+
+    def _reuse(self, name: str, fp: str, outputs: list[Path]) -> bool:
+        """Take a finished stage with the same fingerprint from another run (``--reuse-from``), as hard links.
+
+        Equal fingerprints mean equal inputs all the way up the chain (settings, data, upstream stages, seeds),
+        so the outputs are what this run would compute: e.g. the prompt split, M1 and the iteration-1 samples
+        are the same for every method. Tables keep the producing run's paths in their ``model`` columns.
+        """
+        for other in self.reuse_from:
+            rec = Manifest.open(other).data["stages"].get(name)
+            if not rec or rec.get("status") != "done" or rec.get("fingerprint") != fp:
+                continue
+            srcs = [other / Path(o).relative_to(self.run) for o in outputs]
+            if not all(s.exists() for s in srcs):
+                continue
+            for src, dst in zip(srcs, outputs):
+                dst = Path(dst)
+                if dst.exists():
+                    shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+                tmp = dst.with_name(f".{dst.name}.reuse-tmp")
+                if tmp.exists():
+                    shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                if src.is_dir():
+                    shutil.copytree(src, tmp, copy_function=_link_or_copy)
+                else:
+                    _link_or_copy(src, tmp)
+                os.replace(tmp, dst)
+            self.manifest.data["stages"][name] = {**rec, "reused_from": str(other)}
+            self.manifest.save()
+            self.reused.append(name)
+            self.log(f"[dim]↺ {name}: reused from {other}[/]")
+            return True
+        return False
 
     # ------------------------------------------------------------------ models
     def model(self, k: int) -> str:
@@ -289,7 +335,15 @@ class Loop:
         self.manifest.data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.manifest.save()
         models = {f"M{k}": self.model(k) for k in range(cfg.iterations + 2)}
-        return RunSummary(self.run, self.ran, self.skipped, models, report_md, time.time() - t0)
+        return RunSummary(self.run, self.ran, self.skipped, models, report_md, time.time() - t0, self.reused)
+
+
+def _link_or_copy(src, dst) -> None:
+    """Hard link (no extra disk for checkpoints), else copy (another file system)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _small(metrics: dict) -> dict:
@@ -308,8 +362,9 @@ def _versions() -> dict:
     return out
 
 
-def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = None) -> RunSummary:
+def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = None,
+        reuse_from: list[Path] | None = None) -> RunSummary:
     from cream_train.run_config import load_run_config
 
     cfg, _base, table = load_run_config(config_path, overrides)
-    return Loop(cfg, table, log).execute()
+    return Loop(cfg, table, log, reuse_from=reuse_from).execute()

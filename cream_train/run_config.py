@@ -5,6 +5,7 @@
     iterations: 2                     # T
     sft:     {data: …, lr: 2e-5, epochs: 1, …}
     prompts: {source: …, limit: …}    # split into T disjoint subsets, one per iteration
+    # or a mix:  prompts: {sources: [{source: gsm8k/train.jsonl, limit: 16}, {source: …, layout: arc}], suffix: …}
     sample:  {n: 4, temperature: 0.8, top_p: 0.95, max_new_tokens: 768, …}
     label:   {consistency: kendall, scope: sample, batch_size: 8, …}
     train:   {beta: 0.1, lr: 1e-6, epochs: 1, …}
@@ -49,6 +50,7 @@ class SFTSection:
 @dataclass(frozen=True)
 class PromptsSection:
     source: str = ""                   # unlabeled prompts D_U: a file, a datasets folder, a Hub id, a benchmark file
+    sources: Optional[list] = None     # or a mix: [{source, layout?, limit?}, …] concatenated in order
     layout: Optional[str] = None
     limit: Optional[int] = None        # use the first K prompts of the source
     per_iteration: Optional[int] = None  # prompts per subset D_U^t (default: all, split evenly)
@@ -180,7 +182,30 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
         problems.append(f"method: got {cfg.method!r}, expected one of {', '.join(METHODS)}")
     if cfg.iterations < 1:
         problems.append(f"iterations: got {cfg.iterations}, expected >= 1")
-    for where, path in (("sft.data", cfg.sft.data), ("prompts.source", cfg.prompts.source)):
+    paths = [("sft.data", cfg.sft.data)]
+    if cfg.prompts.sources is not None:
+        if cfg.prompts.source:
+            problems.append("prompts: give either source or sources, not both")
+        if not cfg.prompts.sources:
+            problems.append("prompts.sources: empty, expected a list of {source, layout, limit}")
+        for i, entry in enumerate(cfg.prompts.sources):
+            where = f"prompts.sources[{i}]"
+            if not isinstance(entry, dict):
+                problems.append(f"{where}: got {entry!r}, expected a mapping {{source, layout, limit}}")
+                continue
+            extra = sorted(set(entry) - {"source", "layout", "limit"})
+            if extra:
+                problems.append(f"{where}: unknown setting(s) {', '.join(extra)} (known: layout, limit, source)")
+            if not isinstance(entry.get("source"), str):
+                problems.append(f"{where}.source: missing, expected a file, folder or Hub id")
+                continue
+            lim = entry.get("limit")
+            if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or lim < 1):
+                problems.append(f"{where}.limit: got {lim!r}, expected an integer >= 1 or null")
+            paths.append((f"{where}.source", entry["source"]))
+    else:
+        paths.append(("prompts.source", cfg.prompts.source))
+    for where, path in paths:
         if not path:
             problems.append(f"{where}: missing, expected a file, folder or Hub id")
         elif _looks_local(path) and not (base / path).exists():
@@ -214,14 +239,11 @@ def _looks_local(path: str) -> bool:
 
 
 def count_prompts(cfg: RunConfig, base: Path, problems: list[str]):
-    """Load the prompt source once (so T vs the number of prompts is checked before any work)."""
-    from cream_data.prompts import load_prompts
-
+    """Load the prompt source(s) once (so T vs the number of prompts is checked before any work)."""
     try:
-        table = load_prompts(_resolve(base, cfg.prompts.source), layout=cfg.prompts.layout, limit=cfg.prompts.limit,
-                             suffix=cfg.prompts.suffix)
+        table = load_prompt_sources(cfg.prompts, base)
     except CreamError as e:
-        problems.append(f"prompts.source: {e}")
+        problems.append(f"prompts.source{'s' if cfg.prompts.sources else ''}: {e}")
         return None
     need = cfg.iterations * (cfg.prompts.per_iteration or 1)
     if table.num_rows < need:
@@ -230,6 +252,30 @@ def count_prompts(cfg: RunConfig, base: Path, problems: list[str]):
     if cfg.method == "oracle" and table.num_rows and table["reference_answer"].null_count == table.num_rows:
         problems.append("method oracle: prompts.source has no reference answers (oracle needs them)")
     return table
+
+
+def load_prompt_sources(p: PromptsSection, base: Path):
+    """The prompts table D_U: one source, or several concatenated in order (each with its own layout and limit).
+
+    A prompt id found in two sources is an error naming both; ``limit`` then keeps the first K of the whole.
+    """
+    import pyarrow as pa
+
+    from cream_data.prompts import load_prompts
+
+    if p.sources is None:
+        return load_prompts(_resolve(base, p.source), layout=p.layout, limit=p.limit, suffix=p.suffix)
+    tables, seen = [], {}
+    for i, entry in enumerate(p.sources):
+        src = _resolve(base, entry["source"])
+        t = load_prompts(src, layout=entry.get("layout") or p.layout, limit=entry.get("limit"), suffix=p.suffix)
+        for pid in t.column("prompt_id").to_pylist():
+            if pid in seen:
+                raise CreamError(f"{src}: prompt_id '{pid}' also comes from {seen[pid]} (sources must not overlap)")
+            seen[pid] = src
+        tables.append(t)
+    table = pa.concat_tables(tables)
+    return table.slice(0, p.limit) if p.limit else table
 
 
 def _resolve(base: Path, path: str) -> str:
@@ -256,9 +302,11 @@ def load_run_config(path: str | Path, overrides: dict | None = None) -> tuple[Ru
     cfg = _build(RunConfig, raw, "", problems)
     base = path.resolve().parent
     _check_values(cfg, base, problems)
-    src = cfg.prompts.source
+    srcs = [e["source"] for e in cfg.prompts.sources if isinstance(e, dict) and isinstance(e.get("source"), str)] \
+        if cfg.prompts.sources else [cfg.prompts.source]
     table = None
-    if src and (not _looks_local(src) or (base / src).exists()):
+    if all(src and (not _looks_local(src) or (base / src).exists()) for src in srcs) \
+            and not any(m.startswith("prompts") for m in problems):
         table = count_prompts(cfg, base, problems)  # T vs prompt count, reported with everything else
     if problems:
         raise CreamError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems))
@@ -267,7 +315,10 @@ def load_run_config(path: str | Path, overrides: dict | None = None) -> tuple[Ru
         cfg,
         run_dir=str((base / cfg.run_dir).resolve()) if cfg.run_dir else str((base / "runs" / path.stem).resolve()),
         sft=dataclasses.replace(cfg.sft, data=_resolve(base, cfg.sft.data)),
-        prompts=dataclasses.replace(cfg.prompts, source=_resolve(base, cfg.prompts.source)),
+        prompts=dataclasses.replace(
+            cfg.prompts, source=_resolve(base, cfg.prompts.source) if cfg.prompts.source else "",
+            sources=[{**e, "source": _resolve(base, e["source"])} for e in cfg.prompts.sources]
+            if cfg.prompts.sources else None),
         eval=dataclasses.replace(cfg.eval, data_dir=str((base / cfg.eval.data_dir).resolve()) if cfg.eval.data_dir else None),
     )
     return cfg, base, table

@@ -170,3 +170,71 @@ train: {{lr: 1.0e-6, bogus: 1}}
     assert_user_error(r, "problem(s)", "method: got 'creme'", "missing.jsonl does not exist",
                       "sample.n: got 'four'", "train.bogus: unknown setting", "iterations: 40")
     assert not (tmp_path / "run").exists()
+
+
+def test_reuse_from_takes_method_independent_stages_as_links(cream_run, tiny_model, shared_data):
+    """cream-no-rc differs from cream only in the trainer's loss: every stage up to label-1 has the same
+    fingerprint and is taken from the cream run (hard links, nothing recomputed); training onwards runs."""
+    from cream_train.loop import run
+
+    tmp, _, full = cream_run
+    cfg = write_config(tmp, tiny_model, shared_data, "norc", method="cream-no-rc")
+    s = run(cfg, log=lambda m: None, reuse_from=[full.run_dir])
+    shared = {"prompts", "sft-data", "train-M1", "eval-M0", "eval-M1", "sample-1", "label-1"}
+    assert set(s.reused) == shared
+    assert not (shared & set(s.ran)) and {"train-M2", "sample-2", "label-2", "train-M3", "eval-M3"} <= set(s.ran)
+    man = json.loads((s.run_dir / "manifest.json").read_text())
+    src = json.loads((full.run_dir / "manifest.json").read_text())
+    for name in shared:
+        assert man["stages"][name]["reused_from"] == str(full.run_dir.resolve())
+        assert man["stages"][name]["fingerprint"] == src["stages"][name]["fingerprint"]
+    a, b = full.run_dir / "models" / "M1" / "model.safetensors", s.run_dir / "models" / "M1" / "model.safetensors"
+    assert os.stat(a).st_ino == os.stat(b).st_ino  # a link, not a copy
+    check_run_tables(s.run_dir)
+    p1 = io.read_table(s.run_dir / "iter-1" / "preferences", "preferences")
+    assert p1.equals(io.read_table(full.run_dir / "iter-1" / "preferences", "preferences"))
+    p2 = io.read_table(s.run_dir / "iter-2" / "preferences", "preferences").to_pylist()
+    assert all(p["model"] == str((s.run_dir / "models" / "M2").resolve()) for p in p2)
+    # the loss differs (C-weighted vs plain DPO): so does M2
+    assert not np.allclose(model_weights(full.run_dir / "models" / "M2"), model_weights(s.run_dir / "models" / "M2"))
+
+    # a changed setting upstream is not reused: another SFT learning rate retrains M1 and everything after it
+    cfg2 = write_config(tmp, tiny_model, shared_data, "other-sft", method="cream-no-rc")
+    cfg2.write_text(cfg2.read_text().replace("sft: {data:", "sft: {lr: 2.0e-3, data:").replace(", lr: 1.0e-3, epochs: 1, batch_size: 4, limit", ", epochs: 1, batch_size: 4, limit"))
+    s2 = run(cfg2, log=lambda m: None, reuse_from=[full.run_dir, s.run_dir])
+    assert set(s2.reused) == {"prompts", "sft-data", "eval-M0"} and "train-M1" in s2.ran
+
+
+def test_prompt_sources_mix_and_errors(tmp_path, cli, shared_data):
+    from cream_train.run_config import load_run_config
+
+    gsm, arc = shared_data / "gsm8k" / "train.jsonl", shared_data / "arc" / "ARC-Easy-Train.jsonl"
+    base = f"""
+run_dir: {tmp_path / 'run'}
+sft: {{data: {DEMO_DATA / 'demo_sft.jsonl'}}}
+"""
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(base + f"""prompts:
+  sources: [{{source: {gsm}, limit: 5}}, {{source: {arc}, layout: arc, limit: 3}}]
+  suffix: "Answer:"
+""")
+    cfg, _, table = load_run_config(ok)
+    assert table.num_rows == 8
+    assert table["source"].to_pylist() == ["gsm8k:train.jsonl"] * 5 + ["arc:ARC-Easy-Train.jsonl"] * 3
+    assert all(p[-1]["content"].endswith("\nAnswer:") for p in table["prompt"].to_pylist())
+    assert table["reference_answer"].null_count == 0
+    assert cfg.prompts.sources[0]["source"] == str(gsm.resolve())
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base + f"""prompts:
+  source: {gsm}
+  sources: [{{source: {gsm}, limt: 5}}, 7, {{layout: arc}}]
+""")
+    assert_user_error(cli("run", bad, "--check"), "either source or sources", "prompts.sources[0]: unknown setting(s) limt",
+                      "prompts.sources[1]: got 7", "prompts.sources[2].source: missing")
+
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(base + f"""prompts:
+  sources: [{{source: {gsm}, limit: 4}}, {{source: {gsm}, limit: 2}}]
+""")
+    assert_user_error(cli("run", twice, "--check"), "prompts.sources:", "also comes from")
