@@ -1,5 +1,6 @@
 """`cream inspect DIR`: the iteration report of a run directory (accuracy and ranking-consistency tables,
-pair counts, plots), or summary statistics and PNG plots of one labeled folder (preferences and/or scores)."""
+pair counts, plots), or summary statistics and PNG plots of one labeled folder (preferences and/or scores).
+`cream inspect RUN_A RUN_B …`: a study comparing runs that differ in method (see cream_data.study)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,39 @@ from cli.common import out
 
 
 def inspect(
-    path: Path = typer.Argument(..., metavar="DIR",
-                                help="A run directory (of `cream run`), a labeled folder (the --out of "
-                                     "`cream label`) or a preferences/scores table."),
+    paths: list[Path] = typer.Argument(..., metavar="DIR...",
+                                       help="A run directory (of `cream run`), a labeled folder (the --out of "
+                                            "`cream label`) or a preferences/scores table; or several run "
+                                            "directories (one per method) to compare."),
     plots: Optional[Path] = typer.Option(None, "--out",
                                          help="Where the Markdown, JSON and PNG plots go "
-                                              "(default: RUN/report for a run, DIR/inspect otherwise)."),
+                                              "(default: RUN/report for a run, DIR/inspect otherwise, "
+                                              "./study for several runs)."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown",
+                                            help="With several runs: also write the study tables into this "
+                                                 "Markdown file between <!-- study:begin/end --> markers, "
+                                                 "keeping the text around them (e.g. docs/RESULTS.md)."),
 ) -> None:
     """On a run directory: the paper's two tables (accuracy per task per model M0, M1, …; ranking consistency
     C, Kendall, Spearman, TopOrder between consecutive iterations), pairs and skips per iteration, and plots.
     On a labeled folder: pairs, skips by reason, consistency C, ties, agreement with the previous model,
-    reward margins. Writes Markdown + JSON and PNG plots, and prints the tables."""
+    reward margins. On several run directories: both tables per method, paired accuracy differences with
+    bootstrap intervals, and the oracle's verdict on each method's pairs. Writes Markdown + JSON and PNG
+    plots, and prints the tables."""
     from cream_data import run_report
+    from cream_data.errors import CreamError
+
+    if len(paths) > 1:
+        from cream_data.study import write_study
+
+        result = write_study(paths, plots or Path("study"), markdown=markdown)
+        out.print(result.markdown, markup=False, highlight=False, emoji=False)
+        for name, p in result.files.items():
+            out.print(f"{name}: {p}", highlight=False)
+        return
+    if markdown is not None:
+        raise CreamError("--markdown: only with several run directories (a study)")
+    path = paths[0]
 
     if run_report.is_run_dir(path):
         result = run_report.write_run_report(path, plots)

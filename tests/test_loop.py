@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from cream_data import io
@@ -172,14 +173,22 @@ train: {{lr: 1.0e-6, bogus: 1}}
     assert not (tmp_path / "run").exists()
 
 
-def test_reuse_from_takes_method_independent_stages_as_links(cream_run, tiny_model, shared_data):
+@pytest.fixture(scope="module")
+def norc_run(cream_run, tiny_model, shared_data):
+    from cream_train.loop import run
+
+    tmp, _, full = cream_run
+    cfg = write_config(tmp, tiny_model, shared_data, "norc", method="cream-no-rc")
+    return run(cfg, log=lambda m: None, reuse_from=[full.run_dir])
+
+
+def test_reuse_from_takes_method_independent_stages_as_links(cream_run, norc_run, tiny_model, shared_data):
     """cream-no-rc differs from cream only in the trainer's loss: every stage up to label-1 has the same
     fingerprint and is taken from the cream run (hard links, nothing recomputed); training onwards runs."""
     from cream_train.loop import run
 
     tmp, _, full = cream_run
-    cfg = write_config(tmp, tiny_model, shared_data, "norc", method="cream-no-rc")
-    s = run(cfg, log=lambda m: None, reuse_from=[full.run_dir])
+    s = norc_run
     shared = {"prompts", "sft-data", "train-M1", "eval-M0", "eval-M1", "sample-1", "label-1"}
     assert set(s.reused) == shared
     assert not (shared & set(s.ran)) and {"train-M2", "sample-2", "label-2", "train-M3", "eval-M3"} <= set(s.ran)
@@ -238,3 +247,71 @@ sft: {{data: {DEMO_DATA / 'demo_sft.jsonl'}}}
   sources: [{{source: {gsm}, limit: 4}}, {{source: {gsm}, limit: 2}}]
 """)
     assert_user_error(cli("run", twice, "--check"), "prompts.sources:", "also comes from")
+
+
+def test_study_compares_runs(cream_run, norc_run, tmp_path, cli):
+    """`cream inspect RUN_A RUN_B`: tables per method with shared models once, paired differences recomputed by
+    hand, and the oracle's verdict on pairs whose texts we set to known right/wrong answers."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from cream_data.study import compare_runs, paired_difference
+
+    full, norc = cream_run[2].run_dir, norc_run.run_dir
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Results\n\nhand-written intro\n\n<!-- study:begin -->old<!-- study:end -->\n\nhand-written end\n")
+    r = cli("inspect", full, norc, "--out", tmp_path / "study", "--markdown", doc)
+    assert r.code == 0, r
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nhand-written intro") and text.rstrip().endswith("hand-written end")
+    assert "old" not in text and "Table 1" in text and "Table 2" in text and "Reward quality" in text
+    for png in ("study_accuracy", "study_tasks", "study_consistency", "study_reward_quality"):
+        assert (tmp_path / "study" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"study/{png}.png" in text  # linked relative to the document
+    study = json.loads((tmp_path / "study" / "study.json").read_text())
+    assert study["methods"] == ["cream-no-rc", "cream"] and study["shared_models"] == [0, 1]
+
+    # paired difference by hand: mean over tasks of (acc_a − acc_b) on the same questions
+    def outcomes(run, k):
+        t = io.read_table(run / "eval" / f"M{k}", "eval").to_pylist()
+        return {task: {x["example_id"]: int(x["correct"]) for x in t if x["task"] == task} for task in {x["task"] for x in t}}
+    a, b = outcomes(full, 3), outcomes(norc, 3)
+    by_hand = np.mean([np.mean([a[t][q] for q in a[t]]) - np.mean([b[t][q] for q in a[t]]) for t in a])
+    d = next(x for x in study["deltas"] if x["a"] == "cream M3" and x["b"] == "cream-no-rc M3")
+    assert d["delta"] == pytest.approx(by_hand) and d["ci_low"] <= d["delta"] <= d["ci_high"]
+    same = {t: (["q1", "q2"], np.array([1.0, 0.0])) for t in ("gsm8k", "arc_easy")}
+    assert paired_difference(same, same) == {"delta": 0.0, "ci_low": 0.0, "ci_high": 0.0, "tasks": 2, "n": 4}
+    up = {t: (["q1", "q2", "q3", "q4"], np.array([1.0, 1.0, 1.0, 1.0])) for t in ("gsm8k",)}
+    down = {t: (["q1", "q2", "q3", "q4"], np.array([0.0, 1.0, 0.0, 0.0])) for t in ("gsm8k",)}
+    pd = paired_difference(up, down)
+    assert pd["delta"] == pytest.approx(0.75) and 0 < pd["ci_low"] <= 0.75 <= pd["ci_high"] <= 1.0
+
+    # reward quality: a copy of the run whose iteration-1 texts are set to known right / wrong answers
+    fake = tmp_path / "fake"
+    shutil.copytree(norc, fake)
+    prefs = io.read_table(fake / "iter-1" / "preferences", "preferences").to_pylist()
+    refs = {p["prompt_id"]: p["reference_answer"] for p in io.read_table(fake / "prompts" / "subset-1", "prompts").to_pylist()}
+    assert len(prefs) >= 3 and all(refs[p["prompt_id"]] for p in prefs)
+    plan = {}  # (prompt, idx) → text; pair 0: win, pair 1: loss, pair 2: both right, others: both wrong
+    for i, p in enumerate(prefs):
+        ref = refs[p["prompt_id"]]
+        right, wrong = f"so Answer: {ref}", "Answer: 123456789"
+        c, rj = {0: (right, wrong), 1: (wrong, right), 2: (right, right)}.get(i, (wrong, wrong))
+        plan[(p["prompt_id"], p["chosen_idx"])], plan[(p["prompt_id"], p["rejected_idx"])] = c, rj
+    resp_dir = fake / "iter-1" / "responses"
+    for part in sorted(resp_dir.glob("*.parquet")):
+        t = pq.read_table(part)
+        rows = t.to_pylist()
+        for row in rows:
+            row["response"] = plan.get((row["prompt_id"], row["response_idx"]), "Answer: 123456789")
+        pq.write_table(pa.Table.from_pylist(rows, schema=t.schema), part)
+    shutil.rmtree(fake / "iter-2")
+    q = next(x for x in compare_runs([full, fake])["reward_quality"]["cream-no-rc"] if x["iteration"] == 1)
+    assert (q["wins"], q["losses"], q["both_right"], q["both_wrong"]) == (1, 1, 1, len(prefs) - 3)
+    assert q["win_rate"] == 0.5 and q["pairs"] == q["with_reference"] == len(prefs)
+    n_resp = io.read_table(resp_dir, "responses").num_rows
+    assert q["sample_accuracy"] == pytest.approx(4 / n_resp)  # right texts: pair 0 chosen, pair 1 rejected, pair 2 both
+
+    assert_user_error(cli("inspect", full, full), "already given")
+    assert_user_error(cli("inspect", full, "--markdown", doc), "--markdown")

@@ -1,0 +1,452 @@
+"""Compare the runs of a study (one run directory per method, same seeds and data): the paper's two tables side by
+side, paired accuracy differences with bootstrap intervals, and the quality of each method's self-rewarded pairs
+against the oracle.
+
+``cream inspect RUN_A RUN_B …`` writes ``study.md`` / ``study.json`` and PNGs (``make study`` → docs/RESULTS.md).
+
+**Accuracy (Table 1).** Per model ``M_k`` of each run, per task: ``acc = x / n`` with the 95 % Wilson interval,
+and ``Avg`` = the mean of the task accuracies (as :mod:`cream_data.run_report`). Models whose eval stage has the
+same fingerprint in every run (M0 and M1 when the runs share SFT) are shown once, as *shared*.
+
+**Paired differences.** Every model is scored on the same questions, so differences are measured per question:
+``Δ = Avg(A) − Avg(B)``, with a 95 % percentile bootstrap interval over questions (resampled within each task,
+B = 4000, seed 0). An interval that contains 0 means the difference is within noise at this sample size.
+
+**Reward quality against the oracle.** For pairs whose prompt has a reference answer, the oracle
+(:func:`cream_data.answers.oracle_reward`) marks the chosen and the rejected response right or wrong:
+*win* = chosen right and rejected wrong, *loss* = the reverse, *tie* = both right or both wrong. The pair is
+informative only when it is not a tie; ``win rate = wins / (wins + losses)`` with its Wilson interval (0.5 =
+no better than a coin). For weighted methods the mean trainer weight of winning and losing pairs is shown too:
+CREAM's premise is that unreliable (losing) pairs get lower consistency.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from cream_data import io
+from cream_data.answers import oracle_reward
+from cream_data.errors import CreamError
+from cream_data.report import fmt, new_figure, save_png
+from cream_data.run_report import (MEASURES, TASK_ORDER, _finite, _md_table, _pct, accuracy_rows, is_run_dir,
+                                   iteration_rows, wilson)
+
+BOOTSTRAP = 4000
+METHOD_ORDER = ("srlm", "cream-no-rc", "cream-avg", "cream", "oracle")
+COLORS = {"srlm": "#8172B2", "cream-no-rc": "#DD8452", "cream-avg": "#937860", "cream": "#4C72B0",
+          "oracle": "#55A868"}
+
+
+# ---------------------------------------------------------------------------- reading the runs
+def _manifest(run: Path) -> dict:
+    try:
+        return json.loads((run / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CreamError(f"{run / 'manifest.json'}: not readable ({e})") from None
+
+
+def _method_key(item: tuple[str, Path]) -> tuple[int, str]:
+    m = item[0]
+    return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)
+
+
+def _eval_outcomes(path: Path) -> dict[str, tuple[list[str], np.ndarray]]:
+    """task → (example ids, correct as 0/1) of one eval table, in example-id order."""
+    t = io.read_table(path, "eval", columns=["task", "example_id", "correct"]).to_pydict()
+    out: dict[str, dict[str, int]] = {}
+    for task, ex, ok in zip(t["task"], t["example_id"], t["correct"]):
+        out.setdefault(task, {})[ex] = int(bool(ok))
+    return {task: (sorted(d), np.array([d[k] for k in sorted(d)], dtype=np.float64)) for task, d in out.items()}
+
+
+def paired_difference(a: dict, b: dict, *, n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Avg(a) − Avg(b) over the tasks both have, with a 95 % percentile bootstrap interval over questions.
+
+    ``a``/``b``: task → (ids, 0/1 array) as from :func:`_eval_outcomes`; questions are matched by id (both models
+    must have answered the same questions). The same resampled indices are applied to both (paired).
+    """
+    tasks = sorted(set(a) & set(b), key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else 99)
+    if not tasks:
+        return {"delta": None, "ci_low": None, "ci_high": None, "tasks": 0}
+    rng = np.random.default_rng(seed)
+    deltas, boots = [], np.zeros(n_boot)
+    for task in tasks:
+        ids_a, xa = a[task]
+        ids_b, xb = b[task]
+        if ids_a != ids_b:
+            raise CreamError(f"task {task}: the two models were evaluated on different questions "
+                             f"({len(ids_a)} vs {len(ids_b)}); compare runs with the same eval.limit and data")
+        d = xa - xb
+        deltas.append(d.mean())
+        idx = rng.integers(0, d.size, size=(n_boot, d.size))
+        boots += d[idx].mean(axis=1)
+    k = len(tasks)
+    boots /= k
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"delta": float(np.mean(deltas)), "ci_low": float(lo), "ci_high": float(hi), "tasks": k,
+            "n": int(sum(a[t][1].size for t in tasks))}
+
+
+def _texts(responses: pa.Table) -> dict[tuple[str, int], str]:
+    d = responses.select(["prompt_id", "response_idx", "response"]).to_pydict()
+    return {(p, int(i)): r for p, i, r in zip(d["prompt_id"], d["response_idx"], d["response"])}
+
+
+def reward_quality(run: Path, t: int) -> dict | None:
+    """Oracle verdicts on iteration ``t``'s pairs (win / loss / tie), and every sampled response's accuracy."""
+    it = run / f"iter-{t}"
+    if not (it / "preferences" / io.MANIFEST).exists() or not (it / "responses" / io.MANIFEST).exists():
+        return None
+    prompts_dir = run / "prompts" / f"subset-{t}"
+    refs = {}
+    if (prompts_dir / io.MANIFEST).exists():
+        p = io.read_table(prompts_dir, "prompts", columns=["prompt_id", "reference_answer"]).to_pydict()
+        refs = dict(zip(p["prompt_id"], p["reference_answer"]))
+    texts = _texts(io.read_table(it / "responses", "responses"))
+    verdict = {}
+    for (pid, idx), text in texts.items():
+        verdict[(pid, idx)] = oracle_reward(text, refs.get(pid))
+    known = [v for v in verdict.values() if v is not None]
+    prefs = io.read_table(it / "preferences", "preferences",
+                          columns=["prompt_id", "chosen_idx", "rejected_idx", "weight"]).to_pydict()
+    wins = losses = both_right = both_wrong = no_ref = 0
+    w_win, w_loss = [], []
+    for pid, c, r, w in zip(prefs["prompt_id"], prefs["chosen_idx"], prefs["rejected_idx"], prefs["weight"]):
+        vc, vr = verdict.get((pid, int(c))), verdict.get((pid, int(r)))
+        if vc is None or vr is None:
+            no_ref += 1
+        elif vc > vr:
+            wins += 1
+            w_win.append(w)
+        elif vc < vr:
+            losses += 1
+            w_loss.append(w)
+        elif vc:
+            both_right += 1
+        else:
+            both_wrong += 1
+    lo, hi = wilson(wins, wins + losses)
+    return {"iteration": t, "pairs": len(prefs["prompt_id"]), "with_reference": len(prefs["prompt_id"]) - no_ref,
+            "wins": wins, "losses": losses, "both_right": both_right, "both_wrong": both_wrong,
+            "win_rate": wins / (wins + losses) if wins + losses else None, "ci_low": lo, "ci_high": hi,
+            "weight_win": float(np.mean(w_win)) if w_win else None,
+            "weight_loss": float(np.mean(w_loss)) if w_loss else None,
+            "sample_accuracy": float(np.mean(known)) if known else None, "responses_with_reference": len(known)}
+
+
+def _stage_minutes(manifest: dict) -> dict:
+    own = sum(s.get("seconds") or 0 for s in manifest["stages"].values() if not s.get("reused_from"))
+    every = sum(s.get("seconds") or 0 for s in manifest["stages"].values())
+    return {"own_min": own / 60, "total_min": every / 60}
+
+
+# ---------------------------------------------------------------------------- the comparison
+def compare_runs(run_dirs: list[str | Path]) -> dict:
+    """Every number of the study report as a JSON-ready dict (nothing is written)."""
+    runs: dict[str, Path] = {}
+    for r in map(Path, run_dirs):
+        if not is_run_dir(r) or not (r / "manifest.json").is_file():
+            raise CreamError(f"{r}: not a run directory of `cream run` (no manifest.json)")
+        method = _manifest(r).get("method") or r.name
+        if method in runs:
+            raise CreamError(f"{r}: method {method} already given by {runs[method]}; compare one run per method")
+        runs[method] = r
+    if len(runs) < 2:
+        raise CreamError("a study compares at least two run directories")
+    runs = dict(sorted(runs.items(), key=_method_key))
+    manifests = {m: _manifest(r) for m, r in runs.items()}
+
+    # which eval stages are the same computation in every run (same fingerprint) → shown once
+    def eval_fp(m, k):
+        s = manifests[m]["stages"].get(f"eval-M{k}")
+        return s.get("fingerprint") if s and s.get("status") == "done" else None
+
+    accuracy, outcomes = {}, {}
+    for m, r in runs.items():
+        accuracy[m] = accuracy_rows(r)
+        outcomes[m] = {row["k"]: _eval_outcomes(Path(row["path"])) for row in accuracy[m] if row["k"] is not None}
+    ks = sorted({row["k"] for rows in accuracy.values() for row in rows if row["k"] is not None})
+    shared = [k for k in ks if len({eval_fp(m, k) for m in runs}) == 1 and eval_fp(next(iter(runs)), k)]
+    tasks = sorted({t for rows in accuracy.values() for row in rows for t in row["tasks"]},
+                   key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else 99)
+
+    # paired differences: each model vs the last shared model (M1 = the SFT model), and each method vs the first
+    base_k = max(shared) if shared else None
+    first = next(iter(runs))
+    deltas = []
+    for m in runs:
+        for k in ks:
+            if k in shared or k not in outcomes[m]:
+                continue
+            if base_k is not None and base_k in outcomes[m]:
+                deltas.append({"a": f"{m} M{k}", "b": f"M{base_k}", "method": m, "k": k, "vs": "base",
+                               **paired_difference(outcomes[m][k], outcomes[m][base_k])})
+            if m != first and k in outcomes[first]:
+                deltas.append({"a": f"{m} M{k}", "b": f"{first} M{k}", "method": m, "k": k, "vs": first,
+                               **paired_difference(outcomes[m][k], outcomes[first][k])})
+    if "cream" in runs and "cream-no-rc" in runs and first != "cream-no-rc":
+        for k in ks:
+            if k not in shared and k in outcomes["cream"] and k in outcomes["cream-no-rc"]:
+                deltas.append({"a": f"cream M{k}", "b": f"cream-no-rc M{k}", "method": "cream", "k": k,
+                               "vs": "cream-no-rc",
+                               **paired_difference(outcomes["cream"][k], outcomes["cream-no-rc"][k])})
+
+    consistency, pairs, quality, c_values = {}, {}, {}, {}
+    for m, r in runs.items():
+        consistency[m], pairs[m], c_values[m] = iteration_rows(r)
+        T = manifests[m].get("iterations") or len(pairs[m])
+        quality[m] = [q for t in range(1, int(T) + 1) if (q := reward_quality(r, t)) is not None]
+
+    setup = {}
+    for m, r in runs.items():
+        cfg = {}
+        if (r / "config.yaml").is_file():
+            import yaml
+
+            cfg = yaml.safe_load((r / "config.yaml").read_text()) or {}
+        setup[m] = {"run": str(r), **_stage_minutes(manifests[m]),
+                    "reused": sorted(k for k, s in manifests[m]["stages"].items() if s.get("reused_from")),
+                    "config": cfg}
+    return _finite({"methods": list(runs), "runs": {m: str(r) for m, r in runs.items()}, "tasks": tasks,
+                    "shared_models": shared, "accuracy": accuracy, "deltas": deltas, "consistency": consistency,
+                    "pairs": pairs, "reward_quality": quality, "setup": setup,
+                    "c_values": {m: {str(t): v.tolist() for t, v in cv.items()} for m, cv in c_values.items()}})
+
+
+# ---------------------------------------------------------------------------- plots
+def plot_accuracy(study: dict, path: Path) -> Path:
+    """Average accuracy per model, one line per method, 95 % intervals as bars; shared models drawn once."""
+    fig, (ax,) = new_figure(3.8)
+    shared = set(study["shared_models"])
+    offsets = np.linspace(-0.12, 0.12, len(study["methods"]))
+    for off, m in zip(offsets, study["methods"]):
+        rows = [r for r in study["accuracy"][m] if r["k"] is not None and r["average"]["accuracy"] is not None]
+        x = np.array([r["k"] for r in rows], dtype=float) + np.where([r["k"] in shared for r in rows], 0, off)
+        y = np.array([r["average"]["accuracy"] for r in rows]) * 100
+        lo = y - np.array([r["average"]["ci_low"] for r in rows]) * 100
+        hi = np.array([r["average"]["ci_high"] for r in rows]) * 100 - y
+        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, linewidth=1.6, label=m, color=COLORS.get(m))
+    ks = sorted({r["k"] for rows in study["accuracy"].values() for r in rows if r["k"] is not None})
+    ax.set_xticks(ks, [f"M{k}" + (" (shared)" if k in shared else "") for k in ks])
+    ax.set(title="Average accuracy over the eval tasks (95% CI)", xlabel="model", ylabel="accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_png(fig, path)
+
+
+def plot_tasks(study: dict, path: Path) -> Path:
+    """Accuracy per task of each method's last model, next to the shared base model."""
+    tasks, methods = study["tasks"], study["methods"]
+    fig, (ax,) = new_figure(3.8)
+    groups = []
+    base_k = max(study["shared_models"]) if study["shared_models"] else None
+    if base_k is not None:
+        row = next(r for r in study["accuracy"][methods[0]] if r["k"] == base_k)
+        groups.append((f"M{base_k} (shared)", row, "#999999"))
+    for m in methods:
+        rows = [r for r in study["accuracy"][m] if r["k"] is not None]
+        if rows:
+            last = max(rows, key=lambda r: r["k"])
+            groups.append((f"{m} M{last['k']}", last, COLORS.get(m)))
+    width = 0.8 / max(1, len(groups))
+    x = np.arange(len(tasks))
+    for i, (label, row, color) in enumerate(groups):
+        y = np.array([row["tasks"].get(t, {}).get("accuracy") or 0.0 for t in tasks]) * 100
+        lo = y - np.array([row["tasks"].get(t, {}).get("ci_low") or 0.0 for t in tasks]) * 100
+        hi = np.array([row["tasks"].get(t, {}).get("ci_high") or 0.0 for t in tasks]) * 100 - y
+        ax.bar(x + (i - (len(groups) - 1) / 2) * width, y, width, yerr=[lo, hi], capsize=2, label=label,
+               color=color, alpha=0.85)
+    ax.set_xticks(x, tasks)
+    ax.set(title="Accuracy per task, last model of each method (95% Wilson CI)", ylabel="accuracy (%)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncol=2)
+    return save_png(fig, path)
+
+
+def plot_consistency(study: dict, path: Path) -> Path:
+    """C per prompt, one box per method and iteration."""
+    fig, (ax,) = new_figure(3.8)
+    data, labels, colors = [], [], []
+    for m in study["methods"]:
+        for t, vals in sorted(study["c_values"][m].items(), key=lambda kv: int(kv[0])):
+            data.append(np.array(vals))
+            labels.append(f"{m}\nM{t} vs M{int(t) - 1}")
+            colors.append(COLORS.get(m, "#4C72B0"))
+    if data:
+        box = ax.boxplot(data, showmeans=True, showfliers=False, widths=0.55, patch_artist=True,
+                         meanprops={"marker": "D", "markerfacecolor": "black", "markeredgecolor": "black"})
+        for patch, c in zip(box["boxes"], colors):
+            patch.set(facecolor=c, alpha=0.5)
+        ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
+    ax.set(title="Ranking consistency C = (τ+1)/2 between consecutive models (◆ mean)", ylabel="C",
+           ylim=(-0.05, 1.05))
+    ax.grid(alpha=0.3, axis="y")
+    return save_png(fig, path)
+
+
+def plot_reward_quality(study: dict, path: Path) -> Path:
+    """Win / tie / loss shares of each method's pairs against the oracle, per iteration."""
+    fig, (ax,) = new_figure(3.8)
+    labels, parts = [], []
+    for m in study["methods"]:
+        for q in study["reward_quality"][m]:
+            n = q["wins"] + q["losses"] + q["both_right"] + q["both_wrong"]
+            if n:
+                labels.append(f"{m}\niter {q['iteration']}")
+                parts.append([q["wins"] / n, (q["both_right"] + q["both_wrong"]) / n, q["losses"] / n])
+    if parts:
+        p = np.array(parts) * 100
+        x = np.arange(len(labels))
+        ax.bar(x, p[:, 0], color="#55A868", label="chosen right, rejected wrong")
+        ax.bar(x, p[:, 1], bottom=p[:, 0], color="#CCCCCC", label="tie (both right or both wrong)")
+        ax.bar(x, p[:, 2], bottom=p[:, 0] + p[:, 1], color="#C44E52", label="chosen wrong, rejected right")
+        ax.set_xticks(x, labels, fontsize=7)
+    ax.set(title="Self-rewarded pairs judged by the oracle", ylabel="% of pairs with a reference", ylim=(0, 100))
+    ax.legend(fontsize=7, loc="lower right")
+    return save_png(fig, path)
+
+
+# ---------------------------------------------------------------------------- text
+def _acc_cell(c: dict | None) -> str:
+    if not c or c.get("accuracy") is None:
+        return "–"
+    return f"{_pct(c['accuracy'])} ± {_pct((c['ci_high'] - c['ci_low']) / 2)}"
+
+
+def accuracy_table(study: dict) -> list[list[str]]:
+    tasks, shared = study["tasks"], set(study["shared_models"])
+    ns = {}
+    for t in tasks:
+        found = {r["tasks"][t]["n"] for rows in study["accuracy"].values() for r in rows if t in r["tasks"]}
+        ns[t] = found.pop() if len(found) == 1 else None
+    header = ["method", "model"] + [f"{t} (n={ns[t]})" if ns[t] else t for t in tasks] + ["Avg"]
+    body = []
+    first = study["methods"][0]
+    for k in sorted(shared):
+        r = next(r for r in study["accuracy"][first] if r["k"] == k)
+        body.append(["(shared)", f"M{k}"] + [_acc_cell(r["tasks"].get(t)) for t in tasks] + [_acc_cell(r["average"])])
+    for m in study["methods"]:
+        for r in study["accuracy"][m]:
+            if r["k"] in shared:
+                continue
+            body.append([m, r["label"]] + [_acc_cell(r["tasks"].get(t)) for t in tasks] + [_acc_cell(r["average"])])
+    return [header] + body
+
+
+def delta_table(study: dict) -> list[list[str]]:
+    rows = [["A", "B", "Δ Avg (points)", "95% bootstrap CI", "within noise?"]]
+    for d in study["deltas"]:
+        if d["delta"] is None:
+            continue
+        noise = "yes" if d["ci_low"] <= 0 <= d["ci_high"] else "no"
+        rows.append([d["a"], d["b"], f"{100 * d['delta']:+.1f}", f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]",
+                     noise])
+    return rows
+
+
+def consistency_table(study: dict) -> list[list[str]]:
+    rows = [["method", "iteration", "n"] + [label for _, label in MEASURES]]
+    for m in study["methods"]:
+        for r in study["consistency"][m]:
+            vals = [f"{fmt(r[k]['mean'], 3)} ± {fmt(r[k]['std'], 3)}" if r[k]["n"] else "n/a" for k, _ in MEASURES]
+            rows.append([m, r["label"], str(r["n"])] + vals)
+    return rows
+
+
+def quality_table(study: dict) -> list[list[str]]:
+    rows = [["method", "iteration", "pairs (with ref.)", "win", "loss", "tie (both ✓ / both ✗)",
+             "win rate [95% CI]", "mean weight win / loss", "sampled responses correct"]]
+    for m in study["methods"]:
+        for q in study["reward_quality"][m]:
+            rate = "–" if q["win_rate"] is None else \
+                f"{_pct(q['win_rate'])}% [{_pct(q['ci_low'])}, {_pct(q['ci_high'])}]"
+            rows.append([m, str(q["iteration"]), f"{q['pairs']} ({q['with_reference']})", str(q["wins"]),
+                         str(q["losses"]), f"{q['both_right']} / {q['both_wrong']}", rate,
+                         f"{fmt(q['weight_win'], 3)} / {fmt(q['weight_loss'], 3)}",
+                         f"{_pct(q['sample_accuracy'])}% of {q['responses_with_reference']}"])
+    return rows
+
+
+def setup_table(study: dict) -> list[list[str]]:
+    rows = [["method", "run dir", "own stages (min)", "incl. shared stages (min)", "stages reused"]]
+    for m in study["methods"]:
+        s = study["setup"][m]
+        rows.append([m, s["run"], f"{s['own_min']:.1f}", f"{s['total_min']:.1f}", ", ".join(s["reused"]) or "none"])
+    return rows
+
+
+def to_markdown(study: dict, plots: dict[str, str] | None = None) -> str:
+    lines = ["## Setup and cost", ""] + _md_table(setup_table(study))
+    lines += ["## Table 1: accuracy per task (%)", ""] + _md_table(accuracy_table(study))
+    lines += ["± is half the 95% Wilson interval (normal approximation for Avg, the mean of the task accuracies). "
+              "Models evaluated by the same stage in every run (same fingerprint) are shown once as *shared*.", ""]
+    lines += ["### Paired differences in average accuracy", ""] + _md_table(delta_table(study))
+    lines += ["Same questions for every model; Δ in accuracy points; 95% percentile bootstrap over questions "
+              f"(resampled within each task, B = {BOOTSTRAP}). *Within noise* = the interval contains 0.", ""]
+    lines += ["## Table 2: ranking consistency between consecutive iterations (mean ± std over prompts)", ""]
+    lines += _md_table(consistency_table(study))
+    lines += ["Rankings by the DPO rewards of M_t and M_{t-1} on the same responses (every prompt of the iteration "
+              "with finite rewards), whatever reward picked the pairs; C = (τ + 1) / 2.", ""]
+    lines += ["## Reward quality against the oracle", ""] + _md_table(quality_table(study))
+    lines += ["Win: the self-rewarded chosen response is correct and the rejected one is not; loss: the reverse; "
+              "win rate = win / (win + loss), 95% Wilson interval (50% = a coin). *Sampled responses correct*: "
+              "all N responses of the iteration, by the same oracle.", ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{k}]({v})" for k, v in plots.items()] + [""]
+    return "\n".join(lines)
+
+
+@dataclass
+class StudyReport:
+    study: dict
+    markdown: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def write_study(run_dirs: list[str | Path], out: str | Path, *, markdown: str | Path | None = None,
+                plot_prefix: str = "") -> StudyReport:
+    """Write ``OUT/study.json``, the PNG plots and ``OUT/study.md``.
+
+    ``markdown``: also put the tables into this file between ``<!-- study:begin -->`` and ``<!-- study:end -->``
+    (the text around them is kept; the markers are appended when missing), with plot links relative to it.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    study = compare_runs(run_dirs)
+    files = {
+        "accuracy": plot_accuracy(study, out / "study_accuracy.png"),
+        "tasks": plot_tasks(study, out / "study_tasks.png"),
+        "consistency": plot_consistency(study, out / "study_consistency.png"),
+        "reward_quality": plot_reward_quality(study, out / "study_reward_quality.png"),
+    }
+    md = to_markdown(study, {k: p.name for k, p in files.items()})
+    io.atomic_write_bytes(out / "study.md", md.encode())
+    io.atomic_write_bytes(out / "study.json", json.dumps(study, indent=1).encode())
+    files.update(markdown=out / "study.md", json=out / "study.json")
+    if markdown is not None:
+        doc = Path(markdown)
+        rel = {k: _relpath(p, doc.parent) for k, p in files.items() if p.suffix == ".png"}
+        block = "<!-- study:begin (generated by `cream inspect RUN…`; edit outside the markers) -->\n" + \
+            to_markdown(study, rel) + "\n<!-- study:end -->"
+        text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
+        begin, end = text.find("<!-- study:begin"), text.find("<!-- study:end -->")
+        if begin >= 0 and end > begin:
+            text = text[:begin] + block + text[end + len("<!-- study:end -->"):]
+        else:
+            text = (text.rstrip() + "\n\n" if text else "") + block + "\n"
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        io.atomic_write_bytes(doc, text.encode())
+        files["document"] = doc
+    return StudyReport(study, md, files)
+
+
+def _relpath(p: Path, base: Path) -> str:
+    import os
+
+    return os.path.relpath(p.resolve(), base.resolve())
+
