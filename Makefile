@@ -9,7 +9,7 @@ export CREAM_CACHE ?= $(CURDIR)/.cache/cream
 export HF_HUB_DISABLE_TELEMETRY = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: demo test install clean
+.PHONY: demo test study install clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+study: $(STAMP)  # the replication study of docs/RESULTS.md: about 2 h on a 2-core CPU
+	bash examples/study/run.sh
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
