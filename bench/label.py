@@ -1,13 +1,17 @@
 """Labeling benchmark, in one run on this machine.
 
-(a) Scoring: our engine (length-bucketed batches, dedup, LM head only at response positions with chunked
-    gather + logsumexp) vs a naive baseline (one padded batch per prompt's group of N responses in input order,
-    full log-softmax over the vocabulary at every position, as the paper's code does). Same responses; rewards
-    must agree to 1e-4. Prints scored response tokens/s of each (median of repeats), the ratio and peak memory.
+(a) Scoring: our engine (prefix sharing: a prompt's KV once for its N responses; length-bucketed batches, dedup,
+    LM head + log-softmax only at response positions, in chunks) vs a naive baseline (one padded batch per
+    prompt's group of N responses in input order, full log-softmax over the vocabulary at every position, as the
+    paper's code does); the engine without prefix sharing is timed too. Same responses; rewards must agree to
+    1e-4. Prints scored response tokens/s of each (median of repeats), the ratios and peak memory.
+    --data gsm8k: CREAM's setting (GSM8K train questions + the answer suffix as prompts, GSM8K solutions as
+    responses); --data alpaca: AlpacaEval instructions with long free-form outputs (shorter prompts).
 (b) Ranks + consistency + pairs on 1,000,000 prompts x N=8, vectorised vs a per-prompt scipy loop
     (bench/label_pairs.py).
 
-    .venv/bin/python bench/label.py [--model smollm2-135m-instruct] [--prompts 12] [--n 4] [--repeats 3] [--skip-pairs]
+    .venv/bin/python bench/label.py [--data gsm8k|alpaca] [--model smollm2-135m-instruct] [--prompts 12] [--n 4]
+                                    [--repeats 3] [--skip-pairs]
 """
 
 from __future__ import annotations
@@ -36,6 +40,21 @@ def shared_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
     return prompts, pool
 
 
+SUFFIX = ("Answer the question by thinking step by step. At the end, output the final answer, "
+          "starting with 'Answer:'.")
+
+
+def gsm8k_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """GSM8K train questions (with the answer suffix) as prompts; the pool of responses is GSM8K solutions."""
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+    rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines() if line.strip()]
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(rows), size=n, replace=False)
+    prompts = [f"{rows[i]['question']}\n{SUFFIX}" for i in idx]
+    pool = [r["answer"].replace("####", "Answer:") for r in rows[:2000]]
+    return prompts, pool
+
+
 def _status_mb(key: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -47,6 +66,7 @@ def _status_mb(key: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--data", choices=("gsm8k", "alpaca"), default="gsm8k")
     ap.add_argument("--prompts", type=int, default=12)
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--max-chars", type=int, default=1200, help="cap on response length (characters)")
@@ -61,7 +81,7 @@ def main() -> None:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, tok, ref = models.load(args.model)
-    prompt_texts, pool = shared_texts(args.prompts, 0)
+    prompt_texts, pool = (gsm8k_texts if args.data == "gsm8k" else shared_texts)(args.prompts, 0)
     rng = np.random.default_rng(1)
     prompts, responses = [], []
     for p in prompt_texts:
@@ -71,55 +91,66 @@ def main() -> None:
             prompts.append([{"role": "user", "content": p}])
     tk = hf_score.tokenize(tok, prompts, responses)
     n_tokens = int(tk.n_tokens[tk.inverse].sum())
-    print(f"model {ref.name}; {len(responses)} responses ({args.prompts} prompts x N={args.n}), "
-          f"{n_tokens} response tokens, {int(sum(len(x) for x in tk.ids))} tokens with prompts")
+    all_tokens = int(sum(len(x) for x in tk.ids))
+    print(f"model {ref.name}; data {args.data}: {len(responses)} responses ({args.prompts} prompts x N={args.n}), "
+          f"{n_tokens} response tokens, {all_tokens} tokens with prompts (prompts {1 - n_tokens / all_tokens:.0%})")
 
-    def ours():
+    def ours(sharing: bool = True):
         tk2 = hf_score.tokenize(tok, prompts, responses)  # tokenisation is part of the cost
-        return hf_score.HFScorer(model, tok.pad_token_id, batch_size=args.batch_size).score(tk2)[tk2.inverse]
+        return hf_score.HFScorer(model, tok.pad_token_id, batch_size=args.batch_size,
+                                 prefix_sharing=sharing).score(tk2)[tk2.inverse]
+
+    def plain():
+        return ours(sharing=False)
 
     def naive():
         return hf_score.naive_logps(model, tok, prompts, responses, batch_size=args.n)
 
-    times = {"ours": [], "naive": []}
+    times = {"ours": [], "plain": [], "naive": []}
     vals = {}
+    fns = (("ours", ours), ("plain", plain), ("naive", naive))
     for r in range(args.repeats):
-        for name, fn in (("naive", naive), ("ours", ours)) if r % 2 else (("ours", ours), ("naive", naive)):
+        for name, fn in fns[r % 3:] + fns[: r % 3]:  # rotate the order: no path always runs first
             t0 = time.perf_counter()
             vals[name] = fn()
             times[name].append(time.perf_counter() - t0)
     diff = float(np.max(np.abs(vals["ours"] - vals["naive"])))
+    diff_plain = float(np.max(np.abs(vals["plain"] - vals["naive"])))
     # Same rewards: with identical batch shapes (one sequence per batch, no padding) the two computations must
     # agree to 1e-4. Across different batch shapes fp32 kernels sum in another order, so sums over hundreds of
     # tokens drift by ~1e-3 — the naive baseline against itself (batch 1 vs its batch of N) shows the same drift.
     k = min(12, len(responses))
-    one_ours = hf_score.HFScorer(model, tok.pad_token_id, batch_size=1).score(
+    one_ours = hf_score.HFScorer(model, tok.pad_token_id, batch_size=1, prefix_sharing=False).score(
         hf_score.tokenize(tok, prompts[:k], responses[:k]))
     one_naive = hf_score.naive_logps(model, tok, prompts[:k], responses[:k], batch_size=1)
     same_shape = float(np.max(np.abs(one_ours - one_naive)))
     naive_drift = float(np.max(np.abs(one_naive - vals["naive"][:k])))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"(a) scoring  ours  {n_tokens / med['ours']:8.0f} tok/s  (median {med['ours']:.2f}s of {args.repeats})")
+    print(f"(a) scoring  ours without prefix sharing {n_tokens / med['plain']:8.0f} tok/s  "
+          f"(median {med['plain']:.2f}s)")
     print(f"(a) scoring  naive {n_tokens / med['naive']:8.0f} tok/s  (median {med['naive']:.2f}s of {args.repeats})")
-    print(f"(a) ratio ours/naive = {med['naive'] / med['ours']:.2f}x")
+    print(f"(a) ratio ours/naive = {med['naive'] / med['ours']:.2f}x  "
+          f"(without prefix sharing {med['naive'] / med['plain']:.2f}x)")
     print(f"(a) same batch shapes: max |logp diff| ours vs naive = {same_shape:.2e} (limit 1e-4); "
-          f"bench batches: {diff:.2e}; naive vs itself across batch shapes: {naive_drift:.2e} (fp32 summation order)")
+          f"bench batches: {diff:.2e} (without prefix sharing {diff_plain:.2e}); naive vs itself across batch shapes: {naive_drift:.2e} (fp32 summation order)")
 
     # Peak memory: reset the kernel's peak-RSS mark (VmHWM, via /proc/self/clear_refs) before one pass of each
     # path; peak minus the RSS at the start is what that path needed at its worst moment (model already loaded).
     import gc
 
     peaks = {}
-    for name, fn in (("ours", ours), ("naive", naive)):
+    for name, fn in fns:
         gc.collect()
         base = _status_mb("VmRSS")
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         fn()
         peaks[name] = _status_mb("VmHWM") - base
-    print(f"(a) peak memory above the loaded model: ours {peaks['ours']:.0f} MiB, naive {peaks['naive']:.0f} MiB "
+    print(f"(a) peak memory above the loaded model: ours {peaks['ours']:.0f} MiB (without prefix sharing "
+          f"{peaks['plain']:.0f} MiB), naive {peaks['naive']:.0f} MiB "
           "(VmHWM after a reset)")
-    assert same_shape <= 1e-4, "rewards differ"
+    assert same_shape <= 1e-4 and diff <= 1e-4, "rewards differ"
 
     if not args.skip_pairs:
         from bench import label_pairs

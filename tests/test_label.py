@@ -50,9 +50,25 @@ def test_engine_matches_naive_full_forward(tiny_model):
     prompts, resps = t["prompt"].to_pylist(), t["response"].to_pylist()
     tk = hf_score.tokenize(tok, prompts, resps)
     assert len(tk.ids) < t.num_rows  # the duplicate response was folded
-    ours = hf_score.HFScorer(model, tok.pad_token_id, batch_size=5, max_tokens=256, chunk=7).score(tk)[tk.inverse]
     naive = hf_score.naive_logps(model, tok, prompts, resps, batch_size=4)
-    assert np.max(np.abs(ours - naive)) <= 1e-4
+    # prefix sharing (prompt KV once per group; batch 5 < groups of 3 + 3 cuts groups across batches) and the
+    # plain path, each against the naive full forward
+    for sharing in (True, False):
+        scorer = hf_score.HFScorer(model, tok.pad_token_id, batch_size=5, max_tokens=256, chunk=7,
+                                   prefix_sharing=sharing)
+        assert scorer.prefix_sharing == sharing
+        ours = scorer.score(tk)[tk.inverse]
+        assert np.max(np.abs(ours - naive)) <= 1e-4, sharing
+    # prompts with and without a system turn and of varied length: 8 groups, each prompt's responses one group
+    groups = tk.prefix_groups()
+    assert len(np.unique(groups)) == 8 and all(len(set(groups[tk.inverse[t["prompt_id"].to_numpy() == f"p{p:03d}"]])) == 1
+                                               for p in range(8))
+    plan = hf_score.plan_prefix_batches(tk, 5, 256)
+    assert sorted(np.concatenate(plan).tolist()) == list(range(len(tk.ids)))  # every item exactly once
+    assert all(len(b) <= 5 for b in plan)
+    # a group is only cut when it alone exceeds the batch: here (3 responses ≤ 5) never
+    assert all(len({int(g) for g in groups[b]} & {int(g) for g in groups[c]}) == 0
+               for i, b in enumerate(plan) for c in plan[i + 1:])
     # the response span includes the template's end-of-turn tokens
     assert tok.convert_ids_to_tokens(tk.ids[0][tk.start[0]:])[-2:] == ["<|im_end|>", "Ċ"]
 

@@ -8,9 +8,17 @@ every model that uses it.
 Efficiency:
 - identical (prompt, response) pairs are scored once;
 - sequences are sorted by length and cut into batches under a token budget (little padding);
-- the decoder runs once per batch (no KV cache); the LM head and log-softmax are applied only at the positions
-  that predict response tokens, in chunks of positions, keeping each label's log-prob — the full-vocabulary
-  log-softmax tensor over every position is never materialised.
+- **prefix sharing**: the N responses of a prompt share its templated prompt tokens, so the decoder runs over
+  the prompt once per group and keeps its key/value cache; the group's responses then run together on top of
+  the copied cache (each row's positions continue after its own prompt). Decoder work per group falls from
+  N·(P + R) tokens to P + N·R;
+- the LM head and log-softmax are applied only at the positions that predict response tokens, in chunks of
+  positions, keeping each label's log-prob — the full-vocabulary log-softmax tensor over every position is
+  never materialised.
+
+What is shared is exactly the token prefix ``ids[:start - 1]``: the last prompt token is fed again with the
+response, because its hidden state predicts the first response token. Models without a standard KV cache
+(``prefix_sharing=False``, or a model whose forward does not accept ``past_key_values``) take the plain path.
 """
 
 from __future__ import annotations
@@ -38,6 +46,14 @@ class Tokenized:
     @property
     def n_tokens(self) -> np.ndarray:
         return np.array([len(x) for x in self.ids], dtype=np.int64) - self.start
+
+    def prefix_groups(self) -> np.ndarray:
+        """Group id per distinct item: items whose shared prefix ``ids[:start - 1]`` is the same token list."""
+        index: dict[tuple, int] = {}
+        out = np.empty(len(self.ids), dtype=np.int64)
+        for i, (x, s) in enumerate(zip(self.ids, self.start)):
+            out[i] = index.setdefault(tuple(x[: max(0, int(s) - 1)]), len(index))
+        return out
 
 
 def _key(prompt: Conversation, response: str) -> str:
@@ -95,6 +111,40 @@ def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = 
     return batches
 
 
+def plan_prefix_batches(tok: Tokenized, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Batches of whole prefix groups (a prompt's responses stay together), longest groups first, at most
+    ``batch_size`` responses and ``max_tokens`` padded suffix tokens each (a group larger than the limits is cut
+    into pieces that each re-use its prefix). Deterministic in the token ids alone (resume replans the same)."""
+    groups = tok.prefix_groups()
+    suffix_len = np.array([len(x) for x in tok.ids], dtype=np.int64) - np.maximum(tok.start - 1, 0)
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(int(g), []).append(i)
+    pieces = []  # (max suffix length, items) — a group, or a piece of an oversize group
+    for g, items in members.items():
+        items = sorted(items, key=lambda i: (-suffix_len[i], i))
+        cur: list[int] = []
+        for i in items:
+            L = int(suffix_len[items[0]] if not cur else suffix_len[cur[0]])
+            if cur and (len(cur) >= batch_size or (max_tokens and L * (len(cur) + 1) > max_tokens)):
+                pieces.append((int(suffix_len[cur[0]]), cur))
+                cur = []
+            cur.append(i)
+        pieces.append((int(suffix_len[cur[0]]), cur))
+    pieces.sort(key=lambda p: (-p[0], p[1][0]))
+    batches, cur, cur_max = [], [], 0
+    for L, items in pieces:
+        new_max = max(cur_max, L)
+        if cur and (len(cur) + len(items) > batch_size or (max_tokens and new_max * (len(cur) + len(items)) > max_tokens)):
+            batches.append(np.array(cur))
+            cur, new_max = [], L
+        cur.extend(items)
+        cur_max = new_max
+    if cur:
+        batches.append(np.array(cur))
+    return batches
+
+
 def _final_logit_transform(model):
     """Soft-capping / scaling some architectures apply to logits (Gemma 2/3, Cohere); identity otherwise."""
     import torch
@@ -127,25 +177,81 @@ def score_batch(model, batch_ids: list[list[int]], starts: Sequence[int], pad_id
         attn[b, : len(x)] = 1
         label_mask[b, s: len(x)] = True  # tokens being predicted
     input_ids, attn = input_ids.to(device), attn.to(device)
-    # position t predicts token t+1: the hidden states we need sit one to the left of each label.
-    pred_mask = torch.zeros_like(label_mask)
-    pred_mask[:, :-1] = label_mask[:, 1:]
     with torch.inference_mode():
         hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attn, use_cache=False).last_hidden_state
-        h = hidden[pred_mask.to(device)]                       # [M, H], M = response tokens in the batch
-        labels = input_ids[label_mask.to(device)]              # [M]
-        head, transform = model.get_output_embeddings(), _final_logit_transform(model)
-        token_lp = torch.empty(h.shape[0], dtype=torch.float32, device=device)
-        for a in range(0, h.shape[0], chunk):
-            # [c, V] for this chunk only. log_softmax (x - max - log Σ exp(x - max)) keeps fp32 precision where
-            # logit[label] - logsumexp would subtract two large, rounded numbers.
-            logp = transform(head(h[a: a + chunk]).float()).log_softmax(-1)
-            token_lp[a: a + chunk] = logp.gather(1, labels[a: a + chunk, None]).squeeze(1)
-            del logp
-        owner = torch.arange(len(batch_ids), device=device)[:, None].expand_as(pred_mask)[pred_mask.to(device)]
-        sums = torch.zeros(len(batch_ids), dtype=torch.float64, device=device)
-        sums.index_add_(0, owner, token_lp.double())
+        return _response_logps(model, hidden, input_ids, label_mask.to(device), len(batch_ids), chunk)
+
+
+def _response_logps(model, hidden, input_ids, label_mask, n_rows: int, chunk: int):
+    """Σ log p(label) per row, from the hidden states one position left of each label (LM head in chunks)."""
+    import torch
+
+    device = hidden.device
+    pred_mask = torch.zeros_like(label_mask)
+    pred_mask[:, :-1] = label_mask[:, 1:]
+    h = hidden[pred_mask]                                  # [M, H], M = response tokens in the batch
+    labels = input_ids[label_mask]                         # [M]
+    head, transform = model.get_output_embeddings(), _final_logit_transform(model)
+    token_lp = torch.empty(h.shape[0], dtype=torch.float32, device=device)
+    for a in range(0, h.shape[0], chunk):
+        # [c, V] for this chunk only. log_softmax (x - max - log Σ exp(x - max)) keeps fp32 precision where
+        # logit[label] - logsumexp would subtract two large, rounded numbers.
+        logp = transform(head(h[a: a + chunk]).float()).log_softmax(-1)
+        token_lp[a: a + chunk] = logp.gather(1, labels[a: a + chunk, None]).squeeze(1)
+        del logp
+    owner = torch.arange(n_rows, device=device)[:, None].expand_as(pred_mask)[pred_mask]
+    sums = torch.zeros(n_rows, dtype=torch.float64, device=device)
+    sums.index_add_(0, owner, token_lp.double())
     return sums.cpu().numpy()
+
+
+def score_prefix_batch(model, batch_ids: list[list[int]], starts: Sequence[int], groups: Sequence[int], pad_id: int,
+                       chunk: int = 512) -> np.ndarray:
+    """Summed response log-probs of one batch whose rows share prompt prefixes (``groups``: prefix id per row).
+
+    Pass 1 runs each distinct prefix ``ids[:start-1]`` once (right-padded) with a KV cache; the cache rows are
+    then copied to the responses that share them. Pass 2 feeds ``ids[start-1:]`` (last prompt token + response)
+    at positions ``start-1, start, …`` with an attention mask over [prefix (its padding masked), suffix].
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    order: dict[int, int] = {}
+    row_group = [order.setdefault(int(g), len(order)) for g in groups]
+    first_row = {}
+    for r, g in enumerate(row_group):
+        first_row.setdefault(g, r)
+    G = len(order)
+    pre_len = [int(starts[first_row[g]]) - 1 for g in range(G)]
+    P = max(pre_len)
+    pre_ids = torch.full((G, P), pad_id, dtype=torch.long)
+    pre_attn = torch.zeros((G, P), dtype=torch.long)
+    for g in range(G):
+        x = batch_ids[first_row[g]][: pre_len[g]]
+        pre_ids[g, : len(x)] = torch.tensor(x)
+        pre_attn[g, : len(x)] = 1
+    suffixes = [x[int(s) - 1:] for x, s in zip(batch_ids, starts)]
+    S = max(len(x) for x in suffixes)
+    B = len(batch_ids)
+    suf_ids = torch.full((B, S), pad_id, dtype=torch.long)
+    suf_attn = torch.zeros((B, S), dtype=torch.long)
+    label_mask = torch.zeros((B, S), dtype=torch.bool)
+    for b, x in enumerate(suffixes):
+        suf_ids[b, : len(x)] = torch.tensor(x)
+        suf_attn[b, : len(x)] = 1
+        label_mask[b, 1: len(x)] = True  # suffix token 0 is the last prompt token; the rest are the response
+    sel = torch.tensor(row_group, dtype=torch.long, device=device)
+    positions = torch.tensor([pre_len[g] for g in row_group], dtype=torch.long)[:, None] + torch.arange(S)[None, :]
+    decoder = model.get_decoder()
+    with torch.inference_mode():
+        out = decoder(input_ids=pre_ids.to(device), attention_mask=pre_attn.to(device), use_cache=True)
+        cache = out.past_key_values
+        if G != B or row_group != list(range(B)):
+            cache.batch_select_indices(sel)
+        attn = torch.cat([pre_attn.to(device)[sel], suf_attn.to(device)], dim=1)
+        hidden = decoder(input_ids=suf_ids.to(device), attention_mask=attn, position_ids=positions.to(device),
+                         past_key_values=cache, use_cache=True).last_hidden_state
+        return _response_logps(model, hidden, suf_ids.to(device), label_mask.to(device), B, chunk)
 
 
 def naive_logps(model, tokenizer, prompts: Sequence[Conversation], responses: Sequence[str],
@@ -174,6 +280,15 @@ def naive_logps(model, tokenizer, prompts: Sequence[Conversation], responses: Se
     return out
 
 
+def _supports_cache(model) -> bool:
+    import inspect
+
+    try:
+        return "past_key_values" in inspect.signature(model.get_decoder().forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
 class HFScorer:
     """Scores tokenized (prompt, response) items with one model, batch by batch.
 
@@ -181,19 +296,29 @@ class HFScorer:
     after each batch so a caller can persist results as it goes (resume).
     """
 
-    def __init__(self, model, pad_id: int, *, batch_size: int = 8, max_tokens: int | None = 8192, chunk: int = 512):
+    def __init__(self, model, pad_id: int, *, batch_size: int = 8, max_tokens: int | None = 8192, chunk: int = 512,
+                 prefix_sharing: bool = True):
         self.model, self.pad_id = model, pad_id
         self.batch_size, self.max_tokens, self.chunk = batch_size, max_tokens, chunk
+        self.prefix_sharing = prefix_sharing and _supports_cache(model)
 
     def score(self, tok: Tokenized, todo: np.ndarray | None = None,
               on_batch: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
         lengths = np.array([len(x) for x in tok.ids])
         values = np.full(len(tok.ids), np.nan)
         skip = set() if todo is None else set(np.flatnonzero(~todo).tolist())
-        for batch in plan_batches(lengths, self.batch_size, self.max_tokens):
+        shared = self.prefix_sharing and len(tok.ids) and bool((tok.start >= 2).all())
+        if shared:
+            groups = tok.prefix_groups()
+            shared = len(np.unique(groups)) < len(groups)  # nothing to share: the plain path pads less
+        plan = plan_prefix_batches(tok, self.batch_size, self.max_tokens) if shared else \
+            plan_batches(lengths, self.batch_size, self.max_tokens)
+        for batch in plan:
             if skip and all(int(i) in skip for i in batch):
                 continue
-            v = score_batch(self.model, [tok.ids[i] for i in batch], tok.start[batch], self.pad_id, self.chunk)
+            ids = [tok.ids[i] for i in batch]
+            v = score_prefix_batch(self.model, ids, tok.start[batch], groups[batch], self.pad_id, self.chunk) \
+                if shared else score_batch(self.model, ids, tok.start[batch], self.pad_id, self.chunk)
             values[batch] = v
             if on_batch:
                 on_batch(batch, v)
