@@ -26,6 +26,9 @@ def run(
         None, "--reuse-from", help="Another run directory whose finished stages with the same fingerprint (same "
         "settings, data, seeds and upstream stages) are taken as hard links instead of recomputed; e.g. the SFT "
         "model and iteration-1 samples shared by runs that differ only in method. Repeatable."),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Skip stages finished earlier with the same inputs and finish an interrupted "
+                                     "one (default); --no-resume recomputes every stage in the run directory."),
     check: bool = typer.Option(False, "--check", help="Validate the config (every problem at once) and stop."),
 ) -> None:
     """M0 → SFT → M1 → (sample → label → train) × T → M_{T+1}, evaluating each model; a rerun skips finished
@@ -42,7 +45,7 @@ def run(
     from cream_train.loop import run as run_loop
 
     summary = run_loop(config, log=lambda m: log.print(m, highlight=False), overrides=overrides,
-                       reuse_from=reuse_from)
+                       reuse_from=reuse_from, resume=resume)
     if summary.report_md:
         out.print(summary.report_md, highlight=False, markup=False)
     log.print(f"run finished in {summary.seconds / 60:.1f} min: {len(summary.ran)} stage(s) ran, "

@@ -72,11 +72,17 @@ class RunSummary:
 
 
 class Loop:
-    def __init__(self, cfg: RunConfig, prompts_table, log: Log, reuse_from: list[Path] | None = None):
+    def __init__(self, cfg: RunConfig, prompts_table, log: Log, reuse_from: list[Path] | None = None,
+                 resume: bool = True):
         self.cfg, self.prompts_table, self.log = cfg, prompts_table, log
         self.run = Path(cfg.run_dir)
         self.run.mkdir(parents=True, exist_ok=True)
         self.manifest = Manifest.open(self.run)
+        if not resume and self.manifest.data["stages"]:
+            # start afresh: forget every stage, so each one replaces its outputs as it runs
+            log(f"[yellow]--no-resume:[/] recomputing all {len(self.manifest.data['stages'])} stage(s) of {self.run}")
+            self.manifest.data["stages"], self.manifest.data["models"] = {}, {}
+            self.manifest.save()
         self.reuse_from = [Path(r).resolve() for r in reuse_from or []]
         for r in self.reuse_from:
             if not (r / "manifest.json").is_file():
@@ -363,8 +369,8 @@ def _versions() -> dict:
 
 
 def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = None,
-        reuse_from: list[Path] | None = None) -> RunSummary:
+        reuse_from: list[Path] | None = None, resume: bool = True) -> RunSummary:
     from cream_train.run_config import load_run_config
 
     cfg, _base, table = load_run_config(config_path, overrides)
-    return Loop(cfg, table, log, reuse_from=reuse_from).execute()
+    return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume).execute()
