@@ -372,6 +372,16 @@ def quality_table(study: dict) -> list[list[str]]:
     return rows
 
 
+def pairs_table(study: dict) -> list[list[str]]:
+    rows = [["method", "iteration", "prompts", "pairs", "skipped (by reason)", "mean weight"]]
+    for m in study["methods"]:
+        for p in study["pairs"][m]:
+            reasons = ", ".join(f"{k}: {v}" for k, v in p["skipped"].items() if v) or "none"
+            rows.append([m, str(p["iteration"]), fmt(p["prompts"]), str(p["pairs"]), f"{p['skipped_total']} ({reasons})",
+                         fmt(p["weight_mean"], 3)])
+    return rows
+
+
 def setup_table(study: dict) -> list[list[str]]:
     rows = [["method", "run dir", "own stages (min)", "incl. shared stages (min)", "stages reused"]]
     for m in study["methods"]:
@@ -392,6 +402,7 @@ def to_markdown(study: dict, plots: dict[str, str] | None = None) -> str:
     lines += _md_table(consistency_table(study))
     lines += ["Rankings by the DPO rewards of M_t and M_{t-1} on the same responses (every prompt of the iteration "
               "with finite rewards), whatever reward picked the pairs; C = (τ + 1) / 2.", ""]
+    lines += ["## Pairs per iteration", ""] + _md_table(pairs_table(study))
     lines += ["## Reward quality against the oracle", ""] + _md_table(quality_table(study))
     lines += ["Win: the self-rewarded chosen response is correct and the rejected one is not; loss: the reverse; "
               "win rate = win / (win + loss), 95% Wilson interval (50% = a coin). *Sampled responses correct*: "

@@ -266,6 +266,7 @@ def test_study_compares_runs(cream_run, norc_run, tmp_path, cli):
     text = doc.read_text()
     assert text.startswith("# Results\n\nhand-written intro") and text.rstrip().endswith("hand-written end")
     assert "old" not in text and "Table 1" in text and "Table 2" in text and "Reward quality" in text
+    assert "Pairs per iteration" in text
     for png in ("study_accuracy", "study_tasks", "study_consistency", "study_reward_quality"):
         assert (tmp_path / "study" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
         assert f"study/{png}.png" in text  # linked relative to the document
