@@ -85,7 +85,7 @@ def response_token_ids(tokenizer, prompt: list[dict], response: list[dict]) -> t
 
 def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, max_length: int | None) -> str | None:
     """Why the stored ``chosen_logp``/``rejected_logp`` cannot serve as reference log-probs, or None if they can."""
-    from cream_data.engines.models import template_hash
+    from cream_data.engines.models import same_weights, template_hash
 
     cols = table.column_names
     for c in ("chosen_logp", "rejected_logp"):
@@ -96,7 +96,7 @@ def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, max_le
     if "model" not in cols:
         return "the table does not record which model computed them"
     models = set(table.column("model").to_pylist())
-    if models != {model_name}:
+    if models != {model_name} and not (len(models) == 1 and same_weights(str(next(iter(models))), model_name)):
         return f"they were computed by {sorted(map(str, models))[:2]}, not the starting model {model_name}"
     want = template_hash(tokenizer)
     hashes = set(table.column("template_hash").to_pylist()) if "template_hash" in cols else {None}

@@ -6,6 +6,8 @@ independent naive computation (full forward, full log-softmax over the vocabular
 
 from __future__ import annotations
 
+import os
+
 import json
 import logging
 import math
@@ -126,6 +128,29 @@ def test_trainer_response_tokens_are_the_scored_span(tiny_model, prefs_path, tmp
 
 
 # ------------------------------------------------------------------------------------------- reference
+def test_stored_reference_applies_to_a_linked_or_copied_checkpoint(tiny_model, tiny_model_b, prefs_path, tmp_path):
+    """Tables name models by path; a run that took M_t by `--reuse-from` (hard links) or a copy of the folder has the
+    same weights under another path: the stored reference log-probs still apply. Other weights do not."""
+    import shutil
+
+    from cream_data.engines.models import same_weights
+    from cream_train.train import prepare_dpo
+
+    linked, copied, changed = tmp_path / "linked", tmp_path / "copied", tmp_path / "changed"
+    shutil.copytree(tiny_model, linked, copy_function=os.link)
+    shutil.copytree(tiny_model, copied)
+    shutil.copytree(tiny_model, changed)
+    w = changed / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    w.write_bytes(bytes(data))
+    assert same_weights(str(tiny_model), str(linked)) and same_weights(str(tiny_model), str(copied))
+    assert not same_weights(str(tiny_model), str(changed)) and not same_weights(str(tiny_model), str(tiny_model_b))
+    assert prepare_dpo(dpo_cfg(linked, prefs_path, tmp_path / "o1")).stored
+    assert prepare_dpo(dpo_cfg(copied, prefs_path, tmp_path / "o2")).stored
+    assert not prepare_dpo(dpo_cfg(changed, prefs_path, tmp_path / "o3")).stored
+
+
 def test_stored_reference_loads_and_runs_no_reference_model(tiny_model, prefs_path, tmp_path):
     from cream_train.train import build_dpo_trainer, prepare_dpo
 

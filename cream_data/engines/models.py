@@ -131,6 +131,34 @@ def resolve(spec: str | os.PathLike) -> ModelRef:
     )
 
 
+def same_weights(a: str, b: str) -> bool:
+    """True when two local checkpoint folders hold the same weights: every weight file (``*.safetensors`` /
+    ``*.bin``) is present in both and is the same file (a hard link, as ``cream run --reuse-from`` makes) or has
+    the same bytes. Used where tables record a model by path: a linked or copied checkpoint is the same model."""
+    pa_, pb = Path(a), Path(b)
+    if not (pa_.is_dir() and pb.is_dir()):
+        return False
+    names = sorted(f.name for f in pa_.iterdir() if f.suffix in (".safetensors", ".bin"))
+    if not names or names != sorted(f.name for f in pb.iterdir() if f.suffix in (".safetensors", ".bin")):
+        return False
+    for name in names:
+        fa, fb = pa_ / name, pb / name
+        if os.path.samefile(fa, fb):
+            continue
+        if fa.stat().st_size != fb.stat().st_size:
+            return False
+        digests = []
+        for f in (fa, fb):
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+            digests.append(h.digest())
+        if digests[0] != digests[1]:
+            return False
+    return True
+
+
 def default_device() -> str:
     import torch
 
