@@ -16,8 +16,9 @@ B = 4000, seed 0). An interval that contains 0 means the difference is within no
 (:func:`cream_data.answers.oracle_reward`) marks the chosen and the rejected response right or wrong:
 *win* = chosen right and rejected wrong, *loss* = the reverse, *tie* = both right or both wrong. The pair is
 informative only when it is not a tie; ``win rate = wins / (wins + losses)`` with its Wilson interval (0.5 =
-no better than a coin). For weighted methods the mean trainer weight of winning and losing pairs is shown too:
-CREAM's premise is that unreliable (losing) pairs get lower consistency.
+no better than a coin). The mean consistency C of winning and losing pairs is shown too (every DPO-rewarded
+method stores it; only cream/cream-avg train with it): CREAM's premise is that unreliable (losing) pairs get a
+lower C.
 """
 
 from __future__ import annotations
@@ -113,19 +114,21 @@ def reward_quality(run: Path, t: int) -> dict | None:
         verdict[(pid, idx)] = oracle_reward(text, refs.get(pid))
     known = [v for v in verdict.values() if v is not None]
     prefs = io.read_table(it / "preferences", "preferences",
-                          columns=["prompt_id", "chosen_idx", "rejected_idx", "weight"]).to_pydict()
+                          columns=["prompt_id", "chosen_idx", "rejected_idx", "consistency"]).to_pydict()
     wins = losses = both_right = both_wrong = no_ref = 0
     w_win, w_loss = [], []
-    for pid, c, r, w in zip(prefs["prompt_id"], prefs["chosen_idx"], prefs["rejected_idx"], prefs["weight"]):
+    for pid, c, r, w in zip(prefs["prompt_id"], prefs["chosen_idx"], prefs["rejected_idx"], prefs["consistency"]):
         vc, vr = verdict.get((pid, int(c))), verdict.get((pid, int(r)))
         if vc is None or vr is None:
             no_ref += 1
         elif vc > vr:
             wins += 1
-            w_win.append(w)
+            if w is not None:
+                w_win.append(w)
         elif vc < vr:
             losses += 1
-            w_loss.append(w)
+            if w is not None:
+                w_loss.append(w)
         elif vc:
             both_right += 1
         else:
@@ -134,8 +137,8 @@ def reward_quality(run: Path, t: int) -> dict | None:
     return {"iteration": t, "pairs": len(prefs["prompt_id"]), "with_reference": len(prefs["prompt_id"]) - no_ref,
             "wins": wins, "losses": losses, "both_right": both_right, "both_wrong": both_wrong,
             "win_rate": wins / (wins + losses) if wins + losses else None, "ci_low": lo, "ci_high": hi,
-            "weight_win": float(np.mean(w_win)) if w_win else None,
-            "weight_loss": float(np.mean(w_loss)) if w_loss else None,
+            "c_win": float(np.mean(w_win)) if w_win else None,
+            "c_loss": float(np.mean(w_loss)) if w_loss else None,
             "sample_accuracy": float(np.mean(known)) if known else None, "responses_with_reference": len(known)}
 
 
@@ -360,20 +363,20 @@ def consistency_table(study: dict) -> list[list[str]]:
 
 def quality_table(study: dict) -> list[list[str]]:
     rows = [["method", "iteration", "pairs (with ref.)", "win", "loss", "tie (both ✓ / both ✗)",
-             "win rate [95% CI]", "mean weight win / loss", "sampled responses correct"]]
+             "win rate [95% CI]", "mean C win / loss", "sampled responses correct"]]
     for m in study["methods"]:
         for q in study["reward_quality"][m]:
             rate = "–" if q["win_rate"] is None else \
                 f"{_pct(q['win_rate'])}% [{_pct(q['ci_low'])}, {_pct(q['ci_high'])}]"
             rows.append([m, str(q["iteration"]), f"{q['pairs']} ({q['with_reference']})", str(q["wins"]),
                          str(q["losses"]), f"{q['both_right']} / {q['both_wrong']}", rate,
-                         f"{fmt(q['weight_win'], 3)} / {fmt(q['weight_loss'], 3)}",
+                         f"{fmt(q['c_win'], 3)} / {fmt(q['c_loss'], 3)}",
                          f"{_pct(q['sample_accuracy'])}% of {q['responses_with_reference']}"])
     return rows
 
 
 def pairs_table(study: dict) -> list[list[str]]:
-    rows = [["method", "iteration", "prompts", "pairs", "skipped (by reason)", "mean weight"]]
+    rows = [["method", "iteration", "prompts", "pairs", "skipped (by reason)", "mean stored weight"]]
     for m in study["methods"]:
         for p in study["pairs"][m]:
             reasons = ", ".join(f"{k}: {v}" for k, v in p["skipped"].items() if v) or "none"
@@ -403,6 +406,9 @@ def to_markdown(study: dict, plots: dict[str, str] | None = None) -> str:
     lines += ["Rankings by the DPO rewards of M_t and M_{t-1} on the same responses (every prompt of the iteration "
               "with finite rewards), whatever reward picked the pairs; C = (τ + 1) / 2.", ""]
     lines += ["## Pairs per iteration", ""] + _md_table(pairs_table(study))
+    lines += ["*Mean stored weight*: the preferences' `weight` column, the pair's C for DPO-rewarded methods, 1 for "
+              "srlm and oracle; only cream (and cream-avg, with the mean) train with it — cream-no-rc, srlm and "
+              "oracle train with weight 1.", ""]
     lines += ["## Reward quality against the oracle", ""] + _md_table(quality_table(study))
     lines += ["Win: the self-rewarded chosen response is correct and the rejected one is not; loss: the reverse; "
               "win rate = win / (win + loss), 95% Wilson interval (50% = a coin). *Sampled responses correct*: "
