@@ -309,8 +309,9 @@ def plot_reward_quality(study: dict, path: Path) -> Path:
         ax.bar(x, p[:, 1], bottom=p[:, 0], color="#CCCCCC", label="tie (both right or both wrong)")
         ax.bar(x, p[:, 2], bottom=p[:, 0] + p[:, 1], color="#C44E52", label="chosen wrong, rejected right")
         ax.set_xticks(x, labels, fontsize=7)
-    ax.set(title="Self-rewarded pairs judged by the oracle", ylabel="% of pairs with a reference", ylim=(0, 100))
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set(title="Self-rewarded pairs judged by the oracle", ylabel="% of pairs with a reference", ylim=(0, 130),
+           yticks=range(0, 101, 20))
+    ax.legend(fontsize=7, loc="upper center", ncol=3, frameon=False)  # in the headroom above the bars
     return save_png(fig, path)
 
 
