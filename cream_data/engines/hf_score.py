@@ -248,10 +248,29 @@ def score_prefix_batch(model, batch_ids: list[list[int]], starts: Sequence[int],
         cache = out.past_key_values
         if G != B or row_group != list(range(B)):
             cache.batch_select_indices(sel)
+        _read_only(cache)
         attn = torch.cat([pre_attn.to(device)[sel], suf_attn.to(device)], dim=1)
         hidden = decoder(input_ids=suf_ids.to(device), attention_mask=attn, position_ids=positions.to(device),
                          past_key_values=cache, use_cache=True).last_hidden_state
         return _response_logps(model, hidden, suf_ids.to(device), label_mask.to(device), B, chunk)
+
+
+def _read_only(cache) -> None:
+    """Make the suffix pass read the prefix cache without appending to it: each layer attends over
+    cat(prefix K/V, suffix K/V) built on the fly and dropped after the layer, so no [B, P + S] cache for every
+    layer is kept (a third of a GB for 16 rows of 460 tokens on SmolLM2). Plain full-attention layers only;
+    anything else (sliding windows, other cache layouts) keeps the standard, appending update."""
+    import torch
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(getattr(ly, "is_sliding", False) or getattr(ly, "keys", None) is None for ly in layers):
+        return
+
+    def update(key_states, value_states, layer_idx, *args, **kwargs):
+        ly = layers[layer_idx]
+        return torch.cat([ly.keys, key_states], dim=-2), torch.cat([ly.values, value_states], dim=-2)
+
+    cache.update = update
 
 
 def naive_logps(model, tokenizer, prompts: Sequence[Conversation], responses: Sequence[str],
