@@ -286,7 +286,7 @@ def plot_consistency(study: dict, path: Path) -> Path:
         for patch, c in zip(box["boxes"], colors):
             patch.set(facecolor=c, alpha=0.5)
         ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
-    ax.set(title="Ranking consistency C = (τ+1)/2 between consecutive models (◆ mean)", ylabel="C",
+    ax.set(title="C = (τ+1)/2 between consecutive models (◆ mean)", ylabel="C",
            ylim=(-0.05, 1.05))
     ax.grid(alpha=0.3, axis="y")
     return save_png(fig, path)
