@@ -92,6 +92,7 @@ class Loop:
         self.ran: list[str] = []
         self.skipped: list[str] = []
         self.reused: list[str] = []
+        self._other_manifests: dict[Path, Manifest] = {}  # read once per run: the other runs do not change meanwhile
         self.fps: dict[str, str] = {}
 
     # ------------------------------------------------------------------ stage bookkeeping
@@ -131,7 +132,7 @@ class Loop:
         are the same for every method. Tables keep the producing run's paths in their ``model`` columns.
         """
         for other in self.reuse_from:
-            rec = Manifest.open(other).data["stages"].get(name)
+            rec = self._other_manifests.setdefault(other, Manifest.open(other)).data["stages"].get(name)
             if not rec or rec.get("status") != "done" or rec.get("fingerprint") != fp:
                 continue
             srcs = [other / Path(o).relative_to(self.run) for o in outputs]

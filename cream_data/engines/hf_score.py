@@ -111,11 +111,13 @@ def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = 
     return batches
 
 
-def plan_prefix_batches(tok: Tokenized, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+def plan_prefix_batches(tok: Tokenized, batch_size: int, max_tokens: int | None = None,
+                        groups: np.ndarray | None = None) -> list[np.ndarray]:
     """Batches of whole prefix groups (a prompt's responses stay together), longest groups first, at most
     ``batch_size`` responses and ``max_tokens`` padded suffix tokens each (a group larger than the limits is cut
-    into pieces that each re-use its prefix). Deterministic in the token ids alone (resume replans the same)."""
-    groups = tok.prefix_groups()
+    into pieces that each re-use its prefix). Deterministic in the token ids alone (resume replans the same).
+    ``groups``: ``tok.prefix_groups()`` when the caller has it already."""
+    groups = tok.prefix_groups() if groups is None else groups
     suffix_len = np.array([len(x) for x in tok.ids], dtype=np.int64) - np.maximum(tok.start - 1, 0)
     members: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
@@ -124,9 +126,8 @@ def plan_prefix_batches(tok: Tokenized, batch_size: int, max_tokens: int | None 
     for g, items in members.items():
         items = sorted(items, key=lambda i: (-suffix_len[i], i))
         cur: list[int] = []
-        for i in items:
-            L = int(suffix_len[items[0]] if not cur else suffix_len[cur[0]])
-            if cur and (len(cur) >= batch_size or (max_tokens and L * (len(cur) + 1) > max_tokens)):
+        for i in items:  # longest first: cur[0] is the piece's longest suffix
+            if cur and (len(cur) >= batch_size or (max_tokens and suffix_len[cur[0]] * (len(cur) + 1) > max_tokens)):
                 pieces.append((int(suffix_len[cur[0]]), cur))
                 cur = []
             cur.append(i)
@@ -330,7 +331,7 @@ class HFScorer:
         if shared:
             groups = tok.prefix_groups()
             shared = len(np.unique(groups)) < len(groups)  # nothing to share: the plain path pads less
-        plan = plan_prefix_batches(tok, self.batch_size, self.max_tokens) if shared else \
+        plan = plan_prefix_batches(tok, self.batch_size, self.max_tokens, groups) if shared else \
             plan_batches(lengths, self.batch_size, self.max_tokens)
         for batch in plan:
             if skip and all(int(i) in skip for i in batch):
