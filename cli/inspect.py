@@ -34,7 +34,10 @@ def inspect(
     plots, and prints the tables."""
     from cream_data import run_report
     from cream_data.errors import CreamError
+    from cream_data.outputs import guard
 
+    if plots is not None or len(paths) > 1:
+        guard(plots or Path("study"), "inspect", is_report_output, what="report folder")
     if len(paths) > 1:
         from cream_data.study import write_study
 
@@ -60,6 +63,18 @@ def inspect(
     _print(result.summary, rep)
     for name, p in result.files.items():
         out.print(f"{name}: {p}", highlight=False)
+
+
+REPORT_FILES = ("summary.md", "summary.json", "report.md", "report.json", "study.md", "study.json",
+                "accuracy.png", "consistency.png", "margins.png", "rewards.png")
+
+
+def is_report_output(path: Path) -> bool:
+    """What `cream inspect` writes into --out: only its own Markdown, JSON and PNG files."""
+    from cream_data.outputs import only_entries
+
+    return only_entries(path, lambda e: e.is_file() and (e.name in REPORT_FILES or (
+        e.name.startswith("study_") and e.suffix == ".png")))
 
 
 def _print(summary: dict, rep) -> None:

@@ -52,7 +52,12 @@ def label(
                       consistency=consistency, scope=scope, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                       engine=engine, iteration=iteration, prompts=str(prompts) if prompts else None)
     if scores is not None:
-        summary = repair(responses, scores, cfg, out_dir)
+        from cream_data.label import is_label_output
+        from cream_data.outputs import guard, locked
+
+        guard(out_dir, "label", is_label_output, what="labeled folder")
+        with locked(out_dir):
+            summary = repair(responses, scores, cfg, out_dir)
         _print_pairing(summary)
         log.print(f"preferences rebuilt from {scores} → {out_dir / 'preferences'}")
         return

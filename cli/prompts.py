@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -34,12 +33,18 @@ def prompts(
     dedupe: bool = typer.Option(False, "--dedupe", help="Keep the first of prompts with the same id instead of failing."),
     sft: bool = typer.Option(False, "--sft", help="Write an sft table (prompt + assistant completion) instead."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --split-into assignment."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `cream prompts` output at --out "
+                                   "(never a folder or file of anything else)."),
 ) -> None:
     """Build a prompts table (conversational prompts, stable ids, reference answers) from a source."""
     from cream_data.errors import CreamError
     from cream_data.io import write_table
+    from cream_data.outputs import guard
     from cream_data.prompts import FieldMap, load_prompts, load_sft, split_prompts
 
+    guard(out_dir, "prompts", is_prompts_output, overwrite=overwrite, what="table")
+    if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not overwrite:
+        raise CreamError(f"--out {out_dir}: holds an earlier `cream prompts` table; pass --overwrite to replace it")
     fields = FieldMap(prompt=prompt_field, answer=answer_field, id=id_field, system=system_field,
                       completion=completion_field)
     if sft:
@@ -69,12 +74,19 @@ def prompts(
               highlight=False)
 
 
+def is_prompts_output(path: Path) -> bool:
+    """What `cream prompts` writes: a prompts/sft table (file or folder), or a folder of ``subset-K`` tables."""
+    from cream_data.outputs import has_table, only_entries
+
+    return has_table(path, ("prompts", "sft")) or only_entries(
+        path, lambda e: e.name.startswith("subset-") and has_table(e, ("prompts",)))
+
+
 def _write_subsets(subsets: list, out_dir: Path) -> None:
     """DIR/subset-1 … DIR/subset-T, built in a hidden folder beside DIR and renamed into place at the end."""
-    from cream_data.io import replace_folder, write_table
+    from cream_data.io import replace_folder, staging_folder, write_table
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    staging = staging_folder(out_dir)
     try:
         for k, sub in enumerate(subsets, 1):
             write_table(sub, staging / f"subset-{k}", "prompts")

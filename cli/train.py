@@ -86,7 +86,14 @@ def register(app: typer.Typer) -> None:
 
         from cream_train.train import train as run
 
-        with _warnings_to_stderr():
+        from contextlib import nullcontext
+
+        from cream_data.outputs import locked
+        from cream_train.lineage import check_output
+
+        check_output(cfg.out, cfg.overwrite)
+        # Every rank of a distributed launch runs this command; rank 0 writes the checkpoint and holds the lock.
+        with locked(cfg.out) if _is_main_process() else nullcontext(), _warnings_to_stderr():
             result = run(cfg)
         if _is_main_process():
             m = result.metrics

@@ -78,7 +78,9 @@ class EvalConfig:
         if self.batch_size < 1:
             problems.append(f"batch_size: got {self.batch_size}, expected at least 1")
         if problems:
-            raise CreamError("eval config: " + "; ".join(problems))
+            err = CreamError("eval config: " + "; ".join(problems))
+            err.problems = problems  # each "field: got X, expected Y": `cream run --check` names the section
+            raise err
 
     def identity(self, model_name: str, data_fingerprint: str) -> dict:
         """What decides the rows: a rerun into the same folder must match it to resume."""
@@ -234,22 +236,37 @@ def _data_fingerprint(examples: list[Examples]) -> str:
 
 
 # ---------------------------------------------------------------------------- the stage
+def is_eval_output(path: Path) -> bool:
+    """What `cream eval` writes: an eval table folder (finished or being written) with its settings."""
+    from cream_data.outputs import has_table
+
+    return path.is_dir() and ((path / CONFIG_FILE).is_file() or has_table(path, ("eval",)))
+
+
 def evaluate(model: str, cfg: EvalConfig, out: str | Path, *, overwrite: bool = False, engine=None,
              progress: ProgressFn | None = None) -> EvalSummary:
     """Greedy-evaluate ``model`` on ``cfg.tasks`` into the eval table folder ``out``.
 
-    Every user mistake (unknown model path, missing data, a folder of another run) is found before anything
-    is written. ``engine`` reuses a loaded sampling engine (``HfSampler``) for ``model``.
+    Every user mistake (unknown model path, missing data, a folder of another run or of other files) is found
+    before anything is written. ``engine`` reuses a loaded sampling engine (``HfSampler``) for ``model``.
     """
+    from cream_data.outputs import guard, locked
+
+    out = guard(out, "eval", is_eval_output, overwrite=overwrite, what="eval table")
+    with locked(out):
+        return _evaluate_locked(model, cfg, out, overwrite, engine, progress)
+
+
+def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, engine,
+                     progress: ProgressFn | None) -> EvalSummary:
     from cream_data.engines import models
     from cream_data.sample import GenerationParams, plan_batches, prompt_seed
 
     t0 = time.perf_counter()
-    out = Path(out)
     ref = models.resolve(model)
     examples = [load_examples(t, cfg) for t in cfg.tasks]
-    record = {"stage": "eval", "identity": cfg.identity(ref.name, _data_fingerprint(examples)),
-              "config": asdict(cfg), "model_path": ref.path}
+    identity = {**cfg.identity(ref.name, _data_fingerprint(examples)), "model_id": models.content_id(ref)}
+    record = {"stage": "eval", "identity": identity, "config": asdict(cfg), "model_path": ref.path}
     _check_out(out, record, overwrite)
 
     done_tasks: set[str] = set()

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from cream_data import card
 from cream_data.errors import CreamError
-from cream_data.io import COMPRESSION, iter_table_paths, read_manifest, read_table
+from cream_data.io import COMPRESSION, iter_table_paths, read_manifest, read_table, staging_folder
 
 CONFIG_KINDS = ("preferences", "scores", "responses")
 MAX_SHARD_BYTES = 500 * 2**20  # keeps each Parquet file well under the Hub viewer's limits
@@ -208,7 +208,7 @@ def build(root: str | Path, out: str | Path, repo_id: str, *, license: str | Non
     run_config, run_manifest = _run_files(root if root.is_dir() else root.parent)
     licence = card.licence_of(prompt_sources(splits, prompts), override=license)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging = staging_folder(out)
     try:
         for parts in splits.values():
             for s in parts:

@@ -78,6 +78,17 @@ def _prepare(table: pa.Table, kind: str, where: str, metadata: dict | None) -> p
     return table
 
 
+def staging_folder(target: Path) -> Path:
+    """A fresh hidden sibling ``.NAME.tmp-…`` to build ``target`` in, with the permissions a plain ``mkdir``
+    would give under the user's umask (``mkdtemp`` makes 0700, which the final rename would keep)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    return staging
+
+
 def replace_folder(staging: Path, target: Path) -> None:
     """Move a finished staging folder into place; an older ``target`` is replaced only now the new one is whole."""
     if target.exists():
@@ -102,8 +113,7 @@ def write_table(table: pa.Table, path: str | Path, kind: str, *, metadata: dict 
     if path.suffix == ".parquet":
         _write_parquet_file(table, path)
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    staging = staging_folder(path)
     try:
         _write_parquet_file(table, staging / "part-00000.parquet")
         atomic_write_json(staging / MANIFEST, _manifest(kind, ["part-00000.parquet"], table.num_rows, manifest_extra))
@@ -190,6 +200,10 @@ def _read_file(path: Path, kind: str | None, columns: list[str] | None = None) -
     except FileNotFoundError:
         raise CreamError(f"{path}: file not found") from None
     except (pa.ArrowInvalid, OSError) as e:
+        if path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv") and kind in (None, "prompts", "sft"):
+            sft = " --sft" if kind == "sft" else ""
+            raise CreamError(f"{path}: a {path.suffix} file, not a table; build a {kind or 'prompts'} table from it "
+                             f"with `cream prompts {path}{sft} --out DIR` and pass DIR") from None
         raise CreamError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
     md = pf.schema_arrow.metadata or {}
     found_kind = md.get(schemas.META_SCHEMA, b"").decode() or None
@@ -213,7 +227,15 @@ def table_kind(path: str | Path) -> str | None:
     if path.is_dir():
         manifests = sorted(path.glob("_manifest*.json"))
         if manifests:
-            return json.loads(manifests[0].read_text()).get("schema")
+            try:
+                m = json.loads(manifests[0].read_text())
+            except ValueError as e:
+                raise CreamError(f"{manifests[0]}: corrupt manifest (not valid JSON: {e}); remove the folder and "
+                                 "rerun the stage that writes it") from None
+            if not isinstance(m, dict):
+                raise CreamError(f"{manifests[0]}: corrupt manifest (expected a JSON object, got "
+                                 f"{json.dumps(m)[:40]}); remove the folder and rerun the stage that writes it")
+            return m.get("schema")
         parts = sorted(path.glob("part-*.parquet"))
         path = parts[0] if parts else path
     if path.is_file():
@@ -226,10 +248,22 @@ def table_kind(path: str | Path) -> str | None:
 
 
 def complete_parts(folder: Path) -> tuple[list[Path], list[dict]]:
-    """The parts of a complete table folder and its manifests; a clear error when incomplete."""
+    """The parts of a complete table folder and its manifests; a clear error when incomplete or corrupt."""
+
+    def load(p: Path) -> dict:
+        try:
+            m = json.loads(p.read_text())
+        except ValueError as e:
+            raise CreamError(f"{p}: corrupt manifest (not valid JSON: {e}); remove the folder and rerun the stage "
+                             "that writes it") from None
+        if not isinstance(m, dict):
+            raise CreamError(f"{p}: corrupt manifest (expected a JSON object, got {json.dumps(m)[:40]}); "
+                             "remove the folder and rerun the stage that writes it")
+        return m
+
     main = folder / MANIFEST
     if main.exists():
-        manifests = [json.loads(main.read_text())]
+        manifests = [load(main)]
     else:
         shard_files = {}
         for p in folder.iterdir():
@@ -247,7 +281,7 @@ def complete_parts(folder: Path) -> tuple[list[Path], list[dict]]:
                     f"{folder}: table is incomplete{missing}: no manifest; rerun the stage that writes it to finish"
                 )
             raise CreamError(f"{folder}: no table here (expected Parquet parts and a {MANIFEST})")
-        manifests = [json.loads(p.read_text()) for _, p in sorted(shard_files[max(done)].items())]
+        manifests = [load(p) for _, p in sorted(shard_files[max(done)].items())]
     parts = []
     for m in manifests:
         for name in m.get("parts", []):

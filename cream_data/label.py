@@ -16,8 +16,10 @@ re-pair) reuses what is stored. The scores and preferences tables are written la
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ import pyarrow.compute as pc
 from cream_data import io
 from cream_data.errors import CreamError
 from cream_data.fingerprint import responses_fingerprint, shard_mask
+from cream_data.outputs import guard, locked, only_entries
 
 REWARDS = ("dpo", "judge", "oracle")
 CONSISTENCY = ("kendall", "spearman", "toporder")
@@ -67,12 +70,22 @@ class LabelConfig:
             problems.append(f"--engine: got {self.engine!r}, expected one of {', '.join(ENGINES)}")
         if self.batch_size < 1:
             problems.append(f"--batch-size: got {self.batch_size}, expected >= 1")
+        if self.max_batch_tokens < 1:
+            problems.append(f"--max-batch-tokens: got {self.max_batch_tokens}, expected >= 1")
+        if self.judge_max_new_tokens < 1:
+            problems.append(f"judge_max_new_tokens: got {self.judge_max_new_tokens}, expected >= 1")
+        if self.iteration is not None and self.iteration < 0:
+            problems.append(f"--iteration: got {self.iteration}, expected >= 0")
+        if self.flush_rows < 1:
+            problems.append(f"flush_rows (CREAM_LABEL_FLUSH_ROWS): got {self.flush_rows}, expected >= 1")
         if self.prev_ref and not self.prev_model:
             problems.append("--prev-ref given without --prev-model")
         if self.reward == "oracle" and not self.prompts:
             problems.append("--reward oracle needs --prompts (a prompts table with reference_answer)")
         if problems:
-            raise CreamError("; ".join(problems))
+            err = CreamError("; ".join(problems))
+            err.problems = problems  # each "field: got X, expected Y": `cream run --check` names the section
+            raise err
 
 
 @dataclass
@@ -111,7 +124,7 @@ def _roles(cfg: LabelConfig) -> list[tuple[str, str, str | None]]:
 
 # ---------------------------------------------------------------------------- log-prob cache
 def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, cfg: LabelConfig, th: str,
-                 progress=None) -> tuple[np.ndarray, np.ndarray, bool]:
+                 progress=None, progress_log=None) -> tuple[np.ndarray, np.ndarray, bool]:
     """Log-probs of every row under one model: from the cache where present, scoring only the rest.
 
     Returns (logp per row, n_tokens per row, scored_now)."""
@@ -120,11 +133,12 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
 
     n_items = len(tokenized.ids)
     item_ntok = tokenized.n_tokens
+    model_id = models.content_id(ref)
+    _forget_if_changed(folder, ref, model_id, progress_log)
     row_keys = [f"{p}\x00{i}" for p, i in zip(responses["prompt_id"].to_pylist(), responses["response_idx"].to_pylist())]
-    writer = io.PartWriter(folder, "logps", shard=shard)
     values = np.full(n_items, np.nan)
     done_items = np.zeros(n_items, dtype=bool)
-    prev = writer.existing()
+    prev = io.PartWriter(folder, "logps", shard=shard).existing() if folder.is_dir() else None
     if prev is not None:
         if set(prev["template_hash"].to_pylist()) - {th}:
             raise CreamError(f"{folder}: cached log-probs were computed under another tokenizer/template; remove it")
@@ -152,6 +166,9 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
         else:
             model, _, _ = models.load(ref)
             scorer = HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
+    writer = io.PartWriter(folder, "logps", shard=shard)  # the folder is made only once the model has loaded
+    _mark(folder, ref, model_id)
+    if scored_now:
         buffer: list[int] = []
 
         def flush():
@@ -180,6 +197,33 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
                                  item_ntok[tokenized.inverse[missing]]))
     writer.finish({"model": ref.name, "template_hash": th})
     return values[tokenized.inverse], item_ntok[tokenized.inverse].astype(np.int32), scored_now
+
+
+MODEL_ID_FILE = "_model_id.json"
+
+
+def _forget_if_changed(folder: Path, ref, model_id: str, log=None) -> None:
+    """The cache belongs to the model's content, not its path: a checkpoint retrained in place at the same path
+    invalidates every stored log-prob, so the folder is emptied and the model scored again."""
+    marker = folder / MODEL_ID_FILE
+    if folder.is_dir() and any(folder.iterdir()):
+        stored = None
+        if marker.is_file():
+            try:
+                stored = json.loads(marker.read_text()).get("model_id")
+            except (OSError, ValueError, AttributeError):
+                stored = None
+        if stored == model_id:
+            return
+        if log:
+            log(f"[yellow]{ref.name} changed since its log-probs were cached in {folder} "
+                f"(content id {stored} -> {model_id}): scoring it again[/]")
+        shutil.rmtree(folder)
+
+
+def _mark(folder: Path, ref, model_id: str) -> None:
+    if not (folder / MODEL_ID_FILE).is_file():
+        io.atomic_write_json(folder / MODEL_ID_FILE, {"model": ref.name, "model_id": model_id})
 
 
 def _logps_part(responses, rows, model_name, th, logp, ntok) -> pa.Table:
@@ -232,22 +276,48 @@ def _check_tokenizers(refs: dict, tokenizers: dict) -> str:
 
 
 def _read_responses(path) -> pa.Table:
+    """The responses, sorted, and checked whole before any model runs (each prompt's response_idx is 0..N-1)."""
+    from cream_data.pairing import _Rows
+
     responses = io.read_table(path, "responses")
     if responses.num_rows == 0:
         raise CreamError(f"{path}: responses table is empty; nothing to label")
+    try:
+        _Rows(responses)
+    except CreamError as e:
+        raise CreamError(f"{path}: {e}") from None
     return responses.sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
+
+
+LABEL_FOLDERS = ("scores", "preferences", "logps", "inspect")
+
+
+def is_label_output(path: Path) -> bool:
+    """What `cream label` writes: a folder holding only its scores/, preferences/ and logps/ (and a report)."""
+    return only_entries(path, lambda e: e.name in LABEL_FOLDERS and e.is_dir())
 
 
 def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shard: tuple[int, int] | None = None,
           log=None) -> LabelSummary:
-    """Score, reward, rank, pair: write ``OUT/scores`` and ``OUT/preferences`` (and the ``OUT/logps`` cache)."""
-    from cream_data.engines import models
+    """Score, reward, rank, pair: write ``OUT/scores`` and ``OUT/preferences`` (and the ``OUT/logps`` cache).
 
+    Every input is read and checked before the first model runs; a failure leaves nothing new in ``OUT``."""
     t0 = time.time()
     out = Path(out)
-    say = log or (lambda *_: None)
     _engine_check(cfg.engine)
+    guard(out, "label", is_label_output, what="labeled folder")
     responses = _read_responses(responses_path)
+    answers = _reference_answers(cfg.prompts, responses) if cfg.reward == "oracle" else None
+    with locked(out, shard=shard if shard and shard[1] > 1 else None, log=log):
+        return _label_locked(responses_path, responses, answers, cfg, out, shard, log, t0)
+
+
+def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg: LabelConfig, out: Path, shard,
+                  log, t0: float) -> LabelSummary:
+    """The stage body, run while this process holds the output's lock."""
+    from cream_data.engines import models
+
+    say = log or (lambda *_: None)
     fp = responses_fingerprint(responses)
     if shard and shard[1] > 1:
         responses = responses.filter(shard_mask(responses["prompt_id"], shard))
@@ -271,7 +341,8 @@ def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shar
     for name, ref in refs.items():
         folder = out / "logps" / _slug(ref.name)
         with _progress(f"scoring with {ref.name}", len(tokenized.ids), log) as tick:
-            logp[name], ntok, scored = _score_model(ref, responses, tok, tokenized, folder, shard, cfg, th, tick)
+            logp[name], ntok, scored = _score_model(ref, responses, tok, tokenized, folder, shard, cfg, th, tick,
+                                                    progress_log=log)
         (summary.models_scored if scored else summary.models_reused).append(ref.name)
         say(f"{'scored' if scored else 'reused cached log-probs of'} {ref.name}")
 
@@ -281,13 +352,14 @@ def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shar
         reward, kind = dpo_or_likelihood(lp, rlp, ntok)
         parts.append(scores_rows(responses, scorer, refs[m].name, refs[r].name if r else None, lp, rlp, ntok, reward, kind))
     if cfg.reward == "oracle":
-        parts.append(_oracle_scores(responses, cfg, ntok))
+        parts.append(_oracle_scores(responses, answers, ntok))
     if cfg.reward == "judge":
         judge_part, summary.judge_unparsed = _judge_scores(responses, refs[cfg.model], cfg, ntok, log)
         parts.append(judge_part)
     scores = pa.concat_tables(parts)
     config = _config_dict(cfg, responses_path, shard)
-    inputs = {"responses": fp, "template_hash": th}
+    inputs = {"responses": fp, "template_hash": th,
+              "model_ids": {ref.name: models.content_id(ref) for ref in refs.values()}}
     if shard and shard[1] > 1:
         w = io.PartWriter(out / "scores", "scores", shard=shard)
         for old in w.parts():
@@ -405,15 +477,20 @@ def _stderr_console():
 
 
 # ---------------------------------------------------------------------------- judge and oracle
-def _oracle_scores(responses: pa.Table, cfg: LabelConfig, ntok: np.ndarray) -> pa.Table:
-    from cream_data.answers import oracle_reward
-
-    prompts = io.read_table(cfg.prompts, "prompts", columns=["prompt_id", "reference_answer"])
+def _reference_answers(prompts_path, responses: pa.Table) -> dict:
+    """prompt_id → reference answer from the prompts table; every labeled prompt must have a row."""
+    prompts = io.read_table(prompts_path, "prompts", columns=["prompt_id", "reference_answer"])
     ref = dict(zip(prompts["prompt_id"].to_pylist(), prompts["reference_answer"].to_pylist()))
     missing = sorted(set(responses["prompt_id"].to_pylist()) - set(ref))
     if missing:
-        raise CreamError(f"{cfg.prompts}: has no row for prompt_id {missing[0]!r} ({len(missing)} missing); "
+        raise CreamError(f"{prompts_path}: has no row for prompt_id {missing[0]!r} ({len(missing)} missing); "
                          "pass the prompts table these responses were sampled from")
+    return ref
+
+
+def _oracle_scores(responses: pa.Table, ref: dict, ntok: np.ndarray) -> pa.Table:
+    from cream_data.answers import oracle_reward
+
     rewards = [oracle_reward(r, ref[p]) for p, r in zip(responses["prompt_id"].to_pylist(), responses["response"].to_pylist())]
     reward = np.array([np.nan if v is None else v for v in rewards], dtype=np.float64)
     return scores_rows(responses, "oracle", "oracle:reference_answer", None, None, None, ntok, reward, "oracle")

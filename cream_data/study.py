@@ -434,8 +434,8 @@ def write_study(run_dirs: list[str | Path], out: str | Path, *, markdown: str | 
     (the text around them is kept; the markers are appended when missing), with plot links relative to it.
     """
     out = Path(out)
+    study = compare_runs(run_dirs)  # every run is checked before the output folder is made
     out.mkdir(parents=True, exist_ok=True)
-    study = compare_runs(run_dirs)
     files = {
         "accuracy": plot_accuracy(study, out / "study_accuracy.png"),
         "tasks": plot_tasks(study, out / "study_tasks.png"),

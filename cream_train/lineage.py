@@ -68,13 +68,19 @@ def lineage(*, parent_model: str, data: str, fingerprint: str, stage: str, metho
     }
 
 
+def is_checkpoint_output(path: Path) -> bool:
+    """What `cream train` writes: a checkpoint folder with its lineage or resolved training config."""
+    return path.is_dir() and ((path / LINEAGE_FILE).is_file() or (path / CONFIG_FILE).is_file())
+
+
 def check_output(out: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing output folder unless ``overwrite``; a clear one-line error before any work."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise CreamError(f"{out}: output folder exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise CreamError(f"{out}: exists and is not a folder")
+    """Before any work: refuse a path holding anything but an earlier `cream train` checkpoint, and refuse that
+    too unless ``overwrite`` (which then replaces it, atomically, once the new one is saved)."""
+    from cream_data.outputs import guard
+
+    out = guard(out, "train", is_checkpoint_output, overwrite=overwrite, what="checkpoint")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise CreamError(f"--out {out}: holds an earlier `cream train` checkpoint; pass --overwrite to replace it")
     return out
 
 

@@ -74,8 +74,11 @@ class RunSummary:
 class Loop:
     def __init__(self, cfg: RunConfig, prompts_table, log: Log, reuse_from: list[Path] | None = None,
                  resume: bool = True):
+        from cream_train.run_config import check_reuse_from
+
         self.cfg, self.prompts_table, self.log = cfg, prompts_table, log
         self.run = Path(cfg.run_dir)
+        self.reuse_from = [check_reuse_from(r, self.run) for r in reuse_from or []]
         self.run.mkdir(parents=True, exist_ok=True)
         self.manifest = Manifest.open(self.run)
         if not resume and self.manifest.data["stages"]:
@@ -83,12 +86,6 @@ class Loop:
             log(f"[yellow]--no-resume:[/] recomputing all {len(self.manifest.data['stages'])} stage(s) of {self.run}")
             self.manifest.data["stages"], self.manifest.data["models"] = {}, {}
             self.manifest.save()
-        self.reuse_from = [Path(r).resolve() for r in reuse_from or []]
-        for r in self.reuse_from:
-            if not (r / "manifest.json").is_file():
-                raise CreamError(f"--reuse-from {r}: not a run directory (no manifest.json)")
-            if r == self.run.resolve():
-                raise CreamError(f"--reuse-from {r}: is this run's own directory")
         self.ran: list[str] = []
         self.skipped: list[str] = []
         self.reused: list[str] = []
@@ -166,7 +163,13 @@ class Loop:
         return self.manifest.data["models"].get(f"M{k}", str(self.run / "models" / f"M{k}"))
 
     def model_fp(self, k: int) -> str:
-        return _fp(self.cfg.model) if k == 0 else self.fps[f"train-M{k}"]
+        """M0 by name and content (a base checkpoint changed in place redoes the run); later models by the
+        fingerprint of the stage that trained them."""
+        if k == 0:
+            from cream_data.engines.models import content_id
+
+            return _fp([self.cfg.model, content_id(self.cfg.model)])
+        return self.fps[f"train-M{k}"]
 
     # ------------------------------------------------------------------ stages
     def prompts(self) -> None:
@@ -373,5 +376,20 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
         reuse_from: list[Path] | None = None, resume: bool = True) -> RunSummary:
     from cream_train.run_config import load_run_config
 
+    from cream_data.outputs import guard, locked
+
     cfg, _base, table = load_run_config(config_path, overrides)
-    return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume).execute()
+    run_dir = guard(cfg.run_dir, "run", is_run_output, flag="run_dir", what="run directory")
+    with locked(run_dir, flag="run_dir", log=log):
+        return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume).execute()
+
+
+def is_run_output(path: Path) -> bool:
+    """What `cream run` writes: a run directory with the loop's manifest.json (and config.yaml)."""
+    mf = path / "manifest.json"
+    if not (path.is_dir() and mf.is_file()):
+        return False
+    try:
+        return isinstance(json.loads(mf.read_text()).get("stages"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -69,6 +69,46 @@ def cli(capsys):
     return run
 
 
+def cream_executable() -> Path:
+    """The installed `cream` console script beside the interpreter running the tests (what users run)."""
+    exe = Path(sys.executable).parent / "cream"
+    if not exe.exists():
+        import shutil
+
+        found = shutil.which("cream")
+        if found is None:
+            raise RuntimeError("the `cream` console script is not installed (run `make install`)")
+        exe = Path(found)
+    return exe
+
+
+@pytest.fixture
+def cream_exe():
+    """Run the installed `cream` console script in a subprocess: ``cream_exe(*args, cwd=None, env=None, timeout=120)``."""
+    import subprocess
+
+    exe = cream_executable()
+
+    def run(*args, cwd=None, env=None, timeout: float = 180, stdin=None) -> CliResult:
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.run([str(exe), *[str(a) for a in args]], capture_output=True, text=True, cwd=cwd,
+                              env=full_env, timeout=timeout, stdin=subprocess.DEVNULL if stdin is None else stdin)
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under ``root`` (hidden ones too) with its size and mtime: compare before/after a failing command."""
+    root = Path(root)
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        is_dir = p.is_dir()  # a folder's own mtime moves when a lock or temporary file came and went: not compared
+        out[str(p.relative_to(root))] = (is_dir, 0 if is_dir else st.st_size, 0 if is_dir else st.st_mtime_ns)
+    return out
+
+
 def assert_user_error(result: CliResult, *needles: str) -> None:
     """A user mistake: exit 2, one line on stderr naming what was wrong, no traceback."""
     assert result.code == 2, result

@@ -122,6 +122,7 @@ def test_failing_split_leaves_an_existing_output_untouched(cli, tmp_path):
     src.write_text(lines(GSM, {**GSM, "question": "What is 5+5?"}))
     assert cli("prompts", src, "--out", tmp_path / "o", "--split-into", "2").code == 0
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "o").rglob("*"))
-    assert_user_error(cli("prompts", src, "--out", tmp_path / "o", "--split-into", "3"), "--split-into 3")
+    assert_user_error(cli("prompts", src, "--out", tmp_path / "o", "--split-into", "3", "--overwrite"),
+                      "--split-into 3")
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "o").rglob("*")) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -266,7 +266,7 @@ def test_other_settings_in_the_same_folder_are_refused_unless_overwrite(engine, 
 
 
 def test_a_foreign_table_folder_is_not_resumed(engine, tiny_model, prompts_dir, tmp_path):
-    with pytest.raises(CreamError, match="not written by `cream sample`"):
+    with pytest.raises(CreamError, match="not a `cream sample` responses table"):
         sample(prompts_dir, cfg_for(tiny_model), prompts_dir, engine=engine)
 
 

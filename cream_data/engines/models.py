@@ -8,6 +8,7 @@ dequantized state dict, and save it once as safetensors under the cache folder; 
 
 from __future__ import annotations
 
+import difflib
 import fcntl
 import hashlib
 import importlib.util
@@ -121,14 +122,32 @@ def resolve(spec: str | os.PathLike) -> ModelRef:
             raise CreamError(f"model {s}: folder has no config.json; expected a Hugging Face checkpoint folder")
         resolved = str(p.resolve())
         return ModelRef(resolved, resolved, "local")
-    looks_like_path = s.startswith((".", "/", "~")) or os.sep in s.strip("/").split("/", 1)[-1] or s.count("/") > 1
+    looks_like_path = (s.startswith((".", "/", "~")) or os.sep in s.strip("/").split("/", 1)[-1] or s.count("/") > 1
+                       or Path(s.split("/", 1)[0]).expanduser().is_dir())  # `runs/M1` with a local runs/
     if looks_like_path:
-        raise CreamError(f"model {s}: path does not exist; expected a local checkpoint folder")
+        raise _no_such_folder(s, p)
     if _HUB_ID.match(s):
         return ModelRef(s, s, "hub")
     raise CreamError(
         f"unknown model '{s}': expected a local checkpoint folder, a Hub id (org/name) or the alias '{EMBEDDED_ALIAS}'"
     )
+
+
+def _no_such_folder(spec: str, path: Path) -> CreamError:
+    """A local path that does not exist: name the deepest folder of it that does, and close names in it."""
+    missing = path
+    while not missing.parent.is_dir():
+        missing = missing.parent
+    folder = missing.parent
+    try:
+        names = {c.name.lower(): c.name for c in folder.iterdir() if c.is_dir()}
+    except OSError:
+        names = {}
+    close = [str(folder / names[n]) for n in difflib.get_close_matches(missing.name.lower(), names, n=3, cutoff=0.5)]
+    notes = ([] if folder == Path(".") else [f"{str(folder).rstrip('/')}/ exists"]) + (
+        [f"did you mean {', '.join(close)}?"] if close else [])
+    where = f" ({'; '.join(notes)})" if notes else ""
+    return CreamError(f"model {spec}: no such local folder, path does not exist{where}")
 
 
 def same_weights(a: str, b: str) -> bool:
@@ -159,6 +178,30 @@ def same_weights(a: str, b: str) -> bool:
     return True
 
 
+def check_device(device: str | None) -> None:
+    """A one-line error for a ``--device`` torch does not know or this machine cannot use (None: the default)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CreamError(f"--device {device!r}: unknown device; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    if not (hasattr(backend, "is_available") and backend.is_available()):
+        if dev.type == "cuda":
+            why = "this torch build is CPU-only" if torch.version.cuda is None else "no CUDA GPU is visible here"
+            raise CreamError(f"--device {device}: CUDA is not available ({why}); use --device cpu")
+        raise CreamError(f"--device {device}: {dev.type} is not available on this machine; use --device cpu")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if dev.index is not None and dev.index >= count:
+        raise CreamError(f"--device {device}: this machine has {count} {dev.type} device(s), "
+                         f"{dev.type}:0 to {dev.type}:{count - 1}")
+
+
 def default_device() -> str:
     import torch
 
@@ -172,7 +215,66 @@ def default_dtype(device: str):
     return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+
+
+def _custom_code_error(ref: ModelRef, what: str) -> CreamError:
+    return CreamError(f"model {ref.name}: {what} custom code that cream does not run by default; pass "
+                      "--trust-remote-code if you trust the code in that checkpoint")
+
+
+def _check_checkpoint(ref: ModelRef, trust_remote_code: bool) -> None:
+    """Cheap checks before transformers is asked to load anything: a Hub model that offline mode cannot reach,
+    a config.json that needs custom code."""
+    if ref.kind == "hub":
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(ref.path, "config.json"), str):
+            raise CreamError(f"model {ref.name}: not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 is set; "
+                             "unset HF_HUB_OFFLINE to download it, or pass a local checkpoint folder")
+        return
+    config_path = Path(ref.path) / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CreamError(f"model {ref.name}: config.json is not valid JSON ({_first_line(e)}); "
+                         "the checkpoint may be incomplete or corrupt") from None
+    if not isinstance(config, dict):
+        raise CreamError(f"model {ref.name}: config.json holds {type(config).__name__}, expected a JSON object; "
+                         "the checkpoint may be incomplete or corrupt")
+    if config.get("auto_map") and not trust_remote_code:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+        if config.get("model_type") not in CONFIG_MAPPING_NAMES:
+            raise _custom_code_error(ref, f"model_type {config.get('model_type')!r} needs")
+
+
+def _check_weights(ref: ModelRef) -> None:
+    """Each local ``*.safetensors`` file is as long as its header says: a truncated copy fails here, at once."""
+    if ref.kind == "hub":
+        return
+    for f in sorted(Path(ref.path).glob("*.safetensors")):
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little") if size >= 8 else 0
+            try:
+                header = json.loads(fh.read(n)) if 0 < n <= size - 8 else None
+                end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                header = None
+        if header is None:
+            problem = f"{f.name}: {size} bytes, no readable safetensors header"
+        elif 8 + n + end != size:
+            problem = f"{f.name}: {size} bytes, its header says {8 + n + end}"
+        else:
+            continue
+        raise CreamError(f"model {ref.name}: cannot load its weights ({problem}); "
+                         "the checkpoint may be incomplete or corrupt")
+
+
 def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
+    _check_checkpoint(ref, trust_remote_code)
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -180,7 +282,11 @@ def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise CreamError(f"model {ref.name}: cannot load its tokenizer ({str(e).splitlines()[0][:160]})") from None
+        raise CreamError(f"model {ref.name}: cannot load its tokenizer ({_first_line(e)})") from None
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise _custom_code_error(ref, "its tokenizer needs") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
@@ -190,11 +296,18 @@ def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
 
 def load(spec: str | ModelRef, *, device: str | None = None, dtype=None, trust_remote_code: bool = False,
          with_model: bool = True):
-    """Load ``(model, tokenizer, ref)`` for inference: eval mode, on ``device``, fp32 on CPU / bf16 on GPU."""
+    """Load ``(model, tokenizer, ref)`` for inference: eval mode, on ``device``, fp32 on CPU / bf16 on GPU.
+
+    Mistakes (device, path, custom code, a truncated download) are one-line errors found before loading."""
+    if with_model:
+        check_device(device)
     ref = spec if isinstance(spec, ModelRef) else resolve(spec)
+    if with_model:
+        _check_weights(ref)
     tok = load_tokenizer(ref, trust_remote_code=trust_remote_code)
     if not with_model:
         return None, tok, ref
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
@@ -202,7 +315,14 @@ def load(spec: str | ModelRef, *, device: str | None = None, dtype=None, trust_r
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=dtype, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise CreamError(f"model {ref.name}: cannot load ({str(e).splitlines()[0][:160]})") from None
+        raise CreamError(f"model {ref.name}: cannot load ({_first_line(e)})") from None
+    except SafetensorError as e:
+        raise CreamError(f"model {ref.name}: cannot load its weights ({_first_line(e)}); "
+                         "the checkpoint may be incomplete or corrupt") from None
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise _custom_code_error(ref, "it needs") from None
     model.to(device).eval()
     return model, tok, ref
 
@@ -241,3 +361,65 @@ def make_tiny_model(out: str | Path, *, seed: int = 0, layers: int = 2, hidden: 
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+# ---------------------------------------------------------------------------- content identity
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+_SAMPLES, _SAMPLE_BYTES = 16, 1 << 16
+_ID_CACHE: dict[tuple, str] = {}
+
+
+def _weights_digest(path: Path, h) -> None:
+    """Feed a weight file's identity into ``h``: its size, its safetensors header (names, dtypes, shapes, offsets)
+    and 16 blocks of 64 KiB spread evenly over the file — about 1 MiB read whatever the file's size, so a 16 GB
+    checkpoint costs milliseconds. Training moves every weight, so a retrained file differs in every block; any
+    changed stretch longer than 1/15 of the file meets a block (a smaller edit confined between blocks does not:
+    that is the price of not reading 16 GB). Files up to 2 MiB are hashed whole."""
+    size = path.stat().st_size
+    h.update(f"{path.name}\x00{size}\x00".encode())
+    with open(path, "rb") as f:
+        if size <= _SAMPLES * _SAMPLE_BYTES * 2:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return
+        head = f.read(8)
+        h.update(head)
+        if path.suffix == ".safetensors" and len(head) == 8:
+            n = int.from_bytes(head, "little")
+            if 0 < n < min(size, 1 << 28):
+                h.update(f.read(n))
+        step = (size - _SAMPLE_BYTES) // (_SAMPLES - 1)
+        for k in range(_SAMPLES):
+            f.seek(k * step)
+            h.update(f.read(_SAMPLE_BYTES))
+
+
+def content_id(ref: ModelRef | str) -> str:
+    """What a model *is*, not where it lives: a fingerprint of its weights, config, tokenizer and chat template.
+
+    Caches and resume checks key on it, so a checkpoint retrained in place at the same path is noticed. Weight
+    files are sampled (see :func:`_weights_digest`); every other file of the checkpoint (config, tokenizer,
+    template, generation config) is hashed whole. A hard-linked or copied checkpoint has the same id. The result
+    is memoised per process by each file's (inode, size, mtime). A Hub model is identified by its id (its
+    revision is the Hub's business; pin it with a local download for strict reproducibility).
+    """
+    ref = ref if isinstance(ref, ModelRef) else resolve(ref)
+    root = Path(ref.path)
+    if ref.kind == "hub" or not root.is_dir():
+        return "name:" + hashlib.sha256(ref.name.encode()).hexdigest()[:16]
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(root).parts)
+        and p.name not in ("cream_lineage.json", "cream_train_config.json", "_complete.json"))
+    stat_key = tuple((str(p), *(lambda s: (s.st_ino, s.st_size, s.st_mtime_ns))(p.stat())) for p in files)
+    if stat_key in _ID_CACHE:
+        return _ID_CACHE[stat_key]
+    h = hashlib.sha256()
+    for p in files:
+        rel = str(p.relative_to(root))
+        if p.suffix in _WEIGHT_SUFFIXES:
+            _weights_digest(p, h)
+        else:
+            h.update(f"{rel}\x00{p.stat().st_size}\x00".encode())
+            h.update(p.read_bytes())
+    _ID_CACHE[stat_key] = h.hexdigest()[:16]
+    return _ID_CACHE[stat_key]

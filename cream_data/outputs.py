@@ -1,0 +1,192 @@
+"""Output paths: what a command may write over, and one writer per output at a time.
+
+Two rules hold for every command that takes an ``--out`` (or a run directory):
+
+1. **Never replace what is not ours.** An output path that exists is accepted only when it is empty or holds
+   this command's own output, recognised by what that command writes (a table manifest of the right kind, a
+   sampling config, a training lineage, a run manifest …). Anything else — a folder of the user's files, a
+   regular file, a table of another kind, the current folder — is refused with one line, and ``--overwrite``
+   does not change that: it replaces only a recognised output.
+2. **One writer per output.** :func:`locked` takes an exclusive lock on the output (per shard where k processes
+   share a folder) for the whole stage. A second process refuses at once with one line naming the holder. The
+   lock is an ``flock`` on a hidden ``.NAME.lock`` file beside the output: the kernel drops it when the holder
+   dies, even by ``kill -9``, so a stale lock is taken over by the next process (which says so); the file is
+   removed when the holder finishes.
+
+Both checks run before any model is loaded, so a mistake costs nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from cream_data.errors import CreamError
+
+Recognise = Callable[[Path], bool]
+
+
+def _visible(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" … ({len(names)} entries)" if len(names) > 4 else "")
+
+
+def check_writable(path: Path, flag: str = "--out") -> None:
+    """The nearest existing ancestor of ``path`` must be a folder this process can create entries in."""
+    parent = path.parent if not path.exists() else path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CreamError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CreamError(f"{flag} {path}: cannot write in {parent} (permission denied or read-only); "
+                         "choose a writable location")
+    if path.exists():  # the output is rewritten by renames in its parent
+        where = path.parent
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise CreamError(f"{flag} {path}: cannot write in {where} (permission denied or read-only)")
+
+
+def guard(path: str | Path, command: str, recognise: Recognise, *, overwrite: bool = False,
+          flag: str = "--out", what: str = "output") -> Path:
+    """Check an output path before any work; return it. See the module docstring for the rules.
+
+    ``recognise(path)`` says whether an existing path holds ``cream {command}``'s own output.
+    """
+    path = Path(path)
+    if path.resolve() in (Path.cwd().resolve(), Path(path.resolve().anchor)):
+        raise CreamError(f"{flag} {path}: is the current folder (or the file-system root); name a new folder "
+                         f"for the {what}, e.g. {flag} {command}-out")
+    if path.exists():
+        if path.is_dir() and not _visible(path):
+            pass  # an empty folder (hidden temporary files of an interrupted write aside) loses nothing
+        elif recognise(path):
+            pass
+        elif path.is_dir():
+            raise CreamError(
+                f"{flag} {path}: folder exists and holds files that are not a `cream {command}` {what} "
+                f"({_shown(_visible(path))}); choose a new path — cream never replaces other files"
+                + (", not even with --overwrite" if overwrite else ""))
+        else:
+            raise CreamError(
+                f"{flag} {path}: is an existing file that is not a `cream {command}` {what}; choose a new path — "
+                "cream never replaces other files" + (", not even with --overwrite" if overwrite else ""))
+    check_writable(path, flag)
+    return path
+
+
+# ---------------------------------------------------------------------------- recognisers of each command's output
+def has_table(path: Path, kinds: tuple[str, ...]) -> bool:
+    """A Parquet file or table folder (complete or being written) of one of ``kinds``."""
+    from cream_data.io import table_kind
+
+    try:
+        return table_kind(path) in kinds
+    except CreamError:
+        return False
+
+
+def only_entries(path: Path, allowed: Callable[[Path], bool]) -> bool:
+    """A folder whose every visible entry passes ``allowed`` (and that has at least one)."""
+    if not path.is_dir():
+        return False
+    entries = [path / n for n in _visible(path)]
+    return bool(entries) and all(allowed(e) for e in entries)
+
+
+# ---------------------------------------------------------------------------- one writer per output
+def _lock_path(path: Path, shard: tuple[int, int] | None) -> Path:
+    suffix = f".shard-{shard[0]:05d}-of-{shard[1]:05d}" if shard and shard[1] > 1 else ""
+    return path.parent / f".{path.name}{suffix}.lock"
+
+
+def _holder(lock: Path) -> str:
+    try:
+        info = json.loads(lock.read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another process"
+    return (f"pid {info.get('pid')} on {info.get('host')} (`{info.get('command', '?')}`, "
+            f"since {info.get('since', '?')})")
+
+
+def _pid_alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
+@contextmanager
+def locked(path: str | Path, *, shard: tuple[int, int] | None = None, flag: str = "--out",
+           log: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold an exclusive lock on the output ``path`` (shard ``i/k`` locks only its own shard) while writing it.
+
+    Raises a one-line :class:`CreamError` naming the holder when another live process writes the same output.
+    Folders created to hold the lock file are removed again if they are still empty at the end.
+    """
+    path = Path(path)
+    lock = _lock_path(path, shard)
+    created = []
+    parent = lock.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise CreamError(f"{flag} {path}: is being written by {_holder(lock)}; wait for it to finish or stop "
+                             f"it (two writers would duplicate rows)") from None
+        try:  # the file we locked must still be the one at the path (a finishing holder unlinks it)
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        old = os.read(fd, 4096).decode(errors="replace")
+        try:
+            stale = json.loads(old) if old.strip() else None
+        except ValueError:
+            stale = None
+        if stale and log:
+            state = "no longer running" if not _pid_alive(stale.get("pid")) else "lock released"
+            log(f"took over a stale lock on {path} left by pid {stale.get('pid')} ({state})")
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": " ".join(["cream", *sys.argv[1:]])[:200] if sys.argv and sys.argv[0].endswith("cream")
+                else " ".join(sys.argv)[:200]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield path
+    finally:
+        try:
+            os.unlink(lock)
+        except FileNotFoundError:
+            pass
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
