@@ -1,4 +1,4 @@
-"""Bad input to `cream prompts`: each case is one stderr line naming file/row/field and what was expected,
+"""Bad input to `cream prompts`, through the installed console script: each case is one stderr line naming file/row/field and what was expected,
 exit code 2, no traceback, and nothing left behind (no output folder, no hidden temporary folder)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 import schemas
 from cream_data import io
-from tests.conftest import assert_user_error
+from tests.conftest import assert_user_error, snapshot
 
 GSM = {"question": "What is 2+2?", "answer": "2+2=4\n#### 4"}
 ARC = {"id": "q1", "question": {"stem": "Pick", "choices": [{"text": "x", "label": "A"}, {"text": "y", "label": "B"}]},
@@ -95,7 +95,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input(cli, tmp_path, name):
+def test_bad_input(cream_exe, tmp_path, name):
     fname, content, extra, needles = CASES[name]
     src_dir = tmp_path / "src"
     src_dir.mkdir()
@@ -112,9 +112,11 @@ def test_bad_input(cli, tmp_path, name):
         (src_dir / "dev-labels.lst").write_text("1\n4\n")
     out_root = tmp_path / "out"
     out_root.mkdir()
-    res = cli("prompts", src, "--out", out_root / "table", *extra)
+    before = snapshot(tmp_path)
+    res = cream_exe("prompts", src, "--out", out_root / "table", *extra)  # the installed console script
     assert_user_error(res, *needles)
     assert list(out_root.iterdir()) == [], "output or temporary files left behind"
+    assert snapshot(tmp_path) == before
 
 
 def test_failing_split_leaves_an_existing_output_untouched(cli, tmp_path):
