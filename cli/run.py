@@ -35,13 +35,15 @@ def run(
     stages and finishes an interrupted one. Ends with the iteration report (accuracy per model, consistency)."""
     overrides = {k: v for k, v in (("method", method), ("seed", seed),
                                    ("run_dir", str(run_dir.resolve()) if run_dir else None)) if v is not None}
-    if check:
-        from cream_train.run_config import load_run_config
+    from cream_train.run_config import check_reuse_from, load_run_config
 
-        cfg, _, table = load_run_config(config, overrides)
+    if check:  # everything a stage would refuse, listed at once; nothing is written
+        cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from)
         out.print(f"{config}: valid — method {cfg.method}, T = {cfg.iterations}, {table.num_rows} prompts, "
                   f"run dir {cfg.run_dir}", highlight=False)
         return
+    for r in reuse_from or []:  # before the run directory is made (its own directory is refused by the loop)
+        check_reuse_from(r)
     from cream_train.loop import run as run_loop
 
     summary = run_loop(config, log=lambda m: log.print(m, highlight=False), overrides=overrides,

@@ -6,6 +6,7 @@ Validation reports every problem at once as ``field: got X, expected Y``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
@@ -19,6 +20,11 @@ STAGES = ("dpo", "sft")
 
 def _f(default, help: str):
     return field(default=default, metadata={"help": help})
+
+
+def _positive(x: float) -> bool:
+    """Finite and > 0 (NaN and infinity are refused)."""
+    return math.isfinite(x) and x > 0
 
 
 @dataclass(frozen=True)
@@ -51,10 +57,9 @@ class TrainConfig:
         for name in ("data", "model", "out"):
             if not str(getattr(self, name)).strip():
                 p.append(f"{name}: got an empty value, expected a path or name")
-        if not self.lr > 0:
-            p.append(f"lr: got {self.lr}, expected > 0")
-        if not self.epochs > 0:
-            p.append(f"epochs: got {self.epochs}, expected > 0")
+        for name in ("lr", "epochs"):
+            if not _positive(getattr(self, name)):
+                p.append(f"{name}: got {getattr(self, name)}, expected a finite number > 0")
         if self.max_steps is not None and self.max_steps < 1:
             p.append(f"max_steps: got {self.max_steps}, expected >= 1 or unset")
         for name in ("batch_size", "grad_accum", "lora_r", "lora_alpha", "logging_steps"):
@@ -68,12 +73,16 @@ class TrainConfig:
             p.append(f"max_length: got {self.max_length}, expected >= 2 or unset")
         if self.report_to not in REPORT_TO:
             p.append(f"report_to: got {self.report_to!r}, expected one of {', '.join(REPORT_TO)}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range (transformers.set_seed)
+            p.append(f"seed: got {self.seed}, expected 0 <= seed < 2**32")
         return p
 
     def __post_init__(self):
         problems = self._problems()
         if problems:
-            raise CreamError(f"{type(self).__name__}: " + "; ".join(problems))
+            err = CreamError(f"{type(self).__name__}: " + "; ".join(problems))
+            err.problems = problems  # each "field: got X, expected Y": `cream run --check` names the section
+            raise err
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, **asdict(self)}
@@ -101,8 +110,8 @@ class DPOTrainConfig(TrainConfig):
         p = super()._problems()
         if self.method not in METHODS:
             p.append(f"method: got {self.method!r}, expected one of {', '.join(METHODS)}")
-        if not self.beta > 0:
-            p.append(f"beta: got {self.beta}, expected > 0")
+        if not _positive(self.beta):
+            p.append(f"beta: got {self.beta}, expected a finite number > 0")
         if self.reference not in REFERENCE:
             p.append(f"reference: got {self.reference!r}, expected one of {', '.join(REFERENCE)}")
         return p

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Callable
 
 from cream_data import io
-from cream_data.errors import CreamError
 from cream_train.run_config import RunConfig
 
 Log = Callable[[str], None]

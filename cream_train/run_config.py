@@ -11,12 +11,15 @@
     train:   {beta: 0.1, lr: 1e-6, epochs: 1, …}
     eval:    {tasks: [arc_easy, …], limit: 50, data_dir: …, models: all}
 
-Relative paths are resolved against the config file's folder. Unknown keys are errors (a typo must not be ignored).
+Relative paths are resolved against the config file's folder. Unknown keys are errors (a typo must not be ignored),
+and so are duplicate keys. Each stage's settings are checked by building that stage's own config (the one place
+its rules live), so `cream run --check` refuses what `cream train/sample/label/eval` would refuse.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, get_args, get_origin, get_type_hints
@@ -176,8 +179,7 @@ def _build(cls, raw: Any, where: str, problems: list[str]):
 
 
 def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
-    from cream_data.label import CONSISTENCY, SCOPES
-
+    """The run's own settings: those no stage config holds."""
     if cfg.method not in METHODS:  # noqa: SIM102
         problems.append(f"method: got {cfg.method!r}, expected one of {', '.join(METHODS)}")
     if cfg.iterations < 1:
@@ -212,26 +214,108 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
             problems.append(f"{where}: {base / path} does not exist")
     if cfg.eval.data_dir and not (base / cfg.eval.data_dir).is_dir():
         problems.append(f"eval.data_dir: {base / cfg.eval.data_dir} is not a folder")
-    unknown = [t for t in cfg.eval.tasks if t not in EVAL_TASKS]
-    if unknown:
-        problems.append(f"eval.tasks: unknown {unknown}, expected some of {', '.join(EVAL_TASKS)}")
     if cfg.eval.models not in ("all", "last", "none"):
         problems.append(f"eval.models: got {cfg.eval.models!r}, expected all, last or none")
-    if cfg.label.consistency not in CONSISTENCY:
-        problems.append(f"label.consistency: got {cfg.label.consistency!r}, expected one of {', '.join(CONSISTENCY)}")
-    if cfg.label.scope not in SCOPES:
-        problems.append(f"label.scope: got {cfg.label.scope!r}, expected one of {', '.join(SCOPES)}")
-    for where, v in (("sample.n", cfg.sample.n), ("label.batch_size", cfg.label.batch_size),
-                     ("train.batch_size", cfg.train.batch_size), ("sft.batch_size", cfg.sft.batch_size),
-                     ("sample.max_new_tokens", cfg.sample.max_new_tokens)):
-        if isinstance(v, int) and v < 1:
-            problems.append(f"{where}: got {v}, expected >= 1")
-    if cfg.sample.n < 2:
+    if cfg.sample.n == 1:  # n < 1 is the sample stage's to refuse
         problems.append(f"sample.n: got {cfg.sample.n}, expected >= 2 (a pair needs two responses)")
-    for where, v in (("prompts.limit", cfg.prompts.limit), ("prompts.per_iteration", cfg.prompts.per_iteration),
-                     ("eval.limit", cfg.eval.limit), ("sft.limit", cfg.sft.limit)):
+    for where, v in (("prompts.limit", cfg.prompts.limit), ("prompts.per_iteration", cfg.prompts.per_iteration)):
         if v is not None and v < 1:
             problems.append(f"{where}: got {v}, expected >= 1 or null")
+
+
+def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
+    """Build every stage's config as the loop does for iteration 1 and collect what each refuses.
+
+    A problem with one of the section's keys is named ``section.key``; one with a run-wide setting the loop
+    passes to several stages (model, seed) is named once.
+    """
+    from cream_data.evaluate import EvalConfig
+    from cream_data.label import LabelConfig
+    from cream_data.sample import SampleConfig
+    from cream_train.config import DPOTrainConfig, SFTTrainConfig
+
+    reward, train_method = METHODS.get(cfg.method, METHODS["cream"])  # an unknown method is reported on its own
+    s, sm, lab, tr, e = cfg.sft, cfg.sample, cfg.label, cfg.train, cfg.eval
+    builds = {
+        "sft": lambda: SFTTrainConfig(
+            data=str(run / "sft"), model=cfg.model, out=str(run / "models" / "M1"), lr=s.lr, epochs=s.epochs,
+            max_steps=s.max_steps, batch_size=s.batch_size, grad_accum=s.grad_accum, max_length=s.max_length,
+            limit=s.limit, seed=cfg.seed),
+        "sample": lambda: SampleConfig(
+            model=cfg.model, n=sm.n, seed=cfg.seed + 1, temperature=sm.temperature, top_p=sm.top_p,
+            max_new_tokens=sm.max_new_tokens, engine=sm.engine, batch_size=sm.batch_size, iteration=1),
+        "label": lambda: LabelConfig(
+            model=cfg.model, ref=cfg.model, prev_model=cfg.model, reward=reward, consistency=lab.consistency,
+            scope=lab.scope, batch_size=lab.batch_size, engine=lab.engine, iteration=1,
+            judge_max_new_tokens=lab.judge_max_new_tokens, prompts=str(run / "prompts" / "subset-1")),
+        "train": lambda: DPOTrainConfig(
+            data=str(run / "iter-1" / "preferences"), model=cfg.model, out=str(run / "models" / "M2"),
+            method=train_method, beta=tr.beta, lr=tr.lr, epochs=tr.epochs, max_steps=tr.max_steps,
+            batch_size=tr.batch_size, grad_accum=tr.grad_accum, warmup_ratio=tr.warmup_ratio,
+            max_length=tr.max_length, lora=tr.lora, seed=cfg.seed),
+        "eval": lambda: EvalConfig(tasks=tuple(e.tasks), limit=e.limit, data_dir=e.data_dir,
+                                   max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, label="M0"),
+    }
+    for section, build in builds.items():
+        try:
+            build()
+        except CreamError as err:
+            keys = {f.name for f in fields(getattr(cfg, section))}
+            for p in getattr(err, "problems", [str(err)]):
+                head, sep, rest = p.partition(":")
+                key = head.lstrip("-").replace("-", "_")  # label names its CLI flags: --batch-size
+                if sep and key in keys:
+                    problems.append(f"{section}.{key}:{rest}")
+                elif not any(q.split(":")[0].split(" ")[0] == key for q in problems):  # "model …: …" once
+                    problems.append(f"{key}:{rest}" if sep else p)
+
+
+def _check_model(model: str, problems: list[str]) -> None:
+    """M0 must name a checkpoint folder, a Hub id or the embedded alias (nothing is loaded or built here)."""
+    from cream_data.engines.models import EMBEDDED_ALIAS, resolve
+
+    if model.strip().lower() != EMBEDDED_ALIAS:  # resolving the alias would build its checkpoint
+        try:
+            resolve(model)
+        except CreamError as e:
+            problems.append(str(e))
+
+
+def _check_run_dir(run: Path, problems: list[str]) -> None:
+    """The run directory, or the nearest part of its path that exists, must be a folder."""
+    for p in (run, *run.parents):
+        if p.exists():
+            if not p.is_dir():
+                problems.append(f"run_dir: {p} is not a folder")
+            return
+
+
+def _check_sft(s: SFTSection, base: Path, problems: list[str]) -> None:
+    """Read a local SFT source now, so a malformed row is reported before any work (Hub ids are read by the run)."""
+    from cream_data.prompts import load_sft
+
+    try:
+        load_sft(_resolve(base, s.data), layout=s.layout, limit=s.limit)
+    except CreamError as e:
+        problems.append(f"sft.data: {e}")
+
+
+def check_reuse_from(path: str | Path, run_dir: str | Path | None = None) -> Path:
+    """``--reuse-from PATH`` resolved, or a one-line error: it must be another run's directory (a manifest.json
+    that parses), not ``run_dir`` itself."""
+    r = Path(path).resolve()
+    manifest = r / "manifest.json"
+    if not manifest.is_file():
+        raise CreamError(f"--reuse-from {r}: not a run directory (no manifest.json)")
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except ValueError:
+        raise CreamError(f"--reuse-from {r}: manifest.json is not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("stages", {}), dict):
+        raise CreamError(f"--reuse-from {r}: manifest.json is not a run manifest (expected an object of stages)")
+    if run_dir is not None and r == Path(run_dir).resolve():
+        raise CreamError(f"--reuse-from {r}: is this run's own directory")
+    return r
 
 
 def _looks_local(path: str) -> bool:
@@ -282,38 +366,80 @@ def _resolve(base: Path, path: str) -> str:
     return str((base / path).resolve()) if _looks_local(path) else path
 
 
-def load_run_config(path: str | Path, overrides: dict | None = None) -> tuple[RunConfig, Path, Any]:
-    """Read, resolve and validate a run config; raises one CreamError listing every problem."""
+def _read_yaml(path: Path, problems: list[str]) -> Any:
+    """The YAML document; a duplicate key (which YAML would let the last one win silently) is a problem."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise CreamError(f"{path}: config file not found")
+    class StrictLoader(yaml.SafeLoader):
+        def construct_document(self, node):
+            _find_duplicates(node, "", problems)
+            return super().construct_document(node)
+
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)  # a SafeLoader: no objects
     except yaml.YAMLError as e:
         raise CreamError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     except UnicodeDecodeError:
         raise CreamError(f"{path}: not UTF-8 text") from None
-    raw = raw or {}
-    for k, v in (overrides or {}).items():
-        raw[k] = v
+
+
+def _find_duplicates(node, where: str, problems: list[str]) -> None:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and (key.tag, name) in seen:
+                problems.append(f"line {key.start_mark.line + 1}: duplicate key {name!r} "
+                                + (f"in section {where}" if where else "at the top level"))
+            seen.add((key.tag, name))
+            _find_duplicates(value, f"{where}.{name}" if where else str(name), problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            _find_duplicates(value, f"{where}[{i}]", problems)
+
+
+def load_run_config(path: str | Path, overrides: dict | None = None,
+                    reuse_from: list[Path] | None = None) -> tuple[RunConfig, Path, Any]:
+    """Read, resolve and validate a run config (and any ``--reuse-from`` folders) without writing anything;
+    raises one CreamError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CreamError(f"{path}: config file not found")
     problems: list[str] = []
+    raw = _read_yaml(path, problems)
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise CreamError(f"{path}: got {type(raw).__name__}, expected a mapping of settings (model, method, …)")
+    raw.update(overrides or {})
     cfg = _build(RunConfig, raw, "", problems)
     base = path.resolve().parent
+    run = (base / cfg.run_dir).resolve() if cfg.run_dir else (base / "runs" / path.stem).resolve()
     _check_values(cfg, base, problems)
+    _check_model(cfg.model, problems)
+    _check_run_dir(run, problems)
+    _check_stages(cfg, run, problems)
+    for r in reuse_from or []:
+        try:
+            check_reuse_from(r, run)
+        except CreamError as e:
+            problems.append(str(e))
     srcs = [e["source"] for e in cfg.prompts.sources if isinstance(e, dict) and isinstance(e.get("source"), str)] \
         if cfg.prompts.sources else [cfg.prompts.source]
     table = None
     if all(src and (not _looks_local(src) or (base / src).exists()) for src in srcs) \
             and not any(m.startswith("prompts") for m in problems):
         table = count_prompts(cfg, base, problems)  # T vs prompt count, reported with everything else
+    if cfg.sft.data and _looks_local(cfg.sft.data) and (base / cfg.sft.data).exists() \
+            and not any(m.startswith("sft.") for m in problems):
+        _check_sft(cfg.sft, base, problems)
     if problems:
         raise CreamError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems))
     # resolve paths against the config's folder, so the saved config is runnable from anywhere
     cfg = dataclasses.replace(
         cfg,
-        run_dir=str((base / cfg.run_dir).resolve()) if cfg.run_dir else str((base / "runs" / path.stem).resolve()),
+        run_dir=str(run),
         sft=dataclasses.replace(cfg.sft, data=_resolve(base, cfg.sft.data)),
         prompts=dataclasses.replace(
             cfg.prompts, source=_resolve(base, cfg.prompts.source) if cfg.prompts.source else "",
