@@ -3,10 +3,11 @@ so `cream --help` starts fast and never imports torch."""
 
 from __future__ import annotations
 
+import errno
+import importlib
 import sys
 from typing import Optional
 
-import click
 import typer
 
 from rich.markup import escape
@@ -63,26 +64,88 @@ from cli import eval as _eval  # noqa: E402
 _eval.register(app)
 
 
+def _click_exceptions() -> list:
+    """The exception modules of the click that typer runs on: its vendored copy and/or the standalone package
+    (which one depends on typer's version; both may be present)."""
+    found = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return found
+
+
+_CLICK = _click_exceptions()
+_NO_ARGS_HELP = tuple(m.NoArgsIsHelpError for m in _CLICK if hasattr(m, "NoArgsIsHelpError"))
+_USAGE = tuple(m.UsageError for m in _CLICK)
+_CLICK_ERROR = tuple(m.ClickException for m in _CLICK)
+_ABORT = tuple({typer.Abort, *(m.Abort for m in _CLICK if hasattr(m, "Abort"))})
+
+INTERRUPTED = "interrupted: finished parts are kept; rerun the same command to resume"
+# OSErrors that come from the machine, not from cream: what to do about each.
+_ENVIRONMENT = {
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "the file system is read-only; choose another path",
+    errno.ENOSPC: "the disk is full; free space or choose another path",
+    errno.EDQUOT: "your disk quota is used up; free space or choose another path",
+    errno.EFBIG: "the file is larger than this file system allows; choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+    errno.EISDIR: "expected a file, found a folder; check the path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.EMFILE: "too many open files; raise the limit (`ulimit -n`)",
+    errno.EIO: "the device reported a read/write error; check the disk",
+}
+
+
+def _error(message: str) -> None:
+    log.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False)
+
+
+def _command_path(e: Exception, args: list[str]) -> str:
+    """`cream CMD` for the command whose usage was wrong (click does not always attach its context)."""
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        return ctx.command_path
+    names = {c.name for c in app.registered_commands}
+    first = next((a for a in args if not a.startswith("-")), None)
+    return f"cream {first}" if first in names else "cream"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Console entry point: user mistakes print one line on stderr and exit with code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rv = app(args=argv, prog_name="cream", standalone_mode=False)
+        rv = app(args=args, prog_name="cream", standalone_mode=False)
     except CreamError as e:
-        log.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        _error(str(e))
         sys.exit(e.exit_code)
-    except click.exceptions.UsageError as e:
-        cmd = e.ctx.command_path if e.ctx else "cream"
-        log.print(f"[bold red]error:[/] {escape(e.format_message())} (see `{cmd} --help`)", highlight=False)
+    except _NO_ARGS_HELP as e:  # bare `cream`: typer has printed the help (or left it in the message)
+        if e.format_message().strip():
+            typer.echo(e.format_message())
+        sys.exit(0)
+    except _USAGE as e:
+        _error(f"{e.format_message()} (see `{_command_path(e, args)} --help`)")
         sys.exit(2)
-    except click.exceptions.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except _CLICK_ERROR as e:
+        _error(e.format_message())
+        sys.exit(2)
+    except _ABORT:
         log.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
-        log.print("interrupted")
+        log.print(INTERRUPTED, highlight=False)
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _error(f"{where}{e.strerror or e} ({_ENVIRONMENT[e.errno]})")
+        sys.exit(2)
+    if rv == 130:  # typer turns Ctrl-C into exit code 130
+        log.print(INTERRUPTED, highlight=False)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -35,8 +35,10 @@ def sample(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code."),
 ) -> None:
     """Sample N responses per prompt from the model (step 1 of a CREAM iteration) into a responses table."""
+    from cream_data.engines.models import check_device
     from cream_data.sample import SampleConfig, sample as run_sample
 
+    check_device(device)
     cfg = SampleConfig(model=model, n=n, seed=seed, temperature=temperature, top_p=top_p,
                        max_new_tokens=max_new_tokens, engine=engine, batch_size=batch_size, iteration=iteration,
                        limit=limit, prompts_per_part=prompts_per_part, tensor_parallel_size=tensor_parallel_size,
@@ -47,21 +49,22 @@ def sample(
     where = f" (shard {summary.shard[0]}/{summary.shard[1]})" if summary.shard else ""
     reasons = ", ".join(f"{v} {k}" for k, v in summary.finish_reasons.items() if v)
     rate = summary.tokens / summary.generate_seconds if summary.generate_seconds else 0.0
-    out.print(f"sampled {summary.prompts_sampled} prompts x {cfg.n} "
-              f"({summary.prompts_skipped} already done){where}: {summary.rows} responses"
-              f"{f' ({reasons})' if reasons else ''}, {summary.tokens} tokens at {rate:.0f} tok/s -> {out_dir}",
-              highlight=False)
+    written = summary.prompts_sampled * cfg.n
+    out.print(f"sampled {summary.prompts_sampled} prompts x {cfg.n} ({summary.prompts_skipped} already done){where}: "
+              f"wrote {written} responses{f' ({reasons})' if reasons else ''}; {summary.rows} responses on disk; "
+              f"{summary.tokens} tokens at {rate:.0f} tok/s -> {out_dir}", highlight=False)
 
 
 class _Progress:
-    """A rich progress bar on stderr with prompts/s and generated tokens/s."""
+    """A rich progress bar on stderr with prompts/s and generated tokens/s (only on a terminal: elsewhere even a
+    transient bar leaves an empty line behind)."""
 
     def __enter__(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[rates]}"), TimeElapsedColumn(), console=log,
-                                  transient=True)
+                                  transient=True, disable=not log.is_terminal)
         self._progress.__enter__()
         self._task = None
         self._tokens = 0

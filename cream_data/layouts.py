@@ -80,10 +80,12 @@ def text(ctx: Context, where: str, obj: dict, key: str, *, name: str | None = No
     """The string in ``obj[key]``; a one-line error naming the field when missing, mistyped or empty."""
     name = name or key
     if key not in obj or obj[key] is None:
-        if required:
-            present = ", ".join(sorted(map(str, obj))) or "none"
-            raise ctx.error(where, f"missing field '{name}' (expected a string; fields present: {present})")
-        return None
+        if not required:
+            return None
+        if key in obj:
+            raise ctx.error(where, f"field '{name}' is null; expected a string")
+        present = ", ".join(sorted(map(str, obj))) or "none"
+        raise ctx.error(where, f"missing field '{name}' (expected a string; fields present: {present})")
     v = obj[key]
     if not isinstance(v, str):
         raise ctx.error(where, f"field '{name}' is {_kind(v)}, expected a string")

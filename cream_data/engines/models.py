@@ -237,7 +237,7 @@ def _check_checkpoint(ref: ModelRef, trust_remote_code: bool) -> None:
     config_path = Path(ref.path) / "config.json"
     try:
         config = json.loads(config_path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
+    except ValueError as e:
         raise CreamError(f"model {ref.name}: config.json is not valid JSON ({_first_line(e)}); "
                          "the checkpoint may be incomplete or corrupt") from None
     if not isinstance(config, dict):
@@ -256,21 +256,18 @@ def _check_weights(ref: ModelRef) -> None:
         return
     for f in sorted(Path(ref.path).glob("*.safetensors")):
         size = f.stat().st_size
-        with open(f, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little") if size >= 8 else 0
-            try:
-                header = json.loads(fh.read(n)) if 0 < n <= size - 8 else None
-                end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-                header = None
-        if header is None:
-            problem = f"{f.name}: {size} bytes, no readable safetensors header"
-        elif 8 + n + end != size:
-            problem = f"{f.name}: {size} bytes, its header says {8 + n + end}"
-        else:
-            continue
-        raise CreamError(f"model {ref.name}: cannot load its weights ({problem}); "
-                         "the checkpoint may be incomplete or corrupt")
+        with open(f, "rb") as fh:  # 8 bytes: header length n; n bytes of JSON: each tensor's data_offsets
+            n = int.from_bytes(fh.read(8), "little")
+            header = fh.read(n) if 0 < n <= size - 8 else b""
+        try:
+            tensors = [t for k, t in json.loads(header).items() if k != "__metadata__"]
+            expected = 8 + n + max((t["data_offsets"][1] for t in tensors), default=0)
+        except (ValueError, AttributeError, LookupError, TypeError):  # not JSON, or not the layout above
+            expected = None
+        if expected != size:
+            problem = "no readable safetensors header" if expected is None else f"its header says {expected}"
+            raise CreamError(f"model {ref.name}: cannot load its weights ({f.name}: {size} bytes, {problem}); "
+                             "the checkpoint may be incomplete or corrupt")
 
 
 def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
