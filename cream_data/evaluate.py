@@ -216,7 +216,7 @@ def _check_out(out: Path, record: dict, overwrite: bool) -> None:
         raise CreamError(f"--out {out}: is a file; expected a folder for the eval table")
     cfg_path = out / CONFIG_FILE
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text()).get("identity", {})
+        old = io.read_json_object(cfg_path, "evaluation settings").get("identity", {})
         diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in record["identity"].items() if old.get(k) != v]
         if diff:
             raise CreamError(f"--out {out}: holds an evaluation with other settings ({'; '.join(diff)}); "

@@ -221,21 +221,26 @@ def _read_file(path: Path, kind: str | None, columns: list[str] | None = None) -
         raise CreamError(f"{path}: corrupt Parquet data ({str(e).splitlines()[0][:120]})") from None
 
 
+def read_json_object(path: Path, what: str = "manifest") -> dict:
+    """A JSON object that cream wrote (a manifest, a stage's saved settings); one line when it is corrupt."""
+    try:
+        m = json.loads(Path(path).read_text())
+    except ValueError as e:
+        raise CreamError(f"{path}: corrupt {what} (not valid JSON: {e}); remove the folder and rerun the stage "
+                         "that writes it") from None
+    if not isinstance(m, dict):
+        raise CreamError(f"{path}: corrupt {what} (expected a JSON object, got {json.dumps(m)[:40]}); "
+                         "remove the folder and rerun the stage that writes it")
+    return m
+
+
 def table_kind(path: str | Path) -> str | None:
     """The table kind recorded in a file's metadata or a folder's manifest, if any."""
     path = Path(path)
     if path.is_dir():
         manifests = sorted(path.glob("_manifest*.json"))
         if manifests:
-            try:
-                m = json.loads(manifests[0].read_text())
-            except ValueError as e:
-                raise CreamError(f"{manifests[0]}: corrupt manifest (not valid JSON: {e}); remove the folder and "
-                                 "rerun the stage that writes it") from None
-            if not isinstance(m, dict):
-                raise CreamError(f"{manifests[0]}: corrupt manifest (expected a JSON object, got "
-                                 f"{json.dumps(m)[:40]}); remove the folder and rerun the stage that writes it")
-            return m.get("schema")
+            return read_json_object(manifests[0]).get("schema")
         parts = sorted(path.glob("part-*.parquet"))
         path = parts[0] if parts else path
     if path.is_file():
@@ -249,17 +254,7 @@ def table_kind(path: str | Path) -> str | None:
 
 def complete_parts(folder: Path) -> tuple[list[Path], list[dict]]:
     """The parts of a complete table folder and its manifests; a clear error when incomplete or corrupt."""
-
-    def load(p: Path) -> dict:
-        try:
-            m = json.loads(p.read_text())
-        except ValueError as e:
-            raise CreamError(f"{p}: corrupt manifest (not valid JSON: {e}); remove the folder and rerun the stage "
-                             "that writes it") from None
-        if not isinstance(m, dict):
-            raise CreamError(f"{p}: corrupt manifest (expected a JSON object, got {json.dumps(m)[:40]}); "
-                             "remove the folder and rerun the stage that writes it")
-        return m
+    load = read_json_object
 
     main = folder / MANIFEST
     if main.exists():

@@ -289,11 +289,12 @@ def _read_responses(path) -> pa.Table:
     return responses.sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
 
 
-LABEL_FOLDERS = ("scores", "preferences", "logps", "inspect")
+LABEL_FOLDERS = ("scores", "preferences", "logps", "inspect", "responses")
 
 
 def is_label_output(path: Path) -> bool:
-    """What `cream label` writes: a folder holding only its scores/, preferences/ and logps/ (and a report)."""
+    """What `cream label` writes: a folder holding only its scores/, preferences/ and logps/ (and a report, and
+    the responses it labels, as in a run's ``iter-<t>/``)."""
     return only_entries(path, lambda e: e.name in LABEL_FOLDERS and e.is_dir())
 
 

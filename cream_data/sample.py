@@ -208,7 +208,7 @@ def _check_out(out: Path, record: dict, overwrite: bool) -> None:
         raise CreamError(f"--out {out}: is a file; expected a folder for the responses table")
     cfg_path = out / CONFIG_FILE
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+        old = io.read_json_object(cfg_path, "sampling settings")
         keys = ("identity", "input_fingerprint", "shards")
         diff = [k for k in keys if old.get(k) != record[k]]
         if diff:
@@ -320,7 +320,7 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
 
     writer = io.PartWriter(out, "responses", shard=shard) if out.is_dir() else None
     if writer is not None and writer.done() and not overwrite:
-        rows = json.loads(writer.manifest_path.read_text())["rows"]  # this run finished earlier: nothing to do
+        rows = io.read_json_object(writer.manifest_path)["rows"]  # this run finished earlier: nothing to do
         done_prompts = rows // cfg.n
         if progress:
             progress(done_prompts, done_prompts, 0)

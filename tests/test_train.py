@@ -326,12 +326,18 @@ def test_cli_trains_dpo(cli, tiny_model, prefs_path, tmp_path):
 def test_cli_refuses_existing_output_unless_overwrite(cli, tiny_model, prefs_path, tmp_path):
     out = tmp_path / "exists"
     out.mkdir()
-    (out / "keep.txt").write_text("x")
-    assert_user_error(cli("train", prefs_path, "--model", tiny_model, "--out", out), "exists", "--overwrite")
+    (out / "keep.txt").write_text("x")  # the user's folder: never replaced, --overwrite or not
+    for extra in ([], ["--overwrite"]):
+        assert_user_error(cli("train", prefs_path, "--model", tiny_model, "--out", out, "--max-steps", "1", *extra),
+                          "not a `cream train` checkpoint")
     assert (out / "keep.txt").exists()
-    r = cli("train", prefs_path, "--model", tiny_model, "--out", out, "--overwrite", "--max-steps", "1")
+    ckpt = tmp_path / "ckpt"
+    assert cli("train", prefs_path, "--model", tiny_model, "--out", ckpt, "--max-steps", "1").code == 0
+    assert_user_error(cli("train", prefs_path, "--model", tiny_model, "--out", ckpt), "earlier", "--overwrite")
+    first = (ckpt / "cream_lineage.json").read_text()
+    r = cli("train", prefs_path, "--model", tiny_model, "--out", ckpt, "--overwrite", "--max-steps", "1")
     assert r.code == 0, r
-    assert not (out / "keep.txt").exists() and (out / "cream_lineage.json").exists()
+    assert (ckpt / "cream_lineage.json").read_text() != first
 
 
 def test_cli_refuses_table_without_weight_for_cream(cli, tiny_model, tmp_path):
