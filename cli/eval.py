@@ -29,13 +29,18 @@ def eval_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="Torch device (default cuda if available)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an evaluation with other settings in --out."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code."),
+    extract: str = typer.Option("cream", "--extract", help="Answer extraction: cream (robust: last 'Answer:' "
+                                "marker, the item's own option letters, numbers compared as numbers) or authors "
+                                "(the CREAM authors' rules, flaws included, to set numbers beside the paper's; "
+                                "see docs/EVALUATION.md)."),
 ) -> None:
     """Greedy accuracy on ARC-Easy/Challenge, OpenBookQA, SIQA (option letter) and GSM8K (final number)."""
     from cream_data.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), limit=limit,
                      data_dir=None if data_dir is None else str(data_dir), max_new_tokens=max_new_tokens,
-                     batch_size=batch_size, label=label, device=device, trust_remote_code=trust_remote_code)
+                     batch_size=batch_size, label=label, device=device, trust_remote_code=trust_remote_code,
+                     extract=extract)
     with _Progress() as bar:
         summary = evaluate(model, cfg, out_dir, overwrite=overwrite, progress=bar.update)
     out.print(results_table(summary))

@@ -186,3 +186,73 @@ def oracle_reward(response: str | None, reference_answer: str | None) -> float |
     if ref_number is None:
         return None
     return float(numbers_equal(extract_number(response), ref_number))
+
+
+# ---------------------------------------------------------------------------- the authors' extraction rules
+# `cream eval --extract authors` scores the way the CREAM authors' evaluation does, so numbers can be set beside
+# the paper's. These functions are written here from the rules as stated in docs/EVALUATION.md, flaws included:
+# they are a compatibility mode, not a better extractor.
+AUTHORS_GSM8K_MARKERS = ("####", "###", "answer:", "\nAnswer", "answer is")  # tried in this order
+_AUTHORS_CHOICE = re.compile(r"\banswer:\s*([a-d])\b")
+_AUTHORS_LETTER = re.compile(r"\b([a-d])\b")
+_AUTHORS_NUMBER = re.compile(r"-?\d+\.?\d*")
+
+
+def authors_choice(text: str | None) -> str | None:
+    """Option letter by the authors' rules: the lower-cased text's first "answer: X" with X in a–d (set off by a
+    non-letter), else the *last* standalone a–d anywhere — so the article "a" reads as option A, and E never
+    counts.
+
+    >>> authors_choice("Answer: (C)"), authors_choice("I pick C, it is a dog"), authors_choice("Answer: E")
+    ('C', 'A', None)
+    """
+    if not text:
+        return None
+    low = text.strip().lower()
+    m = _AUTHORS_CHOICE.search(low)
+    if m:
+        return m.group(1).upper()
+    last = None
+    for last in _AUTHORS_LETTER.finditer(low):
+        pass
+    return last.group(1).upper() if last else None
+
+
+def _authors_number_text(raw: str) -> str | None:
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    return str(int(value)) if value.is_integer() else str(value)
+
+
+def authors_number(text: str | None) -> str | None:
+    """GSM8K answer by the authors' rules: on the lower-cased text, the first marker of
+    :data:`AUTHORS_GSM8K_MARKERS` (in list order) that occurs splits the text; the first piece after it holding a
+    number gives its *first* number; a marker with no number after it gives None; with no marker, the last
+    number of the text. Commas are dropped; a whole value prints as an integer ("18.00" → "18"). "###" comes
+    before "answer:", so a Markdown heading wins over a stated answer, and "\\nAnswer" never matches (the text
+    is lower-cased) — both as in the reference.
+
+    >>> authors_number("So 3 + 4 = 7.\\nAnswer: $1,200.00"), authors_number("### Step 1\\nAnswer: 18")
+    ('1200', '1')
+    """
+    if not text:
+        return None
+    low = text.lower()
+    for marker in AUTHORS_GSM8K_MARKERS:
+        if marker in low:
+            for piece in low.split(marker)[1:]:
+                found = _AUTHORS_NUMBER.findall(piece.replace(",", ""))
+                if found:
+                    return _authors_number_text(found[0])
+            return None
+    found = _AUTHORS_NUMBER.findall(low.replace(",", ""))
+    return _authors_number_text(found[-1]) if found else None
+
+
+def authors_correct(prediction: str | None, gold: str) -> bool:
+    """The reference's comparison: string equality of the lower-cased prediction and gold answer."""
+    return prediction is not None and prediction.lower() == str(gold).strip().lower()

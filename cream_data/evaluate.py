@@ -30,7 +30,8 @@ import pyarrow as pa
 
 import schemas
 from cream_data import io
-from cream_data.answers import extract_choice, extract_number, numbers_equal
+from cream_data.answers import (authors_choice, authors_correct, authors_number, extract_choice, extract_number,
+                                numbers_equal)
 from cream_data.errors import CreamError
 from cream_data.prompts import BENCHMARKS, load_benchmark
 
@@ -40,7 +41,8 @@ SUFFIX = ("Answer the question by thinking step by step. At the end, output the 
           "starting with 'Answer:'.")
 CONFIG_FILE = "_eval_config.json"  # written before the first part: a rerun checks it resumes the same run
 LETTERS = "ABCDEFGHIJ"
-TASK_META = "cream.eval_task"  # key of a part's Parquet metadata: {"task", "truncated"}
+TASK_META = "cream.eval_task"  # key of a part's Parquet metadata: {"task", "truncated", "extractor"}
+EXTRACTORS = ("cream", "authors")  # see docs/EVALUATION.md
 
 ProgressFn = Callable[[str, int, int, int], None]  # (task, examples done, examples total, tokens in last batch)
 
@@ -58,6 +60,7 @@ class EvalConfig:
     label: str | None = None  # display name in reports, e.g. "M1"
     device: str | None = None  # None: cuda when available, else cpu
     trust_remote_code: bool = False
+    extract: str = "cream"  # answer extraction: cream (robust) | authors (the CREAM authors' rules, flaws included)
 
     def __post_init__(self) -> None:
         tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
@@ -77,6 +80,8 @@ class EvalConfig:
             problems.append(f"max_new_tokens: got {self.max_new_tokens}, expected at least 1")
         if self.batch_size < 1:
             problems.append(f"batch_size: got {self.batch_size}, expected at least 1")
+        if self.extract not in EXTRACTORS:
+            problems.append(f"extract: got {self.extract!r}, expected one of {', '.join(EXTRACTORS)}")
         if problems:
             err = CreamError("eval config: " + "; ".join(problems))
             err.problems = problems  # each "field: got X, expected Y": `cream run --check` names the section
@@ -85,7 +90,8 @@ class EvalConfig:
     def identity(self, model_name: str, data_fingerprint: str) -> dict:
         """What decides the rows: a rerun into the same folder must match it to resume."""
         return {"model": model_name, "tasks": list(self.tasks), "limit": self.limit, "suffix": self.suffix,
-                "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size, "data": data_fingerprint}
+                "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size, "data": data_fingerprint,
+                "extract": self.extract}
 
 
 @dataclass(frozen=True)
@@ -183,8 +189,14 @@ def load_examples(task: str, cfg: EvalConfig) -> Examples:
 
 
 # ---------------------------------------------------------------------------- scoring
-def score(task: str, response: str, answer: str, letters: str | None) -> tuple[str | None, bool]:
-    """``(prediction, correct)`` for one response: an option letter among ``letters``, or a number."""
+def score(task: str, response: str, answer: str, letters: str | None, extract: str = "cream") -> tuple[str | None, bool]:
+    """``(prediction, correct)`` for one response: an option letter among ``letters``, or a number.
+
+    ``extract="authors"`` applies the CREAM authors' rules instead (A–D only, string equality; see
+    :func:`cream_data.answers.authors_choice`)."""
+    if extract == "authors":
+        pred = authors_number(response) if task in NUMERIC_TASKS else authors_choice(response)
+        return pred, authors_correct(pred, answer)
     if task in NUMERIC_TASKS:
         pred = extract_number(response)
         return pred, numbers_equal(pred, answer)
@@ -310,8 +322,8 @@ def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, en
             if progress:
                 progress(ex.task, done, total, batch_tokens)
         # One atomic part per task, the unit of resume; it carries its own truncation count.
-        io.PartWriter(out, "eval", metadata={TASK_META: {"task": ex.task, "truncated": truncated[ex.task]}}) \
-            .write(_task_table(ex, responses, ref.name))
+        meta = {"task": ex.task, "truncated": truncated[ex.task], "extractor": cfg.extract}
+        io.PartWriter(out, "eval", metadata={TASK_META: meta}).write(_task_table(ex, responses, ref.name, cfg.extract))
 
     table = writer.existing()
     n, correct, extracted, accuracy, average = summarize(table, cfg.tasks)
@@ -320,14 +332,14 @@ def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, en
     summary = EvalSummary(out, ref.name, cfg.label, accuracy, n, correct, extracted, truncated, average,
                           tuple(ex.task for ex in todo), tuple(t for t in cfg.tasks if t in done_tasks), tokens,
                           time.perf_counter() - t0, gen_seconds)
-    writer.finish({"summary": summary.manifest(), "label": cfg.label, "eval": record})
+    writer.finish({"summary": {**summary.manifest(), "extractor": cfg.extract}, "label": cfg.label, "eval": record})
     return summary
 
 
-def _task_table(ex: Examples, responses: list[str | None], model: str) -> pa.Table:
+def _task_table(ex: Examples, responses: list[str | None], model: str, extract: str) -> pa.Table:
     cols: dict[str, list] = {name: [] for name in schemas.get("eval").column_names}
     for eid, resp, gold, letters in zip(ex.ids, responses, ex.answers, ex.letters):
-        pred, ok = score(ex.task, resp, gold, letters)
+        pred, ok = score(ex.task, resp, gold, letters, extract)
         for k, v in zip(("example_id", "response", "prediction", "answer", "correct"), (eid, resp, pred, gold, ok)):
             cols[k].append(v)
     k = len(ex.ids)

@@ -100,6 +100,7 @@ class EvalSection:
     max_new_tokens: int = 512
     batch_size: int = 8
     models: str = "all"                 # all | last | none
+    extract: str = "cream"              # answer extraction: cream | authors (the paper authors' rules)
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,8 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
             batch_size=tr.batch_size, grad_accum=tr.grad_accum, warmup_ratio=tr.warmup_ratio,
             max_length=tr.max_length, lora=tr.lora, seed=cfg.seed),
         "eval": lambda: EvalConfig(tasks=tuple(e.tasks), limit=e.limit, data_dir=e.data_dir,
-                                   max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, label="M0"),
+                                   max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, label="M0",
+                                   extract=e.extract),
     }
     for section, build in builds.items():
         try:
