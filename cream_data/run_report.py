@@ -18,8 +18,13 @@ The Markdown shows ``±`` = half the interval's width.
 rankings (rows with ``prev_ranks``): Kendall tau, C = (tau + 1) / 2, Spearman rho and TopOrder (same best
 and same worst response), each as mean ± std (population, ddof = 0), computed from the rank lists with
 :mod:`cream_data.ranking`, never from the ``weight`` column (whose meaning depends on the method: 1 for
-``srlm``, the dataset mean for ``cream-avg``). Only prompts that yielded a pair are in the table; an
-iteration without ``prev_ranks`` reports n/a.
+``srlm``, the dataset mean for ``cream-avg``). The rankings come from the iteration's scores table (the DPO
+rewards of ``current`` and ``previous``, every prompt with finite rewards) when there is one, else from the
+preferences (only prompts that yielded a pair). A prompt whose current or previous rewards are all equal has no
+ranking to compare (its ordinal ranks would be the response order) and is left out, counted as ``all_equal``
+(from the preferences, plus the prompts the labeler skipped as all-equal when it used a previous scorer). An
+iteration with no prompt left to measure reports "no ranking" when prompts were left out as all-equal, else n/a
+(no previous ranking).
 
 **Pairs per iteration.** From each preferences manifest's ``summary`` (written by the labeling stage):
 prompts, pairs, and prompts skipped by reason; plus the mean ``weight`` the trainer used.
@@ -40,14 +45,15 @@ import pyarrow.compute as pc
 
 from cream_data import io, ranking
 from cream_data.errors import CreamError
-from cream_data.report import describe, fmt, new_figure, save_png
+from cream_data.report import describe, fmt, new_figure, padded, save_png
 from cream_data.sql import find_tables, iteration_from_path
 
 Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 TASK_ORDER = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
 _MODEL_DIR = re.compile(r"^M(\d+)$")
 _ITER_DIR = re.compile(r"^iter(?:ation)?[-_]?\d+$", re.IGNORECASE)
-PREF_COLUMNS = ["iteration", "ranks", "prev_ranks", "consistency_method", "weight", "model", "prev_model"]
+PREF_COLUMNS = ["iteration", "rewards", "prev_rewards", "ranks", "prev_ranks", "consistency_method", "weight",
+                "model", "prev_model"]
 MEASURES = (("C", "C"), ("kendall_tau", "Kendall τ"), ("spearman_rho", "Spearman ρ"), ("top_order", "TopOrder"))
 
 
@@ -125,9 +131,11 @@ def _average(tasks: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- table 2 and pairs
-def rank_measures(prefs: pa.Table, where: str = "preferences") -> dict[str, np.ndarray]:
-    """Per prompt with both rankings: C, Kendall tau, Spearman rho, TopOrder (grouped by N, vectorised)."""
-    t = prefs.filter(prefs.column("prev_ranks").is_valid())
+def rank_measures(ranked: pa.Table, where: str = "preferences") -> dict[str, np.ndarray]:
+    """Per prompt with both rankings, neither all-equal: C, Kendall tau, Spearman rho, TopOrder (grouped by N,
+    vectorised). ``ranked`` has ``ranks``, ``prev_ranks`` and ``all_equal`` (:func:`ranks_from_scores`,
+    :func:`ranks_from_preferences`)."""
+    t = ranked.filter(pc.and_(ranked.column("prev_ranks").is_valid(), pc.invert(ranked.column("all_equal"))))
     out: dict[str, list[np.ndarray]] = {name: [] for name, _ in MEASURES}
     n_cur = pc.list_value_length(t.column("ranks")).to_numpy()
     n_prev = pc.list_value_length(t.column("prev_ranks")).to_numpy()
@@ -149,7 +157,8 @@ def rank_measures(prefs: pa.Table, where: str = "preferences") -> dict[str, np.n
 
 
 def ranks_from_scores(scores: pa.Table) -> pa.Table | None:
-    """``ranks``/``prev_ranks`` lists per prompt from a scores table's ``current`` and ``previous`` DPO rewards.
+    """``ranks``/``prev_ranks`` lists per prompt from a scores table's ``current`` and ``previous`` DPO rewards, and
+    ``all_equal``: either reward list is all equal (no ranking to compare).
 
     This is the paper's measurement for every method: the rankings of M_t and M_{t-1} on the same responses,
     whatever reward picked the pairs (judge, oracle). Prompts with a non-finite reward or N < 2 are left out.
@@ -165,16 +174,38 @@ def ranks_from_scores(scores: pa.Table) -> pa.Table | None:
               .sort(["prompt_id", "response_idx"]))
     grouped = wide.group_by("prompt_id", maintain_order=True).agg(pl.col("current"), pl.col("previous"))
     cur_lists, prev_lists = grouped["current"].to_list(), grouped["previous"].to_list()
-    ranks, prev_ranks = [], []
+    ranks, prev_ranks, all_equal = [], [], []
     for n in sorted({len(c) for c in cur_lists}):
         idx = [i for i, c in enumerate(cur_lists) if len(c) == n]
         a = np.array([cur_lists[i] for i in idx], dtype=np.float64)
         b = np.array([prev_lists[i] for i in idx], dtype=np.float64)
         ok = np.isfinite(a).all(1) & np.isfinite(b).all(1) & (n >= 2)
         if ok.any():
-            ranks.extend(ranking.ordinal_ranks(a[ok]).tolist())
-            prev_ranks.extend(ranking.ordinal_ranks(b[ok]).tolist())
-    return pa.table({"ranks": pa.array(ranks, pa.list_(pa.int16())), "prev_ranks": pa.array(prev_ranks, pa.list_(pa.int16()))})
+            a, b = a[ok], b[ok]
+            ranks.extend(ranking.ordinal_ranks(a).tolist())
+            prev_ranks.extend(ranking.ordinal_ranks(b).tolist())
+            all_equal.extend((_all_equal(a) | _all_equal(b)).tolist())
+    return pa.table({"ranks": pa.array(ranks, pa.list_(pa.int16())),
+                     "prev_ranks": pa.array(prev_ranks, pa.list_(pa.int16())),
+                     "all_equal": pa.array(all_equal, pa.bool_())})
+
+
+def ranks_from_preferences(prefs: pa.Table) -> pa.Table:
+    """The preferences' ``ranks``/``prev_ranks`` and ``all_equal`` (the ``rewards`` or ``prev_rewards`` of the row
+    are all equal), the form :func:`rank_measures` takes."""
+    flags = np.zeros(prefs.num_rows, dtype=bool)
+    for col in ("rewards", "prev_rewards"):
+        mat, present = padded(prefs.column(col))
+        flags |= present & _all_equal(mat)
+    return pa.table({"ranks": prefs.column("ranks"), "prev_ranks": prefs.column("prev_ranks"),
+                     "all_equal": pa.array(flags, pa.bool_())})
+
+
+def _all_equal(mat: np.ndarray) -> np.ndarray:
+    """Per row of a reward matrix: are all its (non-NaN) values equal? NaN is padding here."""
+    if mat.size == 0:
+        return np.zeros(mat.shape[0], dtype=bool)
+    return np.fmax.reduce(mat, axis=1) == np.fmin.reduce(mat, axis=1)
 
 
 def _preference_tables(run: Path) -> dict[int, Path]:
@@ -200,11 +231,18 @@ def iteration_rows(run: Path) -> tuple[list[dict], list[dict], dict[int, np.ndar
     for t, path in _preference_tables(run).items():
         prefs = io.read_table(path, "preferences", columns=PREF_COLUMNS)
         manifest = io.read_manifest(path) if path.is_dir() else {}
+        summary = manifest.get("summary") or {}
         scores_dir = path.parent / "scores"
         from_scores = ranks_from_scores(io.read_table(scores_dir, "scores")) if (scores_dir / io.MANIFEST).exists() \
             else None
-        m = rank_measures(from_scores if from_scores is not None else prefs, str(path))
+        ranked = from_scores if from_scores is not None else ranks_from_preferences(prefs)
+        m = rank_measures(ranked, str(path))
+        all_equal = int(pc.sum(pc.and_(ranked.column("prev_ranks").is_valid(), ranked.column("all_equal"))).as_py()
+                        or 0)
+        if from_scores is None and summary.get("consistency_method") not in (None, "none"):
+            all_equal += int((summary.get("skipped") or {}).get("all_equal", 0))  # never paired: not in the table
         row = {"iteration": t, "label": f"M{t} vs M{t - 1}", "path": str(path), "n": int(m["C"].size),
+               "all_equal": all_equal,
                "measured_on": "scores (all prompts, DPO rewards of M_t and M_{t-1})" if from_scores is not None
                else "preferences (paired prompts)",
                "pairs": prefs.num_rows, "stored_method": _distinct(prefs, "consistency_method"),
@@ -213,7 +251,6 @@ def iteration_rows(run: Path) -> tuple[list[dict], list[dict], dict[int, np.ndar
         consistency.append(row)
         if m["C"].size:
             c_values[t] = m["C"]
-        summary = manifest.get("summary") or {}
         skipped = {str(k): int(v) for k, v in sorted((summary.get("skipped") or {}).items())}
         prompts = summary.get("prompts")
         pairs.append({"iteration": t, "path": str(path), "pairs": prefs.num_rows,
@@ -373,12 +410,17 @@ def accuracy_table(report: dict) -> list[list[str]]:
     return [header + ["Avg"]] + body
 
 
+def measure_cell(row: dict, key: str) -> str:
+    """A Table 2 cell: mean ± std; "no ranking (K all-equal)" when every prompt was left out as all-equal; n/a
+    when there is no previous ranking."""
+    if row[key]["n"]:
+        return f"{fmt(row[key]['mean'], 3)} ± {fmt(row[key]['std'], 3)}"
+    return f"no ranking ({row['all_equal']} all-equal)" if row["all_equal"] else "n/a"
+
+
 def consistency_table(report: dict) -> list[list[str]]:
     header = ["iteration", "n"] + [label for _, label in MEASURES]
-    body = []
-    for r in report["consistency"]:
-        vals = [f"{fmt(r[k]['mean'], 3)} ± {fmt(r[k]['std'], 3)}" if r[k]["n"] else "n/a" for k, _ in MEASURES]
-        body.append([r["label"], str(r["n"])] + vals)
+    body = [[r["label"], str(r["n"])] + [measure_cell(r, k) for k, _ in MEASURES] for r in report["consistency"]]
     return [header] + body
 
 
@@ -414,7 +456,9 @@ def to_markdown(report: dict) -> str:
         lines += _md_table(consistency_table(report))
         lines += ["The DPO-reward rankings of M_t and M_{t-1} on the same responses, from each iteration's scores "
                   "table (every prompt with finite rewards; the preferences' rank lists when no scores table is "
-                  "there), whatever reward picked the pairs; C = (τ + 1) / 2; n/a: no previous ranking.", ""]
+                  "there), whatever reward picked the pairs; C = (τ + 1) / 2. Prompts whose current or previous "
+                  "rewards are all equal have no ranking to compare and are left out; no ranking: every prompt was; "
+                  "n/a: no previous ranking.", ""]
         lines += ["## Pairs per iteration", ""] + _md_table(pairs_table(report))
     else:
         lines += ["No preferences tables yet (RUN/iter-<t>/preferences/).", ""]

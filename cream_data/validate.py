@@ -1,4 +1,9 @@
-"""Check a pyarrow table against a table schema and report every violation at once."""
+"""Check a pyarrow table against a table schema and report every violation at once.
+
+Non-finite numbers (NaN, ±inf) are refused in every float column of every schema (``Column.finite``, see
+:mod:`schemas`): :func:`check_finite` names the first offending row; :func:`check` runs it first, so every
+checked read and every write refuses them with that one line.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import schemas
-from cream_data.errors import SchemaError
+from cream_data.errors import CreamError, SchemaError
 from schemas import TableSchema
 
 
@@ -62,6 +67,8 @@ def violations(table: pa.Table, schema: TableSchema) -> list[str]:
         if col.type == "conversation" and len(arr):
             found.extend(_conversation_violations(col.name, arr))
 
+    found.extend(_nonfinite(table, schema))
+
     for name, allowed in schema.enums.items():
         if name in usable:
             arr = usable[name]
@@ -80,8 +87,7 @@ def violations(table: pa.Table, schema: TableSchema) -> list[str]:
                     bad |= vals < lo
                 if hi is not None:
                     bad |= vals > hi
-                if schema.column(name).type.startswith("float") and not schema.column(name).nullable:
-                    bad |= np.isnan(vals)
+            bad &= np.isfinite(vals)  # NaN/inf are the finiteness rule's to report, nulls the nullability check's
             if bad.any():
                 found.append(
                     f"column '{name}' out of range [{lo if lo is not None else '-inf'}, "
@@ -143,9 +149,47 @@ def _conversation_violations(name: str, arr: pa.ChunkedArray) -> list[str]:
     return out
 
 
+def _nonfinite_rows(arr: pa.ChunkedArray) -> np.ndarray:
+    """The table row of every NaN/inf in a float or list-of-float column (empty for any other type; nulls pass)."""
+    arr = arr.combine_chunks()
+    rows = np.arange(len(arr))
+    if (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)) and pa.types.is_floating(arr.type.value_type):
+        rows = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+        arr = pc.list_flatten(arr)
+    if not pa.types.is_floating(arr.type):
+        return rows[:0]
+    bad = pc.fill_null(pc.invert(pc.is_finite(arr)), False).to_numpy(zero_copy_only=False)
+    return rows[bad]
+
+
+def _nonfinite(table: pa.Table, schema: TableSchema) -> list[str]:
+    """One message per ``finite`` column of ``schema`` in ``table`` that holds NaN/inf."""
+    found = []
+    ids = table.column("prompt_id") if "prompt_id" in table.column_names else None
+    for col in schema.columns:
+        if not col.finite or col.name not in table.column_names:
+            continue
+        rows = _nonfinite_rows(table.column(col.name))
+        if rows.size:
+            first, n = int(rows[0]), int(rows.size)
+            pid = f" (prompt_id {ids[first].as_py()!r})" if ids is not None else ""
+            found.append(f"column '{col.name}' has {n} non-finite value{'s' if n != 1 else ''} (NaN/inf), "
+                         f"first at row {first}{pid}; expected finite numbers")
+    return found
+
+
+def check_finite(table: pa.Table, kind: str | TableSchema, where: str) -> None:
+    """Raise one :class:`CreamError` line naming each float column that holds NaN/inf (the columns present only,
+    so a partial table can be checked too)."""
+    found = _nonfinite(table, schemas.get(kind) if isinstance(kind, str) else kind)
+    if found:
+        raise CreamError(f"{where}: " + "; ".join(found))
+
+
 def check(table: pa.Table, kind: str | TableSchema, where: str) -> None:
-    """Raise :class:`SchemaError` listing every violation, or return quietly."""
+    """Raise :func:`check_finite`'s line for NaN/inf, else :class:`SchemaError` listing every violation."""
     schema = schemas.get(kind) if isinstance(kind, str) else kind
+    check_finite(table, schema, where)
     found = violations(table, schema)
     if found:
         raise SchemaError(where, found)

@@ -24,6 +24,7 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from cream_train.loss import cream_loss
+from cream_train.train import NonFiniteGuard
 
 
 @dataclass
@@ -36,8 +37,9 @@ class WeightedPreferenceCollator(DataCollatorForPreference):
         return batch
 
 
-class CreamDPOTrainer(DPOTrainer):
-    """DPOTrainer with the consistency-regularized loss and (optionally) stored reference log-probs.
+class CreamDPOTrainer(NonFiniteGuard, DPOTrainer):
+    """DPOTrainer with the consistency-regularized loss and (optionally) stored reference log-probs; a non-finite
+    loss or gradient norm stops it (:class:`~cream_train.train.NonFiniteGuard`).
 
     ``stored_reference=True`` expects the train dataset to carry ``ref_chosen_logps``/``ref_rejected_logps`` and
     ``args.precompute_ref_log_probs=True``. ``reference_forwards`` counts reference-model batches actually run.

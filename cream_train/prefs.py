@@ -14,7 +14,6 @@ and truncation, and returns why the stored values cannot be used (or None).
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pyarrow.compute as pc
 import schemas
 from cream_data import io
 from cream_data.errors import CreamError
-from cream_data.validate import check
+from cream_data.validate import check, check_finite
 from cream_train.loss import pair_weights
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -46,7 +45,8 @@ def load_preferences(source: str | Path) -> pa.Table:
 
 
 def check_preferences(table: pa.Table, method: str, where: str) -> None:
-    """One-line errors for what training cannot use: missing columns, no rows, weights outside [0, 1]."""
+    """One-line errors for what training cannot use: missing columns, no rows, NaN/inf in any float column
+    present, weights outside [0, 1]."""
     missing = [c for c in _BASE_COLUMNS if c not in table.column_names]
     if missing:
         raise CreamError(f"{where}: preferences table has no {', '.join(missing)} column(s)")
@@ -55,10 +55,10 @@ def check_preferences(table: pa.Table, method: str, where: str) -> None:
                          "consistency weight C (label with consistency, or use --method dpo)")
     if table.num_rows == 0:
         raise CreamError(f"{where}: preferences table is empty; expected at least one pair")
+    check_finite(table, "preferences", where)
     if method in ("cream", "cream-avg"):
         w = table.column("weight").to_pylist()
-        bad = [i for i, x in enumerate(w) if x is None or not (isinstance(x, (int, float)) and math.isfinite(x))
-               or not 0.0 <= x <= 1.0]
+        bad = [i for i, x in enumerate(w) if not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0]
         if bad:
             shown = ", ".join(f"row {i} = {w[i]}" for i in bad[:3])
             raise CreamError(f"{where}: column weight: {len(bad)} value(s) outside [0, 1] ({shown}); "
@@ -119,11 +119,12 @@ def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, max_le
 
 
 def to_dataset(table: pa.Table, weights: list[float], stored_reference: bool):
-    """A ``datasets.Dataset`` with TRL's conversational columns, ``weight``, and the stored reference log-probs
-    under the names TRL's DPOTrainer reads (``ref_chosen_logps``/``ref_rejected_logps``) when they are used."""
+    """A ``datasets.Dataset`` with TRL's conversational columns, ``weight``, ``prompt_id`` when the table has one (it
+    names the rows of a failing batch), and the stored reference log-probs under the names TRL's DPOTrainer reads
+    (``ref_chosen_logps``/``ref_rejected_logps``) when they are used."""
     import datasets
 
-    cols = {c: table.column(c) for c in _BASE_COLUMNS}
+    cols = {c: table.column(c) for c in ("prompt_id", *_BASE_COLUMNS) if c in table.column_names}
     cols["weight"] = pa.array(weights, pa.float64())
     if stored_reference:
         cols["ref_chosen_logps"] = pc.cast(table.column("chosen_logp"), pa.float64())

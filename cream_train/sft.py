@@ -34,7 +34,8 @@ def load_sft_table(source: str | Path, limit: int | None = None) -> pa.Table:
 
 
 def to_dataset(table: pa.Table):
-    """Only the columns SFTTrainer needs, in TRL's prompt-completion conversational form."""
+    """The columns SFTTrainer needs, in TRL's prompt-completion conversational form, and ``prompt_id`` (to name the
+    rows of a failing batch)."""
     import datasets
 
-    return datasets.Dataset(table.select(["prompt", "completion"]))
+    return datasets.Dataset(table.select(["prompt_id", "prompt", "completion"]))

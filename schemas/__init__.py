@@ -3,6 +3,9 @@
 Each table kind is a JSON file under ``schemas/v<version>/<name>.json``. This module turns those
 files into :class:`TableSchema` objects (with their pyarrow schema) and nothing more: it imports
 pyarrow only, never torch.
+
+Every float column (``float32``, ``float64``, ``list<float64>``) holds finite numbers only: NaN and ±inf are
+never valid values (:attr:`Column.finite`); a missing number is a null, allowed where the column is nullable.
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ class Column:
     @property
     def arrow(self) -> pa.DataType:
         return arrow_type(self.type)
+
+    @property
+    def finite(self) -> bool:
+        """Its numbers must be finite (every float column, list items included)."""
+        return "float" in self.type
 
 
 @dataclass(frozen=True)

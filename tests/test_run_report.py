@@ -312,3 +312,55 @@ def test_table2_prefers_scores_current_vs_previous_rankings():
     assert np.mean(m["kendall_tau"]) == pytest.approx(np.mean(expected), abs=1e-12)
     assert np.mean(m["C"]) == pytest.approx((np.mean(expected) + 1) / 2, abs=1e-12)
     assert ranks_from_scores(pa.Table.from_pylist([r for r in rows if r["scorer"] != "previous"])) is None
+
+
+# ---------------------------------------------------------------------------- table 2: no ranking
+def label_iteration(run, t, cur, prev, with_scores=True):
+    """iter-<t>/scores and iter-<t>/preferences as `cream label` writes them (pairs, skips, manifest summary)."""
+    from cream_data.pairing import build_preferences
+    from tests.test_pairing import make_tables
+
+    responses, scores = make_tables(cur, prev, iteration=t)
+    prefs, summary = build_preferences(responses, scores)
+    io.write_table(prefs, run / f"iter-{t}" / "preferences", "preferences",
+                   manifest_extra={"summary": summary.to_dict()})
+    if with_scores:
+        io.write_table(scores, run / f"iter-{t}" / "scores", "scores")
+    return prefs, summary
+
+
+def table2_line(md: str, label: str) -> str:
+    (line,) = [ln for ln in md.splitlines() if ln.startswith(f"| {label} |")]
+    return line
+
+
+@pytest.mark.parametrize("with_scores", [True, False])
+def test_table2_iteration_without_any_strict_ranking_says_no_ranking(tmp_path, with_scores):
+    """Every current reward exactly 0 (M_t = M_{t-1}): all prompts skipped as all-equal, nothing to measure."""
+    run, _ = make_run(tmp_path, evals=False, prefs=False)
+    rng = np.random.default_rng(3)
+    prev = [rng.normal(size=2).tolist() for _ in range(8)]
+    prefs, summary = label_iteration(run, 1, [[0.0, 0.0]] * 8, prev, with_scores)
+    assert prefs.num_rows == 0 and summary.skipped["all_equal"] == 8
+    label_iteration(run, 2, [[1.0, 2.0, 0.0], [0.5, 0.1, 0.2]], [[1.0, 3.0, 2.0], [0.3, 0.2, 0.1]], with_scores)
+    result = run_report.write_run_report(run)
+    first, second = result.report["consistency"]
+    assert first["n"] == 0 and first["all_equal"] == 8 and first["C"]["mean"] is None
+    line = table2_line(result.markdown, "M1 vs M0")
+    assert line.count("no ranking (8 all-equal)") == 4 and "±" not in line and "n/a" not in line
+    assert second["n"] == 2 and second["all_equal"] == 0
+    assert second["kendall_tau"]["mean"] == pytest.approx(1 / 3) and second["C"]["mean"] == pytest.approx(2 / 3)
+    assert "±" in table2_line(result.markdown, "M2 vs M1")
+    assert set(result.plots) == {"consistency"} and "no ranking" in result.markdown.split("## Pairs")[0]
+
+
+def test_table2_leaves_out_prompts_without_a_strict_ranking(tmp_path):
+    """A prompt whose current or previous rewards are all equal has no ranking to compare: not counted."""
+    run, _ = make_run(tmp_path, evals=False, prefs=False)
+    cur = [[1.0, 2.0, 0.0], [0.0, 0.0, 0.0], [3.0, 1.0, 2.0], [0.2, 0.1, 0.3]]
+    prev = [[1.0, 3.0, 2.0], [1.0, 2.0, 3.0], [5.0, 5.0, 5.0], [0.1, 0.2, 0.3]]
+    label_iteration(run, 1, cur, prev)
+    (row,) = run_report.run_report(run)["consistency"]
+    taus = [stats.kendalltau(ranks_of(cur[i]), ranks_of(prev[i])).statistic for i in (0, 3)]
+    assert row["n"] == 2 and row["all_equal"] == 2
+    assert row["kendall_tau"]["mean"] == pytest.approx(np.mean(taus), abs=1e-12)
