@@ -15,9 +15,10 @@ How it works, with no per-prompt Python loop:
    ``n_lt_2`` (fewer than 2 responses), ``nonfinite_reward`` (a NaN/inf/null or missing current reward,
    e.g. an unparseable judge output), ``all_equal`` (all current rewards equal: no preference),
    ``missing_prev`` (a previous scorer is used but one of its rewards is missing or non-finite).
-5. ``chosen`` = the response ranked 1 (argmax of the current reward, lowest index among equals);
-   ``rejected`` = the response ranked N (argmin, the highest index among equals) — so chosen/rejected always
-   agree with the stored ``ranks``.
+5. ``chosen`` = the first index among the tied maxima of the current reward (``np.argmax``), ``rejected`` =
+   the first index among the tied minima (``np.argmin``), exactly as the CREAM reference picks them. Without
+   ties they are the responses ranked 1 and N; with a tie at the top (or bottom) the stored ``ranks`` (scipy's
+   tie order, see :mod:`cream_data.ranking`) may give rank 1 to another of the tied responses.
 6. Consistency C between the current and previous rankings (``consistency`` method); with no previous
    scorer (SRLM, oracle, CREAM w/o RC) C = 1 and the method is ``none``. ``weight`` = C per pair
    (scope ``sample``) or the mean C over the pairs produced (scope ``dataset``; skipped prompts are not
@@ -46,8 +47,8 @@ class PairArrays(NamedTuple):
 
     ranks: np.ndarray  # [P, N] int16, 1 = best current reward
     prev_ranks: np.ndarray | None  # [P, N] int16, or None without a previous reward
-    chosen: np.ndarray  # [P] int64, response index ranked 1
-    rejected: np.ndarray  # [P] int64, response index ranked N
+    chosen: np.ndarray  # [P] int64, first index of the highest current reward
+    rejected: np.ndarray  # [P] int64, first index of the lowest current reward
     consistency: np.ndarray  # [P] float64 in [0, 1]; 1.0 without a previous reward
     kendall_tau: np.ndarray | None  # [P] float64, or None without a previous reward
 
@@ -55,15 +56,20 @@ class PairArrays(NamedTuple):
 def select_pairs(rewards: np.ndarray, prev_rewards: np.ndarray | None = None, method: str = "kendall") -> PairArrays:
     """The vectorised core of pairing on ``[P, N]`` reward matrices (finite, N >= 2; no skipping here).
 
-    >>> pa_ = select_pairs(np.array([[0.1, 0.9, 0.1]]), np.array([[0.2, 0.5, 0.0]]))
+    Hand-worked: rewards [0.1, 0.9, 0.1] rank [3, 1, 2] (the tied 0.1s: response 0 appears first, so it ranks
+    worse); chosen 1, rejected 0 (the first of the tied minima). Previous [0.0, 0.5, 0.2] ranks [3, 1, 2] too:
+    the rankings agree, tau = 1.
+
+    >>> pa_ = select_pairs(np.array([[0.1, 0.9, 0.1]]), np.array([[0.0, 0.5, 0.2]]))
     >>> pa_.ranks.tolist(), pa_.prev_ranks.tolist(), pa_.chosen.tolist(), pa_.rejected.tolist()
-    ([[2, 1, 3]], [[2, 1, 3]], [1], [2])
+    ([[3, 1, 2]], [[3, 1, 2]], [1], [0])
     >>> float(pa_.consistency[0]), float(pa_.kendall_tau[0])
     (1.0, 1.0)
     """
     ranks = ordinal_ranks(rewards)
-    chosen = np.argmin(ranks, axis=1).astype(np.int64)
-    rejected = np.argmax(ranks, axis=1).astype(np.int64)
+    r = np.asarray(rewards, dtype=np.float64)
+    chosen = np.argmax(r, axis=1).astype(np.int64)
+    rejected = np.argmin(r, axis=1).astype(np.int64)
     if prev_rewards is None:
         return PairArrays(ranks, None, chosen, rejected, np.ones(len(ranks)), None)
     prev_ranks = ordinal_ranks(prev_rewards)

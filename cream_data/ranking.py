@@ -6,10 +6,11 @@ here works on all P prompts at once with numpy; there is no per-prompt Python lo
 
 Conventions
 -----------
-* **Ranks are ordinal, 1 = best.** ``ranks[p, i]`` is the position of response ``i`` when the rewards of
-  prompt ``p`` are sorted from highest to lowest. Equal rewards are ordered by response index: among equals,
-  the *lower* index gets the *better* (smaller) rank. This is exactly
-  ``scipy.stats.rankdata(-rewards[p], method="ordinal")``.
+* **Ranks are ordinal, 1 = best, with scipy's tie order** — exactly the CREAM reference's ranks, flipped so that
+  1 is the best: ``ranks[p] = N + 1 - scipy.stats.rankdata(rewards[p], method="ordinal")``. scipy ranks
+  ascending and breaks a tie by order of appearance, so among equal rewards the *lower* index gets the *worse*
+  (larger) rank here. Flipping both rankings leaves Kendall's tau and Spearman's rho unchanged, so C is the
+  reference's C to the last bit, ties included.
 * Because ordinal ranks have no ties, Kendall's tau-a equals tau-b, and Spearman's rho has its closed form.
   For a pair of rankings ``a, b`` of N items with ``n0 = N (N - 1) / 2`` item pairs:
 
@@ -34,25 +35,26 @@ _CHUNK_ROWS = 1 << 16
 
 
 def ordinal_ranks(rewards: np.ndarray) -> np.ndarray:
-    """Ordinal ranks of each row of ``rewards`` ``[P, N]``: 1 = highest reward; ties → lower index ranks better.
+    """Ordinal ranks of each row of ``rewards`` ``[P, N]``: 1 = highest reward; among equals the lower index gets
+    the worse rank (scipy's ascending order of appearance, flipped).
 
-    Equal to ``scipy.stats.rankdata(-rewards[p], method="ordinal")`` for every row ``p``. NaN rewards are
-    not meaningful to rank (callers skip those prompts); they are ranked last here, after ``-inf``.
+    Equal to ``N + 1 - scipy.stats.rankdata(rewards[p], method="ordinal")`` for every row ``p``. NaN rewards are
+    not meaningful to rank (callers skip those prompts); they are ranked last here.
 
-    Hand-worked example: rewards ``[0.5, 2.0, 0.5, -1.0]``. Sorted high to low: 2.0 (response 1),
-    then the tie 0.5 (responses 0 and 2: response 0 first, lower index), then -1.0 (response 3).
-    So response 0 → rank 2, 1 → rank 1, 2 → rank 3, 3 → rank 4.
+    Hand-worked example: rewards ``[0.5, 2.0, 0.5, -1.0]``. scipy, ascending: -1.0 (response 3) → 1, the tie 0.5
+    in order of appearance: response 0 → 2, response 2 → 3, then 2.0 (response 1) → 4. Flipped (5 - r):
+    response 0 → 3, 1 → 1, 2 → 2, 3 → 4.
 
     >>> ordinal_ranks(np.array([[0.5, 2.0, 0.5, -1.0]])).tolist()
-    [[2, 1, 3, 4]]
-    >>> ordinal_ranks(np.array([[3.0, 3.0], [1.0, 7.0]])).tolist()   # all equal: index order
-    [[1, 2], [2, 1]]
+    [[3, 1, 2, 4]]
+    >>> ordinal_ranks(np.array([[3.0, 3.0], [1.0, 7.0]])).tolist()   # all equal: the later index ranks better
+    [[2, 1], [2, 1]]
     """
     r = _as_matrix(rewards, np.float64, "rewards")
-    # A stable sort of the negated rewards keeps equal rewards in index order (argsort puts NaN last).
-    order = np.argsort(-r, axis=1, kind="stable")
+    # A stable ascending sort keeps equal rewards in index order; NaN is moved to the bottom first.
+    order = np.argsort(np.where(np.isnan(r), -np.inf, r), axis=1, kind="stable")
     ranks = np.empty(r.shape, dtype=np.int16)
-    positions = np.broadcast_to(np.arange(1, r.shape[1] + 1, dtype=np.int16), r.shape)
+    positions = np.broadcast_to(np.arange(r.shape[1], 0, -1, dtype=np.int16), r.shape)
     np.put_along_axis(ranks, order, positions, axis=1)
     return ranks
 

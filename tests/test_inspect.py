@@ -22,8 +22,8 @@ def conv(role, text):
 
 
 def ordinal_ranks_best_first(r):
-    """1 = best; ties broken by response index (scipy's ordinal rank of -r)."""
-    return [int(x) for x in stats.rankdata([-v for v in r], method="ordinal")]
+    """1 = best; ties as the CREAM reference breaks them (scipy's ascending ordinal rank, flipped)."""
+    return [len(r) + 1 - int(x) for x in stats.rankdata(r, method="ordinal")]
 
 
 def make_labeled(seed=0, n_prompts=60, iteration=1, model="m1", prev_model="m0"):

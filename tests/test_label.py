@@ -102,12 +102,13 @@ def test_label_dpo_rewards_ranks_consistency(tmp_path, responses_dir, tiny_model
     for _, row in prefs.iterrows():
         r = cur[cur.prompt_id == row.prompt_id].reward.to_numpy()
         q = prev[prev.prompt_id == row.prompt_id].reward.to_numpy()
-        ranks, pranks = rankdata(-r, method="ordinal"), rankdata(-q, method="ordinal")
+        # the CREAM reference's ranks: scipy ordinal (ascending, ties by appearance), flipped to 1 = best
+        ranks, pranks = len(r) + 1 - rankdata(r, method="ordinal"), len(q) + 1 - rankdata(q, method="ordinal")
         assert list(row.ranks) == list(ranks) and list(row.prev_ranks) == list(pranks)
         tau = kendalltau(ranks, pranks).statistic
         assert row.kendall_tau == pytest.approx(tau, abs=1e-12)
         assert row.consistency == pytest.approx((tau + 1) / 2) and row.weight == pytest.approx((tau + 1) / 2)
-        assert row.chosen_idx == int(np.argmax(r)) and ranks[row.rejected_idx] == len(r)
+        assert row.chosen_idx == int(np.argmax(r)) and row.rejected_idx == int(np.argmin(r))
         assert row.chosen_logp == pytest.approx(la[(resp["prompt_id"].to_numpy() == row.prompt_id)][row.chosen_idx])
         assert row.template_hash == models.template_hash(tok)
     assert len(prefs) == 6
@@ -222,7 +223,7 @@ def test_judge_and_oracle_rewards(tmp_path, tiny_model):
         assert orc[(r["prompt_id"], r["response_idx"])] == oracle_reward(r["response"], ref[r["prompt_id"]])
     prefs = io.read_table(tmp_path / "o" / "preferences", "preferences").to_pylist()
     assert {p["prompt_id"]: (p["chosen_idx"], p["rejected_idx"]) for p in prefs} == {
-        "p000": (1, 2), "p001": (1, 2), "p002": (2, 1)}
+        "p000": (1, 0), "p001": (1, 0), "p002": (2, 0)}  # rejected: the first of the tied minima (np.argmin)
     assert all(p["chosen_logp"] is not None for p in prefs)  # the next step's reference log-probs are kept
 
     # judge: a random tiny model writes junk, so most scores are null; whatever it writes is parsed as stored

@@ -46,12 +46,13 @@ def make_tables(cur, prev=None, *, logp=True, iteration=2, seed=0):
 
 
 def expected_row(rewards, prev, method):
-    """One prompt's pair, computed independently with scipy."""
-    ranks = stats.rankdata(-np.asarray(rewards), method="ordinal")
-    out = {"ranks": ranks.tolist(), "chosen_idx": int(np.where(ranks == 1)[0][0]),
-           "rejected_idx": int(np.where(ranks == len(rewards))[0][0])}
+    """One prompt's pair, computed independently the way the CREAM reference does: scipy ordinal ranks (ascending,
+    ties by appearance) flipped to 1 = best; chosen/rejected = np.argmax/np.argmin of the rewards."""
+    n = len(rewards)
+    ranks = n + 1 - stats.rankdata(np.asarray(rewards), method="ordinal")
+    out = {"ranks": ranks.tolist(), "chosen_idx": int(np.argmax(rewards)), "rejected_idx": int(np.argmin(rewards))}
     if prev is not None:
-        pr = stats.rankdata(-np.asarray(prev), method="ordinal")
+        pr = n + 1 - stats.rankdata(np.asarray(prev), method="ordinal")
         tau = stats.kendalltau(ranks, pr).statistic
         rho = stats.spearmanr(ranks, pr).statistic
         top = float(np.argmin(ranks) == np.argmin(pr) and np.argmax(ranks) == np.argmax(pr))
@@ -70,17 +71,17 @@ def test_hand_worked_table():
     responses, scores = make_tables(cur, prev)
     table, summary = build_preferences(responses, scores, template_hash="abc")
     rows = table.to_pylist()
-    # Prompt 0: ranks [2,1,3] (tie 0.1: response 0 before 2); prev ranks [3,2,1]. Response pairs:
-    # (0,1) both put 1 first: concordant; (0,2) and (1,2) disagree: tau = (1 - 2)/3 = -1/3, C = 1/3.
-    # Chosen 1 (0.9), rejected 2 (the tied minimum with the higher index, rank 3).
-    assert rows[0]["ranks"] == [2, 1, 3] and rows[0]["prev_ranks"] == [3, 2, 1]
-    assert (rows[0]["chosen_idx"], rows[0]["rejected_idx"]) == (1, 2)
-    assert rows[0]["kendall_tau"] == pytest.approx(-1 / 3) and rows[0]["consistency"] == pytest.approx(1 / 3)
+    # Prompt 0: scipy ranks the tie 0.1 by appearance (response 0 below response 2), so ranks are [3,1,2];
+    # prev ranks [3,2,1]. Response pairs: (0,1) and (0,2) ordered alike, (1,2) not: tau = (2 - 1)/3 = 1/3, C = 2/3.
+    # Chosen 1 (0.9), rejected 0 (np.argmin: the first of the tied minima).
+    assert rows[0]["ranks"] == [3, 1, 2] and rows[0]["prev_ranks"] == [3, 2, 1]
+    assert (rows[0]["chosen_idx"], rows[0]["rejected_idx"]) == (1, 0)
+    assert rows[0]["kendall_tau"] == pytest.approx(1 / 3) and rows[0]["consistency"] == pytest.approx(2 / 3)
     assert rows[0]["weight"] == rows[0]["consistency"]
-    # Prompt 1: ranks [1,4,2,3]; prev rewards [1,3,2,0] → prev ranks [3,1,2,4]. Of the 6 pairs only
-    # (0,3) and (2,3) are concordant: tau = (2 - 4)/6 = -1/3.
-    assert rows[1]["ranks"] == [1, 4, 2, 3] and rows[1]["prev_ranks"] == [3, 1, 2, 4]
-    assert rows[1]["kendall_tau"] == pytest.approx(-1 / 3)
+    # Prompt 1: ranks [1,4,3,2] (the tie 0.5: response 2 below response 3); prev rewards [1,3,2,0] → prev ranks
+    # [3,1,2,4]. Of the 6 pairs only (0,3) is ordered alike: tau = (1 - 5)/6 = -2/3.
+    assert rows[1]["ranks"] == [1, 4, 3, 2] and rows[1]["prev_ranks"] == [3, 1, 2, 4]
+    assert rows[1]["kendall_tau"] == pytest.approx(-2 / 3)
     assert (rows[1]["chosen_idx"], rows[1]["rejected_idx"]) == (0, 1)
     assert rows[1]["chosen"] == [{"role": "assistant", "content": "p0001 answer 0"}]
     assert rows[1]["rejected"] == [{"role": "assistant", "content": "p0001 answer 1"}]
@@ -92,7 +93,7 @@ def test_hand_worked_table():
         "M2", "M1", "M1", "M0")
     assert rows[1]["template_hash"] == "abc" and rows[1]["consistency_method"] == "kendall"
     assert summary.pairs == 2 and summary.ties == 2 and summary.skipped == dict.fromkeys(SKIP_REASONS, 0)
-    assert summary.c_mean == pytest.approx(1 / 3) and summary.margin_min == pytest.approx(0.8)
+    assert summary.c_mean == pytest.approx((2 / 3 + 1 / 6) / 2) and summary.margin_min == pytest.approx(0.8)
     assert summary.margin_mean == pytest.approx((0.8 + 3.0) / 2)
     assert summary.top_agreement == 0.0  # prev best is 2 and 1; chosen 1 and 0
 
@@ -233,14 +234,22 @@ def test_user_mistakes_are_one_line_errors():
         build_preferences(responses, scores, scope="avg")
 
 
-def test_select_pairs_agrees_with_ranks():
+def test_select_pairs_picks_the_first_of_tied_extremes():
+    """Chosen/rejected as the reference picks them (np.argmax/np.argmin: the first index among ties); without a
+    tie at an extreme they are the responses ranked 1 and N."""
     rng = np.random.default_rng(3)
     r = rng.integers(0, 3, size=(500, 6)).astype(float)
+    rows = np.arange(500)
     out = select_pairs(r, rng.normal(size=r.shape), "toporder")
-    np.testing.assert_array_equal(out.ranks[np.arange(500), out.chosen], 1)
-    np.testing.assert_array_equal(out.ranks[np.arange(500), out.rejected], 6)
-    np.testing.assert_array_equal(r[np.arange(500), out.chosen], r.max(1))
-    np.testing.assert_array_equal(r[np.arange(500), out.rejected], r.min(1))
+    np.testing.assert_array_equal(r[rows, out.chosen], r.max(1))
+    np.testing.assert_array_equal(r[rows, out.rejected], r.min(1))
+    for p in range(500):  # the first index among the tied maxima / minima
+        assert out.chosen[p] == min(np.flatnonzero(r[p] == r[p].max()))
+        assert out.rejected[p] == min(np.flatnonzero(r[p] == r[p].min()))
+    untied = np.array([np.sum(x == x.max()) == 1 and np.sum(x == x.min()) == 1 for x in r])
+    assert untied.sum() > 10
+    np.testing.assert_array_equal(out.ranks[rows[untied], out.chosen[untied]], 1)
+    np.testing.assert_array_equal(out.ranks[rows[untied], out.rejected[untied]], 6)
 
 
 def test_loads_as_a_trl_conversational_preference_dataset(tiny_model):

@@ -22,7 +22,8 @@ def test_docstring_examples_are_correct():
 
 
 def _scipy_ranks(r: np.ndarray) -> np.ndarray:
-    return np.stack([stats.rankdata(-row, method="ordinal") for row in r])
+    """The CREAM reference's ranks (scipy ordinal, ascending, ties by order of appearance), flipped to 1 = best."""
+    return np.stack([len(row) + 1 - stats.rankdata(row, method="ordinal") for row in r])
 
 
 def _scipy_measures(a: np.ndarray, b: np.ndarray):
@@ -92,7 +93,8 @@ def test_chunked_kendall_equals_single_chunk(monkeypatch):
 
 def test_hand_worked_ranks_with_ties_and_infinities():
     r = np.array([[0.5, 2.0, 0.5, -1.0], [np.inf, -np.inf, 0.0, np.inf], [-0.0, 0.0, 0.0, -0.0]])
-    assert ordinal_ranks(r).tolist() == [[2, 1, 3, 4], [1, 4, 3, 2], [1, 2, 3, 4]]
+    # ascending, ties by appearance, then flipped: among equals the earlier response ranks worse
+    assert ordinal_ranks(r).tolist() == [[3, 1, 2, 4], [2, 4, 3, 1], [4, 3, 2, 1]]
 
 
 def test_hand_worked_measures():
