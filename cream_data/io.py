@@ -68,6 +68,7 @@ def _write_parquet_file(table: pa.Table, path: Path) -> None:
 
 
 def _prepare(table: pa.Table, kind: str, where: str, metadata: dict | None) -> pa.Table:
+    table = upgrade(table, kind, 1)  # a column a later schema version added may be left out by a writer: null
     check(table, kind, where)
     table = conform(table, kind)
     if metadata:
@@ -210,15 +211,33 @@ def _read_file(path: Path, kind: str | None, columns: list[str] | None = None) -
     found_version = md.get(schemas.META_VERSION, b"").decode() or None
     if kind and found_kind and found_kind != kind:
         raise CreamError(f"{path}: holds a '{found_kind}' table, expected a '{kind}' table")
-    if found_version is not None and found_version != str(schemas.CURRENT_VERSION):
-        raise CreamError(
-            f"{path}: '{found_kind or kind}' table has schema version {found_version}, "
-            f"this cream reads version {schemas.CURRENT_VERSION}"
-        )
+    version = check_version(path, found_kind or kind, found_version)
     try:
-        return pf.read(columns=columns)
+        table = pf.read(columns=columns)
     except (pa.ArrowInvalid, OSError) as e:
         raise CreamError(f"{path}: corrupt Parquet data ({str(e).splitlines()[0][:120]})") from None
+    return upgrade(table, found_kind or kind, version, columns)
+
+
+def check_version(path, kind: str | None, found: str | None) -> int | None:
+    """The file's schema version as an int; one line when this cream cannot read it (newer, or not a number)."""
+    if found is None or kind is None or kind not in schemas.TABLE_KINDS:
+        return None
+    newest = schemas.latest(kind)
+    if not (found.isdigit() and schemas.readable(kind, int(found))):
+        raise CreamError(f"{path}: '{kind}' table has schema version {found}, this cream reads versions 1 to "
+                         f"{newest}" + ("; upgrade cream" if found.isdigit() and int(found) > newest else ""))
+    return int(found)
+
+
+def upgrade(table: pa.Table, kind: str | None, version: int | None, columns: list[str] | None = None) -> pa.Table:
+    """A table read from an older schema version, with the columns added since then as nulls."""
+    if kind is None or version is None or version >= schemas.latest(kind):
+        return table
+    for col in schemas.get(kind).columns:
+        if col.since > version and col.name not in table.column_names and (columns is None or col.name in columns):
+            table = table.append_column(pa.field(col.name, col.arrow, nullable=True), pa.nulls(table.num_rows, col.arrow))
+    return table
 
 
 def read_json_object(path: Path, what: str = "manifest") -> dict:

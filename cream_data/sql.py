@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 import schemas
 from cream_data.errors import CreamError, missing_package
-from cream_data.io import complete_parts, iter_table_paths
+from cream_data.io import check_version, complete_parts, iter_table_paths
 
 if TYPE_CHECKING:  # duckdb is imported lazily: `import cream_data` stays light
     import duckdb
@@ -77,10 +77,7 @@ def find_tables(root: str | Path) -> list[TableSource]:
 def _check_version(src: TableSource) -> None:
     for f in src.files[:1]:  # parts of one table are written by one writer: the first footer is enough
         md = pq.read_schema(f).metadata or {}
-        v = md.get(schemas.META_VERSION, b"").decode()
-        if v and v != str(schemas.CURRENT_VERSION):
-            raise CreamError(f"{f}: '{src.kind}' table has schema version {v}, "
-                             f"this cream reads version {schemas.CURRENT_VERSION}")
+        check_version(f, src.kind, md.get(schemas.META_VERSION, b"").decode() or None)
 
 
 def _dataset(src: TableSource):
@@ -89,7 +86,10 @@ def _dataset(src: TableSource):
 
     if not src.files:
         return schemas.get(src.kind).arrow.empty_table()
-    schema = pa.unify_schemas([pq.read_schema(f) for f in src.files], promote_options="permissive")
+    # the latest schema first: columns added since an older file was written read as null
+    latest = schemas.get(src.kind).arrow.remove_metadata() if src.kind in schemas.TABLE_KINDS else None
+    schema = pa.unify_schemas(([latest] if latest is not None else []) + [pq.read_schema(f) for f in src.files],
+                              promote_options="permissive")
     return ds.dataset([str(f) for f in src.files], schema=schema.remove_metadata(), format="parquet")
 
 

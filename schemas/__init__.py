@@ -1,6 +1,8 @@
 """The versioned table schemas: the single source of truth for column names and types.
 
-Each table kind is a JSON file under ``schemas/v<version>/<name>.json``. This module turns those
+Each table kind is a JSON file under ``schemas/v<version>/<name>.json``; a kind's newest version is what cream
+writes, and every older version of it still reads: a version may only add nullable columns (``since``: the
+version that added each, read as null from older files) and enum values. This module turns those
 files into :class:`TableSchema` objects (with their pyarrow schema) and nothing more: it imports
 pyarrow only, never torch.
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 
 CURRENT_VERSION = 1
-TABLE_KINDS = ("prompts", "responses", "scores", "preferences", "eval", "sft", "logps")
+TABLE_KINDS = ("prompts", "responses", "scores", "preferences", "eval", "sft", "logps", "eval_summary")
 
 # Keys in a Parquet file's key-value metadata that carry the schema identity.
 META_SCHEMA = b"cream.schema"
@@ -57,6 +59,7 @@ class Column:
     type: str
     nullable: bool
     doc: str = ""
+    since: int = 1  # the schema version that added the column; files of older versions read it as null
 
     @property
     def arrow(self) -> pa.DataType:
@@ -108,8 +111,25 @@ def versions() -> list[int]:
 
 
 @lru_cache(maxsize=None)
-def get(name: str, version: int = CURRENT_VERSION) -> TableSchema:
-    """Load a table schema by kind and version (``get("preferences")``)."""
+def latest(name: str) -> int:
+    """The newest schema version of a table kind: what cream writes. A kind changes version on its own (the
+    ``scores`` table is at v2 while the others are at v1); every older version of it still reads."""
+    found = [v for v in versions() if (_HERE / f"v{v}" / f"{name}.json").is_file()]
+    if not found:
+        raise KeyError(f"unknown table kind {name!r}; expected one of {', '.join(TABLE_KINDS)}")
+    return max(found)
+
+
+def readable(name: str, version: int) -> bool:
+    """Whether this cream reads ``name`` tables written at schema ``version`` (1 … its latest)."""
+    return 1 <= version <= latest(name)
+
+
+@lru_cache(maxsize=None)
+def get(name: str, version: int | None = None) -> TableSchema:
+    """Load a table schema by kind and version (``get("preferences")``: the latest)."""
+    if version is None:
+        version = latest(name)
     path = _HERE / f"v{version}" / f"{name}.json"
     if not path.is_file():
         if name not in TABLE_KINDS:

@@ -49,7 +49,7 @@ def preferences_table():
 
 
 def test_every_table_kind_has_a_v1_schema_with_the_design_columns():
-    assert schemas.versions() == [1]
+    assert schemas.versions() == [1, 2]
     design = {
         "prompts": ["prompt_id", "prompt", "source", "reference_answer"],
         "responses": ["prompt_id", "prompt", "response_idx", "response", "model", "iteration", "seed",
@@ -60,7 +60,8 @@ def test_every_table_kind_has_a_v1_schema_with_the_design_columns():
     }
     assert schemas.get("sft").column_names == ["prompt_id", "prompt", "completion", "source"]
     for kind, cols in design.items():
-        assert schemas.get(kind).column_names == cols
+        assert schemas.get(kind, 1).column_names == cols
+        assert schemas.get(kind).column_names[:len(cols)] == cols  # later versions only add columns
     pref = schemas.get("preferences").column_names
     for c in ["prompt", "chosen", "rejected", "weight", "chosen_logp", "rejected_logp", "template_hash",
               "prev_ranks", "kendall_tau", "consistency_method"]:
@@ -187,3 +188,29 @@ def test_cream_data_and_help_do_not_import_torch():
 def test_version_flag(cli):
     r = cli("--version")
     assert r.code == 0 and r.out.startswith("cream ")
+
+
+def test_a_kind_versions_on_its_own_and_older_files_still_read(tmp_path, cli):
+    """scores is at v2 (reward_kind 'rm', a nullable 'confidence'); a v1 file written by an older cream still
+    reads, with the new column as null, through io and through `cream sql`; a newer version is refused."""
+    import pyarrow.parquet as pq
+
+    assert schemas.latest("scores") == 2 and schemas.latest("prompts") == 1
+    v2 = schemas.get("scores")
+    assert "rm" in v2.enums["reward_kind"] and v2.column("confidence").since == 2
+    v1 = schemas.get("scores", 1)
+    row = {"prompt_id": "a", "response_idx": 0, "scorer": "current", "model": "m", "ref_model": None, "logp": -1.0,
+           "ref_logp": None, "n_tokens": 3, "reward": -0.5, "reward_kind": "likelihood_norm", "judge_text": None}
+    old = pa.Table.from_pylist([row], schema=v1.arrow)  # v1 metadata, no confidence column
+    pq.write_table(old, tmp_path / "old.parquet")
+    t = io.read_table(tmp_path / "old.parquet", "scores")
+    assert t.column("confidence").to_pylist() == [None] and t.column("reward").to_pylist() == [-0.5]
+    new = io.write_table(pa.Table.from_pylist([{**row, "response_idx": 1, "confidence": 0.75}]), tmp_path / "new",
+                         "scores")
+    assert pq.read_schema(next(new.glob("part-*.parquet"))).metadata[schemas.META_VERSION] == b"2"
+    res = cli("sql", tmp_path / "old.parquet", "SELECT confidence, reward FROM scores", "--format", "json")
+    assert res.code == 0 and json.loads(res.out) == [{"confidence": None, "reward": -0.5}]
+    future = old.replace_schema_metadata({schemas.META_SCHEMA: b"scores", schemas.META_VERSION: b"3"})
+    pq.write_table(future, tmp_path / "future.parquet")
+    with pytest.raises(CreamError, match="schema version 3, this cream reads versions 1 to 2; upgrade cream"):
+        io.read_table(tmp_path / "future.parquet", "scores")
