@@ -90,6 +90,38 @@ def kendall_tau(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
     return 1.0 - 2.0 * discordant / n0
 
 
+def kendall_tau_b(values_a: np.ndarray, values_b: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b ``[P]`` on raw values ``[P, N]`` (ties kept, not broken by index): ``(nc - nd) /
+    sqrt((n0 - t_a) (n0 - t_b))`` with ``t_a``, ``t_b`` the pairs tied within each row. Equals
+    ``scipy.stats.kendalltau(a, b)`` (its default variant); NaN where a row is all-equal. For integer-valued
+    scorers (a 0–5 judge, a 0/1 oracle) it shows what ordinal ranks hide: ties count as neither agreement nor
+    disagreement.
+
+    Hand-worked: a = [1, 1, 0], b = [2, 1, 0]: pairs (0,1) tied in a; (0,2), (1,2) concordant: nc = 2, nd = 0,
+    t_a = 1, t_b = 0, n0 = 3: tau_b = 2 / sqrt(2 * 3) = 0.816497.
+
+    >>> kendall_tau_b(np.array([[1.0, 1.0, 0.0]]), np.array([[2.0, 1.0, 0.0]])).round(6).tolist()
+    [0.816497]
+    """
+    a = _as_matrix(values_a, np.float64, "values_a")
+    b = _as_matrix(values_b, np.float64, "values_b")
+    if a.shape != b.shape:
+        raise ValueError(f"value matrices have different shapes {a.shape} and {b.shape}")
+    p, n = a.shape
+    if n < 2:
+        return np.full(p, np.nan)
+    i, j = np.triu_indices(n, k=1)
+    out = np.empty(p)
+    for lo in range(0, p, _CHUNK_ROWS):
+        sa = np.sign(a[lo:lo + _CHUNK_ROWS, i] - a[lo:lo + _CHUNK_ROWS, j])
+        sb = np.sign(b[lo:lo + _CHUNK_ROWS, i] - b[lo:lo + _CHUNK_ROWS, j])
+        num = (sa * sb).sum(axis=1)
+        den = np.sqrt(np.count_nonzero(sa, axis=1) * np.count_nonzero(sb, axis=1).astype(np.float64))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[lo:lo + _CHUNK_ROWS] = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return out
+
+
 def spearman_rho(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
     """Spearman's rho ``[P]`` between two ordinal rankings ``[P, N]``: ``1 - 6 Σ d² / (N (N² - 1))``.
 

@@ -54,7 +54,8 @@ _MODEL_DIR = re.compile(r"^M(\d+)$")
 _ITER_DIR = re.compile(r"^iter(?:ation)?[-_]?\d+$", re.IGNORECASE)
 PREF_COLUMNS = ["iteration", "rewards", "prev_rewards", "ranks", "prev_ranks", "consistency_method", "weight",
                 "model", "prev_model"]
-MEASURES = (("C", "C"), ("kendall_tau", "Kendall τ"), ("spearman_rho", "Spearman ρ"), ("top_order", "TopOrder"))
+MEASURES = (("C", "C"), ("kendall_tau", "Kendall τ"), ("spearman_rho", "Spearman ρ"), ("top_order", "TopOrder"),
+            ("kendall_tau_b", "τ-b (raw)"))
 
 
 # ---------------------------------------------------------------------------- finding a run
@@ -89,7 +90,8 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 
 def accuracy_rows(run: Path) -> list[dict]:
-    """One dict per evaluated model, ordered M0, M1, …: per-task accuracy with CI, and the average."""
+    """One dict per evaluated model, ordered M0, M1, …: per-task accuracy with CI, and the average; a model carried
+    forward by a pair-less iteration repeats the row of the model it copies, with ``carried_from``."""
     root = run / "eval"
     if not root.is_dir():
         return []
@@ -113,7 +115,7 @@ def accuracy_rows(run: Path) -> list[dict]:
         name = manifest.get("model") or (manifest.get("summary") or {}).get("model") or ", ".join(models) or None
         rows.append({"label": manifest.get("label") or (f"M{k}" if k is not None else src.path.name), "k": k,
                      "model": name, "path": str(src.path), "tasks": tasks, "average": _average(tasks)})
-    return sorted(rows, key=lambda r: (r["k"] is None, r["k"] if r["k"] is not None else 0, r["label"]))
+    return _with_carried(rows, _carried(run))
 
 
 def _task_key(task: str) -> tuple[int, str]:
@@ -132,9 +134,10 @@ def _average(tasks: dict) -> dict:
 
 # ---------------------------------------------------------------------------- table 2 and pairs
 def rank_measures(ranked: pa.Table, where: str = "preferences") -> dict[str, np.ndarray]:
-    """Per prompt with both rankings, neither all-equal: C, Kendall tau, Spearman rho, TopOrder (grouped by N,
-    vectorised). ``ranked`` has ``ranks``, ``prev_ranks`` and ``all_equal`` (:func:`ranks_from_scores`,
-    :func:`ranks_from_preferences`)."""
+    """Per prompt with both rankings, neither all-equal: C, Kendall tau, Spearman rho, TopOrder on the ordinal
+    ranks, and Kendall's tau-b on the raw rewards (ties kept: what ordinal ranks hide for integer-valued scorers)
+    (grouped by N, vectorised). ``ranked`` has ``ranks``, ``prev_ranks``, ``values``, ``prev_values`` and
+    ``all_equal`` (:func:`ranks_from_scores`, :func:`ranks_from_preferences`)."""
     t = ranked.filter(pc.and_(ranked.column("prev_ranks").is_valid(), pc.invert(ranked.column("all_equal"))))
     out: dict[str, list[np.ndarray]] = {name: [] for name, _ in MEASURES}
     n_cur = pc.list_value_length(t.column("ranks")).to_numpy()
@@ -145,10 +148,14 @@ def rank_measures(ranked: pa.Table, where: str = "preferences") -> dict[str, np.
         sub = t.filter(pa.array(n_cur == n))
         a = pc.list_flatten(sub.column("ranks")).to_numpy().reshape(-1, int(n))
         b = pc.list_flatten(sub.column("prev_ranks")).to_numpy().reshape(-1, int(n))
+        va = pc.list_flatten(sub.column("values")).to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, int(n))
+        vb = pc.list_flatten(sub.column("prev_values")).to_numpy(zero_copy_only=False).astype(np.float64) \
+            .reshape(-1, int(n))
         try:
             tau = ranking.kendall_tau(a, b)
             out["spearman_rho"].append(ranking.spearman_rho(a, b))
             out["top_order"].append(ranking.top_order(a, b))
+            out["kendall_tau_b"].append(ranking.kendall_tau_b(va, vb))
         except ValueError as e:
             raise CreamError(f"{where}: {e}") from None
         out["kendall_tau"].append(tau)
@@ -174,7 +181,7 @@ def ranks_from_scores(scores: pa.Table) -> pa.Table | None:
               .sort(["prompt_id", "response_idx"]))
     grouped = wide.group_by("prompt_id", maintain_order=True).agg(pl.col("current"), pl.col("previous"))
     cur_lists, prev_lists = grouped["current"].to_list(), grouped["previous"].to_list()
-    ranks, prev_ranks, all_equal = [], [], []
+    ranks, prev_ranks, all_equal, values, prev_values = [], [], [], [], []
     for n in sorted({len(c) for c in cur_lists}):
         idx = [i for i, c in enumerate(cur_lists) if len(c) == n]
         a = np.array([cur_lists[i] for i in idx], dtype=np.float64)
@@ -184,9 +191,13 @@ def ranks_from_scores(scores: pa.Table) -> pa.Table | None:
             a, b = a[ok], b[ok]
             ranks.extend(ranking.ordinal_ranks(a).tolist())
             prev_ranks.extend(ranking.ordinal_ranks(b).tolist())
+            values.extend(a.tolist())
+            prev_values.extend(b.tolist())
             all_equal.extend((_all_equal(a) | _all_equal(b)).tolist())
     return pa.table({"ranks": pa.array(ranks, pa.list_(pa.int16())),
                      "prev_ranks": pa.array(prev_ranks, pa.list_(pa.int16())),
+                     "values": pa.array(values, pa.list_(pa.float64())),
+                     "prev_values": pa.array(prev_values, pa.list_(pa.float64())),
                      "all_equal": pa.array(all_equal, pa.bool_())})
 
 
@@ -198,6 +209,7 @@ def ranks_from_preferences(prefs: pa.Table) -> pa.Table:
         mat, present = padded(prefs.column(col))
         flags |= present & _all_equal(mat)
     return pa.table({"ranks": prefs.column("ranks"), "prev_ranks": prefs.column("prev_ranks"),
+                     "values": prefs.column("rewards"), "prev_values": prefs.column("prev_rewards"),
                      "all_equal": pa.array(flags, pa.bool_())})
 
 
@@ -228,6 +240,7 @@ def _preference_tables(run: Path) -> dict[int, Path]:
 def iteration_rows(run: Path) -> tuple[list[dict], list[dict], dict[int, np.ndarray]]:
     """(table 2 rows, pair-count rows, C values per iteration for the plot)."""
     consistency, pairs, c_values = [], [], {}
+    carried = _carried(run)
     for t, path in _preference_tables(run).items():
         prefs = io.read_table(path, "preferences", columns=PREF_COLUMNS)
         manifest = io.read_manifest(path) if path.is_dir() else {}
@@ -241,7 +254,8 @@ def iteration_rows(run: Path) -> tuple[list[dict], list[dict], dict[int, np.ndar
                         or 0)
         if from_scores is None and summary.get("consistency_method") not in (None, "none"):
             all_equal += int((summary.get("skipped") or {}).get("all_equal", 0))  # never paired: not in the table
-        row = {"iteration": t, "label": f"M{t} vs M{t - 1}", "path": str(path), "n": int(m["C"].size),
+        # iteration t ranks with M_t and its parent: M_{t-1}, or earlier when M_{t-1} was carried forward
+        row = {"iteration": t, "label": f"M{t} vs M{_parent(t, carried)}", "path": str(path), "n": int(m["C"].size),
                "all_equal": all_equal,
                "measured_on": "scores (all prompts, DPO rewards of M_t and M_{t-1})" if from_scores is not None
                else "preferences (paired prompts)",
@@ -285,6 +299,58 @@ def run_report(run_dir: str | Path) -> dict:
     return _collect(Path(run_dir))[0]
 
 
+def _carried(run: Path) -> dict[str, str]:
+    """``{"M2": "M1", …}``: models a pair-less iteration carried forward (the loop's manifest says which)."""
+    import json
+
+    mf = run / "manifest.json"
+    try:
+        carried = json.loads(mf.read_text()).get("carried") if mf.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        carried = None
+    return carried if isinstance(carried, dict) else {}
+
+
+def _with_carried(acc: list[dict], carried: dict[str, str]) -> list[dict]:
+    """Add a row per carried model: the evaluation of the model it copies (same weights, not evaluated again)."""
+    by_label = {r["label"]: r for r in acc}
+    for label in sorted(carried, key=lambda m: int(m[1:])):
+        src = by_label.get(carried[label])
+        if src is not None and label not in by_label:
+            by_label[label] = {**src, "label": label, "k": int(label[1:]), "path": None,
+                               "carried_from": carried[label]}
+    rows = list(by_label.values())
+    return sorted(rows, key=lambda r: (r["k"] is None, r["k"] if r["k"] is not None else 0, r["label"]))
+
+
+def _parent(k: int, carried: dict[str, str]) -> int:
+    """The model M_k was trained from: a carried model keeps the parent of the model it copies."""
+    return _parent(k - 1, carried) if f"M{k}" in carried else k - 1
+
+
+def harness_rows(run: Path) -> list[dict]:
+    """One dict per model evaluated through lm-evaluation-harness (``RUN/eval-harness/M<k>/``), ordered M0, M1, …:
+    ``tasks`` = task → metric (with its filter unless none) → value, stderr, n, shots, source; carried models as in
+    Table 1."""
+    root = run / "eval-harness"
+    if not root.is_dir():
+        return []
+    rows = []
+    for src in (t for t in find_tables(root) if t.kind == "eval_summary"):
+        manifest = io.read_manifest(src.path) if src.path.is_dir() else {}
+        k = _model_index(src.path.relative_to(root), manifest.get("label"))
+        table = io.read_table(src.path, "eval_summary").to_pylist()
+        tasks: dict[str, dict] = {}
+        for r in sorted(table, key=lambda r: (_task_key(r["task"]), r["metric"], r["filter"])):
+            metric = r["metric"] if r["filter"] == "none" else f"{r['metric']} ({r['filter']})"
+            tasks.setdefault(r["task"], {})[metric] = {
+                key: r[key] for key in ("value", "stderr", "n", "num_fewshot", "source", "harness_version")}
+        rows.append({"label": manifest.get("label") or (f"M{k}" if k is not None else src.path.name), "k": k,
+                     "model": ", ".join(sorted({r["model"] for r in table})) or None, "path": str(src.path),
+                     "tasks": tasks})
+    return _with_carried(rows, _carried(run))
+
+
 def _collect(run: Path) -> tuple[dict, dict[int, np.ndarray]]:
     if not run.is_dir():
         raise CreamError(f"{run}: no such run directory")
@@ -295,7 +361,7 @@ def _collect(run: Path) -> tuple[dict, dict[int, np.ndarray]]:
                          f"finished yet")
     tasks = sorted({t for r in acc for t in r["tasks"]}, key=_task_key)
     report = {**_run_info(run), "tasks": tasks, "accuracy": acc, "consistency": consistency, "pairs": pairs,
-              "ci": "95% Wilson score interval per task; normal approximation for Avg"}
+              "ci": "95% Wilson score interval per task; normal approximation for Avg", "harness": harness_rows(run)}
     return report, c_values
 
 
@@ -323,7 +389,8 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> RunR
     if report["accuracy"]:
         plots["accuracy"] = plot_accuracy(report, out / "accuracy.png")
     if c_values:
-        plots["consistency"] = plot_consistency(c_values, out / "consistency.png")
+        plots["consistency"] = plot_consistency(c_values, out / "consistency.png",
+                                                  {r["iteration"]: r["label"] for r in report["consistency"]})
     report["plots"] = {k: p.name for k, p in plots.items()}
     md = to_markdown(report)
     md_path, json_path = out / "report.md", out / "report.json"
@@ -364,7 +431,7 @@ def plot_accuracy(report: dict, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def plot_consistency(c_values: dict[int, np.ndarray], path: Path) -> Path:
+def plot_consistency(c_values: dict[int, np.ndarray], path: Path, labels: dict[int, str] | None = None) -> Path:
     """C = (tau + 1) / 2 per prompt, one box per iteration (mean as a red diamond, n under each label)."""
     its = sorted(c_values)
     fig, (ax,) = new_figure(3.6)
@@ -374,7 +441,9 @@ def plot_consistency(c_values: dict[int, np.ndarray], path: Path) -> Path:
     rng = np.random.default_rng(0)  # jitter only spreads the dots: C is discrete (multiples of 1/n0)
     for i, c in enumerate(data, start=1):
         ax.scatter(i + rng.uniform(-0.18, 0.18, c.size), c, s=6, alpha=0.35, color="#4C72B0", zorder=1)
-    ax.set_xticks(range(1, len(its) + 1), [f"M{t} vs M{t - 1}\n(n={c_values[t].size})" for t in its])
+    labels = labels or {}
+    ax.set_xticks(range(1, len(its) + 1),
+                  [f"{labels.get(t, f'M{t} vs M{t - 1}')}\n(n={c_values[t].size})" for t in its])
     ax.set(title="Ranking consistency C per prompt (◆ mean)", ylabel="C = (τ + 1) / 2", ylim=(-0.05, 1.05))
     ax.grid(alpha=0.3, axis="y")
     return save_png(fig, path)
@@ -402,7 +471,7 @@ def accuracy_table(report: dict) -> list[list[str]]:
     header = ["model"] + [f"{t} (n={shared_n[t]})" if t in shared_n else t for t in tasks]
     body = []
     for r in rows:
-        cells = [r["label"]]
+        cells = [f"{r['label']} (= {r['carried_from']}, carried)" if r.get("carried_from") else r["label"]]
         for task in tasks:
             c = r["tasks"].get(task)
             cells.append("–" if c is None else _cell(c) + ("" if task in shared_n else f" (n={c['n']})"))
@@ -434,6 +503,42 @@ def pairs_table(report: dict) -> list[list[str]]:
     return [header] + body
 
 
+def harness_columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """(task, metric) of every harness number, tasks in the usual order."""
+    found = {(task, metric) for r in rows for task, metrics in r["tasks"].items() for metric in metrics}
+    return sorted(found, key=lambda c: (_task_key(c[0]), c[1]))
+
+
+def harness_cell(c: dict | None) -> str:
+    """A harness number in percent ± its standard error."""
+    if c is None:
+        return "–"
+    return _pct(c["value"]) + ("" if c["stderr"] is None else f" ± {_pct(c['stderr'])}")
+
+
+def harness_table(report: dict) -> list[list[str]]:
+    """Header + rows of the lm-evaluation-harness table: one column per task and metric (percent ± stderr)."""
+    columns = harness_columns(report["harness"])
+    body = []
+    for r in report["harness"]:
+        cells = [f"{r['label']} (= {r['carried_from']}, carried)" if r.get("carried_from") else r["label"]]
+        body.append(cells + [harness_cell(r["tasks"].get(task, {}).get(metric)) for task, metric in columns])
+    return [["model"] + [f"{task} {metric}" for task, metric in columns]] + body
+
+
+def harness_settings(rows: list[dict]) -> str:
+    """Per task: examples, shots and data source of the harness numbers (with lm-eval's version)."""
+    seen: dict[str, set] = {}
+    for r in rows:
+        for task, metrics in r["tasks"].items():
+            for c in metrics.values():
+                seen.setdefault(task, set()).add((c["n"], c["num_fewshot"], c["source"], c["harness_version"]))
+    parts = [f"{task}: " + "; ".join(f"n={n}, {k}-shot, {src}" for n, k, src, _ in sorted(v))
+             for task, v in sorted(seen.items(), key=lambda kv: _task_key(kv[0]))]
+    versions = sorted({v[3] for vals in seen.values() for v in vals})
+    return f"lm-eval {', '.join(versions)}; " + "; ".join(parts)
+
+
 def _md_table(rows: list[list[str]]) -> list[str]:
     esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
     return ["| " + " | ".join(esc[0]) + " |", "|" + " --- |" * len(esc[0])] + ["| " + " | ".join(r) + " |"
@@ -448,9 +553,18 @@ def to_markdown(report: dict) -> str:
     if report["accuracy"]:
         lines += _md_table(accuracy_table(report))
         lines += ["± is half the width of the 95% Wilson interval (normal approximation for Avg); "
-                  "Avg is the mean of the task accuracies.", ""]
+                  "Avg is the mean of the task accuracies."
+                  + (" A carried model is the same weights as the one it copies (its iteration formed no "
+                     "preference pairs): its row repeats that evaluation." if any(r.get("carried_from")
+                                                                                 for r in report["accuracy"]) else ""),
+                  ""]
     else:
         lines += ["No eval tables yet (RUN/eval/M<k>/).", ""]
+    if report.get("harness"):
+        lines += ["## Standard benchmarks (lm-evaluation-harness)", ""] + _md_table(harness_table(report))
+        lines += ["The harness's own prompts and metrics (no chat template; acc_norm: log-likelihood per byte; "
+                  f"exact_match after each filter), in % ± standard error. {harness_settings(report['harness'])}.",
+                  ""]
     lines += ["## Table 2: ranking consistency between consecutive iterations (mean ± std over prompts)", ""]
     if report["consistency"]:
         lines += _md_table(consistency_table(report))

@@ -34,8 +34,9 @@ from cream_data import io
 from cream_data.answers import oracle_reward
 from cream_data.errors import CreamError
 from cream_data.report import fmt, new_figure, save_png
-from cream_data.run_report import (MEASURES, TASK_ORDER, _finite, _md_table, _pct, accuracy_rows, is_run_dir,
-                                   iteration_rows, wilson)
+from cream_data.run_report import (MEASURES, TASK_ORDER, _finite, _md_table, _pct, accuracy_rows, harness_cell,
+                                   harness_columns, harness_rows, harness_settings, is_run_dir, iteration_rows,
+                                   measure_cell, wilson)
 
 BOOTSTRAP = 4000
 METHOD_ORDER = ("srlm", "cream-no-rc", "cream-avg", "cream", "oracle")
@@ -175,6 +176,10 @@ def compare_runs(run_dirs: list[str | Path]) -> dict:
         outcomes[m] = {row["k"]: _eval_outcomes(Path(row["path"])) for row in accuracy[m] if row["k"] is not None}
     ks = sorted({row["k"] for rows in accuracy.values() for row in rows if row["k"] is not None})
     shared = [k for k in ks if len({eval_fp(m, k) for m in runs}) == 1 and eval_fp(next(iter(runs)), k)]
+    harness = {m: harness_rows(r) for m, r in runs.items()}  # lm-evaluation-harness, shared models as above
+    harness_fps = {k: {(manifests[m]["stages"].get(f"harness-M{k}") or {}).get("fingerprint") for m in runs}
+                   for k in {row["k"] for rows in harness.values() for row in rows if row["k"] is not None}}
+    harness_shared = sorted(k for k, fps in harness_fps.items() if len(fps) == 1 and None not in fps)
     tasks = sorted({t for rows in accuracy.values() for row in rows for t in row["tasks"]},
                    key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else 99)
 
@@ -217,6 +222,7 @@ def compare_runs(run_dirs: list[str | Path]) -> dict:
                     "config": cfg}
     return _finite({"methods": list(runs), "runs": {m: str(r) for m, r in runs.items()}, "tasks": tasks,
                     "shared_models": shared, "accuracy": accuracy, "deltas": deltas, "consistency": consistency,
+                    "harness": harness, "harness_shared": harness_shared,
                     "pairs": pairs, "reward_quality": quality, "setup": setup,
                     "c_values": {m: {str(t): v.tolist() for t, v in cv.items()} for m, cv in c_values.items()}})
 
@@ -342,6 +348,22 @@ def accuracy_table(study: dict) -> list[list[str]]:
     return [header] + body
 
 
+def harness_table(study: dict) -> list[list[str]]:
+    """The lm-evaluation-harness numbers of every model (% ± stderr); models shared by every run shown once."""
+    shared = set(study["harness_shared"])
+    columns = harness_columns([r for rows in study["harness"].values() for r in rows])
+    body = []
+    first = study["methods"][0]
+    for k in sorted(shared):
+        r = next(r for r in study["harness"][first] if r["k"] == k)
+        body.append(["(shared)", f"M{k}"] + [harness_cell(r["tasks"].get(t, {}).get(m)) for t, m in columns])
+    for method in study["methods"]:
+        for r in study["harness"][method]:
+            if r["k"] not in shared:
+                body.append([method, r["label"]] + [harness_cell(r["tasks"].get(t, {}).get(m)) for t, m in columns])
+    return [["method", "model"] + [f"{t} {m}" for t, m in columns]] + body
+
+
 def delta_table(study: dict) -> list[list[str]]:
     rows = [["A", "B", "Δ Avg (points)", "95% bootstrap CI", "within noise?"]]
     for d in study["deltas"]:
@@ -357,7 +379,7 @@ def consistency_table(study: dict) -> list[list[str]]:
     rows = [["method", "iteration", "n"] + [label for _, label in MEASURES]]
     for m in study["methods"]:
         for r in study["consistency"][m]:
-            vals = [f"{fmt(r[k]['mean'], 3)} ± {fmt(r[k]['std'], 3)}" if r[k]["n"] else "n/a" for k, _ in MEASURES]
+            vals = [measure_cell(r, k) for k, _ in MEASURES]
             rows.append([m, r["label"], str(r["n"])] + vals)
     return rows
 
@@ -402,6 +424,10 @@ def to_markdown(study: dict, plots: dict[str, str] | None = None) -> str:
     lines += ["### Paired differences in average accuracy", ""] + _md_table(delta_table(study))
     lines += ["Same questions for every model; Δ in accuracy points; 95% percentile bootstrap over questions "
               f"(resampled within each task, B = {BOOTSTRAP}). *Within noise* = the interval contains 0.", ""]
+    if any(study.get("harness", {}).values()):
+        lines += ["### Standard benchmarks (lm-evaluation-harness)", ""] + _md_table(harness_table(study))
+        lines += ["The harness's own prompts and metrics beside the paper-protocol accuracies above, in % ± standard "
+                  "error. " + harness_settings([r for rows in study["harness"].values() for r in rows]) + ".", ""]
     lines += ["## Table 2: ranking consistency between consecutive iterations (mean ± std over prompts)", ""]
     lines += _md_table(consistency_table(study))
     lines += ["Rankings by the DPO rewards of M_t and M_{t-1} on the same responses (every prompt of the iteration "

@@ -143,3 +143,13 @@ def test_fractional_ranks_are_refused():
     with pytest.raises(ValueError, match="integer ranks"):
         kendall_tau(np.array([[1.5, 2.0]]), np.array([[1, 2]]))
     assert kendall_tau(np.array([[1.0, 2.0]]), np.array([[2, 1]])).tolist() == [-1.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(reward_pairs())
+def test_tau_b_on_raw_values_matches_scipy(pair):
+    ra, rb = pair
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = np.array([stats.kendalltau(x, y).statistic for x, y in zip(ra, rb)])
+    np.testing.assert_allclose(ranking.kendall_tau_b(ra, rb), want, rtol=1e-12, atol=1e-12, equal_nan=True)

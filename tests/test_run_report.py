@@ -347,7 +347,7 @@ def test_table2_iteration_without_any_strict_ranking_says_no_ranking(tmp_path, w
     first, second = result.report["consistency"]
     assert first["n"] == 0 and first["all_equal"] == 8 and first["C"]["mean"] is None
     line = table2_line(result.markdown, "M1 vs M0")
-    assert line.count("no ranking (8 all-equal)") == 4 and "±" not in line and "n/a" not in line
+    assert line.count("no ranking (8 all-equal)") == len(run_report.MEASURES) and "±" not in line and "n/a" not in line
     assert second["n"] == 2 and second["all_equal"] == 0
     assert second["kendall_tau"]["mean"] == pytest.approx(1 / 3) and second["C"]["mean"] == pytest.approx(2 / 3)
     assert "±" in table2_line(result.markdown, "M2 vs M1")
@@ -364,3 +364,22 @@ def test_table2_leaves_out_prompts_without_a_strict_ranking(tmp_path):
     taus = [stats.kendalltau(ranks_of(cur[i]), ranks_of(prev[i])).statistic for i in (0, 3)]
     assert row["n"] == 2 and row["all_equal"] == 2
     assert row["kendall_tau"]["mean"] == pytest.approx(np.mean(taus), abs=1e-12)
+
+
+@pytest.mark.parametrize("with_scores", [True, False])
+def test_table2_tau_b_on_raw_rewards_shows_ties(tmp_path, with_scores):
+    """Integer-valued rewards (a judge, an oracle) tie often: ordinal ranks break the ties by index, tau-b on the
+    raw rewards keeps them. Both are in Table 2; tau-b equals scipy's kendalltau on the rewards."""
+    from scipy import stats
+
+    run, _ = make_run(tmp_path, evals=False, prefs=False)
+    cur = [[1.0, 1.0, 0.0], [2.0, 0.0, 0.0, 1.0], [0.0, 1.0, 2.0]]
+    prev = [[2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 2.0], [0.0, 2.0, 1.0]]
+    label_iteration(run, 1, cur, prev, with_scores)
+    row = run_report.write_run_report(run).report["consistency"][0]
+    want_b = [stats.kendalltau(a, b).statistic for a, b in zip(cur, prev)]
+    assert row["n"] == 3 and row["kendall_tau_b"]["mean"] == pytest.approx(np.mean(want_b))
+    ordinal = [stats.kendalltau(stats.rankdata(a, "ordinal"), stats.rankdata(b, "ordinal")).statistic
+               for a, b in zip(cur, prev)]
+    assert row["kendall_tau"]["mean"] == pytest.approx(np.mean(ordinal))
+    assert row["kendall_tau"]["mean"] != pytest.approx(row["kendall_tau_b"]["mean"])  # the ties show
