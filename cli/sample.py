@@ -15,7 +15,7 @@ def sample(
     prompts: Path = typer.Argument(..., help="Prompts table: a .parquet file or a table folder (from `cream prompts`)."),
     model: str = typer.Option(..., "--model", help="Model M_t: checkpoint folder, Hub id, or smollm2-135m-instruct."),
     out_dir: Path = typer.Option(..., "--out", help="Output responses table folder; a rerun into it resumes."),
-    n: int = typer.Option(4, "--n", help="Responses per prompt (the paper uses 5)."),
+    n: int = typer.Option(5, "--n", help="Responses per prompt (the paper uses 5)."),
     seed: int = typer.Option(0, "--seed", help="Seed; each prompt's randomness is derived from it and its id."),
     temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature; 0 is greedy."),
     top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling mass, in (0, 1]."),

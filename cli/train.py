@@ -53,7 +53,10 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(4, "--batch-size", help=D.help("batch_size")),
         grad_accum: int = typer.Option(1, "--grad-accum", help=D.help("grad_accum")),
         warmup_ratio: float = typer.Option(0.1, "--warmup-ratio", help=D.help("warmup_ratio")),
+        weight_decay: float = typer.Option(D.weight_decay, "--weight-decay", help=D.help("weight_decay")),
+        max_grad_norm: float = typer.Option(D.max_grad_norm, "--max-grad-norm", help=D.help("max_grad_norm")),
         max_length: Optional[int] = typer.Option(2048, "--max-length", help=D.help("max_length")),
+        long_pairs: str = typer.Option(D.long_pairs, "--long-pairs", help=D.help("long_pairs")),
         reference: str = typer.Option("auto", "--reference", help=D.help("reference")),
         lora: bool = typer.Option(False, "--lora/--no-lora", help=D.help("lora")),
         lora_r: int = typer.Option(16, "--lora-r", help=D.help("lora_r")),
@@ -71,14 +74,15 @@ def register(app: typer.Typer) -> None:
         from cream_data.errors import CreamError
 
         common = dict(data=data, model=model, out=out_dir, epochs=epochs, max_steps=max_steps,
-                      batch_size=batch_size, grad_accum=grad_accum, warmup_ratio=warmup_ratio, max_length=max_length,
+                      batch_size=batch_size, grad_accum=grad_accum, warmup_ratio=warmup_ratio,
+                      weight_decay=weight_decay, max_grad_norm=max_grad_norm, max_length=max_length,
                       lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
                       lora_target=lora_target, gradient_checkpointing=gradient_checkpointing, seed=seed,
                       report_to=report_to, overwrite=overwrite)
         if lr is not None:
             common["lr"] = lr
         if stage == "dpo":
-            cfg = D(method=method, beta=beta, reference=reference, **common)
+            cfg = D(method=method, beta=beta, reference=reference, long_pairs=long_pairs, **common)
         elif stage == "sft":
             cfg = S(limit=limit, **common)
         else:

@@ -84,7 +84,7 @@ class SampleConfig:
     """Settings of one sampling run; validated on construction (every problem reported at once)."""
 
     model: str  # checkpoint folder, Hub id, or the alias smollm2-135m-instruct
-    n: int = 4  # responses per prompt
+    n: int = 5  # responses per prompt (the paper's N)
     seed: int = 0
     temperature: float = 0.8  # 0 = greedy
     top_p: float = 0.95

@@ -16,6 +16,7 @@ from cream_train.loss import METHODS
 REPORT_TO = ("none", "tensorboard", "wandb")
 REFERENCE = ("auto", "stored", "computed")
 STAGES = ("dpo", "sft")
+LONG_PAIRS = ("drop", "truncate")
 
 
 def _f(default, help: str):
@@ -40,7 +41,10 @@ class TrainConfig:
     batch_size: int = _f(4, "Pairs (DPO) or examples (SFT) per device per micro-batch.")
     grad_accum: int = _f(1, "Gradient accumulation steps.")
     warmup_ratio: float = _f(0.1, "Fraction of steps spent warming the learning rate up.")
-    max_length: Optional[int] = _f(2048, "Truncate prompt+response to this many tokens (None: never).")
+    weight_decay: float = _f(0.0, "AdamW weight decay (the CREAM authors use 0.01).")
+    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this (> 0: the norm is also checked for NaN/inf).")
+    max_length: Optional[int] = _f(2048, "Longest templated prompt + response in tokens (SFT truncates longer "
+                                   "examples; DPO: see long_pairs) (None: no limit).")
     lora: bool = _f(False, "Train a LoRA adapter (peft) and merge it into the saved checkpoint.")
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA alpha.")
@@ -65,6 +69,10 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "lora_r", "lora_alpha", "logging_steps"):
             if getattr(self, name) < 1:
                 p.append(f"{name}: got {getattr(self, name)}, expected >= 1")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            p.append(f"weight_decay: got {self.weight_decay}, expected a finite number >= 0")
+        if not _positive(self.max_grad_norm):
+            p.append(f"max_grad_norm: got {self.max_grad_norm}, expected a finite number > 0")
         if not 0 <= self.warmup_ratio < 1:
             p.append(f"warmup_ratio: got {self.warmup_ratio}, expected in [0, 1)")
         if not 0 <= self.lora_dropout < 1:
@@ -103,6 +111,12 @@ class DPOTrainConfig(TrainConfig):
         "Reference log-probs: auto (stored ones when the table's model and template_hash match the starting "
         "model, else computed), stored (require them) or computed (a reference model forward each step).",
     )
+    long_pairs: str = _f(
+        "drop",
+        "Pairs whose templated prompt + chosen or prompt + rejected exceeds max_length: drop (as the CREAM authors; "
+        "the stored reference log-probs stay valid) or truncate (train on the first max_length tokens; the stored "
+        "log-probs are of the full responses, so the reference is then computed).",
+    )
 
     stage = "dpo"
 
@@ -114,6 +128,8 @@ class DPOTrainConfig(TrainConfig):
             p.append(f"beta: got {self.beta}, expected a finite number > 0")
         if self.reference not in REFERENCE:
             p.append(f"reference: got {self.reference!r}, expected one of {', '.join(REFERENCE)}")
+        if self.long_pairs not in LONG_PAIRS:
+            p.append(f"long_pairs: got {self.long_pairs!r}, expected one of {', '.join(LONG_PAIRS)}")
         return p
 
 

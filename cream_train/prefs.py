@@ -9,7 +9,9 @@ CREAM.md, step 2). They are exactly the reference log-probs DPO needs when train
 which is what TRL 1.16's DPOTrainer trains on for conversational data (it tokenizes ``prompt`` with the
 generation prompt and ``prompt + chosen`` without, and takes the suffix); for SmolLM2 the span is
 ``y`` + ``<|im_end|>`` + ``"\\n"``. :func:`stored_reference_problem` checks model name, template hash, token counts
-and truncation, and returns why the stored values cannot be used (or None).
+and truncation, and returns why the stored values cannot be used (or None). A pair longer than ``max_length`` is
+either dropped (the stored values of every kept pair still hold) or truncated (they do not: they are of the full
+responses), see :func:`too_long`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from cream_train.loss import pair_weights
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _BASE_COLUMNS = ("prompt", "chosen", "rejected")
+SIDES = ("chosen", "rejected")
 
 
 def load_preferences(source: str | Path) -> pa.Table:
@@ -83,8 +86,24 @@ def response_token_ids(tokenizer, prompt: list[dict], response: list[dict]) -> t
     return full[:n], full[n:]
 
 
-def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, max_length: int | None) -> str | None:
-    """Why the stored ``chosen_logp``/``rejected_logp`` cannot serve as reference log-probs, or None if they can."""
+def token_lengths(table: pa.Table, tokenizer) -> list[dict[str, tuple[int, int]]]:
+    """Each pair's (prompt tokens, response tokens) per side, split as the trainer splits them."""
+    prompts = table.column("prompt").to_pylist()
+    responses = {side: table.column(side).to_pylist() for side in SIDES}
+    return [{side: tuple(len(ids) for ids in response_token_ids(tokenizer, p, responses[side][i])) for side in SIDES}
+            for i, p in enumerate(prompts)]
+
+
+def too_long(lengths: dict[str, tuple[int, int]], max_length: int | None) -> str | None:
+    """The first side whose templated prompt + response is over ``max_length`` tokens (None: the pair fits)."""
+    return next((side for side in SIDES if max_length is not None and sum(lengths[side]) > max_length), None)
+
+
+def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, lengths: list[dict[str, tuple[int, int]]],
+                             max_length: int | None) -> str | None:
+    """Why the stored ``chosen_logp``/``rejected_logp`` cannot serve as reference log-probs, or None if they can.
+
+    ``lengths`` are :func:`token_lengths`; ``max_length`` is the length the trainer truncates at (None: none)."""
     from cream_data.engines.models import same_weights, template_hash
 
     cols = table.column_names
@@ -104,17 +123,17 @@ def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, max_le
         return (f"template_hash {sorted(map(str, hashes))[:2]} does not match the starting model's tokenizer and "
                 f"chat template ({want})")
     stored_n = {side: table.column(f"{side}_n_tokens").to_pylist() if f"{side}_n_tokens" in cols else None
-                for side in ("chosen", "rejected")}
-    prompts = table.column("prompt").to_pylist()
-    for side in ("chosen", "rejected"):
-        responses = table.column(side).to_pylist()
-        for i, (p, r) in enumerate(zip(prompts, responses)):
-            p_ids, r_ids = response_token_ids(tokenizer, p, r)
-            if stored_n[side] is not None and stored_n[side][i] is not None and stored_n[side][i] != len(r_ids):
-                return (f"row {i}: {side}_n_tokens is {stored_n[side][i]} but the trainer's tokenisation gives "
-                        f"{len(r_ids)} response tokens")
-            if max_length is not None and len(p_ids) + len(r_ids) > max_length:
-                return f"row {i}: prompt + {side} is {len(p_ids) + len(r_ids)} tokens, over --max-length {max_length}"
+                for side in SIDES}
+    for i, row in enumerate(lengths):
+        for side in SIDES:
+            n = stored_n[side][i] if stored_n[side] is not None else None
+            if n is not None and n != row[side][1]:
+                return (f"row {i}: {side}_n_tokens is {n} but the trainer's tokenisation gives {row[side][1]} "
+                        "response tokens")
+        side = too_long(row, max_length)
+        if side:
+            return (f"row {i}: prompt + {side} is {sum(row[side])} tokens, over --max-length {max_length}, and a "
+                    "truncated response no longer matches its stored log-prob (--long-pairs drop keeps them valid)")
     return None
 
 

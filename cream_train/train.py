@@ -53,6 +53,8 @@ def _common_args(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
         gradient_accumulation_steps=cfg.grad_accum,
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,  # > 0: transformers skips the norm (and NonFiniteGuard's check) at 0
         max_length=cfg.max_length,
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name; TRL defaults it on
         bf16=on_gpu,
@@ -171,8 +173,10 @@ class NonFiniteGuard:
         return f"rows {', '.join(map(str, shown))}{more}{ids}"
 
 
-def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict) -> TrainResult:
-    """Train into a staging folder, save checkpoint + tokenizer + lineage there, then rename it to ``cfg.out``."""
+def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict, counts: dict | None = None) -> TrainResult:
+    """Train into a staging folder, save checkpoint + tokenizer + lineage there, then rename it to ``cfg.out``.
+
+    ``counts`` (what was trained on, e.g. pairs kept and dropped) go into the metrics and the lineage."""
     out = lin.check_output(cfg.out, cfg.overwrite)
     tmp = lin.staging_dir(out)
     trainer = None
@@ -180,13 +184,13 @@ def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict) -> 
         trainer = make_trainer(tmp)
         _warn_if_warmup_eats_the_run(cfg, trainer)
         train_output = trainer.train()
-        metrics = _final_metrics(trainer, train_output)
+        metrics = {**_final_metrics(trainer, train_output), **(counts or {})}
         _save_checkpoint(trainer, tmp, merge_lora=cfg.lora)
         acc = trainer.accelerator
         if acc.is_main_process:
             config = cfg.to_dict()
             lin.io.atomic_write_json(tmp / lin.CONFIG_FILE, config)
-            info = dict(extra)
+            info = {**extra, **(counts or {})}
             lin.io.atomic_write_json(tmp / lin.LINEAGE_FILE, lin.lineage(
                 parent_model=info.pop("parent_model"), data=cfg.data, fingerprint=info.pop("fingerprint"),
                 stage=cfg.stage, method=method, config=config, metrics=metrics, extra=info))
@@ -244,10 +248,12 @@ class DPOData:
     weights: list[float]  # the C of each pair under the method
     stored: bool  # reference log-probs come from the table
     dataset: Any  # datasets.Dataset for TRL
+    counts: dict[str, int]  # pairs trained on, dropped and truncated for being longer than max_length
 
 
 def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
-    """Read and check the preferences, and decide where the reference log-probs come from (warn on fallback)."""
+    """Read and check the preferences, apply the long-pair policy (warn with the count) and decide where the
+    reference log-probs come from (warn on fallback)."""
     from cream_data.engines import models
     from cream_train import prefs
 
@@ -255,16 +261,32 @@ def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
     prefs.check_preferences(table, cfg.method, str(cfg.data))
     ref = models.resolve(cfg.model)
     tok = models.load_tokenizer(ref)
-    weights = prefs.weights_for(table, cfg.method)
+    weights = prefs.weights_for(table, cfg.method)  # before any drop: cream-avg's C is the mean over all pairs formed
+    lengths = prefs.token_lengths(table, tok)
+    long = [i for i, row in enumerate(lengths) if prefs.too_long(row, cfg.max_length)]
+    drop, n = cfg.long_pairs == "drop", table.num_rows
+    what = (f"longer than max_length {cfg.max_length} tokens (templated prompt + chosen or prompt + rejected, "
+            f"--long-pairs {cfg.long_pairs})")
+    if drop and len(long) == n:
+        raise CreamError(f"{cfg.data}: all {n} pairs are {what}; nothing to train on (raise --max-length, or "
+                         "--long-pairs truncate)")
+    # a dropped pair is never truncated, so only under `truncate` does length decide about the stored log-probs
     problem = ("--reference computed was asked for" if cfg.reference == "computed"
-               else prefs.stored_reference_problem(table, ref.name, tok, cfg.max_length))
+               else prefs.stored_reference_problem(table, ref.name, tok, lengths, None if drop else cfg.max_length))
     if problem and cfg.reference == "stored":
         raise CreamError(f"{cfg.data}: cannot use the stored reference log-probs: {problem}")
     if problem and cfg.reference == "auto":
         logger.warning(f"{cfg.data}: computing reference log-probs with the starting model, because the stored "
                        f"ones do not apply: {problem}")
     stored = problem is None
-    return DPOData(ref, tok, table, weights, stored, prefs.to_dataset(table, weights, stored))
+    if long:
+        logger.warning(f"{cfg.data}: {'dropped' if drop else 'truncating'} {len(long)} of {n} pairs {what}")
+    if drop and long:
+        keep = sorted(set(range(n)) - set(long))
+        table, weights = table.take(keep), [weights[i] for i in keep]
+    counts = {"pairs": table.num_rows, "pairs_dropped_long": len(long) if drop else 0,
+              "pairs_truncated": 0 if drop else len(long)}
+    return DPOData(ref, tok, table, weights, stored, prefs.to_dataset(table, weights, stored), counts)
 
 
 def build_dpo_trainer(cfg: DPOTrainConfig, data: DPOData, output_dir: Path, *, ref_model=None):
@@ -290,7 +312,7 @@ def train_dpo(cfg: DPOTrainConfig) -> TrainResult:
     mean_c = sum(data.weights) / len(data.weights)
     return _run(cfg, lambda tmp: build_dpo_trainer(cfg, data, tmp), method=cfg.method, extra={
         "parent_model": data.ref.name, "fingerprint": lin.data_fingerprint(cfg.data, data.table),
-        "reference": "stored" if data.stored else "computed", "pairs": data.table.num_rows, "mean_C": mean_c})
+        "reference": "stored" if data.stored else "computed", "mean_C": mean_c}, counts=data.counts)
 
 
 # ------------------------------------------------------------------------------------------------ SFT
