@@ -100,11 +100,13 @@ def too_long(lengths: dict[str, tuple[int, int]], max_length: int | None) -> str
 
 
 def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, lengths: list[dict[str, tuple[int, int]]],
-                             max_length: int | None) -> str | None:
+                             max_length: int | None, model_ids: dict | None = None) -> str | None:
     """Why the stored ``chosen_logp``/``rejected_logp`` cannot serve as reference log-probs, or None if they can.
 
-    ``lengths`` are :func:`token_lengths`; ``max_length`` is the length the trainer truncates at (None: none)."""
-    from cream_data.engines.models import same_weights, template_hash
+    ``lengths`` are :func:`token_lengths`; ``max_length`` is the length the trainer truncates at (None: none);
+    ``model_ids`` are the content ids `cream label` recorded for the models it scored with (its manifest): the
+    starting model must still be what computed the log-probs, not a checkpoint retrained at the same path."""
+    from cream_data.engines.models import content_id, same_weights, template_hash
 
     cols = table.column_names
     for c in ("chosen_logp", "rejected_logp"):
@@ -117,6 +119,10 @@ def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, length
     models = set(table.column("model").to_pylist())
     if models != {model_name} and not (len(models) == 1 and same_weights(str(next(iter(models))), model_name)):
         return f"they were computed by {sorted(map(str, models))[:2]}, not the starting model {model_name}"
+    recorded = (model_ids or {}).get(next(iter(models)))
+    if recorded is not None and recorded != content_id(model_name):
+        return (f"the model at {model_name} changed since they were computed (content id {recorded} -> "
+                f"{content_id(model_name)}): retrained in place?")
     want = template_hash(tokenizer)
     hashes = set(table.column("template_hash").to_pylist()) if "template_hash" in cols else {None}
     if hashes != {want}:

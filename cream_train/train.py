@@ -272,7 +272,8 @@ def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
                          "--long-pairs truncate)")
     # a dropped pair is never truncated, so only under `truncate` does length decide about the stored log-probs
     problem = ("--reference computed was asked for" if cfg.reference == "computed"
-               else prefs.stored_reference_problem(table, ref.name, tok, lengths, None if drop else cfg.max_length))
+               else prefs.stored_reference_problem(table, ref.name, tok, lengths, None if drop else cfg.max_length,
+                                                   _label_model_ids(cfg.data)))
     if problem and cfg.reference == "stored":
         raise CreamError(f"{cfg.data}: cannot use the stored reference log-probs: {problem}")
     if problem and cfg.reference == "auto":
@@ -287,6 +288,16 @@ def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
     counts = {"pairs": table.num_rows, "pairs_dropped_long": len(long) if drop else 0,
               "pairs_truncated": 0 if drop else len(long)}
     return DPOData(ref, tok, table, weights, stored, prefs.to_dataset(table, weights, stored), counts)
+
+
+def _label_model_ids(data) -> dict | None:
+    """The content ids `cream label` recorded in a preferences folder's manifest (None for a bare file)."""
+    from cream_data import io
+
+    path = Path(data)
+    if not (path.is_dir() and (path / io.MANIFEST).is_file()):
+        return None
+    return (io.read_manifest(path).get("inputs") or {}).get("model_ids")
 
 
 def build_dpo_trainer(cfg: DPOTrainConfig, data: DPOData, output_dir: Path, *, ref_model=None):

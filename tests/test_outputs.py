@@ -379,3 +379,20 @@ def test_table_folders_follow_the_umask(tmp_path, cream_exe, responses_dir):
         assert out.stat().st_mode & 0o777 == mode
         assert (tmp_path / f"p{umask}-split").stat().st_mode & 0o777 == mode
         assert (tmp_path / f"p{umask}-split" / "subset-1").stat().st_mode & 0o777 == mode
+
+
+def test_train_refuses_stored_log_probs_of_a_model_retrained_in_place(cream_exe, tmp_path, tiny_model, tiny_model_b):
+    """The preferences' stored log-probs are M1's reference only while M1 is what computed them."""
+    m1 = copy_model(tiny_model, tmp_path / "M1")
+    responses = io.write_table(responses_table(4, 3), tmp_path / "responses", "responses")
+    assert cream_exe("label", responses, "--model", m1, "--ref", tiny_model_b, "--out", tmp_path / "lab").code == 0
+    prefs = tmp_path / "lab" / "preferences"
+    assert io.read_table(prefs, "preferences").num_rows > 0
+    args = ("train", prefs, "--model", m1, "--reference", "stored", "--max-steps", "1")
+    ok = cream_exe(*args, "--out", tmp_path / "M2")
+    assert ok.code == 0, ok  # unchanged M1: the stored log-probs apply
+    replace_weights(m1, tiny_model_b)
+    before = snapshot(tmp_path)
+    res = cream_exe(*args, "--out", tmp_path / "M2b")
+    assert_user_error(res, "cannot use the stored reference log-probs", f"the model at {m1.resolve()} changed")
+    assert snapshot(tmp_path) == before
