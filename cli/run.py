@@ -29,7 +29,8 @@ def run(
     resume: bool = typer.Option(True, "--resume/--no-resume",
                                 help="Skip stages finished earlier with the same inputs and finish an interrupted "
                                      "one (default); --no-resume recomputes every stage in the run directory."),
-    check: bool = typer.Option(False, "--check", help="Validate the config (every problem at once) and stop."),
+    check: bool = typer.Option(False, "--check", help="Validate the config (every problem at once), print every "
+                               "setting as it will run (defaults filled in) and stop; nothing is written."),
 ) -> None:
     """M0 → SFT → M1 → (sample → label → train) × T → M_{T+1}, evaluating each model; a rerun skips finished
     stages and finishes an interrupted one. Ends with the iteration report (accuracy per model, consistency)."""
@@ -38,7 +39,11 @@ def run(
     from cream_train.run_config import check_reuse_from, load_run_config
 
     if check:  # everything a stage would refuse, listed at once; nothing is written
+        import yaml
+
         cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from)
+        # every setting as it will run, defaults filled in: what the run's config.yaml will hold
+        out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip(), highlight=False, markup=False)
         out.print(f"{config}: valid — method {cfg.method}, T = {cfg.iterations}, {table.num_rows} prompts, "
                   f"run dir {cfg.run_dir}", highlight=False)
         return

@@ -30,6 +30,11 @@ def test_paper_yaml_validates_and_holds_the_papers_settings(cream_exe, shared_da
     r = cream_exe("run", PAPER, "--check")
     assert r.code == 0, r
     assert "valid" in r.out
+    import yaml
+
+    listed = yaml.safe_load(r.out.rsplit("\n", 1)[0])  # --check lists every setting as it will run
+    assert listed["train"]["weight_decay"] == 0.01 and listed["train"]["long_pairs"] == "drop"
+    assert listed["sample"]["n"] == 5 and listed["eval"]["max_new_tokens"] == 768
 
     from cream_train.run_config import load_run_config
 
