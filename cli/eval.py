@@ -1,4 +1,5 @@
-"""`cream eval --model M --tasks … [--limit K] [--data-dir DIR] --out DIR`: greedy benchmark accuracy."""
+"""`cream eval --model M --tasks … [--limit K] [--data-dir DIR] --out DIR`: greedy benchmark accuracy;
+`cream eval --model M --harness TASKS --out DIR`: the same benchmarks through lm-evaluation-harness."""
 
 from __future__ import annotations
 
@@ -33,8 +34,26 @@ def eval_cmd(
                                 "marker, the item's own option letters, numbers compared as numbers) or authors "
                                 "(the CREAM authors' rules, flaws included, to set numbers beside the paper's; "
                                 "see docs/EVALUATION.md)."),
+    harness: Optional[str] = typer.Option(None, "--harness", help="Run these comma-separated tasks through "
+                                          "lm-evaluation-harness instead (its prompts and metrics: acc, acc_norm, "
+                                          "exact_match); --limit, --data-dir, --batch-size, --device apply. Needs "
+                                          "`pip install 'cream[harness]'`."),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="--harness: worked examples before each "
+                                              "question (default: each task's own, 0; 5 for gsm8k)."),
+    engine: str = typer.Option("hf", "--engine", help="--harness: the harness's model backend, hf or vllm (GPU)."),
 ) -> None:
     """Greedy accuracy on ARC-Easy/Challenge, OpenBookQA, SIQA (option letter) and GSM8K (final number)."""
+    if harness is not None:
+        from cream_data.engines.harness import HarnessConfig
+        from cream_data.errors import CreamError
+
+        if tasks != ALL_TASKS:
+            raise CreamError("--tasks names the paper-protocol tasks; with --harness name the tasks there "
+                             "(--harness arc_easy,gsm8k)")
+        hcfg = HarnessConfig(tasks=tuple(t.strip() for t in harness.split(",") if t.strip()), num_fewshot=num_fewshot,
+                             limit=limit, data_dir=None if data_dir is None else str(data_dir), batch_size=batch_size,
+                             device=device, engine=engine, label=label, trust_remote_code=trust_remote_code)
+        return _harness(model, hcfg, out_dir, overwrite)
     from cream_data.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), limit=limit,
@@ -48,6 +67,34 @@ def eval_cmd(
     rate = summary.tokens / summary.generate_seconds if summary.generate_seconds else 0.0
     out.print(f"evaluated {summary.model}{skipped}: {summary.tokens} tokens at {rate:.0f} tok/s in "
               f"{summary.seconds:.1f} s -> {out_dir}", highlight=False)
+
+
+def _harness(model: str, cfg, out_dir: Path, overwrite: bool) -> None:
+    """`cream eval --harness`: lm-eval's own progress bars and a line per task on stderr, the table at the end."""
+    from cream_data.engines.harness import evaluate_harness
+
+    summary = evaluate_harness(model, cfg, out_dir, overwrite=overwrite, log=lambda m: log.print(m, highlight=False))
+    out.print(harness_table(summary))
+    skipped = f" ({', '.join(summary.tasks_skipped)} already done)" if summary.tasks_skipped else ""
+    out.print(f"evaluated {summary.model} with lm-eval {summary.version}{skipped} in {summary.seconds:.1f} s "
+              f"-> {out_dir}", highlight=False)
+
+
+def harness_table(summary):
+    """lm-evaluation-harness metrics per task (percent ± standard error) as a rich table."""
+    from rich.table import Table
+
+    title = f"{summary.label + ': ' if summary.label else ''}{summary.model} (lm-evaluation-harness)"
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("task", "left"), ("source", "left"), ("shots", "right"), ("n", "right"),
+                          ("metric", "left"), ("value", "right"), ("± stderr", "right")):
+        table.add_column(name, justify=justify)
+    for r in summary.rows:
+        metric = r["metric"] if r["filter"] == "none" else f"{r['metric']} ({r['filter']})"
+        stderr = "" if r["stderr"] is None else f"{100 * r['stderr']:.2f}"
+        table.add_row(r["task"], r["source"], str(r["num_fewshot"]), str(r["n"]), metric, f"{100 * r['value']:.2f}",
+                      stderr)
+    return table
 
 
 def results_table(summary):

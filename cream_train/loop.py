@@ -208,8 +208,7 @@ class Loop:
         def go(_resume):
             r = train(SFTTrainConfig(data=str(data_out), model=self.model(0), out=str(out), lr=s.lr, epochs=s.epochs,
                                      max_steps=s.max_steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
-                                     max_length=s.max_length, weight_decay=s.weight_decay,
-                                     max_grad_norm=s.max_grad_norm, seed=self.cfg.seed, overwrite=True))
+                                     max_length=s.max_length, seed=self.cfg.seed, overwrite=True))
             return {"metrics": _small(r.metrics)}
 
         self.fps["train-M1"] = self.stage("train-M1", inputs, [out], go)
@@ -286,9 +285,7 @@ class Loop:
             r = train(DPOTrainConfig(data=str(prefs), model=self.model(t), out=str(out), method=self.cfg.train_method,
                                      beta=tr.beta, lr=tr.lr, epochs=tr.epochs, max_steps=tr.max_steps,
                                      batch_size=tr.batch_size, grad_accum=tr.grad_accum, warmup_ratio=tr.warmup_ratio,
-                                     max_length=tr.max_length, long_pairs=tr.long_pairs,
-                                     weight_decay=tr.weight_decay, max_grad_norm=tr.max_grad_norm, lora=tr.lora,
-                                     seed=self.cfg.seed, overwrite=True))
+                                     max_length=tr.max_length, lora=tr.lora, seed=self.cfg.seed, overwrite=True))
             return {"metrics": _small(r.metrics), "reference": r.reference, "pairs": pairs}
 
         self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", inputs, [out], go)
@@ -300,7 +297,7 @@ class Loop:
         out = self.run / "eval" / f"M{k}"
         ecfg = EvalConfig(tasks=tuple(e.tasks), limit=e.limit, data_dir=e.data_dir, max_new_tokens=e.max_new_tokens,
                           batch_size=e.batch_size, label=f"M{k}")
-        inputs = {"model_fp": self.model_fp(k), **asdict(e)}
+        inputs = {"model_fp": self.model_fp(k), **{key: v for key, v in asdict(e).items() if key != "harness"}}
 
         def go(resume):
             r = evaluate(self.model(k), ecfg, out, overwrite=not resume)
@@ -309,6 +306,34 @@ class Loop:
             return {"accuracy": r.accuracy, "average": r.average}
 
         self.stage(f"eval-M{k}", inputs, [out], go)
+        self.harness(k)
+
+    def harness(self, k: int) -> None:
+        """``eval.harness``: lm-evaluation-harness on M_k into RUN/eval-harness/M<k>/, a stage of its own; a
+        carried model takes the result of the model it copies, as its paper-protocol eval does."""
+        if self.cfg.eval.harness is None:
+            return
+        from cream_data.engines.harness import HarnessConfig, evaluate_harness
+
+        name, out = f"harness-M{k}", self.run / "eval-harness" / f"M{k}"
+        source = self.manifest.data.get("carried", {}).get(f"M{k}")
+        src = self.manifest.data["stages"].get(f"harness-{source}") or {} if source else {}
+        if src.get("status") == "done":
+            self.manifest.data["stages"][name] = {"status": "done", "fingerprint": self.model_fp(k),
+                                                  "carried_from": source, "metrics": src.get("metrics")}
+            self.manifest.save()
+            if out.exists():
+                shutil.rmtree(out)
+            self.log(f"[dim]= {name}: M{k} is {source} carried forward; its harness results are reused[/]")
+            return
+        hcfg = HarnessConfig.from_mapping(self.cfg.eval.harness, data_dir=self.cfg.eval.data_dir, label=f"M{k}")
+        inputs = {"model_fp": self.model_fp(k), "data_dir": hcfg.data_dir, **self.cfg.eval.harness}
+
+        def go(resume):
+            r = evaluate_harness(self.model(k), hcfg, out, overwrite=not resume, log=self.log)
+            return {"metrics": r.metrics()}
+
+        self.stage(name, inputs, [out], go)
 
     def should_eval(self, k: int) -> bool:
         m = self.cfg.eval.models
