@@ -208,7 +208,8 @@ class Loop:
         def go(_resume):
             r = train(SFTTrainConfig(data=str(data_out), model=self.model(0), out=str(out), lr=s.lr, epochs=s.epochs,
                                      max_steps=s.max_steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
-                                     max_length=s.max_length, seed=self.cfg.seed, overwrite=True))
+                                     max_length=s.max_length, weight_decay=s.weight_decay,
+                                     max_grad_norm=s.max_grad_norm, seed=self.cfg.seed, overwrite=True))
             return {"metrics": _small(r.metrics)}
 
         self.fps["train-M1"] = self.stage("train-M1", inputs, [out], go)
@@ -285,7 +286,9 @@ class Loop:
             r = train(DPOTrainConfig(data=str(prefs), model=self.model(t), out=str(out), method=self.cfg.train_method,
                                      beta=tr.beta, lr=tr.lr, epochs=tr.epochs, max_steps=tr.max_steps,
                                      batch_size=tr.batch_size, grad_accum=tr.grad_accum, warmup_ratio=tr.warmup_ratio,
-                                     max_length=tr.max_length, lora=tr.lora, seed=self.cfg.seed, overwrite=True))
+                                     max_length=tr.max_length, long_pairs=tr.long_pairs,
+                                     weight_decay=tr.weight_decay, max_grad_norm=tr.max_grad_norm, lora=tr.lora,
+                                     seed=self.cfg.seed, overwrite=True))
             return {"metrics": _small(r.metrics), "reference": r.reference, "pairs": pairs}
 
         self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", inputs, [out], go)

@@ -3,12 +3,12 @@
     model: smollm2-135m-instruct      # M0
     method: cream                     # cream | cream-avg | cream-no-rc | srlm | oracle (the paper's rows)
     iterations: 2                     # T
-    sft:     {data: …, lr: 2e-5, epochs: 1, …}
+    sft:     {data: …, lr: 2e-5, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, …}
     prompts: {source: …, limit: …}    # split into T disjoint subsets, one per iteration
     # or a mix:  prompts: {sources: [{source: gsm8k/train.jsonl, limit: 16}, {source: …, layout: arc}], suffix: …}
-    sample:  {n: 4, temperature: 0.8, top_p: 0.95, max_new_tokens: 768, …}
+    sample:  {n: 5, temperature: 0.8, top_p: 0.95, max_new_tokens: 768, …}
     label:   {consistency: kendall, scope: sample, batch_size: 8, …}
-    train:   {beta: 0.1, lr: 1e-6, epochs: 1, …}
+    train:   {beta: 0.1, lr: 1e-6, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, long_pairs: drop, …}
     eval:    {tasks: [arc_easy, …], limit: 50, data_dir: …, models: all}
 
 Relative paths are resolved against the config file's folder. Unknown keys are errors (a typo must not be ignored),
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional, get_args, get_origin, get_type_hints
 
 from cream_data.errors import CreamError
+from cream_train.config import DPOTrainConfig
 
 # method -> (reward used to pick the pair, trainer method): CREAM.md "Methods to compare"
 METHODS = {
@@ -48,6 +49,8 @@ class SFTSection:
     batch_size: int = 4
     grad_accum: int = 1
     max_length: Optional[int] = 1024
+    weight_decay: float = DPOTrainConfig.weight_decay
+    max_grad_norm: float = DPOTrainConfig.max_grad_norm
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class PromptsSection:
 
 @dataclass(frozen=True)
 class SampleSection:
-    n: int = 4
+    n: int = 5                         # responses per prompt (the paper's N)
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 768
@@ -89,6 +92,9 @@ class TrainSection:
     grad_accum: int = 1
     warmup_ratio: float = 0.1
     max_length: Optional[int] = 1024
+    long_pairs: str = DPOTrainConfig.long_pairs  # drop | truncate pairs longer than max_length
+    weight_decay: float = DPOTrainConfig.weight_decay
+    max_grad_norm: float = DPOTrainConfig.max_grad_norm
     lora: bool = False
 
 
@@ -242,7 +248,7 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
         "sft": lambda: SFTTrainConfig(
             data=str(run / "sft"), model=cfg.model, out=str(run / "models" / "M1"), lr=s.lr, epochs=s.epochs,
             max_steps=s.max_steps, batch_size=s.batch_size, grad_accum=s.grad_accum, max_length=s.max_length,
-            limit=s.limit, seed=cfg.seed),
+            weight_decay=s.weight_decay, max_grad_norm=s.max_grad_norm, limit=s.limit, seed=cfg.seed),
         "sample": lambda: SampleConfig(
             model=cfg.model, n=sm.n, seed=cfg.seed + 1, temperature=sm.temperature, top_p=sm.top_p,
             max_new_tokens=sm.max_new_tokens, engine=sm.engine, batch_size=sm.batch_size, iteration=1),
@@ -254,7 +260,8 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
             data=str(run / "iter-1" / "preferences"), model=cfg.model, out=str(run / "models" / "M2"),
             method=train_method, beta=tr.beta, lr=tr.lr, epochs=tr.epochs, max_steps=tr.max_steps,
             batch_size=tr.batch_size, grad_accum=tr.grad_accum, warmup_ratio=tr.warmup_ratio,
-            max_length=tr.max_length, lora=tr.lora, seed=cfg.seed),
+            max_length=tr.max_length, long_pairs=tr.long_pairs, weight_decay=tr.weight_decay,
+            max_grad_norm=tr.max_grad_norm, lora=tr.lora, seed=cfg.seed),
         "eval": lambda: EvalConfig(tasks=tuple(e.tasks), limit=e.limit, data_dir=e.data_dir,
                                    max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, label="M0",
                                    extract=e.extract),
