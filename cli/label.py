@@ -25,7 +25,16 @@ def label(
     prev_ref: Optional[str] = typer.Option(None, "--prev-ref", help="M_{t-2}: reference of the previous reward "
                                            "(omit when M_{t-1} is M0: length-normalised likelihood is used)."),
     reward: str = typer.Option("dpo", "--reward", help="dpo (DPO implicit reward) | judge (SRLM 5-point "
-                               "LLM-as-a-judge by M_t) | oracle (correctness vs the prompt's reference answer)."),
+                               "LLM-as-a-judge by M_t) | oracle (correctness vs the prompt's reference answer) | "
+                               "rm (the --reward-model's score)."),
+    reward_model: Optional[str] = typer.Option(None, "--reward-model", help="A sequence-classification reward "
+                                               "model with one logit (Hub id or folder; e.g. Skywork-Reward). It "
+                                               "reads the conversation with its OWN tokenizer and chat template, "
+                                               "so another tokenizer family than the policy is fine. Picks the "
+                                               "pairs with --reward rm; with another --reward its scores are added "
+                                               "to the scores table (scorer rm) as a diagnostic."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the --reward-model's custom "
+                                           "code (only for checkpoints you trust)."),
     consistency: str = typer.Option("kendall", "--consistency", help="kendall | spearman | toporder."),
     scope: str = typer.Option("sample", "--scope", help="sample: each pair weighted by its own C; dataset: every "
                               "pair gets the mean C."),
@@ -50,7 +59,8 @@ def label(
         raise CreamError("--model is required (or --scores DIR to re-pair stored scores)")
     cfg = LabelConfig(model=model or "", ref=ref, prev_model=prev_model, prev_ref=prev_ref, reward=reward,
                       consistency=consistency, scope=scope, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
-                      engine=engine, iteration=iteration, prompts=str(prompts) if prompts else None)
+                      engine=engine, iteration=iteration, prompts=str(prompts) if prompts else None,
+                      reward_model=reward_model, trust_remote_code=trust_remote_code)
     if scores is not None:
         from cream_data.label import is_label_output
         from cream_data.outputs import guard, locked

@@ -7,10 +7,13 @@ Roles (CREAM.md steps 2–6):
     previous   M_{t-1}      M_{t-2}       dpo, or likelihood_norm = log pi(y|x) / |y| when M_{t-1} = M0 has no ref
     judge      M_t          —             the SRLM 5-point judge score (``--reward judge``)
     oracle     answer check —             1 correct / 0 wrong against the prompt's reference (``--reward oracle``)
+    rm         reward model —             its single logit on the conversation (``--reward-model``; picks the pairs
+                                          with ``--reward rm``, a diagnostic column otherwise)
 
 Each *distinct* model is loaded once and scores every response once; its log-probs are kept in
 ``OUT/logps/<model>/`` by model identity, so M_{t-1} in two roles costs one pass and a rerun (after a crash, or to
-re-pair) reuses what is stored. The scores and preferences tables are written last.
+re-pair) reuses what is stored; a reward model's rewards are kept the same way in ``OUT/rm/<model>/``. The scores
+and preferences tables are written last.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from cream_data.errors import CreamError
 from cream_data.fingerprint import responses_fingerprint, shard_mask
 from cream_data.outputs import guard, locked, only_entries
 
-REWARDS = ("dpo", "judge", "oracle")
+REWARDS = ("dpo", "judge", "oracle", "rm")
 CONSISTENCY = ("kendall", "spearman", "toporder")
 SCOPES = ("sample", "dataset")
 ENGINES = ("hf", "vllm")
@@ -56,6 +59,8 @@ class LabelConfig:
     iteration: int | None = None
     prompts: str | None = None        # prompts table with reference answers (oracle reward)
     judge_max_new_tokens: int = 256
+    reward_model: str | None = None   # a sequence-classification reward model (its own tokenizer): scorer "rm"
+    trust_remote_code: bool = False   # run the reward model's custom code
     flush_rows: int = int(os.environ.get("CREAM_LABEL_FLUSH_ROWS", "256"))  # persist scored rows this often (resume)
 
     def __post_init__(self):
@@ -82,6 +87,13 @@ class LabelConfig:
             problems.append("--prev-ref given without --prev-model")
         if self.reward == "oracle" and not self.prompts:
             problems.append("--reward oracle needs --prompts (a prompts table with reference_answer)")
+        if self.reward == "rm" and self.model and not self.reward_model:  # re-pairing (no model) reads stored rows
+            problems.append("--reward-model: missing; --reward rm needs a sequence-classification reward model "
+                            "(Hub id or folder)")
+        if self.reward_model and self.engine == "vllm":
+            from cream_data.engines.rm_score import VLLM_UNSUPPORTED
+
+            problems.append(VLLM_UNSUPPORTED)
         if problems:
             err = CreamError("; ".join(problems))
             err.problems = problems  # each "field: got X, expected Y": `cream run --check` names the section
@@ -122,32 +134,68 @@ def _roles(cfg: LabelConfig) -> list[tuple[str, str, str | None]]:
     return roles
 
 
-# ---------------------------------------------------------------------------- log-prob cache
+# ---------------------------------------------------------------------------- log-prob and reward caches
+@dataclass(frozen=True)
+class _Cache:
+    """What one model's cache folder holds: its table kind, the value column, what it calls the values."""
+
+    kind: str
+    column: str
+    what: str
+
+
+LOGPS = _Cache("logps", "logp", "log-probs")
+RM_REWARDS = _Cache("rm_rewards", "reward", "rewards")
+
+
 def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, cfg: LabelConfig, th: str,
                  progress=None, progress_log=None) -> tuple[np.ndarray, np.ndarray, bool]:
     """Log-probs of every row under one model: from the cache where present, scoring only the rest.
 
     Returns (logp per row, n_tokens per row, scored_now)."""
+
+    def load_scorer():
+        if cfg.engine == "vllm":
+            from cream_data.engines.vllm_engine import VllmScorer
+
+            return VllmScorer.load(ref)
+        from cream_data.engines import models
+        from cream_data.engines.hf_score import HFScorer
+
+        model, _, _ = models.load(ref)
+        return HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
+
+    return _cached_scores(LOGPS, ref, responses, tokenized, folder, shard, cfg, th, load_scorer, progress,
+                          progress_log)
+
+
+def _cached_scores(cache: _Cache, ref, responses: pa.Table, tokenized, folder: Path, shard, cfg: LabelConfig,
+                   th: str, load_scorer, progress=None, progress_log=None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """One value per row under one model, kept in ``folder`` by the model's content identity: read from the
+    stored parts where present; the rest scored by ``load_scorer()`` (called only if something is left), written
+    part by part every ``cfg.flush_rows`` rows, so a killed run resumes where it stopped.
+
+    Returns (value per row, n_tokens per row, scored_now)."""
     from cream_data.engines import models
-    from cream_data.engines.hf_score import HFScorer
 
     n_items = len(tokenized.ids)
     item_ntok = tokenized.n_tokens
     model_id = models.content_id(ref)
-    _forget_if_changed(folder, ref, model_id, progress_log)
+    _forget_if_changed(folder, ref, model_id, cache.what, progress_log)
     row_keys = [f"{p}\x00{i}" for p, i in zip(responses["prompt_id"].to_pylist(), responses["response_idx"].to_pylist())]
     values = np.full(n_items, np.nan)
     done_items = np.zeros(n_items, dtype=bool)
-    prev = io.PartWriter(folder, "logps", shard=shard).existing() if folder.is_dir() else None
+    prev = io.PartWriter(folder, cache.kind, shard=shard).existing() if folder.is_dir() else None
     if prev is not None:
         if set(prev["template_hash"].to_pylist()) - {th}:
-            raise CreamError(f"{folder}: cached log-probs were computed under another tokenizer/template; remove it")
+            raise CreamError(f"{folder}: cached {cache.what} were computed under another tokenizer/template; remove it")
         pos = {k: j for j, k in enumerate(row_keys)}
-        for p, i, lp in zip(prev["prompt_id"].to_pylist(), prev["response_idx"].to_pylist(), prev["logp"].to_pylist()):
+        for p, i, v in zip(prev["prompt_id"].to_pylist(), prev["response_idx"].to_pylist(),
+                           prev[cache.column].to_pylist()):
             j = pos.get(f"{p}\x00{i}")
             if j is not None:
                 it = tokenized.inverse[j]
-                values[it] = lp
+                values[it] = v
                 done_items[it] = True
     rows_of = [[] for _ in range(n_items)]
     for j, it in enumerate(tokenized.inverse):
@@ -156,17 +204,14 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
     if prev is not None:
         stored_rows = {f"{p}\x00{i}" for p, i in zip(prev["prompt_id"].to_pylist(), prev["response_idx"].to_pylist())}
 
+    def part(rows):
+        return _cache_part(cache, responses, rows, ref.name, th, values[tokenized.inverse[rows]],
+                           item_ntok[tokenized.inverse[rows]])
+
     # rows whose item is done but that were not stored (a duplicate of an already-stored item) are written at the end
     scored_now = not done_items.all()
-    if scored_now:
-        if cfg.engine == "vllm":
-            from cream_data.engines.vllm_engine import VllmScorer
-
-            model, scorer = None, VllmScorer.load(ref)
-        else:
-            model, _, _ = models.load(ref)
-            scorer = HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
-    writer = io.PartWriter(folder, "logps", shard=shard)  # the folder is made only once the model has loaded
+    scorer = load_scorer() if scored_now else None
+    writer = io.PartWriter(folder, cache.kind, shard=shard)  # the folder is made only once the model has loaded
     _mark(folder, ref, model_id)
     if scored_now:
         buffer: list[int] = []
@@ -175,8 +220,7 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
             if not buffer:
                 return
             rows = [j for it in buffer for j in rows_of[it]]
-            writer.write(_logps_part(responses, rows, ref.name, th, values[tokenized.inverse[rows]],
-                                     item_ntok[tokenized.inverse[rows]]))
+            writer.write(part(rows))
             stored_rows.update(row_keys[j] for j in rows)
             buffer.clear()
 
@@ -190,11 +234,10 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
 
         scorer.score(tokenized, todo=~done_items, on_batch=on_batch)
         flush()
-        del model, scorer
+        del scorer
     missing = [j for j, k in enumerate(row_keys) if k not in stored_rows]
     if missing:
-        writer.write(_logps_part(responses, missing, ref.name, th, values[tokenized.inverse[missing]],
-                                 item_ntok[tokenized.inverse[missing]]))
+        writer.write(part(missing))
     writer.finish({"model": ref.name, "template_hash": th})
     return values[tokenized.inverse], item_ntok[tokenized.inverse].astype(np.int32), scored_now
 
@@ -202,9 +245,9 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
 MODEL_ID_FILE = "_model_id.json"
 
 
-def _forget_if_changed(folder: Path, ref, model_id: str, log=None) -> None:
+def _forget_if_changed(folder: Path, ref, model_id: str, what: str, log=None) -> None:
     """The cache belongs to the model's content, not its path: a checkpoint retrained in place at the same path
-    invalidates every stored log-prob, so the folder is emptied and the model scored again."""
+    invalidates every stored value, so the folder is emptied and the model scored again."""
     marker = folder / MODEL_ID_FILE
     if folder.is_dir() and any(folder.iterdir()):
         stored = None
@@ -216,7 +259,7 @@ def _forget_if_changed(folder: Path, ref, model_id: str, log=None) -> None:
         if stored == model_id:
             return
         if log:
-            log(f"[yellow]{ref.name} changed since its log-probs were cached in {folder} "
+            log(f"[yellow]{ref.name} changed since its {what} were cached in {folder} "
                 f"(content id {stored} -> {model_id}): scoring it again[/]")
         shutil.rmtree(folder)
 
@@ -226,13 +269,14 @@ def _mark(folder: Path, ref, model_id: str) -> None:
         io.atomic_write_json(folder / MODEL_ID_FILE, {"model": ref.name, "model_id": model_id})
 
 
-def _logps_part(responses, rows, model_name, th, logp, ntok) -> pa.Table:
+def _cache_part(cache: _Cache, responses, rows, model_name, th, value, ntok) -> pa.Table:
     sub = responses.take(pa.array(rows, pa.int64()))
     return pa.table({
         "prompt_id": sub["prompt_id"], "response_idx": sub["response_idx"],
         "model": pa.array([model_name] * len(rows), pa.string()),
         "template_hash": pa.array([th] * len(rows), pa.string()),
-        "logp": pa.array(np.asarray(logp, dtype=np.float64)), "n_tokens": pa.array(np.asarray(ntok, dtype=np.int32)),
+        cache.column: pa.array(np.asarray(value, dtype=np.float64)),
+        "n_tokens": pa.array(np.asarray(ntok, dtype=np.int32)),
     })
 
 
@@ -289,12 +333,12 @@ def _read_responses(path) -> pa.Table:
     return responses.sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
 
 
-LABEL_FOLDERS = ("scores", "preferences", "logps", "inspect", "responses")
+LABEL_FOLDERS = ("scores", "preferences", "logps", "rm", "inspect", "responses")
 
 
 def is_label_output(path: Path) -> bool:
-    """What `cream label` writes: a folder holding only its scores/, preferences/ and logps/ (and a report, and
-    the responses it labels, as in a run's ``iter-<t>/``)."""
+    """What `cream label` writes: a folder holding only its scores/, preferences/, logps/ and rm/ (and a report,
+    and the responses it labels, as in a run's ``iter-<t>/``)."""
     return only_entries(path, lambda e: e.name in LABEL_FOLDERS and e.is_dir())
 
 
@@ -330,6 +374,7 @@ def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg
     tokenizers = {ref.name: models.load(ref, with_model=False)[1] for ref in refs.values()}
     th = _check_tokenizers(refs, tokenizers)
     tok = tokenizers[refs[cfg.model].name]
+    rm = _reward_model(cfg)
     _check_inputs_match(out, fp)
 
     from cream_data.engines.hf_score import tokenize
@@ -337,6 +382,8 @@ def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg
     tokenized = tokenize(tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
     summary = LabelSummary(out=str(out), responses=responses.num_rows,
                            prompts=len(set(responses["prompt_id"].to_pylist())))
+    # the reward model first: a checkpoint refused only once loaded (no head weights) is refused before any scoring
+    rm_part = _rm_scores(rm, responses, tokenized, out, shard, cfg, summary, log) if rm is not None else None
     logp: dict[str, np.ndarray] = {}
     ntok = None
     for name, ref in refs.items():
@@ -357,10 +404,14 @@ def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg
     if cfg.reward == "judge":
         judge_part, summary.judge_unparsed = _judge_scores(responses, refs[cfg.model], cfg, ntok, log)
         parts.append(judge_part)
+    if rm_part is not None:
+        parts.append(rm_part)
     scores = pa.concat_tables(parts)
     config = _config_dict(cfg, responses_path, shard)
     inputs = {"responses": fp, "template_hash": th,
               "model_ids": {ref.name: models.content_id(ref) for ref in refs.values()}}
+    if rm is not None:
+        inputs["model_ids"][rm[0].name] = models.content_id(rm[0])
     if shard and shard[1] > 1:
         w = io.PartWriter(out / "scores", "scores", shard=shard)
         for old in w.parts():
@@ -386,9 +437,9 @@ def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, o
                       config: dict, inputs: dict) -> dict:
     from cream_data.pairing import build_preferences
 
-    reward_scorer = {"dpo": "current", "judge": "judge", "oracle": "oracle"}[cfg.reward]
-    # Consistency regularises the DPO reward only; a judge or oracle pair keeps C = 1 (the paper's SRLM/Oracle
-    # rows), while the current/previous DPO scores stay in the scores table for the consistency report.
+    reward_scorer = {"dpo": "current", "judge": "judge", "oracle": "oracle", "rm": "rm"}[cfg.reward]
+    # Consistency regularises the DPO reward only; a judge, oracle or reward-model pair keeps C = 1 (the paper's
+    # SRLM/Oracle rows), while the current/previous DPO scores stay in the scores table for the consistency report.
     has_prev = cfg.reward == "dpo" and bool(pc.any(pc.equal(scores["scorer"], "previous")).as_py())
     prefs, pairing = build_preferences(
         responses, scores, reward_scorer=reward_scorer, prev_scorer="previous" if has_prev else None,
@@ -508,3 +559,41 @@ def _judge_scores(responses: pa.Table, ref, cfg: LabelConfig, ntok: np.ndarray, 
     part = part.set_column(part.column_names.index("reward"), "reward",
                            pa.array([None if s is None else float(s) for s in scores], pa.float64()))
     return part, unparsed
+
+
+# ---------------------------------------------------------------------------- reward model
+def _reward_model(cfg: LabelConfig):
+    """(ref, tokenizer, template hash) of ``--reward-model``, checked before any model runs; None without one."""
+    if not cfg.reward_model:
+        return None
+    from cream_data.engines import models, rm_score
+
+    try:
+        ref = models.resolve(cfg.reward_model)
+    except CreamError as e:
+        raise CreamError(f"--reward-model: {e}") from None
+    tok = rm_score.check(ref, trust_remote_code=cfg.trust_remote_code)
+    return ref, tok, models.template_hash(tok)
+
+
+def _rm_scores(rm, responses: pa.Table, policy_tokenized, out: Path, shard, cfg: LabelConfig,
+               summary: LabelSummary, log) -> pa.Table:
+    """The reward model's rows (scorer ``rm``), its rewards cached in ``OUT/rm/<model>/`` like log-probs.
+    ``n_tokens`` is the policy's response length (``policy_tokenized``), as in every other row."""
+    from cream_data.engines import rm_score
+
+    ref, tok, th = rm
+    tokenized = rm_score.tokenize(tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
+
+    def load_scorer():
+        model = rm_score.load(ref, trust_remote_code=cfg.trust_remote_code)
+        return rm_score.RMScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
+
+    with _progress(f"scoring with reward model {ref.name}", len(tokenized.ids), log) as tick:
+        reward, _, scored = _cached_scores(RM_REWARDS, ref, responses, tokenized, out / "rm" / _slug(ref.name), shard,
+                                           cfg, th, load_scorer, tick, progress_log=log)
+    (summary.models_scored if scored else summary.models_reused).append(ref.name)
+    if log:
+        log(f"{'scored' if scored else 'reused cached rewards of'} reward model {ref.name}")
+    ntok = policy_tokenized.n_tokens[policy_tokenized.inverse]
+    return scores_rows(responses, "rm", ref.name, None, None, None, ntok, reward, "rm")

@@ -242,14 +242,20 @@ class Loop:
                            prev_ref=self.model(t - 2) if t >= 2 else None, reward=self.cfg.reward,
                            consistency=lab.consistency, scope=lab.scope, batch_size=lab.batch_size,
                            engine=lab.engine, iteration=t, judge_max_new_tokens=lab.judge_max_new_tokens,
+                           reward_model=lab.reward_model, trust_remote_code=lab.trust_remote_code,
                            prompts=str(self.run / "prompts" / f"subset-{t}"))
         inputs = {"responses_fp": self.fps[f"sample-{t}"], "model_fp": self.model_fp(t),
                   "ref_fp": self.model_fp(t - 1), "prev_ref_fp": self.model_fp(t - 2) if t >= 2 else None,
                   "reward": self.cfg.reward, **asdict(lab)}
+        if lab.reward_model:  # its content is an input too: a reward model retrained in place redoes the stage
+            from cream_data.engines.models import content_id
+
+            inputs["reward_model_id"] = content_id(lab.reward_model)
 
         def go(resume):
-            if not resume and (it / "logps").exists():
-                shutil.rmtree(it / "logps")
+            for cache in ("logps", "rm"):
+                if not resume and (it / cache).exists():
+                    shutil.rmtree(it / cache)
             r = label(it / "responses", lcfg, it, log=self.log)
             return {"pairing": r.pairing, "models_scored": r.models_scored, "judge_unparsed": r.judge_unparsed}
 

@@ -1,7 +1,7 @@
 """The `cream run` config: one YAML file for the whole loop, validated up front with every problem listed at once.
 
     model: smollm2-135m-instruct      # M0
-    method: cream                     # cream | cream-avg | cream-no-rc | srlm | oracle (the paper's rows)
+    method: cream                     # cream | cream-avg | cream-no-rc | srlm | oracle | rm (the paper's rows)
     iterations: 2                     # T
     sft:     {data: …, lr: 2e-5, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, …}
     prompts: {source: …, limit: …}    # split into T disjoint subsets, one per iteration
@@ -34,6 +34,7 @@ METHODS = {
     "cream-no-rc": ("dpo", "dpo"),
     "srlm": ("judge", "dpo"),
     "oracle": ("oracle", "dpo"),
+    "rm": ("rm", "dpo"),  # "Oracle (reward model)": pairs by label.reward_model
 }
 EVAL_TASKS = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
 
@@ -79,6 +80,8 @@ class LabelSection:
     scope: str = "sample"
     batch_size: int = 8
     engine: str = "hf"
+    reward_model: Optional[str] = None  # a one-logit sequence-classification reward model: method rm's reward,
+    trust_remote_code: bool = False     # a diagnostic scorer (scorer rm) with the other methods
     judge_max_new_tokens: int = 256
 
 
@@ -255,6 +258,7 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
         "label": lambda: LabelConfig(
             model=cfg.model, ref=cfg.model, prev_model=cfg.model, reward=reward, consistency=lab.consistency,
             scope=lab.scope, batch_size=lab.batch_size, engine=lab.engine, iteration=1,
+            reward_model=lab.reward_model, trust_remote_code=lab.trust_remote_code,
             judge_max_new_tokens=lab.judge_max_new_tokens, prompts=str(run / "prompts" / "subset-1")),
         "train": lambda: DPOTrainConfig(
             data=str(run / "iter-1" / "preferences"), model=cfg.model, out=str(run / "models" / "M2"),
@@ -303,6 +307,21 @@ def _check_model(model: str, problems: list[str]) -> None:
             resolve(model)
         except CreamError as e:
             problems.append(str(e))
+
+
+def _check_reward_model(lab: LabelSection, problems: list[str]) -> None:
+    """``label.reward_model`` must name a checkpoint; a local one is checked as the label stage checks it (its
+    config and tokenizer are read, nothing is loaded); a Hub one when the stage loads it."""
+    if not lab.reward_model:
+        return
+    from cream_data.engines import models, rm_score
+
+    try:
+        ref = models.resolve(lab.reward_model)
+        if ref.kind == "local":
+            rm_score.check(ref, trust_remote_code=lab.trust_remote_code)
+    except CreamError as e:
+        problems.append(f"label.reward_model: {e}")
 
 
 def _check_run_dir(run: Path, problems: list[str]) -> None:
@@ -442,6 +461,7 @@ def load_run_config(path: str | Path, overrides: dict | None = None,
     run = (base / cfg.run_dir).resolve() if cfg.run_dir else (base / "runs" / path.stem).resolve()
     _check_values(cfg, base, problems)
     _check_model(cfg.model, problems)
+    _check_reward_model(cfg.label, problems)
     _check_run_dir(run, problems)
     _check_stages(cfg, run, problems)
     for r in reuse_from or []:

@@ -75,7 +75,9 @@ def response_token_span(tokenizer, prompt: Conversation, response: str) -> tuple
     return full, len(prompt_ids)
 
 
-def tokenize(tokenizer, prompts: Sequence[Conversation], responses: Sequence[str]) -> Tokenized:
+def tokenize(tokenizer, prompts: Sequence[Conversation], responses: Sequence[str],
+             span: Callable = response_token_span) -> Tokenized:
+    """Each distinct (prompt, response) once: ``span(tokenizer, prompt, response)`` gives its (ids, start)."""
     index: dict[str, int] = {}
     inverse = np.empty(len(responses), dtype=np.int64)
     ids, start = [], []
@@ -84,7 +86,7 @@ def tokenize(tokenizer, prompts: Sequence[Conversation], responses: Sequence[str
         j = index.get(k)
         if j is None:
             j = index[k] = len(ids)
-            full, s = response_token_span(tokenizer, p, r)
+            full, s = span(tokenizer, p, r)
             ids.append(full)
             start.append(s)
         inverse[row] = j
@@ -325,21 +327,33 @@ class HFScorer:
     def score(self, tok: Tokenized, todo: np.ndarray | None = None,
               on_batch: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
         lengths = np.array([len(x) for x in tok.ids])
-        values = np.full(len(tok.ids), np.nan)
-        skip = set() if todo is None else set(np.flatnonzero(~todo).tolist())
         shared = self.prefix_sharing and len(tok.ids) and bool((tok.start >= 2).all())
         if shared:
             groups = tok.prefix_groups()
             shared = len(np.unique(groups)) < len(groups)  # nothing to share: the plain path pads less
         plan = plan_prefix_batches(tok, self.batch_size, self.max_tokens, groups) if shared else \
             plan_batches(lengths, self.batch_size, self.max_tokens)
-        for batch in plan:
-            if skip and all(int(i) in skip for i in batch):
-                continue
+
+        def one(batch):
             ids = [tok.ids[i] for i in batch]
-            v = score_prefix_batch(self.model, ids, tok.start[batch], groups[batch], self.pad_id, self.chunk) \
+            return score_prefix_batch(self.model, ids, tok.start[batch], groups[batch], self.pad_id, self.chunk) \
                 if shared else score_batch(self.model, ids, tok.start[batch], self.pad_id, self.chunk)
-            values[batch] = v
-            if on_batch:
-                on_batch(batch, v)
-        return values
+
+        return run_plan(plan, len(tok.ids), todo, one, on_batch)
+
+
+def run_plan(plan: list[np.ndarray], n_items: int, todo: np.ndarray | None, score: Callable[[np.ndarray], np.ndarray],
+             on_batch: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
+    """``score(batch)`` for each planned batch, skipping those with every item done (``todo`` False), calling
+    ``on_batch(batch, values)`` after each. The plan is made over all items, so a resumed run scores the same
+    batches (bit-identical values) as an uninterrupted one."""
+    values = np.full(n_items, np.nan)
+    skip = set() if todo is None else set(np.flatnonzero(~todo).tolist())
+    for batch in plan:
+        if skip and all(int(i) in skip for i in batch):
+            continue
+        v = score(batch)
+        values[batch] = v
+        if on_batch:
+            on_batch(batch, v)
+    return values

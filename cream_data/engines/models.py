@@ -299,18 +299,26 @@ def load(spec: str | ModelRef, *, device: str | None = None, dtype=None, trust_r
     if with_model:
         check_device(device)
     ref = spec if isinstance(spec, ModelRef) else resolve(spec)
-    if with_model:
-        _check_weights(ref)
     tok = load_tokenizer(ref, trust_remote_code=trust_remote_code)
     if not with_model:
         return None, tok, ref
-    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
-    dtype = dtype or default_dtype(device)
+    model = from_pretrained(AutoModelForCausalLM, ref, dtype=dtype or default_dtype(device),
+                            trust_remote_code=trust_remote_code)
+    model.to(device).eval()
+    return model, tok, ref
+
+
+def from_pretrained(auto_class, ref: ModelRef, **kwargs):
+    """``auto_class.from_pretrained(ref.path, **kwargs)`` with loading failures (a truncated download too) as
+    one-line errors."""
+    from safetensors import SafetensorError
+
+    _check_weights(ref)
     try:
-        model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=dtype, trust_remote_code=trust_remote_code)
+        return auto_class.from_pretrained(ref.path, **kwargs)
     except OSError as e:
         raise CreamError(f"model {ref.name}: cannot load ({_first_line(e)})") from None
     except SafetensorError as e:
@@ -320,8 +328,6 @@ def load(spec: str | ModelRef, *, device: str | None = None, dtype=None, trust_r
         if "trust_remote_code" not in str(e):
             raise
         raise _custom_code_error(ref, "it needs") from None
-    model.to(device).eval()
-    return model, tok, ref
 
 
 def template_hash(tokenizer) -> str:
@@ -335,13 +341,15 @@ def template_hash(tokenizer) -> str:
     return h.hexdigest()[:16]
 
 
-def make_tiny_model(out: str | Path, *, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
+def make_tiny_model(out: str | Path, *, seed: int = 0, layers: int = 2, hidden: int = 64,
+                    num_labels: int | None = None) -> Path:
     """A tiny random Llama-family model with the embedded model's real tokenizer and chat template.
 
-    For tests and smoke runs: no download, seconds to build, same tokenizer as SmolLM2.
+    For tests and smoke runs: no download, seconds to build, same tokenizer as SmolLM2. ``num_labels``: a
+    ``LlamaForSequenceClassification`` with that many outputs (a reward model when 1) instead of a causal LM.
     """
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     out = Path(out)
     src = embedded_checkpoint()
@@ -351,10 +359,11 @@ def make_tiny_model(out: str | Path, *, seed: int = 0, layers: int = 2, hidden: 
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=2048,
         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+        pad_token_id=tok.pad_token_id, **({"num_labels": num_labels} if num_labels else {}),
     )
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
+    model = LlamaForSequenceClassification(config) if num_labels else LlamaForCausalLM(config)
+    if not num_labels:
+        model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
