@@ -173,7 +173,14 @@ def compare_runs(run_dirs: list[str | Path]) -> dict:
     accuracy, outcomes = {}, {}
     for m, r in runs.items():
         accuracy[m] = accuracy_rows(r)
-        outcomes[m] = {row["k"]: _eval_outcomes(Path(row["path"])) for row in accuracy[m] if row["k"] is not None}
+        outcomes[m] = {}
+        for row in accuracy[m]:  # ordered by k: a carried model's source comes first, and its outcomes stand
+            if row["k"] is None:
+                continue
+            src = row.get("carried_from")
+            found = outcomes[m].get(int(src[1:])) if src else _eval_outcomes(Path(row["path"]))
+            if found is not None:
+                outcomes[m][row["k"]] = found
     ks = sorted({row["k"] for rows in accuracy.values() for row in rows if row["k"] is not None})
     shared = [k for k in ks if len({eval_fp(m, k) for m in runs}) == 1 and eval_fp(next(iter(runs)), k)]
     harness = {m: harness_rows(r) for m, r in runs.items()}  # lm-evaluation-harness, shared models as above

@@ -84,6 +84,7 @@ class Loop:
             # start afresh: forget every stage, so each one replaces its outputs as it runs
             log(f"[yellow]--no-resume:[/] recomputing all {len(self.manifest.data['stages'])} stage(s) of {self.run}")
             self.manifest.data["stages"], self.manifest.data["models"] = {}, {}
+            self.manifest.data.pop("carried", None)
             self.manifest.save()
         self.ran: list[str] = []
         self.skipped: list[str] = []
@@ -161,6 +162,15 @@ class Loop:
             return self.cfg.model
         return self.manifest.data["models"].get(f"M{k}", str(self.run / "models" / f"M{k}"))
 
+    def parent(self, k: int) -> int | None:
+        """The model M_k was trained from (None for M0). A model carried forward by a pair-less iteration has the
+        same weights as the one it copies, so it keeps that model's parent: iteration t+1 then scores M_{t+1}
+        against a real reference instead of against itself (all-zero DPO rewards, a loop that never learns)."""
+        if k == 0:
+            return None
+        carried = self.manifest.data.get("carried", {})
+        return self.parent(k - 1) if f"M{k}" in carried else k - 1
+
     def model_fp(self, k: int) -> str:
         """M0 by name and content (a base checkpoint changed in place redoes the run); later models by the
         fingerprint of the stage that trained them."""
@@ -237,15 +247,18 @@ class Loop:
         lab = self.cfg.label
         it = self.run / f"iter-{t}"
         outs = [it / "scores", it / "preferences"]
-        # every method also scores with M_{t-1} (and M_{t-2}) so consistency is reported for all of them
-        lcfg = LabelConfig(model=self.model(t), ref=self.model(t - 1), prev_model=self.model(t - 1),
-                           prev_ref=self.model(t - 2) if t >= 2 else None, reward=self.cfg.reward,
+        # every method also scores with M_{t-1} (and M_{t-2}) so consistency is reported for all of them;
+        # M_{t-1} is M_t's parent: after a pair-less iteration, the model M_t was carried from is skipped
+        ref = self.parent(t)
+        prev_ref = self.parent(ref)
+        lcfg = LabelConfig(model=self.model(t), ref=self.model(ref), prev_model=self.model(ref),
+                           prev_ref=self.model(prev_ref) if prev_ref is not None else None, reward=self.cfg.reward,
                            consistency=lab.consistency, scope=lab.scope, batch_size=lab.batch_size,
                            engine=lab.engine, iteration=t, judge_max_new_tokens=lab.judge_max_new_tokens,
                            reward_model=lab.reward_model, trust_remote_code=lab.trust_remote_code,
                            prompts=str(self.run / "prompts" / f"subset-{t}"))
         inputs = {"responses_fp": self.fps[f"sample-{t}"], "model_fp": self.model_fp(t),
-                  "ref_fp": self.model_fp(t - 1), "prev_ref_fp": self.model_fp(t - 2) if t >= 2 else None,
+                  "ref_fp": self.model_fp(ref), "prev_ref_fp": self.model_fp(prev_ref) if prev_ref is not None else None,
                   "reward": self.cfg.reward, **asdict(lab)}
         if lab.reward_model:  # its content is an input too: a reward model retrained in place redoes the stage
             from cream_data.engines.models import content_id
@@ -277,15 +290,18 @@ class Loop:
             skipped = {k: v for k, v in (manifest.get("summary", {}).get("skipped") or {}).items() if v}
 
             def carry(_resume):
-                self.manifest.data["models"][f"M{t + 1}"] = self.model(t)
                 self.log(f"[yellow]warning:[/] iteration {t} produced no preference pairs (skipped: {skipped}); "
-                         f"M{t + 1} = M{t}. More prompts, a larger sample.n or longer judge outputs may help")
-                return {"no_pairs": True, "skipped": skipped}
+                         f"M{t + 1} = M{t} (carried: same weights, same reference M{self.parent(t)}). More prompts, "
+                         "a larger sample.n or longer judge outputs may help")
+                return {"no_pairs": True, "skipped": skipped, "carried_from": f"M{t}"}
 
             self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", {**inputs, "no_pairs": True}, [], carry)
             self.manifest.data["models"][f"M{t + 1}"] = self.model(t)
+            self.manifest.data.setdefault("carried", {})[f"M{t + 1}"] = f"M{t}"
+            self.manifest.save()
             return
         self.manifest.data["models"].pop(f"M{t + 1}", None)
+        self.manifest.data.get("carried", {}).pop(f"M{t + 1}", None)
 
         def go(_resume):
             pairs = manifest.get("rows", 0)
@@ -304,8 +320,21 @@ class Loop:
 
         e = self.cfg.eval
         out = self.run / "eval" / f"M{k}"
+        source = self.manifest.data.get("carried", {}).get(f"M{k}")
+        src = self.manifest.data["stages"].get(f"eval-{source}") or {} if source else {}
+        if src.get("status") == "done":
+            # the same weights as an earlier, evaluated model: its evaluation stands (the report marks the row)
+            self.manifest.data["stages"][f"eval-M{k}"] = {
+                "status": "done", "fingerprint": self.model_fp(k), "carried_from": source,
+                **{key: src[key] for key in ("accuracy", "average") if key in src}}
+            self.manifest.save()
+            if out.exists():
+                shutil.rmtree(out)
+            self.log(f"[dim]= eval-M{k}: M{k} is {source} carried forward; its evaluation is reused[/]")
+            self.harness(k)
+            return
         ecfg = EvalConfig(tasks=tuple(e.tasks), limit=e.limit, data_dir=e.data_dir, max_new_tokens=e.max_new_tokens,
-                          batch_size=e.batch_size, label=f"M{k}")
+                          batch_size=e.batch_size, label=f"M{k}", extract=e.extract)
         inputs = {"model_fp": self.model_fp(k), **{key: v for key, v in asdict(e).items() if key != "harness"}}
 
         def go(resume):
