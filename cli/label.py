@@ -35,6 +35,13 @@ def label(
                                                "to the scores table (scorer rm) as a diagnostic."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the --reward-model's custom "
                                            "code (only for checkpoints you trust)."),
+    judge_mode: str = typer.Option("expected", "--judge-mode", help="expected: the judge's expected score 0-5 "
+                                   "under its own next-token probabilities after 'Score: ' (never null) | parse: "
+                                   "the 'Score: k' it writes (null when it writes none). See docs/REWARDS.md."),
+    judge_template: Optional[Path] = typer.Option(None, "--judge-template", help="Judge prompt file (UTF-8) with "
+                                                  "the placeholders {request} and {response} once each; default: "
+                                                  "the built-in SRLM-style prompt."),
+    judge_max_new_tokens: int = typer.Option(256, "--judge-max-new-tokens", help="The judge's generation budget."),
     consistency: str = typer.Option("kendall", "--consistency", help="kendall | spearman | toporder."),
     scope: str = typer.Option("sample", "--scope", help="sample: each pair weighted by its own C; dataset: every "
                               "pair gets the mean C."),
@@ -60,7 +67,9 @@ def label(
     cfg = LabelConfig(model=model or "", ref=ref, prev_model=prev_model, prev_ref=prev_ref, reward=reward,
                       consistency=consistency, scope=scope, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                       engine=engine, iteration=iteration, prompts=str(prompts) if prompts else None,
-                      reward_model=reward_model, trust_remote_code=trust_remote_code)
+                      reward_model=reward_model, trust_remote_code=trust_remote_code, judge_mode=judge_mode,
+                      judge_template=str(judge_template) if judge_template else None,
+                      judge_max_new_tokens=judge_max_new_tokens)
     if scores is not None:
         from cream_data.label import is_label_output
         from cream_data.outputs import guard, locked
@@ -76,6 +85,8 @@ def label(
         _print_pairing(result.pairing)
     if result.judge_unparsed:
         log.print(f"[yellow]judge:[/] {result.judge_unparsed} output(s) had no parseable 'Score: k' (reward null)")
+    if result.judge_appended:
+        log.print(f"judge: {result.judge_appended} output(s) wrote no 'Score:' cue; it was appended and read there")
     log.print(f"labeled {result.responses} responses of {result.prompts} prompts in {result.seconds:.1f}s → "
               f"{out_dir}/scores, {out_dir}/preferences")
 
@@ -85,4 +96,7 @@ def _print_pairing(s: dict) -> None:
     c = s.get("c_mean")
     c_txt = f"C mean {c:.3f} (median {s.get('c_median', float('nan')):.3f}, std {s.get('c_std', float('nan')):.3f})" \
         if c is not None else "C n/a"
-    out.print(f"pairs {s.get('pairs')} of {s.get('prompts')} prompts; skipped: {skipped}; {c_txt}", highlight=False)
+    dropped = ", ".join(f"{k} {v}" for k, v in (s.get("responses_dropped") or {}).items() if v)
+    dropped = f"; responses dropped from pairs: {dropped}" if dropped else ""
+    out.print(f"pairs {s.get('pairs')} of {s.get('prompts')} prompts; skipped: {skipped}{dropped}; {c_txt}",
+              highlight=False)

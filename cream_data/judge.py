@@ -2,14 +2,25 @@
 
 Self-Rewarding Language Models (Yuan et al., 2024) let the model grade its own responses with an additive
 rubric: five criteria, one point each, the judge justifies briefly and ends with ``Score: <total points>``.
-The text below follows that structure in our own words. The reward is the parsed total in [0, 5]; an
-output with no parseable score gives ``None`` (a null reward, counted and reported by the labeling stage).
+The text below follows that structure in our own words. Two ways to turn the judge's output into a reward
+(``--judge-mode``, docs/REWARDS.md):
+
+* ``parse``: the total parsed from the text, in [0, 5]; an output with no parseable score gives ``None`` (a null
+  reward, counted and reported by the labeling stage).
+* ``expected`` (the default): the expected score under the model's own next-token distribution over the
+  values 0–5 right after the cue ``Score: `` — where the judge wrote the cue, or after the cue appended to its
+  text when it wrote none. Never null; ``confidence`` is the probability mass that fell on the values.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+import string
 from collections.abc import Sequence
+from pathlib import Path
+
+from cream_data.errors import CreamError
 
 JUDGE_PROMPT = """\
 Evaluate how well the response below answers the user's request, using an additive 5-point scale. \
@@ -67,14 +78,67 @@ def render_request(prompt_conv: str | Sequence[dict]) -> str:
     return "\n\n".join(f"{t['role'].capitalize()}: {t['content']}" for t in turns)
 
 
-def judge_messages(prompt_conv: str | Sequence[dict], response: str) -> list[dict[str, str]]:
-    """The judge conversation (one user turn) asking the model to grade ``response`` to ``prompt_conv``.
+def judge_messages(prompt_conv: str | Sequence[dict], response: str,
+                   template: str = JUDGE_PROMPT) -> list[dict[str, str]]:
+    """The judge conversation (one user turn) asking the model to grade ``response`` to ``prompt_conv``, from
+    ``template`` (``{request}`` and ``{response}`` placeholders; see :func:`load_judge_template`).
 
     >>> msgs = judge_messages([{"role": "user", "content": "What is 2+2?"}], "4")
     >>> msgs[0]["role"], "<request>\\nWhat is 2+2?\\n</request>" in msgs[0]["content"]
     ('user', True)
     """
-    return [{"role": "user", "content": JUDGE_PROMPT.format(request=render_request(prompt_conv), response=response)}]
+    return [{"role": "user", "content": template.format(request=render_request(prompt_conv), response=response)}]
+
+
+def template_problem(text: str) -> str | None:
+    """What is wrong with a judge template, or None: ``{request}`` and ``{response}`` exactly once each, no other
+    ``{…}`` field (``{{`` and ``}}`` stand for literal braces).
+
+    >>> template_problem("Q: {request} A: {response} {{json}}") is None
+    True
+    >>> template_problem("Q: {request} A: {answer}")
+    'unknown placeholder {answer} (only {request} and {response} are filled in; write {{ and }} for literal braces)'
+    """
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
+    except ValueError as e:
+        return f"malformed braces ({e}; write {{{{ and }}}} for literal braces)"
+    for name, spec, conv in fields:
+        shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+        if name not in ("request", "response") or spec or conv:
+            return (f"unknown placeholder {shown} (only {{request}} and {{response}} are filled in; "
+                    "write {{ and }} for literal braces)")
+    for name in ("request", "response"):
+        count = sum(f[0] == name for f in fields)
+        if count == 0:
+            return f"no {{{name}}} placeholder, expected exactly one"
+        if count > 1:
+            return f"placeholder {{{name}}} appears {count} times, expected exactly once"
+    return None
+
+
+def load_judge_template(path: str | Path) -> str:
+    """A judge prompt template from a UTF-8 text file, checked (:func:`template_problem`); one-line errors."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise CreamError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise CreamError(f"{path}: is a folder, expected a text file") from None
+    except UnicodeDecodeError as e:
+        raise CreamError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise CreamError(f"{path}: cannot be read ({e.strerror})") from None
+    problem = template_problem(text)
+    if problem:
+        raise CreamError(f"{path}: {problem}")
+    return text
+
+
+def template_hash(text: str) -> str:
+    """sha256 (16 hex) of a judge template's text: what the labels depend on, recorded in manifests."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def parse_judge_score(text: str | None) -> float | None:
@@ -107,3 +171,74 @@ def parse_judge_score(text: str | None) -> float | None:
     if denom is not None and float(denom) != MAX_SCORE:
         return None
     return value if 0.0 <= value <= MAX_SCORE else None
+
+
+# ---------------------------------------------------------------------------- expected-score mode
+JUDGE_MODES = ("expected", "parse")
+SCORE_VALUES = (0, 1, 2, 3, 4, 5)
+APPENDED_CUE = "\nScore:"  # what the model reads after its own text when it wrote no cue (+ cue_tail)
+APPENDED_MARK = "\n[cue appended] Score:"  # how that appears in the stored judge text
+
+# The cue the prompt asks for: "Score:", any case, optionally in markdown bold (**Score:**, **Score**:).
+_CUE = re.compile(r"(?<![a-z0-9_])(?:\*\*)?score(?:\*\*)?:(?:\*\*)?", re.IGNORECASE)
+
+
+def find_score_cue(text: str) -> int | None:
+    """End offset of the judge's *last* score cue in ``text`` (the parser's rule: the last label wins), or None.
+
+    >>> t = "Relevant.\\n**Score:** 4"
+    >>> t[:find_score_cue(t)], find_score_cue("underscore: 3"), find_score_cue("no cue")
+    ('Relevant.\\n**Score:**', None, None)
+    """
+    last = None
+    for last in _CUE.finditer(text):
+        pass
+    return last.end() if last else None
+
+
+def judge_prefix(text: str) -> tuple[str, str, bool]:
+    """``(prefix, stored, appended)`` for one judge output: ``prefix`` is the generated text up to and including
+    its last cue, or the whole text plus :data:`APPENDED_CUE` when it has none (``appended``); ``stored`` is the
+    judge text to keep, with an appended cue marked by :data:`APPENDED_MARK`. The caller adds :func:`cue_tail`.
+
+    >>> judge_prefix("Good.\\nScore: 3\\nDone.")
+    ('Good.\\nScore:', 'Good.\\nScore: 3\\nDone.', False)
+    >>> judge_prefix("Good but")
+    ('Good but\\nScore:', 'Good but\\n[cue appended] Score:', True)
+    """
+    end = find_score_cue(text)
+    if end is None:
+        return text + APPENDED_CUE, text + APPENDED_MARK, True
+    return text[:end], text, False
+
+
+def cue_tail(tokenizer) -> str:
+    """What follows the cue's colon so that the next token is the score digit: ``" "`` when the tokenizer writes
+    ``"Score: 4"`` as ``… ":" " " "4"`` (SmolLM2, Llama: digits are single tokens, the space its own token),
+    ``""`` when it merges the space into the digit (``… ":" " 4"``, GPT-2 style)."""
+    full = tokenizer("Score: 4", add_special_tokens=False)["input_ids"]
+    for tail in (" ", ""):
+        head = tokenizer("Score:" + tail, add_special_tokens=False)["input_ids"]
+        if len(full) == len(head) + 1 and full[:len(head)] == head:
+            return tail
+    return " "
+
+
+def value_token_ids(tokenizer) -> list[list[int]]:
+    """For each score value 0..5, every single token id that decodes to that digit with or without one leading
+    space (``"4"``, ``" 4"``, ``"▁4"``): the ways a judge can write the value as its next token."""
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    wanted = {str(v): k for k, v in enumerate(SCORE_VALUES)}
+    out: list[list[int]] = [[] for _ in SCORE_VALUES]
+    for i, piece in enumerate(vocab):
+        if piece is None or not any(ch in piece for ch in wanted):  # only a token holding a digit can decode to one
+            continue
+        text = tokenizer.decode([i])
+        k = wanted.get(text[1:] if text.startswith(" ") else text)
+        if k is not None:
+            out[k].append(i)
+    missing = [str(v) for v, ids in zip(SCORE_VALUES, out) if not ids]
+    if missing:
+        raise CreamError(f"--judge-mode expected: the tokenizer has no single token for the digit(s) "
+                         f"{', '.join(missing)}; use --judge-mode parse")
+    return out

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from cream_data import io
 from cream_data.errors import CreamError
 from cream_data.fingerprint import responses_fingerprint, shard_mask
+from cream_data.judge import JUDGE_MODES, JUDGE_PROMPT, load_judge_template, template_hash
 from cream_data.outputs import guard, locked, only_entries
 
 REWARDS = ("dpo", "judge", "oracle", "rm")
@@ -59,6 +60,8 @@ class LabelConfig:
     iteration: int | None = None
     prompts: str | None = None        # prompts table with reference answers (oracle reward)
     judge_max_new_tokens: int = 256
+    judge_mode: str = "expected"      # expected: E[score] under the judge's own distribution; parse: "Score: k"
+    judge_template: str | None = None  # a judge prompt file with {request} and {response}; None: the built-in
     reward_model: str | None = None   # a sequence-classification reward model (its own tokenizer): scorer "rm"
     trust_remote_code: bool = False   # run the reward model's custom code
     flush_rows: int = int(os.environ.get("CREAM_LABEL_FLUSH_ROWS", "256"))  # persist scored rows this often (resume)
@@ -79,6 +82,13 @@ class LabelConfig:
             problems.append(f"--max-batch-tokens: got {self.max_batch_tokens}, expected >= 1")
         if self.judge_max_new_tokens < 1:
             problems.append(f"judge_max_new_tokens: got {self.judge_max_new_tokens}, expected >= 1")
+        if self.judge_mode not in JUDGE_MODES:
+            problems.append(f"--judge-mode: got {self.judge_mode!r}, expected one of {', '.join(JUDGE_MODES)}")
+        if self.judge_template is not None:
+            try:
+                load_judge_template(self.judge_template)
+            except CreamError as e:
+                problems.append(f"--judge-template: {e}")
         if self.iteration is not None and self.iteration < 0:
             problems.append(f"--iteration: got {self.iteration}, expected >= 0")
         if self.flush_rows < 1:
@@ -107,7 +117,8 @@ class LabelSummary:
     prompts: int
     models_scored: list[str] = field(default_factory=list)
     models_reused: list[str] = field(default_factory=list)
-    judge_unparsed: int = 0
+    judge_unparsed: int = 0           # parse mode: outputs with no parseable score (null reward)
+    judge_appended: int = 0           # expected mode: distinct outputs without a cue (the cue was appended)
     pairing: dict | None = None
     seconds: float = 0.0
 
@@ -283,7 +294,7 @@ def _cache_part(cache: _Cache, responses, rows, model_name, th, value, ntok) -> 
 # ---------------------------------------------------------------------------- scores table
 def scores_rows(responses: pa.Table, scorer: str, model: str, ref_model: str | None, logp: np.ndarray | None,
                 ref_logp: np.ndarray | None, n_tokens: np.ndarray, reward: np.ndarray, kind: str,
-                judge_text: list | None = None) -> pa.Table:
+                judge_text: list | None = None, confidence: list | None = None) -> pa.Table:
     n = responses.num_rows
     f64 = lambda a: pa.array(a, pa.float64()) if a is not None else pa.nulls(n, pa.float64())  # noqa: E731
     return pa.table({
@@ -294,6 +305,7 @@ def scores_rows(responses: pa.Table, scorer: str, model: str, ref_model: str | N
         "reward": pa.array(np.asarray(reward, dtype=np.float64), pa.float64(), from_pandas=True),
         "reward_kind": pa.array([kind] * n, pa.string()),
         "judge_text": pa.array(judge_text if judge_text is not None else [None] * n, pa.string()),
+        "confidence": pa.array(confidence if confidence is not None else [None] * n, pa.float64()),
     })
 
 
@@ -402,7 +414,8 @@ def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg
     if cfg.reward == "oracle":
         parts.append(_oracle_scores(responses, answers, ntok))
     if cfg.reward == "judge":
-        judge_part, summary.judge_unparsed = _judge_scores(responses, refs[cfg.model], cfg, ntok, log)
+        judge_part, summary.judge_unparsed, summary.judge_appended = _judge_scores(responses, refs[cfg.model], cfg,
+                                                                                   ntok, log)
         parts.append(judge_part)
     if rm_part is not None:
         parts.append(rm_part)
@@ -487,6 +500,8 @@ def _config_dict(cfg: LabelConfig, responses_path, shard) -> dict:
     d = asdict(cfg)
     d["responses"] = str(responses_path)
     d["shard"] = list(shard) if shard else None
+    if cfg.reward == "judge":
+        d["judge_template_hash"] = template_hash(judge_template_text(cfg))
     return d
 
 
@@ -548,17 +563,25 @@ def _oracle_scores(responses: pa.Table, ref: dict, ntok: np.ndarray) -> pa.Table
     return scores_rows(responses, "oracle", "oracle:reference_answer", None, None, None, ntok, reward, "oracle")
 
 
-def _judge_scores(responses: pa.Table, ref, cfg: LabelConfig, ntok: np.ndarray, log) -> tuple[pa.Table, int]:
+def judge_template_text(cfg: LabelConfig) -> str:
+    """The judge prompt template: ``--judge-template``'s file, or the built-in SRLM prompt."""
+    return load_judge_template(cfg.judge_template) if cfg.judge_template else JUDGE_PROMPT
+
+
+def _judge_scores(responses: pa.Table, ref, cfg: LabelConfig, ntok: np.ndarray, log) -> tuple[pa.Table, int, int]:
+    """The judge's scores part, the number of unparsed outputs (parse mode) and of appended cues (expected)."""
     from cream_data.engines.judge_engine import run_judge
 
-    texts, scores = run_judge(ref, responses["prompt"].to_pylist(), responses["response"].to_pylist(),
-                              batch_size=cfg.batch_size, max_new_tokens=cfg.judge_max_new_tokens, log=log)
-    reward = np.array([np.nan if s is None else s for s in scores], dtype=np.float64)
+    out = run_judge(ref, responses["prompt"].to_pylist(), responses["response"].to_pylist(),
+                    batch_size=cfg.batch_size, max_new_tokens=cfg.judge_max_new_tokens, mode=cfg.judge_mode,
+                    template=judge_template_text(cfg), log=log)
+    reward = np.array([np.nan if s is None else s for s in out.scores], dtype=np.float64)
     unparsed = int(np.isnan(reward).sum())
-    part = scores_rows(responses, "judge", ref.name, None, None, None, ntok, reward, "judge", texts)
+    part = scores_rows(responses, "judge", ref.name, None, None, None, ntok, reward, "judge", out.texts,
+                       out.confidence)
     part = part.set_column(part.column_names.index("reward"), "reward",
-                           pa.array([None if s is None else float(s) for s in scores], pa.float64()))
-    return part, unparsed
+                           pa.array([None if s is None else float(s) for s in out.scores], pa.float64()))
+    return part, unparsed, out.appended
 
 
 # ---------------------------------------------------------------------------- reward model

@@ -11,18 +11,29 @@ How it works, with no per-prompt Python loop:
 3. **N may differ across prompts** (e.g. a sampler that dropped a failed generation): prompts are grouped
    by their N and each group is one ``[P_N, N]`` matrix, processed with the vectorised
    :mod:`cream_data.ranking` functions. There are as many groups as distinct N values (usually one).
-4. Skip prompts that cannot give a meaningful pair, by the first reason that applies, in this order:
-   ``n_lt_2`` (fewer than 2 responses), ``nonfinite_reward`` (a NaN/inf/null or missing current reward,
-   e.g. an unparseable judge output), ``all_equal`` (all current rewards equal: no preference),
-   ``missing_prev`` (a previous scorer is used but one of its rewards is missing or non-finite).
-5. ``chosen`` = the first index among the tied maxima of the current reward (``np.argmax``), ``rejected`` =
-   the first index among the tied minima (``np.argmin``), exactly as the CREAM reference picks them. Without
-   ties they are the responses ranked 1 and N; with a tie at the top (or bottom) the stored ``ranks`` (scipy's
-   tie order, see :mod:`cream_data.ranking`) may give rank 1 to another of the tied responses.
-6. Consistency C between the current and previous rankings (``consistency`` method); with no previous
-   scorer (SRLM, oracle, CREAM w/o RC) C = 1 and the method is ``none``. ``weight`` = C per pair
-   (scope ``sample``) or the mean C over the pairs produced (scope ``dataset``; skipped prompts are not
-   part of that mean).
+4. **Usable responses**: those with a finite current reward (a NaN/inf/null or missing one, e.g. an unparsed
+   judge output, is dropped) and, when a previous scorer is used, a finite previous reward too. A prompt ranks
+   and pairs over its usable responses only; the others are counted in the summary's ``responses_dropped``
+   (``nonfinite_reward``: no finite current reward; ``missing_prev``: a finite current but no finite previous
+   reward), over the prompts that formed a pair.
+5. Skip prompts that cannot give a meaningful pair, by the first reason that applies, in this order:
+   ``n_lt_2`` (fewer than 2 responses), ``nonfinite_reward`` (fewer than 2 finite current rewards),
+   ``all_equal`` (all finite current rewards equal: no preference), ``missing_prev`` (fewer than 2 usable
+   responses), ``all_equal`` again (the usable responses' current rewards are all equal).
+6. ``chosen`` = the first index among the tied maxima of the usable current rewards (``np.argmax``),
+   ``rejected`` = the first index among the tied minima (``np.argmin``), exactly as the CREAM reference picks
+   them. Without ties they are the responses ranked 1 and k (k usable); with a tie at the top (or bottom) the
+   stored ``ranks`` (scipy's tie order, see :mod:`cream_data.ranking`) may give rank 1 to another of the tied
+   responses. The ``ranks`` (and ``prev_ranks``) lists keep all N entries, so each is a permutation of 1..N:
+   the usable responses are ranked 1..k among themselves, the dropped ones follow as k+1..N in response order
+   (they were not ranked; their ``rewards``/``prev_rewards`` entries are null).
+7. Consistency C between the current and previous rankings of the usable responses (``consistency``
+   method); with no previous scorer (SRLM, oracle, CREAM w/o RC) C = 1 and the method is ``none``.
+   ``weight`` = C per pair (scope ``sample``) or the mean C over the pairs produced (scope ``dataset``;
+   skipped prompts are not part of that mean).
+
+Prompts are processed in groups of equal (N, k): each group's usable responses are moved to the left of
+their row (response order kept), so every group is a dense ``[P, k]`` matrix.
 """
 
 from __future__ import annotations
@@ -84,7 +95,8 @@ class PairingSummary:
     prompts: int
     pairs: int
     skipped: dict[str, int]
-    ties: int  # prompts with finite rewards (N >= 2) where at least two current rewards are equal
+    responses_dropped: dict[str, int]  # responses left out of the pairs' rankings, by reason (see the module doc)
+    ties: int  # prompts with >= 2 finite current rewards where at least two of those are equal
     consistency_method: str
     scope: str
     c_mean: float | None = None  # C over the pairs (before the scope is applied)
@@ -140,6 +152,7 @@ def build_preferences(
     tied = np.zeros(n_prompts, dtype=bool)
     rank_flat = np.zeros(rows.n_rows, dtype=np.int16)
     prev_rank_flat = np.zeros(rows.n_rows, dtype=np.int16)
+    dropped = {"nonfinite_reward": 0, "missing_prev": 0}
 
     for n in np.unique(rows.counts):
         group = np.flatnonzero(rows.counts == n)
@@ -148,22 +161,33 @@ def build_preferences(
             continue
         idx = rows.starts[group, None] + np.arange(n)  # [P_N, N] row numbers
         r = reward[idx]
-        finite = np.isfinite(r).all(axis=1)
-        with np.errstate(invalid="ignore"):  # inf - inf in rows that are skipped anyway
-            r_sorted = np.sort(r, axis=1)
-            all_equal = finite & (r_sorted[:, 0] == r_sorted[:, -1])
-            tied[group] = finite & (np.diff(r_sorted, axis=1) == 0).any(axis=1)
-        missing_prev = ~np.isfinite(prev_reward[idx]).all(axis=1) if prev is not None else np.zeros(len(group), bool)
-        reason[group] = np.select([~finite, all_equal, missing_prev], [2, 3, 4], default=0)
-
+        finite = np.isfinite(r)
+        usable = finite & np.isfinite(prev_reward[idx]) if prev is not None else finite
+        n_usable = usable.sum(axis=1)
+        equal_finite, tied[group] = _equal_among(r, finite)
+        equal_usable, _ = _equal_among(r, usable)
+        reason[group] = np.select([finite.sum(axis=1) < 2, equal_finite, n_usable < 2, equal_usable],
+                                  [2, 3, 4, 3], default=0)
         keep = reason[group] == 0
-        kept, kidx = group[keep], idx[keep]
-        pairs = select_pairs(r[keep], prev_reward[kidx] if prev is not None else None, consistency)
-        chosen[kept], rejected[kept], c[kept] = pairs.chosen, pairs.rejected, pairs.consistency
-        rank_flat[kidx] = pairs.ranks
-        if prev is not None:
-            tau[kept] = pairs.kendall_tau
-            prev_rank_flat[kidx] = pairs.prev_ranks
+        dropped["nonfinite_reward"] += int((~finite[keep]).sum())
+        dropped["missing_prev"] += int((finite & ~usable)[keep].sum())
+
+        # usable responses first, in response order: row numbers [P_N, N] whose first k columns are the usable
+        compact = np.take_along_axis(idx, np.argsort(~usable, axis=1, kind="stable"), axis=1)
+        for k in np.unique(n_usable[keep]):
+            sel = keep & (n_usable == k)
+            kept, kidx = group[sel], compact[sel]
+            pairs = select_pairs(reward[kidx[:, :k]], prev_reward[kidx[:, :k]] if prev is not None else None,
+                                 consistency)
+            at = np.arange(len(kept))
+            chosen[kept] = kidx[at, pairs.chosen] - rows.starts[kept]
+            rejected[kept] = kidx[at, pairs.rejected] - rows.starts[kept]
+            c[kept] = pairs.consistency
+            tail = np.broadcast_to(np.arange(k + 1, n + 1, dtype=np.int16), (len(kept), n - k))  # dropped: last
+            rank_flat[kidx] = np.concatenate([pairs.ranks, tail], axis=1)
+            if prev is not None:
+                tau[kept] = pairs.kendall_tau
+                prev_rank_flat[kidx] = np.concatenate([pairs.prev_ranks, tail], axis=1)
 
     kp = np.flatnonzero(reason == 0)
     weight = c[kp] if scope == "sample" else np.full(len(kp), c[kp].mean() if len(kp) else 1.0)
@@ -173,7 +197,9 @@ def build_preferences(
     offsets = np.concatenate([[0], np.cumsum(rows.counts[kp])]).astype(np.int32)
 
     def lists(values: np.ndarray, typ: pa.DataType) -> pa.Array:
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values[row_kept], type=typ))
+        v = values[row_kept]
+        null = ~np.isfinite(v) if pa.types.is_floating(typ) else None  # a dropped response's reward: null
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(v, type=typ, mask=null))
 
     def from_prev(arr):
         return arr if prev is not None else pa.nulls(len(kp), type=arr.type)
@@ -216,6 +242,7 @@ def build_preferences(
         prompts=n_prompts,
         pairs=len(kp),
         skipped={name: int(np.count_nonzero(reason == k + 1)) for k, name in enumerate(SKIP_REASONS)},
+        responses_dropped=dropped,
         ties=int(tied.sum()),
         consistency_method=consistency if prev is not None else "none",
         scope=scope,
@@ -325,6 +352,15 @@ def _require(table: pa.Table, name: str, columns: list[str]) -> None:
     if missing:
         raise CreamError(f"{name} table is missing column(s) {', '.join(missing)} "
                          f"(has {', '.join(table.column_names)})")
+
+
+def _equal_among(r: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``r`` ``[P, N]``, over the entries where ``mask`` holds: (at least 2 and all equal, some two
+    equal)."""
+    s = np.sort(np.where(mask, r, np.nan), axis=1)  # the masked-out entries (NaN) sort last
+    n = mask.sum(axis=1)
+    top = s[np.arange(len(s)), np.maximum(n - 1, 0)]
+    return (n >= 2) & (s[:, 0] == top), (np.diff(s, axis=1) == 0).any(axis=1)
 
 
 def _float(x) -> float | None:

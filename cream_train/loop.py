@@ -242,7 +242,8 @@ class Loop:
         self.stage(f"sample-{t}", inputs, [out], go)
 
     def label(self, t: int) -> None:
-        from cream_data.label import LabelConfig, label
+        from cream_data.judge import template_hash
+        from cream_data.label import LabelConfig, judge_template_text, label
 
         lab = self.cfg.label
         it = self.run / f"iter-{t}"
@@ -256,10 +257,12 @@ class Loop:
                            consistency=lab.consistency, scope=lab.scope, batch_size=lab.batch_size,
                            engine=lab.engine, iteration=t, judge_max_new_tokens=lab.judge_max_new_tokens,
                            reward_model=lab.reward_model, trust_remote_code=lab.trust_remote_code,
+                           judge_mode=lab.judge_mode, judge_template=lab.judge_template,
                            prompts=str(self.run / "prompts" / f"subset-{t}"))
         inputs = {"responses_fp": self.fps[f"sample-{t}"], "model_fp": self.model_fp(t),
                   "ref_fp": self.model_fp(ref), "prev_ref_fp": self.model_fp(prev_ref) if prev_ref is not None else None,
-                  "reward": self.cfg.reward, **asdict(lab)}
+                  "reward": self.cfg.reward, **asdict(lab),
+                  "judge_template_fp": template_hash(judge_template_text(lcfg)) if lab.judge_template else None}
         if lab.reward_model:  # its content is an input too: a reward model retrained in place redoes the stage
             from cream_data.engines.models import content_id
 
@@ -270,7 +273,8 @@ class Loop:
                 if not resume and (it / cache).exists():
                     shutil.rmtree(it / cache)
             r = label(it / "responses", lcfg, it, log=self.log)
-            return {"pairing": r.pairing, "models_scored": r.models_scored, "judge_unparsed": r.judge_unparsed}
+            return {"pairing": r.pairing, "models_scored": r.models_scored, "judge_unparsed": r.judge_unparsed,
+                    "judge_appended": r.judge_appended}
 
         self.stage(f"label-{t}", inputs, outs, go)
 

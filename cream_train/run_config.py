@@ -7,7 +7,7 @@
     prompts: {source: …, limit: …}    # split into T disjoint subsets, one per iteration
     # or a mix:  prompts: {sources: [{source: gsm8k/train.jsonl, limit: 16}, {source: …, layout: arc}], suffix: …}
     sample:  {n: 5, temperature: 0.8, top_p: 0.95, max_new_tokens: 768, …}
-    label:   {consistency: kendall, scope: sample, batch_size: 8, …}
+    label:   {consistency: kendall, scope: sample, batch_size: 8, judge_mode: expected, judge_template: …, …}
     train:   {beta: 0.1, lr: 1e-6, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, long_pairs: drop, …}
     eval:    {tasks: [arc_easy, …], limit: 50, data_dir: …, models: all}
 
@@ -83,6 +83,8 @@ class LabelSection:
     reward_model: Optional[str] = None  # a one-logit sequence-classification reward model: method rm's reward,
     trust_remote_code: bool = False     # a diagnostic scorer (scorer rm) with the other methods
     judge_max_new_tokens: int = 256
+    judge_mode: str = "expected"         # srlm: expected (E[score] under the judge's probabilities) | parse
+    judge_template: Optional[str] = None  # srlm: judge prompt file ({request}, {response}); relative to this file
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,8 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
             model=cfg.model, ref=cfg.model, prev_model=cfg.model, reward=reward, consistency=lab.consistency,
             scope=lab.scope, batch_size=lab.batch_size, engine=lab.engine, iteration=1,
             reward_model=lab.reward_model, trust_remote_code=lab.trust_remote_code,
-            judge_max_new_tokens=lab.judge_max_new_tokens, prompts=str(run / "prompts" / "subset-1")),
+            judge_max_new_tokens=lab.judge_max_new_tokens, judge_mode=lab.judge_mode,
+            judge_template=lab.judge_template, prompts=str(run / "prompts" / "subset-1")),
         "train": lambda: DPOTrainConfig(
             data=str(run / "iter-1" / "preferences"), model=cfg.model, out=str(run / "models" / "M2"),
             method=train_method, beta=tr.beta, lr=tr.lr, epochs=tr.epochs, max_steps=tr.max_steps,
@@ -458,6 +461,9 @@ def load_run_config(path: str | Path, overrides: dict | None = None,
     raw.update(overrides or {})
     cfg = _build(RunConfig, raw, "", problems)
     base = path.resolve().parent
+    if cfg.label.judge_template:  # relative to the config file; the label stage's config checks the file
+        cfg = dataclasses.replace(cfg, label=dataclasses.replace(
+            cfg.label, judge_template=str((base / Path(cfg.label.judge_template).expanduser()).resolve())))
     run = (base / cfg.run_dir).resolve() if cfg.run_dir else (base / "runs" / path.stem).resolve()
     _check_values(cfg, base, problems)
     _check_model(cfg.model, problems)

@@ -226,8 +226,10 @@ def test_judge_and_oracle_rewards(tmp_path, tiny_model):
         "p000": (1, 0), "p001": (1, 0), "p002": (2, 0)}  # rejected: the first of the tied minima (np.argmin)
     assert all(p["chosen_logp"] is not None for p in prefs)  # the next step's reference log-probs are kept
 
-    # judge: a random tiny model writes junk, so most scores are null; whatever it writes is parsed as stored
-    s = label(resp, LabelConfig(model=str(tiny_model), reward="judge", judge_max_new_tokens=8), tmp_path / "j")
+    # judge, parse mode: a random tiny model writes junk, so most scores are null; whatever it writes is parsed as
+    # stored (the default expected mode is tested in test_judge_expected.py)
+    s = label(resp, LabelConfig(model=str(tiny_model), reward="judge", judge_max_new_tokens=8, judge_mode="parse"),
+              tmp_path / "j")
     js = [x for x in io.read_table(tmp_path / "j" / "scores", "scores").to_pylist() if x["scorer"] == "judge"]
     assert len(js) == 9 and all(x["judge_text"] is not None for x in js)
     assert all(x["reward"] == parse_judge_score(x["judge_text"]) for x in js)

@@ -161,34 +161,120 @@ def test_no_previous_scorer_gives_c_equal_one():
 
 
 def test_every_skip_reason_in_precedence_order():
+    """Non-finite rewards drop responses, not prompts, while 2 usable responses remain (before: any non-finite
+    current or previous reward skipped the whole prompt; p0002 and p0009 were skipped then and pair now)."""
     nan, inf = float("nan"), float("inf")
     cur = [
         [1.0],               # n_lt_2
         [None],              # n_lt_2 beats a null reward
-        [1.0, nan, 2.0],     # nonfinite_reward
-        [1.0, None],         # nonfinite_reward (null: e.g. an unparseable judge output)
+        [1.0, nan, 2.0],     # pair over responses 0 and 2 (response 1 dropped: nonfinite_reward)
+        [1.0, None],         # nonfinite_reward (null: e.g. an unparseable judge output): 1 finite left
         [inf, 1.0],          # nonfinite_reward
         [nan, nan],          # nonfinite_reward beats all_equal
         [3.0, 3.0, 3.0],     # all_equal
         [0.5, 0.5],          # all_equal beats missing_prev (prev has NaN below)
-        [1.0, 2.0],          # missing_prev (prev NaN)
-        [1.0, 2.0, 3.0],     # missing_prev (prev row absent for response 2)
+        [1.0, 2.0],          # missing_prev (prev NaN): 1 usable response left
+        [1.0, 2.0, 3.0],     # pair over responses 0 and 1 (prev row absent for response 2: missing_prev)
         [1.0, 2.0],          # pair
+        [2.0, 2.0, 5.0],     # all_equal among the usable responses 0 and 1 (prev NaN for response 2)
     ]
     prev = [[1.0], [1.0], [1.0, 1, 1], [1.0, 1], [1.0, 1], [1.0, 1], [1.0, 1, 1], [nan, 1], [nan, 1.0],
-            [1.0, 2.0], [2.0, 1.0]]
+            [1.0, 2.0], [2.0, 1.0], [1.0, 2.0, nan]]
     responses, scores = make_tables(cur, prev)
     table, summary = build_preferences(responses, scores)
-    assert summary.skipped == {"n_lt_2": 2, "nonfinite_reward": 4, "all_equal": 2, "missing_prev": 2}
-    assert summary.prompts == 11 and summary.pairs == 1 and table["prompt_id"].to_pylist() == ["p0010"]
-    assert table["kendall_tau"].to_pylist() == [-1.0] and table["weight"].to_pylist() == [0.0]
+    check(table, "preferences", "test")
+    assert summary.skipped == {"n_lt_2": 2, "nonfinite_reward": 3, "all_equal": 3, "missing_prev": 1}
+    assert summary.responses_dropped == {"nonfinite_reward": 1, "missing_prev": 1}
+    assert summary.prompts == 12 and summary.pairs == 3
+    rows = {r["prompt_id"]: r for r in table.to_pylist()}
+    assert list(rows) == ["p0002", "p0009", "p0010"]
+    # p0002: usable 0 (1.0) and 2 (2.0) rank 2, 1; the dropped response 1 follows (rank 3). prev [1, 1] over the
+    # usable: the tie ranks response 0 below response 2, so the rankings agree: tau 1 over the 2 usable.
+    r = rows["p0002"]
+    assert r["rewards"] == [1.0, None, 2.0] and r["ranks"] == [2, 3, 1] and r["prev_ranks"] == [2, 3, 1]
+    assert (r["chosen_idx"], r["rejected_idx"], r["kendall_tau"], r["n_responses"]) == (2, 0, 1.0, 3)
+    # p0009: response 2 (the best current reward, 3.0) has no previous score: dropped, ranked last.
+    r = rows["p0009"]
+    assert r["prev_rewards"] == [1.0, 2.0, None] and r["ranks"] == [2, 1, 3] and r["prev_ranks"] == [2, 1, 3]
+    assert (r["chosen_idx"], r["rejected_idx"], r["kendall_tau"]) == (1, 0, 1.0)
+    assert rows["p0010"]["kendall_tau"] == -1.0 and rows["p0010"]["weight"] == 0.0
     # A missing current score row counts as a non-finite reward.
     pc = pa.compute
     drop = pc.and_(pc.equal(scores["prompt_id"], "p0010"),
                    pc.and_(pc.equal(scores["scorer"], "current"), pc.equal(scores["response_idx"], 1)))
     _, s2 = build_preferences(responses, scores.filter(pc.invert(drop)))
-    assert s2.skipped["nonfinite_reward"] == 5 and s2.pairs == 0
-    assert s2.c_mean is None and s2.margin_mean is None
+    assert s2.skipped["nonfinite_reward"] == 4 and s2.pairs == 2
+    assert s2.c_mean == 1.0 and s2.margin_mean == 1.0
+    only_skipped = make_tables([[1.0, nan], [nan, nan, 2.0]])
+    _, s3 = build_preferences(*only_skipped, prev_scorer=None)
+    assert s3.pairs == 0 and s3.c_mean is None and s3.margin_mean is None
+    assert s3.responses_dropped == {"nonfinite_reward": 0, "missing_prev": 0}  # counted over paired prompts only
+
+
+def test_partial_prompts_pair_over_their_finite_rewards():
+    """Hand-worked (a judge without a previous scorer): [2, NaN, 0, 1] pairs over responses 0, 2, 3 — ranks 1, 3,
+    2 among them, the dropped response 1 last (4) — chosen 0 (2.0), rejected 2 (0.0); [NaN, NaN, 1] has one finite
+    reward left: skipped as nonfinite_reward; [NaN, 1, 1, 3] pairs 3 over 1; [4, 4, NaN] ties: all_equal."""
+    nan = float("nan")
+    responses, scores = make_tables([[2.0, nan, 0.0, 1.0], [nan, nan, 1.0], [nan, 1.0, 1.0, 3.0], [4.0, 4.0, nan]])
+    table, summary = build_preferences(responses, scores, prev_scorer=None)
+    check(table, "preferences", "test")
+    rows = table.to_pylist()
+    assert [r["prompt_id"] for r in rows] == ["p0000", "p0002"]
+    assert rows[0]["rewards"] == [2.0, None, 0.0, 1.0] and rows[0]["ranks"] == [1, 4, 3, 2]
+    assert (rows[0]["chosen_idx"], rows[0]["rejected_idx"], rows[0]["n_responses"]) == (0, 2, 4)
+    assert rows[0]["chosen"][0]["content"] == "p0000 answer 0" and rows[0]["rejected"][0]["content"] == "p0000 answer 2"
+    # p0002: usable 1, 2, 3 with rewards 1, 1, 3: ranks 3, 2, 1 (the tie: response 1 below response 2); the
+    # dropped response 0 is ranked 4. Rejected = the first of the tied minima (response 1).
+    assert rows[1]["ranks"] == [4, 3, 2, 1] and (rows[1]["chosen_idx"], rows[1]["rejected_idx"]) == (3, 1)
+    assert summary.skipped == {"n_lt_2": 0, "nonfinite_reward": 1, "all_equal": 1, "missing_prev": 0}
+    assert summary.responses_dropped == {"nonfinite_reward": 2, "missing_prev": 0}
+    assert summary.ties == 2  # p0002 (1, 1) and p0003 (4, 4): ties among the finite rewards
+    assert summary.margin_mean == pytest.approx((2.0 + 2.0) / 2) and summary.margin_min == 2.0
+    assert set(table["consistency"].to_pylist()) == {1.0}
+
+
+@pytest.mark.parametrize("with_prev", [False, True])
+def test_partial_prompts_match_pairing_the_finite_responses_alone(with_prev):
+    """Random prompts with holes: each pair equals the pair built from that prompt's usable responses alone
+    (a table without the dropped rows), the dropped responses ranked last in response order."""
+    rng = np.random.default_rng(5)
+    cur, prev = [], []
+    for _ in range(200):
+        n = int(rng.choice([3, 4, 6]))
+        r = rng.integers(0, 4, n).astype(float) if rng.random() < 0.5 else rng.normal(size=n)
+        r[rng.random(n) < 0.3] = np.nan
+        q = rng.normal(size=n)
+        q[rng.random(n) < 0.15] = np.nan
+        cur.append(r.tolist())
+        prev.append(q.tolist())
+    table, summary = build_preferences(*make_tables(cur, prev if with_prev else None),
+                                       prev_scorer="previous" if with_prev else None)
+    check(table, "preferences", "test")
+    rows = {r["prompt_id"]: r for r in table.to_pylist()}
+    dropped = {"nonfinite_reward": 0, "missing_prev": 0}
+    for p, (r, q) in enumerate(zip(cur, prev)):
+        r, q = np.array(r), np.array(q)
+        use = np.isfinite(r) & (np.isfinite(q) if with_prev else True)
+        row = rows.get(f"p{p:04d}")
+        if use.sum() < 2 or len(set(r[use])) == 1:
+            assert row is None
+            continue
+        dropped["nonfinite_reward"] += int((~np.isfinite(r)).sum())
+        dropped["missing_prev"] += int((np.isfinite(r) & ~use).sum())
+        keep = np.flatnonzero(use)
+        exp = expected_row(r[use].tolist(), q[use].tolist() if with_prev else None, "kendall")
+        k, n = len(keep), len(r)
+        ranks = np.empty(n, int)
+        ranks[keep] = exp["ranks"]
+        ranks[np.flatnonzero(~use)] = np.arange(k + 1, n + 1)
+        assert row["ranks"] == ranks.tolist()
+        assert (row["chosen_idx"], row["rejected_idx"]) == (keep[exp["chosen_idx"]], keep[exp["rejected_idx"]])
+        assert row["rewards"] == [x if np.isfinite(x) else None for x in r]
+        if with_prev:
+            assert row["kendall_tau"] == pytest.approx(exp["kendall_tau"], abs=1e-12)
+            assert row["consistency"] == pytest.approx(exp["consistency"], abs=1e-12)
+    assert summary.pairs == len(rows) > 50 and summary.responses_dropped == dropped
 
 
 def test_dataset_scope_averages_over_pairs_only():
