@@ -53,7 +53,8 @@ def check_run_tables(run: Path) -> None:
         io.read_table(path, kind)  # schema-valid
         kinds.setdefault(kind, []).append(path)
     assert {"prompts", "sft", "responses", "scores", "preferences", "eval"} <= set(kinds)
-    assert len(kinds["preferences"]) == 2 and len(kinds["eval"]) == 4
+    carried = json.loads((run / "manifest.json").read_text()).get("carried", {})
+    assert len(kinds["preferences"]) == 2 and len(kinds["eval"]) == 4 - len(carried)  # a carried model: eval reused
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +156,43 @@ def test_srlm_two_iterations(tmp_path, tiny_model, shared_data):
     report = json.loads((s.run_dir / "report" / "report.json").read_text())
     assert len(report["accuracy"]) == 4 and len(report["consistency"]) == 2
     assert all(row["n"] > 0 for row in report["consistency"])  # Table 2 from the DPO scores, judge or not
+
+
+def test_a_pairless_iteration_does_not_stall_the_loop(tmp_path, tiny_model, shared_data, cream_run):
+    """srlm whose parse-mode judge can never answer (one new token: no 'Score: k') forms no pair in iteration 1,
+    so M2 is M1 carried forward. M2 keeps M1's reference M0: iteration 2's DPO rewards are M1 against M0, not M1 against
+    itself (all zero, nothing ever learned again); M2's evaluation is M1's, reused, and the report says so."""
+    from cream_train.loop import run
+
+    cfg = write_config(tmp_path, tiny_model, shared_data, "pairless", method="srlm")
+    cfg.write_text(cfg.read_text().replace("judge_max_new_tokens: 6", "judge_max_new_tokens: 1, judge_mode: parse"))
+    s = run(cfg, log=lambda m: None)
+    run_dir = s.run_dir
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["carried"] == {"M2": "M1", "M3": "M2"}
+    m0, m1 = str(tiny_model), str(run_dir / "models" / "M1")
+    assert s.models["M2"] == s.models["M3"] == m1
+    for t in (1, 2):
+        scores = io.read_table(run_dir / f"iter-{t}" / "scores", "scores")
+        cur = scores.filter(pa.compute.equal(scores["scorer"], "current"))
+        assert set(cur["model"].to_pylist()) == {m1} and set(cur["ref_model"].to_pylist()) == {m0}
+        rewards = np.array(cur["reward"].to_pylist())
+        assert np.abs(rewards).max() > 1e-4, f"iteration {t}: every DPO reward is zero"
+        assert io.read_table(run_dir / f"iter-{t}" / "preferences", "preferences").num_rows == 0
+    for k, source in ((2, "M1"), (3, "M2")):
+        stage = manifest["stages"][f"eval-M{k}"]
+        assert stage["carried_from"] == source and stage["accuracy"] == manifest["stages"]["eval-M1"]["accuracy"]
+        assert not (run_dir / "eval" / f"M{k}").exists()  # not evaluated again
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    rows = {r["label"]: r for r in report["accuracy"]}
+    assert rows["M2"]["carried_from"] == "M1" and rows["M2"]["average"] == rows["M1"]["average"]
+    assert "carried" in (run_dir / "report" / "report.md").read_text()
+    # a study over it: the carried model's outcomes are its source's, so it differs from M1 by exactly 0
+    from cream_data.study import compare_runs
+
+    study = compare_runs([cream_run[2].run_dir, run_dir])
+    d = next(x for x in study["deltas"] if x["a"] == "srlm M2" and x["b"] == "M1")
+    assert d["delta"] == 0.0 and d["ci_low"] == d["ci_high"] == 0.0
 
 
 def test_bad_config_lists_every_problem_before_any_work(tmp_path, cli, shared_data):
