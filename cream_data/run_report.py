@@ -114,8 +114,24 @@ def accuracy_rows(run: Path) -> list[dict]:
         models = sorted(v for v in pc.unique(table.column("model")).to_pylist() if v)
         name = manifest.get("model") or (manifest.get("summary") or {}).get("model") or ", ".join(models) or None
         rows.append({"label": manifest.get("label") or (f"M{k}" if k is not None else src.path.name), "k": k,
-                     "model": name, "path": str(src.path), "tasks": tasks, "average": _average(tasks)})
+                     "model": name, "path": str(src.path), "tasks": tasks, "average": _average(tasks),
+                     "extractor": (manifest.get("summary") or {}).get("extractor", "cream"),
+                     "authors": _authors_accuracy(src.path)})
     return _with_carried(rows, _carried(run))
+
+
+def _authors_accuracy(path: Path) -> dict:
+    """The same stored generations scored by the CREAM authors' extraction rules (``cream eval --extract
+    authors``): per-task accuracy and the macro average, to set beside the paper's numbers. Rescoring needs only
+    the response and the gold answer, so it is computed for every eval table whichever extractor wrote it."""
+    from cream_data.evaluate import score
+
+    t = io.read_table(path, "eval", columns=["task", "response", "answer"])
+    right: dict[str, list[bool]] = {}
+    for task, resp, gold in zip(t["task"].to_pylist(), t["response"].to_pylist(), t["answer"].to_pylist()):
+        right.setdefault(task, []).append(score(task, resp or "", gold, None, "authors")[1])
+    tasks = {task: sum(v) / len(v) for task, v in sorted(right.items(), key=lambda kv: _task_key(kv[0])) if v}
+    return {"tasks": tasks, "average": sum(tasks.values()) / len(tasks) if tasks else None}
 
 
 def _task_key(task: str) -> tuple[int, str]:
@@ -475,8 +491,9 @@ def accuracy_table(report: dict) -> list[list[str]]:
         for task in tasks:
             c = r["tasks"].get(task)
             cells.append("–" if c is None else _cell(c) + ("" if task in shared_n else f" (n={c['n']})"))
-        body.append(cells + [_cell(r["average"])])
-    return [header + ["Avg"]] + body
+        authors = (r.get("authors") or {}).get("average")
+        body.append(cells + [_cell(r["average"]), _pct(authors) if authors is not None else "–"])
+    return [header + ["Avg", "Avg, authors' extraction"]] + body
 
 
 def measure_cell(row: dict, key: str) -> str:
@@ -553,7 +570,8 @@ def to_markdown(report: dict) -> str:
     if report["accuracy"]:
         lines += _md_table(accuracy_table(report))
         lines += ["± is half the width of the 95% Wilson interval (normal approximation for Avg); "
-                  "Avg is the mean of the task accuracies."
+                  "Avg is the mean of the task accuracies; the last column scores the same generations with the "
+                  "CREAM authors' answer extraction (docs/EVALUATION.md), to set beside the paper's numbers."
                   + (" A carried model is the same weights as the one it copies (its iteration formed no "
                      "preference pairs): its row repeats that evaluation." if any(r.get("carried_from")
                                                                                  for r in report["accuracy"]) else ""),

@@ -183,7 +183,7 @@ def test_markdown_tables_and_pngs(tmp_path):
     assert md == result.markdown
     assert "## Table 1" in md and "## Table 2" in md and "## Pairs per iteration" in md
     # n per task in the header (shared by every model); percent ± half the Wilson width.
-    assert "| model | arc_easy (n=10) | siqa (n=4) | gsm8k (n=6) | Avg |" in md
+    assert "| model | arc_easy (n=10) | siqa (n=4) | gsm8k (n=6) | Avg | Avg, authors' extraction |" in md
     lo, hi = run_report.wilson(8, 10)
     assert f"| M2 | 80.0 ± {100 * (hi - lo) / 2:.1f} |" in md
     assert "| M2 vs M1 | 31 |" in md and "| M1 vs M0 | 40 |" in md
@@ -200,7 +200,7 @@ def test_models_sort_numerically_and_uneven_n_goes_in_the_cell(tmp_path):
     r = run_report.write_run_report(run)
     assert [x["label"] for x in r.report["accuracy"]] == ["M0", "M1", "M2", "M10"]
     assert r.report["tasks"] == ["arc_easy", "openbookqa", "siqa", "gsm8k"]
-    assert "| model | arc_easy | openbookqa (n=2) | siqa (n=4) | gsm8k (n=6) | Avg |" in r.markdown
+    assert "| model | arc_easy | openbookqa (n=2) | siqa (n=4) | gsm8k (n=6) | Avg | Avg, authors' extraction |" in r.markdown
     lo, hi = run_report.wilson(3, 5)
     avg = (0.6 + 0.5) / 2
     half = Z * math.sqrt(0.6 * 0.4 / 5 + 0.5 * 0.5 / 2) / 2
@@ -383,3 +383,38 @@ def test_table2_tau_b_on_raw_rewards_shows_ties(tmp_path, with_scores):
                for a, b in zip(cur, prev)]
     assert row["kendall_tau"]["mean"] == pytest.approx(np.mean(ordinal))
     assert row["kendall_tau"]["mean"] != pytest.approx(row["kendall_tau_b"]["mean"])  # the ties show
+
+
+def test_table1_shows_the_authors_extraction_beside_ours(tmp_path):
+    """The report rescores the stored generations with the authors' rules: where the two extractors part (the
+    article "a" read as option A; "###" outranking "Answer:"), the authors' column differs, as computed by hand."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"method": "cream", "T": 1, "stages": {}}))
+    (run / "config.yaml").write_text("method: cream\n")
+    gens = [  # (task, response, gold, right by cream, right by authors)
+        ("arc_easy", "Answer: C", "C", True, True),
+        ("arc_easy", "I pick C, since it is a dog.", "C", False, False),   # authors read "a" → A
+        ("arc_easy", "I pick A, it is a dog.", "A", False, True),         # the flaw helps here
+        ("arc_easy", "Answer: b. Then again, answer: c", "C", True, False),
+        ("gsm8k", "### Step 1\nAnswer: 18", "18", True, False),
+        ("gsm8k", "Answer: 7", "7", True, True),
+    ]
+    from cream_data.evaluate import score
+
+    rows = []
+    for i, (task, resp, gold, cream_ok, authors_ok) in enumerate(gens):
+        pred, ok = score(task, resp, gold, "ABCD" if task != "gsm8k" else None)
+        assert ok == cream_ok and score(task, resp, gold, None, "authors")[1] == authors_ok
+        rows.append({"model": "m", "task": task, "example_id": str(i), "response": resp, "prediction": pred,
+                     "answer": gold, "correct": ok})
+    io.write_table(pa.Table.from_pylist(rows, schema=schemas.get("eval").arrow), run / "eval" / "M0", "eval",
+                   manifest_extra={"label": "M0", "summary": {"model": "m", "extractor": "cream"}})
+    result = run_report.write_run_report(run)
+    row = result.report["accuracy"][0]
+    assert row["extractor"] == "cream"
+    assert row["average"]["accuracy"] == pytest.approx((2 / 4 + 2 / 2) / 2)
+    assert row["authors"]["tasks"] == {"arc_easy": 2 / 4, "gsm8k": 1 / 2}
+    assert row["authors"]["average"] == pytest.approx((2 / 4 + 1 / 2) / 2)
+    line = next(ln for ln in result.markdown.splitlines() if ln.startswith("| M0 "))
+    assert line.rstrip(" |").endswith("50.0")
