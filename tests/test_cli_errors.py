@@ -121,7 +121,10 @@ def test_ctrl_c_prints_one_line_and_keeps_finished_parts(tmp_path, tiny_model):
     proc = subprocess.Popen([str(cream_executable()), "sample", prompts, "--model", tiny_model, "--out", out,
                              "--n", "2", "--max-new-tokens", "16", "--batch-size", "1", "--prompts-per-part", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            # a shell's background job ignores SIGINT and its children inherit that; a terminal's
+                            # foreground process does not: restore the default so Python installs its handler
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(out.glob("part-*.parquet")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

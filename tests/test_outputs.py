@@ -47,6 +47,16 @@ def responses_dir(tmp_path_factory) -> Path:
     return io.write_table(responses_table(3, 3), tmp_path_factory.mktemp("r") / "responses", "responses")
 
 
+def _run_config(tmp_path: Path, model: Path) -> Path:
+    """A valid `cream run` config on the tiny model and the demo's own data (no benchmark data needed)."""
+    data = REPO / "examples" / "data"
+    cfg = tmp_path / "cfg" / "run.yaml"
+    cfg.parent.mkdir(exist_ok=True)
+    cfg.write_text(f"model: {model}\nsft: {{data: {data / 'demo_sft.jsonl'}}}\n"
+                   f"prompts: {{source: {data / 'demo_prompts.jsonl'}}}\neval: {{models: none}}\n")
+    return cfg
+
+
 def copy_model(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
@@ -72,7 +82,7 @@ def test_a_folder_of_user_files_is_never_replaced(cream_exe, tmp_path, user_fold
         "label": ["label", responses_dir, "--model", tiny_model, "--out", user_folder],
         "train": ["train", responses_dir, "--model", tiny_model, "--out", user_folder],
         "eval": ["eval", "--model", tiny_model, "--tasks", "gsm8k", "--out", user_folder],
-        "run": ["run", REPO / "examples" / "demo.yaml", "--out", user_folder],
+        "run": ["run", _run_config(tmp_path, tiny_model), "--out", user_folder],
         "inspect": ["inspect", responses_dir, "--out", user_folder],
     }[command]
     before = snapshot(tmp_path)
