@@ -27,6 +27,8 @@ LONG = [
 
 # ------------------------------------------------------------------------------------------- examples/paper.yaml
 def test_paper_yaml_validates_and_holds_the_papers_settings(cream_exe, shared_data):
+    if not (PAPER.parents[2] / "shared" / "data").is_dir():
+        pytest.skip("examples/paper.yaml reads ../shared/data beside the checkout, which is not there")
     r = cream_exe("run", PAPER, "--check")
     assert r.code == 0, r
     assert "valid" in r.out
