@@ -222,20 +222,11 @@ def summarize(table: pa.Table, tasks: tuple[str, ...]) -> tuple[dict, dict, dict
 # ---------------------------------------------------------------------------- the output folder
 def _check_out(out: Path, record: dict, overwrite: bool) -> None:
     """An existing folder must hold this very evaluation (same model, tasks, settings and data)."""
-    if overwrite or not out.exists():
-        return
-    if not out.is_dir():
+    from cream_data.outputs import check_resume
+
+    if not overwrite and out.exists() and not out.is_dir():
         raise CreamError(f"--out {out}: is a file; expected a folder for the eval table")
-    cfg_path = out / CONFIG_FILE
-    if cfg_path.exists():
-        old = io.read_json_object(cfg_path, "evaluation settings").get("identity", {})
-        diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in record["identity"].items() if old.get(k) != v]
-        if diff:
-            raise CreamError(f"--out {out}: holds an evaluation with other settings ({'; '.join(diff)}); "
-                             "choose another --out or pass --overwrite")
-    elif any(out.glob("part-*.parquet")) or any(out.glob("_manifest*.json")):
-        raise CreamError(f"--out {out}: holds a table not written by `cream eval`; choose another --out or "
-                         "pass --overwrite")
+    check_resume(out, CONFIG_FILE, record["identity"], overwrite, what="an evaluation", command="cream eval")
 
 
 def _data_fingerprint(examples: list[Examples]) -> str:

@@ -105,6 +105,25 @@ def only_entries(path: Path, allowed: Callable[[Path], bool]) -> bool:
     return bool(entries) and all(allowed(e) for e in entries)
 
 
+def check_resume(out: Path, settings_file: str, identity: dict, overwrite: bool, *, what: str, command: str) -> None:
+    """A resumable stage's existing output must hold this very run: the settings it saved (``settings_file``, its
+    ``identity``) equal ``identity``; a table without that file was not written by ``command``."""
+    from cream_data.io import read_json_object
+
+    if overwrite or not out.exists():
+        return
+    cfg_path = out / settings_file
+    if cfg_path.exists():
+        old = read_json_object(cfg_path, "saved settings").get("identity", {})
+        diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in identity.items() if old.get(k) != v]
+        if diff:
+            raise CreamError(f"--out {out}: holds {what} with other settings ({'; '.join(diff)}); "
+                             "choose another --out or pass --overwrite")
+    elif any(out.glob("part-*.parquet")) or any(out.glob("_manifest*.json")):
+        raise CreamError(f"--out {out}: holds a table not written by `{command}`; choose another --out or "
+                         "pass --overwrite")
+
+
 # ---------------------------------------------------------------------------- one writer per output
 def _lock_path(path: Path, shard: tuple[int, int] | None) -> Path:
     suffix = f".shard-{shard[0]:05d}-of-{shard[1]:05d}" if shard and shard[1] > 1 else ""

@@ -368,18 +368,10 @@ def is_harness_output(path: Path) -> bool:
 
 def _check_out(out: Path, record: dict, overwrite: bool) -> None:
     """An existing folder must hold this very evaluation (same model, tasks, settings, data and harness)."""
-    if overwrite or not out.exists():
-        return
-    cfg_path = out / CONFIG_FILE
-    if cfg_path.exists():
-        old = io.read_json_object(cfg_path, "harness settings").get("identity", {})
-        diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in record["identity"].items() if old.get(k) != v]
-        if diff:
-            raise CreamError(f"--out {out}: holds a harness evaluation with other settings ({'; '.join(diff)}); "
-                             "choose another --out or pass --overwrite")
-    elif any(out.glob("part-*.parquet")) or any(out.glob("_manifest*.json")):
-        raise CreamError(f"--out {out}: holds a table not written by `cream eval --harness`; choose another --out "
-                         "or pass --overwrite")
+    from cream_data.outputs import check_resume
+
+    check_resume(out, CONFIG_FILE, record["identity"], overwrite, what="a harness evaluation",
+                 command="cream eval --harness")
 
 
 def evaluate_harness(model: str, cfg: HarnessConfig, out: str | Path, *, overwrite: bool = False,
