@@ -47,6 +47,20 @@ EXTRACTORS = ("cream", "authors")  # see docs/EVALUATION.md
 ProgressFn = Callable[[str, int, int, int], None]  # (task, examples done, examples total, tokens in last batch)
 
 
+def task_problems(tasks: tuple[str, ...]) -> list[str]:
+    """What is wrong with a list of benchmark task names (none, unknown, repeated); the rule for both evaluations."""
+    problems = []
+    if not tasks:
+        problems.append(f"tasks: got none, expected some of {', '.join(TASKS)}")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        problems.append(f"tasks: unknown {', '.join(map(repr, unknown))}; known tasks: {', '.join(TASKS)}")
+    twice = sorted({t for t in tasks if tasks.count(t) > 1})
+    if twice:
+        problems.append(f"tasks: {', '.join(twice)} named more than once")
+    return problems
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Settings of one evaluation; validated on construction (every problem reported at once)."""
@@ -65,15 +79,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
         object.__setattr__(self, "tasks", tasks)
-        problems = []
-        if not tasks:
-            problems.append(f"tasks: got none, expected some of {', '.join(TASKS)}")
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown:
-            problems.append(f"tasks: unknown {', '.join(map(repr, unknown))}; known tasks: {', '.join(TASKS)}")
-        twice = sorted({t for t in tasks if tasks.count(t) > 1})
-        if twice:
-            problems.append(f"tasks: {', '.join(twice)} named more than once")
+        problems = task_problems(tasks)
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit: got {self.limit}, expected at least 1 example per task")
         if self.max_new_tokens < 1:

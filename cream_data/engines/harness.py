@@ -35,8 +35,8 @@ import pyarrow as pa
 import schemas
 from cream_data import io
 from cream_data.errors import CreamError, missing_package
+from cream_data.evaluate import TASKS, task_problems  # one task list, one rule for it
 
-TASKS = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
 HUB_TASKS = {"arc_easy": "arc_easy", "arc_challenge": "arc_challenge", "openbookqa": "openbookqa",
              "siqa": "social_iqa", "gsm8k": "gsm8k"}
 LOCAL_PREFIX = "cream_"  # local copies never share a name with the harness's own tasks
@@ -84,17 +84,10 @@ class HarnessConfig:
         raw = self.tasks
         tasks = (raw,) if isinstance(raw, str) else tuple(raw) if isinstance(raw, (list, tuple)) else ()
         object.__setattr__(self, "tasks", tasks)
-        problems = []
         if not isinstance(raw, (str, list, tuple)):
-            problems.append(f"tasks: got {raw!r}, expected a list of task names")
-        elif not tasks:
-            problems.append(f"tasks: got none, expected some of {', '.join(TASKS)}")
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown:
-            problems.append(f"tasks: unknown {', '.join(map(repr, unknown))}; known tasks: {', '.join(TASKS)}")
-        twice = sorted({t for t in tasks if tasks.count(t) > 1})
-        if twice:
-            problems.append(f"tasks: {', '.join(twice)} named more than once")
+            problems = [f"tasks: got {raw!r}, expected a list of task names"]
+        else:
+            problems = task_problems(tasks)
         for name, low in (("num_fewshot", 0), ("limit", 1)):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
