@@ -20,7 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 
 CURRENT_VERSION = 1
-TABLE_KINDS = ("prompts", "responses", "scores", "preferences", "eval", "sft", "logps", "eval_summary", "rm_rewards")
+TABLE_KINDS = ("prompts", "responses", "scores", "preferences", "eval", "sft", "logps", "eval_summary", "rm_rewards",
+               "human_scores")
 
 # Keys in a Parquet file's key-value metadata that carry the schema identity.
 META_SCHEMA = b"cream.schema"
