@@ -7,7 +7,8 @@ Repository layout (what ``cream publish`` builds, then uploads as one commit)::
 
 Configs are ``preferences`` (default), ``scores`` and ``responses``. Splits are ``iter_<t>`` when the data
 spans several iterations and ``train`` when it holds one (the split name TRL scripts default to). The
-iteration of a table comes from an ``iter-<t>`` folder on its path (the run directory of ``cream run``), or
+iteration of a table comes from an ``iter-<t>`` folder on its path below the published folder (the run
+directory of ``cream run``; any spelling :mod:`cream_data.iterations` accepts, as ``cream sql`` does), or
 else from its ``iteration`` column. The Parquet files keep cream's schema metadata, so
 ``cream_data.io.read_table`` reads them as well as ``datasets`` does.
 
@@ -38,10 +39,10 @@ import pyarrow.parquet as pq
 from cream_data import card
 from cream_data.errors import CreamError
 from cream_data.io import COMPRESSION, iter_table_paths, read_manifest, read_table, staging_folder
+from cream_data.iterations import iteration_from_path
 
 CONFIG_KINDS = ("preferences", "scores", "responses")
 MAX_SHARD_BYTES = 500 * 2**20  # keeps each Parquet file well under the Hub viewer's limits
-_ITER_DIR = re.compile(r"^iter[-_]?(\d+)$")
 _SECRET_KEY = re.compile(r"token|secret|password|api[-_]?key", re.I)
 T = TypeVar("T")
 
@@ -58,18 +59,6 @@ def check_repo_id(repo_id: str) -> str:
     if "/" not in repo_id:
         raise CreamError(f"--repo-id {repo_id!r}: expected owner/name (e.g. your-user/cream-prefs)")
     return repo_id
-
-
-def _iteration_of(path: Path, root: Path) -> int | None:
-    try:
-        parts = path.relative_to(root).parts
-    except ValueError:
-        parts = ()
-    for part in reversed(parts):
-        m = _ITER_DIR.match(part)
-        if m:
-            return int(m.group(1))
-    return None
 
 
 def _inside_publish_folder(path: Path, root: Path) -> bool:
@@ -93,7 +82,7 @@ def collect(root: str | Path) -> tuple[dict[str, list[card.Split]], list[pa.Tabl
         table = read_table(path, kind)
         manifest = read_manifest(path) if path.is_dir() else {}
         rel = str(path.relative_to(root)) if path != root else path.name
-        it = _iteration_of(path, root)
+        it = iteration_from_path(path, root=root)
         values = card.distinct(table, "iteration")
         if it is None and len(values) > 1:  # one table holding several iterations: one split each
             for v in values:  # the manifest's summary is for the whole table, so it is not attached

@@ -2,8 +2,8 @@
 
 A run directory holds one table of a kind per iteration (``RUN/iter-1/preferences``, ``RUN/iter-2/…``);
 the view of that kind is their union by column name, with an ``iteration`` column: the table's own when it
-has one, else the ``iter-<t>`` component of its path, else null. Every view has that column, so a query
-written for one table folder also runs on a whole run.
+has one, else the ``iter-<t>`` component of its path (any spelling :mod:`cream_data.iterations` accepts), else
+null. Every view has that column, so a query written for one table folder also runs on a whole run.
 
 Read-only is enforced twice:
 
@@ -33,12 +33,11 @@ import pyarrow.parquet as pq
 import schemas
 from cream_data.errors import CreamError, missing_package
 from cream_data.io import check_version, complete_parts, iter_table_paths
+from cream_data.iterations import iteration_from_path  # re-exported: cream_data.sql.iteration_from_path
 
 if TYPE_CHECKING:  # duckdb is imported lazily: `import cream_data` stays light
     import duckdb
 
-# A path component naming an iteration: iter-2, iter_2, iteration-2, iter2.
-_ITER_DIR = re.compile(r"^iter(?:ation)?[-_]?(\d+)$", re.IGNORECASE)
 _PRAGMA_OK = re.compile(r"^\s*pragma\s+(table_info|show_tables|show_tables_expanded)\b", re.IGNORECASE)
 _EXPLAIN = re.compile(r"^\s*explain\s+(?:analy[sz]e\s+)?", re.IGNORECASE)
 
@@ -51,15 +50,6 @@ class TableSource:
     path: Path
     files: tuple[Path, ...]
     iteration: int | None
-
-
-def iteration_from_path(path: Path) -> int | None:
-    """The iteration named by the nearest ``iter-<t>`` component of ``path`` (``RUN/iter-2/scores`` → 2)."""
-    for part in reversed(Path(path).resolve().parts):
-        m = _ITER_DIR.match(part)
-        if m:
-            return int(m.group(1))
-    return None
 
 
 def find_tables(root: str | Path) -> list[TableSource]:

@@ -33,6 +33,7 @@ import pyarrow as pa
 from cream_data import io
 from cream_data.answers import oracle_reward
 from cream_data.errors import CreamError
+from cream_data.iterations import iteration_dir
 from cream_data.report import fmt, new_figure, save_png
 from cream_data.run_report import (MEASURES, TASK_ORDER, _finite, _md_table, _pct, accuracy_rows, harness_cell,
                                    harness_columns, harness_rows, harness_settings, is_run_dir, iteration_rows,
@@ -101,7 +102,7 @@ def _texts(responses: pa.Table) -> dict[tuple[str, int], str]:
 
 def reward_quality(run: Path, t: int) -> dict | None:
     """Oracle verdicts on iteration ``t``'s pairs (win / loss / tie), and every sampled response's accuracy."""
-    it = run / f"iter-{t}"
+    it = run / iteration_dir(t)
     if not (it / "preferences" / io.MANIFEST).exists() or not (it / "responses" / io.MANIFEST).exists():
         return None
     prompts_dir = run / "prompts" / f"subset-{t}"
