@@ -54,6 +54,13 @@ class Item:
     id: str | None = None
     reference: str | None = None
     completion: str | None = None
+    completion_is_human: bool = True  # the completion was written by a person (not a model's output)
+
+    @property
+    def human_answer(self) -> str | None:
+        """The completion where a person wrote it: the prompts table's ``human_answer``."""
+        c = self.completion
+        return c if self.completion_is_human and c is not None and c.strip() else None
 
 
 @dataclass
@@ -279,7 +286,7 @@ def _alpaca_eval(records: Iterable[Record], ctx: Context) -> Iterator[Item]:
     # No id on purpose: the content hash makes the instructions file and the model-output files agree.
     for where, r in records:
         yield Item(where, user(text(ctx, where, r, "instruction")),
-                   completion=text(ctx, where, r, "output", required=False))
+                   completion=text(ctx, where, r, "output", required=False), completion_is_human=False)
 
 
 def _self_instruct(records: Iterable[Record], ctx: Context) -> Iterator[Item]:
@@ -345,7 +352,9 @@ def _generic(records: Iterable[Record], ctx: Context) -> Iterator[Item]:
                 raise ctx.error(where, f"missing completion field '{ckey}'")
             completion = text(ctx, where, r, ckey, required=False)
         rid = ident(ctx, where, r, fm.id) if fm.id else None
-        yield Item(where, turns, id=rid, reference=None if ref is None else str(ref).strip(), completion=completion)
+        # the reference answer's own field (e.g. "answer": "24") is a target, not a person's written answer
+        yield Item(where, turns, id=rid, reference=None if ref is None else str(ref).strip(), completion=completion,
+                   completion_is_human=not (ckey is not None and ckey == akey and not isinstance(v, list)))
 
 
 LAYOUTS: dict[str, Callable[[Iterable[Record], Context], Iterator[Item]]] = {

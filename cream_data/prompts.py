@@ -302,12 +302,15 @@ def load_prompts(source: str, *, layout: str | None = None, fields: FieldMap | N
         return items.slice(0, limit) if limit else items
     dedupe = dedupe or layout == "oasst"
     seen: dict[str, str] = {}
-    rows: dict[str, list] = {"prompt_id": [], "prompt": [], "source": [], "reference_answer": []}
+    rows: dict[str, list] = {"prompt_id": [], "prompt": [], "source": [], "reference_answer": [], "human_answer": []}
     src = _source_name(ctx, layout)
+    row_of: dict[str, int] = {}
     for it in items:
         pid = it.id if it.id is not None else prompt_hash(it.turns)
         if pid in seen:
-            if dedupe:
+            if dedupe:  # oasst ranked pairs: the rank-0 row (the human answer) need not come first
+                if rows["human_answer"][row_of[pid]] is None and it.human_answer is not None:
+                    rows["human_answer"][row_of[pid]] = it.human_answer
                 continue
             same = "" if it.id is not None else " (the same prompt text; pass --dedupe to keep the first)"
             raise CreamError(f"{ctx.label} {it.where}: duplicate prompt_id '{pid}', already at {seen[pid]}{same}")
@@ -320,6 +323,8 @@ def load_prompts(source: str, *, layout: str | None = None, fields: FieldMap | N
         rows["prompt"].append(turns)
         rows["source"].append(src)
         rows["reference_answer"].append(it.reference)
+        rows["human_answer"].append(it.human_answer)
+        row_of[pid] = len(rows["prompt_id"]) - 1
         if limit and len(rows["prompt_id"]) >= limit:
             break
     return _finish(rows, "prompts", ctx.label)

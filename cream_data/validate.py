@@ -54,7 +54,8 @@ def violations(table: pa.Table, schema: TableSchema) -> list[str]:
     usable: dict[str, pa.ChunkedArray] = {}
     for col in schema.columns:
         if col.name not in present:
-            found.append(f"missing column '{col.name}' ({col.type})")
+            if not (col.nullable and col.since > 1):  # a nullable column added by a later version reads as null
+                found.append(f"missing column '{col.name}' ({col.type})")
             continue
         arr = table.column(col.name)
         if not _type_ok(arr.type, col.arrow):
@@ -196,11 +197,17 @@ def check(table: pa.Table, kind: str | TableSchema, where: str) -> None:
 
 
 def conform(table: pa.Table, kind: str | TableSchema) -> pa.Table:
-    """Cast a (valid) table to the exact schema: column order and types; extra columns kept after."""
+    """Cast a (valid) table to the exact schema: column order and types; extra columns kept after. A nullable
+    column that a later schema version added (``since`` > 1) and the table lacks is filled with nulls."""
     schema = schemas.get(kind) if isinstance(kind, str) else kind
     target = schema.arrow
     cols, fields = [], []
+    added = {c.name for c in schema.columns if c.nullable and c.since > 1}
     for f in target:
+        if f.name in added and f.name not in table.column_names:
+            cols.append(pa.nulls(table.num_rows, f.type))
+            fields.append(f)
+            continue
         try:
             cols.append(table.column(f.name).cast(f.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:

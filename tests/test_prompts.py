@@ -256,7 +256,7 @@ def test_field_flags_and_messages(cli, tmp_path):
               "gold", "--id-field", "uid", "--system-field", "sys", "--limit", "1")
     assert res.code == 0, res
     rows = io.read_table(tmp_path / "o", "prompts").to_pylist()
-    assert rows == [{"prompt_id": "7", "source": "generic:x.jsonl", "reference_answer": "Paris",
+    assert rows == [{"prompt_id": "7", "source": "generic:x.jsonl", "reference_answer": "Paris", "human_answer": None,
                      "prompt": [{"role": "system", "content": "Be brief."},
                                 {"role": "user", "content": "Capital of France?"}]}]
     conv = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
@@ -279,3 +279,38 @@ def test_answer_helpers():
     for bad in ("no hashes", "#### many"):
         with pytest.raises(ValueError):
             gsm8k_reference(bad)
+
+
+# ---------------------------------------------------------------------------- human-written answers (prompts v2)
+def test_human_answers_from_each_layout(shared_data, tmp_path):
+    """human_answer holds what a person wrote: the GSM8K solution, the oasst rank-0 reply (even where a lower-ranked
+    row of the question comes first), a self-instruct seed output, a generic record's response field; never a
+    model's output (alpaca_eval) nor the reference answer's own field."""
+    raw = jsonl(shared_data / "gsm8k/test.jsonl")[:5]
+    g = load_prompts(str(shared_data / "gsm8k/test.jsonl"), limit=5)
+    assert g.column("human_answer").to_pylist() == [r["answer"] for r in raw]
+    assert g.column("reference_answer").to_pylist() == [gsm8k_reference(r["answer"]) for r in raw]
+
+    path = shared_data / "oasst2_srlm_pairs/oasst2_en_first_turn_ranked_pairs.jsonl"
+    rows = jsonl(path)
+    best = {}
+    for r in rows:  # a question asked in several trees: the first rank-0 reply
+        if r["rank"] == 0:
+            best.setdefault(r["question"], r["answer"])
+    first_not_best = next(r for r in rows if r["rank"] != 0 and r["question"] in best)
+    p = {user_text(r): r["human_answer"] for r in load_prompts(str(path)).to_pylist()}
+    assert p[first_not_best["question"]] == best[first_not_best["question"]]
+    assert {q: a for q, a in p.items() if a is not None} == best
+
+    seed = jsonl(shared_data / "self_instruct_seed/seed_tasks.jsonl")[:3]
+    s = load_prompts(str(shared_data / "self_instruct_seed/seed_tasks.jsonl"), limit=3)
+    assert s.column("human_answer").to_pylist() == [r["instances"][0]["output"] for r in seed]
+
+    a = load_prompts(str(shared_data / "alpaca_eval/gpt4_1106_preview_model_outputs.json"), limit=3)
+    assert a.column("human_answer").to_pylist() == [None] * 3  # a model's output, not a person's
+
+    write_jsonl(tmp_path / "g.jsonl", [{"prompt": "2+2?", "answer": "4", "response": "2 + 2 = 4.\nAnswer: 4"},
+                                       {"prompt": "3+3?", "answer": "6"}])
+    gen = load_prompts(str(tmp_path / "g.jsonl"))
+    assert gen.column("human_answer").to_pylist() == ["2 + 2 = 4.\nAnswer: 4", None]
+    assert gen.column("reference_answer").to_pylist() == ["4", "6"]

@@ -111,7 +111,7 @@ def test_write_read_roundtrip_single_file_and_folder(tmp_path):
         back = io.read_table(path, "prompts")
         assert back.to_pylist() == io.conform(t, "prompts").to_pylist()
     md = pq.ParquetFile(f).schema_arrow.metadata
-    assert md[b"cream.schema"] == b"prompts" and md[b"cream.schema_version"] == b"1"
+    assert md[b"cream.schema"] == b"prompts" and md[b"cream.schema_version"] == b"2"
     assert pq.ParquetFile(f).metadata.row_group(0).column(0).compression == "ZSTD"
     assert json.loads((d / "_manifest.json").read_text())["rows"] == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
@@ -195,7 +195,7 @@ def test_a_kind_versions_on_its_own_and_older_files_still_read(tmp_path, cli):
     reads, with the new column as null, through io and through `cream sql`; a newer version is refused."""
     import pyarrow.parquet as pq
 
-    assert schemas.latest("scores") == 2 and schemas.latest("prompts") == 1
+    assert schemas.latest("scores") == 2 and schemas.latest("responses") == 1
     v2 = schemas.get("scores")
     assert "rm" in v2.enums["reward_kind"] and v2.column("confidence").since == 2
     v1 = schemas.get("scores", 1)
@@ -214,3 +214,20 @@ def test_a_kind_versions_on_its_own_and_older_files_still_read(tmp_path, cli):
     pq.write_table(future, tmp_path / "future.parquet")
     with pytest.raises(CreamError, match="schema version 3, this cream reads versions 1 to 2; upgrade cream"):
         io.read_table(tmp_path / "future.parquet", "scores")
+
+
+def test_prompts_v2_human_answer_is_optional_on_write_and_null_from_v1_files(tmp_path):
+    """prompts v2 adds the nullable human_answer: a v1 file reads with it null; a table built without it (an
+    older writer) is written with it null; one with it keeps it."""
+    import pyarrow.parquet as pq
+
+    assert schemas.latest("prompts") == 2 and schemas.get("prompts").column("human_answer").since == 2
+    v1 = io.conform(prompts_table(2), schemas.get("prompts", 1)).replace_schema_metadata(
+        {schemas.META_SCHEMA: b"prompts", schemas.META_VERSION: b"1"})
+    pq.write_table(v1, tmp_path / "v1.parquet")
+    assert io.read_table(tmp_path / "v1.parquet", "prompts").column("human_answer").to_pylist() == [None, None]
+    out = io.write_table(prompts_table(2), tmp_path / "w", "prompts")
+    assert io.read_table(out, "prompts").column("human_answer").to_pylist() == [None, None]
+    with_human = prompts_table(2).append_column("human_answer", pa.array(["I wrote this.", None]))
+    out = io.write_table(with_human, tmp_path / "h", "prompts")
+    assert io.read_table(out, "prompts").column("human_answer").to_pylist() == ["I wrote this.", None]
