@@ -16,20 +16,26 @@ from cli.common import log, out
 
 
 class _OneLineWarnings(logging.Handler):
+    """Each record of the trainer's logger as one line on stderr: warnings flagged, notes (INFO) as they are."""
+
     def emit(self, record: logging.LogRecord) -> None:
-        log.print(f"[yellow]warning:[/] {escape(' '.join(record.getMessage().split()))}", highlight=False)
+        text = escape(" ".join(record.getMessage().split()))
+        log.print(f"[yellow]warning:[/] {text}" if record.levelno >= logging.WARNING else text, highlight=False)
 
 
 @contextmanager
 def _warnings_to_stderr():
     logger = logging.getLogger("cream.train")
-    handler = _OneLineWarnings(logging.WARNING)
+    handler = _OneLineWarnings(logging.INFO)
     logger.addHandler(handler)
-    propagate, logger.propagate = logger.propagate, False
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         yield
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
         logger.propagate = propagate
 
 
@@ -39,8 +45,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train(
-        data: str = typer.Argument(..., help="DPO: a preferences table (Parquet file or folder). SFT: an sft table "
-                                   "or any source the SFT loader accepts."),
+        data: str = typer.Argument(..., help="DPO: a preferences table (Parquet file or folder), a `cream label "
+                                   "--out` folder (its preferences/), a folder written by `cream publish` or a Hub "
+                                   "dataset id (owner/name). SFT: an sft table or any source the SFT loader accepts."),
         model: str = typer.Option(..., "--model", help=D.help("model")),
         out_dir: str = typer.Option(..., "--out", help=D.help("out")),
         stage: str = typer.Option("dpo", "--stage", help="dpo (consistency-weighted DPO) or sft."),
@@ -57,6 +64,7 @@ def register(app: typer.Typer) -> None:
         max_grad_norm: float = typer.Option(D.max_grad_norm, "--max-grad-norm", help=D.help("max_grad_norm")),
         max_length: Optional[int] = typer.Option(2048, "--max-length", help=D.help("max_length")),
         long_pairs: str = typer.Option(D.long_pairs, "--long-pairs", help=D.help("long_pairs")),
+        split: Optional[str] = typer.Option(None, "--split", help=D.help("split")),
         reference: str = typer.Option("auto", "--reference", help=D.help("reference")),
         lora: bool = typer.Option(False, "--lora/--no-lora", help=D.help("lora")),
         lora_r: int = typer.Option(16, "--lora-r", help=D.help("lora_r")),
@@ -82,8 +90,10 @@ def register(app: typer.Typer) -> None:
         if lr is not None:
             common["lr"] = lr
         if stage == "dpo":
-            cfg = D(method=method, beta=beta, reference=reference, long_pairs=long_pairs, **common)
+            cfg = D(method=method, beta=beta, reference=reference, long_pairs=long_pairs, split=split, **common)
         elif stage == "sft":
+            if split is not None:
+                raise CreamError("--split: only for --stage dpo (a published preferences dataset)")
             cfg = S(limit=limit, **common)
         else:
             raise CreamError(f"--stage: got {stage!r}, expected dpo or sft")

@@ -240,6 +240,17 @@ def lineage(splits: dict[str, list[Split]], run_config: dict | None, run_manifes
     return lines
 
 
+def train_usage(repo_id: str, prefs: list[Split]) -> list[str]:
+    """Markdown lines: the `cream train` command that trains on the newest split (nothing without preferences)."""
+    if not prefs:
+        return []
+    return ["`cream train` takes the dataset id directly (or this repository downloaded to a folder):", "",
+            "```bash", f"cream train {repo_id} --split {prefs[-1].name} --model MODEL --out OUT", "```", "",
+            "`MODEL` is the model to train. When it is the model that labeled the split (the `model` column), the "
+            "stored `chosen_logp` / `rejected_logp` are the DPO reference and no reference model is loaded; "
+            "otherwise the reference is computed. Without `--split` every split is used, in iteration order.", ""]
+
+
 def render(repo_id: str, splits: dict[str, list[Split]], licence: Licence, *, run_config: dict | None = None,
            run_manifest: dict | None = None) -> str:
     """README.md: YAML header + prose (how to load, lineage, statistics, licence, columns)."""
@@ -257,8 +268,9 @@ def render(repo_id: str, splits: dict[str, list[Split]], licence: Licence, *, ru
            "`trl.DPOTrainer`; its `weight` column is the consistency C that CREAM's loss uses.", "",
            "```python", "from datasets import load_dataset",
            f'pairs = load_dataset("{repo_id}", "preferences"{split_hint})', "```", "",
-           "`cream train` takes the dataset id directly. One split per iteration (`iter_<t>`); a single "
-           "iteration is published as `train`.", "", "## Configs and splits", "",
+           *train_usage(repo_id, splits.get("preferences", [])),
+           "One split per iteration (`iter_<t>`); a single iteration is published as `train`.", "",
+           "## Configs and splits", "",
            "| config | split | rows | files |", "| --- | --- | --- | --- |"]
     for kind, parts in splits.items():
         for s in parts:

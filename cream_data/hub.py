@@ -62,7 +62,7 @@ def check_repo_id(repo_id: str) -> str:
 
 
 def _inside_publish_folder(path: Path, root: Path) -> bool:
-    return any(_is_publish_folder(a) for a in path.parents if a != root and root in a.parents)
+    return any(is_publish_folder(a) for a in path.parents if a != root and root in a.parents)
 
 
 def collect(root: str | Path) -> tuple[dict[str, list[card.Split]], list[pa.Table]]:
@@ -163,7 +163,8 @@ def _write_split(folder: Path, split: card.Split) -> list[str]:
     return names
 
 
-def _is_publish_folder(path: Path) -> bool:
+def is_publish_folder(path: Path) -> bool:
+    """A folder `cream publish` built: the card and ``data/``."""
     return (path / "README.md").is_file() and (path / "data").is_dir()
 
 
@@ -172,7 +173,7 @@ def _install(staging: Path, out: Path) -> None:
     if out.exists():
         if out.is_dir() and not any(out.iterdir()):
             out.rmdir()
-        elif out.is_dir() and _is_publish_folder(out):
+        elif out.is_dir() and is_publish_folder(out):
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
             os.replace(staging, out)
@@ -188,7 +189,7 @@ def build(root: str | Path, out: str | Path, repo_id: str, *, license: str | Non
     """Build the repository folder at ``out`` (atomically: a temp sibling renamed at the end)."""
     root, out = Path(root), Path(out)
     check_repo_id(repo_id)
-    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_publish_folder(out))):
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_publish_folder(out))):
         raise CreamError(f"--out {out}: exists and is not a folder written by `cream publish`; "
                          "choose another path or remove it")
     if license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", license):
@@ -395,12 +396,16 @@ def load_preferences(source: str, split: str | None = None) -> pa.Table:
 
 
 def _download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
     try:
         return Path(snapshot_download(repo_id=repo_id, repo_type="dataset",
                                       allow_patterns=["README.md", "data/preferences/*"]))
     except Exception as e:
+        if constants.HF_HUB_OFFLINE:
+            raise CreamError(f"{repo_id}: could not download the dataset from the Hub: HF_HUB_OFFLINE is set and it "
+                             "is not in the local Hugging Face cache (unset HF_HUB_OFFLINE, or pass a folder written "
+                             "by `cream publish`)") from None
         first = (str(e).splitlines() or [""])[0][:160]
         raise CreamError(f"{repo_id}: could not download the dataset from the Hub ({type(e).__name__}: {first})") \
             from None

@@ -111,6 +111,8 @@ class DPOTrainConfig(TrainConfig):
         "Reference log-probs: auto (stored ones when the table's model and template_hash match the starting "
         "model, else computed), stored (require them) or computed (a reference model forward each step).",
     )
+    split: Optional[str] = _f(None, "Split of a published dataset (a Hub id or a `cream publish` folder) to train "
+                              "on, e.g. iter_2 (default: all its splits, in iteration order).")
     long_pairs: str = _f(
         "drop",
         "Pairs whose templated prompt + chosen or prompt + rejected exceeds max_length: drop (as the CREAM authors; "
@@ -128,6 +130,8 @@ class DPOTrainConfig(TrainConfig):
             p.append(f"beta: got {self.beta}, expected a finite number > 0")
         if self.reference not in REFERENCE:
             p.append(f"reference: got {self.reference!r}, expected one of {', '.join(REFERENCE)}")
+        if self.split is not None and not str(self.split).strip():
+            p.append("split: got an empty value, expected a split name such as iter_2 or train")
         if self.long_pairs not in LONG_PAIRS:
             p.append(f"long_pairs: got {self.long_pairs!r}, expected one of {', '.join(LONG_PAIRS)}")
         return p

@@ -21,12 +21,12 @@ CONFIG_FILE = "cream_train_config.json"
 LIBRARIES = ("cream", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow")
 
 
-def data_fingerprint(path: str | Path, table=None) -> str:
+def data_fingerprint(path: str | Path | None, table=None) -> str:
     """sha256 over the bytes of a table's Parquet file, or of a folder's complete parts in manifest order;
-    for a source that is neither (a JSONL file through a loader is a file; a Hub id is not), over ``table``'s
-    Arrow IPC stream."""
-    path = Path(path)
-    if not path.exists():
+    for a source that is neither (a JSONL file through a loader is a file; a Hub id or a published dataset is not:
+    ``path`` None), over ``table``'s Arrow IPC stream."""
+    path = Path(path) if path is not None else None
+    if path is None or not path.exists():
         import pyarrow as pa
 
         sink = pa.BufferOutputStream()

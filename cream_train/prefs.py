@@ -16,7 +16,7 @@ responses), see :func:`too_long`.
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,23 +28,69 @@ from cream_data.errors import CreamError
 from cream_data.validate import check, check_finite
 from cream_train.loss import pair_weights
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _BASE_COLUMNS = ("prompt", "chosen", "rejected")
 SIDES = ("chosen", "rejected")
 
 
-def load_preferences(source: str | Path) -> pa.Table:
-    """A preferences table from a Parquet file or table folder.
+@dataclass(frozen=True)
+class PreferenceSource:
+    """The preferences a DPO run reads, and where they came from."""
 
-    Hook for later: a Hub dataset id (``org/name``) will be read with ``datasets.load_dataset`` and conformed
-    to the preferences schema here; until then it is refused with a clear message.
+    table: pa.Table
+    path: Path | None  # the table file or folder read (fingerprint, label manifest); None for a published dataset
+    note: str | None  # said in the log when the input was not the table itself
+
+
+def load_preferences(source: str | Path, split: str | None = None) -> pa.Table:
+    """The preferences table of any input :func:`resolve_preferences` accepts."""
+    return resolve_preferences(source, split).table
+
+
+def resolve_preferences(source: str | Path, split: str | None = None) -> PreferenceSource:
+    """The preferences table from what the user passed to `cream train`:
+
+    - a preferences table (Parquet file or table folder);
+    - a `cream label --out` folder (or a run's ``iter-<t>/``): its ``preferences/`` table;
+    - a dataset folder written by `cream publish` (``README.md`` + ``data/preferences/…``), and
+    - a Hub dataset id (``owner/name``) of one, downloaded by :func:`cream_data.hub.load_preferences`.
+
+    ``split`` picks one split of a published dataset (default: all, concatenated in iteration order).
     """
+    from cream_data import hub
+
     p = Path(source)
-    if not p.exists() and _HUB_ID.match(str(source)):
-        raise CreamError(f"{source}: reading preferences from a Hub dataset id is not supported yet; "
-                         "download it and pass the Parquet file or folder")
+    if not p.exists():
+        if _looks_local(str(source)):
+            raise CreamError(f"{source}: no such file or folder")
+        return PreferenceSource(hub.load_preferences(str(source), split), None,
+                                f"{source}: Hub dataset; {_splits(split)}")
+    if p.is_dir() and hub.is_publish_folder(p):
+        return PreferenceSource(hub.load_preferences(str(p), split), None,
+                                f"{source}: a dataset folder written by `cream publish`; {_splits(split)}")
+    if split is not None:
+        raise CreamError(f"--split {split}: only for a published dataset (a Hub id or a `cream publish` folder); "
+                         f"{source} is a table or a label output, which has no splits")
+    note = None
+    if p.is_dir() and not _is_table_folder(p) and (p / "preferences").is_dir():
+        note = f"{source}: a `cream label` output; training on its preferences table {p / 'preferences'}"
+        p = p / "preferences"
     # Validate ourselves: a table missing columns that this method does not need (e.g. `weight` for dpo) is fine.
-    return io.read_table(p, "preferences", validate=False)
+    return PreferenceSource(io.read_table(p, "preferences", validate=False), p, note)
+
+
+def _splits(split: str | None) -> str:
+    return f"config preferences, split {split}" if split else "config preferences, all splits in iteration order"
+
+
+def _is_table_folder(p: Path) -> bool:
+    return (p / io.MANIFEST).exists() or any(p.glob("_manifest.shard-*.json")) or any(p.glob("part-*.parquet"))
+
+
+def _looks_local(s: str) -> bool:
+    """A path that is not there rather than a Hub id: ``./x``, ``/x``, ``~/x``, ``a/b/c``, or ``runs/x`` with a local
+    ``runs/`` (a typo must not become a download attempt)."""
+    return (s.startswith((".", "/", "~")) or s.count("/") != 1 or s.endswith((".parquet", ".json", ".jsonl"))
+            or Path(s.split("/", 1)[0]).expanduser().is_dir())
 
 
 def check_preferences(table: pa.Table, method: str, where: str) -> None:

@@ -249,6 +249,7 @@ class DPOData:
     stored: bool  # reference log-probs come from the table
     dataset: Any  # datasets.Dataset for TRL
     counts: dict[str, int]  # pairs trained on, dropped and truncated for being longer than max_length
+    path: Path | None = None  # the table read (None: a published dataset, fingerprinted by its rows)
 
 
 def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
@@ -257,7 +258,10 @@ def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
     from cream_data.engines import models
     from cream_train import prefs
 
-    table = prefs.load_preferences(cfg.data)
+    source = prefs.resolve_preferences(cfg.data, cfg.split)
+    if source.note:
+        logger.info(source.note)
+    table = source.table
     prefs.check_preferences(table, cfg.method, str(cfg.data))
     ref = models.resolve(cfg.model)
     tok = models.load_tokenizer(ref)
@@ -273,7 +277,7 @@ def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
     # a dropped pair is never truncated, so only under `truncate` does length decide about the stored log-probs
     problem = ("--reference computed was asked for" if cfg.reference == "computed"
                else prefs.stored_reference_problem(table, ref.name, tok, lengths, None if drop else cfg.max_length,
-                                                   _label_model_ids(cfg.data)))
+                                                   _label_model_ids(source.path)))
     if problem and cfg.reference == "stored":
         raise CreamError(f"{cfg.data}: cannot use the stored reference log-probs: {problem}")
     if problem and cfg.reference == "auto":
@@ -287,15 +291,15 @@ def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
         table, weights = table.take(keep), [weights[i] for i in keep]
     counts = {"pairs": table.num_rows, "pairs_dropped_long": len(long) if drop else 0,
               "pairs_truncated": 0 if drop else len(long)}
-    return DPOData(ref, tok, table, weights, stored, prefs.to_dataset(table, weights, stored), counts)
+    return DPOData(ref, tok, table, weights, stored, prefs.to_dataset(table, weights, stored), counts, source.path)
 
 
 def _label_model_ids(data) -> dict | None:
     """The content ids `cream label` recorded in a preferences folder's manifest (None for a bare file)."""
     from cream_data import io
 
-    path = Path(data)
-    if not (path.is_dir() and (path / io.MANIFEST).is_file()):
+    path = Path(data) if data is not None else None
+    if path is None or not (path.is_dir() and (path / io.MANIFEST).is_file()):
         return None
     return (io.read_manifest(path).get("inputs") or {}).get("model_ids")
 
@@ -322,7 +326,7 @@ def train_dpo(cfg: DPOTrainConfig) -> TrainResult:
     data = prepare_dpo(cfg)
     mean_c = sum(data.weights) / len(data.weights)
     return _run(cfg, lambda tmp: build_dpo_trainer(cfg, data, tmp), method=cfg.method, extra={
-        "parent_model": data.ref.name, "fingerprint": lin.data_fingerprint(cfg.data, data.table),
+        "parent_model": data.ref.name, "fingerprint": lin.data_fingerprint(data.path, data.table),
         "reference": "stored" if data.stored else "computed", "mean_C": mean_c}, counts=data.counts)
 
 
