@@ -43,6 +43,20 @@ def label(
                                                   "the built-in SRLM-style prompt."),
     judge_max_new_tokens: int = typer.Option(256, "--judge-max-new-tokens", help="The judge's generation budget."),
     consistency: str = typer.Option("kendall", "--consistency", help="kendall | spearman | toporder."),
+    consistency_between: Optional[str] = typer.Option(None, "--consistency-between", help="A,B: the two scorer "
+                                                      "roles whose rankings give C, from current, previous, judge, "
+                                                      "rm, oracle; one of them must be the role picking the pairs "
+                                                      "(--reward). Default: current,previous for --reward dpo with "
+                                                      "--prev-model (CREAM), else none (C = 1). current,judge: how "
+                                                      "far the model's judge and its DPO reward agree (SCIR-style)."),
+    pair_policy: str = typer.Option("weight", "--pair-policy", help="weight: C weighs each pair (CREAM) | agree: "
+                                    "keep a pair only where the other scorer also puts chosen strictly above "
+                                    "rejected (weight 1; the rest skipped as 'disagree') | both: kept where they "
+                                    "agree, weighted by C."),
+    human_answers: bool = typer.Option(False, "--human-answers", help="Also score each prompt's human-written "
+                                       "answer (the --prompts table's human_answer) with every scorer, never as "
+                                       "part of a pair: the self-preference diagnostic in OUT/human "
+                                       "(see docs/REWARDS.md)."),
     scope: str = typer.Option("sample", "--scope", help="sample: each pair weighted by its own C; dataset: every "
                               "pair gets the mean C."),
     scores: Optional[Path] = typer.Option(None, "--scores", help="Rebuild preferences from this folder's stored "
@@ -69,7 +83,8 @@ def label(
                       engine=engine, iteration=iteration, prompts=str(prompts) if prompts else None,
                       reward_model=reward_model, trust_remote_code=trust_remote_code, judge_mode=judge_mode,
                       judge_template=str(judge_template) if judge_template else None,
-                      judge_max_new_tokens=judge_max_new_tokens)
+                      judge_max_new_tokens=judge_max_new_tokens, consistency_between=consistency_between,
+                      pair_policy=pair_policy, human_answers=human_answers)
     if scores is not None:
         from cream_data.label import is_label_output
         from cream_data.outputs import guard, locked

@@ -41,6 +41,9 @@ REWARDS = ("dpo", "judge", "oracle", "rm")
 CONSISTENCY = ("kendall", "spearman", "toporder")
 SCOPES = ("sample", "dataset")
 ENGINES = ("hf", "vllm")
+ROLES = ("current", "previous", "judge", "rm", "oracle")  # the scorer roles of the scores table
+REWARD_ROLE = {"dpo": "current", "judge": "judge", "oracle": "oracle", "rm": "rm"}  # --reward -> the role picking pairs
+PAIR_POLICIES = ("weight", "agree", "both")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,9 @@ class LabelConfig:
     judge_template: str | None = None  # a judge prompt file with {request} and {response}; None: the built-in
     reward_model: str | None = None   # a sequence-classification reward model (its own tokenizer): scorer "rm"
     trust_remote_code: bool = False   # run the reward model's custom code
+    consistency_between: str | None = None  # "A,B" scorer roles of C; None: current,previous for dpo, else no C
+    pair_policy: str = "weight"       # weight: C weighs each pair | agree: keep where both agree | both
+    human_answers: bool = False       # score the prompts table's human_answer alongside (never paired)
     flush_rows: int = int(os.environ.get("CREAM_LABEL_FLUSH_ROWS", "256"))  # persist scored rows this often (resume)
 
     def __post_init__(self):
@@ -100,6 +106,9 @@ class LabelConfig:
         if self.reward == "rm" and self.model and not self.reward_model:  # re-pairing (no model) reads stored rows
             problems.append("--reward-model: missing; --reward rm needs a sequence-classification reward model "
                             "(Hub id or folder)")
+        problems.extend(self._pairing_problems())
+        if self.human_answers and not self.prompts:
+            problems.append("--human-answers needs --prompts (a prompts table with a human_answer column)")
         if self.reward_model and self.engine == "vllm":
             from cream_data.engines.rm_score import VLLM_UNSUPPORTED
 
@@ -108,6 +117,62 @@ class LabelConfig:
             err = CreamError("; ".join(problems))
             err.problems = problems  # each "field: got X, expected Y": `cream run --check` names the section
             raise err
+
+
+    def between(self) -> tuple[str, str] | None:
+        """The two scorer roles of the consistency C (the pair-picking role first), or None for no C.
+
+        Default (``consistency_between`` unset): CREAM's ``current,previous`` when the DPO reward picks the pairs
+        and M_{t-1} scores (``prev_model``); no C for the judge, oracle and reward-model rewards (the paper's
+        SRLM and Oracle rows). ``none`` turns C off."""
+        pick = REWARD_ROLE.get(self.reward, "current")
+        cb = self.consistency_between
+        if cb is None:
+            return (pick, "previous") if self.reward == "dpo" and self.prev_model else None
+        if cb.strip().lower() == "none":
+            return None
+        a, b = (x.strip() for x in cb.split(",", 1))
+        return (a, b) if a == pick else (b, a)
+
+    def roles(self) -> set[str]:
+        """Every scorer role this run produces: the pair-picking one, the consistency partner, and the extras."""
+        out = {"current", REWARD_ROLE.get(self.reward, "current")}
+        if self.prev_model:
+            out.add("previous")
+        if self.reward_model:
+            out.add("rm")
+        if self.between():
+            out.update(self.between())
+        return out
+
+    def _pairing_problems(self) -> list[str]:
+        problems = []
+        if self.pair_policy not in PAIR_POLICIES:
+            problems.append(f"--pair-policy: got {self.pair_policy!r}, expected one of {', '.join(PAIR_POLICIES)}")
+        cb = self.consistency_between
+        if cb is not None and cb.strip().lower() != "none":
+            parts = [x.strip() for x in cb.split(",")]
+            pick = REWARD_ROLE.get(self.reward, "current")
+            if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+                return problems + [f"--consistency-between: got {cb!r}, expected two different scorer roles A,B "
+                                   f"from {', '.join(ROLES)} (or none)"]
+            unknown = [x for x in parts if x not in ROLES]
+            if unknown:
+                return problems + [f"--consistency-between: got {unknown[0]!r}, expected a scorer role: "
+                                   f"{', '.join(ROLES)}"]
+            if pick not in parts:
+                return problems + [f"--consistency-between: got {cb!r}, expected one of the two to be {pick!r} "
+                                   f"(the scorer that picks the pairs under --reward {self.reward})"]
+            other = parts[1] if parts[0] == pick else parts[0]
+            if self.model:  # labeling (not re-pairing stored scores): the partner must be produced here
+                need = {"previous": (self.prev_model, "--prev-model"), "rm": (self.reward_model, "--reward-model"),
+                        "oracle": (self.prompts, "--prompts")}
+                if other in need and not need[other][0]:
+                    problems.append(f"--consistency-between {cb}: scorer {other!r} needs {need[other][1]}")
+        if self.pair_policy != "weight" and self.model and self.between() is None and not problems:
+            problems.append(f"--pair-policy {self.pair_policy}: needs two scorers to agree; give "
+                            "--consistency-between A,B (or --prev-model for current,previous)")
+        return problems
 
 
 @dataclass
@@ -345,11 +410,11 @@ def _read_responses(path) -> pa.Table:
     return responses.sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
 
 
-LABEL_FOLDERS = ("scores", "preferences", "logps", "rm", "inspect", "responses")
+LABEL_FOLDERS = ("scores", "preferences", "logps", "rm", "inspect", "responses", "human")
 
 
 def is_label_output(path: Path) -> bool:
-    """What `cream label` writes: a folder holding only its scores/, preferences/, logps/ and rm/ (and a report,
+    """What `cream label` writes: a folder holding only its scores/, preferences/, logps/, rm/ and human/ (and a report,
     and the responses it labels, as in a run's ``iter-<t>/``)."""
     return only_entries(path, lambda e: e.name in LABEL_FOLDERS and e.is_dir())
 
@@ -364,7 +429,7 @@ def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shar
     _engine_check(cfg.engine)
     guard(out, "label", is_label_output, what="labeled folder")
     responses = _read_responses(responses_path)
-    answers = _reference_answers(cfg.prompts, responses) if cfg.reward == "oracle" else None
+    answers = _reference_answers(cfg.prompts, responses) if "oracle" in cfg.roles() else None
     with locked(out, shard=shard if shard and shard[1] > 1 else None, log=log):
         return _label_locked(responses_path, responses, answers, cfg, out, shard, log, t0)
 
@@ -378,6 +443,7 @@ def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg
     fp = responses_fingerprint(responses)
     if shard and shard[1] > 1:
         responses = responses.filter(shard_mask(responses["prompt_id"], shard))
+    human = _human_responses(cfg, responses) if cfg.human_answers else None
     refs = {}
     for _, m, r in _roles(cfg):
         for name in (m, r):
@@ -389,48 +455,27 @@ def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg
     rm = _reward_model(cfg)
     _check_inputs_match(out, fp)
 
-    from cream_data.engines.hf_score import tokenize
-
-    tokenized = tokenize(tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
     summary = LabelSummary(out=str(out), responses=responses.num_rows,
                            prompts=len(set(responses["prompt_id"].to_pylist())))
-    # the reward model first: a checkpoint refused only once loaded (no head weights) is refused before any scoring
-    rm_part = _rm_scores(rm, responses, tokenized, out, shard, cfg, summary, log) if rm is not None else None
-    logp: dict[str, np.ndarray] = {}
-    ntok = None
-    for name, ref in refs.items():
-        folder = out / "logps" / _slug(ref.name)
-        with _progress(f"scoring with {ref.name}", len(tokenized.ids), log) as tick:
-            logp[name], ntok, scored = _score_model(ref, responses, tok, tokenized, folder, shard, cfg, th, tick,
-                                                    progress_log=log)
-        (summary.models_scored if scored else summary.models_reused).append(ref.name)
-        say(f"{'scored' if scored else 'reused cached log-probs of'} {ref.name}")
-
-    parts = []
-    for scorer, m, r in _roles(cfg):
-        lp, rlp = logp[m], (logp[r] if r else None)
-        reward, kind = dpo_or_likelihood(lp, rlp, ntok)
-        parts.append(scores_rows(responses, scorer, refs[m].name, refs[r].name if r else None, lp, rlp, ntok, reward, kind))
-    if cfg.reward == "oracle":
-        parts.append(_oracle_scores(responses, answers, ntok))
-    if cfg.reward == "judge":
-        judge_part, summary.judge_unparsed, summary.judge_appended = _judge_scores(responses, refs[cfg.model], cfg,
-                                                                                   ntok, log)
-        parts.append(judge_part)
-    if rm_part is not None:
-        parts.append(rm_part)
+    ctx = _Scoring(cfg, refs, tok, th, rm, out, shard, summary, log)
+    parts = _score_roles(ctx, responses, answers)
+    human_part = None
+    if human is not None and human.num_rows:
+        say(f"scoring the human-written answers of {human.num_rows} prompts (never paired)")
+        human_part = _as_human_scores(pa.concat_tables(_score_roles(ctx, human, answers, cache_tag="--human")),
+                                      human)
     scores = pa.concat_tables(parts)
     config = _config_dict(cfg, responses_path, shard)
     inputs = {"responses": fp, "template_hash": th,
               "model_ids": {ref.name: models.content_id(ref) for ref in refs.values()}}
     if rm is not None:
         inputs["model_ids"][rm[0].name] = models.content_id(rm[0])
+    if human_part is None and (out / "human").is_dir() and not (shard and shard[1] > 1):
+        shutil.rmtree(out / "human")  # an earlier run's diagnostic would describe other scores
+    if human_part is not None:
+        _write_shard_or_table(human_part, out / "human", "human_scores", shard, {"config": config, "inputs": inputs})
     if shard and shard[1] > 1:
-        w = io.PartWriter(out / "scores", "scores", shard=shard)
-        for old in w.parts():
-            old.unlink()
-        w.write(scores)
-        w.finish({"config": config, "inputs": inputs})
+        _write_shard_or_table(scores, out / "scores", "scores", shard, {"config": config, "inputs": inputs})
         try:
             scores = io.read_table(out / "scores", "scores")
         except CreamError:
@@ -446,18 +491,118 @@ def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg
     return summary
 
 
+def _write_shard_or_table(table: pa.Table, folder: Path, kind: str, shard, manifest: dict) -> None:
+    """This shard's part of a table (replacing an earlier one of the same shard), or the whole table."""
+    if shard and shard[1] > 1:
+        w = io.PartWriter(folder, kind, shard=shard)
+        for old in w.parts():
+            old.unlink()
+        w.write(table)
+        w.finish(manifest)
+    else:
+        io.write_table(table, folder, kind, manifest_extra=manifest)
+
+
+@dataclass
+class _Scoring:
+    """What scoring a responses table needs: the settings, the resolved models and their tokenizer, where the
+    caches go, and the summary to report into."""
+
+    cfg: LabelConfig
+    refs: dict
+    tok: object
+    th: str
+    rm: tuple | None
+    out: Path
+    shard: tuple | None
+    summary: LabelSummary
+    log: object = None
+
+
+def _score_roles(ctx: _Scoring, responses: pa.Table, answers: dict | None, cache_tag: str = "") -> list[pa.Table]:
+    """The scores rows of every scorer role of this run for ``responses``: log-probs of every distinct model (cached
+    in ``OUT/logps/<model><cache_tag>/``), their DPO (or likelihood) rewards per role, and the oracle, judge and
+    reward-model rows where those roles are in use. ``cache_tag`` keeps the human answers' caches apart."""
+    from cream_data.engines.hf_score import tokenize
+
+    cfg, out, say = ctx.cfg, ctx.out, ctx.log or (lambda *_: None)
+    tokenized = tokenize(ctx.tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
+    # the reward model first: a checkpoint refused only once loaded (no head weights) is refused before any scoring
+    rm_part = (_rm_scores(ctx.rm, responses, tokenized, out, ctx.shard, cfg, ctx.summary, ctx.log, cache_tag)
+               if ctx.rm is not None else None)
+    logp: dict[str, np.ndarray] = {}
+    ntok = None
+    for name, ref in ctx.refs.items():
+        folder = out / "logps" / (_slug(ref.name) + cache_tag)
+        with _progress(f"scoring with {ref.name}", len(tokenized.ids), ctx.log) as tick:
+            logp[name], ntok, scored = _score_model(ref, responses, ctx.tok, tokenized, folder, ctx.shard, cfg, ctx.th,
+                                                    tick, progress_log=ctx.log)
+        if not cache_tag:
+            (ctx.summary.models_scored if scored else ctx.summary.models_reused).append(ref.name)
+        say(f"{'scored' if scored else 'reused cached log-probs of'} {ref.name}")
+    parts = []
+    for scorer, m, r in _roles(cfg):
+        lp, rlp = logp[m], (logp[r] if r else None)
+        reward, kind = dpo_or_likelihood(lp, rlp, ntok)
+        parts.append(scores_rows(responses, scorer, ctx.refs[m].name, ctx.refs[r].name if r else None, lp, rlp, ntok,
+                                 reward, kind))
+    if "oracle" in cfg.roles():
+        parts.append(_oracle_scores(responses, answers, ntok))
+    if "judge" in cfg.roles():
+        judge_part, unparsed, appended = _judge_scores(responses, ctx.refs[cfg.model], cfg, ntok, ctx.log)
+        parts.append(judge_part)
+        if not cache_tag:
+            ctx.summary.judge_unparsed, ctx.summary.judge_appended = unparsed, appended
+    if rm_part is not None:
+        parts.append(rm_part)
+    return parts
+
+
+def _human_responses(cfg: LabelConfig, responses: pa.Table) -> pa.Table:
+    """One pseudo-response per labeled prompt that has a human-written answer in the ``--prompts`` table:
+    (prompt_id, prompt, response_idx 0, response = the human answer), scored like a sample but never paired."""
+    prompts = io.read_table(cfg.prompts, "prompts", columns=["prompt_id", "human_answer"])
+    answer = {p: a for p, a in zip(prompts["prompt_id"].to_pylist(), prompts["human_answer"].to_pylist())
+              if a is not None and a.strip()}
+    if not answer:
+        raise CreamError(f"--human-answers: {cfg.prompts} has no human_answer in any row (a prompts table written "
+                         "by `cream prompts` from a source with human answers: GSM8K solutions, oasst rank-0 "
+                         "replies, a response/completion field)")
+    first = pc.index_in(pa.array(sorted(answer)), value_set=responses["prompt_id"].cast(pa.string()))
+    rows = [i for i in first.to_pylist() if i is not None]
+    sub = responses.take(pa.array(rows, pa.int64())) if rows else responses.slice(0, 0)
+    pids = sub["prompt_id"].to_pylist()
+    return pa.table({"prompt_id": sub["prompt_id"], "prompt": sub["prompt"],
+                     "response_idx": pa.array([0] * len(pids), pa.int16()),
+                     "response": pa.array([answer[p] for p in pids], pa.string())})
+
+
+def _as_human_scores(scores: pa.Table, human: pa.Table) -> pa.Table:
+    """Scores rows of the pseudo-responses as a ``human_scores`` table (no response_idx, the answer kept)."""
+    text = dict(zip(human["prompt_id"].to_pylist(), human["response"].to_pylist()))
+    t = scores.drop_columns(["response_idx"])
+    return t.append_column("human_answer", pa.array([text[p] for p in t["prompt_id"].to_pylist()], pa.string()))
+
+
 def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, out: Path, th: str | None,
                       config: dict, inputs: dict) -> dict:
     from cream_data.pairing import build_preferences
 
-    reward_scorer = {"dpo": "current", "judge": "judge", "oracle": "oracle", "rm": "rm"}[cfg.reward]
-    # Consistency regularises the DPO reward only; a judge, oracle or reward-model pair keeps C = 1 (the paper's
-    # SRLM/Oracle rows), while the current/previous DPO scores stay in the scores table for the consistency report.
-    has_prev = cfg.reward == "dpo" and bool(pc.any(pc.equal(scores["scorer"], "previous")).as_py())
+    reward_scorer = REWARD_ROLE[cfg.reward]
+    # By default consistency regularises the DPO reward only (M_t's vs M_{t-1}'s ranking, where the previous
+    # scorer's rows exist); a judge, oracle or reward-model pair keeps C = 1 (the paper's SRLM/Oracle rows), while
+    # the current/previous DPO scores stay in the scores table for the consistency report.
+    # --consistency-between names the two rankings explicitly.
+    if cfg.consistency_between is None:
+        has_prev = cfg.reward == "dpo" and bool(pc.any(pc.equal(scores["scorer"], "previous")).as_py())
+        partner = "previous" if has_prev else None
+    else:
+        between = cfg.between()
+        partner = between[1] if between else None
     prefs, pairing = build_preferences(
-        responses, scores, reward_scorer=reward_scorer, prev_scorer="previous" if has_prev else None,
+        responses, scores, reward_scorer=reward_scorer, prev_scorer=partner,
         consistency=cfg.consistency, scope=cfg.scope, iteration=cfg.iteration, template_hash=th,
-        logp_scorer="current",
+        logp_scorer="current", pair_policy=cfg.pair_policy,
     )
     summary = pairing.to_dict()
     io.write_table(prefs, out / "preferences", "preferences",
@@ -481,6 +626,7 @@ def repair(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig,
         )
     th = (manifest.get("inputs") or {}).get("template_hash")
     config = {**(manifest.get("config") or {}), "consistency": cfg.consistency, "scope": cfg.scope,
+              "consistency_between": cfg.consistency_between, "pair_policy": cfg.pair_policy,
               "rebuilt_from_scores": str(folder)}
     return write_preferences(responses, scores, cfg, Path(out), th, config, {"responses": fp, "template_hash": th})
 
@@ -500,7 +646,7 @@ def _config_dict(cfg: LabelConfig, responses_path, shard) -> dict:
     d = asdict(cfg)
     d["responses"] = str(responses_path)
     d["shard"] = list(shard) if shard else None
-    if cfg.reward == "judge":
+    if "judge" in cfg.roles():
         d["judge_template_hash"] = template_hash(judge_template_text(cfg))
     return d
 
@@ -600,7 +746,7 @@ def _reward_model(cfg: LabelConfig):
 
 
 def _rm_scores(rm, responses: pa.Table, policy_tokenized, out: Path, shard, cfg: LabelConfig,
-               summary: LabelSummary, log) -> pa.Table:
+               summary: LabelSummary, log, cache_tag: str = "") -> pa.Table:
     """The reward model's rows (scorer ``rm``), its rewards cached in ``OUT/rm/<model>/`` like log-probs.
     ``n_tokens`` is the policy's response length (``policy_tokenized``), as in every other row."""
     from cream_data.engines import rm_score
@@ -613,9 +759,11 @@ def _rm_scores(rm, responses: pa.Table, policy_tokenized, out: Path, shard, cfg:
         return rm_score.RMScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
 
     with _progress(f"scoring with reward model {ref.name}", len(tokenized.ids), log) as tick:
-        reward, _, scored = _cached_scores(RM_REWARDS, ref, responses, tokenized, out / "rm" / _slug(ref.name), shard,
-                                           cfg, th, load_scorer, tick, progress_log=log)
-    (summary.models_scored if scored else summary.models_reused).append(ref.name)
+        reward, _, scored = _cached_scores(RM_REWARDS, ref, responses, tokenized,
+                                           out / "rm" / (_slug(ref.name) + cache_tag), shard, cfg, th, load_scorer,
+                                           tick, progress_log=log)
+    if not cache_tag:
+        (summary.models_scored if scored else summary.models_reused).append(ref.name)
     if log:
         log(f"{'scored' if scored else 'reused cached rewards of'} reward model {ref.name}")
     ntok = policy_tokenized.n_tokens[policy_tokenized.inverse]

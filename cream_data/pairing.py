@@ -11,26 +11,30 @@ How it works, with no per-prompt Python loop:
 3. **N may differ across prompts** (e.g. a sampler that dropped a failed generation): prompts are grouped
    by their N and each group is one ``[P_N, N]`` matrix, processed with the vectorised
    :mod:`cream_data.ranking` functions. There are as many groups as distinct N values (usually one).
-4. **Usable responses**: those with a finite current reward (a NaN/inf/null or missing one, e.g. an unparsed
-   judge output, is dropped) and, when a previous scorer is used, a finite previous reward too. A prompt ranks
-   and pairs over its usable responses only; the others are counted in the summary's ``responses_dropped``
-   (``nonfinite_reward``: no finite current reward; ``missing_prev``: a finite current but no finite previous
-   reward), over the prompts that formed a pair.
+4. **Usable responses**: those with a finite reward under the pair-picking scorer (a NaN/inf/null or missing
+   one, e.g. an unparsed judge output, is dropped) and, when a consistency partner is used, a finite partner
+   reward too. The partner is the second scorer of the consistency C: ``previous`` (M_{t-1}'s DPO reward,
+   CREAM's), or any other scorer role of the scores table (``judge``, ``rm``, ``oracle``, ``current``). A prompt
+   ranks and pairs over its usable responses only; the others are counted in the summary's
+   ``responses_dropped`` (``nonfinite_reward``: no finite reward; ``missing_prev``: a finite reward but no finite
+   partner reward), over the prompts that formed a pair.
 5. Skip prompts that cannot give a meaningful pair, by the first reason that applies, in this order:
-   ``n_lt_2`` (fewer than 2 responses), ``nonfinite_reward`` (fewer than 2 finite current rewards),
-   ``all_equal`` (all finite current rewards equal: no preference), ``missing_prev`` (fewer than 2 usable
-   responses), ``all_equal`` again (the usable responses' current rewards are all equal).
-6. ``chosen`` = the first index among the tied maxima of the usable current rewards (``np.argmax``),
+   ``n_lt_2`` (fewer than 2 responses), ``nonfinite_reward`` (fewer than 2 finite rewards),
+   ``all_equal`` (all finite rewards equal: no preference), ``missing_prev`` (fewer than 2 usable
+   responses), ``all_equal`` again (the usable responses' rewards are all equal), and under the pair policies
+   ``agree`` and ``both``: ``disagree`` (the partner does not reward chosen strictly above rejected).
+6. ``chosen`` = the first index among the tied maxima of the usable rewards (``np.argmax``),
    ``rejected`` = the first index among the tied minima (``np.argmin``), exactly as the CREAM reference picks
    them. Without ties they are the responses ranked 1 and k (k usable); with a tie at the top (or bottom) the
    stored ``ranks`` (scipy's tie order, see :mod:`cream_data.ranking`) may give rank 1 to another of the tied
    responses. The ``ranks`` (and ``prev_ranks``) lists keep all N entries, so each is a permutation of 1..N:
    the usable responses are ranked 1..k among themselves, the dropped ones follow as k+1..N in response order
    (they were not ranked; their ``rewards``/``prev_rewards`` entries are null).
-7. Consistency C between the current and previous rankings of the usable responses (``consistency``
-   method); with no previous scorer (SRLM, oracle, CREAM w/o RC) C = 1 and the method is ``none``.
-   ``weight`` = C per pair (scope ``sample``) or the mean C over the pairs produced (scope ``dataset``;
-   skipped prompts are not part of that mean).
+7. Consistency C between the pair-picking and the partner's rankings of the usable responses (``consistency``
+   method; ``prev_rewards``/``prev_ranks``/``prev_model`` hold the partner's); with no partner (SRLM, oracle,
+   CREAM w/o RC) C = 1 and the method is ``none``. ``weight`` (pair policies ``weight`` and ``both``) = C per
+   pair (scope ``sample``) or the mean C over the pairs produced (scope ``dataset``; skipped prompts are not
+   part of that mean); under ``agree`` every kept pair weighs 1.
 
 Prompts are processed in groups of equal (N, k): each group's usable responses are moved to the left of
 their row (response order kept), so every group is a dense ``[P, k]`` matrix.
@@ -49,8 +53,9 @@ from cream_data.errors import CreamError
 from cream_data.ranking import CONSISTENCY_METHODS, consistency as rank_consistency, ordinal_ranks
 from cream_data.validate import check, conform
 
-SKIP_REASONS: tuple[str, ...] = ("n_lt_2", "nonfinite_reward", "all_equal", "missing_prev")
+SKIP_REASONS: tuple[str, ...] = ("n_lt_2", "nonfinite_reward", "all_equal", "missing_prev", "disagree")
 SCOPES: tuple[str, ...] = ("sample", "dataset")
+PAIR_POLICIES: tuple[str, ...] = ("weight", "agree", "both")
 
 
 class PairArrays(NamedTuple):
@@ -99,6 +104,8 @@ class PairingSummary:
     ties: int  # prompts with >= 2 finite current rewards where at least two of those are equal
     consistency_method: str
     scope: str
+    pair_policy: str = "weight"
+    consistency_between: list[str] | None = None  # [the pair-picking scorer, its consistency partner]
     c_mean: float | None = None  # C over the pairs (before the scope is applied)
     c_median: float | None = None
     c_std: float | None = None
@@ -107,7 +114,7 @@ class PairingSummary:
     margin_median: float | None = None
     margin_std: float | None = None
     margin_min: float | None = None
-    top_agreement: float | None = None  # share of pairs whose chosen is also the previous model's best
+    top_agreement: float | None = None  # share of pairs whose chosen is also the partner scorer's best
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,12 +131,25 @@ def build_preferences(
     iteration: int | None = None,
     template_hash: str | None = None,
     logp_scorer: str | None = "current",
+    pair_policy: str = "weight",
 ) -> tuple[pa.Table, PairingSummary]:
-    """Build the ``preferences`` table (schema v1, sorted by prompt_id) and a summary; see the module doc."""
+    """Build the ``preferences`` table (schema v1, sorted by prompt_id) and a summary; see the module doc.
+
+    ``reward_scorer`` picks the pair; ``prev_scorer`` is the other ranking of the consistency C (any scorer role
+    of the scores table: CREAM's is ``previous``, SCIR-style internal consistency uses ``judge`` against
+    ``current``), or None for no consistency (C = 1). ``pair_policy``: ``weight`` (C is the training weight),
+    ``agree`` (keep a pair only where ``prev_scorer`` also rewards chosen strictly above rejected, weight 1;
+    the others are skipped as ``disagree``) or ``both`` (kept where they agree, weighted by C)."""
     if consistency not in CONSISTENCY_METHODS:
         raise CreamError(f"--consistency: got {consistency!r}, expected one of {', '.join(CONSISTENCY_METHODS)}")
     if scope not in SCOPES:
         raise CreamError(f"--scope: got {scope!r}, expected one of {', '.join(SCOPES)}")
+    if pair_policy not in PAIR_POLICIES:
+        raise CreamError(f"--pair-policy: got {pair_policy!r}, expected one of {', '.join(PAIR_POLICIES)}")
+    if pair_policy != "weight" and prev_scorer is None:
+        raise CreamError(f"--pair-policy {pair_policy}: needs a second scorer to agree with (--consistency-between)")
+    if prev_scorer is not None and prev_scorer == reward_scorer:
+        raise CreamError(f"--consistency-between: the two scorers must differ (got {reward_scorer!r} twice)")
     _require(responses, "responses", ["prompt_id", "prompt", "response_idx", "response"]
              + ([] if iteration is not None else ["iteration"]))
     _require(scores, "scores", ["prompt_id", "response_idx", "scorer", "model", "ref_model", "reward"])
@@ -152,7 +172,8 @@ def build_preferences(
     tied = np.zeros(n_prompts, dtype=bool)
     rank_flat = np.zeros(rows.n_rows, dtype=np.int16)
     prev_rank_flat = np.zeros(rows.n_rows, dtype=np.int16)
-    dropped = {"nonfinite_reward": 0, "missing_prev": 0}
+    drop_nonfinite = np.zeros(n_prompts, dtype=np.int64)  # per prompt: responses left out of its ranking
+    drop_missing = np.zeros(n_prompts, dtype=np.int64)
 
     for n in np.unique(rows.counts):
         group = np.flatnonzero(rows.counts == n)
@@ -169,8 +190,8 @@ def build_preferences(
         reason[group] = np.select([finite.sum(axis=1) < 2, equal_finite, n_usable < 2, equal_usable],
                                   [2, 3, 4, 3], default=0)
         keep = reason[group] == 0
-        dropped["nonfinite_reward"] += int((~finite[keep]).sum())
-        dropped["missing_prev"] += int((finite & ~usable)[keep].sum())
+        drop_nonfinite[group] = (~finite).sum(axis=1)
+        drop_missing[group] = (finite & ~usable).sum(axis=1)
 
         # usable responses first, in response order: row numbers [P_N, N] whose first k columns are the usable
         compact = np.take_along_axis(idx, np.argsort(~usable, axis=1, kind="stable"), axis=1)
@@ -189,8 +210,16 @@ def build_preferences(
                 tau[kept] = pairs.kendall_tau
                 prev_rank_flat[kidx] = np.concatenate([pairs.prev_ranks, tail], axis=1)
 
+    if pair_policy != "weight":  # the partner must also put chosen strictly above rejected
+        kp = np.flatnonzero(reason == 0)
+        both_agree = prev_reward[rows.starts[kp] + chosen[kp]] > prev_reward[rows.starts[kp] + rejected[kp]]
+        reason[kp[~both_agree]] = SKIP_REASONS.index("disagree") + 1
     kp = np.flatnonzero(reason == 0)
-    weight = c[kp] if scope == "sample" else np.full(len(kp), c[kp].mean() if len(kp) else 1.0)
+    dropped = {"nonfinite_reward": int(drop_nonfinite[kp].sum()), "missing_prev": int(drop_missing[kp].sum())}
+    if pair_policy == "agree":
+        weight = np.ones(len(kp))
+    else:
+        weight = c[kp] if scope == "sample" else np.full(len(kp), c[kp].mean() if len(kp) else 1.0)
     chosen_row = rows.starts[kp] + chosen[kp]
     rejected_row = rows.starts[kp] + rejected[kp]
     row_kept = np.repeat(reason == 0, rows.counts)
@@ -246,6 +275,8 @@ def build_preferences(
         ties=int(tied.sum()),
         consistency_method=consistency if prev is not None else "none",
         scope=scope,
+        pair_policy=pair_policy,
+        consistency_between=[reward_scorer, prev_scorer] if prev is not None else None,
         **_stats("c", c[kp]),
         tau_mean=_float(tau[kp].mean()) if prev is not None and len(kp) else None,
         **_stats("margin", margins),

@@ -258,10 +258,11 @@ class Loop:
                            engine=lab.engine, iteration=t, judge_max_new_tokens=lab.judge_max_new_tokens,
                            reward_model=lab.reward_model, trust_remote_code=lab.trust_remote_code,
                            judge_mode=lab.judge_mode, judge_template=lab.judge_template,
-                           prompts=str(self.run / "prompts" / f"subset-{t}"))
+                           prompts=str(self.run / "prompts" / f"subset-{t}"), human_answers=lab.human_answers,
+                           **self.cfg.label_pairing())
         inputs = {"responses_fp": self.fps[f"sample-{t}"], "model_fp": self.model_fp(t),
                   "ref_fp": self.model_fp(ref), "prev_ref_fp": self.model_fp(prev_ref) if prev_ref is not None else None,
-                  "reward": self.cfg.reward, **asdict(lab),
+                  "reward": self.cfg.reward, **asdict(lab), **self.cfg.label_pairing(),
                   "judge_template_fp": template_hash(judge_template_text(lcfg)) if lab.judge_template else None}
         if lab.reward_model:  # its content is an input too: a reward model retrained in place redoes the stage
             from cream_data.engines.models import content_id

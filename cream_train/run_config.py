@@ -1,7 +1,7 @@
 """The `cream run` config: one YAML file for the whole loop, validated up front with every problem listed at once.
 
     model: smollm2-135m-instruct      # M0
-    method: cream                     # cream | cream-avg | cream-no-rc | srlm | oracle | rm (the paper's rows)
+    method: cream                     # cream | cream-avg | cream-no-rc | srlm | oracle | rm (the paper's rows) | scir
     iterations: 2                     # T
     sft:     {data: …, lr: 2e-5, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, …}
     prompts: {source: …, limit: …}    # split into T disjoint subsets, one per iteration
@@ -35,7 +35,10 @@ METHODS = {
     "srlm": ("judge", "dpo"),
     "oracle": ("oracle", "dpo"),
     "rm": ("rm", "dpo"),  # "Oracle (reward model)": pairs by label.reward_model
+    "scir": ("dpo", "cream"),  # pairs by the DPO reward, kept where M_t's judge agrees, weighted by their C
 }
+# what a method sets in the label stage unless the label section says otherwise
+METHOD_LABEL = {"scir": {"consistency_between": "current,judge", "pair_policy": "both"}}
 EVAL_TASKS = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
 
 
@@ -85,6 +88,9 @@ class LabelSection:
     judge_max_new_tokens: int = 256
     judge_mode: str = "expected"         # srlm: expected (E[score] under the judge's probabilities) | parse
     judge_template: Optional[str] = None  # srlm: judge prompt file ({request}, {response}); relative to this file
+    consistency_between: Optional[str] = None  # "A,B" scorer roles of C; None: the method's (cream: current,previous)
+    pair_policy: Optional[str] = None   # weight | agree | both; None: the method's (scir: both, else weight)
+    human_answers: bool = False         # score each prompt's human_answer too (self-preference, in the report)
 
 
 @dataclass(frozen=True)
@@ -137,8 +143,17 @@ class RunConfig:
     def train_method(self) -> str:
         return METHODS[self.method][1]
 
+    def label_pairing(self) -> dict:
+        """The label stage's consistency_between and pair_policy: the section's, else the method's default."""
+        default = METHOD_LABEL.get(self.method, {})
+        cb = self.label.consistency_between or default.get("consistency_between")
+        return {"consistency_between": cb, "pair_policy": self.label.pair_policy or default.get("pair_policy", "weight")}
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every setting as the run uses it (the label pairing settings resolved from the method's defaults)."""
+        d = dataclasses.asdict(self)
+        d["label"].update(self.label_pairing())
+        return d
 
 
 def _type_ok(value: Any, hint) -> bool:
@@ -262,7 +277,8 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
             scope=lab.scope, batch_size=lab.batch_size, engine=lab.engine, iteration=1,
             reward_model=lab.reward_model, trust_remote_code=lab.trust_remote_code,
             judge_max_new_tokens=lab.judge_max_new_tokens, judge_mode=lab.judge_mode,
-            judge_template=lab.judge_template, prompts=str(run / "prompts" / "subset-1")),
+            judge_template=lab.judge_template, prompts=str(run / "prompts" / "subset-1"),
+            human_answers=lab.human_answers, **cfg.label_pairing()),
         "train": lambda: DPOTrainConfig(
             data=str(run / "iter-1" / "preferences"), model=cfg.model, out=str(run / "models" / "M2"),
             method=train_method, beta=tr.beta, lr=tr.lr, epochs=tr.epochs, max_steps=tr.max_steps,
