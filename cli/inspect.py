@@ -29,9 +29,10 @@ def inspect(
     """On a run directory: the paper's two tables (accuracy per task per model M0, M1, …; ranking consistency
     C, Kendall, Spearman, TopOrder between consecutive iterations), pairs and skips per iteration, and plots.
     On a labeled folder: pairs, skips by reason, consistency C, ties, agreement with the previous model,
-    reward margins. On several run directories: both tables per method, paired accuracy differences with
-    bootstrap intervals, and the oracle's verdict on each method's pairs. Writes Markdown + JSON and PNG
-    plots, and prints the tables."""
+    reward margins, and (from its scores) every two scorers' Kendall tau-b and top-pair agreement, each scorer
+    against the oracle, and the human-written answers' ranks (a run directory: per iteration). On several run
+    directories: both tables per method, paired accuracy differences with bootstrap intervals, and the oracle's
+    verdict on each method's pairs. Writes Markdown + JSON and PNG plots, and prints the tables."""
     from cream_data import run_report
     from cream_data.errors import CreamError
     from cream_data.outputs import guard
@@ -66,7 +67,7 @@ def inspect(
 
 
 REPORT_FILES = ("summary.md", "summary.json", "report.md", "report.json", "study.md", "study.json",
-                "accuracy.png", "consistency.png", "margins.png", "rewards.png")
+                "accuracy.png", "consistency.png", "margins.png", "rewards.png", "agreement.png")
 
 
 def is_report_output(path: Path) -> bool:
@@ -97,6 +98,17 @@ def _print(summary: dict, rep) -> None:
             t.add_row(*map(escape, (g["scorer"], g["model"], g["reward_kind"], str(g["rows"]),
                                     str(g["null_or_nonfinite"]), f"{rep.fmt(g['mean'])} ± {rep.fmt(g['std'])}")))
         out.print(t)
+    if summary.get("agreement"):
+        from cream_data.agreement_report import tables
+
+        for _, title, header, rows in tables(summary["agreement"]):
+            t = Table(title=title)
+            names = max(len(r[0]) for r in rows)
+            for i, h in enumerate(header):  # numbers and intervals stay on one line; names are never squeezed
+                t.add_column(h, overflow="fold", no_wrap=i > 0, min_width=names if i == 0 else None)
+            for row in rows:
+                t.add_row(*map(escape, row))
+            out.print(t)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,9 @@ Definitions (one row of the preferences table = one prompt that yielded a pair; 
 - ``consistency``       = the stored C: mean, median, std (population, ddof = 0), min, max; likewise
                           ``kendall_tau`` over the rows where it is defined
 - ``skipped``           = prompts that yielded no pair, by reason, from the manifest's ``summary``
+- ``agreement``         = from the scores table (and ``human/`` beside it): every two scorers' Kendall tau-b and
+                          top-pair agreement, each scorer vs the oracle, the human answers' ranks
+                          (:mod:`cream_data.agreement`)
 
 Everything is computed on whole columns: list columns become a (rows × N_max) matrix padded with NaN.
 matplotlib is imported only when a plot is drawn, with the Agg backend (no display needed).
@@ -28,12 +31,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cream_data import io
+from cream_data import agreement_report, io
 from cream_data.errors import CreamError
 
 PREF_COLUMNS = ["prompt_id", "chosen_idx", "rejected_idx", "iteration", "n_responses", "rewards", "prev_rewards",
                 "kendall_tau", "consistency", "consistency_method", "weight", "model", "prev_model"]
-SCORE_COLUMNS = ["scorer", "model", "reward_kind", "reward"]
+SCORE_COLUMNS = ["prompt_id", "response_idx", "scorer", "model", "reward_kind", "reward"]
 
 
 # ---------------------------------------------------------------------------- numbers
@@ -291,6 +294,11 @@ def inspect_folder(path: str | Path, out: str | Path | None = None) -> InspectRe
     if scores_path is not None:
         scores = io.read_table(scores_path, "scores", columns=SCORE_COLUMNS)
         summary["scores"] = {"path": str(scores_path), "groups": summarize_scores(scores)}
+        human_path = agreement_report.find_human(path, scores_path)
+        human = io.read_table(human_path, "human_scores", columns=agreement_report.HUMAN_COLUMNS) \
+            if human_path is not None else None
+        summary["agreement"] = {"path": str(scores_path), "human_path": str(human_path) if human_path else None,
+                                **agreement_report.folder_agreement(scores, human)}
 
     if prefs is not None and prefs.num_rows:
         report.files["consistency"] = plot_consistency(prefs, out / "consistency.png")
@@ -361,6 +369,7 @@ def to_markdown(summary: dict) -> str:
                   "|" + " --- |" * len(SCORE_HEADER)]
         lines += ["| " + " | ".join(_md(x) for x in row) + " |" for row in score_rows(summary["scores"]["groups"])]
         lines.append("")
+    lines += agreement_report.markdown(summary.get("agreement"))
     if summary.get("plots"):
         lines += ["## Plots", ""] + [f"![{k}]({name})" for k, name in summary["plots"].items()] + [""]
     return "\n".join(lines)

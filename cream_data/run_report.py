@@ -29,6 +29,10 @@ iteration with no prompt left to measure reports "no ranking" when prompts were 
 **Pairs per iteration.** From each preferences manifest's ``summary`` (written by the labeling stage):
 prompts, pairs, and prompts skipped by reason; plus the mean ``weight`` the trainer used.
 
+**Agreement per iteration** (``iter-<t>/scores``, ``iter-<t>/human``): every two scorers' Kendall tau-b and
+top-pair agreement, each scorer against the oracle, the human answers' ranks (:mod:`cream_data.agreement`,
+rendered by :mod:`cream_data.agreement_report`; ``agreement.png``).
+
 matplotlib is imported only when a plot is drawn (Agg backend).
 """
 
@@ -43,7 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cream_data import io, ranking
+from cream_data import agreement_report, io, ranking
 from cream_data.errors import CreamError
 from cream_data.report import describe, fmt, new_figure, padded, save_png
 from cream_data.sql import find_tables, iteration_from_path
@@ -377,7 +381,8 @@ def _collect(run: Path) -> tuple[dict, dict[int, np.ndarray]]:
                          f"finished yet")
     tasks = sorted({t for r in acc for t in r["tasks"]}, key=_task_key)
     report = {**_run_info(run), "tasks": tasks, "accuracy": acc, "consistency": consistency, "pairs": pairs,
-              "ci": "95% Wilson score interval per task; normal approximation for Avg", "harness": harness_rows(run)}
+              "ci": "95% Wilson score interval per task; normal approximation for Avg", "harness": harness_rows(run),
+              "agreement": agreement_report.run_agreement({t: p.parent for t, p in _preference_tables(run).items()})}
     return report, c_values
 
 
@@ -407,6 +412,8 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> RunR
     if c_values:
         plots["consistency"] = plot_consistency(c_values, out / "consistency.png",
                                                   {r["iteration"]: r["label"] for r in report["consistency"]})
+    if (agreement_png := agreement_report.plot_agreement(report["agreement"], out / "agreement.png")) is not None:
+        plots["agreement"] = agreement_png
     report["plots"] = {k: p.name for k, p in plots.items()}
     md = to_markdown(report)
     md_path, json_path = out / "report.md", out / "report.json"
@@ -594,6 +601,7 @@ def to_markdown(report: dict) -> str:
         lines += ["## Pairs per iteration", ""] + _md_table(pairs_table(report))
     else:
         lines += ["No preferences tables yet (RUN/iter-<t>/preferences/).", ""]
+    lines += agreement_report.run_markdown(report.get("agreement") or [])
     if report.get("plots"):
         lines += ["## Plots", ""] + [f"![{k}]({name})" for k, name in report["plots"].items()] + [""]
     return "\n".join(lines)

@@ -351,7 +351,13 @@ def test_table2_iteration_without_any_strict_ranking_says_no_ranking(tmp_path, w
     assert second["n"] == 2 and second["all_equal"] == 0
     assert second["kendall_tau"]["mean"] == pytest.approx(1 / 3) and second["C"]["mean"] == pytest.approx(2 / 3)
     assert "±" in table2_line(result.markdown, "M2 vs M1")
-    assert set(result.plots) == {"consistency"} and "no ranking" in result.markdown.split("## Pairs")[0]
+    # the scorer-agreement section sees the same: iteration 1 all undefined (every current reward equal)
+    assert set(result.plots) == ({"consistency", "agreement"} if with_scores else {"consistency"})
+    assert "no ranking" in result.markdown.split("## Pairs")[0]
+    if with_scores:
+        (pair1,), (pair2,) = (r["matrix"] for r in result.report["agreement"])
+        assert (pair1["n"], pair1["undefined"], pair1["tau_mean"]) == (0, 8, None)
+        assert (pair2["n"], pair2["undefined"]) == (2, 0) and pair2["tau_mean"] == pytest.approx(1 / 3)
 
 
 def test_table2_leaves_out_prompts_without_a_strict_ranking(tmp_path):

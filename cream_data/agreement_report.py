@@ -1,0 +1,202 @@
+"""The scorer-agreement tables of the run report and of ``cream inspect``: reading a labeled folder's ``scores``
+and ``human`` tables, rendering :mod:`cream_data.agreement`'s numbers as Markdown / terminal rows, and the one
+plot (``agreement.png``: mean Kendall tau-b per scorer pair and iteration).
+
+A labeled folder is the ``--out`` of ``cream label`` (``OUT/scores``, ``OUT/human``) or an iteration of a run
+(``RUN/iter-<t>/scores``, ``RUN/iter-<t>/human``). matplotlib is imported only when the plot is drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from cream_data import agreement, io
+from cream_data.errors import CreamError
+
+SCORE_COLUMNS = ["prompt_id", "response_idx", "scorer", "reward"]
+HUMAN_COLUMNS = ["prompt_id", "scorer", "reward"]
+NOTES = {
+    "matrix": "τ-b: Kendall's tau-b of the two scorers' raw rewards per prompt (ties kept), over the responses "
+              "both scored with a finite reward, on prompts with ≥ 2 of them; mean ± std (ddof 0) over the n "
+              "prompts where it is defined (undefined: one scorer gave all of them the same reward). Top pair: "
+              "share of those n prompts where both pick the same chosen (first argmax) and rejected (first "
+              "argmin) response.",
+    "oracle": "Pair win rate: over prompts with a correct and a wrong response (by the oracle) rewarded by the "
+              "scorer, the share whose chosen is correct and rejected is wrong [95% Wilson score interval]. AUC "
+              "of the reward for correct vs wrong responses: P(a correct response's reward > a wrong one's, ties "
+              "½), all responses pooled [2.5–97.5 percentiles over 1000 bootstrap resamples of the prompts].",
+    "human": "The human-written answer among the prompt's k samples: rank = 1 + (samples rewarded strictly "
+             "higher) + ½ (samples with an equal reward), of k + 1 (1 = best); normalised (rank − 1) / k (0 = "
+             "best, 1 = worst); below all: rewarded strictly below every sample. Prompts with a finite human "
+             "reward and ≥ 1 finite sample reward.",
+}
+
+
+# ---------------------------------------------------------------------------- numbers
+def folder_agreement(scores: pa.Table | None, human: pa.Table | None = None) -> dict | None:
+    """The three measures of one labeled folder: ``{"roles", "matrix", "oracle", "human"}`` (``oracle`` None
+    without an oracle role, ``human`` None without a human table); None without a scores table."""
+    if scores is None:
+        return None
+    m = agreement.agreement_matrix(scores)
+    return {"roles": m["roles"], "matrix": m["pairs"], "oracle": agreement.oracle_agreement(scores),
+            "human": agreement.human_ranks(scores, human) if human is not None else None}
+
+
+def _table_dir(path: Path) -> bool:
+    return (path / io.MANIFEST).exists()
+
+
+def read_folder(folder: Path) -> tuple[pa.Table | None, pa.Table | None]:
+    """(scores, human) of a labeled folder (``FOLDER/scores``, ``FOLDER/human``), the columns the measures use;
+    None for a table that is not there."""
+    scores = io.read_table(folder / "scores", "scores", columns=SCORE_COLUMNS) if _table_dir(folder / "scores") \
+        else None
+    human = io.read_table(folder / "human", "human_scores", columns=HUMAN_COLUMNS) if _table_dir(folder / "human") \
+        else None
+    return scores, human
+
+
+def find_human(path: Path, scores_path: Path | None) -> Path | None:
+    """The ``human_scores`` table that goes with a labeled folder: the one under ``path``, or, when ``path`` is
+    the scores table itself, its sibling ``human/``."""
+    found = [p for kind, p in io.iter_table_paths(path) if kind == "human_scores"]
+    if len(found) > 1:
+        raise CreamError(f"{path}: holds {len(found)} human_scores tables ({', '.join(str(p) for p in found[:4])}); "
+                         f"point cream inspect at one labeled folder")
+    if found:
+        return found[0]
+    if scores_path is not None and scores_path == path and _table_dir(path.parent / "human"):
+        return path.parent / "human"
+    return None
+
+
+def run_agreement(folders: dict[int, Path]) -> list[dict]:
+    """Per iteration (``{t: RUN/iter-<t>}``) with a scores table: ``{"iteration", "path", **folder_agreement}``."""
+    rows = []
+    for t, folder in sorted(folders.items()):
+        scores, human = read_folder(folder)
+        entry = folder_agreement(scores, human)
+        if entry is not None:
+            rows.append({"iteration": t, "path": str(folder), **entry})
+    return rows
+
+
+# ---------------------------------------------------------------------------- text
+def _num(x, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _share(x, k: int | None = None, n: int | None = None) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f}%" + (f" ({k}/{n})" if k is not None else "")
+
+
+def _interval(lo, hi, pct: bool) -> str:
+    if lo is None or hi is None:
+        return ""
+    return f" [{100 * lo:.1f}, {100 * hi:.1f}]" if pct else f" [{lo:.3f}, {hi:.3f}]"
+
+
+def tables(entry: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """``(key, title, header, rows)`` of the tables of one folder's agreement (matrix; oracle and human where
+    there are such numbers), shared by the Markdown and the terminal."""
+    out = []
+    if entry["matrix"]:
+        rows = [[f"{p['a']} – {p['b']}", "–" if p["tau_mean"] is None else
+                 f"{p['tau_mean']:.3f} ± {p['tau_std']:.3f}", str(p["n"]), str(p["undefined"]),
+                 _share(p["top_pair"], p["top_pair_n"], p["n"])] for p in entry["matrix"]]
+        out.append(("matrix", "Agreement between scorers",
+                    ["scorers", "τ-b mean ± std", "n", "undefined", "top-pair agreement"], rows))
+    if entry.get("oracle"):
+        rows = [[o["scorer"], _share(o["win_rate"], o["wins"], o["prompts"])
+                 + _interval(o["win_ci_low"], o["win_ci_high"], True),
+                 _num(o["auc"]) + _interval(o["auc_ci_low"], o["auc_ci_high"], False),
+                 f"{o['correct']}/{o['wrong']}"] for o in entry["oracle"]]
+        out.append(("oracle", "Agreement with the oracle",
+                    ["scorer", "pair win rate [95% CI]", "AUC [95% CI]", "correct/wrong"], rows))
+    if entry.get("human"):
+        rows = []
+        for h in entry["human"]:
+            of = "–" if not h["n"] else str(h["k_max"] + 1) if h["k_min"] == h["k_max"] else \
+                f"{h['k_min'] + 1}–{h['k_max'] + 1}"
+            rows.append([h["scorer"], str(h["n"]), "–" if h["mean_rank"] is None else f"{h['mean_rank']:.2f} of {of}",
+                         _num(h["mean_normalised_rank"]), _share(h["below_all_share"], h["below_all"], h["n"])])
+        out.append(("human", "Self-preference: the human-written answer among the samples",
+                    ["scorer", "n", "mean rank (of k+1)", "mean normalised rank", "below all"], rows))
+    return out
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in [header] + rows]
+    return ["| " + " | ".join(esc[0]) + " |", "|" + " --- |" * len(header)] + \
+        ["| " + " | ".join(r) + " |" for r in esc[1:]] + [""]
+
+
+def markdown(entry: dict | None, level: int = 2) -> list[str]:
+    """Markdown lines of one folder's agreement tables, each under a heading of ``level``, with its definition."""
+    if not entry:
+        return []
+    lines = []
+    for key, title, header, rows in tables(entry):
+        lines += ["#" * level + " " + title, ""] + _md_table(header, rows) + [NOTES[key], ""]
+    return lines
+
+
+def run_markdown(rows: list[dict]) -> list[str]:
+    """The run report's section: per iteration, its tables; each definition once, at the end."""
+    if not rows:
+        return []
+    lines = ["## Agreement between scorers, with the oracle, and on human answers (per iteration)", ""]
+    used = []
+    for r in rows:
+        found = tables(r)
+        if not found:
+            continue
+        lines += [f"### Iteration {r['iteration']}", ""]
+        for key, title, header, body in found:
+            lines += [f"{title}:", ""] + _md_table(header, body)
+            used.append(key)
+    for k in (k for k in NOTES if k in used):
+        lines += [NOTES[k], ""]
+    return lines
+
+
+# ---------------------------------------------------------------------------- plot
+def plot_agreement(rows: list[dict], path: Path) -> Path | None:
+    """Heatmap of the mean Kendall tau-b per scorer pair (rows) and iteration (columns), the value and n in each
+    cell; None (nothing written) when no pair has a defined tau-b anywhere."""
+    its = [r["iteration"] for r in rows]
+    names: list[str] = []
+    for r in rows:
+        names += [f"{p['a']} – {p['b']}" for p in r["matrix"] if f"{p['a']} – {p['b']}" not in names]
+    vals = np.full((len(names), len(its)), np.nan)
+    ns = np.zeros((len(names), len(its)), dtype=int)
+    for j, r in enumerate(rows):
+        for p in r["matrix"]:
+            i = names.index(f"{p['a']} – {p['b']}")
+            vals[i, j] = np.nan if p["tau_mean"] is None else p["tau_mean"]
+            ns[i, j] = p["n"]
+    if not np.isfinite(vals).any():
+        return None
+    from cream_data.report import new_figure, save_png
+
+    fig, (ax,) = new_figure(max(2.4, 0.45 * len(names) + 1.4))
+    import matplotlib
+
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#DDDDDD")  # grey: no defined tau-b
+    im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=-1, vmax=1, aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(its)):
+            text = "–" if not np.isfinite(vals[i, j]) else f"{vals[i, j]:.2f}\nn={ns[i, j]}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if np.isfinite(vals[i, j]) and abs(vals[i, j]) > 0.6 else "black")
+    ax.set_xticks(range(len(its)), [f"iter {t}" for t in its])
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_title("Mean Kendall τ-b between scorers, per iteration", fontsize=10)
+    fig.colorbar(im, ax=ax, label="mean τ-b")
+    return save_png(fig, path)
