@@ -34,8 +34,8 @@ from cream_data.answers import (authors_choice, authors_correct, authors_number,
                                 numbers_equal)
 from cream_data.errors import CreamError
 from cream_data.prompts import BENCHMARKS, load_benchmark
+from cream_data.tasks import TASKS, task_problems  # one task list, one rule for both evaluations
 
-TASKS = tuple(BENCHMARKS)  # arc_easy, arc_challenge, openbookqa, siqa, gsm8k
 NUMERIC_TASKS = frozenset({"gsm8k"})
 SUFFIX = ("Answer the question by thinking step by step. At the end, output the final answer, "
           "starting with 'Answer:'.")
@@ -45,20 +45,6 @@ TASK_META = "cream.eval_task"  # key of a part's Parquet metadata: {"task", "tru
 EXTRACTORS = ("cream", "authors")  # see docs/EVALUATION.md
 
 ProgressFn = Callable[[str, int, int, int], None]  # (task, examples done, examples total, tokens in last batch)
-
-
-def task_problems(tasks: tuple[str, ...]) -> list[str]:
-    """What is wrong with a list of benchmark task names (none, unknown, repeated); the rule for both evaluations."""
-    problems = []
-    if not tasks:
-        problems.append(f"tasks: got none, expected some of {', '.join(TASKS)}")
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        problems.append(f"tasks: unknown {', '.join(map(repr, unknown))}; known tasks: {', '.join(TASKS)}")
-    twice = sorted({t for t in tasks if tasks.count(t) > 1})
-    if twice:
-        problems.append(f"tasks: {', '.join(twice)} named more than once")
-    return problems
 
 
 @dataclass(frozen=True)

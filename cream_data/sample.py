@@ -28,54 +28,24 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import pyarrow as pa
 
 import schemas
 from cream_data import io
+from cream_data.engines.base import Conversation, Generation, GenerationParams, SamplingEngine  # noqa: F401
 from cream_data.errors import CreamError, missing_package
 from cream_data.outputs import guard, has_table, locked
 
-Conversation = list[dict[str, str]]
+# Conversation … SamplingEngine (what an engine provides) are re-exported from engines/base.py: an engine never
+# imports a stage, so they live below it.
 ENGINES = ("hf", "vllm")
 # Prompts per engine call. hf: a batch is batch_size x N sequences through one forward pass per token;
 # vLLM schedules its own micro-batches, so it wants many requests at once.
 DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 512}
 PART_SECONDS = 300.0  # also flush a part after this long, so a slow CPU run loses at most minutes to a crash
 CONFIG_FILE = "_sample_config.json"  # written before the first part: lets a rerun check it resumes the same run
-
-
-# ---------------------------------------------------------------------------- what an engine provides
-@dataclass(frozen=True)
-class Generation:
-    """One sampled response. ``n_tokens`` counts generated tokens up to and including the stop token."""
-
-    text: str
-    finish_reason: str  # "stop" (end-of-turn / EOS) | "length" (max_new_tokens reached)
-    n_tokens: int
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    temperature: float  # 0 means greedy
-    top_p: float
-    max_new_tokens: int
-
-
-class SamplingEngine(Protocol):
-    """What the stage needs from a model runner (``hf_sample.HfSampler``, ``vllm_engine.VllmSampler``)."""
-
-    name: str
-
-    def prompt_lengths(self, prompts: Sequence[Conversation]) -> list[int]:
-        """Token count of each prompt under the chat template with the generation prompt."""
-        ...
-
-    def generate(self, prompts: Sequence[Conversation], seeds: Sequence[int], n: int,
-                 params: GenerationParams) -> list[list[Generation]]:
-        """``n`` responses per prompt, ``result[p][i]`` for prompt ``p``; deterministic given the seeds."""
-        ...
 
 
 # ---------------------------------------------------------------------------- config and summary

@@ -35,7 +35,7 @@ import pyarrow as pa
 import schemas
 from cream_data import io
 from cream_data.errors import CreamError, missing_package
-from cream_data.evaluate import TASKS, task_problems  # one task list, one rule for it
+from cream_data.tasks import TASKS, task_problems  # one task list, one rule for it
 
 HUB_TASKS = {"arc_easy": "arc_easy", "arc_challenge": "arc_challenge", "openbookqa": "openbookqa",
              "siqa": "social_iqa", "gsm8k": "gsm8k"}

@@ -21,7 +21,7 @@ import hashlib
 from typing import Iterable, Sequence
 
 from cream_data.engines import models
-from cream_data.sample import Conversation, Generation, GenerationParams
+from cream_data.engines.base import Conversation, Generation, GenerationParams
 
 
 def batch_seed(seeds: Sequence[int]) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from cream_data.judge import (JUDGE_PROMPT, SCORE_VALUES, cue_tail, judge_messages, judge_prefix, parse_judge_score,
                               value_token_ids)
-from cream_data.sample import GenerationParams
+from cream_data.engines.base import GenerationParams
 
 
 @dataclass

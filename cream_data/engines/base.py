@@ -1,0 +1,45 @@
+"""What every engine shares with the stages that drive it: the conversation type, a sampled response, the sampling
+parameters, and the protocol a sampler provides.
+
+They live here, below the stages, so an engine never imports a stage (``cream_data.sample``, ``label``,
+``evaluate``): the import contracts in pyproject.toml (``[tool.importlinter]``) enforce it. ``cream_data.sample``
+re-exports them under their old names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled response. ``n_tokens`` counts generated tokens up to and including the stop token."""
+
+    text: str
+    finish_reason: str  # "stop" (end-of-turn / EOS) | "length" (max_new_tokens reached)
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float  # 0 means greedy
+    top_p: float
+    max_new_tokens: int
+
+
+class SamplingEngine(Protocol):
+    """What the sampling stage needs from a model runner (``hf_sample.HfSampler``, ``vllm_engine.VllmSampler``)."""
+
+    name: str
+
+    def prompt_lengths(self, prompts: Sequence[Conversation]) -> list[int]:
+        """Token count of each prompt under the chat template with the generation prompt."""
+        ...
+
+    def generate(self, prompts: Sequence[Conversation], seeds: Sequence[int], n: int,
+                 params: GenerationParams) -> list[list[Generation]]:
+        """``n`` responses per prompt, ``result[p][i]`` for prompt ``p``; deterministic given the seeds."""
+        ...
