@@ -25,7 +25,8 @@ demo: $(STAMP)
 	$(VENV)/bin/cream --version
 	bash examples/demo.sh
 
-test: $(STAMP)
+test: $(STAMP)  # the import contracts of pyproject.toml ([tool.importlinter]) first, then the suite
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 study: $(STAMP)  # the replication study of docs/RESULTS.md: about 2 h on a 2-core CPU

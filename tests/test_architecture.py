@@ -1,0 +1,100 @@
+"""The import contracts of pyproject.toml (``[tool.importlinter]``) hold, a forbidden import breaks them, and the light
+entry points (``import cream_data``, ``cream --help``) import no torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("schemas", "cream_data", "cream_train", "cli")
+HEAVY = ("torch", "transformers", "trl", "vllm")
+
+
+def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
+    """The `lint-imports` console script of the interpreter running the tests, on the pyproject.toml in ``cwd``."""
+    exe = Path(sys.executable).parent / "lint-imports"
+    if not exe.exists():
+        pytest.fail("lint-imports is not installed (import-linter, in the dev extra: run `make install`)")
+    return subprocess.run([str(exe), "--no-cache", "--no-logo"], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def copy_of_the_tree(dst: Path) -> Path:
+    """The packages and pyproject.toml, copied: a contract can be broken there without touching the real tree."""
+    for name in PACKAGES:
+        shutil.copytree(REPO / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", dst / "pyproject.toml")
+    return dst
+
+
+def test_import_contracts_hold():
+    r = lint_imports(REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 broken" in r.stdout and "2 kept" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("module, line, contract", [
+    ("cream_data/engines/hf_sample.py", "from cream_data.sample import GenerationParams", "never imports a stage"),
+    ("cream_data/engines/models.py", "from cream_data import label", "never imports a stage"),
+    # indirectly: an engine imports a module that imports a stage
+    ("cream_data/judge.py", "import cream_data.evaluate", "never imports a stage"),
+    ("cream_data/ranking.py", "import cream_train.loss", "a lower layer never imports a higher one"),
+    ("cream_train/loss.py", "from cli import common", "a lower layer never imports a higher one"),
+    ("schemas/__init__.py", "import cream_data.errors", "a lower layer never imports a higher one"),
+])
+def test_a_forbidden_import_breaks_a_contract(tmp_path, module, line, contract):
+    tree = copy_of_the_tree(tmp_path)
+    clean = lint_imports(tree)
+    assert clean.returncode == 0, clean.stdout + clean.stderr  # the copy alone keeps every contract
+    path = tree / module
+    path.write_text(path.read_text() + f"\n{line}  # added by the test\n")
+    r = lint_imports(tree)
+    assert r.returncode != 0, r.stdout
+    assert "1 broken" in r.stdout, r.stdout
+    broken = r.stdout[r.stdout.index("Broken contracts"):]
+    assert contract in " ".join(broken.split())
+    dotted = module.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+    assert dotted in broken, broken
+
+
+def _loaded_after(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter; which of the heavy libraries it left in ``sys.modules``."""
+    probe = f"""
+import json, sys
+def heavy():
+    return [m for m in {HEAVY!r} if m in sys.modules]
+result = {{}}
+{code}
+print(json.dumps(result))
+"""
+    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_import_cream_data_imports_no_torch():
+    result = _loaded_after("import cream_data\nresult['import cream_data'] = heavy()")
+    assert result == {"import cream_data": []}
+
+
+def test_cream_help_imports_no_torch():
+    commands = ["prompts", "sample", "label", "train", "run", "eval", "sql", "inspect", "publish"]
+    code = f"""
+import contextlib, io
+from cli.main import main
+for args in [["--help"]] + [[c, "--help"] for c in {commands!r}]:
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(args)
+        except SystemExit:
+            pass
+    result["cream " + " ".join(args)] = heavy()
+"""
+    result = _loaded_after(code)
+    assert len(result) == 1 + len(commands)
+    assert {k: v for k, v in result.items() if v} == {}
