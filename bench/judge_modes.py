@@ -27,12 +27,12 @@ SUFFIX = "Answer the question by thinking step by step. At the end, output the f
 
 
 def main() -> None:
-    from cream_data import io
-    from cream_data.judge import APPENDED_MARK, parse_judge_score
-    from cream_data.label import LabelConfig, label
-    from cream_data.pairing import build_preferences
-    from cream_data.prompts import load_prompts
-    from cream_data.sample import SampleConfig, sample
+    from cream_data.tables import io
+    from cream_data.rewards.judge import APPENDED_MARK, parse_judge_score
+    from cream_data.stages.label import LabelConfig, label
+    from cream_data.rewards.pairing import build_preferences
+    from cream_data.inputs.prompts import load_prompts
+    from cream_data.stages.sample import SampleConfig, sample
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m-instruct")

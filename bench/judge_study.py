@@ -8,7 +8,7 @@ removed). Correctness of each response is the oracle (the prompt's hidden refere
 
 Prints, per mode: the share of responses with a finite judge reward, the pairs iteration 1 would form, and the
 judge's AUC for correct vs wrong responses (Mann–Whitney, ties 1/2, pooled over responses) with a 95 % interval
-from a bootstrap over prompts; the expected mode's AUC is also computed by cream_data.agreement as a cross-check.
+from a bootstrap over prompts; the expected mode's AUC is also computed by cream_data.rewards.agreement as a cross-check.
 
     .venv/bin/python bench/judge_study.py [--out DIR]    # ~30–60 min on a 2-core CPU; stages resume
 """
@@ -54,10 +54,10 @@ def auc_with_interval(rewards: np.ndarray, correct: np.ndarray, prompt: np.ndarr
 
 
 def main() -> None:
-    from cream_data import io
-    from cream_data.answers import oracle_reward
-    from cream_data.judge import APPENDED_MARK, parse_judge_score
-    from cream_data.pairing import build_preferences
+    from cream_data.tables import io
+    from cream_data.rewards.answers import oracle_reward
+    from cream_data.rewards.judge import APPENDED_MARK, parse_judge_score
+    from cream_data.rewards.pairing import build_preferences
     from cream_train.loop import Loop
     from cream_train.run_config import load_run_config
 
@@ -96,7 +96,7 @@ def main() -> None:
     oracle_rows = oracle_rows.set_column(oracle_rows.column_names.index("reward"), "reward", pa.array(oracle))
     check = None
     try:
-        from cream_data.agreement import oracle_agreement
+        from cream_data.rewards.agreement import oracle_agreement
 
         check = oracle_agreement(pa.concat_tables([judge, oracle_rows]))
     except ImportError:

@@ -67,7 +67,7 @@ def build_table(model_spec: str, n_pairs: int, folder: Path) -> Path:
     import pyarrow as pa
 
     import schemas
-    from cream_data import io
+    from cream_data.tables import io
     from cream_data.engines.hf_score import naive_logps, response_token_span
     from cream_data.engines.models import load, template_hash
 

@@ -11,7 +11,7 @@ import typer
 
 from cli.common import log, out
 
-ALL_TASKS = "arc_easy,arc_challenge,openbookqa,siqa,gsm8k"  # = cream_data.evaluate.TASKS (kept light: no import)
+ALL_TASKS = "arc_easy,arc_challenge,openbookqa,siqa,gsm8k"  # = cream_data.stages.evaluate.TASKS (kept light: no import)
 
 
 def eval_cmd(
@@ -44,7 +44,7 @@ def eval_cmd(
 ) -> None:
     """Greedy accuracy on ARC-Easy/Challenge, OpenBookQA, SIQA (option letter) and GSM8K (final number)."""
     if harness is not None:
-        from cream_data.engines.harness import HarnessConfig
+        from cream_data.stages.harness import HarnessConfig
         from cream_data.errors import CreamError
 
         if tasks != ALL_TASKS:
@@ -54,7 +54,7 @@ def eval_cmd(
                              limit=limit, data_dir=None if data_dir is None else str(data_dir), batch_size=batch_size,
                              device=device, engine=engine, label=label, trust_remote_code=trust_remote_code)
         return _harness(model, hcfg, out_dir, overwrite)
-    from cream_data.evaluate import EvalConfig, evaluate
+    from cream_data.stages.evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), limit=limit,
                      data_dir=None if data_dir is None else str(data_dir), max_new_tokens=max_new_tokens,
@@ -71,7 +71,7 @@ def eval_cmd(
 
 def _harness(model: str, cfg, out_dir: Path, overwrite: bool) -> None:
     """`cream eval --harness`: lm-eval's own progress bars and a line per task on stderr, the table at the end."""
-    from cream_data.engines.harness import evaluate_harness
+    from cream_data.stages.harness import evaluate_harness
 
     summary = evaluate_harness(model, cfg, out_dir, overwrite=overwrite, log=lambda m: log.print(m, highlight=False))
     out.print(harness_table(summary))

@@ -1,6 +1,6 @@
 """`cream inspect DIR`: the iteration report of a run directory (accuracy and ranking-consistency tables,
 pair counts, plots), or summary statistics and PNG plots of one labeled folder (preferences and/or scores).
-`cream inspect RUN_A RUN_B …`: a study comparing runs that differ in method (see cream_data.study)."""
+`cream inspect RUN_A RUN_B …`: a study comparing runs that differ in method (see cream_data.reports.study)."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ def inspect(
     against the oracle, and the human-written answers' ranks (a run directory: per iteration). On several run
     directories: both tables per method, paired accuracy differences with bootstrap intervals, and the oracle's
     verdict on each method's pairs. Writes Markdown + JSON and PNG plots, and prints the tables."""
-    from cream_data import run_report
+    from cream_data.reports import run_report
     from cream_data.errors import CreamError
-    from cream_data.outputs import guard
+    from cream_data.tables.outputs import guard
 
     if plots is not None or len(paths) > 1:
         guard(plots or Path("study"), "inspect", is_report_output, what="report folder")
     if len(paths) > 1:
-        from cream_data.study import write_study
+        from cream_data.reports.study import write_study
 
         result = write_study(paths, plots or Path("study"), markdown=markdown)
         out.print(result.markdown, markup=False, highlight=False, emoji=False)
@@ -58,7 +58,7 @@ def inspect(
             out.print(f"{name}: {p}", highlight=False)
         return
 
-    from cream_data import report as rep
+    from cream_data.reports import inspect as rep
 
     result = rep.inspect_folder(path, plots)
     _print(result.summary, rep)
@@ -72,7 +72,7 @@ REPORT_FILES = ("summary.md", "summary.json", "report.md", "report.json", "study
 
 def is_report_output(path: Path) -> bool:
     """What `cream inspect` writes into --out: only its own Markdown, JSON and PNG files."""
-    from cream_data.outputs import only_entries
+    from cream_data.tables.outputs import only_entries
 
     return only_entries(path, lambda e: e.is_file() and (e.name in REPORT_FILES or (
         e.name.startswith("study_") and e.suffix == ".png")))
@@ -99,7 +99,7 @@ def _print(summary: dict, rep) -> None:
                                     str(g["null_or_nonfinite"]), f"{rep.fmt(g['mean'])} ± {rep.fmt(g['std'])}")))
         out.print(t)
     if summary.get("agreement"):
-        from cream_data.agreement_report import tables
+        from cream_data.reports.agreement_report import tables
 
         for _, title, header, rows in tables(summary["agreement"]):
             t = Table(title=title)

@@ -74,7 +74,7 @@ def label(
     """Score responses with M_t (and M_{t-1}, M_{t-2}), rank them, measure the consistency of the two rankings,
     and write a scores table and a preferences table (chosen = best, rejected = worst) into OUT."""
     from cream_data.errors import CreamError
-    from cream_data.label import LabelConfig, label as run_label, repair
+    from cream_data.stages.label import LabelConfig, label as run_label, repair
 
     if model is None and scores is None:
         raise CreamError("--model is required (or --scores DIR to re-pair stored scores)")
@@ -86,8 +86,8 @@ def label(
                       judge_max_new_tokens=judge_max_new_tokens, consistency_between=consistency_between,
                       pair_policy=pair_policy, human_answers=human_answers)
     if scores is not None:
-        from cream_data.label import is_label_output
-        from cream_data.outputs import guard, locked
+        from cream_data.stages.label import is_label_output
+        from cream_data.tables.outputs import guard, locked
 
         guard(out_dir, "label", is_label_output, what="labeled folder")
         with locked(out_dir):

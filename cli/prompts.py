@@ -38,9 +38,9 @@ def prompts(
 ) -> None:
     """Build a prompts table (conversational prompts, stable ids, reference answers) from a source."""
     from cream_data.errors import CreamError
-    from cream_data.io import write_table
-    from cream_data.outputs import guard
-    from cream_data.prompts import FieldMap, load_prompts, load_sft, split_prompts
+    from cream_data.tables.io import write_table
+    from cream_data.tables.outputs import guard
+    from cream_data.inputs.prompts import FieldMap, load_prompts, load_sft, split_prompts
 
     guard(out_dir, "prompts", is_prompts_output, overwrite=overwrite, what="table")
     if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not overwrite:
@@ -76,7 +76,7 @@ def prompts(
 
 def is_prompts_output(path: Path) -> bool:
     """What `cream prompts` writes: a prompts/sft table (file or folder), or a folder of ``subset-K`` tables."""
-    from cream_data.outputs import has_table, only_entries
+    from cream_data.tables.outputs import has_table, only_entries
 
     return has_table(path, ("prompts", "sft")) or only_entries(
         path, lambda e: e.name.startswith("subset-") and has_table(e, ("prompts",)))
@@ -84,7 +84,7 @@ def is_prompts_output(path: Path) -> bool:
 
 def _write_subsets(subsets: list, out_dir: Path) -> None:
     """DIR/subset-1 … DIR/subset-T, built in a hidden folder beside DIR and renamed into place at the end."""
-    from cream_data.io import replace_folder, staging_folder, write_table
+    from cream_data.tables.io import replace_folder, staging_folder, write_table
 
     staging = staging_folder(out_dir)
     try:

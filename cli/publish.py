@@ -22,7 +22,7 @@ def publish(
         None, "--license", help="Hub licence id for the card (overrides the licence found from the prompt sources)."),
 ) -> None:
     """Publish preferences, scores and responses as a Hub dataset with a card carrying lineage and statistics."""
-    from cream_data.hub import publish as run
+    from cream_data.publish.hub import publish as run
 
     result = run(source, repo_id, dry_run=dry_run, private=private, out=out_dir, license=license,
                  log=lambda msg: log.print(msg, highlight=False))

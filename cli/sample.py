@@ -36,7 +36,7 @@ def sample(
 ) -> None:
     """Sample N responses per prompt from the model (step 1 of a CREAM iteration) into a responses table."""
     from cream_data.engines.models import check_device
-    from cream_data.sample import SampleConfig, sample as run_sample
+    from cream_data.stages.sample import SampleConfig, sample as run_sample
 
     check_device(device)
     cfg = SampleConfig(model=model, n=n, seed=seed, temperature=temperature, top_p=top_p,

@@ -33,7 +33,7 @@ def sql(
     Views are named by table kind (prompts, responses, scores, preferences, eval, sft). A run's tables of
     one kind (one per iteration) form one view with an `iteration` column.
     """
-    from cream_data import sql as sqllib
+    from cream_data.tables import sql as sqllib
 
     path = path_or_query if query is not None else "."
     text = query if query is not None else path_or_query

@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
 
         from contextlib import nullcontext
 
-        from cream_data.outputs import locked
+        from cream_data.tables.outputs import locked
         from cream_train.lineage import check_output
 
         check_output(cfg.out, cfg.overwrite)

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from cream_data import io
+from cream_data.tables import io
 from cream_data.errors import CreamError
 
 LINEAGE_FILE = "cream_lineage.json"
@@ -76,7 +76,7 @@ def is_checkpoint_output(path: Path) -> bool:
 def check_output(out: str | Path, overwrite: bool) -> Path:
     """Before any work: refuse a path holding anything but an earlier `cream train` checkpoint, and refuse that
     too unless ``overwrite`` (which then replaces it, atomically, once the new one is saved)."""
-    from cream_data.outputs import guard
+    from cream_data.tables.outputs import guard
 
     out = guard(out, "train", is_checkpoint_output, overwrite=overwrite, what="checkpoint")
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -103,6 +103,6 @@ def staging_dir(out: Path) -> Path:
 
 def publish(tmp: Path, out: Path) -> None:
     """Move the finished staging folder into place, replacing an older output only now that the new one is whole."""
-    from cream_data.io import replace_folder
+    from cream_data.tables.io import replace_folder
 
     replace_folder(tmp, out)

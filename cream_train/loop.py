@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cream_data import io
+from cream_data.tables import io
 from cream_train.run_config import RunConfig
 
 Log = Callable[[str], None]
@@ -182,8 +182,8 @@ class Loop:
 
     # ------------------------------------------------------------------ stages
     def prompts(self) -> None:
-        from cream_data.fingerprint import table_fingerprint
-        from cream_data.prompts import split_prompts
+        from cream_data.tables.fingerprint import table_fingerprint
+        from cream_data.inputs.prompts import split_prompts
 
         cfg = self.cfg
         outs = [self.run / "prompts" / f"subset-{t}" for t in range(1, cfg.iterations + 1)]
@@ -202,8 +202,8 @@ class Loop:
         self.stage("prompts", inputs, outs, go)
 
     def sft(self) -> None:
-        from cream_data.fingerprint import table_fingerprint
-        from cream_data.prompts import load_sft
+        from cream_data.tables.fingerprint import table_fingerprint
+        from cream_data.inputs.prompts import load_sft
         from cream_train.config import SFTTrainConfig
         from cream_train.train import train
 
@@ -225,7 +225,7 @@ class Loop:
         self.fps["train-M1"] = self.stage("train-M1", inputs, [out], go)
 
     def sample(self, t: int) -> None:
-        from cream_data.sample import SampleConfig, sample
+        from cream_data.stages.sample import SampleConfig, sample
 
         s = self.cfg.sample
         out = self.run / f"iter-{t}" / "responses"
@@ -242,8 +242,8 @@ class Loop:
         self.stage(f"sample-{t}", inputs, [out], go)
 
     def label(self, t: int) -> None:
-        from cream_data.judge import template_hash
-        from cream_data.label import LabelConfig, judge_template_text, label
+        from cream_data.rewards.judge import template_hash
+        from cream_data.stages.label import LabelConfig, judge_template_text, label
 
         lab = self.cfg.label
         it = self.run / f"iter-{t}"
@@ -321,7 +321,7 @@ class Loop:
         self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", inputs, [out], go)
 
     def evaluate(self, k: int) -> None:
-        from cream_data.evaluate import EvalConfig, evaluate
+        from cream_data.stages.evaluate import EvalConfig, evaluate
 
         e = self.cfg.eval
         out = self.run / "eval" / f"M{k}"
@@ -356,7 +356,7 @@ class Loop:
         carried model takes the result of the model it copies, as its paper-protocol eval does."""
         if self.cfg.eval.harness is None:
             return
-        from cream_data.engines.harness import HarnessConfig, evaluate_harness
+        from cream_data.stages.harness import HarnessConfig, evaluate_harness
 
         name, out = f"harness-M{k}", self.run / "eval-harness" / f"M{k}"
         source = self.manifest.data.get("carried", {}).get(f"M{k}")
@@ -406,7 +406,7 @@ class Loop:
                 self.evaluate(t + 1)
         report_md = None
         try:
-            from cream_data.run_report import write_run_report
+            from cream_data.reports.run_report import write_run_report
 
             rep = write_run_report(self.run)
             report_md = getattr(rep, "markdown", None)
@@ -446,7 +446,7 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
         reuse_from: list[Path] | None = None, resume: bool = True) -> RunSummary:
     from cream_train.run_config import load_run_config
 
-    from cream_data.outputs import guard, locked
+    from cream_data.tables.outputs import guard, locked
 
     cfg, _base, table = load_run_config(config_path, overrides)
     run_dir = guard(cfg.run_dir, "run", is_run_output, flag="run_dir", what="run directory")

@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import schemas
-from cream_data import io
+from cream_data.tables import io
 from cream_data.errors import CreamError
-from cream_data.validate import check, check_finite
+from cream_data.tables.validate import check, check_finite
 from cream_train.loss import pair_weights
 
 _BASE_COLUMNS = ("prompt", "chosen", "rejected")
@@ -52,11 +52,11 @@ def resolve_preferences(source: str | Path, split: str | None = None) -> Prefere
     - a preferences table (Parquet file or table folder);
     - a `cream label --out` folder (or a run's ``iter-<t>/``): its ``preferences/`` table;
     - a dataset folder written by `cream publish` (``README.md`` + ``data/preferences/…``), and
-    - a Hub dataset id (``owner/name``) of one, downloaded by :func:`cream_data.hub.load_preferences`.
+    - a Hub dataset id (``owner/name``) of one, downloaded by :func:`cream_data.publish.hub.load_preferences`.
 
     ``split`` picks one split of a published dataset (default: all, concatenated in iteration order).
     """
-    from cream_data import hub
+    from cream_data.publish import hub
 
     p = Path(source)
     if not p.exists():

@@ -257,9 +257,9 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
     A problem with one of the section's keys is named ``section.key``; one with a run-wide setting the loop
     passes to several stages (model, seed) is named once.
     """
-    from cream_data.evaluate import EvalConfig
-    from cream_data.label import LabelConfig
-    from cream_data.sample import SampleConfig
+    from cream_data.stages.evaluate import EvalConfig
+    from cream_data.stages.label import LabelConfig
+    from cream_data.stages.sample import SampleConfig
     from cream_train.config import DPOTrainConfig, SFTTrainConfig
 
     reward, train_method = METHODS.get(cfg.method, METHODS["cream"])  # an unknown method is reported on its own
@@ -307,7 +307,7 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
 
 def _check_harness(e: EvalSection, problems: list[str]) -> None:
     """``eval.harness`` is built as the loop builds it; lm-eval must be installed to run it."""
-    from cream_data.engines.harness import HarnessConfig, require_lm_eval
+    from cream_data.stages.harness import HarnessConfig, require_lm_eval
 
     try:
         HarnessConfig.from_mapping(e.harness, data_dir=e.data_dir, label="M0")
@@ -354,7 +354,7 @@ def _check_run_dir(run: Path, problems: list[str]) -> None:
 
 def _check_sft(s: SFTSection, base: Path, problems: list[str]) -> None:
     """Read a local SFT source now, so a malformed row is reported before any work (Hub ids are read by the run)."""
-    from cream_data.prompts import load_sft
+    from cream_data.inputs.prompts import load_sft
 
     try:
         load_sft(_resolve(base, s.data), layout=s.layout, limit=s.limit)
@@ -407,7 +407,7 @@ def load_prompt_sources(p: PromptsSection, base: Path):
     """
     import pyarrow as pa
 
-    from cream_data.prompts import load_prompts
+    from cream_data.inputs.prompts import load_prompts
 
     if p.sources is None:
         return load_prompts(_resolve(base, p.source), layout=p.layout, limit=p.limit, suffix=p.suffix)

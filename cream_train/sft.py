@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from cream_data import io
+from cream_data.tables import io
 from cream_data.errors import CreamError
 
 
 def load_sft_table(source: str | Path, limit: int | None = None) -> pa.Table:
-    """An ``sft`` table from any source the loaders accept (``cream_data.prompts.load_sft``), or, until that
+    """An ``sft`` table from any source the loaders accept (``cream_data.inputs.prompts.load_sft``), or, until that
     loader exists, from an ``sft`` Parquet file or table folder."""
     try:
-        from cream_data.prompts import load_sft  # written alongside; optional until it lands
+        from cream_data.inputs.prompts import load_sft  # written alongside; optional until it lands
     except ImportError:
         load_sft = None
     if load_sft is not None:

@@ -296,7 +296,7 @@ def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
 
 def _label_model_ids(data) -> dict | None:
     """The content ids `cream label` recorded in a preferences folder's manifest (None for a bare file)."""
-    from cream_data import io
+    from cream_data.tables import io
 
     path = Path(data) if data is not None else None
     if path is None or not (path.is_dir() and (path / io.MANIFEST).is_file()):

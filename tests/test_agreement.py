@@ -1,4 +1,4 @@
-"""Scorer-agreement diagnostics (cream_data.agreement): every measure against an independent computation (scipy
+"""Scorer-agreement diagnostics (cream_data.rewards.agreement): every measure against an independent computation (scipy
 per prompt in a Python loop, or by hand), and the tables in the run report and `cream inspect`."""
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ import pytest
 from scipy import stats
 
 import schemas
-from cream_data import agreement, io, ranking, report, run_report
+from cream_data.rewards import agreement
+from cream_data.tables import io
+from cream_data.rewards import ranking
+from cream_data.reports import inspect
+from cream_data.reports import run_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 Z = 1.959963984540054

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from cream_data import answers
-from cream_data.answers import extract_choice, extract_number, normalize_number, numbers_equal, oracle_reward
+from cream_data.rewards import answers
+from cream_data.rewards.answers import extract_choice, extract_number, normalize_number, numbers_equal, oracle_reward
 
 
 def _jsonl(path):
@@ -150,7 +150,7 @@ def test_oracle_reward_kinds():
 
 def test_an_echoed_option_list_is_not_a_choice():
     """Small models often restate the options; that must not read as choosing A (eval and oracle alike)."""
-    from cream_data.answers import extract_choice, oracle_reward
+    from cream_data.rewards.answers import extract_choice, oracle_reward
 
     echo = "A. a rubber band\nB. a copper wire\nC. a wooden spoon"
     assert extract_choice(echo, "ABC") is None

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import schemas
-from cream_data import io
+from cream_data.tables import io
 from tests.conftest import assert_user_error, snapshot
 
 GSM = {"question": "What is 2+2?", "answer": "2+2=4\n#### 4"}

@@ -15,7 +15,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from cream_data import io
+from cream_data.tables import io
 from cream_data.engines import models
 from cream_data.errors import CreamError
 from tests.conftest import assert_user_error, cream_executable, snapshot
@@ -153,7 +153,7 @@ def test_unwritable_output_is_one_line(cream_exe, tmp_path):
 ])
 def test_environment_oserror_is_one_line(cli, monkeypatch, tmp_path, code, needles):
     """The safety net in `main()`: an OSError from the file system that no check caught up front."""
-    from cream_data import prompts as prompts_mod
+    from cream_data.inputs import prompts as prompts_mod
 
     def fail(*a, **k):
         raise OSError(code, os.strerror(code), "/data/out/part-00000.parquet")
@@ -163,7 +163,7 @@ def test_environment_oserror_is_one_line(cli, monkeypatch, tmp_path, code, needl
 
 
 def test_programming_errors_keep_their_traceback(cli, monkeypatch, tmp_path):
-    from cream_data import prompts as prompts_mod
+    from cream_data.inputs import prompts as prompts_mod
 
     def fail(*a, **k):
         raise OSError(errno.EINVAL, "Invalid argument")

@@ -9,10 +9,10 @@ import pytest
 from scipy.stats import kendalltau, rankdata, spearmanr
 
 import schemas
-from cream_data import io
+from cream_data.tables import io
 from cream_data.engines import hf_score, models
-from cream_data.label import LabelConfig, label, repair
-from cream_data.pairing import build_preferences
+from cream_data.stages.label import LabelConfig, label, repair
+from cream_data.rewards.pairing import build_preferences
 from tests.conftest import assert_user_error
 
 

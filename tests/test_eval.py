@@ -16,11 +16,11 @@ import pyarrow.compute as pc
 import pytest
 
 import schemas
-from cream_data import io
+from cream_data.tables import io
 from cream_data.errors import CreamError
-from cream_data.evaluate import SUFFIX, TASKS, EvalConfig, evaluate, load_examples, option_letters, score
-from cream_data.sample import Generation
-from cream_data.validate import violations
+from cream_data.stages.evaluate import SUFFIX, TASKS, EvalConfig, evaluate, load_examples, option_letters, score
+from cream_data.stages.sample import Generation
+from cream_data.tables.validate import violations
 from tests.conftest import assert_user_error
 
 FILES = {"arc_easy": "arc/ARC-Easy-Test.jsonl", "arc_challenge": "arc/ARC-Challenge-Test.jsonl",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cream_data import io
-from cream_data.engines.harness import TASKS, HarnessConfig, local_task
+from cream_data.tables import io
+from cream_data.stages.harness import TASKS, HarnessConfig, local_task
 from cream_data.errors import CreamError
 from tests.conftest import CliResult, assert_user_error, snapshot
 from tests.test_eval import raw_items
@@ -246,9 +246,9 @@ def fake_run(root: Path, method: str, harness: dict[int, float], fps: dict[int, 
 
 
 def test_report_and_study_show_harness_numbers(tmp_path):
-    from cream_data.run_report import run_report, to_markdown
-    from cream_data.study import compare_runs
-    from cream_data.study import to_markdown as study_markdown
+    from cream_data.reports.run_report import run_report, to_markdown
+    from cream_data.reports.study import compare_runs
+    from cream_data.reports.study import to_markdown as study_markdown
 
     carried = fake_run(tmp_path / "c", "cream", {0: 0.4, 1: 0.55}, {0: "base", 1: "a1"}, carried={"M2": "M1"})
     report = run_report(carried)

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 from scipy import stats
 
-from cream_data import io, report
+from cream_data.tables import io
+from cream_data.reports import inspect
 from tests.conftest import assert_user_error
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -87,7 +88,7 @@ def write_labeled(folder, seed=0, **kw):
 
 # ---------------------------------------------------------------------------- numbers
 def expected_summary(prefs: pa.Table) -> dict:
-    """The same numbers, row by row in plain Python (no shared code with cream_data.report)."""
+    """The same numbers, row by row in plain Python (no shared code with cream_data.reports.inspect)."""
     rows = prefs.to_pylist()
     margins = [r["rewards"][r["chosen_idx"]] - r["rewards"][r["rejected_idx"]] for r in rows]
     with_prev = [r for r in rows if r["prev_rewards"] is not None]

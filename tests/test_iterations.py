@@ -6,8 +6,10 @@ import doctest
 
 import pytest
 
-from cream_data import hub, iterations, sql
-from cream_data.io import write_table
+from cream_data.publish import hub
+from cream_data.tables import iterations
+from cream_data.tables import sql
+from cream_data.tables.io import write_table
 from tests.test_publish import make_tables
 
 

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from cream_data import judge
-from cream_data.judge import JUDGE_PROMPT, judge_messages, parse_judge_score, render_request
+from cream_data.rewards import judge
+from cream_data.rewards.judge import JUDGE_PROMPT, judge_messages, parse_judge_score, render_request
 
 # (judge output, expected score) — the shapes small instruction-tuned judges really produce.
 CORPUS = [

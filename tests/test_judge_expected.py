@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
-from cream_data import io
-from cream_data.judge import (JUDGE_PROMPT, cue_tail, find_score_cue, judge_prefix, template_problem,
+from cream_data.tables import io
+from cream_data.rewards.judge import (JUDGE_PROMPT, cue_tail, find_score_cue, judge_prefix, template_problem,
                               value_token_ids)
-from cream_data.label import LabelConfig, label
+from cream_data.stages.label import LabelConfig, label
 from tests.conftest import assert_user_error, snapshot
 
 APPENDED = "\n[cue appended] Score:"  # the documented marker in the stored judge text (docs/REWARDS.md)
@@ -154,7 +154,7 @@ def test_cue_found_in_the_generation_matches_a_hand_computation(tmp_path, tiny_m
     model never writes "Score:"), returning judge texts with the cue in the middle, in bold, twice, at the very
     end, or not at all; the expected-score forward pass is the real one on the tiny model (batched, padded)."""
     from cream_data.engines import hf_sample
-    from cream_data.sample import Generation
+    from cream_data.stages.sample import Generation
 
     template = "Rate it.\nQ: {request}\nA: {response}\nEnd with Score: <0-5>. {{braces}} stay literal."
     (tmp_path / "judge.txt").write_text(template, encoding="utf-8")

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 from scipy.stats import kendalltau, rankdata
 
-from cream_data import io
+from cream_data.tables import io
 from cream_data.engines import hf_score, models
-from cream_data.label import LabelConfig, label, repair
+from cream_data.stages.label import LabelConfig, label, repair
 from tests.conftest import REPO, assert_user_error
 
 WORDS = "the a cat dog sun runs blue seven answer because therefore number green quickly".split()
@@ -203,8 +203,8 @@ def test_bad_inputs(tmp_path, cli, responses_dir, tiny_model, tiny_model_b):
 
 
 def test_judge_and_oracle_rewards(tmp_path, tiny_model):
-    from cream_data.answers import oracle_reward
-    from cream_data.judge import parse_judge_score
+    from cream_data.rewards.answers import oracle_reward
+    from cream_data.rewards.judge import parse_judge_score
 
     t = responses_table(n_prompts=3, n=3)
     rows = t.to_pylist()

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cream_data import io
+from cream_data.tables import io
 from tests.conftest import REPO, assert_user_error
 
 DEMO_DATA = REPO / "examples" / "data"
@@ -188,7 +188,7 @@ def test_a_pairless_iteration_does_not_stall_the_loop(tmp_path, tiny_model, shar
     assert rows["M2"]["carried_from"] == "M1" and rows["M2"]["average"] == rows["M1"]["average"]
     assert "carried" in (run_dir / "report" / "report.md").read_text()
     # a study over it: the carried model's outcomes are its source's, so it differs from M1 by exactly 0
-    from cream_data.study import compare_runs
+    from cream_data.reports.study import compare_runs
 
     study = compare_runs([cream_run[2].run_dir, run_dir])
     d = next(x for x in study["deltas"] if x["a"] == "srlm M2" and x["b"] == "M1")
@@ -295,7 +295,7 @@ def test_study_compares_runs(cream_run, norc_run, tmp_path, cli):
 
     import pyarrow.parquet as pq
 
-    from cream_data.study import compare_runs, paired_difference
+    from cream_data.reports.study import compare_runs, paired_difference
 
     full, norc = cream_run[2].run_dir, norc_run.run_dir
     doc = tmp_path / "RESULTS.md"

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import schemas
-from cream_data import io
+from cream_data.tables import io
 from cream_data.errors import CreamError
-from cream_data.validate import violations
+from cream_data.tables.validate import violations
 from tests.conftest import assert_user_error, snapshot
 from tests.test_pairing import make_tables
 

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cream_data import io
+from cream_data.tables import io
 from cream_data.errors import CreamError
 from tests.conftest import REPO, assert_user_error, snapshot
 from tests.test_label import responses_table
@@ -264,7 +264,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 def _holder(path: Path) -> subprocess.Popen:
     """A process that holds the output lock of ``path`` until killed."""
-    code = ("import sys, time; from cream_data.outputs import locked\n"
+    code = ("import sys, time; from cream_data.tables.outputs import locked\n"
             f"with locked({str(path)!r}):\n    print('held', flush=True); time.sleep(600)")
     p = _start([sys.executable, "-c", code], cwd=REPO)
     assert p.stdout.readline().strip() == "held"
@@ -323,7 +323,7 @@ def test_a_second_run_on_one_run_dir_is_refused(cream_exe, tmp_path, tiny_model,
 
 
 def test_shards_of_one_folder_do_not_block_each_other(tmp_path):
-    from cream_data.outputs import locked
+    from cream_data.tables.outputs import locked
 
     with locked(tmp_path / "o", shard=(0, 2)), locked(tmp_path / "o", shard=(1, 2)):
         with pytest.raises(CreamError, match="is being written by pid"):

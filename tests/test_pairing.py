@@ -10,10 +10,10 @@ import pytest
 from scipy import stats
 
 import schemas
-from cream_data import pairing
+from cream_data.rewards import pairing
 from cream_data.errors import CreamError
-from cream_data.pairing import SKIP_REASONS, build_preferences, select_pairs
-from cream_data.validate import check
+from cream_data.rewards.pairing import SKIP_REASONS, build_preferences, select_pairs
+from cream_data.tables.validate import check
 
 
 def make_tables(cur, prev=None, *, logp=True, iteration=2, seed=0):

@@ -213,7 +213,7 @@ def test_default_n_is_the_papers_five():
     import typer
 
     from cli.main import app
-    from cream_data.sample import SampleConfig
+    from cream_data.stages.sample import SampleConfig
     from cream_train.run_config import RunConfig
 
     assert SampleConfig(model="m").n == 5

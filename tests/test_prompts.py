@@ -11,8 +11,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from cream_data import io
-from cream_data.prompts import (
+from cream_data.tables import io
+from cream_data.inputs.prompts import (
     FieldMap, format_mc, gsm8k_reference, load_benchmark, load_prompts, load_sft, mc_letter, prompt_hash,
     split_prompts,
 )

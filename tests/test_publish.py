@@ -13,9 +13,10 @@ import pytest
 import yaml
 from scipy.stats import kendalltau, rankdata
 
-from cream_data import card, hub
+from cream_data.publish import card
+from cream_data.publish import hub
 from cream_data.errors import CreamError
-from cream_data.io import read_table, write_table
+from cream_data.tables.io import read_table, write_table
 from tests.conftest import assert_user_error
 
 N = 4

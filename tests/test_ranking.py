@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from cream_data import ranking
-from cream_data.ranking import consistency, kendall_tau, ordinal_ranks, spearman_rho, top_order
+from cream_data.rewards import ranking
+from cream_data.rewards.ranking import consistency, kendall_tau, ordinal_ranks, spearman_rho, top_order
 
 
 def test_docstring_examples_are_correct():

@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from cream_data import io
+from cream_data.tables import io
 from cream_data.engines import hf_score, models, rm_score
 from cream_data.errors import CreamError
-from cream_data.label import LabelConfig, label, repair
+from cream_data.stages.label import LabelConfig, label, repair
 from tests.conftest import REPO, assert_user_error, snapshot
 from tests.test_label import responses_table
 

@@ -12,7 +12,10 @@ import pytest
 from scipy import stats
 
 import schemas
-from cream_data import evaluate, io, run_report, sql
+from cream_data.stages import evaluate
+from cream_data.tables import io
+from cream_data.reports import run_report
+from cream_data.tables import sql
 from cream_data.errors import CreamError
 from tests.conftest import assert_user_error
 
@@ -98,7 +101,7 @@ def make_run(tmp_path, evals=True, prefs=True, name="run"):
 
 
 def expected_measures(prefs):
-    """C, tau, rho, TopOrder per prompt with scipy / by hand (no shared code with cream_data.ranking)."""
+    """C, tau, rho, TopOrder per prompt with scipy / by hand (no shared code with cream_data.rewards.ranking)."""
     out = {"C": [], "kendall_tau": [], "spearman_rho": [], "top_order": []}
     for r in prefs.to_pylist():
         a, b = r["ranks"], r["prev_ranks"]
@@ -279,7 +282,7 @@ def test_import_is_light():
     import sys
     from pathlib import Path
 
-    code = ("import sys, cream_data.run_report\n"
+    code = ("import sys, cream_data.reports.run_report\n"
             "heavy = [m for m in ('torch', 'matplotlib', 'duckdb') if m in sys.modules]\nassert not heavy, heavy\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -291,7 +294,7 @@ def test_table2_prefers_scores_current_vs_previous_rankings():
     import pyarrow as pa
     from scipy.stats import kendalltau, rankdata
 
-    from cream_data.run_report import rank_measures, ranks_from_scores
+    from cream_data.reports.run_report import rank_measures, ranks_from_scores
 
     rng = np.random.default_rng(0)
     rows, expected = [], []
@@ -317,7 +320,7 @@ def test_table2_prefers_scores_current_vs_previous_rankings():
 # ---------------------------------------------------------------------------- table 2: no ranking
 def label_iteration(run, t, cur, prev, with_scores=True):
     """iter-<t>/scores and iter-<t>/preferences as `cream label` writes them (pairs, skips, manifest summary)."""
-    from cream_data.pairing import build_preferences
+    from cream_data.rewards.pairing import build_preferences
     from tests.test_pairing import make_tables
 
     responses, scores = make_tables(cur, prev, iteration=t)
@@ -406,7 +409,7 @@ def test_table1_shows_the_authors_extraction_beside_ours(tmp_path):
         ("gsm8k", "### Step 1\nAnswer: 18", "18", True, False),
         ("gsm8k", "Answer: 7", "7", True, True),
     ]
-    from cream_data.evaluate import score
+    from cream_data.stages.evaluate import score
 
     rows = []
     for i, (task, resp, gold, cream_ok, authors_ok) in enumerate(gens):

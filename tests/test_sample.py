@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from cream_data import io
+from cream_data.tables import io
 from cream_data.engines import models
 from cream_data.engines.hf_sample import HfSampler, batch_seed, split_at_stop
 from cream_data.errors import CreamError
-from cream_data.sample import (GenerationParams, SampleConfig, fingerprint, plan_batches, prompt_seed, sample,
+from cream_data.stages.sample import (GenerationParams, SampleConfig, fingerprint, plan_batches, prompt_seed, sample,
                                shard_batches)
 from tests.conftest import REPO, assert_user_error
 
@@ -206,7 +206,7 @@ def test_resume_after_kill_9_gives_the_uninterrupted_rows(engine, tiny_model, pr
         "import os, signal, sys\n"
         "from cream_data.engines import models\n"
         "from cream_data.engines.hf_sample import HfSampler\n"
-        "from cream_data.sample import SampleConfig, sample\n"
+        "from cream_data.stages.sample import SampleConfig, sample\n"
         "cfg = SampleConfig(model=sys.argv[3], n=3, max_new_tokens=6, batch_size=2, prompts_per_part=2)\n"
         "real = HfSampler.load(models.resolve(cfg.model))\n"
         "class DiesOnThirdBatch:\n"

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import schemas
-from cream_data import io
+from cream_data.tables import io
 from cream_data.errors import CreamError, SchemaError
-from cream_data.validate import violations
+from cream_data.tables.validate import violations
 
 from tests.conftest import REPO
 
@@ -174,7 +174,7 @@ def test_write_replaces_an_older_folder_atomically(tmp_path):
 
 def test_cream_data_and_help_do_not_import_torch():
     code = (
-        "import sys, cream_data, cream_data.io, cream_data.validate\n"
+        "import sys, cream_data, cream_data.tables.io, cream_data.tables.validate\n"
         "from cli.main import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'vllm') if m in sys.modules]\n"

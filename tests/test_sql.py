@@ -10,7 +10,8 @@ import os
 import pyarrow as pa
 import pytest
 
-from cream_data import io, sql
+from cream_data.tables import io
+from cream_data.tables import sql
 from cream_data.errors import CreamError
 from tests.conftest import assert_user_error
 from tests.test_inspect import make_labeled, write_labeled

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 import schemas
-from cream_data import io
+from cream_data.tables import io
 from tests.conftest import assert_user_error
 
 PAIRS = [

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from cream_data import hub
+from cream_data.publish import hub
 from tests.conftest import assert_user_error
 from tests.test_train import PAIRS, WEIGHTS, make_preferences
 
@@ -23,7 +23,7 @@ def run_dir(tiny_model, tmp_path_factory):
     """Two iterations laid out as `cream run` writes them (iter-<t>/preferences), stored log-probs of the tiny model."""
     import pyarrow as pa
 
-    from cream_data import io
+    from cream_data.tables import io
 
     run = tmp_path_factory.mktemp("src") / "run"
     make_preferences(run / "iter-1" / "preferences", tiny_model, pairs=PAIRS[:4], weights=WEIGHTS[:4])

@@ -10,9 +10,9 @@ import importlib.util
 import pyarrow.compute as pc
 import pytest
 
-from cream_data import io
+from cream_data.tables import io
 from cream_data.engines import models
-from cream_data.sample import GenerationParams, SampleConfig, sample
+from cream_data.stages.sample import GenerationParams, SampleConfig, sample
 from tests.test_sample import TOPICS, by_key, prompts_table
 
 pytestmark = [
@@ -74,7 +74,7 @@ def test_vllm_scorer_matches_the_hf_scorer(tmp_path, tiny_model):
     """`cream label --engine vllm`: prompt log-probs summed over the response span equal the hf engine's."""
     import numpy as np
 
-    from cream_data.label import LabelConfig, label
+    from cream_data.stages.label import LabelConfig, label
     from tests.test_label import responses_table
 
     resp = io.write_table(responses_table(n_prompts=4, n=3), tmp_path / "r", "responses")

@@ -1,12 +1,14 @@
 """What every engine shares with the stages that drive it: the conversation type, a sampled response, the sampling
 parameters, and the protocol a sampler provides.
 
-They live here, below the stages, so an engine never imports a stage (``cream_data.sample``, ``label``,
-``evaluate``): the import contracts in pyproject.toml (``[tool.importlinter]``) enforce it. ``cream_data.sample``
+They live here, below the stages, so an engine never imports a stage (``cream_data.stages.sample``, ``label``,
+``evaluate``): the import contracts in pyproject.toml (``[tool.importlinter]``) enforce it. ``cream_data.stages.sample``
 re-exports them under their old names.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -43,3 +45,15 @@ class SamplingEngine(Protocol):
                  params: GenerationParams) -> list[list[Generation]]:
         """``n`` responses per prompt, ``result[p][i]`` for prompt ``p``; deterministic given the seeds."""
         ...
+
+
+def prompt_seed(seed: int, prompt_id: str) -> int:
+    """``H(seed, prompt_id)`` as a 31-bit integer: a prompt's randomness does not depend on its neighbours."""
+    digest = hashlib.sha256(f"{seed}\x00{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF
+
+
+def plan_batches(prompt_ids: Sequence[str], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices in batches: longest prompts first (out-of-memory shows up at once), ties by id."""
+    order = sorted(range(len(prompt_ids)), key=lambda r: (-lengths[r], prompt_ids[r]))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

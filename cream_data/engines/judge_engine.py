@@ -1,6 +1,6 @@
 """Run the SRLM LLM-as-a-judge with the current model: greedy, batched, length-sorted.
 
-The judge prompt, the score parser and the expected-score rules live in :mod:`cream_data.judge`; generation
+The judge prompt, the score parser and the expected-score rules live in :mod:`cream_data.rewards.judge`; generation
 reuses the sampling engine. In ``expected`` mode one more forward pass of the same model, over
 ``[judge prompt + generated text up to the cue + cue tail]`` (right-padded, batched by length), reads the
 next-token distribution over the score digits at the end of each sequence.
@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cream_data.judge import (JUDGE_PROMPT, SCORE_VALUES, cue_tail, judge_messages, judge_prefix, parse_judge_score,
+from cream_data.rewards.judge import (JUDGE_PROMPT, SCORE_VALUES, cue_tail, judge_messages, judge_prefix, parse_judge_score,
                               value_token_ids)
 from cream_data.engines.base import GenerationParams
 

@@ -29,12 +29,12 @@ from typing import Callable
 import pyarrow as pa
 
 import schemas
-from cream_data import io
-from cream_data.answers import (authors_choice, authors_correct, authors_number, extract_choice, extract_number,
+from cream_data.tables import io
+from cream_data.rewards.answers import (authors_choice, authors_correct, authors_number, extract_choice, extract_number,
                                 numbers_equal)
 from cream_data.errors import CreamError
-from cream_data.prompts import BENCHMARKS, load_benchmark
-from cream_data.tasks import TASKS, task_problems  # one task list, one rule for both evaluations
+from cream_data.inputs.prompts import BENCHMARKS, load_benchmark
+from cream_data.inputs.tasks import TASKS, task_problems  # one task list, one rule for both evaluations
 
 NUMERIC_TASKS = frozenset({"gsm8k"})
 SUFFIX = ("Answer the question by thinking step by step. At the end, output the final answer, "
@@ -185,7 +185,7 @@ def score(task: str, response: str, answer: str, letters: str | None, extract: s
     """``(prediction, correct)`` for one response: an option letter among ``letters``, or a number.
 
     ``extract="authors"`` applies the CREAM authors' rules instead (A–D only, string equality; see
-    :func:`cream_data.answers.authors_choice`)."""
+    :func:`cream_data.rewards.answers.authors_choice`)."""
     if extract == "authors":
         pred = authors_number(response) if task in NUMERIC_TASKS else authors_choice(response)
         return pred, authors_correct(pred, answer)
@@ -214,7 +214,7 @@ def summarize(table: pa.Table, tasks: tuple[str, ...]) -> tuple[dict, dict, dict
 # ---------------------------------------------------------------------------- the output folder
 def _check_out(out: Path, record: dict, overwrite: bool) -> None:
     """An existing folder must hold this very evaluation (same model, tasks, settings and data)."""
-    from cream_data.outputs import check_resume
+    from cream_data.tables.outputs import check_resume
 
     if not overwrite and out.exists() and not out.is_dir():
         raise CreamError(f"--out {out}: is a file; expected a folder for the eval table")
@@ -233,7 +233,7 @@ def _data_fingerprint(examples: list[Examples]) -> str:
 # ---------------------------------------------------------------------------- the stage
 def is_eval_output(path: Path) -> bool:
     """What `cream eval` writes: an eval table folder (finished or being written) with its settings."""
-    from cream_data.outputs import has_table
+    from cream_data.tables.outputs import has_table
 
     return path.is_dir() and ((path / CONFIG_FILE).is_file() or has_table(path, ("eval",)))
 
@@ -245,7 +245,7 @@ def evaluate(model: str, cfg: EvalConfig, out: str | Path, *, overwrite: bool = 
     Every user mistake (unknown model path, missing data, a folder of another run or of other files) is found
     before anything is written. ``engine`` reuses a loaded sampling engine (``HfSampler``) for ``model``.
     """
-    from cream_data.outputs import guard, locked
+    from cream_data.tables.outputs import guard, locked
 
     out = guard(out, "eval", is_eval_output, overwrite=overwrite, what="eval table")
     with locked(out):
@@ -255,7 +255,7 @@ def evaluate(model: str, cfg: EvalConfig, out: str | Path, *, overwrite: bool = 
 def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, engine,
                      progress: ProgressFn | None) -> EvalSummary:
     from cream_data.engines import models
-    from cream_data.sample import GenerationParams, plan_batches, prompt_seed
+    from cream_data.engines.base import GenerationParams, plan_batches, prompt_seed
 
     t0 = time.perf_counter()
     ref = models.resolve(model)

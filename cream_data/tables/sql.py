@@ -2,7 +2,7 @@
 
 A run directory holds one table of a kind per iteration (``RUN/iter-1/preferences``, ``RUN/iter-2/…``);
 the view of that kind is their union by column name, with an ``iteration`` column: the table's own when it
-has one, else the ``iter-<t>`` component of its path (any spelling :mod:`cream_data.iterations` accepts), else
+has one, else the ``iter-<t>`` component of its path (any spelling :mod:`cream_data.tables.iterations` accepts), else
 null. Every view has that column, so a query written for one table folder also runs on a whole run.
 
 Read-only is enforced twice:
@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 
 import schemas
 from cream_data.errors import CreamError, missing_package
-from cream_data.io import check_version, complete_parts, iter_table_paths
-from cream_data.iterations import iteration_from_path  # re-exported: cream_data.sql.iteration_from_path
+from cream_data.tables.io import check_version, complete_parts, iter_table_paths
+from cream_data.tables.iterations import iteration_from_path  # re-exported: cream_data.tables.sql.iteration_from_path
 
 if TYPE_CHECKING:  # duckdb is imported lazily: `import cream_data` stays light
     import duckdb

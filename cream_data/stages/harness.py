@@ -33,9 +33,9 @@ from typing import Any, Callable
 import pyarrow as pa
 
 import schemas
-from cream_data import io
+from cream_data.tables import io
 from cream_data.errors import CreamError, missing_package
-from cream_data.tasks import TASKS, task_problems  # one task list, one rule for it
+from cream_data.inputs.tasks import TASKS, task_problems  # one task list, one rule for it
 
 HUB_TASKS = {"arc_easy": "arc_easy", "arc_challenge": "arc_challenge", "openbookqa": "openbookqa",
              "siqa": "social_iqa", "gsm8k": "gsm8k"}
@@ -354,14 +354,14 @@ class HarnessSummary:
 
 def is_harness_output(path: Path) -> bool:
     """What `cream eval --harness` writes: an eval_summary table folder (finished or being written)."""
-    from cream_data.outputs import has_table
+    from cream_data.tables.outputs import has_table
 
     return path.is_dir() and ((path / CONFIG_FILE).is_file() or has_table(path, ("eval_summary",)))
 
 
 def _check_out(out: Path, record: dict, overwrite: bool) -> None:
     """An existing folder must hold this very evaluation (same model, tasks, settings, data and harness)."""
-    from cream_data.outputs import check_resume
+    from cream_data.tables.outputs import check_resume
 
     check_resume(out, CONFIG_FILE, record["identity"], overwrite, what="a harness evaluation",
                  command="cream eval --harness")
@@ -374,7 +374,7 @@ def evaluate_harness(model: str, cfg: HarnessConfig, out: str | Path, *, overwri
     Every user mistake (lm-eval missing, unknown model path, device, missing data, a folder of another run or of
     other files) is found before anything is written or loaded.
     """
-    from cream_data.outputs import guard, locked
+    from cream_data.tables.outputs import guard, locked
 
     lm_eval = require_lm_eval()
     out = guard(out, "eval", is_harness_output, overwrite=overwrite, what="harness eval table")

@@ -1,5 +1,5 @@
 """The scorer-agreement tables of the run report and of ``cream inspect``: reading a labeled folder's ``scores``
-and ``human`` tables, rendering :mod:`cream_data.agreement`'s numbers as Markdown / terminal rows, and the one
+and ``human`` tables, rendering :mod:`cream_data.rewards.agreement`'s numbers as Markdown / terminal rows, and the one
 plot (``agreement.png``: mean Kendall tau-b per scorer pair and iteration).
 
 A labeled folder is the ``--out`` of ``cream label`` (``OUT/scores``, ``OUT/human``) or an iteration of a run
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from cream_data import agreement, io
+from cream_data.rewards import agreement
+from cream_data.tables import io
 from cream_data.errors import CreamError
 
 SCORE_COLUMNS = ["prompt_id", "response_idx", "scorer", "reward"]
@@ -183,7 +184,7 @@ def plot_agreement(rows: list[dict], path: Path) -> Path | None:
             ns[i, j] = p["n"]
     if not np.isfinite(vals).any():
         return None
-    from cream_data.report import new_figure, save_png
+    from cream_data.reports.inspect import new_figure, save_png
 
     fig, (ax,) = new_figure(max(2.4, 0.45 * len(names) + 1.4))
     import matplotlib

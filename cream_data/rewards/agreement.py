@@ -1,7 +1,7 @@
 """How far the scorers of a labeled iteration agree: with each other, with the oracle, and on human answers.
 
 Pure functions of Arrow tables (numpy, pyarrow, scipy; no torch, no files), returning plain JSON-ready dicts. The
-run report and ``cream inspect`` render them (:mod:`cream_data.agreement_report`); docs/REWARDS.md states every
+run report and ``cream inspect`` render them (:mod:`cream_data.reports.agreement_report`); docs/REWARDS.md states every
 definition for users.
 
 Input: a ``scores`` table (columns ``prompt_id``, ``response_idx``, ``scorer``, ``reward``: one row per
@@ -92,7 +92,7 @@ def masked_tau_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Kendall's tau-b ``[P]`` of two reward matrices ``[P, N]`` over, per row, only the responses finite in
     *both*: ``(nc - nd) / sqrt((n0 - t_a) (n0 - t_b))`` on those responses (ties kept, as
     ``scipy.stats.kendalltau``). NaN where fewer than 2 responses count or one side is all-equal on them.
-    Where every value is finite this is :func:`cream_data.ranking.kendall_tau_b`.
+    Where every value is finite this is :func:`cream_data.rewards.ranking.kendall_tau_b`.
 
     Hand-worked: a = [1, 1, 0, NaN], b = [2, 1, 0, 7]: response 3 drops out; pairs (0,1) tied in a, (0,2) and
     (1,2) concordant: tau-b = 2 / sqrt(2 · 3) = 0.816497. a = [3, 3, NaN], b = [1, 2, 0]: a is all-equal: NaN.

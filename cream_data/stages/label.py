@@ -31,11 +31,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cream_data import io
+from cream_data.tables import io
 from cream_data.errors import CreamError
-from cream_data.fingerprint import responses_fingerprint, shard_mask
-from cream_data.judge import JUDGE_MODES, JUDGE_PROMPT, load_judge_template, template_hash
-from cream_data.outputs import guard, locked, only_entries
+from cream_data.tables.fingerprint import responses_fingerprint, shard_mask
+from cream_data.rewards.judge import JUDGE_MODES, JUDGE_PROMPT, load_judge_template, template_hash
+from cream_data.tables.outputs import guard, locked, only_entries
 
 REWARDS = ("dpo", "judge", "oracle", "rm")
 CONSISTENCY = ("kendall", "spearman", "toporder")
@@ -398,7 +398,7 @@ def _check_tokenizers(refs: dict, tokenizers: dict) -> str:
 
 def _read_responses(path) -> pa.Table:
     """The responses, sorted, and checked whole before any model runs (each prompt's response_idx is 0..N-1)."""
-    from cream_data.pairing import _Rows
+    from cream_data.rewards.pairing import _Rows
 
     responses = io.read_table(path, "responses")
     if responses.num_rows == 0:
@@ -586,7 +586,7 @@ def _as_human_scores(scores: pa.Table, human: pa.Table) -> pa.Table:
 
 def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, out: Path, th: str | None,
                       config: dict, inputs: dict) -> dict:
-    from cream_data.pairing import build_preferences
+    from cream_data.rewards.pairing import build_preferences
 
     reward_scorer = REWARD_ROLE[cfg.reward]
     # By default consistency regularises the DPO reward only (M_t's vs M_{t-1}'s ranking, where the previous
@@ -702,7 +702,7 @@ def _reference_answers(prompts_path, responses: pa.Table) -> dict:
 
 
 def _oracle_scores(responses: pa.Table, ref: dict, ntok: np.ndarray) -> pa.Table:
-    from cream_data.answers import oracle_reward
+    from cream_data.rewards.answers import oracle_reward
 
     rewards = [oracle_reward(r, ref[p]) for p, r in zip(responses["prompt_id"].to_pylist(), responses["response"].to_pylist())]
     reward = np.array([np.nan if v is None else v for v in rewards], dtype=np.float64)

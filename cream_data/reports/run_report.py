@@ -17,7 +17,7 @@ The Markdown shows ``±`` = half the interval's width.
 **Table 2, ranking consistency ``M_t vs M_{t-1}``.** Over the prompts of iteration ``t`` that have both
 rankings (rows with ``prev_ranks``): Kendall tau, C = (tau + 1) / 2, Spearman rho and TopOrder (same best
 and same worst response), each as mean ± std (population, ddof = 0), computed from the rank lists with
-:mod:`cream_data.ranking`, never from the ``weight`` column (whose meaning depends on the method: 1 for
+:mod:`cream_data.rewards.ranking`, never from the ``weight`` column (whose meaning depends on the method: 1 for
 ``srlm``, the dataset mean for ``cream-avg``). The rankings come from the iteration's scores table (the DPO
 rewards of ``current`` and ``previous``, every prompt with finite rewards) when there is one, else from the
 preferences (only prompts that yielded a pair). A prompt whose current or previous rewards are all equal has no
@@ -30,8 +30,8 @@ iteration with no prompt left to measure reports "no ranking" when prompts were 
 prompts, pairs, and prompts skipped by reason; plus the mean ``weight`` the trainer used.
 
 **Agreement per iteration** (``iter-<t>/scores``, ``iter-<t>/human``): every two scorers' Kendall tau-b and
-top-pair agreement, each scorer against the oracle, the human answers' ranks (:mod:`cream_data.agreement`,
-rendered by :mod:`cream_data.agreement_report`; ``agreement.png``).
+top-pair agreement, each scorer against the oracle, the human answers' ranks (:mod:`cream_data.rewards.agreement`,
+rendered by :mod:`cream_data.reports.agreement_report`; ``agreement.png``).
 
 matplotlib is imported only when a plot is drawn (Agg backend).
 """
@@ -47,10 +47,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cream_data import agreement_report, io, ranking
+from cream_data.reports import agreement_report
+from cream_data.tables import io
+from cream_data.rewards import ranking
 from cream_data.errors import CreamError
-from cream_data.report import describe, fmt, new_figure, padded, save_png
-from cream_data.sql import find_tables, iteration_from_path
+from cream_data.reports.inspect import describe, fmt, new_figure, padded, save_png
+from cream_data.tables.sql import find_tables, iteration_from_path
 
 Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 TASK_ORDER = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
@@ -128,7 +130,7 @@ def _authors_accuracy(path: Path) -> dict:
     """The same stored generations scored by the CREAM authors' extraction rules (``cream eval --extract
     authors``): per-task accuracy and the macro average, to set beside the paper's numbers. Rescoring needs only
     the response and the gold answer, so it is computed for every eval table whichever extractor wrote it."""
-    from cream_data.evaluate import score
+    from cream_data.stages.evaluate import score
 
     t = io.read_table(path, "eval", columns=["task", "response", "answer"])
     right: dict[str, list[bool]] = {}

@@ -14,7 +14,7 @@ Definitions (one row of the preferences table = one prompt that yielded a pair; 
 - ``skipped``           = prompts that yielded no pair, by reason, from the manifest's ``summary``
 - ``agreement``         = from the scores table (and ``human/`` beside it): every two scorers' Kendall tau-b and
                           top-pair agreement, each scorer vs the oracle, the human answers' ranks
-                          (:mod:`cream_data.agreement`)
+                          (:mod:`cream_data.rewards.agreement`)
 
 Everything is computed on whole columns: list columns become a (rows × N_max) matrix padded with NaN.
 matplotlib is imported only when a plot is drawn, with the Agg backend (no display needed).
@@ -31,7 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cream_data import agreement_report, io
+from cream_data.reports import agreement_report
+from cream_data.tables import io
 from cream_data.errors import CreamError
 
 PREF_COLUMNS = ["prompt_id", "chosen_idx", "rejected_idx", "iteration", "n_responses", "rewards", "prev_rewards",

@@ -28,15 +28,17 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import pyarrow as pa
 
 import schemas
-from cream_data import io
-from cream_data.engines.base import Conversation, Generation, GenerationParams, SamplingEngine  # noqa: F401
+from cream_data.tables import io
+from cream_data.engines.base import (  # noqa: F401  (re-exported: the types and planners sampling uses)
+    Conversation, Generation, GenerationParams, SamplingEngine, plan_batches, prompt_seed,
+)
 from cream_data.errors import CreamError, missing_package
-from cream_data.outputs import guard, has_table, locked
+from cream_data.tables.outputs import guard, has_table, locked
 
 # Conversation … SamplingEngine (what an engine provides) are re-exported from engines/base.py: an engine never
 # imports a stage, so they live below it.
@@ -131,16 +133,6 @@ ProgressFn = Callable[[int, int, int], None]  # (prompts done, prompts total, to
 
 
 # ---------------------------------------------------------------------------- the batch plan
-def prompt_seed(seed: int, prompt_id: str) -> int:
-    """``H(seed, prompt_id)`` as a 31-bit integer: a prompt's randomness does not depend on its neighbours."""
-    digest = hashlib.sha256(f"{seed}\x00{prompt_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF
-
-
-def plan_batches(prompt_ids: Sequence[str], lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Row indices in batches: longest prompts first (out-of-memory shows up at once), ties by id."""
-    order = sorted(range(len(prompt_ids)), key=lambda r: (-lengths[r], prompt_ids[r]))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def shard_batches(batches: list[list[int]], shard: tuple[int, int] | None) -> list[list[int]]:
@@ -163,7 +155,7 @@ def fingerprint(table: pa.Table) -> str:
 # ---------------------------------------------------------------------------- inputs and the output folder
 def _load_prompts(prompts: str | Path | pa.Table) -> tuple[pa.Table, str]:
     if isinstance(prompts, pa.Table):
-        from cream_data.validate import check
+        from cream_data.tables.validate import check
 
         check(prompts, "prompts", "prompts table")
         return prompts, "<table>"

@@ -2,7 +2,7 @@
 
 The card is a README.md whose YAML header the Hub reads (``configs`` with ``data_files``, ``dataset_info``
 features and splits, ``license``, ``tags``…) followed by prose for people. Everything here is pure: tables
-and dicts in, text out; :mod:`cream_data.hub` does the files and the network.
+and dicts in, text out; :mod:`cream_data.publish.hub` does the files and the network.
 
 Statistics of one split of the preferences table (one iteration), over its pairs i = 1…n:
 

@@ -10,7 +10,7 @@ How it works, with no per-prompt Python loop:
 2. Join each scorer's rows (current, previous, log-prob) onto those rows: one flat float array per scorer.
 3. **N may differ across prompts** (e.g. a sampler that dropped a failed generation): prompts are grouped
    by their N and each group is one ``[P_N, N]`` matrix, processed with the vectorised
-   :mod:`cream_data.ranking` functions. There are as many groups as distinct N values (usually one).
+   :mod:`cream_data.rewards.ranking` functions. There are as many groups as distinct N values (usually one).
 4. **Usable responses**: those with a finite reward under the pair-picking scorer (a NaN/inf/null or missing
    one, e.g. an unparsed judge output, is dropped) and, when a consistency partner is used, a finite partner
    reward too. The partner is the second scorer of the consistency C: ``previous`` (M_{t-1}'s DPO reward,
@@ -26,7 +26,7 @@ How it works, with no per-prompt Python loop:
 6. ``chosen`` = the first index among the tied maxima of the usable rewards (``np.argmax``),
    ``rejected`` = the first index among the tied minima (``np.argmin``), exactly as the CREAM reference picks
    them. Without ties they are the responses ranked 1 and k (k usable); with a tie at the top (or bottom) the
-   stored ``ranks`` (scipy's tie order, see :mod:`cream_data.ranking`) may give rank 1 to another of the tied
+   stored ``ranks`` (scipy's tie order, see :mod:`cream_data.rewards.ranking`) may give rank 1 to another of the tied
    responses. The ``ranks`` (and ``prev_ranks``) lists keep all N entries, so each is a permutation of 1..N:
    the usable responses are ranked 1..k among themselves, the dropped ones follow as k+1..N in response order
    (they were not ranked; their ``rewards``/``prev_rewards`` entries are null).
@@ -49,9 +49,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import schemas
+
 from cream_data.errors import CreamError
-from cream_data.ranking import CONSISTENCY_METHODS, consistency as rank_consistency, ordinal_ranks
-from cream_data.validate import check, conform
+from cream_data.rewards.ranking import CONSISTENCY_METHODS, consistency as rank_consistency, ordinal_ranks
 
 SKIP_REASONS: tuple[str, ...] = ("n_lt_2", "nonfinite_reward", "all_equal", "missing_prev", "disagree")
 SCOPES: tuple[str, ...] = ("sample", "dataset")
@@ -263,8 +264,9 @@ def build_preferences(
                            else pa.nulls(len(kp), pa.string())),
         "template_hash": pa.array([template_hash] * len(kp), pa.string()),
     }
-    table = conform(pa.table(columns), "preferences")
-    check(table, "preferences", "preferences built from scores")
+    # the schema's exact types; validated where it is written (io.write_table), as every table is
+    target = schemas.get("preferences").arrow
+    table = pa.Table.from_arrays([columns[f.name].cast(f.type) for f in target], schema=target)
 
     margins = reward[chosen_row] - reward[rejected_row]
     summary = PairingSummary(

@@ -5,7 +5,7 @@ against the oracle.
 ``cream inspect RUN_A RUN_B …`` writes ``study.md`` / ``study.json`` and PNGs (``make study`` → docs/RESULTS.md).
 
 **Accuracy (Table 1).** Per model ``M_k`` of each run, per task: ``acc = x / n`` with the 95 % Wilson interval,
-and ``Avg`` = the mean of the task accuracies (as :mod:`cream_data.run_report`). Models whose eval stage has the
+and ``Avg`` = the mean of the task accuracies (as :mod:`cream_data.reports.run_report`). Models whose eval stage has the
 same fingerprint in every run (M0 and M1 when the runs share SFT) are shown once, as *shared*.
 
 **Paired differences.** Every model is scored on the same questions, so differences are measured per question:
@@ -13,7 +13,7 @@ same fingerprint in every run (M0 and M1 when the runs share SFT) are shown once
 B = 4000, seed 0). An interval that contains 0 means the difference is within noise at this sample size.
 
 **Reward quality against the oracle.** For pairs whose prompt has a reference answer, the oracle
-(:func:`cream_data.answers.oracle_reward`) marks the chosen and the rejected response right or wrong:
+(:func:`cream_data.rewards.answers.oracle_reward`) marks the chosen and the rejected response right or wrong:
 *win* = chosen right and rejected wrong, *loss* = the reverse, *tie* = both right or both wrong. The pair is
 informative only when it is not a tie; ``win rate = wins / (wins + losses)`` with its Wilson interval (0.5 =
 no better than a coin). The mean consistency C of winning and losing pairs is shown too (every DPO-rewarded
@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from cream_data import io
-from cream_data.answers import oracle_reward
+from cream_data.tables import io
+from cream_data.rewards.answers import oracle_reward
 from cream_data.errors import CreamError
-from cream_data.iterations import iteration_dir
-from cream_data.report import fmt, new_figure, save_png
-from cream_data.run_report import (MEASURES, TASK_ORDER, _finite, _md_table, _pct, accuracy_rows, harness_cell,
+from cream_data.tables.iterations import iteration_dir
+from cream_data.reports.inspect import fmt, new_figure, save_png
+from cream_data.reports.run_report import (MEASURES, TASK_ORDER, _finite, _md_table, _pct, accuracy_rows, harness_cell,
                                    harness_columns, harness_rows, harness_settings, is_run_dir, iteration_rows,
                                    measure_cell, wilson)
 

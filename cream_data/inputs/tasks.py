@@ -1,5 +1,5 @@
-"""The benchmark tasks both evaluations know (cream's own, ``cream_data.evaluate``, and lm-evaluation-harness,
-``cream_data.engines.harness``), and the one rule for a list of them. Kept apart from the evaluation stage so the
+"""The benchmark tasks both evaluations know (cream's own, ``cream_data.stages.evaluate``, and lm-evaluation-harness,
+``cream_data.stages.harness``), and the one rule for a list of them. Kept apart from the evaluation stage so the
 harness engine can use it without importing a stage.
 
 >>> TASKS
@@ -10,7 +10,7 @@ harness engine can use it without importing a stage.
 
 from __future__ import annotations
 
-from cream_data.prompts import BENCHMARKS
+from cream_data.inputs.prompts import BENCHMARKS
 
 TASKS = tuple(BENCHMARKS)  # arc_easy, arc_challenge, openbookqa, siqa, gsm8k
 

@@ -89,7 +89,7 @@ def guard(path: str | Path, command: str, recognise: Recognise, *, overwrite: bo
 # ---------------------------------------------------------------------------- recognisers of each command's output
 def has_table(path: Path, kinds: tuple[str, ...]) -> bool:
     """A Parquet file or table folder (complete or being written) of one of ``kinds``."""
-    from cream_data.io import table_kind
+    from cream_data.tables.io import table_kind
 
     try:
         return table_kind(path) in kinds
@@ -108,7 +108,7 @@ def only_entries(path: Path, allowed: Callable[[Path], bool]) -> bool:
 def check_resume(out: Path, settings_file: str, identity: dict, overwrite: bool, *, what: str, command: str) -> None:
     """A resumable stage's existing output must hold this very run: the settings it saved (``settings_file``, its
     ``identity``) equal ``identity``; a table without that file was not written by ``command``."""
-    from cream_data.io import read_json_object
+    from cream_data.tables.io import read_json_object
 
     if overwrite or not out.exists():
         return

@@ -2,15 +2,15 @@
 
 Repository layout (what ``cream publish`` builds, then uploads as one commit)::
 
-    README.md                                         the card (cream_data.card): YAML header + prose
+    README.md                                         the card (cream_data.publish.card): YAML header + prose
     data/<config>/<split>-00000-of-00001.parquet      one config per table kind, one split per iteration
 
 Configs are ``preferences`` (default), ``scores`` and ``responses``. Splits are ``iter_<t>`` when the data
 spans several iterations and ``train`` when it holds one (the split name TRL scripts default to). The
 iteration of a table comes from an ``iter-<t>`` folder on its path below the published folder (the run
-directory of ``cream run``; any spelling :mod:`cream_data.iterations` accepts, as ``cream sql`` does), or
+directory of ``cream run``; any spelling :mod:`cream_data.tables.iterations` accepts, as ``cream sql`` does), or
 else from its ``iteration`` column. The Parquet files keep cream's schema metadata, so
-``cream_data.io.read_table`` reads them as well as ``datasets`` does.
+``cream_data.tables.io.read_table`` reads them as well as ``datasets`` does.
 
 Uploads go through :func:`with_retries`: a network failure is retried with exponential backoff
 (base · 2^k seconds, capped); a rerun after the last failure resumes, because the Hub stores files by
@@ -36,10 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cream_data import card
+from cream_data.publish import card
 from cream_data.errors import CreamError
-from cream_data.io import COMPRESSION, iter_table_paths, read_manifest, read_table, staging_folder
-from cream_data.iterations import iteration_from_path
+from cream_data.tables.io import COMPRESSION, iter_table_paths, read_manifest, read_table, staging_folder
+from cream_data.tables.iterations import iteration_from_path
 
 CONFIG_KINDS = ("preferences", "scores", "responses")
 MAX_SHARD_BYTES = 500 * 2**20  # keeps each Parquet file well under the Hub viewer's limits

@@ -2,7 +2,7 @@
 
 Sources: a JSONL / JSON / CSV / TSV / Parquet file, a local ``datasets`` folder (``save_to_disk``), a cream
 table (file or folder) of the wanted kind, or a Hugging Face Hub dataset id (``name`` or ``name:config``).
-The records then go through a layout (see :mod:`cream_data.layouts`), detected from the fields or named.
+The records then go through a layout (see :mod:`cream_data.inputs.layouts`), detected from the fields or named.
 
 ``prompt_id`` is the source's id when it has one, else ``sha256(canonical JSON of the prompt turns)[:16]``
 (computed before any ``suffix``: the id names the question, not how it is presented). For SFT rows without
@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 
 import schemas
 from cream_data.errors import CreamError, missing_package
-from cream_data.layouts import LAYOUTS, Context, FieldMap, Item, Record, detect, format_mc, gsm8k_reference, mc_letter
-from cream_data.validate import check, conform
+from cream_data.inputs.layouts import LAYOUTS, Context, FieldMap, Item, Record, detect, format_mc, gsm8k_reference, mc_letter
+from cream_data.tables.validate import check, conform
 
 __all__ = ["load_prompts", "load_sft", "split_prompts", "load_benchmark", "prompt_hash", "format_mc", "mc_letter",
            "gsm8k_reference", "FieldMap", "BENCHMARKS", "KNOWN_LAYOUTS"]
@@ -186,7 +186,7 @@ def _local_dataset(path: Path, split: str | None) -> tuple[Iterator[Record], str
 
 
 def _cream_kind(path: Path) -> str | None:
-    from cream_data.io import table_kind
+    from cream_data.tables.io import table_kind
 
     try:
         return table_kind(path)
@@ -234,7 +234,7 @@ def _records(source: str, split: str | None, want: str) -> tuple[Iterator[Record
 
 
 def _cream_table(path: Path, want: str) -> pa.Table:
-    from cream_data.io import read_table
+    from cream_data.tables.io import read_table
 
     kind = _cream_kind(path)
     if kind is not None and kind != want:

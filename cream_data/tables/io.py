@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 import schemas
 from cream_data.errors import CreamError
-from cream_data.validate import check, conform
+from cream_data.tables.validate import check, conform
 
 MANIFEST = "_manifest.json"
 COMPRESSION = "zstd"

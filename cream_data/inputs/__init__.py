@@ -1,0 +1,1 @@
+"""Inputs: prompt and SFT loaders, benchmark layouts and the benchmark task list."""

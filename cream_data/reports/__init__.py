@@ -1,0 +1,1 @@
+"""Reports: `cream inspect` summaries, the run report, scorer agreement tables, the study."""
