@@ -16,7 +16,7 @@ import schemas
 from cream_data.rewards import agreement
 from cream_data.tables import io
 from cream_data.rewards import ranking
-from cream_data.reports import inspect
+from cream_data.reports import inspect as report
 from cream_data.reports import run_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from cream_data.tables import io
-from cream_data.reports import inspect
+from cream_data.reports import inspect as report
 from tests.conftest import assert_user_error
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
