@@ -93,15 +93,20 @@ def kendall_tau(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
 def kendall_tau_b(values_a: np.ndarray, values_b: np.ndarray) -> np.ndarray:
     """Kendall's tau-b ``[P]`` on raw values ``[P, N]`` (ties kept, not broken by index): ``(nc - nd) /
     sqrt((n0 - t_a) (n0 - t_b))`` with ``t_a``, ``t_b`` the pairs tied within each row. Equals
-    ``scipy.stats.kendalltau(a, b)`` (its default variant); NaN where a row is all-equal. For integer-valued
+    ``scipy.stats.kendalltau(a, b)`` (its default variant). A response that is NaN (or ±inf) on either side drops
+    out of its row; NaN where fewer than 2 responses remain or one side is all-equal on them. For integer-valued
     scorers (a 0–5 judge, a 0/1 oracle) it shows what ordinal ranks hide: ties count as neither agreement nor
     disagreement.
 
     Hand-worked: a = [1, 1, 0], b = [2, 1, 0]: pairs (0,1) tied in a; (0,2), (1,2) concordant: nc = 2, nd = 0,
-    t_a = 1, t_b = 0, n0 = 3: tau_b = 2 / sqrt(2 * 3) = 0.816497.
+    t_a = 1, t_b = 0, n0 = 3: tau_b = 2 / sqrt(2 * 3) = 0.816497. With a NaN: a = [1, 1, 0, NaN], b = [2, 1, 0, 7]
+    gives the same (response 3 drops out); a = [3, 3, NaN] is all-equal on what remains: NaN.
 
     >>> kendall_tau_b(np.array([[1.0, 1.0, 0.0]]), np.array([[2.0, 1.0, 0.0]])).round(6).tolist()
     [0.816497]
+    >>> kendall_tau_b(np.array([[1.0, 1, 0, np.nan], [3, 3, np.nan, 0]]),
+    ...               np.array([[2.0, 1, 0, 7], [1, 2, 0, np.nan]])).round(6).tolist()
+    [0.816497, nan]
     """
     a = _as_matrix(values_a, np.float64, "values_a")
     b = _as_matrix(values_b, np.float64, "values_b")
@@ -113,12 +118,15 @@ def kendall_tau_b(values_a: np.ndarray, values_b: np.ndarray) -> np.ndarray:
     i, j = np.triu_indices(n, k=1)
     out = np.empty(p)
     for lo in range(0, p, _CHUNK_ROWS):
-        sa = np.sign(a[lo:lo + _CHUNK_ROWS, i] - a[lo:lo + _CHUNK_ROWS, j])
-        sb = np.sign(b[lo:lo + _CHUNK_ROWS, i] - b[lo:lo + _CHUNK_ROWS, j])
+        ca, cb = a[lo:lo + _CHUNK_ROWS], b[lo:lo + _CHUNK_ROWS]
+        ok = np.isfinite(ca) & np.isfinite(cb)
+        both = ok[:, i] & ok[:, j]  # a response pair counts where both responses are finite on both sides
+        with np.errstate(invalid="ignore"):
+            sa = np.where(both, np.sign(ca[:, i] - ca[:, j]), 0.0)
+            sb = np.where(both, np.sign(cb[:, i] - cb[:, j]), 0.0)
         num = (sa * sb).sum(axis=1)
         den = np.sqrt(np.count_nonzero(sa, axis=1) * np.count_nonzero(sb, axis=1).astype(np.float64))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[lo:lo + _CHUNK_ROWS] = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        out[lo:lo + _CHUNK_ROWS] = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
     return out
 
 
