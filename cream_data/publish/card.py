@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import schemas
+from cream_data import markdown
 
 # --------------------------------------------------------------------------------------------- licences
 # Licences of the prompt sources cream knows, as checked against ../shared/data/*/PROVENANCE.md and the
@@ -271,19 +272,18 @@ def render(repo_id: str, splits: dict[str, list[Split]], licence: Licence, *, ru
            *train_usage(repo_id, splits.get("preferences", [])),
            "One split per iteration (`iter_<t>`); a single iteration is published as `train`.", "",
            "## Configs and splits", "",
-           "| config | split | rows | files |", "| --- | --- | --- | --- |"]
-    for kind, parts in splits.items():
-        for s in parts:
-            out.append(f"| {kind} | {s.name} | {s.table.num_rows} | {', '.join(f'`{f}`' for f in s.files)} |")
-    out += ["", "## Lineage", "", *lineage(splits, run_config, run_manifest), ""]
+           *markdown.table(["config", "split", "rows", "files"],
+                           [[kind, s.name, s.table.num_rows, ", ".join(f"`{f}`" for f in s.files)]
+                            for kind, parts in splits.items() for s in parts])]
+    out += ["## Lineage", "", *lineage(splits, run_config, run_manifest), ""]
     if run_config:
         out += ["Resolved run configuration:", "", "```yaml", yaml.safe_dump(run_config, sort_keys=True).rstrip(),
                 "```", ""]
     out += ["## Statistics", "",
             "Per iteration; mean / median / std (population) of the pairs. Reward margin = reward(chosen) − "
             "reward(rejected) under the current model's reward.", "",
-            "| split | pairs | skipped (by reason) | C | Kendall tau | weight | reward margin |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+            ]
+    rows = []
     for s in splits.get("preferences", []):
         st = preference_stats(s.table, s.manifests)
         if st["skipped"] is None:
@@ -292,9 +292,11 @@ def render(repo_id: str, splits: dict[str, list[Split]], licence: Licence, *, ru
             nonzero = {k: v for k, v in sorted(st["skipped"].items()) if v}
             skipped = f"{sum(nonzero.values())}" + (f" ({', '.join(f'{k}: {v}' for k, v in nonzero.items())})"
                                                     if nonzero else "")
-        out.append(f"| {s.name} | {st['pairs']} | {skipped} | {_fmt(st['consistency'])} | {_fmt(st['kendall_tau'])} "
-                   f"| {_fmt(st['weight'])} | {_fmt(st['reward_margin'])} |")
-    out += ["", "## Licence", ""]
+        rows.append([s.name, st["pairs"], skipped, _fmt(st["consistency"]), _fmt(st["kendall_tau"]),
+                     _fmt(st["weight"]), _fmt(st["reward_margin"])])
+    out += markdown.table(["split", "pairs", "skipped (by reason)", "C", "Kendall tau", "weight", "reward margin"],
+                          rows)
+    out += ["## Licence", ""]
     if licence.overridden:
         out.append(f"Set by the publisher: `{licence.value}`. The prompt sources found were:")
     elif licence.value == "unknown":

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from cream_data.rewards import agreement
 from cream_data.tables import io
+from cream_data import markdown as md
 from cream_data.errors import CreamError
 
 SCORE_COLUMNS = ["prompt_id", "response_idx", "scorer", "reward"]
@@ -132,19 +133,13 @@ def tables(entry: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     return out
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    esc = [[str(c).replace("|", "\\|") for c in r] for r in [header] + rows]
-    return ["| " + " | ".join(esc[0]) + " |", "|" + " --- |" * len(header)] + \
-        ["| " + " | ".join(r) + " |" for r in esc[1:]] + [""]
-
-
 def markdown(entry: dict | None, level: int = 2) -> list[str]:
     """Markdown lines of one folder's agreement tables, each under a heading of ``level``, with its definition."""
     if not entry:
         return []
     lines = []
     for key, title, header, rows in tables(entry):
-        lines += ["#" * level + " " + title, ""] + _md_table(header, rows) + [NOTES[key], ""]
+        lines += ["#" * level + " " + title, ""] + md.table(header, rows) + [NOTES[key], ""]
     return lines
 
 
@@ -160,7 +155,7 @@ def run_markdown(rows: list[dict]) -> list[str]:
             continue
         lines += [f"### Iteration {r['iteration']}", ""]
         for key, title, header, body in found:
-            lines += [f"{title}:", ""] + _md_table(header, body)
+            lines += [f"{title}:", ""] + md.table(header, body)
             used.append(key)
     for k in (k for k in NOTES if k in used):
         lines += [NOTES[k], ""]

@@ -33,7 +33,9 @@ import pyarrow.compute as pc
 
 from cream_data.reports import agreement_report
 from cream_data.tables import io
+from cream_data import markdown
 from cream_data.errors import CreamError
+from cream_data.stats import describe  # noqa: F401  (re-exported: the run report uses it from here)
 
 PREF_COLUMNS = ["prompt_id", "chosen_idx", "rejected_idx", "iteration", "n_responses", "rewards", "prev_rewards",
                 "kendall_tau", "consistency", "consistency_method", "weight", "model", "prev_model"]
@@ -72,16 +74,6 @@ def first_argmax(mat: np.ndarray) -> np.ndarray:
 
 def first_argmin(mat: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(mat), np.inf, mat).argmin(axis=1)
-
-
-def describe(x: np.ndarray) -> dict:
-    """n, mean, median, std (ddof = 0), min, max of the finite values; None where undefined."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return {"n": 0, "mean": None, "median": None, "std": None, "min": None, "max": None}
-    return {"n": int(x.size), "mean": float(x.mean()), "median": float(np.median(x)), "std": float(x.std()),
-            "min": float(x.min()), "max": float(x.max())}
 
 
 def _floats(col: pa.ChunkedArray) -> np.ndarray:
@@ -362,19 +354,10 @@ def score_rows(groups: list[dict]) -> list[tuple[str, ...]]:
 def to_markdown(summary: dict) -> str:
     lines = [f"# Labeled folder `{summary['folder']}`", ""]
     if "preferences" in summary:
-        lines += ["## Preferences", "", "| metric | value |", "| --- | --- |"]
-        lines += [f"| {k} | {_md(v)} |" for k, v in preference_rows(summary["preferences"])]
-        lines.append("")
+        lines += ["## Preferences", ""] + markdown.table(["metric", "value"], preference_rows(summary["preferences"]))
     if "scores" in summary:
-        lines += ["## Rewards per scorer", "", "| " + " | ".join(SCORE_HEADER) + " |",
-                  "|" + " --- |" * len(SCORE_HEADER)]
-        lines += ["| " + " | ".join(_md(x) for x in row) + " |" for row in score_rows(summary["scores"]["groups"])]
-        lines.append("")
+        lines += ["## Rewards per scorer", ""] + markdown.table(SCORE_HEADER, score_rows(summary["scores"]["groups"]))
     lines += agreement_report.markdown(summary.get("agreement"))
     if summary.get("plots"):
         lines += ["## Plots", ""] + [f"![{k}]({name})" for k, name in summary["plots"].items()] + [""]
     return "\n".join(lines)
-
-
-def _md(s: str) -> str:
-    return str(s).replace("|", "\\|")

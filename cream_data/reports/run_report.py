@@ -50,14 +50,15 @@ import pyarrow.compute as pc
 from cream_data.reports import agreement_report
 from cream_data.tables import io
 from cream_data.rewards import ranking
+from cream_data import markdown
 from cream_data.errors import CreamError
+from cream_data.stats import Z95, json_safe, wilson  # noqa: F401  (wilson: re-exported for the study)
 from cream_data.reports.inspect import describe, fmt, new_figure, padded, save_png
-from cream_data.tables.sql import find_tables, iteration_from_path
+from cream_data.tables.iterations import ITER_DIR, iteration_from_path
+from cream_data.tables.sql import find_tables
 
-Z95 = 1.959963984540054  # the 0.975 quantile of the standard normal
 TASK_ORDER = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
 _MODEL_DIR = re.compile(r"^M(\d+)$")
-_ITER_DIR = re.compile(r"^iter(?:ation)?[-_]?\d+$", re.IGNORECASE)
 PREF_COLUMNS = ["iteration", "rewards", "prev_rewards", "ranks", "prev_ranks", "consistency_method", "weight",
                 "model", "prev_model"]
 MEASURES = (("C", "C"), ("kendall_tau", "Kendall τ"), ("spearman_rho", "Spearman ρ"), ("top_order", "TopOrder"),
@@ -72,7 +73,7 @@ def is_run_dir(path: str | Path) -> bool:
         return False
     if (path / "manifest.json").is_file() and (path / "config.yaml").is_file():
         return True
-    return any(p.is_dir() and _ITER_DIR.match(p.name) for p in path.iterdir())
+    return any(p.is_dir() and ITER_DIR.match(p.name) for p in path.iterdir())
 
 
 def _model_index(path: Path, label: str | None) -> int | None:
@@ -84,17 +85,6 @@ def _model_index(path: Path, label: str | None) -> int | None:
 
 
 # ---------------------------------------------------------------------------- table 1: accuracy
-def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``correct / n`` (see the module docstring)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = correct / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def accuracy_rows(run: Path) -> list[dict]:
     """One dict per evaluated model, ordered M0, M1, …: per-task accuracy with CI, and the average; a model carried
     forward by a pair-less iteration repeats the row of the model it copies, with ``carried_from``."""
@@ -251,7 +241,7 @@ def _preference_tables(run: Path) -> dict[int, Path]:
     chosen = {}
     for t, paths in sorted(found.items()):
         direct = [p for p in paths if p.name == "preferences" and iteration_from_path(p.parent) == t
-                  and _ITER_DIR.match(p.parent.name)]
+                  and ITER_DIR.match(p.parent.name)]
         if len(paths) > 1 and len(direct) != 1:
             raise CreamError(f"{run}: iteration {t} has {len(paths)} preferences tables "
                              f"({', '.join(str(p) for p in paths[:4])}); expected one in iter-{t}/preferences")
@@ -424,15 +414,7 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> RunR
     return RunReport(report, md, md_path, json_path, plots)
 
 
-def _finite(x):
-    """NaN/inf → None, so report.json is strict JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
+_finite = json_safe  # NaN/inf → None, so report.json is strict JSON
 
 
 # ---------------------------------------------------------------------------- plots
@@ -566,9 +548,8 @@ def harness_settings(rows: list[dict]) -> str:
 
 
 def _md_table(rows: list[list[str]]) -> list[str]:
-    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
-    return ["| " + " | ".join(esc[0]) + " |", "|" + " --- |" * len(esc[0])] + ["| " + " | ".join(r) + " |"
-                                                                             for r in esc[1:]] + [""]
+    """A Markdown table from rows whose first row is the header."""
+    return markdown.table(rows[0], rows[1:])
 
 
 def to_markdown(report: dict) -> str:

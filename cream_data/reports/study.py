@@ -33,11 +33,12 @@ import pyarrow as pa
 from cream_data.tables import io
 from cream_data.rewards.answers import oracle_reward
 from cream_data.errors import CreamError
+from cream_data.stats import wilson
 from cream_data.tables.iterations import iteration_dir
 from cream_data.reports.inspect import fmt, new_figure, save_png
 from cream_data.reports.run_report import (MEASURES, TASK_ORDER, _finite, _md_table, _pct, accuracy_rows, harness_cell,
                                    harness_columns, harness_rows, harness_settings, is_run_dir, iteration_rows,
-                                   measure_cell, wilson)
+                                   measure_cell)
 
 BOOTSTRAP = 4000
 METHOD_ORDER = ("srlm", "cream-no-rc", "cream-avg", "cream", "oracle")

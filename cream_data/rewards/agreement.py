@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cream_data import stats
 from cream_data.rewards import ranking
 
 # The usual roles first, in this order; any other role follows alphabetically.
@@ -157,12 +158,7 @@ def wilson_ci(k: int, n: int, confidence: float = 0.95) -> tuple[float | None, f
     >>> [round(v, 6) for v in wilson_ci(3, 4)]
     [0.300642, 0.954413]
     """
-    if n == 0:
-        return (None, None)
-    from scipy.stats import binomtest
-
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return (float(ci.low), float(ci.high))
+    return (None, None) if n == 0 else stats.wilson(k, n, confidence)
 
 
 class _AucData:

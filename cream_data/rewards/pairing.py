@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 import schemas
 
 from cream_data.errors import CreamError
+from cream_data.stats import finite_or_none
 from cream_data.rewards.ranking import CONSISTENCY_METHODS, consistency as rank_consistency, ordinal_ranks
 
 SKIP_REASONS: tuple[str, ...] = ("n_lt_2", "nonfinite_reward", "all_equal", "missing_prev", "disagree")
@@ -280,10 +281,10 @@ def build_preferences(
         pair_policy=pair_policy,
         consistency_between=[reward_scorer, prev_scorer] if prev is not None else None,
         **_stats("c", c[kp]),
-        tau_mean=_float(tau[kp].mean()) if prev is not None and len(kp) else None,
+        tau_mean=finite_or_none(tau[kp].mean()) if prev is not None and len(kp) else None,
         **_stats("margin", margins),
-        margin_min=_float(margins.min()) if len(kp) else None,
-        top_agreement=_float((prev_rank_flat[chosen_row] == 1).mean()) if prev is not None and len(kp) else None,
+        margin_min=finite_or_none(margins.min()) if len(kp) else None,
+        top_agreement=finite_or_none((prev_rank_flat[chosen_row] == 1).mean()) if prev is not None and len(kp) else None,
     )
     return table, summary
 
@@ -396,14 +397,9 @@ def _equal_among(r: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return (n >= 2) & (s[:, 0] == top), (np.diff(s, axis=1) == 0).any(axis=1)
 
 
-def _float(x) -> float | None:
-    x = float(x)
-    return x if np.isfinite(x) else None
-
-
 def _stats(prefix: str, x: np.ndarray) -> dict:
     if not len(x):
         return {f"{prefix}_mean": None, f"{prefix}_median": None, f"{prefix}_std": None}
-    return {f"{prefix}_mean": _float(x.mean()), f"{prefix}_median": _float(np.median(x)),
-            f"{prefix}_std": _float(x.std())}
+    return {f"{prefix}_mean": finite_or_none(x.mean()), f"{prefix}_median": finite_or_none(np.median(x)),
+            f"{prefix}_std": finite_or_none(x.std())}
 
