@@ -183,16 +183,18 @@ def ranks_from_scores(scores: pa.Table) -> pa.Table | None:
     whatever reward picked the pairs (judge, oracle). Prompts with a non-finite reward or N < 2 are left out.
     None when the table lacks either scorer.
     """
-    import polars as pl
+    from cream_data.rewards.agreement import reward_cube
 
-    df = pl.from_arrow(scores.select(["prompt_id", "response_idx", "scorer", "reward"]))
-    df = df.filter(pl.col("scorer").is_in(["current", "previous"]))
-    if df.filter(pl.col("scorer") == "previous").height == 0 or df.filter(pl.col("scorer") == "current").height == 0:
+    sub = scores.select(["prompt_id", "response_idx", "scorer", "reward"]).filter(
+        pc.is_in(scores["scorer"], pa.array(["current", "previous"])))
+    roles, ids, cube = reward_cube(sub)
+    if roles != ["current", "previous"]:
         return None
-    wide = (df.pivot(on="scorer", index=["prompt_id", "response_idx"], values="reward")
-              .sort(["prompt_id", "response_idx"]))
-    grouped = wide.group_by("prompt_id", maintain_order=True).agg(pl.col("current"), pl.col("previous"))
-    cur_lists, prev_lists = grouped["current"].to_list(), grouped["previous"].to_list()
+    _, _, present = reward_cube(sub.set_column(3, "reward", pa.array(np.ones(sub.num_rows))))
+    present = np.isfinite(present).any(axis=0)  # [P, N]: a row of either scorer exists for the response
+    order = np.argsort(np.array(ids.to_pylist(), dtype=object), kind="stable")  # prompts by id
+    cur_lists = [cube[0, p][present[p]].tolist() for p in order]
+    prev_lists = [cube[1, p][present[p]].tolist() for p in order]
     ranks, prev_ranks, all_equal, values, prev_values = [], [], [], [], []
     for n in sorted({len(c) for c in cur_lists}):
         idx = [i for i, c in enumerate(cur_lists) if len(c) == n]
