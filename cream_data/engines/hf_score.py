@@ -1,6 +1,6 @@
 """Score responses: log pi(y|x) summed over the response tokens, with Hugging Face transformers.
 
-Response tokens (CREAM.md, step 2) are the tokens of the templated conversation ``[prompt turns…, assistant: y]``
+Response tokens (docs/algorithm.md 2.1) are the tokens of the templated conversation ``[prompt turns…, assistant: y]``
 that follow the templated prompt with its generation prompt, so they include the end-of-turn tokens the chat
 template adds (for SmolLM2: ``y`` + ``<|im_end|>`` + ``\\n``). Tokenisation is done once per tokenizer and shared by
 every model that uses it.
