@@ -1,4 +1,4 @@
-"""Preference pairs from stored scores: pivot, rank, measure consistency, pick chosen/rejected (CREAM.md 4-6).
+"""Preference pairs from stored scores: pivot, rank, measure consistency, pick chosen/rejected (docs/algorithm.md 4).
 
 ``build_preferences(responses, scores)`` is a pure function over two Arrow tables; it never runs a model,
 so `cream label --scores DIR` can re-pair stored scores with another consistency method or scope.
