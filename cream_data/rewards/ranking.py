@@ -1,7 +1,7 @@
 """Ordinal ranks and rank-consistency measures, vectorised over a ``[P, N]`` matrix (P prompts, N responses).
 
 CREAM ranks the N responses of every prompt under two reward vectors (current model ``M_t`` and previous
-model ``M_{t-1}``) and measures how much the two rankings agree (CREAM.md, steps 4-5). Every function
+model ``M_{t-1}``) and measures how much the two rankings agree (docs/algorithm.md, section 3). Every function
 here works on all P prompts at once with numpy; there is no per-prompt Python loop.
 
 Conventions
@@ -152,7 +152,7 @@ def top_order(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
     """TopOrder ``[P]``: 1.0 where both rankings pick the same best (rank 1) *and* the same worst (rank N).
 
     This is the definition in the CREAM paper. The reference code instead compares the ranks of response 0
-    and response N-1; we implement the definition (see CREAM.md).
+    and response N-1; we implement the definition (see docs/algorithm.md, section 6).
 
     >>> a = np.array([[1, 2, 3], [1, 2, 3], [1, 2, 3]])
     >>> top_order(a, np.array([[1, 3, 2], [2, 1, 3], [1, 2, 3]])).tolist()
