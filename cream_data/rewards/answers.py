@@ -1,6 +1,6 @@
 """Final-answer extraction for oracle rewards and evaluation: GSM8K numbers and multiple-choice letters.
 
-The evaluation prompt asks the model to end with "Answer: …" (CREAM.md, Evaluation), so an explicit
+The evaluation prompt asks the model to end with "Answer: …" (docs/algorithm.md, section 7), so an explicit
 answer marker is always preferred; looser fallbacks (the last number, a parenthesised option, a leading
 option letter) cover models that do not follow the format.
 """
