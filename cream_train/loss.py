@@ -1,4 +1,4 @@
-"""The consistency-regularized DPO loss (CREAM, step 7 of docs/CREAM.md) as pure tensor maths.
+"""The consistency-regularized DPO loss (CREAM; docs/algorithm.md, section 5) as pure tensor maths.
 
 For a pair ``(y+, y-)`` of prompt ``x`` with consistency weight ``C`` in [0, 1]::
 
