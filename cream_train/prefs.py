@@ -1,7 +1,7 @@
 """Preference tables for training: read, check for a method, decide whether the stored reference log-probs hold.
 
 The labeler stores ``chosen_logp``/``rejected_logp`` = log pi_{M_t}(y|x) summed over the response tokens (docs/
-CREAM.md, step 2). They are exactly the reference log-probs DPO needs when training ``M_{t+1}`` from ``M_t``
+algorithm.md, section 2.1). They are exactly the reference log-probs DPO needs when training ``M_{t+1}`` from ``M_t``
 (reference ``M_t``), *if* they were computed by the same model with the same tokenisation as the trainer uses:
 
     response tokens = ids(template(prompt + [assistant: y]))[len(ids(template(prompt, add_generation_prompt))):]
