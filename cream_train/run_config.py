@@ -27,7 +27,7 @@ from typing import Any, Optional, get_args, get_origin, get_type_hints
 from cream_data.errors import CreamError
 from cream_train.config import DPOTrainConfig
 
-# method -> (reward used to pick the pair, trainer method): CREAM.md "Methods to compare"
+# method -> (reward used to pick the pair, trainer method): docs/algorithm.md, "What each method changes"
 METHODS = {
     "cream": ("dpo", "cream"),
     "cream-avg": ("dpo", "cream-avg"),
