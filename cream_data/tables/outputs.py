@@ -9,17 +9,15 @@ Two rules hold for every command that takes an ``--out`` (or a run directory):
    does not change that: it replaces only a recognised output.
 2. **One writer per output.** :func:`locked` takes an exclusive lock on the output (per shard where k processes
    share a folder) for the whole stage. A second process refuses at once with one line naming the holder. The
-   lock is an ``flock`` on a hidden ``.NAME.lock`` file beside the output: the kernel drops it when the holder
-   dies, even by ``kill -9``, so a stale lock is taken over by the next process (which says so); the file is
-   removed when the holder finishes.
+   lock is ``filelock``'s ``flock`` on a hidden ``.NAME.lock`` file beside the output, with the holder's pid, host
+   and command in ``.NAME.lock.holder``: the kernel drops the lock when the holder dies, even by ``kill -9``, so a
+   stale lock is taken over by the next process (which says so); both files are removed when the holder finishes.
 
 Both checks run before any model is loaded, so a mistake costs nothing.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import socket
@@ -130,11 +128,16 @@ def _lock_path(path: Path, shard: tuple[int, int] | None) -> Path:
     return path.parent / f".{path.name}{suffix}.lock"
 
 
-def _holder(lock: Path) -> str:
+def _read_holder(holder: Path) -> dict:
     try:
-        info = json.loads(lock.read_text() or "{}")
+        info = json.loads(holder.read_text() or "{}")
     except (OSError, ValueError):
-        info = {}
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _holder(holder: Path) -> str:
+    info = _read_holder(holder)
     if not info:
         return "another process"
     return (f"pid {info.get('pid')} on {info.get('host')} (`{info.get('command', '?')}`, "
@@ -155,55 +158,44 @@ def locked(path: str | Path, *, shard: tuple[int, int] | None = None, flag: str 
     """Hold an exclusive lock on the output ``path`` (shard ``i/k`` locks only its own shard) while writing it.
 
     Raises a one-line :class:`CreamError` naming the holder when another live process writes the same output.
-    Folders created to hold the lock file are removed again if they are still empty at the end.
+    The lock is ``filelock``'s (an ``flock`` on ``.NAME.lock``); who holds it is written beside it in
+    ``.NAME.lock.holder``, which only a holder that died leaves behind. Folders created to hold the lock file are
+    removed again if they are still empty at the end.
     """
+    from filelock import FileLock, Timeout
+
     path = Path(path)
     lock = _lock_path(path, shard)
+    holder = lock.with_name(lock.name + ".holder")
     created = []
     parent = lock.parent
     while not parent.exists():
         created.append(parent)
         parent = parent.parent
     lock.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            raise CreamError(f"{flag} {path}: is being written by {_holder(lock)}; wait for it to finish or stop "
-                             f"it (two writers would duplicate rows)") from None
-        try:  # the file we locked must still be the one at the path (a finishing holder unlinks it)
-            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
+    guard_ = FileLock(lock, timeout=0, is_singleton=False)
     try:
-        old = os.read(fd, 4096).decode(errors="replace")
-        try:
-            stale = json.loads(old) if old.strip() else None
-        except ValueError:
-            stale = None
+        guard_.acquire()
+    except Timeout:
+        raise CreamError(f"{flag} {path}: is being written by {_holder(holder)}; wait for it to finish or stop "
+                         f"it (two writers would duplicate rows)") from None
+    try:
+        stale = _read_holder(holder)
         if stale and log:
             state = "no longer running" if not _pid_alive(stale.get("pid")) else "lock released"
             log(f"took over a stale lock on {path} left by pid {stale.get('pid')} ({state})")
         info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "command": " ".join(["cream", *sys.argv[1:]])[:200] if sys.argv and sys.argv[0].endswith("cream")
                 else " ".join(sys.argv)[:200]}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        holder.write_text(json.dumps(info))
         yield path
     finally:
-        try:
-            os.unlink(lock)
-        except FileNotFoundError:
-            pass
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        for f in (holder, lock):  # removed while still held: a process that opened the old file fails, not waits
+            try:
+                f.unlink()
+            except FileNotFoundError:
+                pass
+        guard_.release()
         for folder in created:
             try:
                 folder.rmdir()
