@@ -1,6 +1,6 @@
 """The iteration report of a run directory: the paper's two tables, pair counts, and two plots.
 
-A run directory (written by ``cream run``; see DESIGN.md) holds ``RUN/eval/M<k>/`` (the eval table of model
+A run directory (written by ``cream run``; see README.md, Tables) holds ``RUN/eval/M<k>/`` (the eval table of model
 ``M_k``) and ``RUN/iter-<t>/preferences/`` (the pairs labeled in iteration ``t``, with ``ranks`` = M_t's
 ranking of the responses and ``prev_ranks`` = M_{t-1}'s ranking of the *same* responses).
 
