@@ -110,7 +110,7 @@ def first_batch(trainer, n=4):
 
 # ------------------------------------------------------------------------------------------- tokenisation
 def test_trainer_response_tokens_are_the_scored_span(tiny_model, prefs_path, tmp_path):
-    """TRL's tokenisation of prompt/chosen gives exactly CREAM.md's response tokens (y + <|im_end|> + \\n)."""
+    """TRL's tokenisation of prompt/chosen gives exactly docs/algorithm.md's response tokens (y + <|im_end|> + \\n)."""
     from cream_train.prefs import response_token_ids
     from cream_train.train import build_dpo_trainer, prepare_dpo
 
