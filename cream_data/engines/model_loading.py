@@ -1,0 +1,164 @@
+"""Load a resolved model for inference, with every mistake found before transformers is asked: the device, a
+Hub model offline mode cannot reach, custom code, a truncated ``*.safetensors`` file. fp32 on CPU, bf16 on GPU.
+Import these names from :mod:`cream_data.engines.models`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cream_data.engines.model_refs import ModelRef, resolve
+from cream_data.errors import CreamError
+
+
+def check_device(device: str | None) -> None:
+    """A one-line error for a ``--device`` torch does not know or this machine cannot use (None: the default)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CreamError(f"--device {device!r}: unknown device; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return
+    backend = torch.backends.mps if dev.type == "mps" else getattr(torch, dev.type, None)
+    if not (hasattr(backend, "is_available") and backend.is_available()):
+        if dev.type == "cuda":
+            why = "this torch build is CPU-only" if torch.version.cuda is None else "no CUDA GPU is visible here"
+            raise CreamError(f"--device {device}: CUDA is not available ({why}); use --device cpu")
+        raise CreamError(f"--device {device}: {dev.type} is not available on this machine; use --device cpu")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if dev.index is not None and dev.index >= count:
+        raise CreamError(f"--device {device}: this machine has {count} {dev.type} device(s), "
+                         f"{dev.type}:0 to {dev.type}:{count - 1}")
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str):
+    """fp32 on CPU (bf16 there is ~6x slower), bf16 on GPU."""
+    import torch
+
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+
+
+def _custom_code_error(ref: ModelRef, what: str) -> CreamError:
+    return CreamError(f"model {ref.name}: {what} custom code that cream does not run by default; pass "
+                      "--trust-remote-code if you trust the code in that checkpoint")
+
+
+def _check_checkpoint(ref: ModelRef, trust_remote_code: bool) -> None:
+    """Cheap checks before transformers is asked to load anything: a Hub model that offline mode cannot reach,
+    a config.json that needs custom code."""
+    if ref.kind == "hub":
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(ref.path, "config.json"), str):
+            raise CreamError(f"model {ref.name}: not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 is set; "
+                             "unset HF_HUB_OFFLINE to download it, or pass a local checkpoint folder")
+        return
+    config_path = Path(ref.path) / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as e:
+        raise CreamError(f"model {ref.name}: config.json is not valid JSON ({_first_line(e)}); "
+                         "the checkpoint may be incomplete or corrupt") from None
+    if not isinstance(config, dict):
+        raise CreamError(f"model {ref.name}: config.json holds {type(config).__name__}, expected a JSON object; "
+                         "the checkpoint may be incomplete or corrupt")
+    if config.get("auto_map") and not trust_remote_code:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+        if config.get("model_type") not in CONFIG_MAPPING_NAMES:
+            raise _custom_code_error(ref, f"model_type {config.get('model_type')!r} needs")
+
+
+def _check_weights(ref: ModelRef) -> None:
+    """Each local ``*.safetensors`` file is as long as its header says: a truncated copy fails here, at once."""
+    if ref.kind == "hub":
+        return
+    for f in sorted(Path(ref.path).glob("*.safetensors")):
+        size = f.stat().st_size
+        with open(f, "rb") as fh:  # 8 bytes: header length n; n bytes of JSON: each tensor's data_offsets
+            n = int.from_bytes(fh.read(8), "little")
+            header = fh.read(n) if 0 < n <= size - 8 else b""
+        try:
+            tensors = [t for k, t in json.loads(header).items() if k != "__metadata__"]
+            expected = 8 + n + max((t["data_offsets"][1] for t in tensors), default=0)
+        except (ValueError, AttributeError, LookupError, TypeError):  # not JSON, or not the layout above
+            expected = None
+        if expected != size:
+            problem = "no readable safetensors header" if expected is None else f"its header says {expected}"
+            raise CreamError(f"model {ref.name}: cannot load its weights ({f.name}: {size} bytes, {problem}); "
+                             "the checkpoint may be incomplete or corrupt")
+
+
+def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
+    _check_checkpoint(ref, trust_remote_code)
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        tok = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise CreamError(f"model {ref.name}: cannot load its tokenizer ({_first_line(e)})") from None
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise _custom_code_error(ref, "its tokenizer needs") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        raise CreamError(f"model {ref.name}: tokenizer has no chat template; cream needs a chat model")
+    return tok
+
+
+def load(spec: str | ModelRef, *, device: str | None = None, dtype=None, trust_remote_code: bool = False,
+         with_model: bool = True):
+    """Load ``(model, tokenizer, ref)`` for inference: eval mode, on ``device``, fp32 on CPU / bf16 on GPU.
+
+    Mistakes (device, path, custom code, a truncated download) are one-line errors found before loading."""
+    if with_model:
+        check_device(device)
+    ref = spec if isinstance(spec, ModelRef) else resolve(spec)
+    tok = load_tokenizer(ref, trust_remote_code=trust_remote_code)
+    if not with_model:
+        return None, tok, ref
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    model = from_pretrained(AutoModelForCausalLM, ref, dtype=dtype or default_dtype(device),
+                            trust_remote_code=trust_remote_code)
+    model.to(device).eval()
+    return model, tok, ref
+
+
+def from_pretrained(auto_class, ref: ModelRef, **kwargs):
+    """``auto_class.from_pretrained(ref.path, **kwargs)`` with loading failures (a truncated download too) as
+    one-line errors."""
+    from safetensors import SafetensorError
+
+    _check_weights(ref)
+    try:
+        return auto_class.from_pretrained(ref.path, **kwargs)
+    except OSError as e:
+        raise CreamError(f"model {ref.name}: cannot load ({_first_line(e)})") from None
+    except SafetensorError as e:
+        raise CreamError(f"model {ref.name}: cannot load its weights ({_first_line(e)}); "
+                         "the checkpoint may be incomplete or corrupt") from None
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise _custom_code_error(ref, "it needs") from None
