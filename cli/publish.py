@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import log, out
+from cli.common import out
 
 
 def publish(
@@ -21,11 +21,13 @@ def publish(
     license: Optional[str] = typer.Option(
         None, "--license", help="Hub licence id for the card (overrides the licence found from the prompt sources)."),
 ) -> None:
-    """Publish preferences, scores and responses as a Hub dataset with a card carrying lineage and statistics."""
+    """Publish preferences, scores and responses as a Hub dataset with a card carrying lineage and statistics.
+
+    The upload is huggingface_hub's (create_repo, then upload_folder, which retries network errors itself); if it
+    still fails, rerun the same command: files the Hub already holds are not sent again."""
     from cream_data.publish.hub import publish as run
 
-    result = run(source, repo_id, dry_run=dry_run, private=private, out=out_dir, license=license,
-                 log=lambda msg: log.print(msg, highlight=False))
+    result = run(source, repo_id, dry_run=dry_run, private=private, out=out_dir, license=license)
     total = sum(size for _, size in result.files)
     for path, size in result.files:
         out.print(f"{size:>12,d}  {path}", highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -238,70 +239,168 @@ def test_stock_trl_dpo_trainer_runs_a_step_on_the_published_config(run_dir, tmp_
 
 
 # ------------------------------------------------------------------------------------------ upload path
-def test_commit_operations_paths_sizes_and_hashes(run_dir, tmp_path):
+class FakeHub:
+    """The Hub endpoints an upload calls, answered on an ``httpx2.MockTransport`` installed with huggingface_hub's
+    own ``set_client_factory``: the library's real code runs (create_repo, upload_folder, its retries) and no
+    socket is opened. Files are kept by path; ``preupload`` reports the git oid of what is held, as the Hub does."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.commits: list[list[str]] = []
+        self.requests: list = []
+        self.exists = False
+        self.fail: dict[str, list] = {}  # URL path suffix -> responses (status, headers) or exceptions, in turn
+
+    def __call__(self, request):
+        import httpx2
+
+        path = request.url.path
+        self.requests.append(request)
+        for suffix, queued in self.fail.items():
+            if path.endswith(suffix) and queued:
+                answer = queued.pop(0)
+                if isinstance(answer, Exception):
+                    raise answer
+                status, headers = answer
+                return httpx2.Response(status, headers=headers, json={"error": "refused"}, request=request)
+        if path == "/api/repos/create":
+            self.exists = True
+            return httpx2.Response(200, json={"url": "https://huggingface.co/datasets/me/x"})
+        if path == "/api/validate-yaml":
+            return httpx2.Response(200, json={})
+        if path.endswith("/preupload/main"):
+            from huggingface_hub.utils.sha import git_hash
+
+            files = json.loads(request.content)["files"]
+            return httpx2.Response(200, json={"files": [
+                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                 "oid": git_hash(self.files[f["path"]]) if f["path"] in self.files else None} for f in files]})
+        if path.endswith("/commit/main"):
+            import base64
+
+            items = [json.loads(line) for line in request.content.splitlines()]
+            added = {i["value"]["path"]: base64.b64decode(i["value"]["content"]) for i in items if i["key"] == "file"}
+            self.files.update(added)
+            self.commits.append(sorted(added))
+            return httpx2.Response(200, json={"commitUrl": "https://huggingface.co/datasets/me/x/commit/" + "a" * 40,
+                                              "commitOid": "a" * 40})
+        if path.startswith("/api/datasets/me/x") and self.exists:  # repo_info
+            return httpx2.Response(200, json={"id": "me/x", "sha": "b" * 40})
+        return httpx2.Response(404, headers={"X-Error-Code": "RepoNotFound"}, json={"error": "not found"})
+
+    def calls(self, suffix: str) -> list:
+        return [r for r in self.requests if r.url.path.endswith(suffix)]
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    import httpx2
+    import huggingface_hub.constants as c
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_test")
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    hub_ = FakeHub()
+    set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub_)))
+    yield hub_
+    set_client_factory(default_client_factory)
+
+
+def _built(folder: Path) -> dict[str, bytes]:
+    return {path: (folder / path).read_bytes() for path, _ in hub.listing(folder)}
+
+
+def test_upload_is_create_repo_then_upload_folder_and_a_rerun_sends_only_what_the_hub_lacks(run_dir, tmp_path,
+                                                                                         fake_hub, monkeypatch):
+    root, _ = run_dir
+    result = hub.publish(root, "me/x", out=tmp_path / "repo")
+    built = _built(tmp_path / "repo")
+    assert result.url == "https://huggingface.co/datasets/me/x" and result.files == hub.listing(tmp_path / "repo")
+    # the repository is created as a dataset, visibility left to the owner's default; exist_ok: a rerun is fine
+    create = json.loads(fake_hub.calls("/api/repos/create")[0].content)
+    assert create == {"name": "x", "organization": "me", "type": "dataset"}
+    ours = [r for r in fake_hub.requests if r.url.path.startswith(("/api/repos/", "/api/datasets/", "/api/validate"))]
+    assert len(ours) == 4 and all(r.headers.get("authorization") == "Bearer hf_fake_token_for_test" for r in ours)
+    # one commit holding every file of the folder, byte for byte; the card's YAML checked by the Hub first
+    assert fake_hub.commits == [sorted(built)] and fake_hub.files == built
+    assert json.loads(fake_hub.calls("/api/validate-yaml")[0].content)["repoType"] == "dataset"
+    header = json.loads(fake_hub.calls("/commit/main")[0].content.splitlines()[0])
+    assert header == {"key": "header", "value": {"summary": hub.COMMIT_MESSAGE, "description": ""}}
+
+    # a rerun of the same command: the rebuilt folder is byte-identical, the Hub holds it all, nothing is committed
+    hub.publish(root, "me/x", out=tmp_path / "repo")
+    assert len(fake_hub.commits) == 1 and fake_hub.files == built
+    # an interrupted upload (the Hub holds part of it): the rerun commits exactly the missing files
+    lost = ["README.md", "data/scores/iter_2-00000-of-00001.parquet"]
+    for path in lost:
+        del fake_hub.files[path]
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    hub.publish(root, "me/x")  # without --out: a temporary folder, gone afterwards
+    assert fake_hub.commits[-1] == sorted(lost) and fake_hub.files == built
+    assert not any((tmp_path / "tmp").iterdir())
+
+
+def test_upload_private_and_hidden_files(run_dir, tmp_path, fake_hub):
+    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
+
+    root, _ = run_dir
+    out = hub.build(root, tmp_path / "repo", "me/x")
+    (out / ".notes").write_text("mine")
+    (out / "data" / ".tmp").mkdir()
+    (out / "data" / ".tmp" / "x.parquet").write_bytes(b"partial")
+    # what upload_folder's own filter keeps with our patterns is exactly what `listing` shows and the CLI prints
+    every = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    kept = list(filter_repo_objects(every, ignore_patterns=[*hub.UPLOAD_IGNORE, *DEFAULT_IGNORE_PATTERNS]))
+    assert kept == [p for p, _ in hub.listing(out)] and len(kept) == len(every) - 2
+    hub.upload(out, "me/x", token="hf_fake_token_for_test", private=True)
+    assert json.loads(fake_hub.calls("/api/repos/create")[0].content)["visibility"] == "private"
+    assert fake_hub.commits == [kept]
+
+
+def test_upload_transient_commit_failure_is_retried_by_huggingface_hub(run_dir, tmp_path, fake_hub):
+    root, _ = run_dir
+    out = hub.build(root, tmp_path / "repo", "me/x")
+    fake_hub.fail["/commit/main"] = [(503, {"Retry-After": "0"})]
+    hub.upload(out, "me/x", token="hf_fake_token_for_test")
+    assert len(fake_hub.calls("/commit/main")) == 2 and fake_hub.files == _built(out)
+
+
+@pytest.mark.parametrize("suffix,answer,message", [
+    ("/api/repos/create", (401, {"X-Error-Message": "Invalid credentials in Authorization header"}),
+     "the Hub rejected the token (HTTP 401)"),
+    ("/api/repos/create", (403, {"X-Error-Message": "You don't have the rights to create a dataset under me"}),
+     "may not write to me/x (HTTP 403: You don't have the rights"),
+    ("/preupload/main", (404, {"X-Error-Code": "RepoNotFound"}), "the Hub has no dataset me/x that this token"),
+    ("/preupload/main", (400, {"X-Error-Message": "bad request"}), "upload to me/x failed (BadRequestError"),
+    ("/api/repos/create", (503, {}), "rerun the same command to resume"),
+    ("/api/repos/create", "connect", "failed (ConnectError: connection refused for ***); rerun"),
+])
+def test_upload_errors_are_one_line_exit_2_without_the_token(run_dir, tmp_path, cli, fake_hub, suffix, answer,
+                                                             message):
+    import httpx2
+
+    root, _ = run_dir
+    refused = httpx2.ConnectError("connection refused for hf_fake_token_for_test")  # a token in a library message
+    fake_hub.fail[suffix] = [refused if answer == "connect" else answer]
+    r = cli("publish", root, "--repo-id", "me/x", "--out", tmp_path / "repo")
+    assert_user_error(r, message)
+    assert "hf_fake_token_for_test" not in r.out + r.err
+    assert ("rerun the same command" in r.err) == (answer in ("connect", (503, {})))
+    assert not fake_hub.commits and (tmp_path / "repo" / "README.md").is_file()  # the built folder is complete
+
+
+def test_rebuild_is_byte_identical_so_a_rerun_sends_nothing_new(run_dir, tmp_path):
     root, _ = run_dir
     out = hub.build(root, tmp_path / "repo", "me/cream-prefs")
-    ops = hub.commit_operations(out)
-    assert [op.path_in_repo for op in ops] == sorted(
+    assert [p for p, _ in hub.listing(out)] == sorted(
         ["README.md"] + [f"data/{k}/iter_{t}-00000-of-00001.parquet" for k in hub.CONFIG_KINDS for t in (1, 2)])
-    for op in ops:
-        data = (out / op.path_in_repo).read_bytes()
-        assert op.upload_info.size == len(data)
-        assert op.upload_info.sha256 == hashlib.sha256(data).digest()
-    # rebuilding from the same tables gives byte-identical data files: re-uploads send nothing new
     again = hub.build(root, tmp_path / "repo2", "me/cream-prefs")
-    assert {op.path_in_repo: op.upload_info.sha256 for op in hub.commit_operations(again)} == \
-        {op.path_in_repo: op.upload_info.sha256 for op in ops}
-
-
-def test_retry_recovers_from_connection_errors_with_backoff():
-    import httpx2
-    import requests
-
-    calls, waits = [], []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) == 1:
-            raise requests.exceptions.ConnectionError("connection reset")
-        if len(calls) == 2:
-            raise httpx2.ConnectError("name resolution failed")
-        return "ok"
-
-    assert hub.with_retries(flaky, attempts=4, base_delay=1.5, sleep=waits.append) == "ok"
-    assert len(calls) == 3 and waits == [1.5, 3.0]
-
-    def always_down():
-        raise httpx2.ReadTimeout("timed out")
-
-    waits.clear()
-    with pytest.raises(httpx2.ReadTimeout):
-        hub.with_retries(always_down, attempts=3, base_delay=1, max_delay=1.5, sleep=waits.append)
-    assert waits == [1, 1.5]
-
-    def bad_request():
-        calls.append(1)
-        raise ValueError("not a network error")
-
-    calls.clear()
-    with pytest.raises(ValueError):
-        hub.with_retries(bad_request, sleep=waits.append)
-    assert len(calls) == 1  # not retried
-
-
-def test_hub_http_status_decides_retry():
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    def err(status):
-        req = httpx2.Request("POST", "https://huggingface.co/api/datasets/me/x/commit/main")
-        return HfHubHTTPError("boom", response=httpx2.Response(status, request=req))
-
-    assert hub.is_transient(err(503)) and hub.is_transient(err(429))
-    assert not hub.is_transient(err(401)) and not hub.is_transient(err(404))
-    assert not hub.is_transient(OfflineModeIsEnabled("offline"))
-    e = hub._hub_error(err(401), "me/x", token="hf_secret", attempts=5)
-    assert "401" in str(e) and "hf_secret" not in str(e)
+    digest = {p: hashlib.sha256(b).hexdigest() for p, b in _built(out).items()}
+    assert {p: hashlib.sha256(b).hexdigest() for p, b in _built(again).items()} == digest
 
 
 def test_upload_offline_is_one_line_and_keeps_a_complete_out(run_dir, tmp_path, cli, monkeypatch):
@@ -316,20 +415,6 @@ def test_upload_offline_is_one_line_and_keeps_a_complete_out(run_dir, tmp_path, 
     assert_user_error(r, "HF_HUB_OFFLINE")
     assert "hf_fake_token_for_test" not in r.out + r.err
     assert (tmp_path / "repo" / "README.md").is_file()  # the folder built before the upload is complete
-
-
-def test_upload_retries_a_refused_connection_then_says_how_to_resume(run_dir, tmp_path, monkeypatch):
-    """The real upload code against a port where nothing listens: real connection errors, retried, then one line."""
-    import huggingface_hub.constants as c
-
-    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
-    root, _ = run_dir
-    out = hub.build(root, tmp_path / "repo", "me/x")
-    waits, logged = [], []
-    with pytest.raises(CreamError, match="after 3 attempts.*rerun the same command to resume") as e:
-        hub.upload(out, "me/x", token="hf_fake_secret", attempts=3, sleep=waits.append, log=logged.append,
-                   endpoint="http://127.0.0.1:9")
-    assert waits == [2.0, 4.0] and len(logged) == 2 and "hf_fake_secret" not in str(e.value) + "".join(logged)
 
 
 # ------------------------------------------------------------------------------------------ bad input

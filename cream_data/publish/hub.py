@@ -1,6 +1,6 @@
 """Publish cream tables as a Hugging Face Hub dataset, and read published preferences back.
 
-Repository layout (what ``cream publish`` builds, then uploads as one commit)::
+Repository layout (what ``cream publish`` builds, then uploads)::
 
     README.md                                         the card (cream_data.publish.card): YAML header + prose
     data/<config>/<split>-00000-of-00001.parquet      one config per table kind, one split per iteration
@@ -12,9 +12,16 @@ directory of ``cream run``; any spelling :mod:`cream_data.tables.iterations` acc
 else from its ``iteration`` column. The Parquet files keep cream's schema metadata, so
 ``cream_data.tables.io.read_table`` reads them as well as ``datasets`` does.
 
-Uploads go through :func:`with_retries`: a network failure is retried with exponential backoff
-(base · 2^k seconds, capped); a rerun after the last failure resumes, because the Hub stores files by
-content hash and skips what it already holds, and a commit of identical content changes nothing.
+The upload is huggingface_hub's: ``HfApi.create_repo(exist_ok=True)`` then ``HfApi.upload_folder``. With
+huggingface_hub 2.x and ``hf_xet`` (installed with it on x86-64 and arm64) the library retries transient
+failures itself — network errors and HTTP 408/429/5xx, with exponential backoff — on the pre-upload check, the
+file transfer and the commit; ``create_repo`` and the Hub's check of the card's YAML are single requests that
+send no data and are not retried (nor is the commit on the library's fallback path without ``hf_xet``). When an upload still fails, rerunning the same
+command resumes it: the rebuilt folder is byte-identical (same tables, same files), the Hub reports which files
+it already holds with the same content and those are neither sent nor committed again, and data already
+transferred is deduplicated by content. A large folder may be committed in several commits, the later ones
+titled ``cream publish (part N)``; a rerun completes an interrupted one. A republish adds and overwrites files;
+it deletes nothing already in the repository.
 The token is passed to ``huggingface_hub`` and nowhere else: never printed, logged or written.
 """
 
@@ -25,12 +32,10 @@ import os
 import re
 import shutil
 import tempfile
-import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,29 +43,16 @@ import pyarrow.parquet as pq
 
 from cream_data.publish import card
 from cream_data.errors import CreamError
+from cream_data.hub_ids import check_repo_id, is_repo_id
 from cream_data.tables.io import COMPRESSION, iter_table_paths, read_manifest, read_table, staging_folder
 from cream_data.tables.iterations import iteration_from_path
 
 CONFIG_KINDS = ("preferences", "scores", "responses")
 MAX_SHARD_BYTES = 500 * 2**20  # keeps each Parquet file well under the Hub viewer's limits
 _SECRET_KEY = re.compile(r"token|secret|password|api[-_]?key", re.I)
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------- inputs
-def check_repo_id(repo_id: str) -> str:
-    """``owner/name`` checked with huggingface_hub's own validator."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as e:
-        raise CreamError(f"--repo-id {repo_id!r}: {str(e).splitlines()[0]}") from None
-    if "/" not in repo_id:
-        raise CreamError(f"--repo-id {repo_id!r}: expected owner/name (e.g. your-user/cream-prefs)")
-    return repo_id
-
-
 def _inside_publish_folder(path: Path, root: Path) -> bool:
     return any(is_publish_folder(a) for a in path.parents if a != root and root in a.parents)
 
@@ -213,55 +205,16 @@ def build(root: str | Path, out: str | Path, repo_id: str, *, license: str | Non
 
 
 def listing(folder: str | Path) -> list[tuple[str, int]]:
-    """(path in the repository, size in bytes) of every file the upload sends, sorted."""
+    """(path in the repository, size in bytes) of every file the upload sends, sorted: all files but hidden ones
+    (what :data:`UPLOAD_IGNORE` leaves out of ``upload_folder``)."""
     folder = Path(folder)
     return sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*")
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def commit_operations(folder: str | Path) -> list:
-    """The ``CommitOperationAdd`` list one upload commits (fresh objects: they carry upload state)."""
-    from huggingface_hub import CommitOperationAdd
-
-    folder = Path(folder)
-    return [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path)) for path, _ in listing(folder)]
-
-
 # --------------------------------------------------------------------------------------------- the network
-def is_transient(err: BaseException) -> bool:
-    """A failure worth retrying: connection, timeout, protocol errors, HTTP 408/429/5xx. Not offline mode."""
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    if isinstance(err, OfflineModeIsEnabled):
-        return False
-    if isinstance(err, HfHubHTTPError):
-        status = getattr(getattr(err, "response", None), "status_code", None)
-        return status in (408, 429, 500, 502, 503, 504)
-    transient: list[type] = [ConnectionError, TimeoutError]
-    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
-                          ("requests.exceptions", ("ConnectionError", "Timeout", "ChunkedEncodingError"))):
-        try:
-            mod = __import__(module, fromlist=list(names))
-        except ImportError:
-            continue
-        transient += [getattr(mod, n) for n in names if hasattr(mod, n)]
-    return isinstance(err, tuple(transient))
-
-
-def with_retries(fn: Callable[[], T], *, attempts: int = 5, base_delay: float = 2.0, max_delay: float = 60.0,
-                 sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None) -> T:
-    """Call ``fn``; on a transient error wait base·2^k seconds (capped) and try again, ``attempts`` in all."""
-    for k in range(attempts):
-        try:
-            return fn()
-        except Exception as e:
-            if not is_transient(e) or k == attempts - 1:
-                raise
-            delay = min(max_delay, base_delay * 2**k)
-            if log:
-                log(f"network error ({type(e).__name__}); retry {k + 1}/{attempts - 1} in {delay:g}s")
-            sleep(delay)
-    raise AssertionError("unreachable")
+UPLOAD_IGNORE = (".*", "*/.*")  # huggingface_hub patterns (fnmatch: * spans /): hidden files and folders
+COMMIT_MESSAGE = "cream publish"
 
 
 def get_token() -> str:
@@ -277,41 +230,57 @@ def get_token() -> str:
     return token
 
 
-def _hub_error(err: Exception, repo_id: str, token: str, attempts: int) -> CreamError:
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+def _network_errors() -> tuple[type, ...]:
+    """Failures of the network rather than of the request: the HTTP client's transport errors (httpx2 under
+    huggingface_hub 2.x, httpx under 1.x) and the builtin ones."""
+    import importlib
+
+    found: list[type] = [ConnectionError, TimeoutError]
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def hub_error(err: Exception, repo_id: str, token: str) -> CreamError:
+    """One line for a failed upload, by huggingface_hub's error classes; the token never appears in it."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
     if isinstance(err, OfflineModeIsEnabled):
         return CreamError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it, or use --dry-run")
-    status = getattr(getattr(err, "response", None), "status_code", None)
-    if isinstance(err, HfHubHTTPError) and status == 401:
+    status = err.response.status_code if isinstance(err, HfHubHTTPError) else None
+    server = ((getattr(err, "server_message", None) or "").splitlines() or [""])[0].replace(token, "***")[:160]
+    said = f": {server}" if server else ""
+    if isinstance(err, RepositoryNotFoundError):
+        return CreamError(f"the Hub has no dataset {repo_id} that this token can write to (HTTP {status}{said}): "
+                          "check --repo-id, and that the token belongs to its owner or has write access to it")
+    if status == 401:
         return CreamError("the Hub rejected the token (HTTP 401): set a valid HF_TOKEN or run `hf auth login`")
-    if isinstance(err, HfHubHTTPError) and status == 403:
-        return CreamError(f"the token may not write to {repo_id} (HTTP 403): use a token with write access")
-    first = (str(err).splitlines() or [""])[0].replace(token, "***")[:200]  # never echo the token
-    if is_transient(err):
-        return CreamError(f"upload to {repo_id} failed after {attempts} attempts ({type(err).__name__}: {first}); "
-                          "rerun the same command to resume: files the Hub already holds are not sent again")
+    if status == 403:
+        return CreamError(f"the token may not write to {repo_id} (HTTP 403{said}): use a token with write access")
+    first = (str(err).splitlines() or [""])[0].replace(token, "***")[:200]
+    if isinstance(err, _network_errors()) or status in (408, 429) or (status or 0) >= 500:
+        return CreamError(f"upload to {repo_id} failed ({type(err).__name__}: {first}); rerun the same command to "
+                          "resume: files the Hub already holds are not sent again")
     return CreamError(f"upload to {repo_id} failed ({type(err).__name__}: {first})")
 
 
-def upload(folder: str | Path, repo_id: str, *, token: str, private: bool = False, attempts: int = 5,
-           sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None,
+def upload(folder: str | Path, repo_id: str, *, token: str, private: bool = False,
            endpoint: str | None = None) -> str:
-    """Create the dataset repository if needed and commit the folder; returns the dataset URL."""
+    """Create the dataset repository if needed (``HfApi.create_repo(exist_ok=True)``) and upload the folder with
+    ``HfApi.upload_folder``; returns the dataset URL. Retries, batching and resuming are huggingface_hub's."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token, endpoint=endpoint)
-    retry = dict(attempts=attempts, sleep=sleep, log=log)
     try:
         # private=None lets the Hub apply the owner's default visibility unless --private asks for private
-        url = with_retries(lambda: api.create_repo(repo_id, repo_type="dataset", private=private or None,
-                                                   exist_ok=True), **retry)
-        with_retries(lambda: api.create_commit(repo_id, operations=commit_operations(folder), repo_type="dataset",
-                                               commit_message="cream publish"), **retry)
-    except CreamError:
-        raise
+        url = api.create_repo(repo_id, repo_type="dataset", private=private or None, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="dataset",
+                          commit_message=COMMIT_MESSAGE, ignore_patterns=list(UPLOAD_IGNORE))
     except Exception as e:
-        raise _hub_error(e, repo_id, token, attempts) from None
+        raise hub_error(e, repo_id, token) from None
     return str(url)
 
 
@@ -323,8 +292,7 @@ class Published:
 
 
 def publish(root: str | Path, repo_id: str, *, dry_run: bool = False, private: bool = False,
-            out: str | Path | None = None, license: str | None = None,
-            log: Callable[[str], None] | None = None) -> Published:
+            out: str | Path | None = None, license: str | None = None) -> Published:
     """`cream publish`: build the repository folder, then (unless ``dry_run``) upload it."""
     root = Path(root)
     check_repo_id(repo_id)
@@ -335,11 +303,11 @@ def publish(root: str | Path, repo_id: str, *, dry_run: bool = False, private: b
         return Published(out, listing(out), None)
     token = get_token()
     if out:
-        build(root, out, repo_id, license=license)
-        return Published(Path(out), listing(out), upload(out, repo_id, token=token, private=private, log=log))
+        folder = build(root, out, repo_id, license=license)
+        return Published(folder, listing(folder), upload(folder, repo_id, token=token, private=private))
     with tempfile.TemporaryDirectory(prefix="cream-publish-") as tmp:
         folder = build(root, Path(tmp) / "repo", repo_id, license=license)
-        return Published(None, listing(folder), upload(folder, repo_id, token=token, private=private, log=log))
+        return Published(None, listing(folder), upload(folder, repo_id, token=token, private=private))
 
 
 # --------------------------------------------------------------------------------------------- reading back
@@ -371,12 +339,8 @@ def load_preferences(source: str, split: str | None = None) -> pa.Table:
     """
     path = Path(source)
     if not path.exists():
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-        try:
-            validate_repo_id(source)
-        except HFValidationError:
-            raise CreamError(f"{source}: neither a local path nor a Hub dataset id") from None
+        if not is_repo_id(source):
+            raise CreamError(f"{source}: neither a local path nor a Hub dataset id (owner/name)")
         path = _download(source)
     if path.is_dir() and (files := _card_files(path, "preferences")) is not None:
         chosen = [(s, fs) for s, fs in files if split in (None, s)]
