@@ -6,13 +6,13 @@ config, final metrics and library versions, so a run can be audited or reproduce
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from cream_data.hashing import files_hash, table_hash
 from cream_data.tables import io
 from cream_data.errors import CreamError
 
@@ -27,20 +27,8 @@ def data_fingerprint(path: str | Path | None, table=None) -> str:
     ``path`` None), over ``table``'s Arrow IPC stream."""
     path = Path(path) if path is not None else None
     if path is None or not path.exists():
-        import pyarrow as pa
-
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as w:
-            w.write_table(table)
-        return "sha256:" + hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
-    files = [path] if path.is_file() else io.complete_parts(path)[0]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return "sha256:" + h.hexdigest()
+        return "sha256:" + table_hash(table, n=None)
+    return "sha256:" + files_hash([path] if path.is_file() else io.complete_parts(path)[0], n=None)
 
 
 def library_versions() -> dict[str, str | None]:

@@ -14,13 +14,13 @@ The text below follows that structure in our own words. Two ways to turn the jud
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
 from collections.abc import Sequence
 from pathlib import Path
 
 from cream_data.errors import CreamError
+from cream_data.hashing import text_hash
 
 JUDGE_PROMPT = """\
 Evaluate how well the response below answers the user's request, using an additive 5-point scale. \
@@ -138,7 +138,7 @@ def load_judge_template(path: str | Path) -> str:
 
 def template_hash(text: str) -> str:
     """sha256 (16 hex) of a judge template's text: what the labels depend on, recorded in manifests."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    return text_hash(text)
 
 
 def parse_judge_score(text: str | None) -> float | None:

@@ -8,17 +8,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cream_data.hashing import files_hash, table_hash
+
 
 def table_fingerprint(table: pa.Table, columns: list[str] | None = None, sort_by: list[str] | None = None) -> str:
     """sha256 (16 hex) of the selected columns' content, independent of row order when ``sort_by`` is given."""
     t = table.select(columns) if columns else table
     if sort_by:
         t = t.take(pc.sort_indices(t, sort_keys=[(c, "ascending") for c in sort_by]))
-    t = t.replace_schema_metadata(None).combine_chunks()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, t.schema) as w:
-        w.write_table(t)
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:16]
+    return table_hash(t.replace_schema_metadata(None))
 
 
 def responses_fingerprint(responses: pa.Table) -> str:
@@ -27,13 +25,8 @@ def responses_fingerprint(responses: pa.Table) -> str:
 
 
 def files_fingerprint(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode())
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
+    """sha256 (16 hex) over the files' names and bytes, in path order."""
+    return files_hash(sorted(paths))
 
 
 def shard_mask(keys: pa.Array | pa.ChunkedArray, shard: tuple[int, int] | None) -> pa.Array:
