@@ -47,12 +47,14 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 import schemas
 
 from cream_data.errors import CreamError
+from cream_data.rewards.rows import Rows, ScorerRows
 from cream_data.stats import finite_or_none
+
+_Rows = Rows  # the name label used before
 from cream_data.rewards.ranking import CONSISTENCY_METHODS, consistency as rank_consistency, ordinal_ranks
 
 SKIP_REASONS: tuple[str, ...] = ("n_lt_2", "nonfinite_reward", "all_equal", "missing_prev", "disagree")
@@ -142,6 +144,31 @@ def build_preferences(
     ``current``), or None for no consistency (C = 1). ``pair_policy``: ``weight`` (C is the training weight),
     ``agree`` (keep a pair only where ``prev_scorer`` also rewards chosen strictly above rejected, weight 1;
     the others are skipped as ``disagree``) or ``both`` (kept where they agree, weighted by C)."""
+    _check_options(reward_scorer, prev_scorer, consistency, scope, pair_policy)
+    _require(responses, "responses", ["prompt_id", "prompt", "response_idx", "response"]
+             + ([] if iteration is not None else ["iteration"]))
+    _require(scores, "scores", ["prompt_id", "response_idx", "scorer", "model", "ref_model", "reward"])
+    rows = Rows(responses)
+    cur = ScorerRows(scores, reward_scorer, rows, required=True)
+    prev = ScorerRows(scores, prev_scorer, rows, required=True) if prev_scorer is not None else None
+    # The log-probs usually come from the reward scorer's own rows: reuse them rather than look them up again.
+    known = {reward_scorer: cur, **({prev_scorer: prev} if prev is not None else {})}
+    lp = (None if logp_scorer is None else known.get(logp_scorer)
+          or ScorerRows(scores, logp_scorer, rows, required=False))
+    ranked = _rank(rows, cur.floats("reward"), prev.floats("reward") if prev else None, consistency)
+    if pair_policy != "weight":
+        ranked.drop_disagreeing(rows)
+    kp = ranked.kept()
+    if pair_policy == "agree":
+        weight = np.ones(len(kp))
+    else:
+        weight = ranked.c[kp] if scope == "sample" else np.full(len(kp), ranked.c[kp].mean() if len(kp) else 1.0)
+    table = _table(rows, ranked, kp, weight, cur, prev, lp, consistency, iteration, template_hash)
+    summary = _summary(rows, ranked, kp, consistency, scope, pair_policy, reward_scorer, prev_scorer)
+    return table, summary
+
+
+def _check_options(reward_scorer, prev_scorer, consistency: str, scope: str, pair_policy: str) -> None:
     if consistency not in CONSISTENCY_METHODS:
         raise CreamError(f"--consistency: got {consistency!r}, expected one of {', '.join(CONSISTENCY_METHODS)}")
     if scope not in SCOPES:
@@ -152,79 +179,90 @@ def build_preferences(
         raise CreamError(f"--pair-policy {pair_policy}: needs a second scorer to agree with (--consistency-between)")
     if prev_scorer is not None and prev_scorer == reward_scorer:
         raise CreamError(f"--consistency-between: the two scorers must differ (got {reward_scorer!r} twice)")
-    _require(responses, "responses", ["prompt_id", "prompt", "response_idx", "response"]
-             + ([] if iteration is not None else ["iteration"]))
-    _require(scores, "scores", ["prompt_id", "response_idx", "scorer", "model", "ref_model", "reward"])
 
-    rows = _Rows(responses)
-    cur = _ScorerRows(scores, reward_scorer, rows, required=True)
-    prev = _ScorerRows(scores, prev_scorer, rows, required=True) if prev_scorer is not None else None
-    # The log-probs usually come from the reward scorer's own rows: reuse them rather than look them up again.
-    known = {reward_scorer: cur, **({prev_scorer: prev} if prev is not None else {})}
-    lp = (None if logp_scorer is None else known.get(logp_scorer)
-          or _ScorerRows(scores, logp_scorer, rows, required=False))
-    reward, prev_reward = cur.floats("reward"), prev.floats("reward") if prev else None
 
-    n_prompts = len(rows.starts)
-    reason = np.zeros(n_prompts, dtype=np.int8)  # 0 = pair, k = SKIP_REASONS[k - 1]
-    chosen = np.zeros(n_prompts, dtype=np.int64)
-    rejected = np.zeros(n_prompts, dtype=np.int64)
-    c = np.ones(n_prompts)
-    tau = np.full(n_prompts, np.nan)
-    tied = np.zeros(n_prompts, dtype=bool)
-    rank_flat = np.zeros(rows.n_rows, dtype=np.int16)
-    prev_rank_flat = np.zeros(rows.n_rows, dtype=np.int16)
-    drop_nonfinite = np.zeros(n_prompts, dtype=np.int64)  # per prompt: responses left out of its ranking
-    drop_missing = np.zeros(n_prompts, dtype=np.int64)
+class _Ranked:
+    """Per prompt: why it is skipped (0 = it pairs), its pair, C and tau, ties, the responses left out; per sorted
+    response row: its rank under the reward and under the partner (0 where its prompt is skipped)."""
 
+    def __init__(self, rows: Rows, reward: np.ndarray, prev_reward: np.ndarray | None):
+        n_prompts = len(rows.starts)
+        self.reward, self.prev_reward = reward, prev_reward
+        self.reason = np.zeros(n_prompts, dtype=np.int8)  # 0 = pair, k = SKIP_REASONS[k - 1]
+        self.chosen = np.zeros(n_prompts, dtype=np.int64)
+        self.rejected = np.zeros(n_prompts, dtype=np.int64)
+        self.c = np.ones(n_prompts)
+        self.tau = np.full(n_prompts, np.nan)
+        self.tied = np.zeros(n_prompts, dtype=bool)
+        self.rank = np.zeros(rows.n_rows, dtype=np.int16)
+        self.prev_rank = np.zeros(rows.n_rows, dtype=np.int16)
+        self.drop_nonfinite = np.zeros(n_prompts, dtype=np.int64)  # responses left out of the prompt's ranking
+        self.drop_missing = np.zeros(n_prompts, dtype=np.int64)
+
+    def kept(self) -> np.ndarray:
+        return np.flatnonzero(self.reason == 0)
+
+    def drop_disagreeing(self, rows: Rows) -> None:
+        """Skip (``disagree``) the pairs whose partner does not put chosen strictly above rejected."""
+        kp = self.kept()
+        agree = self.prev_reward[rows.starts[kp] + self.chosen[kp]] > self.prev_reward[rows.starts[kp] + self.rejected[kp]]
+        self.reason[kp[~agree]] = SKIP_REASONS.index("disagree") + 1
+
+
+def _rank(rows: Rows, reward: np.ndarray, prev_reward: np.ndarray | None, consistency: str) -> _Ranked:
+    """Skip reasons, pairs, ranks and C of every prompt, one group of prompts with equal N at a time."""
+    out = _Ranked(rows, reward, prev_reward)
     for n in np.unique(rows.counts):
         group = np.flatnonzero(rows.counts == n)
         if n < 2:
-            reason[group] = 1
+            out.reason[group] = 1
             continue
-        idx = rows.starts[group, None] + np.arange(n)  # [P_N, N] row numbers
-        r = reward[idx]
-        finite = np.isfinite(r)
-        usable = finite & np.isfinite(prev_reward[idx]) if prev is not None else finite
-        n_usable = usable.sum(axis=1)
-        equal_finite, tied[group] = _equal_among(r, finite)
-        equal_usable, _ = _equal_among(r, usable)
-        reason[group] = np.select([finite.sum(axis=1) < 2, equal_finite, n_usable < 2, equal_usable],
+        _rank_group(out, rows, group, int(n), consistency)
+    return out
+
+
+def _rank_group(out: _Ranked, rows: Rows, group: np.ndarray, n: int, consistency: str) -> None:
+    """The prompts of ``group`` (each with n responses): skip reasons, then the pairs over the usable responses."""
+    idx = rows.starts[group, None] + np.arange(n)  # [P_N, N] row numbers
+    r = out.reward[idx]
+    finite = np.isfinite(r)
+    usable = finite & np.isfinite(out.prev_reward[idx]) if out.prev_reward is not None else finite
+    n_usable = usable.sum(axis=1)
+    equal_finite, out.tied[group] = _equal_among(r, finite)
+    equal_usable, _ = _equal_among(r, usable)
+    out.reason[group] = np.select([finite.sum(axis=1) < 2, equal_finite, n_usable < 2, equal_usable],
                                   [2, 3, 4, 3], default=0)
-        keep = reason[group] == 0
-        drop_nonfinite[group] = (~finite).sum(axis=1)
-        drop_missing[group] = (finite & ~usable).sum(axis=1)
+    keep = out.reason[group] == 0
+    out.drop_nonfinite[group] = (~finite).sum(axis=1)
+    out.drop_missing[group] = (finite & ~usable).sum(axis=1)
+    # usable responses first, in response order: row numbers [P_N, N] whose first k columns are the usable
+    compact = np.take_along_axis(idx, np.argsort(~usable, axis=1, kind="stable"), axis=1)
+    for k in np.unique(n_usable[keep]):
+        sel = keep & (n_usable == k)
+        _pair_dense(out, rows, group[sel], compact[sel], int(k), n, consistency)
 
-        # usable responses first, in response order: row numbers [P_N, N] whose first k columns are the usable
-        compact = np.take_along_axis(idx, np.argsort(~usable, axis=1, kind="stable"), axis=1)
-        for k in np.unique(n_usable[keep]):
-            sel = keep & (n_usable == k)
-            kept, kidx = group[sel], compact[sel]
-            pairs = select_pairs(reward[kidx[:, :k]], prev_reward[kidx[:, :k]] if prev is not None else None,
-                                 consistency)
-            at = np.arange(len(kept))
-            chosen[kept] = kidx[at, pairs.chosen] - rows.starts[kept]
-            rejected[kept] = kidx[at, pairs.rejected] - rows.starts[kept]
-            c[kept] = pairs.consistency
-            tail = np.broadcast_to(np.arange(k + 1, n + 1, dtype=np.int16), (len(kept), n - k))  # dropped: last
-            rank_flat[kidx] = np.concatenate([pairs.ranks, tail], axis=1)
-            if prev is not None:
-                tau[kept] = pairs.kendall_tau
-                prev_rank_flat[kidx] = np.concatenate([pairs.prev_ranks, tail], axis=1)
 
-    if pair_policy != "weight":  # the partner must also put chosen strictly above rejected
-        kp = np.flatnonzero(reason == 0)
-        both_agree = prev_reward[rows.starts[kp] + chosen[kp]] > prev_reward[rows.starts[kp] + rejected[kp]]
-        reason[kp[~both_agree]] = SKIP_REASONS.index("disagree") + 1
-    kp = np.flatnonzero(reason == 0)
-    dropped = {"nonfinite_reward": int(drop_nonfinite[kp].sum()), "missing_prev": int(drop_missing[kp].sum())}
-    if pair_policy == "agree":
-        weight = np.ones(len(kp))
-    else:
-        weight = c[kp] if scope == "sample" else np.full(len(kp), c[kp].mean() if len(kp) else 1.0)
-    chosen_row = rows.starts[kp] + chosen[kp]
-    rejected_row = rows.starts[kp] + rejected[kp]
-    row_kept = np.repeat(reason == 0, rows.counts)
+def _pair_dense(out: _Ranked, rows: Rows, kept: np.ndarray, kidx: np.ndarray, k: int, n: int,
+                consistency: str) -> None:
+    """Prompts ``kept`` whose first k of n responses (row numbers ``kidx``) are the usable ones: a dense [P, k]."""
+    prev = out.prev_reward
+    pairs = select_pairs(out.reward[kidx[:, :k]], prev[kidx[:, :k]] if prev is not None else None, consistency)
+    at = np.arange(len(kept))
+    out.chosen[kept] = kidx[at, pairs.chosen] - rows.starts[kept]
+    out.rejected[kept] = kidx[at, pairs.rejected] - rows.starts[kept]
+    out.c[kept] = pairs.consistency
+    tail = np.broadcast_to(np.arange(k + 1, n + 1, dtype=np.int16), (len(kept), n - k))  # dropped: ranked last
+    out.rank[kidx] = np.concatenate([pairs.ranks, tail], axis=1)
+    if prev is not None:
+        out.tau[kept] = pairs.kendall_tau
+        out.prev_rank[kidx] = np.concatenate([pairs.prev_ranks, tail], axis=1)
+
+
+def _table(rows: Rows, ranked: _Ranked, kp: np.ndarray, weight: np.ndarray, cur, prev, lp, consistency: str,
+           iteration: int | None, template_hash: str | None) -> pa.Table:
+    """The preferences table of the kept prompts, in the schema's exact types."""
+    chosen_row, rejected_row = rows.starts[kp] + ranked.chosen[kp], rows.starts[kp] + ranked.rejected[kp]
+    row_kept = np.repeat(ranked.reason == 0, rows.counts)
     offsets = np.concatenate([[0], np.cumsum(rows.counts[kp])]).astype(np.int32)
 
     def lists(values: np.ndarray, typ: pa.DataType) -> pa.Array:
@@ -232,145 +270,70 @@ def build_preferences(
         null = ~np.isfinite(v) if pa.types.is_floating(typ) else None  # a dropped response's reward: null
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(v, type=typ, mask=null))
 
-    def from_prev(arr):
-        return arr if prev is not None else pa.nulls(len(kp), type=arr.type)
+    def from_prev(make, typ: pa.DataType) -> pa.Array:
+        return make() if prev is not None else pa.nulls(len(kp), type=typ)
+
+    def from_lp(column: str, typ: pa.DataType) -> tuple[pa.Array, pa.Array]:
+        if lp is None:
+            return pa.nulls(len(kp), typ), pa.nulls(len(kp), typ)
+        return lp.value(column, chosen_row, typ), lp.value(column, rejected_row, typ)
 
     ones = np.ones(len(kp))
+    (chosen_logp, rejected_logp), (chosen_nt, rejected_nt) = from_lp("logp", pa.float64()), from_lp("n_tokens", pa.int32())
     columns = {
         "prompt_id": rows.prompt_id_at(rows.starts[kp]),
         "prompt": rows.original("prompt", rows.starts[kp]),
         "chosen": _assistant_turns(rows.original("response", chosen_row)),
         "rejected": _assistant_turns(rows.original("response", rejected_row)),
-        "chosen_idx": pa.array(chosen[kp], pa.int16()),
-        "rejected_idx": pa.array(rejected[kp], pa.int16()),
+        "chosen_idx": pa.array(ranked.chosen[kp], pa.int16()),
+        "rejected_idx": pa.array(ranked.rejected[kp], pa.int16()),
         "iteration": (pa.array(np.full(len(kp), iteration), pa.int32()) if iteration is not None
                       else rows.original("iteration", rows.starts[kp]).cast(pa.int32())),
         "n_responses": pa.array(rows.counts[kp], pa.int16()),
-        "rewards": lists(reward, pa.float64()),
-        "prev_rewards": from_prev(lists(prev_reward if prev is not None else reward, pa.float64())),
-        "ranks": lists(rank_flat, pa.int16()),
-        "prev_ranks": from_prev(lists(prev_rank_flat, pa.int16())),
-        "kendall_tau": from_prev(pa.array(tau[kp], pa.float64())),
-        "consistency": pa.array(c[kp] if prev is not None else ones, pa.float64()),
+        "rewards": lists(ranked.reward, pa.float64()),
+        "prev_rewards": from_prev(lambda: lists(ranked.prev_reward, pa.float64()), pa.list_(pa.float64())),
+        "ranks": lists(ranked.rank, pa.int16()),
+        "prev_ranks": from_prev(lambda: lists(ranked.prev_rank, pa.int16()), pa.list_(pa.int16())),
+        "kendall_tau": from_prev(lambda: pa.array(ranked.tau[kp], pa.float64()), pa.float64()),
+        "consistency": pa.array(ranked.c[kp] if prev is not None else ones, pa.float64()),
         "consistency_method": pa.array([consistency if prev is not None else "none"] * len(kp), pa.string()),
         "weight": pa.array(weight if prev is not None else ones, pa.float64()),
-        "chosen_logp": lp.value("logp", chosen_row, pa.float64()) if lp else pa.nulls(len(kp), pa.float64()),
-        "rejected_logp": lp.value("logp", rejected_row, pa.float64()) if lp else pa.nulls(len(kp), pa.float64()),
-        "chosen_n_tokens": lp.value("n_tokens", chosen_row, pa.int32()) if lp else pa.nulls(len(kp), pa.int32()),
-        "rejected_n_tokens": lp.value("n_tokens", rejected_row, pa.int32()) if lp else pa.nulls(len(kp), pa.int32()),
+        "chosen_logp": chosen_logp, "rejected_logp": rejected_logp,
+        "chosen_n_tokens": chosen_nt, "rejected_n_tokens": rejected_nt,
         "model": cur.value("model", chosen_row, pa.string()),
         "ref_model": cur.value("ref_model", chosen_row, pa.string()),
-        "prev_model": prev.value("model", chosen_row, pa.string()) if prev else pa.nulls(len(kp), pa.string()),
-        "prev_ref_model": (prev.value("ref_model", chosen_row, pa.string()) if prev
-                           else pa.nulls(len(kp), pa.string())),
+        "prev_model": from_prev(lambda: prev.value("model", chosen_row, pa.string()), pa.string()),
+        "prev_ref_model": from_prev(lambda: prev.value("ref_model", chosen_row, pa.string()), pa.string()),
         "template_hash": pa.array([template_hash] * len(kp), pa.string()),
     }
     # the schema's exact types; validated where it is written (io.write_table), as every table is
     target = schemas.get("preferences").arrow
-    table = pa.Table.from_arrays([columns[f.name].cast(f.type) for f in target], schema=target)
+    return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in target], schema=target)
 
-    margins = reward[chosen_row] - reward[rejected_row]
-    summary = PairingSummary(
-        prompts=n_prompts,
+
+def _summary(rows: Rows, ranked: _Ranked, kp: np.ndarray, consistency: str, scope: str, pair_policy: str,
+             reward_scorer: str, prev_scorer: str | None) -> PairingSummary:
+    has_prev = ranked.prev_reward is not None
+    chosen_row, rejected_row = rows.starts[kp] + ranked.chosen[kp], rows.starts[kp] + ranked.rejected[kp]
+    margins = ranked.reward[chosen_row] - ranked.reward[rejected_row]
+    return PairingSummary(
+        prompts=len(rows.starts),
         pairs=len(kp),
-        skipped={name: int(np.count_nonzero(reason == k + 1)) for k, name in enumerate(SKIP_REASONS)},
-        responses_dropped=dropped,
-        ties=int(tied.sum()),
-        consistency_method=consistency if prev is not None else "none",
+        skipped={name: int(np.count_nonzero(ranked.reason == k + 1)) for k, name in enumerate(SKIP_REASONS)},
+        responses_dropped={"nonfinite_reward": int(ranked.drop_nonfinite[kp].sum()),
+                           "missing_prev": int(ranked.drop_missing[kp].sum())},
+        ties=int(ranked.tied.sum()),
+        consistency_method=consistency if has_prev else "none",
         scope=scope,
         pair_policy=pair_policy,
-        consistency_between=[reward_scorer, prev_scorer] if prev is not None else None,
-        **_stats("c", c[kp]),
-        tau_mean=finite_or_none(tau[kp].mean()) if prev is not None and len(kp) else None,
+        consistency_between=[reward_scorer, prev_scorer] if has_prev else None,
+        **_stats("c", ranked.c[kp]),
+        tau_mean=finite_or_none(ranked.tau[kp].mean()) if has_prev and len(kp) else None,
         **_stats("margin", margins),
         margin_min=finite_or_none(margins.min()) if len(kp) else None,
-        top_agreement=finite_or_none((prev_rank_flat[chosen_row] == 1).mean()) if prev is not None and len(kp) else None,
+        top_agreement=(finite_or_none((ranked.prev_rank[chosen_row] == 1).mean()) if has_prev and len(kp)
+                       else None),
     )
-    return table, summary
-
-
-class _Rows:
-    """The responses sorted by (prompt_id, response_idx), grouped into prompts."""
-
-    def __init__(self, responses: pa.Table):
-        keys = responses.select(["prompt_id", "response_idx"])
-        if keys["prompt_id"].null_count or keys["response_idx"].null_count:
-            raise CreamError("responses: prompt_id and response_idx must not be null")
-        self.table = responses
-        self.order = pc.sort_indices(keys, sort_keys=[("prompt_id", "ascending"), ("response_idx", "ascending")])
-        self.prompt_id = keys["prompt_id"].take(self.order).combine_chunks().cast(pa.string())
-        self.response_idx = keys["response_idx"].take(self.order).to_numpy().astype(np.int64)
-        self.n_rows = len(self.order)
-        if self.n_rows:
-            changes = pc.not_equal(self.prompt_id[1:], self.prompt_id[:-1]).to_numpy(zero_copy_only=False)
-            self.starts = np.flatnonzero(np.concatenate([[True], changes]))
-        else:
-            self.starts = np.zeros(0, dtype=np.int64)
-        self.counts = np.diff(np.append(self.starts, self.n_rows))
-        self.unique_ids = self.prompt_id.take(pa.array(self.starts, pa.int64()))
-        position = np.arange(self.n_rows) - np.repeat(self.starts, self.counts)
-        bad = np.flatnonzero(self.response_idx != position)
-        if len(bad):
-            p = int(np.searchsorted(self.starts, bad[0], side="right") - 1)
-            lo, hi = self.starts[p], self.starts[p] + self.counts[p]
-            raise CreamError(
-                f"responses: prompt_id {self.prompt_id[lo].as_py()!r} has response_idx "
-                f"{self.response_idx[lo:hi].tolist()[:10]}, expected 0..N-1 with no gaps or repeats"
-            )
-
-    def prompt_id_at(self, sorted_rows: np.ndarray) -> pa.Array:
-        return self.prompt_id.take(pa.array(sorted_rows, pa.int64()))
-
-    def original(self, column: str, sorted_rows: np.ndarray) -> pa.Array:
-        """Values of a responses column at rows given in sorted order."""
-        picked = self.order.take(pa.array(sorted_rows, pa.int64()))
-        return self.table[column].take(picked).combine_chunks()
-
-
-class _ScorerRows:
-    """One scorer's rows of the scores table, aligned to the sorted response rows (-1 where missing)."""
-
-    def __init__(self, scores: pa.Table, scorer: str, rows: _Rows, *, required: bool):
-        self.scorer = scorer
-        self.table = scores.filter(pc.equal(scores["scorer"], scorer))
-        if required and self.table.num_rows == 0:
-            found = sorted(set(pc.unique(scores["scorer"]).to_pylist()) - {None})
-            raise CreamError(f"scores: no rows for scorer {scorer!r} (scorers present: {', '.join(found) or 'none'})")
-        # Each score row's response row: its prompt's number by a hash lookup among the sorted unique
-        # prompt ids, then start + response_idx (cheaper than a two-key join).
-        prompt_no = pc.index_in(self.table["prompt_id"].cast(pa.string()), value_set=rows.unique_ids)
-        prompt_no = pc.fill_null(prompt_no, -1).to_numpy().astype(np.int64)
-        ridx = pc.fill_null(self.table["response_idx"].cast(pa.int64()), -1).to_numpy()
-        found = prompt_no >= 0
-        found[found] &= (ridx[found] >= 0) & (ridx[found] < rows.counts[prompt_no[found]])
-        if not found.all():
-            i = int(np.flatnonzero(~found)[0])
-            key = (self.table["prompt_id"][i].as_py(), self.table["response_idx"][i].as_py())
-            raise CreamError(f"scores: {int((~found).sum())} row(s) of scorer {scorer!r} match no response, "
-                             f"e.g. (prompt_id, response_idx) = {key}: scores from another responses table?")
-        row = rows.starts[prompt_no] + ridx
-        srow = np.arange(len(row))
-        if len(row) and np.bincount(row, minlength=rows.n_rows).max() > 1:
-            dup = int(np.flatnonzero(np.bincount(row) > 1)[0])
-            raise CreamError(f"scores: scorer {scorer!r} has several rows for (prompt_id, response_idx) = "
-                             f"{(rows.prompt_id[dup].as_py(), int(rows.response_idx[dup]))}")
-        self.srow = np.full(rows.n_rows, -1, dtype=np.int64)
-        self.srow[row] = srow
-
-    def floats(self, column: str) -> np.ndarray:
-        """The column as float64 per sorted response row; NaN where null or where the row is missing."""
-        vals = pc.fill_null(self.table[column].cast(pa.float64()), np.nan).to_numpy()
-        out = np.full(len(self.srow), np.nan)
-        has = self.srow >= 0
-        out[has] = vals[self.srow[has]]
-        return out
-
-    def value(self, column: str, sorted_rows: np.ndarray, typ: pa.DataType) -> pa.Array:
-        """The column at the given sorted rows; null where this scorer has no row (or no such column)."""
-        if column not in self.table.column_names:
-            return pa.nulls(len(sorted_rows), type=typ)
-        s = self.srow[sorted_rows]
-        return self.table[column].take(pa.array(s, pa.int64(), mask=s < 0)).combine_chunks().cast(typ)
 
 
 def _assistant_turns(texts: pa.Array) -> pa.Array:
