@@ -10,7 +10,7 @@ Prints, per mode: the share of responses with a finite judge reward, the pairs i
 judge's AUC for correct vs wrong responses (Mann–Whitney, ties 1/2, pooled over responses) with a 95 % interval
 from a bootstrap over prompts; the expected mode's AUC is also computed by cream_data.rewards.agreement as a cross-check.
 
-    .venv/bin/python bench/judge_study.py [--out DIR]    # ~30–60 min on a 2-core CPU; stages resume
+    .venv/bin/python bench/judge_study.py [--out DIR] [--model m1|m0]   # ~1-2 h on a 2-core CPU; stages resume
 """
 
 from __future__ import annotations
@@ -63,13 +63,20 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "judge-study")
+    ap.add_argument("--model", choices=["m1", "m0"], default="m1",
+                    help="m1: the study's M1 = SFT(M0) samples and judges (its stages: SFT included); m0: the "
+                         "embedded M0 itself does both (no SFT: about half the time on a CPU)")
     args = ap.parse_args()
     t0 = time.time()
     cfg, _, table = load_run_config(ROOT / "examples" / "study" / "study.yaml",
                                     {"method": "srlm", "run_dir": str(args.out.resolve())})
     loop = Loop(cfg, table, print)
     loop.prompts()
-    loop.sft()
+    if args.model == "m1":
+        loop.sft()
+    else:  # the study's M1 stands in for M0 in every stage that uses it
+        loop.model = lambda k, _m=loop.model: cfg.model if k == 1 else _m(k)
+        loop.model_fp = lambda k, _f=loop.model_fp: "m0:" + cfg.model if k == 1 else _f(k)
     loop.sample(1)
     loop.label(1)
     it = args.out / "iter-1"
@@ -104,7 +111,8 @@ def main() -> None:
     n = len(texts)
     result = {
         "responses": n, "prompts": len(np.unique(pid)), "correct": int(oracle.sum()),
-        "judge_max_new_tokens": cfg.label.judge_max_new_tokens, "judge_model": "M1 (SFT of M0)",
+        "judge_max_new_tokens": cfg.label.judge_max_new_tokens,
+        "judge_model": "M1 (SFT of M0)" if args.model == "m1" else "M0 (SmolLM2-135M-Instruct, no SFT)",
         "parse": {"finite": int(np.isfinite(parse).sum()), "finite_share": float(np.isfinite(parse).mean()),
                   "pairs": parse_pairing.pairs, "skipped": parse_pairing.skipped,
                   "auc": auc_with_interval(parse, oracle, pid)},
