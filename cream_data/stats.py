@@ -22,8 +22,9 @@ def finite_or_none(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def json_safe(x):
+def json_safe(x, other=None):
     """NaN/±inf → None anywhere inside nested dicts, lists and tuples (tuples become lists): strict JSON.
+    ``other``, when given, converts every value that is not a float, dict, list, tuple, str, int, bool or None.
 
     >>> json_safe({"a": [1.0, float("inf")], "b": (float("nan"), "x")})
     {'a': [1.0, None], 'b': [None, 'x']}
@@ -31,10 +32,12 @@ def json_safe(x):
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
+        return {k: json_safe(v, other) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
+        return [json_safe(v, other) for v in x]
+    if other is None or isinstance(x, (str, int, bool)) or x is None:
+        return x
+    return other(x)
 
 
 def describe(x) -> dict:

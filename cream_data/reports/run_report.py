@@ -283,35 +283,38 @@ def to_markdown(report: dict) -> str:
     title = f"# Run `{report['run']}`"
     meta = ", ".join(f"{k} {report[k]}" for k in ("method", "T") if report.get(k) is not None)
     lines = [title, ""] + ([f"{meta}", ""] if meta else [])
-    lines += ["## Table 1: accuracy per task (%)", ""]
-    if report["accuracy"]:
-        lines += _md_table(accuracy_table(report))
-        lines += ["± is half the width of the 95% Wilson interval (normal approximation for Avg); "
-                  "Avg is the mean of the task accuracies; the last column scores the same generations with the "
-                  "CREAM authors' answer extraction (docs/EVALUATION.md), to set beside the paper's numbers."
-                  + (" A carried model is the same weights as the one it copies (its iteration formed no "
-                     "preference pairs): its row repeats that evaluation." if any(r.get("carried_from")
-                                                                                 for r in report["accuracy"]) else ""),
-                  ""]
-    else:
-        lines += ["No eval tables yet (RUN/eval/M<k>/).", ""]
+    carried = any(r.get("carried_from") for r in report["accuracy"])
+    lines += _section("Table 1: accuracy per task (%)", report["accuracy"] and accuracy_table(report),
+                      "± is half the width of the 95% Wilson interval (normal approximation for Avg); "
+                      "Avg is the mean of the task accuracies; the last column scores the same generations with the "
+                      "CREAM authors' answer extraction (docs/EVALUATION.md), to set beside the paper's numbers."
+                      + (" A carried model is the same weights as the one it copies (its iteration formed no "
+                         "preference pairs): its row repeats that evaluation." if carried else ""),
+                      "No eval tables yet (RUN/eval/M<k>/).")
     if report.get("harness"):
-        lines += ["## Standard benchmarks (lm-evaluation-harness)", ""] + _md_table(harness_table(report))
-        lines += ["The harness's own prompts and metrics (no chat template; acc_norm: log-likelihood per byte; "
-                  f"exact_match after each filter), in % ± standard error. {harness_settings(report['harness'])}.",
-                  ""]
-    lines += ["## Table 2: ranking consistency between consecutive iterations (mean ± std over prompts)", ""]
+        lines += _section("Standard benchmarks (lm-evaluation-harness)", harness_table(report),
+                          "The harness's own prompts and metrics (no chat template; acc_norm: log-likelihood per "
+                          "byte; exact_match after each filter), in % ± standard error. "
+                          f"{harness_settings(report['harness'])}.")
+    lines += _section("Table 2: ranking consistency between consecutive iterations (mean ± std over prompts)",
+                      report["consistency"] and consistency_table(report),
+                      "The DPO-reward rankings of M_t and M_{t-1} on the same responses, from each iteration's "
+                      "scores table (every prompt with finite rewards; the preferences' rank lists when no scores "
+                      "table is there), whatever reward picked the pairs; C = (τ + 1) / 2. Prompts whose current or "
+                      "previous rewards are all equal have no ranking to compare and are left out; no ranking: "
+                      "every prompt was; n/a: no previous ranking.",
+                      "No preferences tables yet (RUN/iter-<t>/preferences/).")
     if report["consistency"]:
-        lines += _md_table(consistency_table(report))
-        lines += ["The DPO-reward rankings of M_t and M_{t-1} on the same responses, from each iteration's scores "
-                  "table (every prompt with finite rewards; the preferences' rank lists when no scores table is "
-                  "there), whatever reward picked the pairs; C = (τ + 1) / 2. Prompts whose current or previous "
-                  "rewards are all equal have no ranking to compare and are left out; no ranking: every prompt was; "
-                  "n/a: no previous ranking.", ""]
         lines += ["## Pairs per iteration", ""] + _md_table(pairs_table(report))
-    else:
-        lines += ["No preferences tables yet (RUN/iter-<t>/preferences/).", ""]
     lines += agreement_report.run_markdown(report.get("agreement") or [])
     if report.get("plots"):
         lines += ["## Plots", ""] + [f"![{k}]({name})" for k, name in report["plots"].items()] + [""]
     return "\n".join(lines)
+
+
+def _section(title: str, rows: list[list[str]] | None, note: str, empty: str | None = None) -> list[str]:
+    """A titled table with its note below, or the ``empty`` line when there are no rows."""
+    head = [f"## {title}", ""]
+    if rows:
+        return head + _md_table(rows) + [note, ""]
+    return head + [empty, ""] if empty else []

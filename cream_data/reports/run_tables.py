@@ -28,6 +28,15 @@ MEASURES = (("C", "C"), ("kendall_tau", "Kendall τ"), ("spearman_rho", "Spearma
             ("kendall_tau_b", "τ-b (raw)"))
 
 
+def _model_tables(root: Path, kind: str):
+    """(k, table source, manifest) of every ``kind`` table under ``root`` (``RUN/eval/M<k>/`` and the like)."""
+    if not root.is_dir():
+        return
+    for src in (t for t in find_tables(root) if t.kind == kind):
+        manifest = io.read_manifest(src.path) if src.path.is_dir() else {}
+        yield _model_index(src.path.relative_to(root), manifest.get("label")), src, manifest
+
+
 def _model_index(path: Path, label: str | None) -> int | None:
     for name in ([label] if label else []) + [p for p in reversed(path.parts)]:
         m = _MODEL_DIR.match(str(name))
@@ -40,13 +49,8 @@ def _model_index(path: Path, label: str | None) -> int | None:
 def accuracy_rows(run: Path) -> list[dict]:
     """One dict per evaluated model, ordered M0, M1, …: per-task accuracy with CI, and the average; a model carried
     forward by a pair-less iteration repeats the row of the model it copies, with ``carried_from``."""
-    root = run / "eval"
-    if not root.is_dir():
-        return []
     rows = []
-    for src in (t for t in find_tables(root) if t.kind == "eval"):
-        manifest = io.read_manifest(src.path) if src.path.is_dir() else {}
-        k = _model_index(src.path.relative_to(root), manifest.get("label"))
+    for k, src, manifest in _model_tables(run / "eval", "eval"):
         table = io.read_table(src.path, "eval", columns=["model", "task", "correct", "prediction"])
         # count of `prediction` counts non-null values: the answers the extractor found.
         g = table.group_by("task", use_threads=False).aggregate(
@@ -278,13 +282,8 @@ def harness_rows(run: Path) -> list[dict]:
     """One dict per model evaluated through lm-evaluation-harness (``RUN/eval-harness/M<k>/``), ordered M0, M1, …:
     ``tasks`` = task → metric (with its filter unless none) → value, stderr, n, shots, source; carried models as in
     Table 1."""
-    root = run / "eval-harness"
-    if not root.is_dir():
-        return []
     rows = []
-    for src in (t for t in find_tables(root) if t.kind == "eval_summary"):
-        manifest = io.read_manifest(src.path) if src.path.is_dir() else {}
-        k = _model_index(src.path.relative_to(root), manifest.get("label"))
+    for k, src, manifest in _model_tables(run / "eval-harness", "eval_summary"):
         table = io.read_table(src.path, "eval_summary").to_pylist()
         tasks: dict[str, dict] = {}
         for r in sorted(table, key=lambda r: (_task_key(r["task"]), r["metric"], r["filter"])):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import pyarrow.parquet as pq
 
 import schemas
 from cream_data.errors import CreamError, missing_package
+from cream_data.stats import json_safe
 from cream_data.tables.io import check_version, complete_parts, iter_table_paths
 from cream_data.tables.iterations import iteration_from_path  # re-exported: cream_data.tables.sql.iteration_from_path
 
@@ -201,17 +201,12 @@ def to_records(table: pa.Table) -> list[dict]:
 
 
 def _json_value(v):
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _json_value(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_value(x) for x in v]
-    if isinstance(v, (str, int, bool)) or v is None:
-        return v
-    if isinstance(v, bytes):
-        return v.hex()
-    return str(v)  # dates, decimals, intervals: their text form
+    return json_safe(v, _scalar_text)
+
+
+def _scalar_text(v) -> str:
+    """Bytes as hex; dates, decimals, intervals: their text form."""
+    return v.hex() if isinstance(v, bytes) else str(v)
 
 
 def to_json(table: pa.Table) -> str:
