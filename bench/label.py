@@ -44,6 +44,19 @@ SUFFIX = ("Answer the question by thinking step by step. At the end, output the 
           "starting with 'Answer:'.")
 
 
+def synthetic_pairs(prompt_texts: list[str], pool: list[str], n: int, max_chars: int, seed: int = 1):
+    """(conversations, responses): each prompt with ``n`` responses cut from random texts of ``pool`` (80 to
+    ``max_chars`` characters)."""
+    rng = np.random.default_rng(seed)
+    prompts, responses = [], []
+    for p in prompt_texts:
+        for _ in range(n):
+            text = pool[int(rng.integers(len(pool)))]
+            responses.append(text[: int(rng.integers(80, max_chars))])
+            prompts.append([{"role": "user", "content": p}])
+    return prompts, responses
+
+
 def gsm8k_texts(n: int, seed: int) -> tuple[list[str], list[str]]:
     """GSM8K train questions (with the answer suffix) as prompts; the pool of responses is GSM8K solutions."""
     root = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
@@ -83,13 +96,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, tok, ref = models.load(args.model)
     prompt_texts, pool = (gsm8k_texts if args.data == "gsm8k" else shared_texts)(args.prompts, 0)
-    rng = np.random.default_rng(1)
-    prompts, responses = [], []
-    for p in prompt_texts:
-        for _ in range(args.n):
-            text = pool[int(rng.integers(len(pool)))]
-            responses.append(text[: int(rng.integers(80, args.max_chars))])
-            prompts.append([{"role": "user", "content": p}])
+    prompts, responses = synthetic_pairs(prompt_texts, pool, args.n, args.max_chars)
     tk = hf_score.tokenize(tok, prompts, responses)
     n_tokens = int(tk.n_tokens[tk.inverse].sum())
     all_tokens = int(sum(len(x) for x in tk.ids))

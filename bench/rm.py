@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
 
-    from bench.label import gsm8k_texts
+    from bench.label import gsm8k_texts, synthetic_pairs
     from cream_data.engines import models, rm_score
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,13 +45,7 @@ def main() -> None:
         tok = rm_score.check(ref)
         model = rm_score.load(ref)
     prompt_texts, pool = gsm8k_texts(args.prompts, 0)
-    rng = np.random.default_rng(1)
-    prompts, responses = [], []
-    for p in prompt_texts:
-        for _ in range(args.n):
-            text = pool[int(rng.integers(len(pool)))]
-            responses.append(text[: int(rng.integers(80, args.max_chars))])
-            prompts.append([{"role": "user", "content": p}])
+    prompts, responses = synthetic_pairs(prompt_texts, pool, args.n, args.max_chars)
     lengths = [len(x) for x in rm_score.tokenize(tok, prompts, responses).ids]
     n_tokens = int(sum(lengths))
     print(f"reward model: random {args.size} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
