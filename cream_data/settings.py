@@ -1,0 +1,239 @@
+"""One definition of each stage's settings: a frozen dataclass whose fields hold the default, the type, the allowed
+values, a rule and the help text of every setting.
+
+    @dataclass(frozen=True)
+    class SampleConfig(Settings):
+        n: int = setting(5, help="Responses per prompt (the paper's N).", check=at_least(1))
+        engine: str = setting("hf", help="…", choices=ENGINES)
+
+Everything else is derived from these fields: the stage's command-line options (``cli/options.py``: the flag from the
+field name, ``--n``), its section of a ``cream run`` config (:func:`section`: the same keys and defaults, minus the
+fields the run fills itself) and the validation. Construction checks every field at once and raises one
+:class:`SettingsError` whose problems each start with the field they are about; the command line renders that name
+as its flag (``--lora-r: got 0, …``), a run config as its key (``train.lora_r: got 0, …``).
+
+Pure: the standard library and :mod:`cream_data.errors` only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import types
+import typing
+from dataclasses import MISSING, asdict, field, fields, make_dataclass
+from typing import Any, Callable, ClassVar, NamedTuple, get_args, get_origin, get_type_hints
+
+from cream_data.errors import CreamError
+
+
+class Check(NamedTuple):
+    """A rule for a setting's value: ``ok(value)``, and what was expected (for the message)."""
+
+    ok: Callable[[Any], bool]
+    expected: str
+
+
+def at_least(k, expected: str | None = None) -> Check:
+    return Check(lambda v: v >= k, expected or f">= {k}")
+
+
+def finite_above(k=0) -> Check:
+    """Finite and > k (NaN and infinity are refused)."""
+    return Check(lambda v: math.isfinite(v) and v > k, f"a finite number > {k}")
+
+
+def finite_at_least(k=0, expected: str | None = None) -> Check:
+    return Check(lambda v: math.isfinite(v) and v >= k, expected or f"a finite number >= {k}")
+
+
+def within(lo, hi, *, closed: str = "[)", expected: str | None = None) -> Check:
+    """``lo <= v < hi`` by default; ``closed`` is the interval's brackets, e.g. ``"(]"``."""
+    low = (lambda v: v >= lo) if closed[0] == "[" else (lambda v: v > lo)
+    high = (lambda v: v <= hi) if closed[1] == "]" else (lambda v: v < hi)
+    return Check(lambda v: low(v) and high(v), expected or f"a value in {closed[0]}{lo}, {hi}{closed[1]}")
+
+
+def setting(default: Any = MISSING, *, help: str, choices=None, check: Check | None = None, flag: str | None = None,
+            metavar: str | None = None, internal: bool = False, default_factory: Any = MISSING):
+    """A stage setting: a dataclass field carrying its help text, its allowed values (``choices``) or rule
+    (``check``), and its command-line form where that is not ``--name-with-dashes`` (``flag="--lora/--no-lora"``).
+    ``internal``: not a user setting (no flag, no run config key)."""
+    meta = {"help": help, "choices": None if choices is None else tuple(choices), "check": check, "flag": flag,
+            "metavar": metavar, "internal": internal}
+    return field(default=default, default_factory=default_factory, metadata=meta)
+
+
+# ---------------------------------------------------------------------------- validation
+_REF = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+
+
+class SettingsError(CreamError):
+    """Every problem of one settings object. ``keyed`` holds them as ``(field, text)``; a text may name another
+    field as ``{name}``. :meth:`named` renders them with other names: a flag, a run config key."""
+
+    def __init__(self, what: str, keyed: list[tuple[str, str]], names=frozenset(),
+                 namer: Callable[[str], str] | None = None):
+        self.what, self.keyed, self.names = what, list(keyed), frozenset(names)
+        namer = namer or (lambda k: k)
+        self.problems = [self._render(k, t, namer) for k, t in self.keyed]
+        super().__init__((f"{what}: " if what else "") + "; ".join(self.problems))
+
+    def _render(self, key: str, text: str, namer: Callable[[str], str]) -> str:
+        text = _REF.sub(lambda m: namer(m[1]) if m[1] in self.names else m[0], text)
+        return f"{namer(key)}: {text}" if key else text
+
+    def named(self, namer: Callable[[str], str], what: str = "") -> "SettingsError":
+        return SettingsError(what, self.keyed, self.names, namer)
+
+
+def keyed(problem: str) -> tuple[str, str]:
+    """``"field: text"`` → ``(field, text)`` (a problem written as one string by a shared rule)."""
+    key, _, text = problem.partition(": ")
+    return (key, text) if text and key.isidentifier() else ("", problem)
+
+
+def field_problems(obj) -> list[tuple[str, str]]:
+    """What each field's own ``choices`` or ``check`` refuses (None, where a field allows it, is never checked)."""
+    out = []
+    for f in fields(obj):
+        value, choices, check = getattr(obj, f.name), f.metadata.get("choices"), f.metadata.get("check")
+        if value is None:
+            continue
+        if choices is not None and value not in choices:
+            out.append((f.name, f"got {value!r}, expected one of {', '.join(choices)}"))
+        elif check is not None and not _passes(check, value):
+            out.append((f.name, f"got {value!r}, expected {check.expected}{' or unset' if f.default is None else ''}"))
+    return out
+
+
+def _passes(check: Check, value) -> bool:
+    try:
+        return bool(check.ok(value))
+    except TypeError:
+        return False
+
+
+class Settings:
+    """Base of a stage's frozen settings dataclass: validated on construction (every problem at once)."""
+
+    what: ClassVar[str] = ""  # the error's prefix, e.g. "sample config"
+
+    def __post_init__(self) -> None:
+        self._normalise()
+        problems = field_problems(self) + self._problems()
+        if problems:
+            raise SettingsError(self.what, problems, names=[f.name for f in fields(self)])
+        self._resolve()
+
+    def _normalise(self) -> None:
+        """Bring a value into its canonical form before the checks (e.g. a list of tasks into a tuple)."""
+
+    def _problems(self) -> list[tuple[str, str]]:
+        """Rules across fields, as ``(field, text)``."""
+        return []
+
+    def _resolve(self) -> None:
+        """Fill a default that depends on other fields, once they are valid (so the saved config says what ran)."""
+
+    def _set(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(asdict(self))
+
+
+def user_fields(cls) -> list:
+    """The fields a user sets (all but the internal ones)."""
+    return [f for f in fields(cls) if not f.metadata.get("internal")]
+
+
+def default_of(f) -> Any:
+    """A field's default (MISSING when it has none)."""
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def plain(value):
+    """Tuples as lists, recursively: what YAML and JSON write."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- typed values from a mapping
+def coerce(value, hint):
+    """``value`` as a field of type ``hint`` holds it (an int for a float becomes a float, a list for a tuple a
+    tuple); TypeError when it is not of that type (a bool is never a number)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return coerce(value, inner[0])
+    elif hint is Any:
+        return value
+    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    elif hint in (int, str, bool) and isinstance(value, hint) and (hint is not int or not isinstance(value, bool)):
+        return value
+    elif origin is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, args[0]) for v in value):
+        return tuple(value)
+    elif (origin or hint) in (list, dict) and isinstance(value, origin or hint):
+        return value
+    raise TypeError(type_name(hint))
+
+
+def type_name(hint) -> str:
+    """How a type reads in a message: ``int``, ``int or null``, ``list of str``."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        return f"{type_name(args[0])} or null"
+    if get_origin(hint) is tuple:
+        return f"list of {type_name(args[0])}"
+    return getattr(get_origin(hint) or hint, "__name__", str(hint))
+
+
+# ---------------------------------------------------------------------------- run config sections
+class Section:
+    """Base of a run config section derived from a stage's settings (:func:`section`)."""
+
+    stage: ClassVar[type]
+    owned: ClassVar[tuple[str, ...]] = ()  # the stage's fields the run fills itself
+    extras: ClassVar[tuple[str, ...]] = ()  # run-level keys that are not the stage's settings
+
+    def stage_values(self) -> dict[str, Any]:
+        """The stage settings this section holds (its extras left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.extras}
+
+    def build(self, **owned):
+        """The stage's settings: this section's values and the run's ``owned`` ones (which win)."""
+        return self.stage(**{**self.stage_values(), **owned})
+
+
+def section(name: str, stage: type, *, owned=(), extras=(), defaults: dict | None = None) -> type:
+    """The run config section of ``stage``: a frozen dataclass with every user setting of ``stage`` except the
+    ``owned`` ones, with the same types, defaults and help, after the run-level ``extras``
+    (``(name, type, setting(…))``). ``defaults`` replaces a default the run decides otherwise (``None``: the run
+    decides, e.g. by method); the field then also allows None."""
+    hints = get_type_hints(stage)
+    specs = []
+    for f in user_fields(stage):
+        if f.name in owned:
+            continue
+        hint, kw = hints[f.name], {"default": f.default, "default_factory": f.default_factory}
+        if defaults and f.name in defaults:
+            kw = {"default": defaults[f.name]}
+            hint = hint | None if defaults[f.name] is None else hint
+        specs.append((f.name, hint, field(**kw, metadata=f.metadata)))
+    specs = list(extras) + specs  # the run-level keys first (sft.data, prompts.source)
+    cls = make_dataclass(name, specs, bases=(Section,), frozen=True)
+    cls.stage, cls.owned, cls.extras = stage, tuple(owned), tuple(e[0] for e in extras)
+    cls.__doc__ = f"The run config's settings of {stage.__name__}, but {', '.join(owned) or 'none'} (the run's)."
+    return cls

@@ -1,0 +1,55 @@
+"""The names cream's settings and tables use, defined once: tasks, methods, consistency measures, scopes, pair
+policies, engines, rewards, scorer roles, judge modes and the other allowed values of a setting.
+
+Pure: nothing but literals, so any layer (the pure ``rewards/`` included) may import it.
+
+>>> REWARD_ROLE["judge"], RUN_METHODS["srlm"]
+('judge', ('judge', 'dpo'))
+"""
+
+from __future__ import annotations
+
+# Benchmark tasks of both evaluations (cream's own and lm-evaluation-harness); cream_data.inputs.prompts maps each
+# to its files and Hub ids.
+TASKS: tuple[str, ...] = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
+
+# `cream run` methods (the paper's rows, README "Methods"): method -> (reward that picks the pair, training loss).
+RUN_METHODS: dict[str, tuple[str, str]] = {
+    "cream": ("dpo", "cream"),
+    "cream-avg": ("dpo", "cream-avg"),
+    "cream-no-rc": ("dpo", "dpo"),
+    "srlm": ("judge", "dpo"),
+    "oracle": ("oracle", "dpo"),
+    "rm": ("rm", "dpo"),  # "Oracle (reward model)": pairs by label.reward_model
+    "scir": ("dpo", "cream"),  # pairs by the DPO reward, kept where M_t's judge agrees, weighted by their C
+}
+# What a method sets in the label stage unless the run config's label section says otherwise.
+METHOD_LABEL: dict[str, dict[str, str]] = {"scir": {"consistency_between": "current,judge", "pair_policy": "both"}}
+# The training loss of `cream train --method`: cream (per-pair C), cream-avg (table mean C), dpo (C = 1).
+TRAIN_METHODS: tuple[str, ...] = ("cream", "cream-avg", "dpo")
+TRAIN_STAGES: tuple[str, ...] = ("dpo", "sft")
+
+# Ranking consistency C between two scorers' rankings, and how it is applied to the pairs.
+CONSISTENCY_MEASURES: tuple[str, ...] = ("kendall", "spearman", "toporder")
+SCOPES: tuple[str, ...] = ("sample", "dataset")  # each pair its own C | every pair the mean C
+PAIR_POLICIES: tuple[str, ...] = ("weight", "agree", "both")
+
+# Model engines: transformers (CPU or GPU) or vLLM.
+ENGINES: tuple[str, ...] = ("hf", "vllm")
+
+# The reward that picks the pairs (`cream label --reward`), and the scorer role of the scores table that gives it.
+REWARDS: tuple[str, ...] = ("dpo", "judge", "oracle", "rm")
+SCORER_ROLES: tuple[str, ...] = ("current", "previous", "judge", "rm", "oracle")
+REWARD_ROLE: dict[str, str] = {"dpo": "current", "judge": "judge", "oracle": "oracle", "rm": "rm"}
+# The scores table's reward_kind (schemas/*/scores.json): what a row's reward is.
+REWARD_KINDS: tuple[str, ...] = ("dpo", "likelihood_norm", "judge", "oracle", "rm")
+JUDGE_MODES: tuple[str, ...] = ("expected", "parse")
+
+# Evaluation: answer extraction rules (docs/EVALUATION.md), and which models a run evaluates.
+EXTRACTORS: tuple[str, ...] = ("cream", "authors")
+EVAL_MODELS: tuple[str, ...] = ("all", "last", "none")
+
+# Training: where the DPO reference log-probs come from, pairs over max_length, metric loggers.
+REFERENCES: tuple[str, ...] = ("auto", "stored", "computed")
+LONG_PAIRS: tuple[str, ...] = ("drop", "truncate")
+REPORT_TO: tuple[str, ...] = ("none", "tensorboard", "wandb")
