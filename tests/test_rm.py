@@ -178,9 +178,9 @@ def test_bad_reward_models_are_one_line(tmp_path, cream_exe, tiny_model):
                       "--out", tmp_path / "out")
         assert_user_error(r, *needles)
         assert snapshot(tmp_path) == before, rm
-    with pytest.raises(CreamError, match="--reward-model: missing"):
+    with pytest.raises(CreamError, match="reward_model: missing"):  # the library names fields; the CLI, flags
         LabelConfig(model=str(tiny_model), reward="rm")
-    with pytest.raises(CreamError, match="--engine vllm does not score reward models in this version; use --engine hf"):
+    with pytest.raises(CreamError, match="engine: vllm does not score reward models in this version; use engine hf"):
         LabelConfig(model=str(tiny_model), reward_model=str(two), engine="vllm")
 
 

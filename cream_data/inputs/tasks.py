@@ -1,6 +1,6 @@
 """The benchmark tasks both evaluations know (cream's own, ``cream_data.stages.evaluate``, and lm-evaluation-harness,
-``cream_data.stages.harness``), and the one rule for a list of them. Kept apart from the evaluation stage so the
-harness engine can use it without importing a stage.
+``cream_data.stages.harness``), and the one rule for a list of them. The names come from :mod:`cream_data.vocab`;
+:data:`cream_data.inputs.prompts.BENCHMARKS` maps each to its files and Hub ids.
 
 >>> TASKS
 ('arc_easy', 'arc_challenge', 'openbookqa', 'siqa', 'gsm8k')
@@ -10,9 +10,9 @@ harness engine can use it without importing a stage.
 
 from __future__ import annotations
 
-from cream_data.inputs.prompts import BENCHMARKS
+from cream_data.vocab import TASKS
 
-TASKS = tuple(BENCHMARKS)  # arc_easy, arc_challenge, openbookqa, siqa, gsm8k
+__all__ = ["TASKS", "task_problems"]
 
 
 def task_problems(tasks: tuple[str, ...]) -> list[str]:

@@ -34,56 +34,16 @@ from cream_data.rewards.answers import (authors_choice, authors_correct, authors
                                 numbers_equal)
 from cream_data.errors import CreamError
 from cream_data.inputs.prompts import BENCHMARKS, load_benchmark
-from cream_data.inputs.tasks import TASKS, task_problems  # one task list, one rule for both evaluations
+from cream_data.inputs.tasks import TASKS, task_problems  # noqa: F401  one task list, one rule for both evaluations
+from cream_data.stages.eval_config import SUFFIX, EvalConfig  # noqa: F401  (re-exported: the settings)
+from cream_data.vocab import EXTRACTORS  # noqa: F401  (re-exported; see docs/EVALUATION.md)
 
 NUMERIC_TASKS = frozenset({"gsm8k"})
-SUFFIX = ("Answer the question by thinking step by step. At the end, output the final answer, "
-          "starting with 'Answer:'.")
 CONFIG_FILE = "_eval_config.json"  # written before the first part: a rerun checks it resumes the same run
 LETTERS = "ABCDEFGHIJ"
 TASK_META = "cream.eval_task"  # key of a part's Parquet metadata: {"task", "truncated", "extractor"}
-EXTRACTORS = ("cream", "authors")  # see docs/EVALUATION.md
 
 ProgressFn = Callable[[str, int, int, int], None]  # (task, examples done, examples total, tokens in last batch)
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Settings of one evaluation; validated on construction (every problem reported at once)."""
-
-    tasks: tuple[str, ...] = TASKS
-    limit: int | None = None  # first K examples of each task, in file order
-    data_dir: str | None = None  # a folder laid out like ../shared/data; None: the Hub copies
-    max_new_tokens: int = 512  # room for step-by-step reasoning before "Answer:"; cut answers count as found or not
-    batch_size: int = 16  # prompts per generate call (sorted by length, so little padding)
-    suffix: str = SUFFIX  # appended to the question after a newline; "" for none
-    label: str | None = None  # display name in reports, e.g. "M1"
-    device: str | None = None  # None: cuda when available, else cpu
-    trust_remote_code: bool = False
-    extract: str = "cream"  # answer extraction: cream (robust) | authors (the CREAM authors' rules, flaws included)
-
-    def __post_init__(self) -> None:
-        tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
-        object.__setattr__(self, "tasks", tasks)
-        problems = task_problems(tasks)
-        if self.limit is not None and self.limit < 1:
-            problems.append(f"limit: got {self.limit}, expected at least 1 example per task")
-        if self.max_new_tokens < 1:
-            problems.append(f"max_new_tokens: got {self.max_new_tokens}, expected at least 1")
-        if self.batch_size < 1:
-            problems.append(f"batch_size: got {self.batch_size}, expected at least 1")
-        if self.extract not in EXTRACTORS:
-            problems.append(f"extract: got {self.extract!r}, expected one of {', '.join(EXTRACTORS)}")
-        if problems:
-            err = CreamError("eval config: " + "; ".join(problems))
-            err.problems = problems  # each "field: got X, expected Y": `cream run --check` names the section
-            raise err
-
-    def identity(self, model_name: str, data_fingerprint: str) -> dict:
-        """What decides the rows: a rerun into the same folder must match it to resume."""
-        return {"model": model_name, "tasks": list(self.tasks), "limit": self.limit, "suffix": self.suffix,
-                "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size, "data": data_fingerprint,
-                "extract": self.extract}
 
 
 @dataclass(frozen=True)

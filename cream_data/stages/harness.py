@@ -36,11 +36,11 @@ import schemas
 from cream_data.tables import io
 from cream_data.errors import CreamError, missing_package
 from cream_data.inputs.tasks import TASKS, task_problems  # one task list, one rule for it
+from cream_data.vocab import ENGINES
 
 HUB_TASKS = {"arc_easy": "arc_easy", "arc_challenge": "arc_challenge", "openbookqa": "openbookqa",
              "siqa": "social_iqa", "gsm8k": "gsm8k"}
 LOCAL_PREFIX = "cream_"  # local copies never share a name with the harness's own tasks
-ENGINES = ("hf", "vllm")
 CONFIG_FILE = "_harness_config.json"  # written before the first part: a rerun checks it resumes the same run
 INSTALL = "pip install 'cream[harness]'"
 Log = Callable[[str], None]

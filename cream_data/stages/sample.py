@@ -39,80 +39,13 @@ from cream_data.engines.base import (  # noqa: F401  (re-exported: the types and
 )
 from cream_data.errors import CreamError, missing_package
 from cream_data.tables.outputs import guard, has_table, locked
+from cream_data.stages.sample_config import DEFAULT_BATCH_SIZE, SampleConfig  # noqa: F401  (re-exported)
+from cream_data.vocab import ENGINES  # noqa: F401  (re-exported)
 
 # Conversation … SamplingEngine (what an engine provides) are re-exported from engines/base.py: an engine never
-# imports a stage, so they live below it.
-ENGINES = ("hf", "vllm")
-# Prompts per engine call. hf: a batch is batch_size x N sequences through one forward pass per token;
-# vLLM schedules its own micro-batches, so it wants many requests at once.
-DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 512}
+# imports a stage, so they live below it. The settings live in sample_config.py (imported by `cream --help`).
 PART_SECONDS = 300.0  # also flush a part after this long, so a slow CPU run loses at most minutes to a crash
 CONFIG_FILE = "_sample_config.json"  # written before the first part: lets a rerun check it resumes the same run
-
-
-# ---------------------------------------------------------------------------- config and summary
-@dataclass(frozen=True)
-class SampleConfig:
-    """Settings of one sampling run; validated on construction (every problem reported at once)."""
-
-    model: str  # checkpoint folder, Hub id, or the alias smollm2-135m-instruct
-    n: int = 5  # responses per prompt (the paper's N)
-    seed: int = 0
-    temperature: float = 0.8  # 0 = greedy
-    top_p: float = 0.95
-    max_new_tokens: int = 768
-    engine: str = "hf"
-    batch_size: int | None = None  # prompts per engine call; None: the engine's default
-    iteration: int = 0  # CREAM iteration t of the model M_t, recorded in every row
-    limit: int | None = None  # only the first `limit` prompts of the input
-    prompts_per_part: int = 256  # flush a part once this many prompts are buffered (whole batches) or 5 min passed
-    tensor_parallel_size: int = 1  # vLLM only
-    device: str | None = None  # hf only; None: cuda when available, else cpu
-    trust_remote_code: bool = False
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not str(self.model).strip():
-            problems.append("model: got an empty name, expected a checkpoint folder, Hub id or alias")
-        if self.n < 1:
-            problems.append(f"n: got {self.n}, expected at least 1 response per prompt")
-        if not 0 <= self.temperature < float("inf"):  # also catches NaN
-            problems.append(f"temperature: got {self.temperature}, expected a finite number >= 0 (0 = greedy)")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p: got {self.top_p}, expected a value in (0, 1]")
-        if self.max_new_tokens < 1:
-            problems.append(f"max_new_tokens: got {self.max_new_tokens}, expected at least 1")
-        if self.engine not in ENGINES:
-            problems.append(f"engine: got {self.engine!r}, expected one of {', '.join(ENGINES)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            problems.append(f"batch_size: got {self.batch_size}, expected at least 1")
-        if self.iteration < 0:
-            problems.append(f"iteration: got {self.iteration}, expected >= 0")
-        if self.limit is not None and self.limit < 1:
-            problems.append(f"limit: got {self.limit}, expected at least 1")
-        if self.prompts_per_part < 1:
-            problems.append(f"prompts_per_part: got {self.prompts_per_part}, expected at least 1")
-        if self.tensor_parallel_size < 1:
-            problems.append(f"tensor_parallel_size: got {self.tensor_parallel_size}, expected at least 1")
-        if problems:
-            err = CreamError("sample config: " + "; ".join(problems))
-            err.problems = problems  # each "field: got X, expected Y": `cream run --check` names the section
-            raise err
-        if self.batch_size is None:  # resolve now so the saved config says what ran
-            object.__setattr__(self, "batch_size", DEFAULT_BATCH_SIZE[self.engine])
-
-    @property
-    def params(self) -> GenerationParams:
-        return GenerationParams(self.temperature, self.top_p, self.max_new_tokens)
-
-    def identity(self, model_name: str) -> dict:
-        """The settings that decide the rows; a rerun into the same folder must match them to resume.
-
-        Device, tensor parallelism and part size change where and how fast, not what is sampled.
-        """
-        return {"model": model_name, "n": self.n, "seed": self.seed, "temperature": self.temperature,
-                "top_p": self.top_p, "max_new_tokens": self.max_new_tokens, "engine": self.engine,
-                "batch_size": self.batch_size, "iteration": self.iteration, "limit": self.limit}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,283 @@
+"""The label stage's scorers: every scorer role's rows of the scores table for a responses table.
+
+    current / previous   log-probs of each distinct model (cached by content, ``label_cache``), turned into the DPO
+                         implicit reward (or the length-normalised likelihood without a reference)
+    judge                M_t's SRLM 5-point judge score      oracle   correctness against the reference answer
+    rm                   a reward model's single logit (cached like log-probs)
+
+Also the human-written answers of ``--human-answers``, scored as pseudo-responses by the same scorers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cream_data.errors import CreamError
+from cream_data.rewards.judge import JUDGE_PROMPT, load_judge_template
+from cream_data.stages.label_cache import LOGPS, RM_REWARDS, cached_scores, slug
+from cream_data.stages.label_config import LabelConfig
+from cream_data.tables import io
+
+if TYPE_CHECKING:
+    from cream_data.stages.label import LabelSummary
+
+
+def roles(cfg: LabelConfig) -> list[tuple[str, str, str | None]]:
+    """(scorer, model, ref_model) rows to produce, before judge/oracle."""
+    out = [("current", cfg.model, cfg.ref)]  # with --reward judge/oracle these are informative scores
+    if cfg.prev_model:
+        out.append(("previous", cfg.prev_model, cfg.prev_ref))
+    return out
+
+
+@dataclass
+class Scoring:
+    """What scoring a responses table needs: the settings, the resolved models and their tokenizer, where the
+    caches go, and the summary to report into."""
+
+    cfg: LabelConfig
+    refs: dict
+    tok: object
+    th: str
+    rm: tuple | None
+    out: Path
+    shard: tuple | None
+    summary: LabelSummary
+    log: object = None
+
+
+def score_roles(ctx: Scoring, responses: pa.Table, answers: dict | None, cache_tag: str = "") -> list[pa.Table]:
+    """The scores rows of every scorer role of this run for ``responses``: log-probs of every distinct model (cached
+    in ``OUT/logps/<model><cache_tag>/``), their DPO (or likelihood) rewards per role, and the oracle, judge and
+    reward-model rows where those roles are in use. ``cache_tag`` keeps the human answers' caches apart."""
+    from cream_data.engines.hf_score import tokenize
+
+    cfg, out, say = ctx.cfg, ctx.out, ctx.log or (lambda *_: None)
+    tokenized = tokenize(ctx.tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
+    # the reward model first: a checkpoint refused only once loaded (no head weights) is refused before any scoring
+    rm_part = (_rm_scores(ctx.rm, responses, tokenized, out, ctx.shard, cfg, ctx.summary, ctx.log, cache_tag)
+               if ctx.rm is not None else None)
+    logp: dict[str, np.ndarray] = {}
+    ntok = None
+    for name, ref in ctx.refs.items():
+        folder = out / "logps" / (slug(ref.name) + cache_tag)
+        with progress_bar(f"scoring with {ref.name}", len(tokenized.ids), ctx.log) as tick:
+            logp[name], ntok, scored = _score_model(ref, responses, ctx.tok, tokenized, folder, ctx.shard, cfg, ctx.th,
+                                                    tick, progress_log=ctx.log)
+        if not cache_tag:
+            (ctx.summary.models_scored if scored else ctx.summary.models_reused).append(ref.name)
+        say(f"{'scored' if scored else 'reused cached log-probs of'} {ref.name}")
+    parts = []
+    for scorer, m, r in roles(cfg):
+        lp, rlp = logp[m], (logp[r] if r else None)
+        reward, kind = dpo_or_likelihood(lp, rlp, ntok)
+        parts.append(scores_rows(responses, scorer, ctx.refs[m].name, ctx.refs[r].name if r else None, lp, rlp, ntok,
+                                 reward, kind))
+    if "oracle" in cfg.roles():
+        parts.append(_oracle_scores(responses, answers, ntok))
+    if "judge" in cfg.roles():
+        judge_part, unparsed, appended = _judge_scores(responses, ctx.refs[cfg.model], cfg, ntok, ctx.log)
+        parts.append(judge_part)
+        if not cache_tag:
+            ctx.summary.judge_unparsed, ctx.summary.judge_appended = unparsed, appended
+    if rm_part is not None:
+        parts.append(rm_part)
+    return parts
+
+
+def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, cfg: LabelConfig, th: str,
+                 progress=None, progress_log=None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Log-probs of every row under one model: from the cache where present, scoring only the rest.
+
+    Returns (logp per row, n_tokens per row, scored_now)."""
+
+    def load_scorer():
+        if cfg.engine == "vllm":
+            from cream_data.engines.vllm_engine import VllmScorer
+
+            return VllmScorer.load(ref)
+        from cream_data.engines import models
+        from cream_data.engines.hf_score import HFScorer
+
+        model, _, _ = models.load(ref)
+        return HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
+
+    return cached_scores(LOGPS, ref, responses, tokenized, folder, shard, th, load_scorer, cfg.flush_rows, progress,
+                         progress_log)
+
+
+# ---------------------------------------------------------------------------- scores table
+def scores_rows(responses: pa.Table, scorer: str, model: str, ref_model: str | None, logp: np.ndarray | None,
+                ref_logp: np.ndarray | None, n_tokens: np.ndarray, reward: np.ndarray, kind: str,
+                judge_text: list | None = None, confidence: list | None = None) -> pa.Table:
+    n = responses.num_rows
+    f64 = lambda a: pa.array(a, pa.float64()) if a is not None else pa.nulls(n, pa.float64())  # noqa: E731
+    return pa.table({
+        "prompt_id": responses["prompt_id"], "response_idx": responses["response_idx"],
+        "scorer": pa.array([scorer] * n, pa.string()), "model": pa.array([model] * n, pa.string()),
+        "ref_model": pa.array([ref_model] * n, pa.string()), "logp": f64(logp), "ref_logp": f64(ref_logp),
+        "n_tokens": pa.array(np.asarray(n_tokens, dtype=np.int32)),
+        "reward": pa.array(np.asarray(reward, dtype=np.float64), pa.float64(), from_pandas=True),
+        "reward_kind": pa.array([kind] * n, pa.string()),
+        "judge_text": pa.array(judge_text if judge_text is not None else [None] * n, pa.string()),
+        "confidence": pa.array(confidence if confidence is not None else [None] * n, pa.float64()),
+    })
+
+
+def dpo_or_likelihood(logp: np.ndarray, ref_logp: np.ndarray | None, n_tokens: np.ndarray) -> tuple[np.ndarray, str]:
+    """DPO implicit reward ``logp - ref_logp``; without a reference the length-normalised log-likelihood."""
+    if ref_logp is None:
+        return logp / np.maximum(n_tokens, 1), "likelihood_norm"
+    return logp - ref_logp, "dpo"
+
+
+def human_responses(cfg: LabelConfig, responses: pa.Table) -> pa.Table:
+    """One pseudo-response per labeled prompt that has a human-written answer in the ``--prompts`` table:
+    (prompt_id, prompt, response_idx 0, response = the human answer), scored like a sample but never paired."""
+    prompts = io.read_table(cfg.prompts, "prompts", columns=["prompt_id", "human_answer"])
+    answer = {p: a for p, a in zip(prompts["prompt_id"].to_pylist(), prompts["human_answer"].to_pylist())
+              if a is not None and a.strip()}
+    if not answer:
+        raise CreamError(f"--human-answers: {cfg.prompts} has no human_answer in any row (a prompts table written "
+                         "by `cream prompts` from a source with human answers: GSM8K solutions, oasst rank-0 "
+                         "replies, a response/completion field)")
+    first = pc.index_in(pa.array(sorted(answer)), value_set=responses["prompt_id"].cast(pa.string()))
+    rows = [i for i in first.to_pylist() if i is not None]
+    sub = responses.take(pa.array(rows, pa.int64())) if rows else responses.slice(0, 0)
+    pids = sub["prompt_id"].to_pylist()
+    return pa.table({"prompt_id": sub["prompt_id"], "prompt": sub["prompt"],
+                     "response_idx": pa.array([0] * len(pids), pa.int16()),
+                     "response": pa.array([answer[p] for p in pids], pa.string())})
+
+
+def as_human_scores(scores: pa.Table, human: pa.Table) -> pa.Table:
+    """Scores rows of the pseudo-responses as a ``human_scores`` table (no response_idx, the answer kept)."""
+    text = dict(zip(human["prompt_id"].to_pylist(), human["response"].to_pylist()))
+    t = scores.drop_columns(["response_idx"])
+    return t.append_column("human_answer", pa.array([text[p] for p in t["prompt_id"].to_pylist()], pa.string()))
+
+
+# ---------------------------------------------------------------------------- judge and oracle
+def reference_answers(prompts_path, responses: pa.Table) -> dict:
+    """prompt_id → reference answer from the prompts table; every labeled prompt must have a row."""
+    prompts = io.read_table(prompts_path, "prompts", columns=["prompt_id", "reference_answer"])
+    ref = dict(zip(prompts["prompt_id"].to_pylist(), prompts["reference_answer"].to_pylist()))
+    missing = sorted(set(responses["prompt_id"].to_pylist()) - set(ref))
+    if missing:
+        raise CreamError(f"{prompts_path}: has no row for prompt_id {missing[0]!r} ({len(missing)} missing); "
+                         "pass the prompts table these responses were sampled from")
+    return ref
+
+
+def _oracle_scores(responses: pa.Table, ref: dict, ntok: np.ndarray) -> pa.Table:
+    from cream_data.rewards.answers import oracle_reward
+
+    rewards = [oracle_reward(r, ref[p]) for p, r in zip(responses["prompt_id"].to_pylist(), responses["response"].to_pylist())]
+    reward = np.array([np.nan if v is None else v for v in rewards], dtype=np.float64)
+    return scores_rows(responses, "oracle", "oracle:reference_answer", None, None, None, ntok, reward, "oracle")
+
+
+def judge_template_text(cfg: LabelConfig) -> str:
+    """The judge prompt template: ``--judge-template``'s file, or the built-in SRLM prompt."""
+    return load_judge_template(cfg.judge_template) if cfg.judge_template else JUDGE_PROMPT
+
+
+def _judge_scores(responses: pa.Table, ref, cfg: LabelConfig, ntok: np.ndarray, log) -> tuple[pa.Table, int, int]:
+    """The judge's scores part, the number of unparsed outputs (parse mode) and of appended cues (expected)."""
+    from cream_data.engines.judge_engine import run_judge
+
+    out = run_judge(ref, responses["prompt"].to_pylist(), responses["response"].to_pylist(),
+                    batch_size=cfg.batch_size, max_new_tokens=cfg.judge_max_new_tokens, mode=cfg.judge_mode,
+                    template=judge_template_text(cfg), log=log)
+    reward = np.array([np.nan if s is None else s for s in out.scores], dtype=np.float64)
+    unparsed = int(np.isnan(reward).sum())
+    part = scores_rows(responses, "judge", ref.name, None, None, None, ntok, reward, "judge", out.texts,
+                       out.confidence)
+    part = part.set_column(part.column_names.index("reward"), "reward",
+                           pa.array([None if s is None else float(s) for s in out.scores], pa.float64()))
+    return part, unparsed, out.appended
+
+
+# ---------------------------------------------------------------------------- reward model
+def reward_model(cfg: LabelConfig):
+    """(ref, tokenizer, template hash) of ``--reward-model``, checked before any model runs; None without one."""
+    if not cfg.reward_model:
+        return None
+    from cream_data.engines import models, rm_score
+
+    try:
+        ref = models.resolve(cfg.reward_model)
+    except CreamError as e:
+        raise CreamError(f"--reward-model: {e}") from None
+    tok = rm_score.check(ref, trust_remote_code=cfg.trust_remote_code)
+    return ref, tok, models.template_hash(tok)
+
+
+def _rm_scores(rm, responses: pa.Table, policy_tokenized, out: Path, shard, cfg: LabelConfig,
+               summary: LabelSummary, log, cache_tag: str = "") -> pa.Table:
+    """The reward model's rows (scorer ``rm``), its rewards cached in ``OUT/rm/<model>/`` like log-probs.
+    ``n_tokens`` is the policy's response length (``policy_tokenized``), as in every other row."""
+    from cream_data.engines import rm_score
+
+    ref, tok, th = rm
+    tokenized = rm_score.tokenize(tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
+
+    def load_scorer():
+        model = rm_score.load(ref, trust_remote_code=cfg.trust_remote_code)
+        return rm_score.RMScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
+
+    with progress_bar(f"scoring with reward model {ref.name}", len(tokenized.ids), log) as tick:
+        reward, _, scored = cached_scores(RM_REWARDS, ref, responses, tokenized,
+                                          out / "rm" / (slug(ref.name) + cache_tag), shard, th, load_scorer,
+                                          cfg.flush_rows, tick, log)
+    if not cache_tag:
+        (summary.models_scored if scored else summary.models_reused).append(ref.name)
+    if log:
+        log(f"{'scored' if scored else 'reused cached rewards of'} reward model {ref.name}")
+    ntok = policy_tokenized.n_tokens[policy_tokenized.inverse]
+    return scores_rows(responses, "rm", ref.name, None, None, None, ntok, reward, "rm")
+
+
+class progress_bar:
+    """A rich progress bar on stderr (responses/s, tokens/s); silent without a log."""
+
+    def __init__(self, what: str, total: int, log):
+        self.what, self.total, self.enabled = what, total, log is not None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n, t: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.tokens, self.t0 = 0, time.time()
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False,
+                          console=_stderr_console())
+        self.p.start()
+        self.task = self.p.add_task(self.what, total=self.total, rate="")
+
+        def tick(n, tokens):
+            self.tokens += tokens
+            dt = max(time.time() - self.t0, 1e-9)
+            done = self.p.tasks[0].completed + n
+            self.p.update(self.task, advance=n, rate=f"{done / dt:.1f} resp/s {self.tokens / dt:.0f} tok/s")
+
+        return tick
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.p.stop()
+        return False
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
