@@ -10,56 +10,40 @@ from typing import Optional
 import typer
 
 from cli.common import log, out
+from cli.options import Options, with_settings
+from cream_data.stages.eval_config import EvalConfig
 
-ALL_TASKS = "arc_easy,arc_challenge,openbookqa,siqa,gsm8k"  # = cream_data.stages.evaluate.TASKS (kept light: no import)
-
-
+@with_settings(EvalConfig)
 def eval_cmd(
     model: str = typer.Option(..., "--model", help="Model: checkpoint folder, Hub id, or smollm2-135m-instruct."),
     out_dir: Path = typer.Option(..., "--out", help="Output eval table folder; a rerun into it skips finished tasks."),
-    tasks: str = typer.Option(ALL_TASKS, "--tasks", help="Comma-separated tasks."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate the first K examples of each task, in file "
-                                        "order (the same K for every model)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Read the benchmarks from a local folder laid "
-                                            "out like ../shared/data instead of the Hugging Face Hub."),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="Cap on generated tokens per answer (512 leaves "
-                                       "room for step-by-step reasoning; lower it for a quick CPU look, at the cost "
-                                       "of answers cut before 'Answer:')."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generate call (length-sorted)."),
-    label: Optional[str] = typer.Option(None, "--label", help="Display name in reports, e.g. M1."),
-    device: Optional[str] = typer.Option(None, "--device", help="Torch device (default cuda if available)."),
+    settings: Options = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an evaluation with other settings in --out."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code."),
-    extract: str = typer.Option("cream", "--extract", help="Answer extraction: cream (robust: last 'Answer:' "
-                                "marker, the item's own option letters, numbers compared as numbers) or authors "
-                                "(the CREAM authors' rules, flaws included, to set numbers beside the paper's; "
-                                "see docs/EVALUATION.md)."),
     harness: Optional[str] = typer.Option(None, "--harness", help="Run these comma-separated tasks through "
                                           "lm-evaluation-harness instead (its prompts and metrics: acc, acc_norm, "
                                           "exact_match); --limit, --data-dir, --batch-size, --device apply. Needs "
-                                          "`pip install 'cream[harness]'`."),
+                                          "`pip install 'cream\\[harness]'`."),
     num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="--harness: worked examples before each "
                                               "question (default: each task's own, 0; 5 for gsm8k)."),
-    engine: str = typer.Option("hf", "--engine", help="--harness: the harness's model backend, hf or vllm (GPU)."),
+    engine: str = typer.Option("hf", "--engine", metavar="[hf|vllm]",
+                               help="--harness: the harness's model backend, hf or vllm (GPU)."),
 ) -> None:
     """Greedy accuracy on ARC-Easy/Challenge, OpenBookQA, SIQA (option letter) and GSM8K (final number)."""
     if harness is not None:
         from cream_data.stages.harness import HarnessConfig
         from cream_data.errors import CreamError
 
-        if tasks != ALL_TASKS:
-            raise CreamError("--tasks names the paper-protocol tasks; with --harness name the tasks there "
-                             "(--harness arc_easy,gsm8k)")
+        if settings.given & {"tasks", "suffix", "max_new_tokens", "extract"}:
+            raise CreamError("--tasks, --suffix, --max-new-tokens and --extract set the paper-protocol evaluation; "
+                             "with --harness name the tasks there (--harness arc_easy,gsm8k)")
+        v = settings.values
         hcfg = HarnessConfig(tasks=tuple(t.strip() for t in harness.split(",") if t.strip()), num_fewshot=num_fewshot,
-                             limit=limit, data_dir=None if data_dir is None else str(data_dir), batch_size=batch_size,
-                             device=device, engine=engine, label=label, trust_remote_code=trust_remote_code)
+                             limit=v["limit"], data_dir=v["data_dir"], batch_size=v["batch_size"], device=v["device"],
+                             engine=engine, label=v["label"], trust_remote_code=v["trust_remote_code"])
         return _harness(model, hcfg, out_dir, overwrite)
-    from cream_data.stages.evaluate import EvalConfig, evaluate
+    from cream_data.stages.evaluate import evaluate
 
-    cfg = EvalConfig(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), limit=limit,
-                     data_dir=None if data_dir is None else str(data_dir), max_new_tokens=max_new_tokens,
-                     batch_size=batch_size, label=label, device=device, trust_remote_code=trust_remote_code,
-                     extract=extract)
+    cfg = settings.build(EvalConfig)
     with _Progress() as bar:
         summary = evaluate(model, cfg, out_dir, overwrite=overwrite, progress=bar.update)
     out.print(results_table(summary))

@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from cli.common import out
+from cli.options import Options, with_settings
+from cream_data.inputs.prompts_config import PromptsConfig
 
 
+@with_settings(PromptsConfig)
 def prompts(
     source: str = typer.Argument(..., help="JSONL/JSON/CSV/TSV/Parquet file, a `datasets` folder, a cream table, "
                                            "or a Hub dataset id (NAME or NAME:CONFIG)."),
     out_dir: Path = typer.Option(..., "--out", help="Output table folder (or a .parquet file without --split-into)."),
-    split_into: Optional[int] = typer.Option(None, "--split-into", help="Write T disjoint subsets "
-                                             "OUT/subset-1 … OUT/subset-T, one per iteration."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Keep the first K prompts of the source."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="Source layout: gsm8k, arc, openbookqa, siqa, oasst, "
-                                         "alpaca_eval, self_instruct, generic. Detected from the fields if omitted."),
-    prompt_field: Optional[str] = typer.Option(None, "--prompt-field", help="Field with the prompt text "
-                                               "(or a list of {role, content} turns)."),
-    answer_field: Optional[str] = typer.Option(None, "--answer-field", help="Field with the reference answer "
-                                               "(with --sft: the completion)."),
-    id_field: Optional[str] = typer.Option(None, "--id-field", help="Field with a unique id (default: content hash)."),
-    system_field: Optional[str] = typer.Option(None, "--system-field", help="Field with a system prompt."),
-    completion_field: Optional[str] = typer.Option(None, "--completion-field", help="With --sft: field with the answer."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split of a datasets folder or Hub dataset "
-                                        "(default: train, or the only one)."),
-    suffix: Optional[str] = typer.Option(None, "--suffix", help="Text appended to the user turn (after a newline)."),
-    dedupe: bool = typer.Option(False, "--dedupe", help="Keep the first of prompts with the same id instead of failing."),
-    sft: bool = typer.Option(False, "--sft", help="Write an sft table (prompt + assistant completion) instead."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the --split-into assignment."),
+    settings: Options = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier `cream prompts` output at --out "
                                    "(never a folder or file of anything else)."),
 ) -> None:
@@ -40,21 +25,21 @@ def prompts(
     from cream_data.errors import CreamError
     from cream_data.tables.io import write_table
     from cream_data.tables.outputs import guard
-    from cream_data.inputs.prompts import FieldMap, load_prompts, load_sft, split_prompts
+    from cream_data.inputs.prompts import load_prompts, load_sft, split_prompts
 
+    cfg = settings.build(PromptsConfig)
     guard(out_dir, "prompts", is_prompts_output, overwrite=overwrite, what="table")
     if out_dir.exists() and (out_dir.is_file() or any(out_dir.iterdir())) and not overwrite:
         raise CreamError(f"--out {out_dir}: holds an earlier `cream prompts` table; pass --overwrite to replace it")
-    fields = FieldMap(prompt=prompt_field, answer=answer_field, id=id_field, system=system_field,
-                      completion=completion_field)
+    sft, split_into = cfg.sft, cfg.split_into
     if sft:
-        if split_into is not None or suffix:
+        if split_into is not None or cfg.suffix:
             raise CreamError("--sft writes one SFT table: --split-into and --suffix do not apply")
-        table = load_sft(source, layout=layout, fields=fields or None, limit=limit, split=split)
+        table = load_sft(source, layout=cfg.layout, fields=cfg.field_map(), limit=cfg.limit, split=cfg.split)
         kind = "sft"
     else:
-        table = load_prompts(source, layout=layout, fields=fields or None, limit=limit, split=split,
-                             suffix=suffix, dedupe=dedupe)
+        table = load_prompts(source, layout=cfg.layout, fields=cfg.field_map(), limit=cfg.limit, split=cfg.split,
+                             suffix=cfg.suffix, dedupe=cfg.dedupe)
         kind = "prompts"
     if split_into is None:
         write_table(table, out_dir, kind)
@@ -62,7 +47,7 @@ def prompts(
     else:
         if out_dir.suffix == ".parquet":
             raise CreamError(f"--out {out_dir}: --split-into writes a folder of subsets, not one .parquet file")
-        subsets = split_prompts(table, split_into, seed)
+        subsets = split_prompts(table, split_into, cfg.seed)
         _write_subsets(subsets, out_dir)
     what = f"{table.num_rows} {'SFT examples' if sft else 'prompts'}"
     if not sft:

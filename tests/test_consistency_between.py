@@ -238,9 +238,9 @@ def test_human_answers_are_scored_by_every_role_and_never_paired(tmp_path, tiny_
     (["--consistency-between", "current,bogus"], ["--consistency-between", "'bogus'", "expected a scorer role"]),
     (["--consistency-between", "previous,judge"], ["--consistency-between", "'current'"]),
     (["--consistency-between", "current,rm"], ["'rm' needs --reward-model"]),
-    (["--pair-policy", "agree"], ["--pair-policy agree", "needs two scorers"]),
+    (["--pair-policy", "agree"], ["--pair-policy: got 'agree'", "needs two scorers"]),
     (["--pair-policy", "sometimes"], ["--pair-policy", "'sometimes'", "weight, agree, both"]),
-    (["--human-answers"], ["--human-answers needs --prompts"]),
+    (["--human-answers"], ["--human-answers: needs --prompts"]),
 ])
 def test_bad_pairing_flags_are_one_line_errors(tmp_path, cream_exe, tiny_model, args, needles):
     resp = io.write_table(responses_table(2, 2), tmp_path / "responses", "responses")

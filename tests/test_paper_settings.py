@@ -55,7 +55,7 @@ def test_paper_yaml_validates_and_holds_the_papers_settings(cream_exe, shared_da
     assert (cfg.label.consistency, cfg.label.scope) == ("kendall", "sample")
     e = cfg.eval
     assert e.max_new_tokens == 768 and e.extract == "cream"
-    assert e.tasks == ["arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k"]
+    assert list(e.tasks) == ["arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k"]
 
 
 def test_new_run_keys_are_checked_by_the_stage_configs(cream_exe, tiny_model, tmp_path):
@@ -182,14 +182,15 @@ def test_sft_passes_weight_decay_and_max_grad_norm(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--weight-decay", "-0.01"], "weight_decay: got -0.01"),
-    (["--weight-decay", "nan"], "weight_decay: got nan"),
-    (["--weight-decay", "inf"], "weight_decay: got inf"),
-    (["--max-grad-norm", "0"], "max_grad_norm: got 0.0"),
-    (["--max-grad-norm", "-1"], "max_grad_norm: got -1.0"),
-    (["--max-grad-norm", "nan"], "max_grad_norm: got nan"),
-    (["--long-pairs", "keep"], "long_pairs: got 'keep'"),
-    (["--stage", "sft", "--max-grad-norm", "inf"], "max_grad_norm: got inf"),
+    (["--weight-decay", "-0.01"], "--weight-decay: got -0.01"),  # named by the flag the user wrote
+    (["--weight-decay", "nan"], "--weight-decay: got nan"),
+    (["--weight-decay", "inf"], "--weight-decay: got inf"),
+    (["--max-grad-norm", "0"], "--max-grad-norm: got 0.0"),
+    (["--max-grad-norm", "-1"], "--max-grad-norm: got -1.0"),
+    (["--max-grad-norm", "nan"], "--max-grad-norm: got nan"),
+    (["--long-pairs", "keep"], "--long-pairs: got 'keep'"),
+    (["--stage", "sft", "--max-grad-norm", "inf"], "--max-grad-norm: got inf"),
+    (["--stage", "sft", "--long-pairs", "truncate"], "--long-pairs: only with --stage dpo"),
 ])
 def test_cli_refuses_bad_values(cli, tiny_model, long_prefs, tmp_path, args, needle):
     r = cli("train", long_prefs, "--model", tiny_model, "--out", tmp_path / "m", *args)

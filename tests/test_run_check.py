@@ -167,11 +167,11 @@ def test_reuse_from_its_own_directory_is_refused_at_check(cream_exe, tmp_path, t
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["--lr", "-1"], ["lr: got -1"]),
-    (["--lr", "nan"], ["lr: got nan"]),
-    (["--beta", "0"], ["beta: got 0"]),
-    (["--epochs", "inf"], ["epochs: got inf"]),
-    (["--seed", "-1"], ["seed: got -1"]),
+    (["--lr", "-1"], ["--lr: got -1"]),
+    (["--lr", "nan"], ["--lr: got nan"]),
+    (["--beta", "0"], ["--beta: got 0"]),
+    (["--epochs", "inf"], ["--epochs: got inf"]),
+    (["--seed", "-1"], ["--seed: got -1"]),
 ])
 def test_train_refuses_on_the_command_line(cream_exe, tmp_path, args, needles):
     before = snapshot(tmp_path)
@@ -181,8 +181,8 @@ def test_train_refuses_on_the_command_line(cream_exe, tmp_path, args, needles):
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["--top-p", "3"], ["top_p: got 3"]),
-    (["--temperature", "inf"], ["temperature: got inf"]),
+    (["--top-p", "3"], ["--top-p: got 3"]),  # named by the flag the user wrote
+    (["--temperature", "inf"], ["--temperature: got inf"]),
 ])
 def test_sample_refuses_on_the_command_line(cream_exe, tmp_path, args, needles):
     r = cream_exe("sample", DEMO_DATA / "demo_prompts.jsonl", "--model", tmp_path / "m", "--out", tmp_path / "o", *args)
@@ -193,5 +193,5 @@ def test_sample_refuses_on_the_command_line(cream_exe, tmp_path, args, needles):
 def test_label_refuses_max_batch_tokens_0_on_the_command_line(cream_exe, tmp_path):
     r = cream_exe("label", tmp_path / "responses", "--model", tmp_path / "m", "--out", tmp_path / "o",
                   "--max-batch-tokens", "0")
-    assert_user_error(r, "max-batch-tokens: got 0")
+    assert_user_error(r, "--max-batch-tokens: got 0")
     assert not (tmp_path / "o").exists()

@@ -292,11 +292,11 @@ def test_cli_help_names_every_flag(cli):
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["--n", "0"], ["n: got 0"]),
-    (["--temperature", "-1"], ["temperature: got -1"]),
-    (["--top-p", "0"], ["top_p: got 0", "(0, 1]"]),
-    (["--top-p", "1.5"], ["top_p: got 1.5"]),
-    (["--engine", "llamacpp"], ["engine: got 'llamacpp'", "hf, vllm"]),
+    (["--n", "0"], ["--n: got 0"]),  # the command line names the flag the user wrote
+    (["--temperature", "-1"], ["--temperature: got -1"]),
+    (["--top-p", "0"], ["--top-p: got 0", "(0, 1]"]),
+    (["--top-p", "1.5"], ["--top-p: got 1.5"]),
+    (["--engine", "llamacpp"], ["--engine: got 'llamacpp'", "hf, vllm"]),
     (["--shard", "2/2"], ["--shard", "0 <= i < k"]),
 ])
 def test_cli_bad_settings_are_one_line_errors_and_write_nothing(cli, tiny_model, prompts_dir, tmp_path, args, needles):
