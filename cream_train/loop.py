@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,40 +22,14 @@ from typing import Callable
 
 from cream_data.tables import io
 from cream_train.run_config import RunConfig
+from cream_train.run_manifest import Manifest, link_or_copy, versions
+from cream_train.sections import Stages
 
 Log = Callable[[str], None]
 
 
 def _fp(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@dataclass
-class Manifest:
-    """RUN/manifest.json: stages (status, fingerprint, timings, outputs), versions, seeds; written atomically."""
-
-    path: Path
-    data: dict = field(default_factory=dict)
-
-    @classmethod
-    def open(cls, run_dir: Path) -> "Manifest":
-        p = run_dir / "manifest.json"
-        data = json.loads(p.read_text()) if p.exists() else {}
-        data.setdefault("stages", {})
-        data.setdefault("models", {})
-        return cls(p, data)
-
-    def save(self) -> None:
-        io.atomic_write_json(self.path, self.data)
-
-    def is_done(self, name: str, fp: str, outputs: list[Path]) -> bool:
-        rec = self.data["stages"].get(name)
-        return bool(rec and rec.get("status") == "done" and rec.get("fingerprint") == fp
-                    and all(Path(o).exists() for o in outputs))
-
-    def previous_fingerprint(self, name: str) -> str | None:
-        rec = self.data["stages"].get(name)
-        return rec.get("fingerprint") if rec else None
 
 
 @dataclass
@@ -91,6 +64,7 @@ class Loop:
         self.reused: list[str] = []
         self._other_manifests: dict[Path, Manifest] = {}  # read once per run: the other runs do not change meanwhile
         self.fps: dict[str, str] = {}
+        self.stages = Stages(cfg, self.run)  # each stage's config: its section's settings + what the run owns
 
     # ------------------------------------------------------------------ stage bookkeeping
     def stage(self, name: str, inputs: dict, outputs: list[Path], fn: Callable[[bool], dict | None]) -> str:
@@ -144,9 +118,9 @@ class Loop:
                     shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
                 tmp.parent.mkdir(parents=True, exist_ok=True)
                 if src.is_dir():
-                    shutil.copytree(src, tmp, copy_function=_link_or_copy)
+                    shutil.copytree(src, tmp, copy_function=link_or_copy)
                 else:
-                    _link_or_copy(src, tmp)
+                    link_or_copy(src, tmp)
                 os.replace(tmp, dst)
             self.manifest.data["stages"][name] = {**rec, "reused_from": str(other)}
             self.manifest.save()
@@ -204,11 +178,11 @@ class Loop:
     def sft(self) -> None:
         from cream_data.tables.fingerprint import table_fingerprint
         from cream_data.inputs.prompts import load_sft
-        from cream_train.config import SFTTrainConfig
         from cream_train.train import train
 
         s = self.cfg.sft
         table = load_sft(s.data, layout=s.layout, limit=s.limit)
+        tcfg = self.stages.sft(self.model(0))
         data_out = self.run / "sft"
         self.stage("sft-data", {"table_fp": table_fingerprint(table)}, [data_out],
                    lambda _r: (io.write_table(table, data_out, "sft"), {"rows": table.num_rows})[1])
@@ -216,23 +190,17 @@ class Loop:
         inputs = {"data_fp": self.fps["sft-data"], "model_fp": self.model_fp(0), "seed": self.cfg.seed, **asdict(s)}
 
         def go(_resume):
-            r = train(SFTTrainConfig(data=str(data_out), model=self.model(0), out=str(out), lr=s.lr, epochs=s.epochs,
-                                     max_steps=s.max_steps, batch_size=s.batch_size, grad_accum=s.grad_accum,
-                                     max_length=s.max_length, weight_decay=s.weight_decay,
-                                     max_grad_norm=s.max_grad_norm, seed=self.cfg.seed, overwrite=True))
-            return {"metrics": _small(r.metrics)}
+            return {"metrics": _small(train(tcfg).metrics)}
 
         self.fps["train-M1"] = self.stage("train-M1", inputs, [out], go)
 
     def sample(self, t: int) -> None:
-        from cream_data.stages.sample import SampleConfig, sample
+        from cream_data.stages.sample import sample
 
         s = self.cfg.sample
         out = self.run / f"iter-{t}" / "responses"
         prompts = self.run / "prompts" / f"subset-{t}"
-        scfg = SampleConfig(model=self.model(t), n=s.n, seed=self.cfg.seed + t, temperature=s.temperature,
-                            top_p=s.top_p, max_new_tokens=s.max_new_tokens, engine=s.engine,
-                            batch_size=s.batch_size, iteration=t)
+        scfg = self.stages.sample(t, self.model(t))
         inputs = {"prompts_fp": self.fps["prompts"], "model_fp": self.model_fp(t), **asdict(s), "seed": scfg.seed}
 
         def go(resume):
@@ -243,7 +211,7 @@ class Loop:
 
     def label(self, t: int) -> None:
         from cream_data.rewards.judge import template_hash
-        from cream_data.stages.label import LabelConfig, judge_template_text, label
+        from cream_data.stages.label import judge_template_text, label
 
         lab = self.cfg.label
         it = self.run / f"iter-{t}"
@@ -252,14 +220,8 @@ class Loop:
         # M_{t-1} is M_t's parent: after a pair-less iteration, the model M_t was carried from is skipped
         ref = self.parent(t)
         prev_ref = self.parent(ref)
-        lcfg = LabelConfig(model=self.model(t), ref=self.model(ref), prev_model=self.model(ref),
-                           prev_ref=self.model(prev_ref) if prev_ref is not None else None, reward=self.cfg.reward,
-                           consistency=lab.consistency, scope=lab.scope, batch_size=lab.batch_size,
-                           engine=lab.engine, iteration=t, judge_max_new_tokens=lab.judge_max_new_tokens,
-                           reward_model=lab.reward_model, trust_remote_code=lab.trust_remote_code,
-                           judge_mode=lab.judge_mode, judge_template=lab.judge_template,
-                           prompts=str(self.run / "prompts" / f"subset-{t}"), human_answers=lab.human_answers,
-                           **self.cfg.label_pairing())
+        lcfg = self.stages.label(t, self.model(t), self.model(ref),
+                                 self.model(prev_ref) if prev_ref is not None else None)
         inputs = {"responses_fp": self.fps[f"sample-{t}"], "model_fp": self.model_fp(t),
                   "ref_fp": self.model_fp(ref), "prev_ref_fp": self.model_fp(prev_ref) if prev_ref is not None else None,
                   "reward": self.cfg.reward, **asdict(lab), **self.cfg.label_pairing(),
@@ -280,7 +242,6 @@ class Loop:
         self.stage(f"label-{t}", inputs, outs, go)
 
     def train(self, t: int) -> None:
-        from cream_train.config import DPOTrainConfig
         from cream_train.train import train
 
         tr = self.cfg.train
@@ -310,18 +271,13 @@ class Loop:
 
         def go(_resume):
             pairs = manifest.get("rows", 0)
-            r = train(DPOTrainConfig(data=str(prefs), model=self.model(t), out=str(out), method=self.cfg.train_method,
-                                     beta=tr.beta, lr=tr.lr, epochs=tr.epochs, max_steps=tr.max_steps,
-                                     batch_size=tr.batch_size, grad_accum=tr.grad_accum, warmup_ratio=tr.warmup_ratio,
-                                     max_length=tr.max_length, long_pairs=tr.long_pairs,
-                                     weight_decay=tr.weight_decay, max_grad_norm=tr.max_grad_norm, lora=tr.lora,
-                                     seed=self.cfg.seed, overwrite=True))
+            r = train(self.stages.train(t, self.model(t)))
             return {"metrics": _small(r.metrics), "reference": r.reference, "pairs": pairs}
 
         self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", inputs, [out], go)
 
     def evaluate(self, k: int) -> None:
-        from cream_data.stages.evaluate import EvalConfig, evaluate
+        from cream_data.stages.evaluate import evaluate
 
         e = self.cfg.eval
         out = self.run / "eval" / f"M{k}"
@@ -338,8 +294,7 @@ class Loop:
             self.log(f"[dim]= eval-M{k}: M{k} is {source} carried forward; its evaluation is reused[/]")
             self.harness(k)
             return
-        ecfg = EvalConfig(tasks=tuple(e.tasks), limit=e.limit, data_dir=e.data_dir, max_new_tokens=e.max_new_tokens,
-                          batch_size=e.batch_size, label=f"M{k}", extract=e.extract)
+        ecfg = self.stages.eval(k)
         inputs = {"model_fp": self.model_fp(k), **{key: v for key, v in asdict(e).items() if key != "harness"}}
 
         def go(resume):
@@ -390,7 +345,7 @@ class Loop:
 
         io.atomic_write_bytes(self.run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         self.manifest.data.update(method=cfg.method, iterations=cfg.iterations, seeds={"seed": cfg.seed},
-                                  versions=_versions(), config_fp=_fp(cfg.to_dict()))
+                                  versions=versions(), config_fp=_fp(cfg.to_dict()))
         self.manifest.save()
         self.prompts()
         if self.should_eval(0):
@@ -418,28 +373,8 @@ class Loop:
         return RunSummary(self.run, self.ran, self.skipped, models, report_md, time.time() - t0, self.reused)
 
 
-def _link_or_copy(src, dst) -> None:
-    """Hard link (no extra disk for checkpoints), else copy (another file system)."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def _small(metrics: dict) -> dict:
     return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str)) and len(str(k)) < 60}
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("cream", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = None,

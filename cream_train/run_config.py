@@ -11,9 +11,12 @@
     train:   {beta: 0.1, lr: 1e-6, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, long_pairs: drop, …}
     eval:    {tasks: [arc_easy, …], limit: 50, data_dir: …, models: all}
 
-Relative paths are resolved against the config file's folder. Unknown keys are errors (a typo must not be ignored),
-and so are duplicate keys. Each stage's settings are checked by building that stage's own config (the one place
-its rules live), so `cream run --check` refuses what `cream train/sample/label/eval` would refuse.
+Each stage section is derived from the stage's own settings (cream_train/sections.py): every flag of `cream
+sample/label/train/eval/prompts` is a key of its section, with the same default, except the settings the run fills
+itself (models, seeds, iteration, paths: ``sections.OWNED``). Relative paths are resolved against the config file's
+folder. Unknown keys are errors (a typo must not be ignored), and so are duplicate keys. Each stage's settings are
+checked by building that stage's own config (the one place its rules live), so `cream run --check` refuses what
+`cream train/sample/label/eval` would refuse, naming the key (``train.lora_r: got 0, …``).
 """
 
 from __future__ import annotations
@@ -22,103 +25,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, get_args, get_origin, get_type_hints
+from typing import Any, Optional, get_type_hints
 
 from cream_data.errors import CreamError
-from cream_train.config import DPOTrainConfig
-
-# method -> (reward used to pick the pair, trainer method): docs/algorithm.md, "What each method changes"
-METHODS = {
-    "cream": ("dpo", "cream"),
-    "cream-avg": ("dpo", "cream-avg"),
-    "cream-no-rc": ("dpo", "dpo"),
-    "srlm": ("judge", "dpo"),
-    "oracle": ("oracle", "dpo"),
-    "rm": ("rm", "dpo"),  # "Oracle (reward model)": pairs by label.reward_model
-    "scir": ("dpo", "cream"),  # pairs by the DPO reward, kept where M_t's judge agrees, weighted by their C
-}
-# what a method sets in the label stage unless the label section says otherwise
-METHOD_LABEL = {"scir": {"consistency_between": "current,judge", "pair_policy": "both"}}
-EVAL_TASKS = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
-
-
-@dataclass(frozen=True)
-class SFTSection:
-    data: str = ""                     # SFT conversations: any source `cream prompts --sft` reads
-    layout: Optional[str] = None
-    limit: Optional[int] = None
-    lr: float = 2e-5
-    epochs: float = 1.0
-    max_steps: Optional[int] = None
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: Optional[int] = 1024
-    weight_decay: float = DPOTrainConfig.weight_decay
-    max_grad_norm: float = DPOTrainConfig.max_grad_norm
-
-
-@dataclass(frozen=True)
-class PromptsSection:
-    source: str = ""                   # unlabeled prompts D_U: a file, a datasets folder, a Hub id, a benchmark file
-    sources: Optional[list] = None     # or a mix: [{source, layout?, limit?}, …] concatenated in order
-    layout: Optional[str] = None
-    limit: Optional[int] = None        # use the first K prompts of the source
-    per_iteration: Optional[int] = None  # prompts per subset D_U^t (default: all, split evenly)
-    suffix: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class SampleSection:
-    n: int = 5                         # responses per prompt (the paper's N)
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 768
-    batch_size: Optional[int] = None
-    engine: str = "hf"
-
-
-@dataclass(frozen=True)
-class LabelSection:
-    consistency: str = "kendall"
-    scope: str = "sample"
-    batch_size: int = 8
-    engine: str = "hf"
-    reward_model: Optional[str] = None  # a one-logit sequence-classification reward model: method rm's reward,
-    trust_remote_code: bool = False     # a diagnostic scorer (scorer rm) with the other methods
-    judge_max_new_tokens: int = 256
-    judge_mode: str = "expected"         # srlm: expected (E[score] under the judge's probabilities) | parse
-    judge_template: Optional[str] = None  # srlm: judge prompt file ({request}, {response}); relative to this file
-    consistency_between: Optional[str] = None  # "A,B" scorer roles of C; None: the method's (cream: current,previous)
-    pair_policy: Optional[str] = None   # weight | agree | both; None: the method's (scir: both, else weight)
-    human_answers: bool = False         # score each prompt's human_answer too (self-preference, in the report)
-
-
-@dataclass(frozen=True)
-class TrainSection:
-    beta: float = 0.1
-    lr: float = 1e-6
-    epochs: float = 1.0
-    max_steps: Optional[int] = None
-    batch_size: int = 4
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    max_length: Optional[int] = 1024
-    long_pairs: str = DPOTrainConfig.long_pairs  # drop | truncate pairs longer than max_length
-    weight_decay: float = DPOTrainConfig.weight_decay
-    max_grad_norm: float = DPOTrainConfig.max_grad_norm
-    lora: bool = False
-
-
-@dataclass(frozen=True)
-class EvalSection:
-    tasks: list = field(default_factory=lambda: list(EVAL_TASKS))
-    limit: Optional[int] = None
-    data_dir: Optional[str] = None      # local copy laid out like shared/data; None: the Hub
-    max_new_tokens: int = 512
-    batch_size: int = 8
-    models: str = "all"                 # all | last | none
-    extract: str = "cream"              # answer extraction: cream | authors (the paper authors' rules)
-    harness: Optional[dict] = None      # lm-evaluation-harness too: {tasks, num_fewshot, limit, batch_size, engine}
+from cream_data.settings import SettingsError, coerce, plain, type_name
+from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS
+from cream_train.sections import (  # noqa: F401  (re-exported: the sections of a run config)
+    OWNED_KEY, EvalSection, LabelSection, PromptsSection, SampleSection, SFTSection, Stages, TrainSection,
+)
 
 
 @dataclass(frozen=True)
@@ -151,37 +65,13 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """Every setting as the run uses it (the label pairing settings resolved from the method's defaults)."""
-        d = dataclasses.asdict(self)
+        d = plain(dataclasses.asdict(self))
         d["label"].update(self.label_pairing())
         return d
 
 
-def _type_ok(value: Any, hint) -> bool:
-    if get_origin(hint) is Optional or (get_origin(hint) is not None and type(None) in get_args(hint)):
-        if value is None:
-            return True
-        hint = [a for a in get_args(hint) if a is not type(None)][0]
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if hint is list or get_origin(hint) is list:
-        return isinstance(value, list)
-    return True
-
-
-def _type_name(hint) -> str:
-    args = [a for a in get_args(hint) if a is not type(None)]
-    base = args[0] if args else hint
-    name = getattr(base, "__name__", str(base))
-    return f"{name} or null" if args else name
-
-
 def _build(cls, raw: Any, where: str, problems: list[str]):
+    """``cls`` from a mapping: an unknown key or a value of the wrong type is a problem named ``where`` + key."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -199,10 +89,11 @@ def _build(cls, raw: Any, where: str, problems: list[str]):
         value, hint = raw[f.name], hints[f.name]
         if dataclasses.is_dataclass(hint):
             kwargs[f.name] = _build(hint, value, f"{where}{f.name}.", problems)
-        elif not _type_ok(value, hint):
-            problems.append(f"{where}{f.name}: got {value!r} ({type(value).__name__}), expected {_type_name(hint)}")
-        else:
-            kwargs[f.name] = float(value) if hint is float and isinstance(value, int) else value
+            continue
+        try:
+            kwargs[f.name] = coerce(value, hint)
+        except TypeError:
+            problems.append(f"{where}{f.name}: got {value!r} ({type(value).__name__}), expected {type_name(hint)}")
     return cls(**kwargs)
 
 
@@ -242,8 +133,8 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
             problems.append(f"{where}: {base / path} does not exist")
     if cfg.eval.data_dir and not (base / cfg.eval.data_dir).is_dir():
         problems.append(f"eval.data_dir: {base / cfg.eval.data_dir} is not a folder")
-    if cfg.eval.models not in ("all", "last", "none"):
-        problems.append(f"eval.models: got {cfg.eval.models!r}, expected all, last or none")
+    if cfg.eval.models not in EVAL_MODELS:
+        problems.append(f"eval.models: got {cfg.eval.models!r}, expected one of {', '.join(EVAL_MODELS)}")
     if cfg.sample.n == 1:  # n < 1 is the sample stage's to refuse
         problems.append(f"sample.n: got {cfg.sample.n}, expected >= 2 (a pair needs two responses)")
     for where, v in (("prompts.limit", cfg.prompts.limit), ("prompts.per_iteration", cfg.prompts.per_iteration)):
@@ -254,55 +145,24 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
 def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
     """Build every stage's config as the loop does for iteration 1 and collect what each refuses.
 
-    A problem with one of the section's keys is named ``section.key``; one with a run-wide setting the loop
-    passes to several stages (model, seed) is named once.
+    A problem with one of the section's keys is named ``section.key``; one with a setting the run owns and passes
+    to several stages (model, seed) by its run-level key, once.
     """
-    from cream_data.stages.evaluate import EvalConfig
-    from cream_data.stages.label import LabelConfig
-    from cream_data.stages.sample import SampleConfig
-    from cream_train.config import DPOTrainConfig, SFTTrainConfig
-
-    reward, train_method = METHODS.get(cfg.method, METHODS["cream"])  # an unknown method is reported on its own
-    s, sm, lab, tr, e = cfg.sft, cfg.sample, cfg.label, cfg.train, cfg.eval
-    builds = {
-        "sft": lambda: SFTTrainConfig(
-            data=str(run / "sft"), model=cfg.model, out=str(run / "models" / "M1"), lr=s.lr, epochs=s.epochs,
-            max_steps=s.max_steps, batch_size=s.batch_size, grad_accum=s.grad_accum, max_length=s.max_length,
-            weight_decay=s.weight_decay, max_grad_norm=s.max_grad_norm, limit=s.limit, seed=cfg.seed),
-        "sample": lambda: SampleConfig(
-            model=cfg.model, n=sm.n, seed=cfg.seed + 1, temperature=sm.temperature, top_p=sm.top_p,
-            max_new_tokens=sm.max_new_tokens, engine=sm.engine, batch_size=sm.batch_size, iteration=1),
-        "label": lambda: LabelConfig(
-            model=cfg.model, ref=cfg.model, prev_model=cfg.model, reward=reward, consistency=lab.consistency,
-            scope=lab.scope, batch_size=lab.batch_size, engine=lab.engine, iteration=1,
-            reward_model=lab.reward_model, trust_remote_code=lab.trust_remote_code,
-            judge_max_new_tokens=lab.judge_max_new_tokens, judge_mode=lab.judge_mode,
-            judge_template=lab.judge_template, prompts=str(run / "prompts" / "subset-1"),
-            human_answers=lab.human_answers, **cfg.label_pairing()),
-        "train": lambda: DPOTrainConfig(
-            data=str(run / "iter-1" / "preferences"), model=cfg.model, out=str(run / "models" / "M2"),
-            method=train_method, beta=tr.beta, lr=tr.lr, epochs=tr.epochs, max_steps=tr.max_steps,
-            batch_size=tr.batch_size, grad_accum=tr.grad_accum, warmup_ratio=tr.warmup_ratio,
-            max_length=tr.max_length, long_pairs=tr.long_pairs, weight_decay=tr.weight_decay,
-            max_grad_norm=tr.max_grad_norm, lora=tr.lora, seed=cfg.seed),
-        "eval": lambda: EvalConfig(tasks=tuple(e.tasks), limit=e.limit, data_dir=e.data_dir,
-                                   max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, label="M0",
-                                   extract=e.extract),
-    }
-    for section, build in builds.items():
+    if cfg.method not in METHODS:  # reported on its own; build the stages as for the default method
+        cfg = dataclasses.replace(cfg, method="cream")
+    stages = Stages(cfg, run)
+    for name in ("sft", "prompts", "sample", "label", "train", "eval"):
         try:
-            build()
-        except CreamError as err:
-            keys = {f.name for f in fields(getattr(cfg, section))}
-            for p in getattr(err, "problems", [str(err)]):
-                head, sep, rest = p.partition(":")
-                key = head.lstrip("-").replace("-", "_")  # label names its CLI flags: --batch-size
-                if sep and key in keys:
-                    problems.append(f"{section}.{key}:{rest}")
-                elif not any(q.split(":")[0].split(" ")[0] == key for q in problems):  # "model …: …" once
-                    problems.append(f"{key}:{rest}" if sep else p)
-    if e.harness is not None:
-        _check_harness(e, problems)
+            getattr(stages, name)()
+        except SettingsError as err:
+            section = getattr(cfg, name)
+            keys = {f.name for f in fields(section)} - set(section.extras)
+            for p in err.named(lambda k: f"{name}.{k}" if k in keys else OWNED_KEY.get(k, k)).problems:
+                head = p.split(":")[0]
+                if head.startswith(f"{name}.") or not any(q.split(":")[0].split(" ")[0] == head for q in problems):
+                    problems.append(p)
+    if cfg.eval.harness is not None:
+        _check_harness(cfg.eval, problems)
 
 
 def _check_harness(e: EvalSection, problems: list[str]) -> None:
@@ -409,12 +269,14 @@ def load_prompt_sources(p: PromptsSection, base: Path):
 
     from cream_data.inputs.prompts import load_prompts
 
+    c = p.build()  # the prompts stage's settings (fields, split, suffix, dedupe) apply to every source
+    how = {"fields": c.field_map(), "split": c.split, "suffix": c.suffix, "dedupe": c.dedupe}
     if p.sources is None:
-        return load_prompts(_resolve(base, p.source), layout=p.layout, limit=p.limit, suffix=p.suffix)
+        return load_prompts(_resolve(base, p.source), layout=p.layout, limit=p.limit, **how)
     tables, seen = [], {}
     for i, entry in enumerate(p.sources):
         src = _resolve(base, entry["source"])
-        t = load_prompts(src, layout=entry.get("layout") or p.layout, limit=entry.get("limit"), suffix=p.suffix)
+        t = load_prompts(src, layout=entry.get("layout") or p.layout, limit=entry.get("limit"), **how)
         for pid in t.column("prompt_id").to_pylist():
             if pid in seen:
                 raise CreamError(f"{src}: prompt_id '{pid}' also comes from {seen[pid]} (sources must not overlap)")

@@ -1,0 +1,61 @@
+"""A run directory's ``manifest.json`` (stages with status, fingerprint, timings and outputs; models; versions),
+and the helpers of the loop that do not depend on its stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cream_data.tables import io
+
+
+@dataclass
+class Manifest:
+    """RUN/manifest.json: stages (status, fingerprint, timings, outputs), versions, seeds; written atomically."""
+
+    path: Path
+    data: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, run_dir: Path) -> "Manifest":
+        p = run_dir / "manifest.json"
+        data = json.loads(p.read_text()) if p.exists() else {}
+        data.setdefault("stages", {})
+        data.setdefault("models", {})
+        return cls(p, data)
+
+    def save(self) -> None:
+        io.atomic_write_json(self.path, self.data)
+
+    def is_done(self, name: str, fp: str, outputs: list[Path]) -> bool:
+        rec = self.data["stages"].get(name)
+        return bool(rec and rec.get("status") == "done" and rec.get("fingerprint") == fp
+                    and all(Path(o).exists() for o in outputs))
+
+    def previous_fingerprint(self, name: str) -> str | None:
+        rec = self.data["stages"].get(name)
+        return rec.get("fingerprint") if rec else None
+
+
+def link_or_copy(src, dst) -> None:
+    """Hard link (no extra disk for checkpoints), else copy (another file system)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("cream", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out

@@ -1,0 +1,109 @@
+"""The stage sections of a `cream run` config, derived from the stages' own settings, and the stage configs the loop
+builds from them.
+
+Each section holds every setting of its stage (same key, type, default and rule as the stage's flag) except the
+ones the run fills itself — listed in :data:`OWNED`, the one place that says which — plus a few run-level keys of
+its own (:data:`EXTRAS`). :class:`Stages` builds a stage's config from its section and the run's values, for the
+loop and for ``cream run --check`` alike, so a setting reaches its stage without being copied by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from cream_data.inputs.prompts_config import PromptsConfig
+from cream_data.settings import section, setting
+from cream_data.stages.eval_config import EvalConfig
+from cream_data.stages.label_config import LabelConfig
+from cream_data.stages.sample_config import SampleConfig
+from cream_data.vocab import EVAL_MODELS, METHOD_LABEL
+from cream_train.config import DPOTrainConfig, SFTTrainConfig
+
+# The stage settings the run fills itself (models, references, seeds, iteration, input and output paths), per section.
+OWNED = {
+    "sft": ("data", "model", "out", "seed", "overwrite"),
+    "prompts": ("split_into", "sft", "seed", "completion_field"),  # D_U is split into T subsets, never SFT
+    "sample": ("model", "seed", "iteration"),
+    "label": ("model", "ref", "prev_model", "prev_ref", "reward", "iteration", "prompts"),
+    "train": ("data", "model", "out", "seed", "overwrite", "method", "split"),
+    "eval": ("label",),
+}
+# Where a problem with an owned setting comes from in the run config (the others are paths the run makes).
+OWNED_KEY = {"model": "model", "seed": "seed", "reward": "method", "method": "method"}
+# Run-level keys of a section that are not its stage's settings.
+EXTRAS = {
+    "sft": [
+        ("data", str, setting("", help="SFT conversations: any source `cream prompts --sft` reads.")),
+        ("layout", Optional[str], setting(None, help="The SFT source's layout (detected if omitted).")),
+    ],
+    "prompts": [
+        ("source", str, setting("", help="Unlabeled prompts D_U: a file, a datasets folder, a Hub id, a benchmark "
+                                "file.")),
+        ("sources", Optional[list], setting(None, help="Or a mix: [{source, layout?, limit?}, …] concatenated in "
+                                            "order.")),
+        ("per_iteration", Optional[int], setting(None, help="Prompts per subset D_U^t (default: all, split "
+                                                 "evenly).")),
+    ],
+    "eval": [
+        ("models", str, setting("all", choices=EVAL_MODELS, help="Which models to evaluate: all, last or none.")),
+        ("harness", Any, setting(None, help="lm-evaluation-harness too: {tasks, num_fewshot, limit, batch_size, "
+                                 "engine} (checked by the harness stage's own config).")),
+    ],
+}
+# The label section leaves consistency_between and pair_policy unset: the method decides (METHOD_LABEL).
+METHOD_DECIDES = {"label": {key: None for key in {k for v in METHOD_LABEL.values() for k in v}}}
+
+STAGES = {"sft": SFTTrainConfig, "prompts": PromptsConfig, "sample": SampleConfig, "label": LabelConfig,
+          "train": DPOTrainConfig, "eval": EvalConfig}
+
+
+def _section(name: str, stage: type) -> type:
+    return section(f"{name.capitalize()}Section" if name != "sft" else "SFTSection", stage, owned=OWNED[name],
+                   extras=EXTRAS.get(name, ()), defaults=METHOD_DECIDES.get(name))
+
+
+SFTSection = _section("sft", SFTTrainConfig)
+PromptsSection = _section("prompts", PromptsConfig)
+SampleSection = _section("sample", SampleConfig)
+LabelSection = _section("label", LabelConfig)
+TrainSection = _section("train", DPOTrainConfig)
+EvalSection = _section("eval", EvalConfig)
+for _cls in (SFTSection, PromptsSection, SampleSection, LabelSection, TrainSection, EvalSection):
+    _cls.__module__ = __name__
+
+
+class Stages:
+    """The stage configs of a run: each section's settings and the values the run owns (``cfg`` a RunConfig,
+    ``run`` its directory). The loop passes the models of each iteration; ``cream run --check`` the defaults
+    (every model M0), so both build the same configs."""
+
+    def __init__(self, cfg, run: Path):
+        self.cfg, self.run = cfg, Path(run)
+
+    def prompts(self) -> PromptsConfig:
+        return self.cfg.prompts.build(split_into=self.cfg.iterations, sft=False, seed=self.cfg.seed,
+                                      completion_field=None)
+
+    def sft(self, model: str | None = None) -> SFTTrainConfig:
+        return self.cfg.sft.build(data=str(self.run / "sft"), model=model or self.cfg.model,
+                                  out=str(self.run / "models" / "M1"), seed=self.cfg.seed, overwrite=True)
+
+    def sample(self, t: int = 1, model: str | None = None) -> SampleConfig:
+        return self.cfg.sample.build(model=model or self.cfg.model, seed=self.cfg.seed + t, iteration=t)
+
+    def label(self, t: int = 1, model: str | None = None, ref: str | None = None,
+              prev_ref: str | None = None) -> LabelConfig:
+        """M_t labels; M_{t-1} (``ref``) is the reference of its reward and the previous scorer, M_{t-2} its ref."""
+        ref = ref or self.cfg.model
+        return self.cfg.label.build(model=model or self.cfg.model, ref=ref, prev_model=ref, prev_ref=prev_ref,
+                                    reward=self.cfg.reward, iteration=t,
+                                    prompts=str(self.run / "prompts" / f"subset-{t}"), **self.cfg.label_pairing())
+
+    def train(self, t: int = 1, model: str | None = None) -> DPOTrainConfig:
+        return self.cfg.train.build(data=str(self.run / f"iter-{t}" / "preferences"), model=model or self.cfg.model,
+                                    out=str(self.run / "models" / f"M{t + 1}"), method=self.cfg.train_method,
+                                    seed=self.cfg.seed, overwrite=True, split=None)
+
+    def eval(self, k: int = 0) -> EvalConfig:
+        return self.cfg.eval.build(label=f"M{k}")
