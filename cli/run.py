@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from cli.common import log, out
+from cream_data.vocab import RUN_METHODS
 
 
 def register(app: typer.Typer) -> None:
@@ -19,8 +20,8 @@ def run(
                                   "label, train, eval sections. See examples/demo.yaml."),
     run_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: the config's run_dir, "
                                            "else runs/<config name> beside the config)."),
-    method: Optional[str] = typer.Option(None, "--method", help="Override the config's method: cream | cream-avg | "
-                                         "cream-no-rc | srlm | oracle."),
+    method: Optional[str] = typer.Option(None, "--method", help="Override the config's method: "
+                                         + " | ".join(RUN_METHODS) + "."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
     reuse_from: Optional[list[Path]] = typer.Option(
         None, "--reuse-from", help="Another run directory whose finished stages with the same fingerprint (same "

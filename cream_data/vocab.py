@@ -27,6 +27,7 @@ RUN_METHODS: dict[str, tuple[str, str]] = {
 METHOD_LABEL: dict[str, dict[str, str]] = {"scir": {"consistency_between": "current,judge", "pair_policy": "both"}}
 # The training loss of `cream train --method`: cream (per-pair C), cream-avg (table mean C), dpo (C = 1).
 TRAIN_METHODS: tuple[str, ...] = ("cream", "cream-avg", "dpo")
+C_WEIGHTED: tuple[str, ...] = ("cream", "cream-avg")  # the losses that read each pair's consistency weight C
 TRAIN_STAGES: tuple[str, ...] = ("dpo", "sft")
 
 # Ranking consistency C between two scorers' rankings, and how it is applied to the pairs.

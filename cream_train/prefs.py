@@ -26,6 +26,7 @@ import schemas
 from cream_data.tables import io
 from cream_data.errors import CreamError
 from cream_data.tables.validate import check, check_finite
+from cream_data.vocab import C_WEIGHTED
 from cream_train.loss import pair_weights
 
 _BASE_COLUMNS = ("prompt", "chosen", "rejected")
@@ -99,13 +100,13 @@ def check_preferences(table: pa.Table, method: str, where: str) -> None:
     missing = [c for c in _BASE_COLUMNS if c not in table.column_names]
     if missing:
         raise CreamError(f"{where}: preferences table has no {', '.join(missing)} column(s)")
-    if method in ("cream", "cream-avg") and "weight" not in table.column_names:
+    if method in C_WEIGHTED and "weight" not in table.column_names:
         raise CreamError(f"{where}: preferences table has no 'weight' column; method {method} needs the per-pair "
                          "consistency weight C (label with consistency, or use --method dpo)")
     if table.num_rows == 0:
         raise CreamError(f"{where}: preferences table is empty; expected at least one pair")
     check_finite(table, "preferences", where)
-    if method in ("cream", "cream-avg"):
+    if method in C_WEIGHTED:
         w = table.column("weight").to_pylist()
         bad = [i for i, x in enumerate(w) if not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0]
         if bad:
