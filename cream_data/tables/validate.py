@@ -95,34 +95,17 @@ def violations(table: pa.Table, schema: TableSchema) -> list[str]:
                     f"{hi if hi is not None else 'inf'}] at rows {_first_rows(bad)} (e.g. {vals[bad][0]})"
                 )
 
-    for count_col, list_cols in schema.list_lengths.items():
-        if count_col not in usable:
-            continue
-        n = usable[count_col].to_numpy(zero_copy_only=False).astype(float)
-        for lc in list_cols:
-            if lc not in usable:
-                continue
-            arr = usable[lc]
-            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(float)
-            valid = arr.is_valid().to_numpy(zero_copy_only=False)
-            bad = valid & (lengths != n)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                found.append(
-                    f"column '{lc}' has {int(lengths[i])} item(s) at row {i} but {count_col} = {int(n[i])} "
-                    f"({int(bad.sum())} row(s) disagree)"
-                )
-
-    for count_col, idx_cols in schema.index_columns.items():
-        if count_col not in usable:
-            continue
-        n = usable[count_col].to_numpy(zero_copy_only=False).astype(float)
-        for ic in idx_cols:
-            if ic in usable:
-                idx = usable[ic].to_numpy(zero_copy_only=False).astype(float)
-                bad = idx >= n
-                if bad.any():
-                    found.append(f"column '{ic}' is >= {count_col} at rows {_first_rows(bad)}")
+    for count_col, lc, n, arr in _against_counts(schema.list_lengths, usable):
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(float)
+        bad = arr.is_valid().to_numpy(zero_copy_only=False) & (lengths != n)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            found.append(f"column '{lc}' has {int(lengths[i])} item(s) at row {i} but {count_col} = {int(n[i])} "
+                         f"({int(bad.sum())} row(s) disagree)")
+    for count_col, ic, n, arr in _against_counts(schema.index_columns, usable):
+        bad = arr.to_numpy(zero_copy_only=False).astype(float) >= n
+        if bad.any():
+            found.append(f"column '{ic}' is >= {count_col} at rows {_first_rows(bad)}")
 
     if schema.unique and all(u in usable for u in schema.unique) and table.num_rows:
         keys = table.select(list(schema.unique)).group_by(list(schema.unique)).aggregate([([], "count_all")])
@@ -131,6 +114,17 @@ def violations(table: pa.Table, schema: TableSchema) -> list[str]:
             example = {k: dup.column(k)[0].as_py() for k in schema.unique}
             found.append(f"{dup.num_rows} duplicate key(s) on ({', '.join(schema.unique)}), e.g. {example}")
     return found
+
+
+def _against_counts(rules: dict, usable: dict):
+    """(count column, other column, counts as floats, the other column) for every rule whose columns are usable."""
+    for count_col, cols in rules.items():
+        if count_col not in usable:
+            continue
+        n = usable[count_col].to_numpy(zero_copy_only=False).astype(float)
+        for col in cols:
+            if col in usable:
+                yield count_col, col, n, usable[col]
 
 
 def _conversation_violations(name: str, arr: pa.ChunkedArray) -> list[str]:
