@@ -20,7 +20,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -125,13 +124,9 @@ def main() -> None:
         dict(fns)[args.memory_of]()
         print(f"PEAK {_status_mb('VmHWM') - base:.1f}")
         return
-    times = {"ours": [], "plain": [], "naive": []}
-    vals = {}
-    for r in range(args.repeats):
-        for name, fn in fns[r % 3:] + fns[: r % 3]:  # rotate the order: no path always runs first
-            t0 = time.perf_counter()
-            vals[name] = fn()
-            times[name].append(time.perf_counter() - t0)
+    from bench.timing import time_rotated
+
+    times, vals = time_rotated(list(fns), args.repeats)
     diff = float(np.max(np.abs(vals["ours"] - vals["naive"])))
     diff_plain = float(np.max(np.abs(vals["plain"] - vals["naive"])))
     # Same rewards: with identical batch shapes (one sequence per batch, no padding, no prefix cache) the two

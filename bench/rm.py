@@ -17,7 +17,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +59,9 @@ def main() -> None:
         return rm_score.naive_rewards(model, tok, prompts, responses)
 
     fns = (("ours", ours), ("naive", naive))
-    times = {name: [] for name, _ in fns}
-    vals = {}
-    for r in range(args.repeats):
-        for name, fn in fns[r % 2:] + fns[: r % 2]:  # alternate the order: no path always runs first
-            t0 = time.perf_counter()
-            vals[name] = fn()
-            times[name].append(time.perf_counter() - t0)
+    from bench.timing import time_rotated
+
+    times, vals = time_rotated(list(fns), args.repeats)
     med = {k: statistics.median(v) for k, v in times.items()}
     diff = float(np.max(np.abs(vals["ours"] - vals["naive"])))
     for name in times:
