@@ -37,14 +37,6 @@ def flag_namer(cls) -> Callable[[str], str]:
     return lambda name: flags.get(name, name)
 
 
-def build(cls, values: dict):
-    """``cls(**values)``; its problems named by flag."""
-    try:
-        return cls(**values)
-    except SettingsError as e:
-        raise e.named(flag_namer(cls)) from None
-
-
 @dataclass
 class _Spec:
     """One option: the field (of the first class that has it), its type, the option's default, the classes that
