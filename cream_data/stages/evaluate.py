@@ -191,6 +191,14 @@ def _data_fingerprint(examples: list[Examples]) -> str:
 
 
 # ---------------------------------------------------------------------------- the stage
+def finished_tasks(out: Path, kind: str, overwrite: bool) -> set[str]:
+    """The tasks whose part is already in ``out`` (a rerun skips them; none under ``overwrite``)."""
+    if not out.is_dir() or overwrite:
+        return set()
+    have = io.PartWriter(out, kind).existing(columns=["task"])
+    return set(have.column("task").to_pylist()) if have is not None else set()
+
+
 def is_eval_output(path: Path) -> bool:
     """What `cream eval` writes: an eval table folder (finished or being written) with its settings."""
     from cream_data.tables.outputs import has_table
@@ -224,10 +232,7 @@ def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, en
     record = {"stage": "eval", "identity": identity, "config": asdict(cfg), "model_path": ref.path}
     _check_out(out, record, overwrite)
 
-    done_tasks: set[str] = set()
-    if out.is_dir() and not overwrite:
-        have = io.PartWriter(out, "eval").existing(columns=["task"])
-        done_tasks = set(have.column("task").to_pylist()) if have is not None else set()
+    done_tasks = finished_tasks(out, "eval", overwrite)
     todo = [ex for ex in examples if ex.task not in done_tasks]
     if todo and engine is None:
         from cream_data.engines.hf_sample import HfSampler

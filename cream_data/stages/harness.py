@@ -35,6 +35,7 @@ import pyarrow as pa
 import schemas
 from cream_data.tables import io
 from cream_data.errors import CreamError, missing_package
+from cream_data.stages.evaluate import finished_tasks
 from cream_data.inputs.tasks import TASKS, task_problems  # one task list, one rule for it
 from cream_data.vocab import ENGINES
 
@@ -399,10 +400,7 @@ def _evaluate_locked(model: str, cfg: HarnessConfig, out: Path, overwrite: bool,
     record = {"stage": "eval-harness", "identity": identity, "config": asdict(cfg), "model_path": ref.path}
     _check_out(out, record, overwrite)
 
-    done: set[str] = set()
-    if out.is_dir() and not overwrite:
-        have = io.PartWriter(out, "eval_summary").existing(columns=["task"])
-        done = set(have.column("task").to_pylist()) if have is not None else set()
+    done = finished_tasks(out, "eval_summary", overwrite)
     todo = [t for t in cfg.tasks if t not in done]
     managers = {source: task_manager(source) for source in {specs[t][1] for t in todo}}
     loaded = {t: load_task(t, specs[t][0], managers[specs[t][1]]) for t in todo}  # data problems: before the model
