@@ -1,6 +1,6 @@
 """`cream label`: score sampled responses, turn scores into rewards, rankings, consistency and preference pairs.
 
-Roles (CREAM.md steps 2–6):
+Roles (docs/algorithm.md, section 2):
 
     scorer     model        ref_model     reward
     current    M_t          M_{t-1}       dpo: log pi_t(y|x) - log pi_{t-1}(y|x)   (likelihood_norm without a ref)
