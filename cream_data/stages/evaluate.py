@@ -1,4 +1,5 @@
-"""Downstream evaluation (docs/algorithm.md, section 7; docs/EVALUATION.md): greedy answers to benchmark questions, scored by extraction.
+"""Downstream evaluation (docs/algorithm.md, section 7; docs/EVALUATION.md): greedy answers to benchmark
+questions, scored by extraction.
 
 For a model M and a task with examples (x_j, a_j), j = 1 … n:
 
