@@ -25,7 +25,7 @@ def lines(*rows) -> str:
 
 def _prompts_parquet(path, version: str):
     t = pa.table({"prompt_id": ["a"], "prompt": [[{"role": "user", "content": "hi"}]], "source": ["s"],
-                  "reference_answer": [None]}, schema=schemas.get("prompts").arrow)
+                  "reference_answer": [None]}, schema=schemas.get("prompts", 1).arrow)  # a v1 table
     t = t.replace_schema_metadata({schemas.META_SCHEMA: b"prompts", schemas.META_VERSION: version.encode()})
     pq.write_table(t, path)
 
@@ -62,7 +62,7 @@ CASES = {
     "undetectable layout": ("d.jsonl", lines({"foo": 1, "bar": 2}), [],
                             ["line 1", "cannot tell the layout", "['bar', 'foo']", "--layout", "alpaca_eval"]),
     "unknown extension": ("d.txt", "hello\n", [], ["d.txt", "extension '.txt'", ".jsonl"]),
-    "wrong schema version": ("p.parquet", lambda p: _prompts_parquet(p, "2"), [], ["p.parquet", "schema version 2"]),
+    "wrong schema version": ("p.parquet", lambda p: _prompts_parquet(p, "9"), [], ["p.parquet", "schema version 9"]),
     "Parquet of another table": ("ev.parquet", _eval_table, [], ["ev.parquet", "'eval' table", "'prompts'"]),
     "MC answerKey not among labels": ("d.jsonl", lines(ARC, {**ARC, "id": "q2", "answerKey": "E"}), [],
                                       ["line 2", "answerKey", "'E'", "['A', 'B']"]),
