@@ -153,6 +153,40 @@ def _stage_minutes(manifest: dict) -> dict:
 # ---------------------------------------------------------------------------- the comparison
 def compare_runs(run_dirs: list[str | Path]) -> dict:
     """Every number of the study report as a JSON-ready dict (nothing is written)."""
+    runs = _runs_by_method(run_dirs)
+    manifests = {m: _manifest(r) for m, r in runs.items()}
+
+    # which eval stages are the same computation in every run (same fingerprint) → shown once
+    def eval_fp(m, k):
+        s = manifests[m]["stages"].get(f"eval-M{k}")
+        return s.get("fingerprint") if s and s.get("status") == "done" else None
+
+    accuracy = {m: accuracy_rows(r) for m, r in runs.items()}
+    outcomes = {m: _outcomes(accuracy[m]) for m in runs}
+    ks = sorted({row["k"] for rows in accuracy.values() for row in rows if row["k"] is not None})
+    shared = [k for k in ks if len({eval_fp(m, k) for m in runs}) == 1 and eval_fp(next(iter(runs)), k)]
+    harness = {m: harness_rows(r) for m, r in runs.items()}  # lm-evaluation-harness, shared models as above
+    harness_fps = {k: {(manifests[m]["stages"].get(f"harness-M{k}") or {}).get("fingerprint") for m in runs}
+                   for k in {row["k"] for rows in harness.values() for row in rows if row["k"] is not None}}
+    harness_shared = sorted(k for k, fps in harness_fps.items() if len(fps) == 1 and None not in fps)
+    tasks = sorted({t for rows in accuracy.values() for row in rows for t in row["tasks"]},
+                   key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else 99)
+    consistency, pairs, quality, c_values = {}, {}, {}, {}
+    for m, r in runs.items():
+        consistency[m], pairs[m], c_values[m] = iteration_rows(r)
+        T = manifests[m].get("iterations") or len(pairs[m])
+        quality[m] = [q for t in range(1, int(T) + 1) if (q := reward_quality(r, t)) is not None]
+    return _finite({"methods": list(runs), "runs": {m: str(r) for m, r in runs.items()}, "tasks": tasks,
+                    "shared_models": shared, "accuracy": accuracy,
+                    "deltas": _deltas(list(runs), ks, shared, outcomes), "consistency": consistency,
+                    "harness": harness, "harness_shared": harness_shared,
+                    "pairs": pairs, "reward_quality": quality,
+                    "setup": {m: _setup(r, manifests[m]) for m, r in runs.items()},
+                    "c_values": {m: {str(t): v.tolist() for t, v in cv.items()} for m, cv in c_values.items()}})
+
+
+def _runs_by_method(run_dirs: list[str | Path]) -> dict[str, Path]:
+    """method → run directory, one per method, in the report's method order; at least two."""
     runs: dict[str, Path] = {}
     for r in map(Path, run_dirs):
         if not is_run_dir(r) or not (r / "manifest.json").is_file():
@@ -163,76 +197,57 @@ def compare_runs(run_dirs: list[str | Path]) -> dict:
         runs[method] = r
     if len(runs) < 2:
         raise CreamError("a study compares at least two run directories")
-    runs = dict(sorted(runs.items(), key=_method_key))
-    manifests = {m: _manifest(r) for m, r in runs.items()}
+    return dict(sorted(runs.items(), key=_method_key))
 
-    # which eval stages are the same computation in every run (same fingerprint) → shown once
-    def eval_fp(m, k):
-        s = manifests[m]["stages"].get(f"eval-M{k}")
-        return s.get("fingerprint") if s and s.get("status") == "done" else None
 
-    accuracy, outcomes = {}, {}
-    for m, r in runs.items():
-        accuracy[m] = accuracy_rows(r)
-        outcomes[m] = {}
-        for row in accuracy[m]:  # ordered by k: a carried model's source comes first, and its outcomes stand
-            if row["k"] is None:
-                continue
-            src = row.get("carried_from")
-            found = outcomes[m].get(int(src[1:])) if src else _eval_outcomes(Path(row["path"]))
-            if found is not None:
-                outcomes[m][row["k"]] = found
-    ks = sorted({row["k"] for rows in accuracy.values() for row in rows if row["k"] is not None})
-    shared = [k for k in ks if len({eval_fp(m, k) for m in runs}) == 1 and eval_fp(next(iter(runs)), k)]
-    harness = {m: harness_rows(r) for m, r in runs.items()}  # lm-evaluation-harness, shared models as above
-    harness_fps = {k: {(manifests[m]["stages"].get(f"harness-M{k}") or {}).get("fingerprint") for m in runs}
-                   for k in {row["k"] for rows in harness.values() for row in rows if row["k"] is not None}}
-    harness_shared = sorted(k for k, fps in harness_fps.items() if len(fps) == 1 and None not in fps)
-    tasks = sorted({t for rows in accuracy.values() for row in rows for t in row["tasks"]},
-                   key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else 99)
+def _outcomes(rows: list[dict]) -> dict:
+    """k → the model's per-example outcomes; a carried model takes those of its source (ordered by k: the source
+    comes first)."""
+    out = {}
+    for row in rows:
+        if row["k"] is None:
+            continue
+        src = row.get("carried_from")
+        found = out.get(int(src[1:])) if src else _eval_outcomes(Path(row["path"]))
+        if found is not None:
+            out[row["k"]] = found
+    return out
 
-    # paired differences: each model vs the last shared model (M1 = the SFT model), and each method vs the first
+
+def _deltas(methods: list[str], ks: list[int], shared: list[int], outcomes: dict) -> list[dict]:
+    """Paired differences: each model vs the last shared model (M1 = the SFT model), each method vs the first, and
+    cream vs cream-no-rc."""
     base_k = max(shared) if shared else None
-    first = next(iter(runs))
+    first = methods[0]
     deltas = []
-    for m in runs:
+
+    def add(a_m, b_m, k, b_k, vs):
+        deltas.append({"a": f"{a_m} M{k}", "b": f"{b_m + ' ' if b_m else ''}M{b_k}", "method": a_m, "k": k,
+                       "vs": vs, **paired_difference(outcomes[a_m][k], outcomes[b_m or a_m][b_k])})
+
+    for m in methods:
         for k in ks:
             if k in shared or k not in outcomes[m]:
                 continue
             if base_k is not None and base_k in outcomes[m]:
-                deltas.append({"a": f"{m} M{k}", "b": f"M{base_k}", "method": m, "k": k, "vs": "base",
-                               **paired_difference(outcomes[m][k], outcomes[m][base_k])})
+                add(m, "", k, base_k, "base")
             if m != first and k in outcomes[first]:
-                deltas.append({"a": f"{m} M{k}", "b": f"{first} M{k}", "method": m, "k": k, "vs": first,
-                               **paired_difference(outcomes[m][k], outcomes[first][k])})
-    if "cream" in runs and "cream-no-rc" in runs and first != "cream-no-rc":
+                add(m, first, k, k, first)
+    if "cream" in methods and "cream-no-rc" in methods and first != "cream-no-rc":
         for k in ks:
             if k not in shared and k in outcomes["cream"] and k in outcomes["cream-no-rc"]:
-                deltas.append({"a": f"cream M{k}", "b": f"cream-no-rc M{k}", "method": "cream", "k": k,
-                               "vs": "cream-no-rc",
-                               **paired_difference(outcomes["cream"][k], outcomes["cream-no-rc"][k])})
+                add("cream", "cream-no-rc", k, k, "cream-no-rc")
+    return deltas
 
-    consistency, pairs, quality, c_values = {}, {}, {}, {}
-    for m, r in runs.items():
-        consistency[m], pairs[m], c_values[m] = iteration_rows(r)
-        T = manifests[m].get("iterations") or len(pairs[m])
-        quality[m] = [q for t in range(1, int(T) + 1) if (q := reward_quality(r, t)) is not None]
 
-    setup = {}
-    for m, r in runs.items():
-        cfg = {}
-        if (r / "config.yaml").is_file():
-            import yaml
+def _setup(run: Path, manifest: dict) -> dict:
+    cfg = {}
+    if (run / "config.yaml").is_file():
+        import yaml
 
-            cfg = yaml.safe_load((r / "config.yaml").read_text()) or {}
-        setup[m] = {"run": str(r), **_stage_minutes(manifests[m]),
-                    "reused": sorted(k for k, s in manifests[m]["stages"].items() if s.get("reused_from")),
-                    "config": cfg}
-    return _finite({"methods": list(runs), "runs": {m: str(r) for m, r in runs.items()}, "tasks": tasks,
-                    "shared_models": shared, "accuracy": accuracy, "deltas": deltas, "consistency": consistency,
-                    "harness": harness, "harness_shared": harness_shared,
-                    "pairs": pairs, "reward_quality": quality, "setup": setup,
-                    "c_values": {m: {str(t): v.tolist() for t, v in cv.items()} for m, cv in c_values.items()}})
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    return {"run": str(run), **_stage_minutes(manifest),
+            "reused": sorted(k for k, s in manifest["stages"].items() if s.get("reused_from")), "config": cfg}
 
 
 # ---------------------------------------------------------------------------- plots
