@@ -50,6 +50,22 @@ def _first_rows(mask: np.ndarray, k: int = 3) -> str:
 def violations(table: pa.Table, schema: TableSchema) -> list[str]:
     """Every way ``table`` breaks ``schema``: missing columns, wrong types, nulls, ranges, list lengths."""
     found: list[str] = []
+    usable = _columns(table, schema, found)
+    found.extend(_nonfinite(table, schema))
+    found.extend(_value_rules(schema, usable))
+    found.extend(_count_rules(schema, usable))
+    if schema.unique and all(u in usable for u in schema.unique) and table.num_rows:
+        keys = table.select(list(schema.unique)).group_by(list(schema.unique)).aggregate([([], "count_all")])
+        dup = keys.filter(pc.greater(keys["count_all"], 1))
+        if dup.num_rows:
+            example = {k: dup.column(k)[0].as_py() for k in schema.unique}
+            found.append(f"{dup.num_rows} duplicate key(s) on ({', '.join(schema.unique)}), e.g. {example}")
+    return found
+
+
+def _columns(table: pa.Table, schema: TableSchema, found: list[str]) -> dict[str, pa.ChunkedArray]:
+    """The columns present with the right type (the others reported into ``found``), nulls and conversations
+    checked."""
     present = set(table.column_names)
     usable: dict[str, pa.ChunkedArray] = {}
     for col in schema.columns:
@@ -67,9 +83,12 @@ def violations(table: pa.Table, schema: TableSchema) -> list[str]:
             found.append(f"column '{col.name}' has {arr.null_count} null(s), not allowed (rows {_first_rows(mask)})")
         if col.type == "conversation" and len(arr):
             found.extend(_conversation_violations(col.name, arr))
+    return usable
 
-    found.extend(_nonfinite(table, schema))
 
+def _value_rules(schema: TableSchema, usable: dict) -> list[str]:
+    """Enum values and numeric ranges."""
+    found = []
     for name, allowed in schema.enums.items():
         if name in usable:
             arr = usable[name]
@@ -78,7 +97,6 @@ def violations(table: pa.Table, schema: TableSchema) -> list[str]:
             if mask.any():
                 vals = sorted({str(v) for v in pc.filter(arr, bad).to_pylist()})[:3]
                 found.append(f"column '{name}' has value(s) {vals} (rows {_first_rows(mask)}), expected one of {allowed}")
-
     for name, (lo, hi) in schema.ranges.items():
         if name in usable:
             vals = usable[name].to_numpy(zero_copy_only=False).astype(float)
@@ -94,7 +112,12 @@ def violations(table: pa.Table, schema: TableSchema) -> list[str]:
                     f"column '{name}' out of range [{lo if lo is not None else '-inf'}, "
                     f"{hi if hi is not None else 'inf'}] at rows {_first_rows(bad)} (e.g. {vals[bad][0]})"
                 )
+    return found
 
+
+def _count_rules(schema: TableSchema, usable: dict) -> list[str]:
+    """List lengths and indexes against a count column."""
+    found = []
     for count_col, lc, n, arr in _against_counts(schema.list_lengths, usable):
         lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(float)
         bad = arr.is_valid().to_numpy(zero_copy_only=False) & (lengths != n)
@@ -106,13 +129,6 @@ def violations(table: pa.Table, schema: TableSchema) -> list[str]:
         bad = arr.to_numpy(zero_copy_only=False).astype(float) >= n
         if bad.any():
             found.append(f"column '{ic}' is >= {count_col} at rows {_first_rows(bad)}")
-
-    if schema.unique and all(u in usable for u in schema.unique) and table.num_rows:
-        keys = table.select(list(schema.unique)).group_by(list(schema.unique)).aggregate([([], "count_all")])
-        dup = keys.filter(pc.greater(keys["count_all"], 1))
-        if dup.num_rows:
-            example = {k: dup.column(k)[0].as_py() for k in schema.unique}
-            found.append(f"{dup.num_rows} duplicate key(s) on ({', '.join(schema.unique)}), e.g. {example}")
     return found
 
 
