@@ -50,7 +50,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from cream_data.engines import models
     from cream_data.engines.hf_sample import HfSampler, split_at_stop
-    from cream_data.stages.sample import GenerationParams, plan_batches, prompt_seed
+    from cream_data.engines.base import GenerationParams, plan_batches, prompt_seed
 
     model, tok, ref = models.load(args.model)
     engine = HfSampler(model, tok)

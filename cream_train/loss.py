@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-METHODS = ("cream", "cream-avg", "dpo")
+from cream_data.vocab import TRAIN_METHODS as METHODS
 
 
 class CreamLossOutput(NamedTuple):

@@ -102,3 +102,37 @@ for args in [["--help"]] + [[c, "--help"] for c in {commands!r}]:
     result = _loaded_after(code)
     assert len(result) == 1 + len(commands)
     assert {k: v for k, v in result.items() if v} == {}
+
+
+def _string_tuples(tree) -> list[tuple[int, tuple[str, ...]]]:
+    """(line, value) of every tuple/list literal of two or more plain strings in a module."""
+    import ast
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Tuple, ast.List)) and len(node.elts) >= 2 and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+            found.append((node.lineno, tuple(e.value for e in node.elts)))
+    return found
+
+
+def test_vocabulary_lists_are_written_once():
+    """A list of names that cream_data/vocab.py defines (tasks, methods, scopes, engines, scorer roles…) is not
+    written out again anywhere in the library: every other module imports it."""
+    import ast
+
+    from cream_data import vocab
+
+    names = {tuple(v): k for k, v in vars(vocab).items() if k.isupper() and isinstance(v, tuple) and len(v) >= 2
+             and all(isinstance(x, str) for x in v)}
+    assert {"TASKS", "SCOPES", "PAIR_POLICIES", "CONSISTENCY_MEASURES", "SCORER_ROLES", "TRAIN_METHODS"} <= set(
+        names.values())
+    repeats = []
+    for pkg in PACKAGES:
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            if path.name == "vocab.py":
+                continue
+            for line, value in _string_tuples(ast.parse(path.read_text())):
+                if value in names:
+                    repeats.append(f"{path.relative_to(REPO)}:{line} repeats vocab.{names[value]}")
+    assert not repeats, "\n".join(repeats)

@@ -18,8 +18,10 @@ import pytest
 import schemas
 from cream_data.tables import io
 from cream_data.errors import CreamError
-from cream_data.stages.evaluate import SUFFIX, TASKS, EvalConfig, evaluate, load_examples, option_letters, score
-from cream_data.stages.sample import Generation
+from cream_data.engines.base import Generation
+from cream_data.inputs.tasks import TASKS
+from cream_data.stages.eval_config import SUFFIX
+from cream_data.stages.evaluate import EvalConfig, evaluate, load_examples, option_letters, score
 from cream_data.tables.validate import violations
 from tests.conftest import assert_user_error
 

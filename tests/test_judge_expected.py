@@ -154,7 +154,7 @@ def test_cue_found_in_the_generation_matches_a_hand_computation(tmp_path, tiny_m
     model never writes "Score:"), returning judge texts with the cue in the middle, in bold, twice, at the very
     end, or not at all; the expected-score forward pass is the real one on the tiny model (batched, padded)."""
     from cream_data.engines import hf_sample
-    from cream_data.stages.sample import Generation
+    from cream_data.engines.base import Generation
 
     template = "Rate it.\nQ: {request}\nA: {response}\nEnd with Score: <0-5>. {{braces}} stay literal."
     (tmp_path / "judge.txt").write_text(template, encoding="utf-8")

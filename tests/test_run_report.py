@@ -17,6 +17,7 @@ from cream_data.tables import io
 from cream_data.reports import run_report
 from cream_data.tables import sql
 from cream_data.errors import CreamError
+from cream_data.stats import wilson
 from tests.conftest import assert_user_error
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -118,7 +119,7 @@ def expected_measures(prefs):
 def test_wilson_matches_scipy():
     for x, n in [(0, 4), (4, 4), (3, 10), (1, 6), (57, 100), (1, 1)]:
         ci = stats.binomtest(x, n).proportion_ci(confidence_level=0.95, method="wilson")
-        lo, hi = run_report.wilson(x, n)
+        lo, hi = wilson(x, n)
         assert lo == pytest.approx(ci.low, abs=1e-12) and hi == pytest.approx(ci.high, abs=1e-12)
 
 
@@ -187,7 +188,7 @@ def test_markdown_tables_and_pngs(tmp_path):
     assert "## Table 1" in md and "## Table 2" in md and "## Pairs per iteration" in md
     # n per task in the header (shared by every model); percent ± half the Wilson width.
     assert "| model | arc_easy (n=10) | siqa (n=4) | gsm8k (n=6) | Avg | Avg, authors' extraction |" in md
-    lo, hi = run_report.wilson(8, 10)
+    lo, hi = wilson(8, 10)
     assert f"| M2 | 80.0 ± {100 * (hi - lo) / 2:.1f} |" in md
     assert "| M2 vs M1 | 31 |" in md and "| M1 vs M0 | 40 |" in md
     assert "all_equal: 2, nonfinite_reward: 1" in md and "n_lt_2" not in md  # zero reasons hidden
@@ -204,7 +205,7 @@ def test_models_sort_numerically_and_uneven_n_goes_in_the_cell(tmp_path):
     assert [x["label"] for x in r.report["accuracy"]] == ["M0", "M1", "M2", "M10"]
     assert r.report["tasks"] == ["arc_easy", "openbookqa", "siqa", "gsm8k"]
     assert "| model | arc_easy | openbookqa (n=2) | siqa (n=4) | gsm8k (n=6) | Avg | Avg, authors' extraction |" in r.markdown
-    lo, hi = run_report.wilson(3, 5)
+    lo, hi = wilson(3, 5)
     avg = (0.6 + 0.5) / 2
     half = Z * math.sqrt(0.6 * 0.4 / 5 + 0.5 * 0.5 / 2) / 2
     assert (f"| M10 | 60.0 ± {100 * (hi - lo) / 2:.1f} (n=5) | 50.0 ± " in r.markdown
@@ -294,7 +295,7 @@ def test_table2_prefers_scores_current_vs_previous_rankings():
     import pyarrow as pa
     from scipy.stats import kendalltau, rankdata
 
-    from cream_data.reports.run_report import rank_measures, ranks_from_scores
+    from cream_data.reports.run_tables import rank_measures, ranks_from_scores
 
     rng = np.random.default_rng(0)
     rows, expected = [], []

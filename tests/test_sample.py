@@ -16,8 +16,8 @@ from cream_data.tables import io
 from cream_data.engines import models
 from cream_data.engines.hf_sample import HfSampler, batch_seed, split_at_stop
 from cream_data.errors import CreamError
-from cream_data.stages.sample import (GenerationParams, SampleConfig, fingerprint, plan_batches, prompt_seed, sample,
-                               shard_batches)
+from cream_data.engines.base import GenerationParams, plan_batches, prompt_seed
+from cream_data.stages.sample import SampleConfig, fingerprint, sample, shard_batches
 from tests.conftest import REPO, assert_user_error
 
 TOPICS = ["cats", "the moon", "bread", "rivers", "chess", "tea", "glass"]

@@ -12,7 +12,8 @@ import pytest
 
 from cream_data.tables import io
 from cream_data.engines import models
-from cream_data.stages.sample import GenerationParams, SampleConfig, sample
+from cream_data.engines.base import GenerationParams
+from cream_data.stages.sample import SampleConfig, sample
 from tests.test_sample import TOPICS, by_key, prompts_table
 
 pytestmark = [

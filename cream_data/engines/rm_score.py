@@ -25,8 +25,6 @@ import numpy as np
 from cream_data.engines import hf_score, models
 from cream_data.errors import CreamError
 
-VLLM_UNSUPPORTED = "--engine vllm does not score reward models in this version; use --engine hf"
-
 
 def conversation_span(tokenizer, prompt: hf_score.Conversation, response: str) -> tuple[list[int], int]:
     """(ids of the templated [prompt…, assistant: response], 0): the reward model reads all of it."""

@@ -51,11 +51,8 @@ from cream_data.errors import CreamError
 from cream_data.stats import json_safe
 from cream_data.reports.inspect import fmt, new_figure, save_png
 from cream_data.tables.iterations import ITER_DIR
-from cream_data.reports.run_tables import (  # noqa: F401  (re-exported: the study and tests read them from here)
-    MEASURES, PREF_COLUMNS, TASK_ORDER, _carried, _parent, _preference_tables, _task_key, _with_carried,
-    accuracy_rows, harness_rows, iteration_rows, rank_measures, ranks_from_preferences, ranks_from_scores,
-)
-from cream_data.stats import wilson  # noqa: F401  (re-exported)
+from cream_data.reports.run_tables import (MEASURES, _preference_tables, _task_key, accuracy_rows, harness_rows,
+                                           iteration_rows)
 
 
 

@@ -19,8 +19,9 @@ from cream_data.stats import Z95, wilson
 from cream_data.tables import io
 from cream_data.tables.iterations import ITER_DIR, iteration_from_path
 from cream_data.tables.sql import find_tables
+from cream_data.vocab import TASKS
 
-TASK_ORDER = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
+TASK_ORDER = TASKS
 _MODEL_DIR = re.compile(r"^M(\d+)$")
 PREF_COLUMNS = ["iteration", "rewards", "prev_rewards", "ranks", "prev_ranks", "consistency_method", "weight",
                 "model", "prev_model"]

@@ -37,9 +37,9 @@ from cream_data.stats import wilson
 from cream_data.tables.iterations import iteration_dir
 from cream_data.reports.inspect import fmt
 from cream_data.reports.study_plots import plot_accuracy, plot_consistency, plot_reward_quality, plot_tasks
-from cream_data.reports.run_report import (MEASURES, TASK_ORDER, _finite, _md_table, _pct, accuracy_rows, harness_cell,
-                                   harness_columns, harness_rows, harness_settings, is_run_dir, iteration_rows,
-                                   measure_cell)
+from cream_data.reports.run_report import (_finite, _md_table, _pct, harness_cell, harness_columns, harness_settings,
+                                           is_run_dir, measure_cell)
+from cream_data.reports.run_tables import MEASURES, TASK_ORDER, accuracy_rows, harness_rows, iteration_rows
 
 BOOTSTRAP = 4000
 METHOD_ORDER = ("srlm", "cream-no-rc", "cream-avg", "cream", "oracle")

@@ -27,9 +27,10 @@ import pyarrow.compute as pc
 
 from cream_data import stats
 from cream_data.rewards import ranking
+from cream_data.vocab import SCORER_ROLES
 
 # The usual roles first, in this order; any other role follows alphabetically.
-ROLE_ORDER = ("current", "previous", "judge", "rm", "oracle")
+ROLE_ORDER = SCORER_ROLES
 N_BOOT = 1000
 BOOT_SEED = 0
 _CHUNK_CELLS = 1 << 21     # bootstrap resamples × responses per chunk (a few arrays of 16 MiB)

@@ -174,7 +174,6 @@ def parse_judge_score(text: str | None) -> float | None:
 
 
 # ---------------------------------------------------------------------------- expected-score mode
-JUDGE_MODES = ("expected", "parse")
 SCORE_VALUES = (0, 1, 2, 3, 4, 5)
 APPENDED_CUE = "\nScore:"  # what the model reads after its own text when it wrote no cue (+ cue_tail)
 APPENDED_MARK = "\n[cue appended] Score:"  # how that appears in the stored judge text

@@ -52,14 +52,11 @@ import schemas
 
 from cream_data.errors import CreamError
 from cream_data.rewards.rows import Rows, ScorerRows
-from cream_data.stats import finite_or_none
-
-_Rows = Rows  # the name label used before
 from cream_data.rewards.ranking import CONSISTENCY_METHODS, consistency as rank_consistency, ordinal_ranks
+from cream_data.stats import finite_or_none
+from cream_data.vocab import PAIR_POLICIES, SCOPES
 
 SKIP_REASONS: tuple[str, ...] = ("n_lt_2", "nonfinite_reward", "all_equal", "missing_prev", "disagree")
-SCOPES: tuple[str, ...] = ("sample", "dataset")
-PAIR_POLICIES: tuple[str, ...] = ("weight", "agree", "both")
 
 
 class PairArrays(NamedTuple):

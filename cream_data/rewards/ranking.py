@@ -22,12 +22,11 @@ Conventions
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
-ConsistencyMethod = Literal["kendall", "spearman", "toporder"]
-CONSISTENCY_METHODS: tuple[str, ...] = ("kendall", "spearman", "toporder")
+from cream_data.vocab import CONSISTENCY_MEASURES
+
+CONSISTENCY_METHODS: tuple[str, ...] = CONSISTENCY_MEASURES  # the names; vocab.py defines them
 
 # Rows per chunk in the pairwise Kendall computation: bounds the [rows, N(N-1)/2] temporaries
 # (1M prompts x N=8 would otherwise allocate ~28M-entry arrays several times over).
@@ -167,7 +166,7 @@ def top_order(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
 
 
 def consistency(
-    ranks_a: np.ndarray, ranks_b: np.ndarray, method: ConsistencyMethod = "kendall"
+    ranks_a: np.ndarray, ranks_b: np.ndarray, method: str = "kendall"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Consistency ``C`` in [0, 1] and Kendall's tau, both ``[P]``, between two rankings ``[P, N]``.
 

@@ -35,9 +35,7 @@ from cream_data.rewards.answers import (authors_choice, authors_correct, authors
                                 numbers_equal)
 from cream_data.errors import CreamError
 from cream_data.inputs.prompts import BENCHMARKS, load_benchmark
-from cream_data.inputs.tasks import TASKS, task_problems  # noqa: F401  one task list, one rule for both evaluations
-from cream_data.stages.eval_config import SUFFIX, EvalConfig  # noqa: F401  (re-exported: the settings)
-from cream_data.vocab import EXTRACTORS  # noqa: F401  (re-exported; see docs/EVALUATION.md)
+from cream_data.stages.eval_config import EvalConfig
 
 NUMERIC_TASKS = frozenset({"gsm8k"})
 CONFIG_FILE = "_eval_config.json"  # written before the first part: a rerun checks it resumes the same run

@@ -82,13 +82,13 @@ def _check_tokenizers(refs: dict, tokenizers: dict) -> str:
 
 def _read_responses(path) -> pa.Table:
     """The responses, sorted, and checked whole before any model runs (each prompt's response_idx is 0..N-1)."""
-    from cream_data.rewards.pairing import _Rows
+    from cream_data.rewards.rows import Rows
 
     responses = io.read_table(path, "responses")
     if responses.num_rows == 0:
         raise CreamError(f"{path}: responses table is empty; nothing to label")
     try:
-        _Rows(responses)
+        Rows(responses)
     except CreamError as e:
         raise CreamError(f"{path}: {e}") from None
     return responses.sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])

@@ -34,16 +34,13 @@ import pyarrow as pa
 
 import schemas
 from cream_data.tables import io
-from cream_data.engines.base import (  # noqa: F401  (re-exported: the types and planners sampling uses)
-    Conversation, Generation, GenerationParams, SamplingEngine, plan_batches, prompt_seed,
-)
+from cream_data.engines.base import Generation, SamplingEngine, plan_batches, prompt_seed
 from cream_data.errors import CreamError, missing_package
 from cream_data.tables.outputs import guard, has_table, locked
-from cream_data.stages.sample_config import DEFAULT_BATCH_SIZE, SampleConfig  # noqa: F401  (re-exported)
-from cream_data.vocab import ENGINES  # noqa: F401  (re-exported)
+from cream_data.stages.sample_config import SampleConfig
 
-# Conversation … SamplingEngine (what an engine provides) are re-exported from engines/base.py: an engine never
-# imports a stage, so they live below it. The settings live in sample_config.py (imported by `cream --help`).
+# What an engine provides (Conversation … SamplingEngine) lives in engines/base.py: an engine never imports a stage.
+# The settings live in sample_config.py (imported by `cream --help`).
 PART_SECONDS = 300.0  # also flush a part after this long, so a slow CPU run loses at most minutes to a crash
 CONFIG_FILE = "_sample_config.json"  # written before the first part: lets a rerun check it resumes the same run
 
