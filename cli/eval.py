@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -11,9 +10,16 @@ import typer
 
 from cli.common import log, out
 from cli.options import Options, with_settings
+from cli.progress import Bars
 from cream_data.stages.eval_config import EvalConfig
+from cream_data.stages.harness_config import HarnessConfig
 
-@with_settings(EvalConfig)
+
+def _which(cls) -> str:
+    return "--harness" if cls is HarnessConfig else "the paper-protocol evaluation (without --harness)"
+
+
+@with_settings(EvalConfig, HarnessConfig, which=_which)
 def eval_cmd(
     model: str = typer.Option(..., "--model", help="Model: checkpoint folder, Hub id, or smollm2-135m-instruct."),
     out_dir: Path = typer.Option(..., "--out", help="Output eval table folder; a rerun into it skips finished tasks."),
@@ -21,30 +27,22 @@ def eval_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an evaluation with other settings in --out."),
     harness: Optional[str] = typer.Option(None, "--harness", help="Run these comma-separated tasks through "
                                           "lm-evaluation-harness instead (its prompts and metrics: acc, acc_norm, "
-                                          "exact_match); --limit, --data-dir, --batch-size, --device apply. Needs "
-                                          "`pip install 'cream\\[harness]'`."),
-    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="--harness: worked examples before each "
-                                              "question (default: each task's own, 0; 5 for gsm8k)."),
-    engine: str = typer.Option("hf", "--engine", metavar="[hf|vllm]",
-                               help="--harness: the harness's model backend, hf or vllm (GPU)."),
+                                          "exact_match). Needs `pip install 'cream\\[harness]'`."),
 ) -> None:
     """Greedy accuracy on ARC-Easy/Challenge, OpenBookQA, SIQA (option letter) and GSM8K (final number)."""
     if harness is not None:
-        from cream_data.stages.harness import HarnessConfig
         from cream_data.errors import CreamError
 
-        if settings.given & {"tasks", "suffix", "max_new_tokens", "extract"}:
-            raise CreamError("--tasks, --suffix, --max-new-tokens and --extract set the paper-protocol evaluation; "
-                             "with --harness name the tasks there (--harness arc_easy,gsm8k)")
-        v = settings.values
-        hcfg = HarnessConfig(tasks=tuple(t.strip() for t in harness.split(",") if t.strip()), num_fewshot=num_fewshot,
-                             limit=v["limit"], data_dir=v["data_dir"], batch_size=v["batch_size"], device=v["device"],
-                             engine=engine, label=v["label"], trust_remote_code=v["trust_remote_code"])
+        if "tasks" in settings.given:
+            raise CreamError("--tasks names the paper-protocol evaluation's tasks; with --harness name them there "
+                             "(--harness arc_easy,gsm8k)")
+        hcfg = settings.build(HarnessConfig, flags={"tasks": "--harness"},
+                              tasks=tuple(t.strip() for t in harness.split(",") if t.strip()))
         return _harness(model, hcfg, out_dir, overwrite)
     from cream_data.stages.evaluate import evaluate
 
     cfg = settings.build(EvalConfig)
-    with _Progress() as bar:
+    with Bars("questions") as bar:
         summary = evaluate(model, cfg, out_dir, overwrite=overwrite, progress=bar.update)
     out.print(results_table(summary))
     skipped = f" ({', '.join(summary.tasks_skipped)} already done)" if summary.tasks_skipped else ""
@@ -97,32 +95,6 @@ def results_table(summary):
     table.add_row("average", str(sum(summary.n.values())), str(sum(summary.correct.values())),
                   f"{100 * summary.average:.2f}", "", "")
     return table
-
-
-class _Progress:
-    """A rich progress bar on stderr per task, with tokens/s."""
-
-    def __enter__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=log,
-                                  transient=True)
-        self._progress.__enter__()
-        self._bars: dict[str, int] = {}
-        return self
-
-    def update(self, task: str, done: int, total: int, tokens: int) -> None:
-        if task not in self._bars:
-            self._t0, self._tokens = time.perf_counter(), 0
-            self._bars[task] = self._progress.add_task(task, total=total, completed=done, rate="")
-            return
-        self._tokens += tokens
-        rate = f"{self._tokens / max(time.perf_counter() - self._t0, 1e-9):.0f} tok/s"
-        self._progress.update(self._bars[task], completed=done, rate=rate)
-
-    def __exit__(self, *exc):
-        return self._progress.__exit__(*exc)
 
 
 def register(app: typer.Typer) -> None:

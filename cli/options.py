@@ -107,19 +107,22 @@ class Options:
     specs: dict
     which: Callable
 
-    def build(self, cls, **owned):
+    def build(self, cls, *, flags: dict[str, str] | None = None, **owned):
         """``cls`` from the options that are its settings and the command's ``owned`` values; an option of another
-        class given on the command line, or a value ``cls`` refuses, is an error naming the flag."""
+        class given on the command line, or a value ``cls`` refuses, is an error naming the flag (``flags``: the
+        flag the command took an owned value from, e.g. ``{"tasks": "--harness"}``)."""
         names = {f.name for f in fields(cls)}
         stray = [(n, f"only with {', '.join(self.which(c) for c in self.specs[n].defaults)}")
                  for n in sorted(self.given) if n in self.specs and n not in names]
         values = {n: v for n, v in self.values.items() if n in names and not (v is None and self._own_default(n))}
         try:
-            config = cls(**values, **owned)
+            config = cls(**{**values, **owned})
         except SettingsError as e:
             stray += e.keyed
         if stray:
-            raise SettingsError("", stray, names=names | set(self.specs), namer=self._namer(cls))
+            namer = self._namer(cls)
+            raise SettingsError("", stray, names=names | set(self.specs),
+                                namer=lambda name: (flags or {}).get(name) or namer(name))
         return config
 
     def _own_default(self, name: str) -> bool:

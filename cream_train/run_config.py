@@ -167,7 +167,8 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
 
 def _check_harness(e: EvalSection, problems: list[str]) -> None:
     """``eval.harness`` is built as the loop builds it; lm-eval must be installed to run it."""
-    from cream_data.stages.harness import HarnessConfig, require_lm_eval
+    from cream_data.stages.harness import require_lm_eval
+    from cream_data.stages.harness_config import HarnessConfig
 
     try:
         HarnessConfig.from_mapping(e.harness, data_dir=e.data_dir, label="M0")

@@ -47,8 +47,9 @@ EXTRAS = {
     ],
     "eval": [
         ("models", str, setting("all", choices=EVAL_MODELS, help="Which models to evaluate: all, last or none.")),
-        ("harness", Any, setting(None, help="lm-evaluation-harness too: {tasks, num_fewshot, limit, batch_size, "
-                                 "engine} (checked by the harness stage's own config).")),
+        ("harness", Any, setting(None, help="lm-evaluation-harness too: a mapping of the "
+                                 "settings of `cream eval --harness` (tasks, num_fewshot, limit, batch_size, engine, "
+                                 "device, trust_remote_code; data_dir and label come from the run).")),
     ],
 }
 # The label section leaves consistency_between and pair_policy unset: the method decides (METHOD_LABEL).

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from cream_data.tables import io
-from cream_data.stages.harness import TASKS, HarnessConfig, local_task
+from cream_data.inputs.harness_tasks import local_task
+from cream_data.stages.harness_config import HarnessConfig
+from cream_data.vocab import TASKS
 from cream_data.errors import CreamError
 from tests.conftest import CliResult, assert_user_error, snapshot
 from tests.test_eval import raw_items
@@ -81,7 +83,8 @@ def test_config_lists_every_problem():
         assert needle in str(e.value)
     with pytest.raises(CreamError) as e:
         HarnessConfig.from_mapping({"tasks": ["gsm8k"], "shots": 2})
-    assert e.value.problems == ["shots: unknown setting (known: batch_size, engine, limit, num_fewshot, tasks)"]
+    assert e.value.problems == ["shots: unknown setting (known: batch_size, device, engine, limit, num_fewshot, "
+                                "tasks, trust_remote_code)"]
 
 
 # ---------------------------------------------------------------------------- the command
@@ -248,7 +251,7 @@ def fake_run(root: Path, method: str, harness: dict[int, float], fps: dict[int, 
 def test_report_and_study_show_harness_numbers(tmp_path):
     from cream_data.reports.run_report import run_report, to_markdown
     from cream_data.reports.study import compare_runs
-    from cream_data.reports.study import to_markdown as study_markdown
+    from cream_data.reports.study_markdown import to_markdown as study_markdown
 
     carried = fake_run(tmp_path / "c", "cream", {0: 0.4, 1: 0.55}, {0: "base", 1: "a1"}, carried={"M2": "M1"})
     report = run_report(carried)
@@ -267,3 +270,19 @@ def test_report_and_study_show_harness_numbers(tmp_path):
     assert "### Standard benchmarks (lm-evaluation-harness)" in md
     for line in ("| (shared) | M0 | 40.0 ± 5.0 |", "| srlm | M1 | 45.0 ± 5.0 |", "| cream | M1 | 55.0 ± 5.0 |"):
         assert line in md, md
+
+
+def test_harness_flags_come_from_its_settings_and_errors_name_the_flag(cream_exe, tmp_path):
+    """--num-fewshot and --engine are HarnessConfig's fields: refused without --harness, checked with it, and a bad
+    task is named by the flag the user wrote (--harness), through the installed console script."""
+    out = str(tmp_path / "ev")
+    assert_user_error(cream_exe("eval", "--model", "smollm2-135m-instruct", "--out", out, "--num-fewshot", "2"),
+                      "--num-fewshot", "only with --harness")
+    assert_user_error(cream_exe("eval", "--model", "smollm2-135m-instruct", "--out", out, "--harness", "mmlu"),
+                      "--harness", "unknown 'mmlu'")
+    assert_user_error(cream_exe("eval", "--model", "smollm2-135m-instruct", "--out", out, "--harness", "gsm8k",
+                                "--num-fewshot", "-1", "--engine", "tgi"),
+                      "--num-fewshot: got -1", "--engine: got 'tgi', expected one of hf, vllm")
+    assert_user_error(cream_exe("eval", "--model", "smollm2-135m-instruct", "--out", out, "--harness", "gsm8k",
+                                "--suffix", "x"), "--suffix", "only with the paper-protocol evaluation")
+    assert not (tmp_path / "ev").exists()

@@ -16,6 +16,7 @@ from cli.options import flag
 from cream_data.inputs.prompts_config import PromptsConfig
 from cream_data.settings import default_of, user_fields
 from cream_data.stages.eval_config import EvalConfig
+from cream_data.stages.harness_config import HarnessConfig
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.sample_config import SampleConfig
 from cream_train import sections
@@ -25,19 +26,20 @@ from tests.conftest import REPO, assert_user_error
 from tests.test_run_check import base_config, write
 
 # command -> the settings dataclasses its options are derived from
-COMMANDS = {"sample": (SampleConfig,), "label": (LabelConfig,), "eval": (EvalConfig,),
+COMMANDS = {"sample": (SampleConfig,), "label": (LabelConfig,), "eval": (EvalConfig, HarnessConfig),
             "train": (DPOTrainConfig, SFTTrainConfig), "prompts": (PromptsConfig,)}
 # run config section -> its stage's settings
 SECTIONS = {"sample": SampleConfig, "label": LabelConfig, "eval": EvalConfig, "train": DPOTrainConfig,
             "sft": SFTTrainConfig, "prompts": PromptsConfig}
 # Options that are not settings: arguments' companions, outputs, sharding, re-pairing, the harness, the stage.
-NOT_SETTINGS = {"out_dir", "shard", "overwrite", "scores", "harness", "num_fewshot", "engine", "stage", "help",
+NOT_SETTINGS = {"out_dir", "shard", "overwrite", "scores", "harness", "stage", "help",
                 "prompts", "responses", "data", "source", "model"}
 # Where a command's default of a setting differs from the field's, and why.
 CLI_DEFAULTS = {
     ("label", "model"): None,  # --model, or --scores DIR to re-pair stored scores without a model
     ("train", "data"): MISSING, ("train", "model"): MISSING, ("train", "out"): MISSING,  # required on the command line
     ("train", "lr"): None,  # each --stage's own default (1e-6 dpo, 2e-5 sft), said in the help
+    ("eval", "batch_size"): None,  # 16 for the paper protocol, 8 with --harness, said in the help
 }
 
 

@@ -13,34 +13,44 @@ SUFFIX = ("Answer the question by thinking step by step. At the end, output the 
 
 
 @dataclass(frozen=True)
-class EvalConfig(Settings):
+class BenchmarkSettings(Settings):
+    """What both evaluations (the paper protocol and lm-evaluation-harness) are set by: which tasks and examples, where
+    the files are, which device, and the model's display name."""
+
+    tasks: tuple[str, ...] = setting(TASKS, help=f"The benchmark tasks (comma-separated): {', '.join(TASKS)}.")
+    limit: int | None = setting(None, help="Evaluate the first K examples of each task, in file order (the same K "
+                                "for every model).", check=at_least(1, "an integer >= 1"))
+    data_dir: str | None = setting(None, metavar="PATH", help="Read the benchmarks from a local folder laid out like "
+                                   "../shared/data instead of the Hugging Face Hub.")
+    label: str | None = setting(None, help="Display name in reports, e.g. M1.")
+    device: str | None = setting(None, help="Torch device (default cuda if available).")
+    trust_remote_code: bool = setting(False, help="Allow custom model code.")
+
+    def _normalise(self) -> None:
+        if isinstance(self.tasks, (str, list)):
+            self._set("tasks", (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks))
+
+    def _problems(self) -> list[tuple[str, str]]:
+        if not isinstance(self.tasks, tuple):
+            return [("tasks", f"got {self.tasks!r}, expected a list of task names")]
+        return [keyed(p) for p in task_problems(self.tasks)]
+
+
+@dataclass(frozen=True)
+class EvalConfig(BenchmarkSettings):
     """Settings of one evaluation; validated on construction (every problem reported at once)."""
 
     what = "eval config"
 
-    tasks: tuple[str, ...] = setting(TASKS, help=f"The benchmark tasks (comma-separated): {', '.join(TASKS)}.")
-    limit: int | None = setting(None, help="Evaluate the first K examples of each task, in file order (the same K "
-                                "for every model).", check=at_least(1, "at least 1 example per task"))
-    data_dir: str | None = setting(None, metavar="PATH", help="Read the benchmarks from a local folder laid out like "
-                                   "../shared/data instead of the Hugging Face Hub.")
     max_new_tokens: int = setting(512, help="Cap on generated tokens per answer (512 leaves room for step-by-step "
                                   "reasoning; lower it for a quick CPU look, at the cost of answers cut before "
                                   "'Answer:').", check=at_least(1, "at least 1"))
     batch_size: int = setting(16, help="Prompts per generate call (length-sorted).", check=at_least(1, "at least 1"))
     suffix: str = setting(SUFFIX, help="Appended to each question after a newline (\"\" for none).")
-    label: str | None = setting(None, help="Display name in reports, e.g. M1.")
-    device: str | None = setting(None, help="Torch device (default cuda if available).")
-    trust_remote_code: bool = setting(False, help="Allow custom model code.")
     extract: str = setting("cream", choices=EXTRACTORS, help="Answer extraction: cream (robust: last 'Answer:' "
                            "marker, the item's own option letters, numbers compared as numbers) or authors (the CREAM "
                            "authors' rules, flaws included, to set numbers beside the paper's; see "
                            "docs/EVALUATION.md).")
-
-    def _normalise(self) -> None:
-        self._set("tasks", (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks))
-
-    def _problems(self) -> list[tuple[str, str]]:
-        return [keyed(p) for p in task_problems(self.tasks)]
 
     def identity(self, model_name: str, data_fingerprint: str) -> dict:
         """What decides the rows: a rerun into the same folder must match it to resume."""

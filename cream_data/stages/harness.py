@@ -26,35 +26,21 @@ import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pyarrow as pa
 
 import schemas
 from cream_data.tables import io
 from cream_data.errors import CreamError, missing_package
+from cream_data.inputs.harness_tasks import HUB_TASKS, local_files, local_task
 from cream_data.stages.evaluate import finished_tasks
-from cream_data.inputs.tasks import TASKS, task_problems  # one task list, one rule for it
-from cream_data.vocab import ENGINES
+from cream_data.stages.harness_config import HarnessConfig
 
-HUB_TASKS = {"arc_easy": "arc_easy", "arc_challenge": "arc_challenge", "openbookqa": "openbookqa",
-             "siqa": "social_iqa", "gsm8k": "gsm8k"}
-LOCAL_PREFIX = "cream_"  # local copies never share a name with the harness's own tasks
 CONFIG_FILE = "_harness_config.json"  # written before the first part: a rerun checks it resumes the same run
 INSTALL = "pip install 'cream[harness]'"
 Log = Callable[[str], None]
-
-# task → (evaluated split, its file, the train file few-shot examples come from); SIQA's labels sit beside each
-_FILES = {
-    "arc_easy": ("test", "arc/ARC-Easy-Test.jsonl", "arc/ARC-Easy-Train.jsonl"),
-    "arc_challenge": ("test", "arc/ARC-Challenge-Test.jsonl", "arc/ARC-Challenge-Train.jsonl"),
-    "openbookqa": ("test", "openbookqa/test.jsonl", "openbookqa/train.jsonl"),
-    "siqa": ("validation", "siqa/dev.jsonl", "siqa/train.jsonl"),
-    "gsm8k": ("test", "gsm8k/test.jsonl", "gsm8k/train.jsonl"),
-}
-_DEFAULT_SHOTS = {"gsm8k": 5}  # the harness's defaults; every other task is zero-shot
 
 
 def require_lm_eval():
@@ -64,177 +50,6 @@ def require_lm_eval():
     except ImportError:
         raise missing_package("lm-eval", "cream eval --harness (lm-evaluation-harness)", INSTALL) from None
     return lm_eval
-
-
-# ---------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class HarnessConfig:
-    """Settings of one harness evaluation; validated on construction (every problem reported at once)."""
-
-    tasks: tuple[str, ...] = TASKS
-    num_fewshot: int | None = None  # None: each task's default (0; 5 for gsm8k)
-    limit: int | None = None  # the first K examples of each task, in file order
-    data_dir: str | None = None  # a folder laid out like ../shared/data; None: the harness's Hub tasks
-    batch_size: int = 8
-    device: str | None = None  # None: cuda when available, else cpu
-    engine: str = "hf"  # hf | vllm (GPU only)
-    label: str | None = None
-    trust_remote_code: bool = False
-
-    def __post_init__(self) -> None:
-        raw = self.tasks
-        tasks = (raw,) if isinstance(raw, str) else tuple(raw) if isinstance(raw, (list, tuple)) else ()
-        object.__setattr__(self, "tasks", tasks)
-        if not isinstance(raw, (str, list, tuple)):
-            problems = [f"tasks: got {raw!r}, expected a list of task names"]
-        else:
-            problems = task_problems(tasks)
-        for name, low in (("num_fewshot", 0), ("limit", 1)):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
-                problems.append(f"{name}: got {v!r}, expected an integer >= {low} or null")
-        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
-            problems.append(f"batch_size: got {self.batch_size!r}, expected an integer >= 1")
-        if self.engine not in ENGINES:
-            problems.append(f"engine: got {self.engine!r}, expected one of {', '.join(ENGINES)}")
-        if problems:
-            raise _invalid(problems)
-
-    @classmethod
-    def from_mapping(cls, raw: Any, **run_wide) -> "HarnessConfig":
-        """Build from a run config's ``eval.harness`` mapping; ``run_wide`` (data_dir, label) come from the run."""
-        known = ", ".join(sorted(RUN_KEYS))
-        problems = []
-        if not isinstance(raw, dict):
-            problems.append(f"got {raw!r}, expected a mapping of {known}")
-            raw = {}
-        problems += [f"{k}: unknown setting (known: {known})" for k in raw if k not in RUN_KEYS]
-        try:
-            cfg = cls(**{k: v for k, v in raw.items() if k in RUN_KEYS}, **run_wide)
-        except CreamError as e:
-            problems += e.problems
-        if problems:
-            raise _invalid(problems)
-        return cfg
-
-    def shots(self, task: str) -> int:
-        return self.num_fewshot if self.num_fewshot is not None else _DEFAULT_SHOTS.get(task, 0)
-
-    def identity(self, model_name: str, data_fingerprint: str, version: str) -> dict:
-        """What decides the numbers: a rerun into the same folder must match it to resume."""
-        return {"model": model_name, "tasks": list(self.tasks), "num_fewshot": self.num_fewshot,
-                "limit": self.limit, "batch_size": self.batch_size, "engine": self.engine,
-                "data": data_fingerprint, "harness_version": version}
-
-
-RUN_KEYS = frozenset({"tasks", "num_fewshot", "limit", "batch_size", "engine"})  # what `eval.harness` may set
-
-
-def _invalid(problems: list[str]) -> CreamError:
-    err = CreamError("harness config: " + "; ".join(problems))
-    err.problems = problems  # each "field: got X, expected Y": `cream run --check` names the section
-    return err
-
-
-# ---------------------------------------------------------------------------- local task definitions
-def _mc_docs(ds, stem: str):
-    """ARC/OpenBookQA rows ``{id, question: {stem, choices: [{text, label}]}, answerKey}`` in the Hub layout."""
-
-    def reshape(row):
-        q = row["question"]
-        return {"id": row["id"], stem: q["stem"], "answerKey": row["answerKey"].strip(),
-                "choices": {"text": [c["text"] for c in q["choices"]], "label": [c["label"] for c in q["choices"]]}}
-
-    return ds.map(reshape, remove_columns=ds.column_names)
-
-
-def _siqa_docs(ds, labels: dict[str, str]):
-    """SIQA rows with their gold label ("1".."3") from the split's line-aligned labels file."""
-    path = labels[str(ds.split)]
-    gold = Path(path).read_text().split()
-    if len(gold) != ds.num_rows:
-        raise CreamError(f"{path}: {len(gold)} labels for {ds.num_rows} questions; expected one per line")
-    return ds.add_column("label", gold)
-
-
-def _mc(task: str, text: str, docs, *, target: str = "{{choices.label.index(answerKey)}}",
-        choice: str = "{{choices.text}}", norm: bool = True, version: float = 1.0) -> dict:
-    """A multiple-choice task: the log-likelihood of each choice after the prompt and a space."""
-    metrics = ["acc", "acc_norm"] if norm else ["acc"]
-    return {"output_type": "multiple_choice", "process_docs": docs, "doc_to_text": text, "doc_to_target": target,
-            "doc_to_choice": choice,
-            "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in metrics],
-            "metadata": {"version": version, "mirrors": HUB_TASKS[task]}}
-
-
-def _definition(task: str) -> dict:
-    """The task's prompt, choices, target, metrics and filters (its files are set by :func:`local_task`)."""
-    if task in ("arc_easy", "arc_challenge"):
-        return _mc(task, "Question: {{question}}\nAnswer:", partial(_mc_docs, stem="question"))
-    if task == "openbookqa":
-        return _mc(task, "{{question_stem}}", partial(_mc_docs, stem="question_stem"))
-    if task == "siqa":
-        return _mc(task, "Q: {{context}} {{question}}\nA:", None, target="{{(label|int) - 1}}",
-                   choice="{{[answerA, answerB, answerC]}}", norm=False, version=0.0)
-    return {  # gsm8k
-        "output_type": "generate_until", "doc_to_text": "Question: {{question}}\nAnswer:",
-        "doc_to_target": "{{answer}}", "num_fewshot": _DEFAULT_SHOTS["gsm8k"],
-        "generation_kwargs": {"until": ["Question:", "</s>", "<|im_end|>"], "do_sample": False, "temperature": 0.0},
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
-                         "ignore_case": True, "ignore_punctuation": False,
-                         "regexes_to_ignore": [",", "\\$", "(?s).*#### ", "\\.$"]}],
-        "filter_list": [
-            {"name": "strict-match", "filter": [{"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"},
-                                                {"function": "take_first"}]},
-            {"name": "flexible-extract", "filter": [{"function": "regex", "group_select": -1,
-                                                     "regex_pattern": "(-?[$0-9.,]{2,})|(-?[0-9]+)"},
-                                                    {"function": "take_first"}]}],
-        "metadata": {"version": 3.0, "mirrors": HUB_TASKS["gsm8k"]},
-    }
-
-
-def data_root(data_dir: str | Path) -> Path:
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        what = "is a file" if root.exists() else "no such folder"
-        raise CreamError(f"--data-dir {data_dir}: {what}; expected a folder laid out like ../shared/data")
-    return root.resolve()
-
-
-def local_files(task: str, data_dir: str | Path, shots: int) -> dict[str, Path]:
-    """Role → file of the local task: the evaluated split, and the train split when it is there (required when
-    few-shot examples are asked for); SIQA's label files beside them."""
-    root = data_root(data_dir)
-    split, test, train = _FILES[task]
-    files = {split: root / test, "train": root / train}
-    if task == "siqa":
-        files.update(labels=root / "siqa/dev-labels.lst", train_labels=root / "siqa/train-labels.lst")
-    if not all(files[k].is_file() for k in files if k.startswith("train")):
-        if shots:
-            missing = next(p for k, p in files.items() if k.startswith("train") and not p.is_file())
-            raise CreamError(f"--data-dir {data_dir}: no {missing.relative_to(root)} for task {task} ({shots}-shot "
-                             "examples come from the train split); expected a folder laid out like ../shared/data")
-        files = {k: p for k, p in files.items() if not k.startswith("train")}
-    for path in files.values():
-        if not path.is_file():
-            raise CreamError(f"--data-dir {data_dir}: no {path.relative_to(root)} for task {task}; "
-                             "expected a folder laid out like ../shared/data")
-    return files
-
-
-def local_task(task: str, data_dir: str | Path, shots: int = 0) -> dict:
-    """The lm-eval task config (an inline dict) of cream's local copy of ``task`` over ``data_dir``."""
-    files = local_files(task, data_dir, shots)
-    split = _FILES[task][0]
-    cfg = {"task": LOCAL_PREFIX + task, "dataset_path": "json", **_definition(task),
-           "dataset_kwargs": {"data_files": {s: str(files[s]) for s in (split, "train") if s in files}},
-           f"{split}_split": split}
-    if "train" in files:
-        cfg.update(training_split="train", fewshot_split="train")
-    if task == "siqa":
-        labels = {split: files["labels"], "train": files.get("train_labels")}
-        cfg["process_docs"] = partial(_siqa_docs, labels={s: str(p) for s, p in labels.items() if p})
-    return cfg
 
 
 def task_spec(task: str, cfg: HarnessConfig) -> tuple[str | dict, str]:
