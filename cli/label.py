@@ -9,6 +9,7 @@ import typer
 
 from cli.common import log, out, parse_shard
 from cli.options import Options, with_settings
+from cli.progress import Bars
 from cream_data.stages.label_config import LabelConfig
 
 
@@ -45,7 +46,9 @@ def label(
         _print_pairing(summary)
         log.print(f"preferences rebuilt from {scores} → {out_dir / 'preferences'}")
         return
-    result = run_label(responses, cfg, out_dir, shard=parse_shard(shard), log=log.print)
+    with Bars("responses") as bars:
+        result = run_label(responses, cfg, out_dir, shard=parse_shard(shard), log=log.print,
+                           progress=bars.update)
     if result.pairing:
         _print_pairing(result.pairing)
     if result.judge_unparsed:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from cli.common import log, out
+from cli.progress import Bars
 from cream_data.vocab import RUN_METHODS
 
 
@@ -52,8 +53,9 @@ def run(
         check_reuse_from(r)
     from cream_train.loop import run as run_loop
 
-    summary = run_loop(config, log=lambda m: log.print(m, highlight=False), overrides=overrides,
-                       reuse_from=reuse_from, resume=resume)
+    with Bars() as bars:
+        summary = run_loop(config, log=lambda m: log.print(m, highlight=False), overrides=overrides,
+                           reuse_from=reuse_from, resume=resume, progress=bars.update)
     if summary.report_md:
         out.print(summary.report_md, highlight=False, markup=False)
     log.print(f"run finished in {summary.seconds / 60:.1f} min: {len(summary.ran)} stage(s) ran, "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from cream_data.tables import io
+from cream_data.progress import Progress
 from cream_train.run_config import RunConfig
 from cream_train.run_manifest import Manifest, link_or_copy, versions
 from cream_train.sections import Stages
@@ -45,10 +46,10 @@ class RunSummary:
 
 class Loop:
     def __init__(self, cfg: RunConfig, prompts_table, log: Log, reuse_from: list[Path] | None = None,
-                 resume: bool = True):
+                 resume: bool = True, progress: Progress | None = None):
         from cream_train.run_config import check_reuse_from
 
-        self.cfg, self.prompts_table, self.log = cfg, prompts_table, log
+        self.cfg, self.prompts_table, self.log, self.progress = cfg, prompts_table, log, progress
         self.run = Path(cfg.run_dir)
         self.reuse_from = [check_reuse_from(r, self.run) for r in reuse_from or []]
         self.run.mkdir(parents=True, exist_ok=True)
@@ -204,7 +205,7 @@ class Loop:
         inputs = {"prompts_fp": self.fps["prompts"], "model_fp": self.model_fp(t), **asdict(s), "seed": scfg.seed}
 
         def go(resume):
-            r = sample(prompts, scfg, out, overwrite=not resume)
+            r = sample(prompts, scfg, out, overwrite=not resume, progress=self.progress)
             return {"rows": r.rows, "tokens": r.tokens, "finish_reasons": r.finish_reasons}
 
         self.stage(f"sample-{t}", inputs, [out], go)
@@ -235,7 +236,7 @@ class Loop:
             for cache in ("logps", "rm"):
                 if not resume and (it / cache).exists():
                     shutil.rmtree(it / cache)
-            r = label(it / "responses", lcfg, it, log=self.log)
+            r = label(it / "responses", lcfg, it, log=self.log, progress=self.progress)
             return {"pairing": r.pairing, "models_scored": r.models_scored, "judge_unparsed": r.judge_unparsed,
                     "judge_appended": r.judge_appended}
 
@@ -298,7 +299,7 @@ class Loop:
         inputs = {"model_fp": self.model_fp(k), **{key: v for key, v in asdict(e).items() if key != "harness"}}
 
         def go(resume):
-            r = evaluate(self.model(k), ecfg, out, overwrite=not resume)
+            r = evaluate(self.model(k), ecfg, out, overwrite=not resume, progress=self.progress)
             self.log(f"  M{k}: average accuracy {r.average:.3f} "
                      f"({', '.join(f'{t} {a:.3f}' for t, a in r.accuracy.items())})")
             return {"accuracy": r.accuracy, "average": r.average}
@@ -311,7 +312,8 @@ class Loop:
         carried model takes the result of the model it copies, as its paper-protocol eval does."""
         if self.cfg.eval.harness is None:
             return
-        from cream_data.stages.harness import HarnessConfig, evaluate_harness
+        from cream_data.stages.harness import evaluate_harness
+        from cream_data.stages.harness_config import HarnessConfig
 
         name, out = f"harness-M{k}", self.run / "eval-harness" / f"M{k}"
         source = self.manifest.data.get("carried", {}).get(f"M{k}")
@@ -359,14 +361,9 @@ class Loop:
             self.train(t)
             if self.should_eval(t + 1):
                 self.evaluate(t + 1)
-        report_md = None
-        try:
-            from cream_data.reports.run_report import write_run_report
+        from cream_data.reports.run_report import write_run_report
 
-            rep = write_run_report(self.run)
-            report_md = getattr(rep, "markdown", None)
-        except ImportError:  # pragma: no cover - the report module ships with cream
-            pass
+        report_md = write_run_report(self.run).markdown
         self.manifest.data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.manifest.save()
         models = {f"M{k}": self.model(k) for k in range(cfg.iterations + 2)}
@@ -378,7 +375,7 @@ def _small(metrics: dict) -> dict:
 
 
 def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = None,
-        reuse_from: list[Path] | None = None, resume: bool = True) -> RunSummary:
+        reuse_from: list[Path] | None = None, resume: bool = True, progress: Progress | None = None) -> RunSummary:
     from cream_train.run_config import load_run_config
 
     from cream_data.tables.outputs import guard, locked
@@ -386,7 +383,7 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
     cfg, _base, table = load_run_config(config_path, overrides)
     run_dir = guard(cfg.run_dir, "run", is_run_output, flag="run_dir", what="run directory")
     with locked(run_dir, flag="run_dir", log=log):
-        return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume).execute()
+        return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume, progress=progress).execute()
 
 
 def is_run_output(path: Path) -> bool:

@@ -136,3 +136,29 @@ def test_vocabulary_lists_are_written_once():
                 if value in names:
                     repeats.append(f"{path.relative_to(REPO)}:{line} repeats vocab.{names[value]}")
     assert not repeats, "\n".join(repeats)
+
+
+def test_progress_counting_reports_running_totals():
+    from cream_data.progress import counting
+
+    calls = []
+    tick = counting(lambda *a: calls.append(a), "scoring", 10)
+    tick(4, 100)
+    tick(6, 50)
+    assert calls == [("scoring", 0, 10, 0), ("scoring", 4, 10, 100), ("scoring", 10, 10, 50)]
+    counting(None, "x", 3)(1, 1)  # no callback: nothing to call, nothing fails
+
+
+def test_no_progress_bar_is_drawn_by_the_library():
+    """Progress is drawn by cli/progress.py only: no module of the library imports rich."""
+    import ast
+
+    users = []
+    for pkg in ("schemas", "cream_data", "cream_train"):
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(n == "rich" or n.startswith("rich.") for n in names):
+                    users.append(str(path.relative_to(REPO)))
+    assert not users, users

@@ -76,10 +76,18 @@ def test_engine_matches_naive_full_forward(tiny_model):
 def test_label_dpo_rewards_ranks_consistency(tmp_path, responses_dir, tiny_model, tiny_model_b):
     out = tmp_path / "lab"
     cfg = LabelConfig(model=str(tiny_model), ref=str(tiny_model_b), prev_model=str(tiny_model_b), iteration=1)
-    s = label(responses_dir, cfg, out)
+    calls = []
+    s = label(responses_dir, cfg, out, progress=lambda *a: calls.append(a))
     # M_{t-1} serves as reference and as previous model: two distinct models, each scored once
     assert sorted(s.models_scored) == sorted([str(tiny_model.resolve()), str(tiny_model_b.resolve())])
     assert len(list((out / "logps").iterdir())) == 2
+    # progress: one bar per scored model, from 0 up to every distinct response, counts never going back
+    bars = {}
+    for what, done, total, tokens in calls:
+        assert done >= bars.get(what, (0,))[0] and tokens >= 0
+        bars[what] = (done, total)
+    assert sorted(bars) == sorted(f"scoring with {m}" for m in s.models_scored)
+    assert all(done == total > 0 for done, total in bars.values()) and calls[0][1] == 0
 
     responses = io.read_table(responses_dir, "responses")
     scores = io.read_table(out / "scores", "scores").to_pandas()

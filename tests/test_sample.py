@@ -187,7 +187,7 @@ def test_output_is_a_valid_responses_table_with_n_rows_per_prompt(engine, tiny_m
     m = io.read_manifest(tmp_path / "r")
     assert len(m["parts"]) == 4 and m["sample"]["identity"]["n"] == 3
     assert m["sample"]["input_fingerprint"] == fingerprint(prompts_table())
-    assert calls[0] == (0, k, 0) and calls[-1][:2] == (k, k)
+    assert calls[0] == ("sampling", 0, k, 0) and calls[-1][1:3] == (k, k)
 
 
 def test_same_seed_same_table_other_seed_differs(engine, tiny_model, prompts_dir, tmp_path):

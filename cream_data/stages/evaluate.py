@@ -25,7 +25,6 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 
@@ -35,6 +34,7 @@ from cream_data.rewards.answers import (authors_choice, authors_correct, authors
                                 numbers_equal)
 from cream_data.errors import CreamError
 from cream_data.inputs.prompts import BENCHMARKS, load_benchmark
+from cream_data.progress import Progress
 from cream_data.stages.eval_config import EvalConfig
 
 NUMERIC_TASKS = frozenset({"gsm8k"})
@@ -42,7 +42,6 @@ CONFIG_FILE = "_eval_config.json"  # written before the first part: a rerun chec
 LETTERS = "ABCDEFGHIJ"
 TASK_META = "cream.eval_task"  # key of a part's Parquet metadata: {"task", "truncated", "extractor"}
 
-ProgressFn = Callable[[str, int, int, int], None]  # (task, examples done, examples total, tokens in last batch)
 
 
 @dataclass(frozen=True)
@@ -206,7 +205,7 @@ def is_eval_output(path: Path) -> bool:
 
 
 def evaluate(model: str, cfg: EvalConfig, out: str | Path, *, overwrite: bool = False, engine=None,
-             progress: ProgressFn | None = None) -> EvalSummary:
+             progress: Progress | None = None) -> EvalSummary:
     """Greedy-evaluate ``model`` on ``cfg.tasks`` into the eval table folder ``out``.
 
     Every user mistake (unknown model path, missing data, a folder of another run or of other files) is found
@@ -220,9 +219,9 @@ def evaluate(model: str, cfg: EvalConfig, out: str | Path, *, overwrite: bool = 
 
 
 def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, engine,
-                     progress: ProgressFn | None) -> EvalSummary:
+                     progress: Progress | None) -> EvalSummary:
     from cream_data.engines import models
-    from cream_data.engines.base import GenerationParams, plan_batches, prompt_seed
+    from cream_data.engines.base import GenerationParams
 
     t0 = time.perf_counter()
     ref = models.resolve(model)
@@ -247,27 +246,8 @@ def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, en
     params = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens)
     tokens, gen_seconds, truncated = 0, 0.0, {}
     for ex in todo:
-        total = len(ex.ids)
-        if progress:
-            progress(ex.task, 0, total, 0)
-        responses: list[str | None] = [None] * total
-        truncated[ex.task] = 0
-        done = 0
-        for batch in plan_batches(ex.ids, engine.prompt_lengths(ex.prompts), cfg.batch_size):
-            t_gen = time.perf_counter()
-            # Greedy decoding ignores the seeds; they are passed so any engine gets a valid request.
-            gens = engine.generate([ex.prompts[i] for i in batch], [prompt_seed(0, ex.ids[i]) for i in batch], 1,
-                                   params)
-            gen_seconds += time.perf_counter() - t_gen
-            batch_tokens = 0
-            for i, g in zip(batch, gens):
-                responses[i] = g[0].text
-                batch_tokens += g[0].n_tokens
-                truncated[ex.task] += g[0].finish_reason == "length"
-            tokens += batch_tokens
-            done += len(batch)
-            if progress:
-                progress(ex.task, done, total, batch_tokens)
+        responses, task_tokens, task_seconds, truncated[ex.task] = _generate_task(engine, ex, params, cfg, progress)
+        tokens, gen_seconds = tokens + task_tokens, gen_seconds + task_seconds
         # One atomic part per task, the unit of resume; it carries its own truncation count.
         meta = {"task": ex.task, "truncated": truncated[ex.task], "extractor": cfg.extract}
         io.PartWriter(out, "eval", metadata={TASK_META: meta}).write(_task_table(ex, responses, ref.name, cfg.extract))
@@ -281,6 +261,31 @@ def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, en
                           time.perf_counter() - t0, gen_seconds)
     writer.finish({"summary": {**summary.manifest(), "extractor": cfg.extract}, "label": cfg.label, "eval": record})
     return summary
+
+
+def _generate_task(engine, ex: Examples, params, cfg: EvalConfig,
+                   progress: Progress | None) -> tuple[list[str], int, float, int]:
+    """Greedy answers to one task's prompts, length-bucketed: (responses, tokens, generation seconds, truncated)."""
+    from cream_data.engines.base import plan_batches, prompt_seed
+
+    total = len(ex.ids)
+    responses: list[str | None] = [None] * total
+    tokens, seconds, truncated, done = 0, 0.0, 0, 0
+    if progress:
+        progress(ex.task, 0, total, 0)
+    for batch in plan_batches(ex.ids, engine.prompt_lengths(ex.prompts), cfg.batch_size):
+        t_gen = time.perf_counter()
+        # Greedy decoding ignores the seeds; they are passed so any engine gets a valid request.
+        gens = engine.generate([ex.prompts[i] for i in batch], [prompt_seed(0, ex.ids[i]) for i in batch], 1, params)
+        seconds += time.perf_counter() - t_gen
+        batch_tokens = sum(g[0].n_tokens for g in gens)
+        for i, g in zip(batch, gens):
+            responses[i] = g[0].text
+            truncated += g[0].finish_reason == "length"
+        tokens, done = tokens + batch_tokens, done + len(batch)
+        if progress:
+            progress(ex.task, done, total, batch_tokens)
+    return responses, tokens, seconds, truncated
 
 
 def _task_table(ex: Examples, responses: list[str | None], model: str, extract: str) -> pa.Table:

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 
 from cream_data.errors import CreamError
 from cream_data.rewards.judge import template_hash
+from cream_data.progress import Progress
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.label_scorers import (  # noqa: F401  (re-exported)
     Scoring, as_human_scores, dpo_or_likelihood, human_responses, judge_template_text, reference_answers,
@@ -104,7 +105,7 @@ def is_label_output(path: Path) -> bool:
 
 
 def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shard: tuple[int, int] | None = None,
-          log=None) -> LabelSummary:
+          log=None, progress: Progress | None = None) -> LabelSummary:
     """Score, reward, rank, pair: write ``OUT/scores`` and ``OUT/preferences`` (and the ``OUT/logps`` cache).
 
     Every input is read and checked before the first model runs; a failure leaves nothing new in ``OUT``."""
@@ -115,11 +116,11 @@ def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shar
     responses = _read_responses(responses_path)
     answers = reference_answers(cfg.prompts, responses) if "oracle" in cfg.roles() else None
     with locked(out, shard=shard if shard and shard[1] > 1 else None, log=log):
-        return _label_locked(responses_path, responses, answers, cfg, out, shard, log, t0)
+        return _label_locked(responses_path, responses, answers, cfg, out, shard, log, t0, progress)
 
 
 def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg: LabelConfig, out: Path, shard,
-                  log, t0: float) -> LabelSummary:
+                  log, t0: float, progress: Progress | None = None) -> LabelSummary:
     """The stage body, run while this process holds the output's lock."""
     from cream_data.engines import models
 
@@ -134,7 +135,7 @@ def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg
 
     summary = LabelSummary(out=str(out), responses=responses.num_rows,
                            prompts=len(set(responses["prompt_id"].to_pylist())))
-    ctx = Scoring(cfg, refs, tok, th, rm, out, shard, summary, log)
+    ctx = Scoring(cfg, refs, tok, th, rm, out, shard, summary, log, progress)
     scores = pa.concat_tables(score_roles(ctx, responses, answers))
     human_part = None
     if human is not None and human.num_rows:

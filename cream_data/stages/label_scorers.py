@@ -10,7 +10,6 @@ Also the human-written answers of ``--human-answers``, scored as pseudo-response
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cream_data.errors import CreamError
+from cream_data.progress import Progress, counting
 from cream_data.rewards.judge import JUDGE_PROMPT, load_judge_template
 from cream_data.stages.label_cache import LOGPS, RM_REWARDS, cached_scores, slug
 from cream_data.stages.label_config import LabelConfig
@@ -51,6 +51,7 @@ class Scoring:
     shard: tuple | None
     summary: LabelSummary
     log: object = None
+    progress: Progress | None = None  # cream_data.progress: the command line draws it
 
 
 def score_roles(ctx: Scoring, responses: pa.Table, answers: dict | None, cache_tag: str = "") -> list[pa.Table]:
@@ -62,15 +63,16 @@ def score_roles(ctx: Scoring, responses: pa.Table, answers: dict | None, cache_t
     cfg, out, say = ctx.cfg, ctx.out, ctx.log or (lambda *_: None)
     tokenized = tokenize(ctx.tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
     # the reward model first: a checkpoint refused only once loaded (no head weights) is refused before any scoring
-    rm_part = (_rm_scores(ctx.rm, responses, tokenized, out, ctx.shard, cfg, ctx.summary, ctx.log, cache_tag)
+    rm_part = (_rm_scores(ctx.rm, responses, tokenized, out, ctx.shard, cfg, ctx.summary, ctx.log, cache_tag,
+                           ctx.progress)
                if ctx.rm is not None else None)
     logp: dict[str, np.ndarray] = {}
     ntok = None
     for name, ref in ctx.refs.items():
         folder = out / "logps" / (slug(ref.name) + cache_tag)
-        with progress_bar(f"scoring with {ref.name}", len(tokenized.ids), ctx.log) as tick:
-            logp[name], ntok, scored = _score_model(ref, responses, ctx.tok, tokenized, folder, ctx.shard, cfg, ctx.th,
-                                                    tick, progress_log=ctx.log)
+        tick = counting(ctx.progress, f"scoring with {ref.name}", len(tokenized.ids))
+        logp[name], ntok, scored = _score_model(ref, responses, ctx.tok, tokenized, folder, ctx.shard, cfg, ctx.th,
+                                                tick, progress_log=ctx.log)
         if not cache_tag:
             (ctx.summary.models_scored if scored else ctx.summary.models_reused).append(ref.name)
         say(f"{'scored' if scored else 'reused cached log-probs of'} {ref.name}")
@@ -221,7 +223,7 @@ def reward_model(cfg: LabelConfig):
 
 
 def _rm_scores(rm, responses: pa.Table, policy_tokenized, out: Path, shard, cfg: LabelConfig,
-               summary: LabelSummary, log, cache_tag: str = "") -> pa.Table:
+               summary: LabelSummary, log, cache_tag: str = "", progress: Progress | None = None) -> pa.Table:
     """The reward model's rows (scorer ``rm``), its rewards cached in ``OUT/rm/<model>/`` like log-probs.
     ``n_tokens`` is the policy's response length (``policy_tokenized``), as in every other row."""
     from cream_data.engines import rm_score
@@ -233,51 +235,12 @@ def _rm_scores(rm, responses: pa.Table, policy_tokenized, out: Path, shard, cfg:
         model = rm_score.load(ref, trust_remote_code=cfg.trust_remote_code)
         return rm_score.RMScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
 
-    with progress_bar(f"scoring with reward model {ref.name}", len(tokenized.ids), log) as tick:
-        reward, _, scored = cached_scores(RM_REWARDS, ref, responses, tokenized,
-                                          out / "rm" / (slug(ref.name) + cache_tag), shard, th, load_scorer,
-                                          cfg.flush_rows, tick, log)
+    tick = counting(progress, f"scoring with reward model {ref.name}", len(tokenized.ids))
+    reward, _, scored = cached_scores(RM_REWARDS, ref, responses, tokenized, out / "rm" / (slug(ref.name) + cache_tag),
+                                      shard, th, load_scorer, cfg.flush_rows, tick, log)
     if not cache_tag:
         (summary.models_scored if scored else summary.models_reused).append(ref.name)
     if log:
         log(f"{'scored' if scored else 'reused cached rewards of'} reward model {ref.name}")
     ntok = policy_tokenized.n_tokens[policy_tokenized.inverse]
     return scores_rows(responses, "rm", ref.name, None, None, None, ntok, reward, "rm")
-
-
-class progress_bar:
-    """A rich progress bar on stderr (responses/s, tokens/s); silent without a log."""
-
-    def __init__(self, what: str, total: int, log):
-        self.what, self.total, self.enabled = what, total, log is not None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n, t: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.tokens, self.t0 = 0, time.time()
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False,
-                          console=_stderr_console())
-        self.p.start()
-        self.task = self.p.add_task(self.what, total=self.total, rate="")
-
-        def tick(n, tokens):
-            self.tokens += tokens
-            dt = max(time.time() - self.t0, 1e-9)
-            done = self.p.tasks[0].completed + n
-            self.p.update(self.task, advance=n, rate=f"{done / dt:.1f} resp/s {self.tokens / dt:.0f} tok/s")
-
-        return tick
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.p.stop()
-        return False
-
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)

@@ -26,9 +26,9 @@ import hashlib
 import importlib.util
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 
@@ -37,10 +37,12 @@ from cream_data.tables import io
 from cream_data.engines.base import Generation, SamplingEngine, plan_batches, prompt_seed
 from cream_data.errors import CreamError, missing_package
 from cream_data.tables.outputs import guard, has_table, locked
+from cream_data.progress import Progress
 from cream_data.stages.sample_config import SampleConfig
 
 # What an engine provides (Conversation … SamplingEngine) lives in engines/base.py: an engine never imports a stage.
 # The settings live in sample_config.py (imported by `cream --help`).
+WHAT = "sampling"  # the name of its progress
 PART_SECONDS = 300.0  # also flush a part after this long, so a slow CPU run loses at most minutes to a crash
 CONFIG_FILE = "_sample_config.json"  # written before the first part: lets a rerun check it resumes the same run
 
@@ -59,7 +61,6 @@ class SampleSummary:
     shard: tuple[int, int] | None = None
 
 
-ProgressFn = Callable[[int, int, int], None]  # (prompts done, prompts total, tokens in the last batch)
 
 
 # ---------------------------------------------------------------------------- the batch plan
@@ -177,7 +178,7 @@ def _concat(buffers: list[dict]) -> pa.Table:
 # ---------------------------------------------------------------------------- the stage
 def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *,
            shard: tuple[int, int] | None = None, overwrite: bool = False, engine: SamplingEngine | None = None,
-           progress: ProgressFn | None = None) -> SampleSummary:
+           progress: Progress | None = None) -> SampleSummary:
     """Sample ``cfg.n`` responses for every prompt (of this shard) into the responses folder ``out``.
 
     Resumes where an earlier call into the same folder stopped; refuses a folder holding another run
@@ -209,15 +210,9 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
                    progress, t0: float) -> SampleSummary:
     """The stage body, run while this process holds the output's lock."""
     _check_out(out, record, overwrite)
-
-    writer = io.PartWriter(out, "responses", shard=shard) if out.is_dir() else None
-    if writer is not None and writer.done() and not overwrite:
-        rows = io.read_json_object(writer.manifest_path)["rows"]  # this run finished earlier: nothing to do
-        done_prompts = rows // cfg.n
-        if progress:
-            progress(done_prompts, done_prompts, 0)
-        return SampleSummary(out, done_prompts, 0, done_prompts, rows, 0, {}, time.perf_counter() - t0, 0.0, shard)
-
+    finished = None if overwrite else _finished(out, cfg, shard, progress, t0)
+    if finished is not None:
+        return finished
     engine = engine or make_engine(cfg, ref)
     convs = table.column("prompt").to_pylist()
     pids = table.column("prompt_id").to_pylist()
@@ -232,9 +227,9 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
     done_ids = set(have.column("prompt_id").to_pylist()) if have is not None else set()
 
     done = sum(1 for b in batches for r in b if pids[r] in done_ids)
-    skipped, sampled, tokens, reasons, gen_seconds = done, 0, 0, {"stop": 0, "length": 0}, 0.0
+    skipped, sampled, tokens, reasons, gen_seconds = done, 0, 0, Counter(stop=0, length=0), 0.0
     if progress:
-        progress(done, mine, 0)
+        progress(WHAT, done, mine, 0)
     buffer: list[dict] = []
     buffered, last_flush = 0, time.perf_counter()
     for batch in batches:
@@ -250,9 +245,7 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
         buffer.append(_rows(table, [r for r, _ in keep], [g for _, g in keep], cfg, ref.name))
         buffered += len(keep)
         batch_tokens = sum(x.n_tokens for _, g in keep for x in g)
-        for _, g in keep:
-            for x in g:
-                reasons[x.finish_reason] = reasons.get(x.finish_reason, 0) + 1
+        reasons.update(x.finish_reason for _, g in keep for x in g)
         tokens += batch_tokens
         sampled += len(keep)
         done += len(keep)
@@ -260,11 +253,23 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
             writer.write(_concat(buffer))
             buffer, buffered, last_flush = [], 0, time.perf_counter()
         if progress:
-            progress(done, mine, batch_tokens)
+            progress(WHAT, done, mine, batch_tokens)
     if buffer:
         writer.write(_concat(buffer))
     seconds = time.perf_counter() - t0
     rows_on_disk = mine * cfg.n
     writer.finish({"sample": {**record, "model_path": ref.path, "seconds_last_call": round(seconds, 3),
                               "tokens_last_call": tokens}})
-    return SampleSummary(out, mine, sampled, skipped, rows_on_disk, tokens, reasons, seconds, gen_seconds, shard)
+    return SampleSummary(out, mine, sampled, skipped, rows_on_disk, tokens, dict(reasons), seconds, gen_seconds, shard)
+
+
+def _finished(out: Path, cfg: SampleConfig, shard, progress, t0: float) -> SampleSummary | None:
+    """The summary of a shard that an earlier call finished (nothing left to do), else None."""
+    writer = io.PartWriter(out, "responses", shard=shard) if out.is_dir() else None
+    if writer is None or not writer.done():
+        return None
+    rows = io.read_json_object(writer.manifest_path)["rows"]
+    done_prompts = rows // cfg.n
+    if progress:
+        progress(WHAT, done_prompts, done_prompts, 0)
+    return SampleSummary(out, done_prompts, 0, done_prompts, rows, 0, {}, time.perf_counter() - t0, 0.0, shard)

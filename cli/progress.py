@@ -1,0 +1,43 @@
+"""The one progress display of every command (sample, label, eval, run): a rich bar per piece of work on stderr,
+with items/s and tokens/s, fed by the stages' :data:`cream_data.progress.Progress` callback.
+
+Only on a terminal: elsewhere (a log file, CI) even a transient bar leaves empty lines behind, and the commands'
+own log lines say what happened.
+"""
+
+from __future__ import annotations
+
+import time
+
+from cli.common import log
+
+
+class Bars:
+    """``with Bars("prompts") as bars: stage(…, progress=bars.update)``."""
+
+    def __init__(self, unit: str = "items"):  # what one step of the bar counts: prompts, responses…
+        self.unit = unit
+
+    def __enter__(self) -> "Bars":
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[rates]}"), TimeElapsedColumn(), console=log,
+                                  transient=True, disable=not log.is_terminal)
+        self._progress.__enter__()
+        self._bars: dict[str, list] = {}  # what -> [bar id, start time, items done at the start, tokens since]
+        return self
+
+    def update(self, what: str, done: int, total: int, tokens: int = 0) -> None:
+        if what not in self._bars:  # the first call: where this call starts (a resumed stage starts part-way)
+            bar = self._progress.add_task(what, total=total, completed=done, rates="")
+            self._bars[what] = [bar, time.perf_counter(), done, 0]
+            return
+        entry = self._bars[what]
+        entry[3] += tokens
+        dt = max(time.perf_counter() - entry[1], 1e-9)
+        rates = f"{(done - entry[2]) / dt:.2f} {self.unit}/s  {entry[3] / dt:.0f} tok/s"
+        self._progress.update(entry[0], completed=done, total=total, rates=rates)
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)

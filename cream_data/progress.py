@@ -1,0 +1,29 @@
+"""How a stage reports progress: one callback shape for every stage, drawn by the command line's one progress display
+(``cli/progress.py``); the library itself draws nothing.
+
+    progress(what, done, total, tokens)   # what: "sampling", a task, "scoring with M"; tokens: since the last call
+
+Pure: the standard library only.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+Progress = Callable[[str, int, int, int], None]
+
+
+def counting(progress: Progress | None, what: str, total: int) -> Callable[[int, int], None]:
+    """A ``tick(n, tokens)`` for work counted in increments (n more items done): calls ``progress`` with the running
+    count, once at 0 first. Without ``progress``, a tick that does nothing."""
+    if progress is None:
+        return lambda n, tokens: None
+    done = 0
+    progress(what, 0, total, 0)
+
+    def tick(n: int, tokens: int) -> None:
+        nonlocal done
+        done += n
+        progress(what, done, total, tokens)
+
+    return tick
