@@ -101,13 +101,9 @@ def main() -> None:
 
     oracle_rows = judge.set_column(judge.column_names.index("scorer"), "scorer", pa.array(["oracle"] * len(oracle)))
     oracle_rows = oracle_rows.set_column(oracle_rows.column_names.index("reward"), "reward", pa.array(oracle))
-    check = None
-    try:
-        from cream_data.rewards.agreement import oracle_agreement
+    from cream_data.rewards.agreement import oracle_agreement
 
-        check = oracle_agreement(pa.concat_tables([judge, oracle_rows]))
-    except ImportError:
-        pass
+    check = oracle_agreement(pa.concat_tables([judge, oracle_rows]))
     n = len(texts)
     result = {
         "responses": n, "prompts": len(np.unique(pid)), "correct": int(oracle.sum()),

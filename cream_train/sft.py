@@ -11,23 +11,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from cream_data.tables import io
 from cream_data.errors import CreamError
 
 
 def load_sft_table(source: str | Path, limit: int | None = None) -> pa.Table:
-    """An ``sft`` table from any source the loaders accept (``cream_data.inputs.prompts.load_sft``), or, until that
-    loader exists, from an ``sft`` Parquet file or table folder."""
-    try:
-        from cream_data.inputs.prompts import load_sft  # written alongside; optional until it lands
-    except ImportError:
-        load_sft = None
-    if load_sft is not None:
-        table = load_sft(str(source), limit=limit)
-    else:
-        table = io.read_table(Path(source), "sft")
-        if limit is not None:
-            table = table.slice(0, limit)
+    """An ``sft`` table from any source the loaders accept (:func:`cream_data.inputs.prompts.load_sft`)."""
+    from cream_data.inputs.prompts import load_sft
+
+    table = load_sft(str(source), limit=limit)
     if table.num_rows == 0:
         raise CreamError(f"{source}: SFT table is empty; expected at least one prompt/completion")
     return table

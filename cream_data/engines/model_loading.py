@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cream_data.engines.model_refs import ModelRef, resolve
 from cream_data.errors import CreamError
+from cream_data.jsonfile import read_json_object
 
 
 def check_device(device: str | None) -> None:
@@ -69,14 +70,8 @@ def _check_checkpoint(ref: ModelRef, trust_remote_code: bool) -> None:
                              "unset HF_HUB_OFFLINE to download it, or pass a local checkpoint folder")
         return
     config_path = Path(ref.path) / "config.json"
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as e:
-        raise CreamError(f"model {ref.name}: config.json is not valid JSON ({_first_line(e)}); "
-                         "the checkpoint may be incomplete or corrupt") from None
-    if not isinstance(config, dict):
-        raise CreamError(f"model {ref.name}: config.json holds {type(config).__name__}, expected a JSON object; "
-                         "the checkpoint may be incomplete or corrupt")
+    config = read_json_object(config_path, what=f"config of model {ref.name}",
+                              fix="the checkpoint may be incomplete or corrupt")
     if config.get("auto_map") and not trust_remote_code:
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 

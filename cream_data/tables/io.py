@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import schemas
+from cream_data import jsonfile
 from cream_data.errors import CreamError
 from cream_data.tables.validate import check, conform
 
@@ -242,15 +243,7 @@ def upgrade(table: pa.Table, kind: str | None, version: int | None, columns: lis
 
 def read_json_object(path: Path, what: str = "manifest") -> dict:
     """A JSON object that cream wrote (a manifest, a stage's saved settings); one line when it is corrupt."""
-    try:
-        m = json.loads(Path(path).read_text())
-    except ValueError as e:
-        raise CreamError(f"{path}: corrupt {what} (not valid JSON: {e}); remove the folder and rerun the stage "
-                         "that writes it") from None
-    if not isinstance(m, dict):
-        raise CreamError(f"{path}: corrupt {what} (expected a JSON object, got {json.dumps(m)[:40]}); "
-                         "remove the folder and rerun the stage that writes it")
-    return m
+    return jsonfile.read_json_object(path, what=what, fix="remove the folder and rerun the stage that writes it")
 
 
 def table_kind(path: str | Path) -> str | None:
