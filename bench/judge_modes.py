@@ -74,7 +74,7 @@ def main() -> None:
         "parse": {"finite_share": sum(ok) / n, "finite": sum(ok), "pairs": parse_pairing.pairs,
                   "skipped": parse_pairing.skipped, "responses_dropped": parse_pairing.responses_dropped},
         "expected": {"finite_share": float(np.isfinite(expected).mean()), "finite": int(np.isfinite(expected).sum()),
-                     "pairs": s.pairing["pairs"], "skipped": s.pairing["skipped"],
+                     "pairs": s.pairing.pairs, "skipped": s.pairing.skipped,
                      "cue_found": int((~appended).sum()), "cue_appended": int(appended.sum()),
                      "confidence_median": float(np.median(confidence)),
                      "confidence_found_median": float(np.median(confidence[~appended])) if (~appended).any() else None,

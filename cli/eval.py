@@ -16,7 +16,7 @@ from cream_data.stages.harness_config import HarnessConfig
 
 
 def _which(cls) -> str:
-    return "--harness" if cls is HarnessConfig else "the paper-protocol evaluation (without --harness)"
+    return "--harness" if cls is HarnessConfig else "the paper protocol, i.e. without --harness"
 
 
 @with_settings(EvalConfig, HarnessConfig, which=_which)

@@ -59,12 +59,10 @@ def label(
               f"{out_dir}/scores, {out_dir}/preferences")
 
 
-def _print_pairing(s: dict) -> None:
-    skipped = ", ".join(f"{k} {v}" for k, v in (s.get("skipped") or {}).items() if v) or "none"
-    c = s.get("c_mean")
-    c_txt = f"C mean {c:.3f} (median {s.get('c_median', float('nan')):.3f}, std {s.get('c_std', float('nan')):.3f})" \
-        if c is not None else "C n/a"
-    dropped = ", ".join(f"{k} {v}" for k, v in (s.get("responses_dropped") or {}).items() if v)
+def _print_pairing(s) -> None:
+    """One line from a PairingSummary: pairs, skips and drops by reason, the consistency C."""
+    skipped = ", ".join(f"{k} {v}" for k, v in s.skipped.items() if v) or "none"
+    c_txt = f"C mean {s.c_mean:.3f} (median {s.c_median:.3f}, std {s.c_std:.3f})" if s.c_mean is not None else "C n/a"
+    dropped = ", ".join(f"{k} {v}" for k, v in s.responses_dropped.items() if v)
     dropped = f"; responses dropped from pairs: {dropped}" if dropped else ""
-    out.print(f"pairs {s.get('pairs')} of {s.get('prompts')} prompts; skipped: {skipped}{dropped}; {c_txt}",
-              highlight=False)
+    out.print(f"pairs {s.pairs} of {s.prompts} prompts; skipped: {skipped}{dropped}; {c_txt}", highlight=False)

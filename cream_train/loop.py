@@ -237,7 +237,8 @@ class Loop:
                 if not resume and (it / cache).exists():
                     shutil.rmtree(it / cache)
             r = label(it / "responses", lcfg, it, log=self.log, progress=self.progress)
-            return {"pairing": r.pairing, "models_scored": r.models_scored, "judge_unparsed": r.judge_unparsed,
+            return {"pairing": r.pairing and r.pairing.to_dict(), "models_scored": r.models_scored,
+                    "judge_unparsed": r.judge_unparsed,
                     "judge_appended": r.judge_appended}
 
         self.stage(f"label-{t}", inputs, outs, go)

@@ -184,7 +184,7 @@ def test_label_current_judge_both_then_repair_without_a_model(tmp_path, tiny_mod
             assert row["weight"] == pytest.approx((tau + 1) / 2, abs=1e-9) and row["prev_rewards"] == jud.tolist()
         else:
             assert row is None
-    assert kept == len(prefs) and s.pairing["skipped"]["disagree"] == 5 - kept
+    assert kept == len(prefs) and s.pairing.skipped["disagree"] == 5 - kept
 
     def no_model(*a, **k):
         raise AssertionError("re-pairing loaded a model")
@@ -193,8 +193,8 @@ def test_label_current_judge_both_then_repair_without_a_model(tmp_path, tiny_mod
     rcfg = LabelConfig(model="", reward="dpo", consistency_between="current,judge", pair_policy="weight")
     summary = repair(resp, tmp_path / "lab", rcfg, tmp_path / "re")
     again = io.read_table(tmp_path / "re" / "preferences", "preferences")
-    assert summary["pairs"] == again.num_rows == 5 - summary["skipped"]["all_equal"]
-    assert summary["pair_policy"] == "weight" and summary["consistency_between"] == ["current", "judge"]
+    assert summary.pairs == again.num_rows == 5 - summary.skipped["all_equal"]
+    assert summary.pair_policy == "weight" and summary.consistency_between == ["current", "judge"]
 
 
 def test_human_answers_are_scored_by_every_role_and_never_paired(tmp_path, tiny_model, tiny_model_b):

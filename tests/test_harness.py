@@ -284,5 +284,6 @@ def test_harness_flags_come_from_its_settings_and_errors_name_the_flag(cream_exe
                                 "--num-fewshot", "-1", "--engine", "tgi"),
                       "--num-fewshot: got -1", "--engine: got 'tgi', expected one of hf, vllm")
     assert_user_error(cream_exe("eval", "--model", "smollm2-135m-instruct", "--out", out, "--harness", "gsm8k",
-                                "--suffix", "x"), "--suffix", "only with the paper-protocol evaluation")
+                                "--suffix", "x"),
+                      "--suffix", "only with the paper protocol, i.e. without --harness")
     assert not (tmp_path / "ev").exists()

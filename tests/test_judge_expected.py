@@ -200,7 +200,7 @@ def test_expected_mode_scores_every_response_and_pairs_form(tmp_path, tiny_model
     assert all(r["confidence"] is None for r in p_rows)
     assert len(e_rows) == 16 and all(r["reward"] is not None and np.isfinite(r["reward"]) for r in e_rows)
     assert all(0.0 <= r["confidence"] <= 1.0 for r in e_rows) and expected.judge_unparsed == 0
-    assert expected.pairing["pairs"] == 4 and parse.pairing["pairs"] < expected.pairing["pairs"]
+    assert expected.pairing.pairs == 4 and parse.pairing.pairs < expected.pairing.pairs
     prefs = io.read_table(tmp_path / "expected" / "preferences", "preferences").to_pylist()
     for p in prefs:
         assert p["rewards"][p["chosen_idx"]] == max(p["rewards"]) > min(p["rewards"]) == p["rewards"][p["rejected_idx"]]

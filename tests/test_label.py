@@ -138,7 +138,7 @@ def test_rerun_reuses_stored_scores_and_repair_changes_only_weights(tmp_path, re
     w = np.array(p2["weight"].to_pylist())
     assert set(p2["consistency"].to_pylist()) <= {0.0, 1.0} and np.allclose(w, w[0])
     assert w[0] == pytest.approx(np.mean(p2["consistency"].to_pylist()))
-    assert summary["pairs"] == p2.num_rows
+    assert summary.pairs == p2.num_rows
 
 
 def test_kill_during_scoring_then_resume(tmp_path, tiny_model, tiny_model_b):
@@ -176,7 +176,7 @@ def test_varying_n_is_grouped_and_n_below_2_skipped(tmp_path, tiny_model):
     s = label(resp, LabelConfig(model=str(tiny_model)), tmp_path / "lab")
     prefs = io.read_table(tmp_path / "lab" / "preferences", "preferences")
     assert sorted(set(prefs["n_responses"].to_pylist())) == [2, 3]
-    assert s.pairing["skipped"]["n_lt_2"] == 1 and s.pairing["pairs"] == 3
+    assert s.pairing.skipped["n_lt_2"] == 1 and s.pairing.pairs == 3
     assert set(prefs["consistency_method"].to_pylist()) == {"none"} and set(prefs["weight"].to_pylist()) == {1.0}
 
 
@@ -242,5 +242,5 @@ def test_judge_and_oracle_rewards(tmp_path, tiny_model):
     assert len(js) == 9 and all(x["judge_text"] is not None for x in js)
     assert all(x["reward"] == parse_judge_score(x["judge_text"]) for x in js)
     assert s.judge_unparsed == sum(x["reward"] is None for x in js)
-    assert s.pairing["skipped"].get("nonfinite_reward", 0) + s.pairing["pairs"] + \
-        s.pairing["skipped"].get("all_equal", 0) == 3
+    assert s.pairing.skipped.get("nonfinite_reward", 0) + s.pairing.pairs + \
+        s.pairing.skipped.get("all_equal", 0) == 3

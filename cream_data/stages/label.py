@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from cream_data.errors import CreamError
 from cream_data.rewards.judge import template_hash
 from cream_data.progress import Progress
+from cream_data.rewards.pairing import PairingSummary
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.label_scorers import (  # noqa: F401  (re-exported)
     Scoring, as_human_scores, dpo_or_likelihood, human_responses, judge_template_text, reference_answers,
@@ -55,7 +56,7 @@ class LabelSummary:
     models_reused: list[str] = field(default_factory=list)
     judge_unparsed: int = 0           # parse mode: outputs with no parseable score (null reward)
     judge_appended: int = 0           # expected mode: distinct outputs without a cue (the cue was appended)
-    pairing: dict | None = None
+    pairing: PairingSummary | None = None
     seconds: float = 0.0
 
 
@@ -202,7 +203,7 @@ def _write_shard_or_table(table: pa.Table, folder: Path, kind: str, shard, manif
 
 
 def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, out: Path, th: str | None,
-                      config: dict, inputs: dict) -> dict:
+                      config: dict, inputs: dict) -> PairingSummary:
     from cream_data.rewards.pairing import build_preferences
 
     reward_scorer = REWARD_ROLE[cfg.reward]
@@ -221,13 +222,12 @@ def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, o
         consistency=cfg.consistency, scope=cfg.scope, iteration=cfg.iteration, template_hash=th,
         logp_scorer="current", pair_policy=cfg.pair_policy,
     )
-    summary = pairing.to_dict()
     io.write_table(prefs, out / "preferences", "preferences",
-                   manifest_extra={"config": config, "inputs": inputs, "summary": summary})
-    return summary
+                   manifest_extra={"config": config, "inputs": inputs, "summary": pairing.to_dict()})
+    return pairing
 
 
-def repair(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig, out: str | Path) -> dict:
+def repair(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig, out: str | Path) -> PairingSummary:
     """Rebuild preferences from stored scores (another consistency method or scope) without loading a model."""
     scores_dir = Path(scores_dir)
     folder = scores_dir / "scores" if (scores_dir / "scores").is_dir() else scores_dir
