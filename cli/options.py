@@ -21,14 +21,14 @@ from typing import Any, Callable, Optional, get_args, get_origin, get_type_hints
 import typer
 from rich.markup import escape
 
-from cream_data.settings import SettingsError, default_of, user_fields
+from cream_data.settings import SettingsError, default_of, flag_decl, flag_of, user_fields
 
 _CTX = "cream_ctx"
 
 
 def flag(f) -> str:
     """The long flag of a setting's field (the first of ``--x/--no-x``)."""
-    return (f.metadata.get("flag") or "--" + f.name.replace("_", "-")).split("/")[0]
+    return flag_of(f)
 
 
 def flag_namer(cls) -> Callable[[str], str]:
@@ -70,8 +70,8 @@ class _Spec:
             text += " (default: " + ", ".join(f"{v} with {which(c)}" for c, v in self.defaults.items()) + ")"
         choices = meta.get("choices")
         metavar = meta.get("metavar") or (f"[{'|'.join(choices)}]" if choices else None)
-        decl = meta.get("flag") or "--" + self.field.name.replace("_", "-")
-        return annotation, typer.Option(... if default is MISSING else default, decl, help=text, metavar=metavar)
+        return annotation, typer.Option(... if default is MISSING else default, flag_decl(self.field), help=text,
+                                        metavar=metavar)
 
     def value(self, raw):
         """The option's value as the field holds it (a comma-separated list as a tuple)."""

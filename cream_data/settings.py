@@ -152,6 +152,17 @@ def user_fields(cls) -> list:
     return [f for f in fields(cls) if not f.metadata.get("internal")]
 
 
+def flag_decl(f) -> str:
+    """A setting's command-line declaration: its own ``flag`` (``--lora/--no-lora``) or ``--name-with-dashes``.
+    One rule for the option a command adds (``cli/options.py``) and the command line a launcher writes."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def flag_of(f) -> str:
+    """A setting's long flag: the first of ``--x/--no-x``, else its declaration (how a problem names it)."""
+    return flag_decl(f).split("/")[0]
+
+
 def default_of(f) -> Any:
     """A field's default (MISSING when it has none)."""
     return f.default_factory() if f.default_factory is not MISSING else f.default
