@@ -54,3 +54,5 @@ EVAL_MODELS: tuple[str, ...] = ("all", "last", "none")
 REFERENCES: tuple[str, ...] = ("auto", "stored", "computed")
 LONG_PAIRS: tuple[str, ...] = ("drop", "truncate")
 REPORT_TO: tuple[str, ...] = ("none", "tensorboard", "wandb")
+# How `cream run` starts a stage's processes (cream_train/launch.py).
+LAUNCHERS: tuple[str, ...] = ("none", "accelerate", "torchrun")

@@ -19,8 +19,8 @@ from typing import Sequence
 from cream_data.errors import CreamError
 from cream_data.settings import (Settings, SettingsError, at_least, default_of, flag_decl, keyed, setting,
                                  user_fields, within)
+from cream_data.vocab import LAUNCHERS
 
-LAUNCHERS = ("none", "accelerate", "torchrun")
 SHARDED = ("sample", "label")  # the commands that take --shard i/k
 DISTRIBUTED = "train"  # the command accelerate and torchrun start
 CLI_MODULE = "cli.main"  # `python -m cli.main` is the `cream` console script
