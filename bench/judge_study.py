@@ -11,6 +11,8 @@ judge's AUC for correct vs wrong responses (Mann–Whitney, ties 1/2, pooled ove
 from a bootstrap over prompts; the expected mode's AUC is also computed by cream_data.rewards.agreement as a cross-check.
 
     .venv/bin/python bench/judge_study.py [--out DIR] [--model m1|m0]   # ~1-2 h on a 2-core CPU; stages resume
+    .venv/bin/python bench/judge_study.py --out runs/study/srlm          # reads `make study`'s srlm run, once its
+                                                                          # iteration 1 is labeled
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ def auc_with_interval(rewards: np.ndarray, correct: np.ndarray, prompt: np.ndarr
     return {"auc": auc, "ci95": [float(lo), float(hi)], "n_correct": int(c.sum()), "n_wrong": int((~c).sum())}
 
 
+def _iteration_1_done(cfg, table) -> bool:
+    """Whether the run's stages up to iteration 1's labels are done with these inputs (`cream run --plan`'s statuses):
+    then the study reads them and writes nothing — safe while `make study` is still running later stages there."""
+    from cream_train.plan import Planner
+
+    status = {s.name: s.status for s in Planner(cfg, table, log=lambda *_: None).plan()}
+    return all(status.get(n) == "done" for n in ("prompts", "sft-data", "train-M1", "sample-1", "label-1"))
+
+
 def main() -> None:
     from cream_data.tables import io
     from cream_data.rewards.answers import oracle_reward
@@ -70,15 +81,18 @@ def main() -> None:
     t0 = time.time()
     cfg, _, table = load_run_config(ROOT / "examples" / "study" / "study.yaml",
                                     {"method": "srlm", "run_dir": str(args.out.resolve())})
-    loop = Loop(cfg, table, print)
-    loop.prompts()
-    if args.model == "m1":
-        loop.sft()
-    else:  # the study's M1 stands in for M0 in every stage that uses it
-        loop.model = lambda k, _m=loop.model: cfg.model if k == 1 else _m(k)
-        loop.model_fp = lambda k, _f=loop.model_fp: "m0:" + cfg.model if k == 1 else _f(k)
-    loop.sample(1)
-    loop.label(1)
+    if args.model == "m1" and _iteration_1_done(cfg, table):
+        print(f"{args.out}: iteration 1 of this run is done (fingerprints match); reading it")  # nothing written
+    else:
+        loop = Loop(cfg, table, print)
+        loop.prompts()
+        if args.model == "m1":
+            loop.sft()
+        else:  # the study's M1 stands in for M0 in every stage that uses it
+            loop.model = lambda k, _m=loop.model: cfg.model if k == 1 else _m(k)
+            loop.model_fp = lambda k, _f=loop.model_fp: "m0:" + cfg.model if k == 1 else _f(k)
+        loop.sample(1)
+        loop.label(1)
     it = args.out / "iter-1"
     scores = io.read_table(it / "scores", "scores")
     judge = scores.filter(pc.equal(scores["scorer"], "judge")).sort_by([("prompt_id", "ascending"),

@@ -33,6 +33,9 @@ def run(
                                      "one (default); --no-resume recomputes every stage in the run directory."),
     check: bool = typer.Option(False, "--check", help="Validate the config (every problem at once), print every "
                                "setting as it will run (defaults filled in) and stop; nothing is written."),
+    plan: bool = typer.Option(False, "--plan", help="Print every stage with its status (done / reuse / resume / "
+                              "stale / to run, from the fingerprints) and the exact `cream …` command line that "
+                              "does its work, then stop; nothing is run or written."),
 ) -> None:
     """M0 → SFT → M1 → (sample → label → train) × T → M_{T+1}, evaluating each model; a rerun skips finished
     stages and finishes an interrupted one. Ends with the iteration report (accuracy per model, consistency)."""
@@ -48,6 +51,14 @@ def run(
         out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip(), highlight=False, markup=False)
         out.print(f"{config}: valid — method {cfg.method}, T = {cfg.iterations}, {table.num_rows} prompts, "
                   f"run dir {cfg.run_dir}", highlight=False)
+        return
+    if plan:
+        from cream_train.plan import plan_run, to_text
+
+        for r in reuse_from or []:
+            check_reuse_from(r)
+        cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from)
+        out.print(to_text(plan_run(cfg, table, reuse_from=reuse_from, resume=resume)), highlight=False, markup=False)
         return
     for r in reuse_from or []:  # before the run directory is made (its own directory is refused by the loop)
         check_reuse_from(r)

@@ -52,8 +52,7 @@ class Loop:
         self.cfg, self.prompts_table, self.log, self.progress = cfg, prompts_table, log, progress
         self.run = Path(cfg.run_dir)
         self.reuse_from = [check_reuse_from(r, self.run) for r in reuse_from or []]
-        self.run.mkdir(parents=True, exist_ok=True)
-        self.manifest = Manifest.open(self.run)
+        self.manifest = self._open_manifest()
         if not resume and self.manifest.data["stages"]:
             # start afresh: forget every stage, so each one replaces its outputs as it runs
             log(f"[yellow]--no-resume:[/] recomputing all {len(self.manifest.data['stages'])} stage(s) of {self.run}")
@@ -66,6 +65,10 @@ class Loop:
         self._other_manifests: dict[Path, Manifest] = {}  # read once per run: the other runs do not change meanwhile
         self.fps: dict[str, str] = {}
         self.stages = Stages(cfg, self.run)  # each stage's config: its section's settings + what the run owns
+
+    def _open_manifest(self) -> Manifest:
+        self.run.mkdir(parents=True, exist_ok=True)
+        return Manifest.open(self.run)
 
     # ------------------------------------------------------------------ stage bookkeeping
     def stage(self, name: str, inputs: dict, outputs: list[Path], fn: Callable[[bool], dict | None]) -> str:
@@ -252,8 +255,8 @@ class Loop:
         inputs = {"prefs_fp": self.fps[f"label-{t}"], "model_fp": self.model_fp(t), "method": self.cfg.train_method,
                   "seed": self.cfg.seed, **asdict(tr)}
 
-        manifest = io.read_manifest(prefs)
-        if manifest.get("rows", 0) == 0:
+        manifest = io.read_manifest(prefs) if (prefs / io.MANIFEST).exists() else {}  # none yet: `--plan`
+        if manifest.get("rows") == 0:
             # Nothing to learn from (e.g. a judge whose scores never parse): M_{t+1} = M_t, said loudly.
             skipped = {k: v for k, v in (manifest.get("summary", {}).get("skipped") or {}).items() if v}
 
@@ -341,6 +344,21 @@ class Loop:
         return m == "all" or (m == "last" and k == self.cfg.iterations + 1)
 
     # ------------------------------------------------------------------ the procedure
+    def walk(self) -> None:
+        """Every stage, in order (each one skipped, reused, resumed or run by :meth:`stage`)."""
+        self.prompts()
+        if self.should_eval(0):
+            self.evaluate(0)
+        self.sft()
+        if self.should_eval(1):
+            self.evaluate(1)
+        for t in range(1, self.cfg.iterations + 1):
+            self.sample(t)
+            self.label(t)
+            self.train(t)
+            if self.should_eval(t + 1):
+                self.evaluate(t + 1)
+
     def execute(self) -> RunSummary:
         t0 = time.time()
         cfg = self.cfg
@@ -350,18 +368,7 @@ class Loop:
         self.manifest.data.update(method=cfg.method, iterations=cfg.iterations, seeds={"seed": cfg.seed},
                                   versions=versions(), config_fp=_fp(cfg.to_dict()))
         self.manifest.save()
-        self.prompts()
-        if self.should_eval(0):
-            self.evaluate(0)
-        self.sft()
-        if self.should_eval(1):
-            self.evaluate(1)
-        for t in range(1, cfg.iterations + 1):
-            self.sample(t)
-            self.label(t)
-            self.train(t)
-            if self.should_eval(t + 1):
-                self.evaluate(t + 1)
+        self.walk()
         from cream_data.reports.run_report import write_run_report
 
         report_md = write_run_report(self.run).markdown

@@ -379,3 +379,24 @@ def test_no_resume_recomputes_every_stage_identically(cream_run, tiny_model, sha
                                atol=1e-6)
     assert os.stat(tmp / "again" / "models" / "M1" / "model.safetensors").st_ino != \
         os.stat(full.run_dir / "models" / "M1" / "model.safetensors").st_ino  # recomputed, not the link
+
+
+def test_plan_after_a_run_says_done_and_what_a_change_makes_stale(cream_run, cream_exe):
+    """After the run every stage is done; a changed training lr makes train-M2 and everything downstream stale (their
+    fingerprints chain) and leaves the rest done; the plan writes nothing."""
+    from tests.test_plan import parse_plan
+
+    tmp, cfg, summary = cream_run
+    manifest = (summary.run_dir / "manifest.json").read_bytes()
+    r = cream_exe("run", cfg, "--plan")
+    assert r.code == 0, r
+    plan = parse_plan(r.out)
+    assert set(plan) == set(json.loads(manifest)["stages"]) and {s for s, _ in plan.values()} == {"done"}
+    changed = tmp / "changed-lr.yaml"
+    changed.write_text(Path(cfg).read_text().replace("train: {lr: 1.0e-3", "train: {lr: 2.0e-3"))
+    plan = parse_plan(cream_exe("run", changed, "--plan").out)
+    stale = {n for n, (s, _) in plan.items() if s == "stale"}
+    assert stale == {"train-M2", "eval-M2", "sample-2", "label-2", "train-M3", "eval-M3"}, plan
+    assert {s for n, (s, _) in plan.items() if n not in stale} == {"done"}
+    assert "--lr 0.002" in " ".join(plan["train-M2"][1][0])
+    assert (summary.run_dir / "manifest.json").read_bytes() == manifest

@@ -1,0 +1,140 @@
+"""`cream run CONFIG --plan`: every stage of the run, whether it is done, and the command line that does its work —
+computed as the run would compute it, with nothing run and nothing written.
+
+A stage's status comes from the same fingerprints the loop uses (its settings, data, seeds and the fingerprints of
+the stages it reads, chained), compared with ``RUN/manifest.json``:
+
+    done      finished earlier with the same inputs: skipped
+    reuse     finished with the same inputs in a ``--reuse-from`` run: linked from there
+    resume    started earlier with the same inputs and interrupted: its finished parts are kept
+    stale     finished earlier with other inputs (changed settings or an upstream stage): redone
+    to run    never started
+
+Each model stage's command is the stage's own ``cream`` command with the settings the run resolves (made by
+:func:`cream_train.launch.stage_argv`, which the tests parse back through the real command line into an equal
+config), so users on a cluster scheduler can copy them into their own jobs. Statuses downstream of a stage that
+has not run yet assume it will form pairs (a pair-less iteration carries its model forward instead).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cream_train.launch import Launcher, launch_commands, shell_line, stage_argv
+from cream_train.loop import Loop, _fp
+from cream_train.run_manifest import Manifest
+
+NO_COMMAND = "(cream run itself: reads the configured sources, no model)"
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    name: str
+    status: str  # done | reuse | resume | stale | to run
+    fingerprint: str
+    commands: tuple[str, ...]  # shell lines; empty for the run's own bookkeeping stages
+    note: str = ""
+
+
+class _ReadOnlyManifest(Manifest):
+    def save(self) -> None:  # a plan writes nothing
+        pass
+
+
+class Planner(Loop):
+    """The loop walked without running: :meth:`stage` records instead of executing."""
+
+    def _open_manifest(self) -> Manifest:
+        m = Manifest.open(self.run)  # reads RUN/manifest.json when there is one; creates nothing
+        return _ReadOnlyManifest(m.path, m.data)
+
+    def plan(self) -> list[PlannedStage]:
+        self.planned: list[PlannedStage] = []
+        self.walk()
+        return self.planned
+
+    def stage(self, name: str, inputs: dict, outputs: list[Path], fn) -> str:
+        fp = _fp(inputs)
+        self.fps[name] = fp
+        note = ""
+        if self.manifest.is_done(name, fp, outputs):
+            status = "done"
+        elif outputs and (source := self._reusable(name, fp, outputs)):
+            status, note = "reuse", f"from {source}"
+        elif self.manifest.previous_fingerprint(name) == fp:
+            status = "resume"
+        elif self.manifest.data["stages"].get(name):
+            status = "stale"
+        else:
+            status = "to run"
+        self.planned.append(PlannedStage(name, status, fp, tuple(self._commands(name)), note))
+        return fp
+
+    def _reusable(self, name: str, fp: str, outputs: list[Path]) -> Path | None:
+        for other in self.reuse_from:
+            rec = Manifest.open(other).data["stages"].get(name) or {}
+            srcs = [other / Path(o).relative_to(self.run) for o in outputs]
+            if rec.get("status") == "done" and rec.get("fingerprint") == fp and all(s.exists() for s in srcs):
+                return other
+        return None
+
+    # ------------------------------------------------------------------ each stage's command line
+    def _commands(self, name: str) -> list[str]:
+        argv = self._argv(name)
+        if argv is None:
+            return []
+        return [shell_line(p) for p in launch_commands(argv, Launcher(), cream=["cream"])]
+
+    def _argv(self, name: str) -> list[str] | None:
+        kind, k = re.fullmatch(r"([a-z-]+?)-?M?(\d*)", name).groups()
+        k = int(k) if k else None
+        run, stages = self.run, self.stages
+        if kind == "sample":
+            return stage_argv("sample", stages.sample(k, self.model(k)),
+                              positional=[str(run / "prompts" / f"subset-{k}")],
+                              extra={"--out": str(run / f"iter-{k}" / "responses")})
+        if kind == "label":
+            ref = self.parent(k)
+            prev = self.parent(ref)
+            cfg = stages.label(k, self.model(k), self.model(ref), self.model(prev) if prev is not None else None)
+            return stage_argv("label", cfg, positional=[str(run / f"iter-{k}" / "responses")],
+                              extra={"--out": str(run / f"iter-{k}")})
+        if kind == "train":
+            cfg = stages.sft(self.model(0)) if k == 1 else stages.train(k - 1, self.model(k - 1))
+            return stage_argv("train", cfg, positional=[cfg.data], skip=("data",), extra={"--stage": cfg.stage})
+        if kind == "eval":
+            return stage_argv("eval", stages.eval(k), extra={"--model": self.model(k),
+                                                             "--out": str(run / "eval" / f"M{k}")})
+        if kind == "harness":
+            return self._harness_argv(k)
+        return None  # prompts, sft-data: the run's own reading of its sources
+
+    def _harness_argv(self, k: int) -> list[str]:
+        from cream_data.stages.harness_config import HarnessConfig
+
+        cfg = HarnessConfig.from_mapping(self.cfg.eval.harness, data_dir=self.cfg.eval.data_dir, label=f"M{k}")
+        return stage_argv("eval", cfg, skip=("tasks",), extra={
+            "--model": self.model(k), "--out": str(self.run / "eval-harness" / f"M{k}"),
+            "--harness": ",".join(cfg.tasks)})
+
+
+def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = True) -> list[PlannedStage]:
+    """The plan of the run ``cfg`` (a resolved RunConfig) over the prompts ``table``; nothing is written."""
+    stages = Planner(cfg, table, log=lambda *_: None, reuse_from=reuse_from, resume=True).plan()
+    if not resume:  # --no-resume recomputes every stage
+        stages = [PlannedStage(s.name, "to run", s.fingerprint, s.commands, "--no-resume") for s in stages]
+    return stages
+
+
+def to_text(stages: list[PlannedStage]) -> str:
+    """The plan as lines: ``status  stage  [note]`` then each command line indented (copyable as they are)."""
+    width = max(len(s.name) for s in stages)
+    lines = []
+    for s in stages:
+        lines.append(f"{s.status:<7} {s.name:<{width}}  {s.note}".rstrip())
+        lines += [f"    {c}" for c in s.commands] or [f"    {NO_COMMAND}"]
+    todo = sum(s.status not in ("done", "reuse") for s in stages)
+    lines.append(f"{len(stages)} stages: {len(stages) - todo} done or reused, {todo} to run")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""`cream run CONFIG --plan`: every stage with its status and the exact command line that does its work; nothing run,
+nothing written. The command lines are parsed back through the real `cream` app into configs equal to the ones the
+loop builds (tests/test_launch.py's ``rebuild``); the statuses after a real run are checked in tests/test_loop.py."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from tests.test_launch import rebuild
+from tests.test_loop import write_config
+
+
+def parse_plan(text: str) -> dict[str, tuple[str, list[list[str]]]]:
+    """stage -> (status, command argvs without the program name) from the plan's text."""
+    stages, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("    "):
+            cmd = line.strip()
+            if cmd.startswith("cream "):
+                stages[current][1].append(shlex.split(cmd)[1:])
+        elif line and not line[0].isdigit():
+            status, rest = (line[:7].strip(), line[8:].split())
+            current = rest[0]
+            stages[current] = (status, [])
+    return stages
+
+
+def test_plan_before_a_run_writes_nothing_and_its_commands_build_the_loops_configs(tmp_path, tiny_model, shared_data,
+                                                                                   cream_exe):
+    from cream_train.plan import Planner
+    from cream_train.run_config import load_run_config
+
+    cfg_path = write_config(tmp_path, tiny_model, shared_data, "planned")
+    r = cream_exe("run", cfg_path, "--plan")
+    assert r.code == 0, r
+    assert not (tmp_path / "planned").exists(), "a plan wrote the run directory"
+    plan = parse_plan(r.out)
+    want = ["prompts", "eval-M0", "sft-data", "train-M1", "eval-M1", "sample-1", "label-1", "train-M2", "eval-M2",
+            "sample-2", "label-2", "train-M3", "eval-M3"]
+    assert list(plan) == want and {s for s, _ in plan.values()} == {"to run"}
+    assert plan["prompts"][1] == [] and plan["sft-data"][1] == []  # the run's own reading of its sources
+    assert all(len(cmds) == 1 for name, (_, cmds) in plan.items() if name not in ("prompts", "sft-data"))
+
+    cfg, _, table = load_run_config(cfg_path)
+    loop = Planner(cfg, table, log=lambda *_: None)
+    loop.plan()
+    m = loop.model
+    expected = {
+        "train-M1": loop.stages.sft(m(0)), "train-M2": loop.stages.train(1, m(1)), "train-M3": loop.stages.train(2, m(2)),
+        "sample-1": loop.stages.sample(1, m(1)), "sample-2": loop.stages.sample(2, m(2)),
+        "label-1": loop.stages.label(1, m(1), m(0)), "label-2": loop.stages.label(2, m(2), m(1), m(0)),
+        "eval-M0": loop.stages.eval(0), "eval-M3": loop.stages.eval(3),
+    }
+    for name, config in expected.items():
+        argv = plan[name][1][0]
+        assert rebuild(argv) == config, name
+    # where each command reads and writes: the run's own folders
+    assert plan["sample-2"][1][0][:4] == ["sample", str(tmp_path / "planned" / "prompts" / "subset-2"), "--out",
+                                          str(tmp_path / "planned" / "iter-2" / "responses")]
+    assert plan["eval-M2"][1][0][plan["eval-M2"][1][0].index("--model") + 1] == str(tmp_path / "planned" / "models" / "M2")
+
+
+def test_plan_imports_no_torch(tmp_path, tiny_model, shared_data):
+    """The parent of the stage processes never imports torch: planning (the parent's whole job) included."""
+    import subprocess
+
+    cfg_path = write_config(tmp_path, tiny_model, shared_data, "planned")
+    code = ("import sys\nfrom cream_train.run_config import load_run_config\nfrom cream_train.plan import plan_run\n"
+            f"cfg, _, t = load_run_config({str(cfg_path)!r})\nplan_run(cfg, t)\n"
+            "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]\nassert not heavy, heavy\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
