@@ -41,25 +41,10 @@ def run(
     stages and finishes an interrupted one. Ends with the iteration report (accuracy per model, consistency)."""
     overrides = {k: v for k, v in (("method", method), ("seed", seed),
                                    ("run_dir", str(run_dir.resolve()) if run_dir else None)) if v is not None}
-    from cream_train.run_config import check_reuse_from, load_run_config
+    if check or plan:  # nothing is run or written
+        return _check(config, overrides, reuse_from) if check else _plan(config, overrides, reuse_from, resume)
+    from cream_train.run_config import check_reuse_from
 
-    if check:  # everything a stage would refuse, listed at once; nothing is written
-        import yaml
-
-        cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from)
-        # every setting as it will run, defaults filled in: what the run's config.yaml will hold
-        out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip(), highlight=False, markup=False)
-        out.print(f"{config}: valid — method {cfg.method}, T = {cfg.iterations}, {table.num_rows} prompts, "
-                  f"run dir {cfg.run_dir}", highlight=False)
-        return
-    if plan:
-        from cream_train.plan import plan_run, to_text
-
-        for r in reuse_from or []:
-            check_reuse_from(r)
-        cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from)
-        out.print(to_text(plan_run(cfg, table, reuse_from=reuse_from, resume=resume)), highlight=False, markup=False)
-        return
     for r in reuse_from or []:  # before the run directory is made (its own directory is refused by the loop)
         check_reuse_from(r)
     from cream_train.loop import run as run_loop
@@ -76,3 +61,27 @@ def run(
     for name, path in summary.models.items():
         log.print(f"  {name}: {path}", highlight=False)
     log.print(f"query it: cream sql {summary.run_dir} \"SELECT iteration, avg(weight) FROM preferences GROUP BY 1\"")
+
+
+def _check(config: Path, overrides: dict, reuse_from) -> None:
+    """`--check`: everything a stage would refuse, listed at once, then every setting as it will run (defaults
+    filled in: what the run's config.yaml will hold)."""
+    import yaml
+
+    from cream_train.run_config import load_run_config
+
+    cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from)
+    out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip(), highlight=False, markup=False)
+    out.print(f"{config}: valid — method {cfg.method}, T = {cfg.iterations}, {table.num_rows} prompts, "
+              f"run dir {cfg.run_dir}", highlight=False)
+
+
+def _plan(config: Path, overrides: dict, reuse_from, resume: bool) -> None:
+    """`--plan`: every stage's status and command line (cream_train/plan.py)."""
+    from cream_train.plan import plan_run, to_text
+    from cream_train.run_config import check_reuse_from, load_run_config
+
+    for r in reuse_from or []:
+        check_reuse_from(r)
+    cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from)
+    out.print(to_text(plan_run(cfg, table, reuse_from=reuse_from, resume=resume)), highlight=False, markup=False)

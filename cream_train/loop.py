@@ -23,7 +23,7 @@ from typing import Callable
 from cream_data.tables import io
 from cream_data.progress import Progress
 from cream_train.run_config import RunConfig
-from cream_train.run_manifest import Manifest, link_or_copy, versions
+from cream_train.run_manifest import Manifest, is_run_output, link_or_copy, versions
 from cream_train.sections import Stages
 
 Log = Callable[[str], None]
@@ -393,13 +393,3 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
     with locked(run_dir, flag="run_dir", log=log):
         return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume, progress=progress).execute()
 
-
-def is_run_output(path: Path) -> bool:
-    """What `cream run` writes: a run directory with the loop's manifest.json (and config.yaml)."""
-    mf = path / "manifest.json"
-    if not (path.is_dir() and mf.is_file()):
-        return False
-    try:
-        return isinstance(json.loads(mf.read_text()).get("stages"), dict)
-    except (OSError, ValueError, AttributeError):
-        return False

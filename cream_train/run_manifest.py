@@ -59,3 +59,14 @@ def versions() -> dict:
         except PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def is_run_output(path: Path) -> bool:
+    """What `cream run` writes: a run directory with the loop's manifest.json (and config.yaml)."""
+    mf = path / "manifest.json"
+    if not (path.is_dir() and mf.is_file()):
+        return False
+    try:
+        return isinstance(json.loads(mf.read_text()).get("stages"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
