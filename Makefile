@@ -9,7 +9,7 @@ export CREAM_CACHE ?= $(CURDIR)/.cache/cream
 export HF_HUB_DISABLE_TELEMETRY = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: demo test study install clean
+.PHONY: demo test study gpu-check install clean
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ test: $(STAMP)  # the import contracts of pyproject.toml ([tool.importlinter]) f
 
 study: $(STAMP)  # the replication study of docs/RESULTS.md: about 2 h on a 2-core CPU
 	bash examples/study/run.sh
+
+gpu-check: $(STAMP)  # issue #14: one table of GPU readiness (bench/gpu_check.py, < 10 min on one GPU; vLLM rows need 'cream[vllm]')
+	$(PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info
