@@ -117,7 +117,7 @@ def main() -> None:
     oracle_rows = oracle_rows.set_column(oracle_rows.column_names.index("reward"), "reward", pa.array(oracle))
     from cream_data.rewards.agreement import oracle_agreement
 
-    check = oracle_agreement(pa.concat_tables([judge, oracle_rows]))
+    check = oracle_agreement(pa.concat_tables([judge, oracle_rows.cast(judge.schema)]))
     n = len(texts)
     result = {
         "responses": n, "prompts": len(np.unique(pid)), "correct": int(oracle.sum()),
