@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from typing import Callable
 from cream_data.tables import io
 from cream_data.progress import Progress
 from cream_train.run_config import RunConfig
-from cream_train.run_manifest import Manifest, is_run_output, link_or_copy, versions
+from cream_train.run_manifest import Manifest, is_run_output, link_outputs, versions
 from cream_train.sections import Stages
 
 Log = Callable[[str], None]
@@ -106,32 +105,28 @@ class Loop:
         so the outputs are what this run would compute: e.g. the prompt split, M1 and the iteration-1 samples
         are the same for every method. Tables keep the producing run's paths in their ``model`` columns.
         """
+        found = self._reuse_source(name, fp, outputs)
+        if not found:
+            return False
+        other, rec, srcs = found
+        link_outputs(srcs, outputs)
+        self.manifest.data["stages"][name] = {**rec, "reused_from": str(other)}
+        self.manifest.save()
+        self.reused.append(name)
+        self.log(f"[dim]↺ {name}: reused from {other}[/]")
+        return True
+
+    def _reuse_source(self, name: str, fp: str, outputs: list[Path]) -> tuple[Path, dict, list[Path]] | None:
+        """(run, its stage record, its outputs) of the first ``--reuse-from`` run that finished this stage with the
+        same fingerprint and still has its outputs; None when none did."""
         for other in self.reuse_from:
             rec = self._other_manifests.setdefault(other, Manifest.open(other)).data["stages"].get(name)
             if not rec or rec.get("status") != "done" or rec.get("fingerprint") != fp:
                 continue
             srcs = [other / Path(o).relative_to(self.run) for o in outputs]
-            if not all(s.exists() for s in srcs):
-                continue
-            for src, dst in zip(srcs, outputs):
-                dst = Path(dst)
-                if dst.exists():
-                    shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
-                tmp = dst.with_name(f".{dst.name}.reuse-tmp")
-                if tmp.exists():
-                    shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-                tmp.parent.mkdir(parents=True, exist_ok=True)
-                if src.is_dir():
-                    shutil.copytree(src, tmp, copy_function=link_or_copy)
-                else:
-                    link_or_copy(src, tmp)
-                os.replace(tmp, dst)
-            self.manifest.data["stages"][name] = {**rec, "reused_from": str(other)}
-            self.manifest.save()
-            self.reused.append(name)
-            self.log(f"[dim]↺ {name}: reused from {other}[/]")
-            return True
-        return False
+            if all(s.exists() for s in srcs):
+                return other, rec, srcs
+        return None
 
     # ------------------------------------------------------------------ models
     def model(self, k: int) -> str:

@@ -61,8 +61,8 @@ class Planner(Loop):
         note = ""
         if self.manifest.is_done(name, fp, outputs):
             status = "done"
-        elif outputs and (source := self._reusable(name, fp, outputs)):
-            status, note = "reuse", f"from {source}"
+        elif outputs and (found := self._reuse_source(name, fp, outputs)):
+            status, note = "reuse", f"from {found[0]}"
         elif self.manifest.previous_fingerprint(name) == fp:
             status = "resume"
         elif self.manifest.data["stages"].get(name):
@@ -71,14 +71,6 @@ class Planner(Loop):
             status = "to run"
         self.planned.append(PlannedStage(name, status, fp, tuple(self._commands(name)), note))
         return fp
-
-    def _reusable(self, name: str, fp: str, outputs: list[Path]) -> Path | None:
-        for other in self.reuse_from:
-            rec = Manifest.open(other).data["stages"].get(name) or {}
-            srcs = [other / Path(o).relative_to(self.run) for o in outputs]
-            if rec.get("status") == "done" and rec.get("fingerprint") == fp and all(s.exists() for s in srcs):
-                return other
-        return None
 
     # ------------------------------------------------------------------ each stage's command line
     def _commands(self, name: str) -> list[str]:

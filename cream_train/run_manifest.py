@@ -41,6 +41,24 @@ class Manifest:
         return rec.get("fingerprint") if rec else None
 
 
+def link_outputs(srcs: list[Path], outputs: list[Path]) -> None:
+    """Each ``outputs[i]`` replaced by a hard-linked copy of ``srcs[i]`` (a file or a folder), built beside it and
+    moved into place, so an interruption leaves either the old output or the whole new one."""
+    for src, dst in zip(srcs, outputs):
+        dst = Path(dst)
+        if dst.exists():
+            shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+        tmp = dst.with_name(f".{dst.name}.reuse-tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, tmp, copy_function=link_or_copy)
+        else:
+            link_or_copy(src, tmp)
+        os.replace(tmp, dst)
+
+
 def link_or_copy(src, dst) -> None:
     """Hard link (no extra disk for checkpoints), else copy (another file system)."""
     try:
