@@ -400,3 +400,10 @@ def test_plan_after_a_run_says_done_and_what_a_change_makes_stale(cream_run, cre
     assert {s for n, (s, _) in plan.items() if n not in stale} == {"done"}
     assert "--lr 0.002" in " ".join(plan["train-M2"][1][0])
     assert (summary.run_dir / "manifest.json").read_bytes() == manifest
+    # another run dir with --reuse-from this run: the stages would be linked from it ("reuse"), nothing is made
+    other = tmp / "reuser.yaml"
+    other.write_text(Path(cfg).read_text().replace(f"run_dir: {summary.run_dir}", f"run_dir: {tmp / 'reuser'}"))
+    r = cream_exe("run", other, "--plan", "--reuse-from", str(summary.run_dir))
+    plan = parse_plan(r.out)
+    assert all(plan[n][0] == "reuse" for n in ("prompts", "eval-M0", "train-M1", "sample-1", "label-1")), r.out
+    assert f"from {summary.run_dir}" in r.out and not (tmp / "reuser").exists()
