@@ -28,7 +28,8 @@ from cream_train.sections import Stages
 Log = Callable[[str], None]
 
 
-def _fp(obj) -> str:
+def inputs_fingerprint(obj) -> str:
+    """A stage's fingerprint: 16 hex digits of sha256 over its inputs as sorted JSON (chained through upstream fps)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -71,7 +72,7 @@ class Loop:
 
     # ------------------------------------------------------------------ stage bookkeeping
     def stage(self, name: str, inputs: dict, outputs: list[Path], fn: Callable[[bool], dict | None]) -> str:
-        fp = _fp(inputs)
+        fp = inputs_fingerprint(inputs)
         self.fps[name] = fp
         if self.manifest.is_done(name, fp, outputs):
             self.skipped.append(name)
@@ -150,7 +151,7 @@ class Loop:
         if k == 0:
             from cream_data.engines.models import content_id
 
-            return _fp([self.cfg.model, content_id(self.cfg.model)])
+            return inputs_fingerprint([self.cfg.model, content_id(self.cfg.model)])
         return self.fps[f"train-M{k}"]
 
     # ------------------------------------------------------------------ stages
@@ -361,7 +362,7 @@ class Loop:
 
         io.atomic_write_bytes(self.run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         self.manifest.data.update(method=cfg.method, iterations=cfg.iterations, seeds={"seed": cfg.seed},
-                                  versions=versions(), config_fp=_fp(cfg.to_dict()))
+                                  versions=versions(), config_fp=inputs_fingerprint(cfg.to_dict()))
         self.manifest.save()
         self.walk()
         from cream_data.reports.run_report import write_run_report

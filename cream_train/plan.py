@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cream_train.launch import Launcher, launch_commands, shell_line, stage_argv
-from cream_train.loop import Loop, _fp
+from cream_train.loop import Loop, inputs_fingerprint
 from cream_train.run_manifest import Manifest
 
 NO_COMMAND = "(cream run itself: reads the configured sources, no model)"
@@ -56,7 +56,7 @@ class Planner(Loop):
         return self.planned
 
     def stage(self, name: str, inputs: dict, outputs: list[Path], fn) -> str:
-        fp = _fp(inputs)
+        fp = inputs_fingerprint(inputs)
         self.fps[name] = fp
         note = ""
         if self.manifest.is_done(name, fp, outputs):
