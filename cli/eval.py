@@ -44,6 +44,9 @@ def eval_cmd(
     cfg = settings.build(EvalConfig)
     with Bars("questions") as bar:
         summary = evaluate(model, cfg, out_dir, overwrite=overwrite, progress=bar.update)
+    from cream_data.processes import write_result
+
+    write_result("eval", summary)
     out.print(results_table(summary))
     skipped = f" ({', '.join(summary.tasks_skipped)} already done)" if summary.tasks_skipped else ""
     rate = summary.tokens / summary.generate_seconds if summary.generate_seconds else 0.0
@@ -56,6 +59,9 @@ def _harness(model: str, cfg, out_dir: Path, overwrite: bool) -> None:
     from cream_data.stages.harness import evaluate_harness
 
     summary = evaluate_harness(model, cfg, out_dir, overwrite=overwrite, log=lambda m: log.print(m, highlight=False))
+    from cream_data.processes import write_result
+
+    write_result("harness", summary)
     out.print(harness_table(summary))
     skipped = f" ({', '.join(summary.tasks_skipped)} already done)" if summary.tasks_skipped else ""
     out.print(f"evaluated {summary.model} with lm-eval {summary.version}{skipped} in {summary.seconds:.1f} s "

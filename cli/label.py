@@ -49,6 +49,9 @@ def label(
     with Bars("responses") as bars:
         result = run_label(responses, cfg, out_dir, shard=parse_shard(shard), log=log.print,
                            progress=bars.update)
+    from cream_data.processes import write_result
+
+    write_result("label", result)
     if result.pairing:
         _print_pairing(result.pairing)
     if result.judge_unparsed:

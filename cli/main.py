@@ -117,6 +117,9 @@ def _command_path(e: Exception, args: list[str]) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     """Console entry point: user mistakes print one line on stderr and exit with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
+    from cream_data.processes import watch_parent
+
+    watch_parent()  # a stage process of `cream run` ends with it
     try:
         rv = app(args=args, prog_name="cream", standalone_mode=False)
     except CreamError as e:

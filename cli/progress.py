@@ -2,7 +2,8 @@
 with items/s and tokens/s, fed by the stages' :data:`cream_data.progress.Progress` callback.
 
 Only on a terminal: elsewhere (a log file, CI) even a transient bar leaves empty lines behind, and the commands'
-own log lines say what happened.
+own log lines say what happened. In a stage process of `cream run` (``CREAM_PROGRESS=lines``) the steps go to stderr
+as marked lines instead, which the parent turns into its own bars (cream_data/processes.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 
 from cli.common import log
+from cream_data.processes import progress_line, progress_lines
 
 
 class Bars:
@@ -26,9 +28,26 @@ class Bars:
                                   transient=True, disable=not log.is_terminal)
         self._progress.__enter__()
         self._bars: dict[str, list] = {}  # what -> [bar id, start time, items done at the start, tokens since]
+        self._lines = progress_lines()
+        self._last: dict[str, list] = {}  # what -> [time of the last line, tokens since]
         return self
 
+    def _line(self, what: str, done: int, total: int, tokens: int) -> None:
+        """At most two lines a second per piece of work (and its last step), tokens added up in between."""
+        import sys
+
+        last = self._last.setdefault(what, [0.0, 0])
+        last[1] += tokens
+        now = time.monotonic()
+        if now - last[0] >= 0.5 or done >= total:
+            sys.stderr.write(progress_line(what, done, total, last[1]) + "\n")
+            sys.stderr.flush()
+            last[0], last[1] = now, 0
+
     def update(self, what: str, done: int, total: int, tokens: int = 0) -> None:
+        if self._lines:  # a stage process of `cream run`: the parent draws the bar
+            self._line(what, done, total, tokens)
+            return
         if what not in self._bars:  # the first call: where this call starts (a resumed stage starts part-way)
             bar = self._progress.add_task(what, total=total, completed=done, rates="")
             self._bars[what] = [bar, time.perf_counter(), done, 0]

@@ -36,11 +36,21 @@ def run(
     plan: bool = typer.Option(False, "--plan", help="Print every stage with its status (done / reuse / resume / "
                               "stale / to run, from the fingerprints) and the exact `cream …` command line that "
                               "does its work, then stop; nothing is run or written."),
+    machine_rank: Optional[int] = typer.Option(None, "--machine-rank", min=0, help="This machine's index (overrides "
+                                               "nodes.machine_rank; e.g. $SLURM_NODEID): every machine runs the same "
+                                               "`cream run` on a shared run directory."),
+    main_process_ip: Optional[str] = typer.Option(None, "--main-process-ip", help="Address of machine 0 (overrides "
+                                                  "nodes.main_process_ip)."),
+    in_process: bool = typer.Option(False, "--in-process", help="Run every stage inside this process instead of "
+                                    "as its own `cream …` process (debugging; the launch keys are not used)."),
 ) -> None:
     """M0 → SFT → M1 → (sample → label → train) × T → M_{T+1}, evaluating each model; a rerun skips finished
     stages and finishes an interrupted one. Ends with the iteration report (accuracy per model, consistency)."""
     overrides = {k: v for k, v in (("method", method), ("seed", seed),
                                    ("run_dir", str(run_dir.resolve()) if run_dir else None)) if v is not None}
+    nodes = {k: v for k, v in (("machine_rank", machine_rank), ("main_process_ip", main_process_ip)) if v is not None}
+    if nodes:
+        overrides["nodes"] = nodes
     if check or plan:  # nothing is run or written
         return _check(config, overrides, reuse_from) if check else _plan(config, overrides, reuse_from, resume)
     from cream_train.run_config import check_reuse_from
@@ -51,13 +61,13 @@ def run(
 
     with Bars() as bars:
         summary = run_loop(config, log=lambda m: log.print(m, highlight=False), overrides=overrides,
-                           reuse_from=reuse_from, resume=resume, progress=bars.update)
+                           reuse_from=reuse_from, resume=resume, progress=bars.update, in_process=in_process)
     if summary.report_md:
         out.print(summary.report_md, highlight=False, markup=False)
     log.print(f"run finished in {summary.seconds / 60:.1f} min: {len(summary.ran)} stage(s) ran, "
               f"{len(summary.skipped)} skipped (done earlier)"
               + (f", {len(summary.reused)} reused ({', '.join(summary.reused)})" if summary.reused else ""))
-    log.print(f"run dir: {summary.run_dir}  (config.yaml, manifest.json, models/, iter-*/, eval/, report/)")
+    log.print(f"run dir: {summary.run_dir}  (config.yaml, manifest.json, models/, iter-*/, eval/, report/, logs/)")
     for name, path in summary.models.items():
         log.print(f"  {name}: {path}", highlight=False)
     log.print(f"query it: cream sql {summary.run_dir} \"SELECT iteration, avg(weight) FROM preferences GROUP BY 1\"")

@@ -24,6 +24,7 @@ def sample(
 ) -> None:
     """Sample N responses per prompt from the model (step 1 of a CREAM iteration) into a responses table."""
     from cream_data.engines.models import check_device
+    from cream_data.processes import write_result
     from cream_data.stages.sample import sample as run_sample
 
     cfg = settings.build(SampleConfig)
@@ -31,6 +32,7 @@ def sample(
     with Bars("prompts") as bar:
         summary = run_sample(prompts, cfg, out_dir, shard=parse_shard(shard), overwrite=overwrite,
                              progress=bar.update)
+    write_result("sample", summary)
     where = f" (shard {summary.shard[0]}/{summary.shard[1]})" if summary.shard else ""
     reasons = ", ".join(f"{v} {k}" for k, v in summary.finish_reasons.items() if v)
     rate = summary.tokens / summary.generate_seconds if summary.generate_seconds else 0.0

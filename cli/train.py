@@ -74,6 +74,9 @@ def register(app: typer.Typer) -> None:
         with locked(cfg.out) if _is_main_process() else nullcontext(), _warnings_to_stderr():
             result = run(cfg)
         if _is_main_process():
+            from cream_data.processes import write_result
+
+            write_result("train", result)
             m = result.metrics
             shown = {k: m[k] for k in ("train_loss", "rewards/accuracies", "rewards/margins", "consistency/mean_C",
                                        "global_step") if k in m}

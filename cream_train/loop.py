@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from cream_data.processes import merge, record
 from cream_data.tables import io
 from cream_data.progress import Progress
+from cream_train.launch import Launcher, stage_argv
 from cream_train.run_config import RunConfig
 from cream_train.run_manifest import Manifest, is_run_output, link_outputs, versions
-from cream_train.sections import Stages
+from cream_train.sections import Stages, fingerprinted
 
 Log = Callable[[str], None]
 
@@ -45,11 +48,15 @@ class RunSummary:
 
 
 class Loop:
+    """The stages of a run, in order. ``runner``: a :class:`cream_train.stage_process.StageRunner` that starts each
+    model stage as its own ``cream …`` process (what `cream run` does); None runs every stage in this process."""
+
     def __init__(self, cfg: RunConfig, prompts_table, log: Log, reuse_from: list[Path] | None = None,
-                 resume: bool = True, progress: Progress | None = None):
+                 resume: bool = True, progress: Progress | None = None, runner=None):
         from cream_train.run_config import check_reuse_from
 
         self.cfg, self.prompts_table, self.log, self.progress = cfg, prompts_table, log, progress
+        self.runner = runner
         self.run = Path(cfg.run_dir)
         self.reuse_from = [check_reuse_from(r, self.run) for r in reuse_from or []]
         self.manifest = self._open_manifest()
@@ -92,6 +99,8 @@ class Loop:
         self.log(f"[bold]▶ {name}[/]{' (resuming)' if same_inputs else ''}")
         t0 = time.time()
         info = fn(same_inputs) or {}
+        if self.runner is not None and name in self.runner.commands:
+            info["commands"] = self.runner.commands[name]
         rec.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - t0, 2),
                    outputs=[str(Path(o).relative_to(self.run)) for o in outputs], **info)
         self.manifest.save()
@@ -154,6 +163,58 @@ class Loop:
             return inputs_fingerprint([self.cfg.model, content_id(self.cfg.model)])
         return self.fps[f"train-M{k}"]
 
+    # ------------------------------------------------------------------ a stage's command and its processes
+    def _work(self, name: str, command: str, call: Callable[[], object]) -> dict:
+        """The work of stage ``name`` and its manifest record: ``call()`` in this process, or, with a runner, the
+        stage's own ``cream COMMAND`` started as the processes of its launcher (their records merged)."""
+        if self.runner is None:
+            return record(command, call())
+        return merge(command, self.runner.run(name, self.command(name), self.launcher(name)))
+
+    def command(self, name: str) -> list[str] | None:
+        """The argv (after ``cream``) that does stage ``name``'s work with the settings this run resolves; None for
+        the run's own bookkeeping stages (prompts, sft-data), which read the configured sources."""
+        kind, k = re.fullmatch(r"([a-z-]+?)-?M?(\d*)", name).groups()
+        k = int(k) if k else None
+        run, stages = self.run, self.stages
+        if kind == "sample":
+            return stage_argv("sample", stages.sample(k, self.model(k)), positional=[str(run / "prompts" / f"subset-{k}")],
+                              extra={"--out": str(run / f"iter-{k}" / "responses")})
+        if kind == "label":
+            return stage_argv("label", self._label_config(k), positional=[str(run / f"iter-{k}" / "responses")],
+                              extra={"--out": str(run / f"iter-{k}")})
+        if kind == "train":
+            cfg = stages.sft(self.model(0)) if k == 1 else stages.train(k - 1, self.model(k - 1))
+            return stage_argv("train", cfg, positional=[cfg.data], skip=("data",), extra={"--stage": cfg.stage})
+        if kind == "eval":
+            return stage_argv("eval", stages.eval(k), extra={"--model": self.model(k), "--out": str(run / "eval" / f"M{k}")})
+        if kind == "harness":
+            from cream_data.stages.harness_config import HarnessConfig
+
+            cfg = HarnessConfig.from_mapping(self.cfg.eval.harness, data_dir=self.cfg.eval.data_dir, label=f"M{k}")
+            return stage_argv("eval", cfg, skip=("tasks",), extra={
+                "--model": self.model(k), "--out": str(run / "eval-harness" / f"M{k}"), "--harness": ",".join(cfg.tasks)})
+        return None
+
+    def launcher(self, name: str) -> Launcher:
+        """How stage ``name``'s command starts: its section's launch keys (sample, label, sft, train); evaluation
+        runs as one process."""
+        kind, k = re.fullmatch(r"([a-z-]+?)-?M?(\d*)", name).groups()
+        if kind == "sample":
+            return self.stages.launcher("sample", self.stages.sample(int(k), self.model(int(k))))
+        if kind == "label":
+            return self.stages.launcher("label", self._label_config(int(k)))
+        if kind == "train":
+            return self.stages.launcher("sft" if k == "1" else "train")
+        return Launcher()
+
+    def _label_config(self, t: int):
+        """M_t labels; its parent is the reference and the previous scorer, the parent's parent their reference
+        (after a pair-less iteration, the model M_t was carried from is skipped)."""
+        ref = self.parent(t)
+        prev_ref = self.parent(ref)
+        return self.stages.label(t, self.model(t), self.model(ref), self.model(prev_ref) if prev_ref is not None else None)
+
     # ------------------------------------------------------------------ stages
     def prompts(self) -> None:
         from cream_data.tables.fingerprint import table_fingerprint
@@ -187,10 +248,11 @@ class Loop:
         self.stage("sft-data", {"table_fp": table_fingerprint(table)}, [data_out],
                    lambda _r: (io.write_table(table, data_out, "sft"), {"rows": table.num_rows})[1])
         out = self.run / "models" / "M1"
-        inputs = {"data_fp": self.fps["sft-data"], "model_fp": self.model_fp(0), "seed": self.cfg.seed, **asdict(s)}
+        inputs = {"data_fp": self.fps["sft-data"], "model_fp": self.model_fp(0), "seed": self.cfg.seed,
+                  **fingerprinted(s)}
 
         def go(_resume):
-            return {"metrics": _small(train(tcfg).metrics)}
+            return self._work("train-M1", "train", lambda: train(tcfg))
 
         self.fps["train-M1"] = self.stage("train-M1", inputs, [out], go)
 
@@ -201,11 +263,12 @@ class Loop:
         out = self.run / f"iter-{t}" / "responses"
         prompts = self.run / "prompts" / f"subset-{t}"
         scfg = self.stages.sample(t, self.model(t))
-        inputs = {"prompts_fp": self.fps["prompts"], "model_fp": self.model_fp(t), **asdict(s), "seed": scfg.seed}
+        inputs = {"prompts_fp": self.fps["prompts"], "model_fp": self.model_fp(t), **fingerprinted(s),
+                  "seed": scfg.seed}
 
         def go(resume):
-            r = sample(prompts, scfg, out, overwrite=not resume, progress=self.progress)
-            return {"rows": r.rows, "tokens": r.tokens, "finish_reasons": r.finish_reasons}
+            return self._work(f"sample-{t}", "sample",
+                              lambda: sample(prompts, scfg, out, overwrite=not resume, progress=self.progress))
 
         self.stage(f"sample-{t}", inputs, [out], go)
 
@@ -220,11 +283,10 @@ class Loop:
         # M_{t-1} is M_t's parent: after a pair-less iteration, the model M_t was carried from is skipped
         ref = self.parent(t)
         prev_ref = self.parent(ref)
-        lcfg = self.stages.label(t, self.model(t), self.model(ref),
-                                 self.model(prev_ref) if prev_ref is not None else None)
+        lcfg = self._label_config(t)
         inputs = {"responses_fp": self.fps[f"sample-{t}"], "model_fp": self.model_fp(t),
                   "ref_fp": self.model_fp(ref), "prev_ref_fp": self.model_fp(prev_ref) if prev_ref is not None else None,
-                  "reward": self.cfg.reward, **asdict(lab), **self.cfg.label_pairing(),
+                  "reward": self.cfg.reward, **fingerprinted(lab), **self.cfg.label_pairing(),
                   "judge_template_fp": template_hash(judge_template_text(lcfg)) if lab.judge_template else None}
         if lab.reward_model:  # its content is an input too: a reward model retrained in place redoes the stage
             from cream_data.engines.models import content_id
@@ -235,10 +297,8 @@ class Loop:
             for cache in ("logps", "rm"):
                 if not resume and (it / cache).exists():
                     shutil.rmtree(it / cache)
-            r = label(it / "responses", lcfg, it, log=self.log, progress=self.progress)
-            return {"pairing": r.pairing and r.pairing.to_dict(), "models_scored": r.models_scored,
-                    "judge_unparsed": r.judge_unparsed,
-                    "judge_appended": r.judge_appended}
+            return self._work(f"label-{t}", "label",
+                              lambda: label(it / "responses", lcfg, it, log=self.log, progress=self.progress))
 
         self.stage(f"label-{t}", inputs, outs, go)
 
@@ -249,7 +309,7 @@ class Loop:
         prefs = self.run / f"iter-{t}" / "preferences"
         out = self.run / "models" / f"M{t + 1}"
         inputs = {"prefs_fp": self.fps[f"label-{t}"], "model_fp": self.model_fp(t), "method": self.cfg.train_method,
-                  "seed": self.cfg.seed, **asdict(tr)}
+                  "seed": self.cfg.seed, **fingerprinted(tr)}
 
         manifest = io.read_manifest(prefs) if (prefs / io.MANIFEST).exists() else {}  # none yet: `--plan`
         if manifest.get("rows") == 0:
@@ -271,9 +331,8 @@ class Loop:
         self.manifest.data.get("carried", {}).pop(f"M{t + 1}", None)
 
         def go(_resume):
-            pairs = manifest.get("rows", 0)
-            r = train(self.stages.train(t, self.model(t)))
-            return {"metrics": _small(r.metrics), "reference": r.reference, "pairs": pairs}
+            return {**self._work(f"train-M{t + 1}", "train", lambda: train(self.stages.train(t, self.model(t)))),
+                    "pairs": manifest.get("rows", 0)}
 
         self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", inputs, [out], go)
 
@@ -299,10 +358,11 @@ class Loop:
         inputs = {"model_fp": self.model_fp(k), **{key: v for key, v in asdict(e).items() if key != "harness"}}
 
         def go(resume):
-            r = evaluate(self.model(k), ecfg, out, overwrite=not resume, progress=self.progress)
-            self.log(f"  M{k}: average accuracy {r.average:.3f} "
-                     f"({', '.join(f'{t} {a:.3f}' for t, a in r.accuracy.items())})")
-            return {"accuracy": r.accuracy, "average": r.average}
+            r = self._work(f"eval-M{k}", "eval",
+                           lambda: evaluate(self.model(k), ecfg, out, overwrite=not resume, progress=self.progress))
+            self.log(f"  M{k}: average accuracy {r['average']:.3f} "
+                     f"({', '.join(f'{t} {a:.3f}' for t, a in r['accuracy'].items())})")
+            return r
 
         self.stage(f"eval-M{k}", inputs, [out], go)
         self.harness(k)
@@ -330,8 +390,8 @@ class Loop:
         inputs = {"model_fp": self.model_fp(k), "data_dir": hcfg.data_dir, **self.cfg.eval.harness}
 
         def go(resume):
-            r = evaluate_harness(self.model(k), hcfg, out, overwrite=not resume, log=self.log)
-            return {"metrics": r.metrics()}
+            return self._work(name, "harness",
+                              lambda: evaluate_harness(self.model(k), hcfg, out, overwrite=not resume, log=self.log))
 
         self.stage(name, inputs, [out], go)
 
@@ -374,18 +434,21 @@ class Loop:
         return RunSummary(self.run, self.ran, self.skipped, models, report_md, time.time() - t0, self.reused)
 
 
-def _small(metrics: dict) -> dict:
-    return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str)) and len(str(k)) < 60}
-
-
 def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = None,
-        reuse_from: list[Path] | None = None, resume: bool = True, progress: Progress | None = None) -> RunSummary:
+        reuse_from: list[Path] | None = None, resume: bool = True, progress: Progress | None = None,
+        in_process: bool = False) -> RunSummary:
+    """The run of ``config_path``: each model stage as its own ``cream …`` process (its log under RUN/logs/), or,
+    ``in_process``, every stage in this one (tests, debugging; the launch keys are then not used)."""
     from cream_train.run_config import load_run_config
 
     from cream_data.tables.outputs import guard, locked
 
     cfg, _base, table = load_run_config(config_path, overrides)
     run_dir = guard(cfg.run_dir, "run", is_run_output, flag="run_dir", what="run directory")
-    with locked(run_dir, flag="run_dir", log=log):
-        return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume, progress=progress).execute()
+    runner = None
+    if not in_process:
+        from cream_train.stage_process import StageRunner
 
+        runner = StageRunner(run_dir, log, progress)
+    with locked(run_dir, flag="run_dir", log=log):
+        return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume, progress=progress, runner=runner).execute()

@@ -18,11 +18,10 @@ has not run yet assume it will form pairs (a pair-less iteration carries its mod
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cream_train.launch import Launcher, launch_commands, shell_line, stage_argv
+from cream_train.launch import launch_commands, shell_line
 from cream_train.loop import Loop, inputs_fingerprint
 from cream_train.run_manifest import Manifest
 
@@ -74,42 +73,10 @@ class Planner(Loop):
 
     # ------------------------------------------------------------------ each stage's command line
     def _commands(self, name: str) -> list[str]:
-        argv = self._argv(name)
+        argv = self.command(name)
         if argv is None:
             return []
-        return [shell_line(p) for p in launch_commands(argv, Launcher(), cream=["cream"])]
-
-    def _argv(self, name: str) -> list[str] | None:
-        kind, k = re.fullmatch(r"([a-z-]+?)-?M?(\d*)", name).groups()
-        k = int(k) if k else None
-        run, stages = self.run, self.stages
-        if kind == "sample":
-            return stage_argv("sample", stages.sample(k, self.model(k)),
-                              positional=[str(run / "prompts" / f"subset-{k}")],
-                              extra={"--out": str(run / f"iter-{k}" / "responses")})
-        if kind == "label":
-            ref = self.parent(k)
-            prev = self.parent(ref)
-            cfg = stages.label(k, self.model(k), self.model(ref), self.model(prev) if prev is not None else None)
-            return stage_argv("label", cfg, positional=[str(run / f"iter-{k}" / "responses")],
-                              extra={"--out": str(run / f"iter-{k}")})
-        if kind == "train":
-            cfg = stages.sft(self.model(0)) if k == 1 else stages.train(k - 1, self.model(k - 1))
-            return stage_argv("train", cfg, positional=[cfg.data], skip=("data",), extra={"--stage": cfg.stage})
-        if kind == "eval":
-            return stage_argv("eval", stages.eval(k), extra={"--model": self.model(k),
-                                                             "--out": str(run / "eval" / f"M{k}")})
-        if kind == "harness":
-            return self._harness_argv(k)
-        return None  # prompts, sft-data: the run's own reading of its sources
-
-    def _harness_argv(self, k: int) -> list[str]:
-        from cream_data.stages.harness_config import HarnessConfig
-
-        cfg = HarnessConfig.from_mapping(self.cfg.eval.harness, data_dir=self.cfg.eval.data_dir, label=f"M{k}")
-        return stage_argv("eval", cfg, skip=("tasks",), extra={
-            "--model": self.model(k), "--out": str(self.run / "eval-harness" / f"M{k}"),
-            "--harness": ",".join(cfg.tasks)})
+        return [shell_line(p) for p in launch_commands(argv, self.launcher(name), cream=["cream"])]
 
 
 def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = True) -> list[PlannedStage]:

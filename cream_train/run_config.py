@@ -31,7 +31,8 @@ from cream_data.errors import CreamError
 from cream_data.settings import SettingsError, coerce, plain, type_name
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS
 from cream_train.sections import (  # noqa: F401  (re-exported: the sections of a run config)
-    OWNED_KEY, EvalSection, LabelSection, PromptsSection, SampleSection, SFTSection, Stages, TrainSection,
+    LAUNCH, OWNED_KEY, EvalSection, LabelSection, NodesSection, PromptsSection, SampleSection, SFTSection, Stages,
+    TrainSection,
 )
 
 
@@ -48,6 +49,7 @@ class RunConfig:
     label: LabelSection = field(default_factory=LabelSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    nodes: NodesSection = field(default_factory=NodesSection)
 
     @property
     def reward(self) -> str:
@@ -163,6 +165,22 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
                     problems.append(p)
     if cfg.eval.harness is not None:
         _check_harness(cfg.eval, problems)
+    _check_launchers(stages, problems)
+
+
+def _check_launchers(stages: Stages, problems: list[str]) -> None:
+    """Each section's launch keys (and ``nodes``) make a Launcher that can start its stage's command."""
+    command = {"sft": "train", "train": "train", "sample": "sample", "label": "label"}
+    for name in LAUNCH:
+        try:
+            launcher = stages.launcher(name)
+        except SettingsError as err:
+            keys = set(LAUNCH[name])
+            for p in err.named(lambda k: f"{name}.{k}" if k in keys else f"nodes.{k}").problems:
+                if p not in problems:
+                    problems.append(p)
+            continue
+        problems += [f"{name}.{p}" for p in launcher.check_for(command[name])]
 
 
 def _check_harness(e: EvalSection, problems: list[str]) -> None:
@@ -337,7 +355,8 @@ def load_run_config(path: str | Path, overrides: dict | None = None,
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise CreamError(f"{path}: got {type(raw).__name__}, expected a mapping of settings (model, method, …)")
-    raw.update(overrides or {})
+    for key, value in (overrides or {}).items():  # a mapping (nodes: {machine_rank}) merges into the section
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
     cfg = _build(RunConfig, raw, "", problems)
     base = path.resolve().parent
     if cfg.label.judge_template:  # relative to the config file; the label stage's config checks the file
@@ -375,5 +394,7 @@ def load_run_config(path: str | Path, overrides: dict | None = None,
             sources=[{**e, "source": _resolve(base, e["source"])} for e in cfg.prompts.sources]
             if cfg.prompts.sources else None),
         eval=dataclasses.replace(cfg.eval, data_dir=str((base / cfg.eval.data_dir).resolve()) if cfg.eval.data_dir else None),
+        **{name: dataclasses.replace(getattr(cfg, name), accelerate_config=_resolve(base, getattr(cfg, name).accelerate_config))
+           for name in ("sft", "train") if getattr(cfg, name).accelerate_config},
     )
     return cfg, base, table

@@ -9,8 +9,9 @@ loop and for ``cream run --check`` alike, so a setting reaches its stage without
 
 from __future__ import annotations
 
+from dataclasses import field, fields, make_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 
 from cream_data.inputs.prompts_config import PromptsConfig
 from cream_data.settings import section, setting
@@ -19,6 +20,7 @@ from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.sample_config import SampleConfig
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL
 from cream_train.config import DPOTrainConfig, SFTTrainConfig
+from cream_train.launch import Launcher
 
 # The stage settings the run fills itself (models, references, seeds, iteration, input and output paths), per section.
 OWNED = {
@@ -52,6 +54,40 @@ EXTRAS = {
                                  "device, trust_remote_code; data_dir and label come from the run).")),
     ],
 }
+# How a stage's processes start (cream_train/launch.py's Launcher settings), per section; `nodes` at the top level.
+# Not inputs of a stage: its outputs are the same however it is launched, so no fingerprint includes them.
+LAUNCH = {
+    "sample": ("data_parallel", "gpus_per_process"),
+    "label": ("data_parallel", "gpus_per_process"),
+    "sft": ("launcher", "num_processes", "accelerate_config", "gpus_per_process"),
+    "train": ("launcher", "num_processes", "accelerate_config", "gpus_per_process"),
+}
+NODES = ("num_machines", "machine_rank", "main_process_ip", "main_process_port")
+SHARD_GPUS_HELP = ("GPUs each shard process sees (CUDA_VISIBLE_DEVICES); default: the stage's tensor_parallel_size "
+                   "with engine vllm, else 1; 0: CPU, no pinning.")
+
+
+def _launch_fields(names) -> list:
+    """The Launcher settings ``names`` as section fields (same type, default, rule and help)."""
+    hints, own = get_type_hints(Launcher), {f.name: f for f in fields(Launcher)}
+    specs = []
+    for name in names:
+        f = own[name]
+        if name == "gpus_per_process" and "launcher" not in names:  # shard processes: default from the engine
+            specs.append((name, Optional[int], field(default=None, metadata={**f.metadata, "help": SHARD_GPUS_HELP})))
+        else:
+            specs.append((name, hints[name], field(default=f.default, metadata=f.metadata)))
+    return specs
+
+
+for _name, _keys in LAUNCH.items():
+    EXTRAS[_name] = [*EXTRAS.get(_name, []), *_launch_fields(_keys)]
+
+NodesSection = make_dataclass("NodesSection", _launch_fields(NODES), frozen=True)
+NodesSection.__module__ = __name__
+NodesSection.__doc__ = ("Several machines: each runs the same `cream run` with its own machine_rank on a run_dir on a "
+                        "shared file system (machine 0 runs the bookkeeping stages, evaluation and the report).")
+
 # The label section leaves consistency_between and pair_policy unset: the method decides (METHOD_LABEL).
 METHOD_DECIDES = {"label": {key: None for key in {k for v in METHOD_LABEL.values() for k in v}}}
 
@@ -108,3 +144,28 @@ class Stages:
 
     def eval(self, k: int = 0) -> EvalConfig:
         return self.cfg.eval.build(label=f"M{k}")
+
+    def launcher(self, section: str, stage=None) -> Launcher:
+        """How ``section``'s processes start (``stage``: its built config, whose tensor_parallel_size is the default
+        GPUs per shard process with engine vllm); every other stage (eval) runs as one process. Shard processes
+        and accelerate/torchrun span every machine (``nodes``); a stage that does neither runs on machine 0 only."""
+        keys = {k: getattr(getattr(self.cfg, section), k) for k in LAUNCH.get(section, ())}
+        if keys.get("gpus_per_process", 1) is None:
+            vllm = getattr(stage, "engine", None) == "vllm"
+            keys["gpus_per_process"] = getattr(stage, "tensor_parallel_size", 1) if vllm else 1
+        if self.spans_machines(section):
+            keys.update({k: getattr(self.cfg.nodes, k) for k in NODES})
+        return Launcher(**keys)
+
+    def spans_machines(self, section: str) -> bool:
+        """Whether ``section``'s stage runs on every machine (sample and label shards; accelerate/torchrun
+        training) rather than on machine 0 alone."""
+        return section in ("sample", "label") or getattr(getattr(self.cfg, section), "launcher", "none") != "none"
+
+
+def fingerprinted(section) -> dict:
+    """A section's settings that are inputs of its stage (all but the launch keys), for its fingerprint."""
+    return {f.name: getattr(section, f.name) for f in fields(section) if f.name not in _LAUNCH_KEYS}
+
+
+_LAUNCH_KEYS = {k for keys in LAUNCH.values() for k in keys}
