@@ -78,7 +78,11 @@ class Loop:
         return Manifest.open(self.run)
 
     # ------------------------------------------------------------------ stage bookkeeping
-    def stage(self, name: str, inputs: dict, outputs: list[Path], fn: Callable[[bool], dict | None]) -> str:
+    def stage(self, name: str, inputs: dict, outputs: list[Path], fn: Callable[[bool], dict | None],
+              prepare: Callable[[bool], None] | None = None) -> str:
+        """Skip, reuse, resume or run stage ``name``: ``prepare(resume)`` clears what a fresh start must not find
+        (before the stage is marked running, which other machines wait for), ``fn(resume)`` does the work and
+        returns its manifest record."""
         fp = inputs_fingerprint(inputs)
         self.fps[name] = fp
         if self.manifest.is_done(name, fp, outputs):
@@ -92,6 +96,8 @@ class Loop:
             for o in outputs:
                 if Path(o).exists():
                     shutil.rmtree(o) if Path(o).is_dir() else Path(o).unlink()
+        if prepare is not None:
+            prepare(same_inputs)
         rec = {"status": "running", "fingerprint": fp, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                "inputs": {k: v for k, v in inputs.items() if k.endswith("_fp")}}
         self.manifest.data["stages"][name] = rec
@@ -169,7 +175,12 @@ class Loop:
         stage's own ``cream COMMAND`` started as the processes of its launcher (their records merged)."""
         if self.runner is None:
             return record(command, call())
-        return merge(command, self.runner.run(name, self.command(name), self.launcher(name)))
+        rec = merge(command, self.runner.run(name, self.command(name), self.launcher(name)))
+        if self.cfg.nodes.num_machines > 1 and command in ("sample", "label"):
+            from cream_train.machines import wait_for_shards
+
+            rec["rows_all_machines"] = wait_for_shards(self.run, name, self.log)
+        return rec
 
     def command(self, name: str) -> list[str] | None:
         """The argv (after ``cream``) that does stage ``name``'s work with the settings this run resolves; None for
@@ -293,14 +304,16 @@ class Loop:
 
             inputs["reward_model_id"] = content_id(lab.reward_model)
 
-        def go(resume):
+        def clear_caches(resume):
             for cache in ("logps", "rm"):
                 if not resume and (it / cache).exists():
                     shutil.rmtree(it / cache)
+
+        def go(_resume):
             return self._work(f"label-{t}", "label",
                               lambda: label(it / "responses", lcfg, it, log=self.log, progress=self.progress))
 
-        self.stage(f"label-{t}", inputs, outs, go)
+        self.stage(f"label-{t}", inputs, outs, go, prepare=clear_caches)
 
     def train(self, t: int) -> None:
         from cream_train.train import train
@@ -444,6 +457,10 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
     from cream_data.tables.outputs import guard, locked
 
     cfg, _base, table = load_run_config(config_path, overrides)
+    if cfg.nodes.machine_rank > 0:  # another machine of a multi-machine run: its shards, machine 0's bookkeeping
+        from cream_train.machines import follow
+
+        return follow(cfg, table, log=log, progress=progress, reuse_from=reuse_from)
     run_dir = guard(cfg.run_dir, "run", is_run_output, flag="run_dir", what="run directory")
     runner = None
     if not in_process:

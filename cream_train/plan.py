@@ -54,7 +54,7 @@ class Planner(Loop):
         self.walk()
         return self.planned
 
-    def stage(self, name: str, inputs: dict, outputs: list[Path], fn) -> str:
+    def stage(self, name: str, inputs: dict, outputs: list[Path], fn, prepare=None) -> str:
         fp = inputs_fingerprint(inputs)
         self.fps[name] = fp
         note = ""
@@ -76,7 +76,7 @@ class Planner(Loop):
         argv = self.command(name)
         if argv is None:
             return []
-        return [shell_line(p) for p in launch_commands(argv, self.launcher(name), cream=["cream"])]
+        return [shell_line(p) for p in launch_commands(argv, self.launcher(name), python="python", cream=["cream"])]
 
 
 def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = True) -> list[PlannedStage]:

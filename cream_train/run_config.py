@@ -133,6 +133,10 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
             problems.append(f"{where}: missing, expected a file, folder or Hub id")
         elif _looks_local(path) and not (base / path).exists():
             problems.append(f"{where}: {base / path} does not exist")
+    for name in ("sft", "train"):
+        conf = getattr(cfg, name).accelerate_config
+        if conf and not (base / Path(conf).expanduser()).is_file():
+            problems.append(f"{name}.accelerate_config: {base / Path(conf).expanduser()} is not a file")
     if cfg.eval.data_dir and not (base / cfg.eval.data_dir).is_dir():
         problems.append(f"eval.data_dir: {base / cfg.eval.data_dir} is not a folder")
     if cfg.eval.models not in EVAL_MODELS:
@@ -394,7 +398,10 @@ def load_run_config(path: str | Path, overrides: dict | None = None,
             sources=[{**e, "source": _resolve(base, e["source"])} for e in cfg.prompts.sources]
             if cfg.prompts.sources else None),
         eval=dataclasses.replace(cfg.eval, data_dir=str((base / cfg.eval.data_dir).resolve()) if cfg.eval.data_dir else None),
-        **{name: dataclasses.replace(getattr(cfg, name), accelerate_config=_resolve(base, getattr(cfg, name).accelerate_config))
-           for name in ("sft", "train") if getattr(cfg, name).accelerate_config},
     )
+    for name in ("sft", "train"):  # an accelerate config file, relative to the config's folder
+        section = getattr(cfg, name)
+        if section.accelerate_config:
+            path = str((base / Path(section.accelerate_config).expanduser()).resolve())
+            cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(section, accelerate_config=path)})
     return cfg, base, table

@@ -44,8 +44,9 @@ class StageRunner:
     """Starts each stage's processes for a run directory (``log``: the run's log lines; ``progress``: its bars)."""
 
     def __init__(self, run_dir: Path, log: Callable[[str], None], progress: Progress | None = None,
-                 python: str = sys.executable, devices: str | None = None):
+                 python: str = sys.executable, devices: str | None = None, machine: int = 0):
         self.run_dir, self.log, self.progress, self.python = Path(run_dir), log, progress, python
+        self.machine = machine  # > 0: another machine of the run; its logs say so
         self.devices = devices if devices is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
         self.commands: dict[str, list[str]] = {}  # stage -> the shell lines it started (for the manifest)
 
@@ -56,7 +57,7 @@ class StageRunner:
         self.commands[name] = [shell_line(p) for p in procs]
         logs = self.run_dir / LOGS
         logs.mkdir(parents=True, exist_ok=True)
-        children = [_Child(p, logs, name, len(procs) > 1) for p in procs]
+        children = [_Child(p, logs, name, self.machine) for p in procs]
         try:
             for c in children:
                 c.start(self._env(c), self.log, self.progress)
@@ -89,10 +90,10 @@ class StageRunner:
 class _Child:
     """One process of a stage: started in its own group, its output copied to its log and relayed line by line."""
 
-    def __init__(self, proc: Process, logs: Path, stage: str, sharded: bool):
+    def __init__(self, proc: Process, logs: Path, stage: str, machine: int):
         self.proc, self.stage = proc, stage
-        shard = _shard_of(proc.argv) if sharded else None
-        tag = f"{stage}.shard-{shard[0]}-of-{shard[1]}" if shard else stage
+        shard = _shard_of(proc.argv)
+        tag = f"{stage}.shard-{shard[0]}-of-{shard[1]}" if shard else stage + (f".machine-{machine}" if machine else "")
         self.prefix = f"{stage} {shard[0]}/{shard[1]}" if shard else stage
         self.log_path = logs / f"{tag}.log"
         self.result = logs / f".{tag}.result.json"
