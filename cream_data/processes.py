@@ -78,7 +78,21 @@ def write_result(command: str, summary: Any) -> None:
         return
     from cream_data.tables.io import atomic_write_json
 
-    atomic_write_json(Path(path), record(command, summary))
+    atomic_write_json(Path(path), {**record(command, summary), **peak_memory()})
+
+
+def peak_memory() -> dict:
+    """This process's peak resident memory and, where it used CUDA, its peak GPU memory (torch's allocator), in
+    GiB: what a stage process held (vLLM's engine runs in processes of its own and is not counted)."""
+    import resource
+    import sys
+
+    peak = {"peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}  # KiB on Linux
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak["peak_gpu_gib"] = round(sum(torch.cuda.max_memory_allocated(d) for d in range(torch.cuda.device_count()))
+                                     / 2**30, 3)
+    return peak
 
 
 def read_result(path: Path) -> dict | None:

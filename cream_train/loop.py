@@ -436,8 +436,14 @@ class Loop:
         io.atomic_write_bytes(self.run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         self.manifest.data.update(method=cfg.method, iterations=cfg.iterations, seeds={"seed": cfg.seed},
                                   versions=versions(), config_fp=inputs_fingerprint(cfg.to_dict()))
+        self.manifest.data.pop("stopped", None)
         self.manifest.save()
-        self.walk()
+        try:
+            self.walk()
+        except BaseException as e:  # said in the manifest: the other machines of the run stop waiting
+            self.manifest.data["stopped"] = {"time": time.time(), "error": str(e) or type(e).__name__}
+            self.manifest.save()
+            raise
         from cream_data.reports.run_report import write_run_report
 
         report_md = write_run_report(self.run).markdown

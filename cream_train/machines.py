@@ -64,6 +64,7 @@ class Follower(Loop):
     """Machine r > 0: the same walk as machine 0, each stage waited for instead of recorded."""
 
     poll = POLL
+    started = 0.0  # when this machine joined: a stop recorded by machine 0 after it ends this machine's run too
 
     def _open_manifest(self) -> Manifest:
         while not (self.run / "manifest.json").is_file():  # machine 0 creates the run
@@ -83,7 +84,7 @@ class Follower(Loop):
             if self._status(name, fp) != "done":
                 rank = self.cfg.nodes.machine_rank
                 self.log(f"[bold]▶ {name}[/] (machine {rank} of {self.cfg.nodes.num_machines})")
-                self.runner.run(name, self.command(name), self.launcher(name))
+                self.runner.run(name, self.command(name), self.launcher(name), records=False)
                 self.ran.append(name)
         self._wait(name, fp, ("done",))
         return fp
@@ -108,6 +109,9 @@ class Follower(Loop):
             self.manifest.reload()
             if self._status(name, fp) in states:
                 return
+            stopped = self.manifest.data.get("stopped") or {}
+            if stopped.get("time", 0) >= self.started:
+                raise CreamError(f"machine 0 stopped the run ({stopped.get('error')}); rerun every machine to resume")
             if not said:
                 self.log(f"[dim]… {name}: waiting for machine 0[/]")
                 said = True
@@ -126,5 +130,7 @@ def follow(cfg, table, *, log: Log, progress: Progress | None = None, reuse_from
 
     run = Path(cfg.run_dir)
     log(f"machine {cfg.nodes.machine_rank} of {cfg.nodes.num_machines}: following machine 0's run in {run}")
-    return Follower(cfg, table, log, reuse_from=reuse_from, progress=progress,
-                    runner=StageRunner(run, log, progress, machine=cfg.nodes.machine_rank)).execute()
+    follower = Follower(cfg, table, log, reuse_from=reuse_from, progress=progress,
+                        runner=StageRunner(run, log, progress, machine=cfg.nodes.machine_rank))
+    follower.started = time.time() - 5 * POLL  # machine 0 may have stopped just before this machine looked
+    return follower.execute()

@@ -12,16 +12,18 @@ the stages it reads, chained), compared with ``RUN/manifest.json``:
 
 Each model stage's command is the stage's own ``cream`` command with the settings the run resolves (made by
 :func:`cream_train.launch.stage_argv`, which the tests parse back through the real command line into an equal
-config), so users on a cluster scheduler can copy them into their own jobs. Statuses downstream of a stage that
+config), so users on a cluster scheduler can copy them into their own jobs; paths under the current folder are
+written relative to it. Statuses downstream of a stage that
 has not run yet assume it will form pairs (a pair-less iteration carries its model forward instead).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cream_train.launch import launch_commands, shell_line
+from cream_train.launch import Process, launch_commands, shell_line
 from cream_train.loop import Loop, inputs_fingerprint
 from cream_train.run_manifest import Manifest
 
@@ -76,7 +78,14 @@ class Planner(Loop):
         argv = self.command(name)
         if argv is None:
             return []
-        return [shell_line(p) for p in launch_commands(argv, self.launcher(name), python="python", cream=["cream"])]
+        return [shell_line(_relative(p)) for p in launch_commands(argv, self.launcher(name), python="python",
+                                                                   cream=["cream"])]
+
+
+def _relative(proc: Process) -> Process:
+    """Paths under the current folder written relative to it (the lines run from where `cream run` was started)."""
+    here = str(Path.cwd()) + os.sep
+    return Process([a[len(here):] if a.startswith(here) else a for a in proc.argv], proc.env, proc.name)
 
 
 def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = True) -> list[PlannedStage]:

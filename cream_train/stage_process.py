@@ -50,9 +50,10 @@ class StageRunner:
         self.devices = devices if devices is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
         self.commands: dict[str, list[str]] = {}  # stage -> the shell lines it started (for the manifest)
 
-    def run(self, name: str, argv: list[str], launcher: Launcher) -> list[dict]:
+    def run(self, name: str, argv: list[str], launcher: Launcher, *, records: bool = True) -> list[dict]:
         """Run stage ``name`` (its command line ``argv``, e.g. ``["sample", PROMPTS, "--out", DIR, …]``) and
-        return the record each of its processes wrote (rank 0 only under accelerate/torchrun)."""
+        return the record each of its processes wrote (rank 0 only under accelerate/torchrun: ``records=False``
+        on the other machines of a multi-machine training)."""
         procs = launch_commands(argv, launcher, python=self.python, devices=self.devices)
         self.commands[name] = [shell_line(p) for p in procs]
         logs = self.run_dir / LOGS
@@ -65,10 +66,10 @@ class StageRunner:
         finally:
             for c in children:
                 c.stop()
-        records = [r for r in (read_result(c.result) for c in children) if r is not None]
-        if not records:
+        found = [r for r in (read_result(c.result) for c in children) if r is not None]
+        if records and not found:
             raise StageFailed(f"stage {name}: its process(es) finished but wrote no record ({children[0].log_path})")
-        return records
+        return found
 
     def _env(self, child: "_Child") -> dict[str, str]:
         return {**os.environ, **child.proc.env, RESULT_ENV: str(child.result), PROGRESS_ENV: "lines",

@@ -63,7 +63,7 @@ def cream_run(tmp_path_factory, tiny_model, shared_data):
 
     tmp = tmp_path_factory.mktemp("loop")
     cfg = write_config(tmp, tiny_model, shared_data, "cream")
-    return tmp, cfg, run(cfg, log=lambda m: None)
+    return tmp, cfg, run(cfg, log=lambda m: None, in_process=True)
 
 
 def test_cream_two_iterations(cream_run, tiny_model):
@@ -107,13 +107,16 @@ def test_kill_and_resume_skips_finished_stages_and_matches(cream_run, tiny_model
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    from tests.test_run_processes import children_of, wait_for
+
+    wait_for(lambda: not children_of(run_dir), timeout=30, what="the stage processes to end with their parent")
     before = json.loads((run_dir / "manifest.json").read_text())["stages"]
     done_before = {k for k, v in before.items() if v["status"] == "done"}
     assert {"train-M2", "label-1"} <= done_before
 
     from cream_train.loop import run
 
-    resumed = run(cfg, log=lambda m: None)
+    resumed = run(cfg, log=lambda m: None, in_process=True)
     assert set(resumed.skipped) == done_before and not (set(resumed.ran) & done_before)
     after = json.loads((run_dir / "manifest.json").read_text())["stages"]
     for k in done_before:  # finished stages were not redone
@@ -137,7 +140,7 @@ def test_srlm_two_iterations(tmp_path, tiny_model, shared_data):
 
     cfg = write_config(tmp_path, tiny_model, shared_data, "srlm", method="srlm")
     logs = []
-    s = run(cfg, log=logs.append)
+    s = run(cfg, log=logs.append, in_process=True)
     check_run_tables(s.run_dir)
     manifest = json.loads((s.run_dir / "manifest.json").read_text())
     for t in (1, 2):
@@ -166,7 +169,7 @@ def test_a_pairless_iteration_does_not_stall_the_loop(tmp_path, tiny_model, shar
 
     cfg = write_config(tmp_path, tiny_model, shared_data, "pairless", method="srlm")
     cfg.write_text(cfg.read_text().replace("judge_max_new_tokens: 6", "judge_max_new_tokens: 1, judge_mode: parse"))
-    s = run(cfg, log=lambda m: None)
+    s = run(cfg, log=lambda m: None, in_process=True)
     run_dir = s.run_dir
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["carried"] == {"M2": "M1", "M3": "M2"}
@@ -218,7 +221,7 @@ def norc_run(cream_run, tiny_model, shared_data):
 
     tmp, _, full = cream_run
     cfg = write_config(tmp, tiny_model, shared_data, "norc", method="cream-no-rc")
-    return run(cfg, log=lambda m: None, reuse_from=[full.run_dir])
+    return run(cfg, log=lambda m: None, reuse_from=[full.run_dir], in_process=True)
 
 
 def test_reuse_from_takes_method_independent_stages_as_links(cream_run, norc_run, tiny_model, shared_data):
@@ -249,7 +252,7 @@ def test_reuse_from_takes_method_independent_stages_as_links(cream_run, norc_run
     # a changed setting upstream is not reused: another SFT learning rate retrains M1 and everything after it
     cfg2 = write_config(tmp, tiny_model, shared_data, "other-sft", method="cream-no-rc")
     cfg2.write_text(cfg2.read_text().replace("sft: {data:", "sft: {lr: 2.0e-3, data:").replace(", lr: 1.0e-3, epochs: 1, batch_size: 4, limit", ", epochs: 1, batch_size: 4, limit"))
-    s2 = run(cfg2, log=lambda m: None, reuse_from=[full.run_dir, s.run_dir])
+    s2 = run(cfg2, log=lambda m: None, reuse_from=[full.run_dir, s.run_dir], in_process=True)
     assert set(s2.reused) == {"prompts", "sft-data", "eval-M0"} and "train-M1" in s2.ran
 
 
@@ -364,7 +367,7 @@ def test_no_resume_recomputes_every_stage_identically(cream_run, tiny_model, sha
 
     tmp, _, full = cream_run
     cfg = write_config(tmp, tiny_model, shared_data, "again")
-    linked = run(cfg, log=lambda m: None, reuse_from=[full.run_dir])
+    linked = run(cfg, log=lambda m: None, reuse_from=[full.run_dir], in_process=True)
     assert not linked.ran and set(linked.reused) == set(json.loads((full.run_dir / "manifest.json").read_text())["stages"])
     r = cli("run", cfg, "--no-resume")
     assert r.code == 0, r

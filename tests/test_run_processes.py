@@ -1,0 +1,325 @@
+"""`cream run` starting each model stage as its own process (cream_train/stage_process.py), on the tiny model:
+
+* sample and label as 2 data-parallel shard processes and DPO training under `accelerate launch` with 2 processes
+  (DDP over gloo) give the tables of a run done in one process, and an M2 equal to its within 1e-6;
+* the parent process never imports torch;
+* kill -9 of the parent during a stage process, and kill -9 of one shard process: a rerun finishes with the same
+  tables, no (prompt_id, response_idx) lost or doubled, finished stages and finished shards not redone;
+* a child's user error reaches the user as its one line (exit 2); a crash as "stage X failed …, log at …";
+* two machines (two `cream run --machine-rank` on one run directory, accelerate multi-node over localhost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cream_data.tables import io
+from tests.conftest import REPO
+
+DEMO_DATA = REPO / "examples" / "data"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+# The parent as users run it (cli.main), reporting whether torch was imported into it.
+PARENT = """
+import json, sys
+from cli.main import main
+code = 0
+try:
+    main(sys.argv[2:])
+except SystemExit as e:
+    code = e.code
+json.dump({"torch": "torch" in sys.modules, "code": code}, open(sys.argv[1], "w"))
+sys.exit(code)
+"""
+
+
+def config(tmp: Path, model: Path, shared: Path, name: str, *, sample: str = "", label: str = "", train: str = "",
+           extra: str = "") -> Path:
+    text = f"""
+model: {model}
+method: cream
+iterations: 1
+seed: 0
+run_dir: {tmp / name}
+sft: {{data: {DEMO_DATA / 'demo_sft.jsonl'}, lr: 1.0e-3, epochs: 1, batch_size: 4, limit: 8}}
+prompts: {{source: {DEMO_DATA / 'demo_prompts.jsonl'}, per_iteration: 4}}
+sample: {{n: 3, max_new_tokens: 24, batch_size: 1{sample}}}
+label: {{batch_size: 4{label}}}
+train: {{lr: 1.0e-3, epochs: 1, warmup_ratio: 0.0, {train or 'batch_size: 4'}}}
+eval: {{tasks: [arc_easy], limit: 2, data_dir: {shared}, max_new_tokens: 4, batch_size: 4, models: last}}
+{extra}"""
+    path = tmp / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+PARALLEL = dict(sample=", data_parallel: 2", label=", data_parallel: 2",
+                train="batch_size: 2, launcher: accelerate, num_processes: 2")  # 2 x 2 pairs = the one run's 4
+
+
+def start(cfg: Path, *args: str, report: Path | None = None) -> subprocess.Popen:
+    report = report or cfg.with_suffix(".parent.json")
+    return subprocess.Popen([sys.executable, "-c", PARENT, str(report), "run", str(cfg), *args], cwd=REPO, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return proc.returncode, out, err
+
+
+def tables(run: Path) -> dict:
+    """The iteration's tables in a canonical order, run paths made relative (they name the run's models)."""
+    out = {}
+    for sub, kind, keys in (("responses", "responses", ["prompt_id", "response_idx"]),
+                            ("scores", "scores", ["prompt_id", "response_idx", "scorer"]),
+                            ("preferences", "preferences", ["prompt_id"])):
+        t = io.read_table(run / "iter-1" / sub, kind).sort_by([(k, "ascending") for k in keys]).to_pylist()
+        out[kind] = [{k: (v.replace(str(run), "RUN") if isinstance(v, str) else v) for k, v in row.items()}
+                     for row in t]
+    return out
+
+
+def weights(path: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def assert_close_models(a: Path, b: Path, start: Path) -> None:
+    """``b`` trained like ``a`` from ``start``: max |a - b| <= 1e-5 and |b - a| <= 1e-3 |a - start| (norms)."""
+    wa, wb, w0 = weights(a), weights(b), weights(start)
+    diff = np.concatenate([(wa[k] - wb[k]).ravel() for k in wa])
+    step = np.concatenate([(wa[k] - w0[k]).ravel() for k in wa])
+    assert np.abs(step).max() > 1e-4  # training moved the weights
+    assert np.abs(diff).max() <= 1e-5 and np.linalg.norm(diff) <= 1e-3 * np.linalg.norm(step), (
+        np.abs(diff).max(), np.linalg.norm(diff) / np.linalg.norm(step))
+
+
+def same_tables(a: dict, b: dict, atol: float = 0.0) -> None:
+    """Every value equal; floats (log-probabilities, rewards) within ``atol``."""
+    for kind in a:
+        assert len(a[kind]) == len(b[kind]), kind
+        for ra, rb in zip(a[kind], b[kind]):
+            assert ra.keys() == rb.keys()
+            for k in ra:
+                x, y = ra[k], rb[k]
+                if isinstance(x, float) or (isinstance(x, list) and x and isinstance(x[0], float)):
+                    np.testing.assert_allclose(np.array(x, dtype=float), np.array(y, dtype=float), atol=atol,
+                                               rtol=0, err_msg=f"{kind}.{k}")
+                else:
+                    assert x == y, f"{kind}.{k}: {x!r} != {y!r}"
+
+
+def children_of(run: Path) -> list[int]:
+    """Pids of the processes working on ``run`` (their command line names it), but the test's own."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                continue
+            if str(run) in cmd and "-c" not in cmd.split()[:3]:
+                pids.append(int(p.name))
+    return pids
+
+
+def wait_for(cond, timeout: float = 600, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model, shared_data):
+    """The run done in one process (--in-process), batch 4."""
+    from cream_train.loop import run
+
+    tmp = tmp_path_factory.mktemp("procs")
+    summary = run(config(tmp, tiny_model, shared_data, "single"), log=lambda m: None, in_process=True)
+    return tmp, summary.run_dir
+
+
+@pytest.fixture(scope="module")
+def parallel(reference, tiny_model, shared_data):
+    """The same run as `cream run` with 2 sample shards, 2 label shards and 2 accelerate training processes."""
+    tmp, _ = reference
+    cfg = config(tmp, tiny_model, shared_data, "parallel", **PARALLEL)
+    code, out, err = finish(start(cfg))
+    assert code == 0, err[-3000:]
+    return cfg, tmp / "parallel", json.loads(cfg.with_suffix(".parent.json").read_text()), err
+
+
+@pytest.mark.slow
+def test_shards_and_ddp_match_the_single_process_run(reference, parallel):
+    _, single = reference
+    cfg, run, parent, err = parallel
+    assert parent == {"torch": False, "code": 0}  # the parent never imported torch
+    # the stage processes: 2 shards each for sample and label, accelerate for training, their logs kept
+    logs = {p.name for p in (run / "logs").glob("*.log")}
+    assert {"sample-1.shard-0-of-2.log", "sample-1.shard-1-of-2.log", "label-1.shard-0-of-2.log",
+            "label-1.shard-1-of-2.log", "train-M1.log", "train-M2.log", "eval-M2.log"} == logs
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert len(stages["sample-1"]["commands"]) == 2 and "--shard 1/2" in stages["sample-1"]["commands"][1]
+    assert "accelerate.commands.launch --num_processes 2 --multi_gpu" in stages["train-M2"]["commands"][0]
+    assert stages["sample-1"]["rows"] == 12 and stages["label-1"]["pairing"]["pairs"] == 4  # merged records
+    assert "distributed_type" not in stages["train-M2"] and stages["train-M2"]["reference"] == "stored"
+    assert "MULTI_CPU" in (run / "logs" / "train-M2.log").read_text() or "gloo" in (
+        run / "logs" / "train-M2.log").read_text() or stages["train-M2"]["metrics"]
+    # identical tables: the same responses, rankings, pairs and weights; log-probabilities within float noise
+    # (a shard scores other batches, so padding differs)
+    same_tables(tables(single), tables(run), atol=1e-5)
+    a, b = tables(single), tables(run)
+    assert [r["chosen_idx"] for r in a["preferences"]] == [r["chosen_idx"] for r in b["preferences"]]
+    # M1 (SFT, one process both times) identical to 1e-6. M2: one Adam step on 4 pairs, 1 process x 4 vs DDP 2 x 2;
+    # the all-reduced gradient differs from one process's in its last bits and Adam's first step (g / |g|) turns
+    # that into at most 1 % of the step (lr 1e-3): max |dW| <= 1e-5, and the two updates agree to 0.1 % in norm
+    assert_close_models(single / "models" / "M2", run / "models" / "M2", single / "models" / "M1")
+    w1a, w1b = weights(single / "models" / "M1"), weights(run / "models" / "M1")
+    assert max(float(np.abs(w1a[k] - w1b[k]).max()) for k in w1a) <= 1e-6
+    assert "sample-1" in err and "│" in err  # the children's output reached the user, prefixed by stage
+
+
+def resumed_rows_once(run: Path) -> None:
+    t = io.read_table(run / "iter-1" / "responses", "responses")
+    keys = list(zip(t["prompt_id"].to_pylist(), t["response_idx"].to_pylist()))
+    assert len(keys) == len(set(keys)) == 12  # 4 prompts x 3, none lost or doubled
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_parent_during_a_stage_process_then_resume(reference, parallel, tiny_model, shared_data):
+    tmp, _ = reference
+    _, done_run, _, _ = parallel
+    cfg = config(tmp, tiny_model, shared_data, "killed-parent", **PARALLEL)
+    run = tmp / "killed-parent"
+    proc = start(cfg)
+    wait_for(lambda: (run / "manifest.json").is_file(), what="the run to start")
+    second = subprocess.run([sys.executable, "-m", "cli.main", "run", str(cfg)], cwd=REPO, env=ENV,
+                            capture_output=True, text=True, timeout=300)  # the same run dir, at the same time
+    assert second.returncode == 2 and "is being written by" in second.stderr, second.stderr[-1000:]
+    assert len([m for m in second.stderr.splitlines() if m.strip()]) == 1
+    shard_done = run / "iter-1" / "responses"
+    wait_for(lambda: any(shard_done.glob("_manifest.shard-*.json")), what="a finished sample shard")
+    finished = sorted(p.name for p in shard_done.glob("_manifest.shard-*.json"))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    wait_for(lambda: not children_of(run), timeout=30, what="the stage processes to end with their parent")
+    before = json.loads((run / "manifest.json").read_text())["stages"]
+    assert before["sample-1"]["status"] == "running" and before["train-M1"]["status"] == "done"
+
+    code, out, err = finish(start(cfg))
+    assert code == 0, err[-3000:]
+    after = json.loads((run / "manifest.json").read_text())["stages"]
+    assert after["train-M1"]["finished"] == before["train-M1"]["finished"]  # a finished stage is not redone
+    assert "train-M1: done earlier, skipped" in err
+    for name in finished:  # a shard finished before the kill is not sampled again
+        i = int(name.split(".shard-")[1][:5])
+        log = (run / "logs" / f"sample-1.shard-{i}-of-2.log").read_text().split("==== ")[-1]
+        assert "sampled 0 prompts" in log and "(2 already done)" in log, log
+    resumed_rows_once(run)
+    same_tables(tables(done_run), tables(run))  # what the uninterrupted parallel run wrote, value for value
+
+
+@pytest.mark.slow
+def test_kill_9_of_one_shard_process_then_resume(reference, parallel, tiny_model, shared_data):
+    tmp, _ = reference
+    _, done_run, _, _ = parallel
+    cfg = config(tmp, tiny_model, shared_data, "killed-shard", **PARALLEL)
+    run = tmp / "killed-shard"
+    proc = start(cfg)
+    victim: list[int] = []
+
+    def shard_running():
+        victim[:] = [p for p in children_of(run) if "--shard 0/2" in Path(f"/proc/{p}/cmdline").read_bytes()
+                     .replace(b"\0", b" ").decode() and b"sample" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        return bool(victim) and (run / "iter-1" / "responses").is_dir()
+
+    wait_for(shard_running, what="sample shard 0's process")
+    time.sleep(1.0)
+    for pid in victim:
+        os.kill(pid, signal.SIGKILL)
+    code, out, err = finish(proc)
+    assert code == 1, err[-2000:]
+    line = [m for m in err.splitlines() if m.startswith("error:")][-1]
+    assert "stage sample-1 failed (killed by signal 9), log at" in line and "sample-1.shard-0-of-2.log" in line
+    wait_for(lambda: not children_of(run), timeout=30, what="the other shard to be stopped")
+
+    code, out, err = finish(start(cfg))
+    assert code == 0, err[-3000:]
+    resumed_rows_once(run)
+    same_tables(tables(done_run), tables(run))
+
+
+def test_a_childs_user_error_is_its_one_line(parallel, tmp_path):
+    """A stage process that refuses its input exits 2; `cream run` names the stage and repeats its one line."""
+    import shutil
+
+    cfg, done_run, _, _ = parallel
+    run = tmp_path / "copy"
+    shutil.copytree(done_run, run)
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(cfg.read_text().replace(f"run_dir: {done_run}", f"run_dir: {run}"))
+    (run / "models" / "M2" / "config.json").write_text("{not json")  # M2's checkpoint broken after training
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["stages"]["eval-M2"]  # … and its evaluation asked for again
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = finish(start(copy))
+    lines = [m for m in err.splitlines() if m.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err[-2000:]
+    assert lines[0].startswith("error: stage eval-M2: ") and "config.json" in lines[0], lines[0]
+    assert str(run / "logs" / "eval-M2.log") in lines[0] and "Traceback" not in err
+    assert "eval-M2" not in {line.split()[-1] for line in err.splitlines() if "done earlier, skipped" in line}
+
+
+@pytest.mark.slow
+def test_two_machines_share_one_run(reference, tiny_model, shared_data):
+    """Two `cream run --machine-rank r` on one run directory (two machines on localhost): 1 sample and 1 label
+    shard each, training as one accelerate launch over both (gloo); the tables equal the one-process run's."""
+    tmp, single = reference
+    cfg = config(tmp, tiny_model, shared_data, "nodes", train="batch_size: 2, launcher: accelerate, num_processes: 1",
+                 extra="nodes: {num_machines: 2, main_process_ip: 127.0.0.1, main_process_port: 29517}\n")
+    run = tmp / "nodes"
+    other = start(cfg, "--machine-rank", "1", report=tmp / "rank1.json")
+    code, _, err = finish(start(cfg, "--machine-rank", "0", report=tmp / "rank0.json"))
+    code1, _, err1 = finish(other)
+    assert code == 0 and code1 == 0, (err[-2000:], err1[-2000:])
+    logs = {p.name for p in (run / "logs").glob("*.log")}
+    assert {"sample-1.shard-0-of-2.log", "sample-1.shard-1-of-2.log", "train-M2.log",
+            "train-M2.machine-1.log"} <= logs
+    assert "--machine_rank 1" in (run / "logs" / "train-M2.machine-1.log").read_text()
+    assert "machine 1 of 2" in err1 and "eval-M2" not in {line.split()[1] for line in err1.splitlines()
+                                                          if line.startswith("▶")}
+    same_tables(tables(single), tables(run), atol=1e-5)
+    assert_close_models(single / "models" / "M2", run / "models" / "M2", single / "models" / "M1")
+
+
+def test_the_config_reference_names_every_launch_key():
+    """docs/CONFIG.md documents each section's launch keys and every nodes key (derived from sections.py)."""
+    from cream_train.sections import LAUNCH, NODES, OWNED
+
+    doc = (REPO / "docs" / "CONFIG.md").read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| `")]
+    for section, keys in LAUNCH.items():
+        for key in keys:
+            assert any(f"`{section}.{key}`" in row for row in rows), f"{section}.{key}"
+    for key in NODES:
+        assert any(f"`nodes.{key}`" in row for row in rows), key
+    for section, owned in OWNED.items():  # the settings the run fills, per section
+        row = next(r for r in rows if r.startswith(f"| `{section}` |"))
+        assert all(f"`{k}`" in row for k in owned), (section, owned)
