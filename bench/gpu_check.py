@@ -590,7 +590,8 @@ def stage_rank(name: str) -> int:
 
 
 def run_1iter(ctx: Check) -> Row:
-    """Row 5: `cream run` in a child process (log in DIR/run.log); stage seconds from the run's manifest."""
+    """Row 5: `cream run` in a child process (log in DIR/run.log), each stage a process of its own; stage seconds
+    and each stage process's peak memory from the run's manifest."""
     engine = "hf" if vllm_unavailable(ctx) else "vllm"
     config = run_yaml(ctx, engine)
     env = dict(os.environ)
@@ -609,10 +610,15 @@ def run_1iter(ctx: Check) -> Row:
     stages = json.loads((ctx.out / "run" / "manifest.json").read_text())["stages"]
     stages = dict(sorted(stages.items(), key=lambda kv: (kv[1].get("started") or "", stage_rank(kv[0]))))
     seconds = {name: rec.get("seconds") for name, rec in stages.items()}
-    v = {"wall_seconds": wall, "sample_engine": engine, "stages": seconds,
+    # each stage ran as its own process, which recorded its peak memory (GPU where it used CUDA, else resident)
+    peak = {name: rec.get("peak_gpu_gib", rec.get("peak_rss_gib")) for name, rec in stages.items()
+            if "peak_rss_gib" in rec}
+    unit = "GPU" if any("peak_gpu_gib" in rec for rec in stages.values()) else "RSS"
+    v = {"wall_seconds": wall, "sample_engine": engine, "stages": seconds, "peak_gib": peak, "peak_of": unit,
          "status": {name: rec.get("status") for name, rec in stages.items()},
          "all_done": all(rec.get("status") == "done" for rec in stages.values()), "run_dir": str(ctx.out / "run")}
-    parts = ", ".join(f"{name} {s:.1f}s" for name, s in seconds.items() if s is not None)
+    parts = ", ".join(f"{name} {s:.1f}s" + (f" ({unit} {peak[name]:.2f} GiB)" if peak.get(name) is not None else "")
+                      for name, s in seconds.items() if s is not None)
     return Row("run_1iter", "ok" if v["all_done"] else "failed", "" if v["all_done"] else "a stage is not done",
                result=f"{wall:.0f} s: {parts}", values=v)
 

@@ -12,8 +12,8 @@ the stages it reads, chained), compared with ``RUN/manifest.json``:
 
 Each model stage's command is the stage's own ``cream`` command with the settings the run resolves (made by
 :func:`cream_train.launch.stage_argv`, which the tests parse back through the real command line into an equal
-config), so users on a cluster scheduler can copy them into their own jobs; paths under the current folder are
-written relative to it. Statuses downstream of a stage that
+config), so users on a cluster scheduler can copy them into their own jobs; paths under the current folder (or its
+parent) are written relative to it. Statuses downstream of a stage that
 has not run yet assume it will form pairs (a pair-less iteration carries its model forward instead).
 """
 
@@ -83,9 +83,17 @@ class Planner(Loop):
 
 
 def _relative(proc: Process) -> Process:
-    """Paths under the current folder written relative to it (the lines run from where `cream run` was started)."""
-    here = str(Path.cwd()) + os.sep
-    return Process([a[len(here):] if a.startswith(here) else a for a in proc.argv], proc.env, proc.name)
+    """Paths under the current folder or beside it written relative to it (the lines run from where `cream run` was
+    started); others stay absolute."""
+    here = Path.cwd()
+
+    def rel(a: str) -> str:
+        if not os.path.isabs(a):
+            return a
+        r = os.path.relpath(a, here)
+        return a if r.startswith(os.pardir + os.sep + os.pardir) else r
+
+    return Process([rel(a) for a in proc.argv], proc.env, proc.name)
 
 
 def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = True) -> list[PlannedStage]:

@@ -113,6 +113,10 @@ def test_one_iteration_run_finishes_every_stage(cpu_check):
     assert row["values"]["stages"] == {k: s["seconds"] for k, s in manifest["stages"].items()}
     assert list(row["values"]["stages"])[:3] == ["prompts", "sft-data", "train-M1"]  # in the loop's order
     assert row["values"]["sample_engine"] == "hf" and (out / "run" / "models" / "M2" / "config.json").is_file()
+    # each model stage ran as a process of its own and recorded its peak memory (resident on CPU)
+    assert set(row["values"]["peak_gib"]) == {"train-M1", "sample-1", "label-1", "train-M2"}
+    assert row["values"]["peak_of"] == "RSS" and all(0 < g < 24 for g in row["values"]["peak_gib"].values())
+    assert (out / "run" / "logs" / "sample-1.log").is_file()
 
 
 def test_an_out_folder_holding_something_else_is_refused_untouched(tmp_path, tiny_model):

@@ -71,3 +71,26 @@ def test_plan_imports_no_torch(tmp_path, tiny_model, shared_data):
             "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]\nassert not heavy, heavy\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_readme_shows_the_demos_plan(monkeypatch):
+    """README's Scale section holds `cream run examples/demo.yaml --plan` as a fresh clone prints it."""
+    import dataclasses
+
+    from cream_train.plan import plan_run, to_text
+    from cream_train.run_config import load_run_config
+    from tests.conftest import REPO
+
+    if not (REPO.parent / "shared" / "data").is_dir():
+        import pytest
+
+        pytest.skip("examples/demo.yaml reads ../shared/data beside the checkout")
+    monkeypatch.chdir(REPO)
+    cfg, _, table = load_run_config(REPO / "examples" / "demo.yaml")
+    fresh = REPO / "runs" / "demo-never-run"  # a run directory that does not exist: every stage "to run"
+    text = to_text(plan_run(dataclasses.replace(cfg, run_dir=str(fresh)), table)).replace("runs/demo-never-run",
+                                                                                          "runs/demo")
+    assert not fresh.exists()
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("The demo's (`cream run examples/demo.yaml --plan`", 1)[1].split("```\n", 2)[1]
+    assert block.rstrip("\n") == text
