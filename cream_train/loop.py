@@ -463,6 +463,11 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
     from cream_data.tables.outputs import guard, locked
 
     cfg, _base, table = load_run_config(config_path, overrides)
+    if in_process and cfg.nodes.num_machines > 1:
+        from cream_data.errors import CreamError
+
+        raise CreamError(f"--in-process: nodes.num_machines is {cfg.nodes.num_machines}; a run on several machines "
+                         "starts its stages as processes (leave out --in-process)")
     if cfg.nodes.machine_rank > 0:  # another machine of a multi-machine run: its shards, machine 0's bookkeeping
         from cream_train.machines import follow
 

@@ -323,3 +323,24 @@ def test_the_config_reference_names_every_launch_key():
     for section, owned in OWNED.items():  # the settings the run fills, per section
         row = next(r for r in rows if r.startswith(f"| `{section}` |"))
         assert all(f"`{k}`" in row for k in owned), (section, owned)
+
+
+def test_launch_mistakes_are_one_line_errors(tmp_path, tiny_model, shared_data, cream_exe):
+    """Launch settings are checked with the config, through the installed `cream`, before anything runs."""
+    nodes = "nodes: {num_machines: 2, main_process_ip: 127.0.0.1}\n"
+    cfg = config(tmp_path, tiny_model, shared_data, "n2", extra=nodes)
+    cases = [
+        (["--machine-rank", "2"], "nodes.machine_rank: got 2, expected < nodes.num_machines (2)"),
+        (["--in-process"], "--in-process: nodes.num_machines is 2"),
+    ]
+    for args, want in cases:
+        r = cream_exe("run", cfg, *args)
+        assert r.code == 2 and want in r.err and len(r.err.strip().splitlines()) == 1, (args, r)
+    bad = config(tmp_path, tiny_model, shared_data, "bad", sample=", data_parallel: 0",
+                 train="launcher: torchrn, accelerate_config: missing.yaml")
+    r = cream_exe("run", bad, "--check")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r
+    for want in ("sample.data_parallel: got 0, expected >= 1", "train.launcher: got 'torchrn'",
+                 "train.accelerate_config: ", "missing.yaml is not a file"):
+        assert want in r.err, (want, r.err)
+    assert not (tmp_path / "n2").exists() and not (tmp_path / "bad").exists()
