@@ -22,7 +22,13 @@ RUN_METHODS: dict[str, tuple[str, str]] = {
     "oracle": ("oracle", "dpo"),
     "rm": ("rm", "dpo"),  # "Oracle (reward model)": pairs by label.reward_model
     "scir": ("dpo", "cream"),  # pairs by the DPO reward, kept where M_t's judge agrees, weighted by their C
+    "temporal": ("judge", "dpo"),  # temporal self-rewarding: past-anchored rejected, future-guided chosen
 }
+# The rewards method temporal may score its pools with (`temporal.reward` of a run config; judge by default).
+TEMPORAL_REWARDS: tuple[str, ...] = ("judge", "dpo", "rm")
+# Method temporal's folders in a run's iter-<t>/: the initial model's samples, the anchored pairs, the future model
+# and its samples (their tables get `cream sql` views of their own: anchor_responses, anchored_preferences, …).
+TEMPORAL_FOLDERS: tuple[str, ...] = ("anchor", "anchored", "future")
 # What a method sets in the label stage unless the run config's label section says otherwise.
 METHOD_LABEL: dict[str, dict[str, str]] = {"scir": {"consistency_between": "current,judge", "pair_policy": "both"}}
 # The training loss of `cream train --method`: cream (per-pair C), cream-avg (table mean C), dpo (C = 1).

@@ -84,9 +84,21 @@ def staging_dir(out: Path) -> Path:
         broadcast_object_list(name, from_process=0)
     tmp = out.parent / name[0]
     if state.is_main_process:
+        _remove_stale_staging(out)
         tmp.mkdir(parents=True, exist_ok=False)
     state.wait_for_everyone()
     return tmp
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Staging folders of ``out`` left by a training that was killed (``kill -9`` runs no clean-up), a checkpoint's
+    worth of disk each. No live training writes them: `cream train` holds ``out``'s lock and `cream run` its run
+    directory's (a library caller must not train two models into one ``out`` at once)."""
+    import shutil
+
+    for old in out.parent.glob(f".{out.name}.tmp-*"):
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def publish(tmp: Path, out: Path) -> None:

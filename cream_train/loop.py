@@ -175,11 +175,14 @@ class Loop:
         stage's own ``cream COMMAND`` started as the processes of its launcher (their records merged)."""
         if self.runner is None:
             return record(command, call())
-        rec = merge(command, self.runner.run(name, self.command(name), self.launcher(name)))
+        argv = self.command(name)
+        rec = merge(command, self.runner.run(name, argv, self.launcher(name)))
         if self.cfg.nodes.num_machines > 1 and command in ("sample", "label"):
             from cream_train.machines import wait_for_shards
 
-            rec["rows_all_machines"] = wait_for_shards(self.run, name, self.log)
+            out = Path(argv[argv.index("--out") + 1])
+            rec["rows_all_machines"] = wait_for_shards(out if command == "sample" else out / "preferences", name,
+                                                       self.log)
         return rec
 
     def command(self, name: str) -> list[str] | None:
@@ -188,12 +191,19 @@ class Loop:
         kind, k = re.fullmatch(r"([a-z-]+?)-?M?(\d*)", name).groups()
         k = int(k) if k else None
         run, stages = self.run, self.stages
-        if kind == "sample":
-            return stage_argv("sample", stages.sample(k, self.model(k)), positional=[str(run / "prompts" / f"subset-{k}")],
-                              extra={"--out": str(run / f"iter-{k}" / "responses")})
-        if kind == "label":
-            return stage_argv("label", self._label_config(k), positional=[str(run / f"iter-{k}" / "responses")],
-                              extra={"--out": str(run / f"iter-{k}")})
+        it = run / f"iter-{k}"
+        if kind in ("sample", "anchor", "future-sample"):
+            cfg, out = {"sample": (stages.sample(k, self.model(k)), it / "responses"),
+                        "anchor": (stages.anchor(k, self.model(1)), it / "anchor" / "responses"),
+                        "future-sample": (stages.future_sample(k, str(it / "future" / "model")),
+                                          it / "future" / "responses")}[kind]
+            return stage_argv("sample", cfg, positional=[str(run / "prompts" / f"subset-{k}")], extra={"--out": str(out)})
+        if kind in ("label", "anchored"):
+            return stage_argv("label", self._label_config(k, kind), positional=[str(it / "responses")],
+                              extra={"--out": str(it / "anchored" if kind == "anchored" else it)})
+        if kind == "future-train":
+            cfg = stages.future_train(k, self.model(k))
+            return stage_argv("train", cfg, positional=[cfg.data], skip=("data",), extra={"--stage": cfg.stage})
         if kind == "train":
             cfg = stages.sft(self.model(0)) if k == 1 else stages.train(k - 1, self.model(k - 1))
             return stage_argv("train", cfg, positional=[cfg.data], skip=("data",), extra={"--stage": cfg.stage})
@@ -211,20 +221,30 @@ class Loop:
         """How stage ``name``'s command starts: its section's launch keys (sample, label, sft, train); evaluation
         runs as one process."""
         kind, k = re.fullmatch(r"([a-z-]+?)-?M?(\d*)", name).groups()
-        if kind == "sample":
+        if kind in ("sample", "anchor", "future-sample"):
             return self.stages.launcher("sample", self.stages.sample(int(k), self.model(int(k))))
-        if kind == "label":
-            return self.stages.launcher("label", self._label_config(int(k)))
+        if kind in ("label", "anchored"):
+            return self.stages.launcher("label", self._label_config(int(k), kind))
         if kind == "train":
             return self.stages.launcher("sft" if k == "1" else "train")
+        if kind == "future-train":
+            return self.stages.launcher("train")
         return Launcher()
 
-    def _label_config(self, t: int):
+    def _label_config(self, t: int, kind: str = "label"):
         """M_t labels; its parent is the reference and the previous scorer, the parent's parent their reference
-        (after a pair-less iteration, the model M_t was carried from is skipped)."""
+        (after a pair-less iteration, the model M_t was carried from is skipped). Method temporal pools M1's samples
+        as rejectable, and for the final pairs (``kind`` label) the future model's as choosable."""
         ref = self.parent(t)
         prev_ref = self.parent(ref)
-        return self.stages.label(t, self.model(t), self.model(ref), self.model(prev_ref) if prev_ref is not None else None)
+        pools = {}
+        if self.cfg.method == "temporal":
+            it = self.run / f"iter-{t}"
+            pools["rejected_from"] = (str(it / "anchor" / "responses"),)
+            if kind == "label" and not self._no_future(t):
+                pools["chosen_from"] = (str(it / "future" / "responses"),)
+        return self.stages.label(t, self.model(t), self.model(ref), self.model(prev_ref) if prev_ref is not None else None,
+                                 **pools)
 
     # ------------------------------------------------------------------ stages
     def prompts(self) -> None:
@@ -268,34 +288,58 @@ class Loop:
         self.fps["train-M1"] = self.stage("train-M1", inputs, [out], go)
 
     def sample(self, t: int) -> None:
+        """M_t samples iteration t's prompts."""
+        self._sample(f"sample-{t}", t, self.stages.sample(t, self.model(t)), self.model_fp(t),
+                     self.run / f"iter-{t}" / "responses")
+
+    def anchor(self, t: int) -> None:
+        """Method temporal: M1 (the SFT model) samples iteration t's prompts once: the past that the rejected side
+        of the pairs is anchored to (iter-t/anchor/)."""
+        self._sample(f"anchor-{t}", t, self.stages.anchor(t, self.model(1)), self.model_fp(1),
+                     self.run / f"iter-{t}" / "anchor" / "responses")
+
+    def future_sample(self, t: int) -> None:
+        """Method temporal: the temporary future model samples iteration t's prompts (iter-t/future/)."""
+        if self._no_future(t):
+            return
+        it = self.run / f"iter-{t}"
+        self._sample(f"future-sample-{t}", t, self.stages.future_sample(t, str(it / "future" / "model")),
+                     self.fps[f"future-train-{t}"], it / "future" / "responses")
+
+    def _sample(self, name: str, t: int, scfg, model_fp: str, out: Path) -> None:
         from cream_data.stages.sample import sample
 
-        s = self.cfg.sample
-        out = self.run / f"iter-{t}" / "responses"
         prompts = self.run / "prompts" / f"subset-{t}"
-        scfg = self.stages.sample(t, self.model(t))
-        inputs = {"prompts_fp": self.fps["prompts"], "model_fp": self.model_fp(t), **fingerprinted(s),
+        inputs = {"prompts_fp": self.fps["prompts"], "model_fp": model_fp, **fingerprinted(self.cfg.sample),
                   "seed": scfg.seed}
+        if name != f"sample-{t}":
+            inputs["stage"] = name.rsplit("-", 1)[0]  # anchor / future-sample: other draws than M_t's
 
         def go(resume):
-            return self._work(f"sample-{t}", "sample",
+            return self._work(name, "sample",
                               lambda: sample(prompts, scfg, out, overwrite=not resume, progress=self.progress))
 
-        self.stage(f"sample-{t}", inputs, [out], go)
+        self.stage(name, inputs, [out], go)
 
-    def label(self, t: int) -> None:
+    def label(self, t: int, kind: str = "label") -> None:
+        """Score iteration t's responses and pair them (``kind`` anchored: method temporal's pairs for the future
+        model, in iter-t/anchored/)."""
         from cream_data.rewards.judge import template_hash
         from cream_data.stages.label import judge_template_text, label
 
         lab = self.cfg.label
         it = self.run / f"iter-{t}"
-        outs = [it / "scores", it / "preferences"]
+        out = it / "anchored" if kind == "anchored" else it
+        outs = [out / "scores", out / "preferences"]
+        name = f"{kind}-{t}"
         # every method also scores with M_{t-1} (and M_{t-2}) so consistency is reported for all of them;
         # M_{t-1} is M_t's parent: after a pair-less iteration, the model M_t was carried from is skipped
         ref = self.parent(t)
         prev_ref = self.parent(ref)
-        lcfg = self._label_config(t)
+        lcfg = self._label_config(t, kind)
         inputs = {"responses_fp": self.fps[f"sample-{t}"], "model_fp": self.model_fp(t),
+                  **{f"{p}_fp": self.fps[f"{p}-{t}"] for p in ("anchor", "future-sample") if f"{p}-{t}" in self.fps
+                     and (p == "anchor" or lcfg.chosen_from)},
                   "ref_fp": self.model_fp(ref), "prev_ref_fp": self.model_fp(prev_ref) if prev_ref is not None else None,
                   "reward": self.cfg.reward, **fingerprinted(lab), **self.cfg.label_pairing(),
                   "judge_template_fp": template_hash(judge_template_text(lcfg)) if lab.judge_template else None}
@@ -306,14 +350,40 @@ class Loop:
 
         def clear_caches(resume):
             for cache in ("logps", "rm"):
-                if not resume and (it / cache).exists():
-                    shutil.rmtree(it / cache)
+                if not resume and (out / cache).exists():
+                    shutil.rmtree(out / cache)
 
         def go(_resume):
-            return self._work(f"label-{t}", "label",
-                              lambda: label(it / "responses", lcfg, it, log=self.log, progress=self.progress))
+            return self._work(name, "label",
+                              lambda: label(it / "responses", lcfg, out, log=self.log, progress=self.progress))
 
-        self.stage(f"label-{t}", inputs, outs, go, prepare=clear_caches)
+        self.stage(name, inputs, outs, go, prepare=clear_caches)
+
+    def future_train(self, t: int) -> None:
+        """Method temporal: the temporary future model F_t, DPO from M_t on the anchored pairs (iter-t/future/model);
+        none when there are no anchored pairs (the final pairs then take their chosen from M_t alone)."""
+        from cream_train.train import train
+
+        it = self.run / f"iter-{t}"
+        out = it / "future" / "model"
+        inputs = {"prefs_fp": self.fps[f"anchored-{t}"], "model_fp": self.model_fp(t), "method": self.cfg.train_method,
+                  "seed": self.cfg.seed, **fingerprinted(self.cfg.train), "stage": "future"}
+        if self._no_future(t):
+            def skip(_resume):
+                self.log(f"[yellow]warning:[/] iteration {t} has no anchored pairs: no future model; the chosen "
+                         f"side comes from M{t}'s samples alone")
+                return {"no_pairs": True}
+
+            self.fps[f"future-train-{t}"] = self.stage(f"future-train-{t}", {**inputs, "no_pairs": True}, [], skip)
+            return
+        tcfg = self.stages.future_train(t, self.model(t))
+        self.fps[f"future-train-{t}"] = self.stage(
+            f"future-train-{t}", inputs, [out], lambda _r: self._work(f"future-train-{t}", "train", lambda: train(tcfg)))
+
+    def _no_future(self, t: int) -> bool:
+        """Whether iteration t's anchored pairs are known to be none (a plan, before they exist, assumes some)."""
+        prefs = self.run / f"iter-{t}" / "anchored" / "preferences"
+        return (prefs / io.MANIFEST).exists() and io.read_manifest(prefs).get("rows") == 0
 
     def train(self, t: int) -> None:
         from cream_train.train import train
@@ -423,6 +493,11 @@ class Loop:
             self.evaluate(1)
         for t in range(1, self.cfg.iterations + 1):
             self.sample(t)
+            if self.cfg.method == "temporal":  # past-anchored pairs, a future model, its samples (docs/REWARDS.md)
+                self.anchor(t)
+                self.label(t, "anchored")
+                self.future_train(t)
+                self.future_sample(t)
             self.label(t)
             self.train(t)
             if self.should_eval(t + 1):

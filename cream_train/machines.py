@@ -29,14 +29,11 @@ from cream_train.loop import Log, Loop, RunSummary, inputs_fingerprint
 from cream_train.run_manifest import Manifest
 
 POLL = 2.0  # seconds between looks at the shared run directory
-SHARDED_OUTPUT = {"sample": ("responses",), "label": ("preferences",)}
 
 
-def wait_for_shards(run: Path, name: str, log: Log, poll: float = POLL) -> int:
+def wait_for_shards(folder: Path, name: str, log: Log, poll: float = POLL) -> int:
     """Machine 0, after its own shard processes of stage ``name``: wait until every machine's shards have
-    finished (the folder reads as a whole table); the rows of that table."""
-    kind, t = name.split("-")
-    folder = run / f"iter-{t}" / SHARDED_OUTPUT[kind][0]
+    finished writing ``folder`` (it reads as a whole table); the rows of that table."""
     said = False
     while True:
         try:
@@ -93,10 +90,12 @@ class Follower(Loop):
         pass
 
     def _section(self, name: str) -> str | None:
-        kind = name.split("-")[0]
-        if kind == "train":
+        """The section whose launch keys start stage ``name`` (None: a stage of machine 0's alone)."""
+        kind = name.rsplit("-", 1)[0]
+        if kind.startswith("train"):
             return "sft" if name == "train-M1" else "train"
-        return kind if kind in ("sample", "label") else None
+        return {"sample": "sample", "anchor": "sample", "future-sample": "sample", "label": "label",
+                "anchored": "label", "future-train": "train"}.get(kind)
 
     def _status(self, name: str, fp: str) -> str | None:
         rec = self.manifest.data["stages"].get(name) or {}

@@ -1,7 +1,7 @@
 """The `cream run` config: one YAML file for the whole loop, validated up front with every problem listed at once.
 
     model: smollm2-135m-instruct      # M0
-    method: cream                     # cream | cream-avg | cream-no-rc | srlm | oracle | rm (the paper's rows) | scir
+    method: cream                     # cream | cream-avg | cream-no-rc | srlm | oracle | rm (the paper's rows) | scir | temporal
     iterations: 2                     # T
     sft:     {data: …, lr: 2e-5, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, …}
     prompts: {source: …, limit: …}    # split into T disjoint subsets, one per iteration
@@ -29,11 +29,18 @@ from typing import Any, Optional, get_type_hints
 
 from cream_data.errors import CreamError
 from cream_data.settings import SettingsError, coerce, plain, type_name
-from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS
+from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS, TEMPORAL_REWARDS
 from cream_train.sections import (  # noqa: F401  (re-exported: the sections of a run config)
     LAUNCH, OWNED_KEY, EvalSection, LabelSection, NodesSection, PromptsSection, SampleSection, SFTSection, Stages,
     TrainSection,
 )
+
+
+@dataclass(frozen=True)
+class TemporalSection:
+    """Method temporal (temporal self-rewarding, docs/REWARDS.md): the reward that scores the pools."""
+
+    reward: Optional[str] = None  # judge (default, as the paper) | dpo | rm
 
 
 @dataclass(frozen=True)
@@ -50,9 +57,12 @@ class RunConfig:
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
     nodes: NodesSection = field(default_factory=NodesSection)
+    temporal: TemporalSection = field(default_factory=TemporalSection)
 
     @property
     def reward(self) -> str:
+        if self.method == "temporal" and self.temporal.reward:
+            return self.temporal.reward
         return METHODS[self.method][0]
 
     @property
@@ -103,6 +113,12 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
     """The run's own settings: those no stage config holds."""
     if cfg.method not in METHODS:  # noqa: SIM102
         problems.append(f"method: got {cfg.method!r}, expected one of {', '.join(METHODS)}")
+    if cfg.temporal.reward is not None:
+        if cfg.method != "temporal":
+            problems.append(f"temporal.reward: only with method temporal (method {cfg.method} has its own reward)")
+        elif cfg.temporal.reward not in TEMPORAL_REWARDS:
+            problems.append(f"temporal.reward: got {cfg.temporal.reward!r}, expected one of "
+                            f"{', '.join(TEMPORAL_REWARDS)}")
     if cfg.iterations < 1:
         problems.append(f"iterations: got {cfg.iterations}, expected >= 1")
     paths = [("sft.data", cfg.sft.data)]

@@ -27,7 +27,8 @@ OWNED = {
     "sft": ("data", "model", "out", "seed", "overwrite"),
     "prompts": ("split_into", "sft", "seed", "completion_field"),  # D_U is split into T subsets, never SFT
     "sample": ("model", "seed", "iteration"),
-    "label": ("model", "ref", "prev_model", "prev_ref", "reward", "iteration", "prompts"),
+    "label": ("model", "ref", "prev_model", "prev_ref", "reward", "iteration", "prompts", "chosen_from",
+              "rejected_from"),
     "train": ("data", "model", "out", "seed", "overwrite", "method", "split"),
     "eval": ("label",),
 }
@@ -88,6 +89,9 @@ NodesSection.__module__ = __name__
 NodesSection.__doc__ = ("Several machines: each runs the same `cream run` with its own machine_rank on a run_dir on a "
                         "shared file system (machine 0 runs the bookkeeping stages, evaluation and the report).")
 
+# Method temporal's extra sampling stages draw with seeds of their own (seed + offset + t): other draws than M_t's.
+ANCHOR_SEED, FUTURE_SEED = 1000, 2000
+
 # The label section leaves consistency_between and pair_policy unset: the method decides (METHOD_LABEL).
 METHOD_DECIDES = {"label": {key: None for key in {k for v in METHOD_LABEL.values() for k in v}}}
 
@@ -130,12 +134,31 @@ class Stages:
         return self.cfg.sample.build(model=model or self.cfg.model, seed=self.cfg.seed + t, iteration=t)
 
     def label(self, t: int = 1, model: str | None = None, ref: str | None = None,
-              prev_ref: str | None = None) -> LabelConfig:
-        """M_t labels; M_{t-1} (``ref``) is the reference of its reward and the previous scorer, M_{t-2} its ref."""
+              prev_ref: str | None = None, chosen_from=(), rejected_from=()) -> LabelConfig:
+        """M_t labels; M_{t-1} (``ref``) is the reference of its reward and the previous scorer, M_{t-2} its ref;
+        ``chosen_from``/``rejected_from``: response pools (method temporal)."""
         ref = ref or self.cfg.model
         return self.cfg.label.build(model=model or self.cfg.model, ref=ref, prev_model=ref, prev_ref=prev_ref,
                                     reward=self.cfg.reward, iteration=t,
-                                    prompts=str(self.run / "prompts" / f"subset-{t}"), **self.cfg.label_pairing())
+                                    prompts=str(self.run / "prompts" / f"subset-{t}"), chosen_from=tuple(chosen_from),
+                                    rejected_from=tuple(rejected_from), **self.cfg.label_pairing())
+
+    def anchor(self, t: int, model: str) -> SampleConfig:
+        """Method temporal: the initial model M1 (``model``) samples iteration t's prompts, the past that rejected
+        responses are anchored to; its own seed, and iteration 1 (the model that sampled)."""
+        return self.cfg.sample.build(model=model, seed=self.cfg.seed + ANCHOR_SEED + t, iteration=1)
+
+    def future_train(self, t: int, model: str) -> DPOTrainConfig:
+        """Method temporal: the temporary future model, DPO from M_t on iteration t's anchored pairs, with the train
+        section's settings."""
+        it = self.run / f"iter-{t}"
+        return self.cfg.train.build(data=str(it / "anchored" / "preferences"), model=model,
+                                    out=str(it / "future" / "model"), method=self.cfg.train_method,
+                                    seed=self.cfg.seed, overwrite=True, split=None)
+
+    def future_sample(self, t: int, model: str) -> SampleConfig:
+        """Method temporal: the future model samples iteration t's prompts (its own seed)."""
+        return self.cfg.sample.build(model=model, seed=self.cfg.seed + FUTURE_SEED + t, iteration=t)
 
     def train(self, t: int = 1, model: str | None = None) -> DPOTrainConfig:
         return self.cfg.train.build(data=str(self.run / f"iter-{t}" / "preferences"), model=model or self.cfg.model,

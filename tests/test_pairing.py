@@ -183,7 +183,7 @@ def test_every_skip_reason_in_precedence_order():
     responses, scores = make_tables(cur, prev)
     table, summary = build_preferences(responses, scores)
     check(table, "preferences", "test")
-    assert summary.skipped == {"n_lt_2": 2, "nonfinite_reward": 3, "all_equal": 3, "missing_prev": 1, "disagree": 0}
+    assert summary.skipped == {"n_lt_2": 2, "nonfinite_reward": 3, "all_equal": 3, "missing_prev": 1, "disagree": 0, "no_margin": 0}
     assert summary.responses_dropped == {"nonfinite_reward": 1, "missing_prev": 1}
     assert summary.prompts == 12 and summary.pairs == 3
     rows = {r["prompt_id"]: r for r in table.to_pylist()}
@@ -227,7 +227,7 @@ def test_partial_prompts_pair_over_their_finite_rewards():
     # p0002: usable 1, 2, 3 with rewards 1, 1, 3: ranks 3, 2, 1 (the tie: response 1 below response 2); the
     # dropped response 0 is ranked 4. Rejected = the first of the tied minima (response 1).
     assert rows[1]["ranks"] == [4, 3, 2, 1] and (rows[1]["chosen_idx"], rows[1]["rejected_idx"]) == (3, 1)
-    assert summary.skipped == {"n_lt_2": 0, "nonfinite_reward": 1, "all_equal": 1, "missing_prev": 0, "disagree": 0}
+    assert summary.skipped == {"n_lt_2": 0, "nonfinite_reward": 1, "all_equal": 1, "missing_prev": 0, "disagree": 0, "no_margin": 0}
     assert summary.responses_dropped == {"nonfinite_reward": 2, "missing_prev": 0}
     assert summary.ties == 2  # p0002 (1, 1) and p0003 (4, 4): ties among the finite rewards
     assert summary.margin_mean == pytest.approx((2.0 + 2.0) / 2) and summary.margin_min == 2.0

@@ -266,6 +266,32 @@ def test_kill_9_of_one_shard_process_then_resume(reference, parallel, tiny_model
     same_tables(tables(done_run), tables(run))
 
 
+@pytest.mark.slow
+def test_kill_9_during_distributed_training_then_resume(reference, parallel, tiny_model, shared_data):
+    """kill -9 of `cream run` while `accelerate launch` trains M2 over 2 processes: the launcher and both training
+    processes end with it, M2 is not published half-written, and the rerun trains it again from M1."""
+    tmp, _ = reference
+    _, done_run, _, _ = parallel
+    cfg = config(tmp, tiny_model, shared_data, "killed-train", **PARALLEL)
+    run = tmp / "killed-train"
+    proc = start(cfg)
+    log = run / "logs" / "train-M2.log"
+    wait_for(lambda: log.is_file() and len(children_of(run)) >= 3, what="the launcher and its training processes")
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    wait_for(lambda: not children_of(run), timeout=30, what="accelerate and its workers to end with cream run")
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert stages["train-M2"]["status"] == "running" and stages["label-1"]["status"] == "done"
+    assert not (run / "models" / "M2").exists()  # nothing published
+
+    code, out, err = finish(start(cfg))
+    assert code == 0, err[-3000:]
+    assert "label-1: done earlier, skipped" in err and "sample-1: done earlier, skipped" in err
+    assert_close_models(done_run / "models" / "M2", run / "models" / "M2", done_run / "models" / "M1")
+    assert not [p.name for p in (run / "models").iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
 def test_a_childs_user_error_is_its_one_line(parallel, tmp_path):
     """A stage process that refuses its input exits 2; `cream run` names the stage and repeats its one line."""
     import shutil
@@ -344,3 +370,29 @@ def test_launch_mistakes_are_one_line_errors(tmp_path, tiny_model, shared_data, 
                  "train.accelerate_config: ", "missing.yaml is not a file"):
         assert want in r.err, (want, r.err)
     assert not (tmp_path / "n2").exists() and not (tmp_path / "bad").exists()
+
+
+def test_a_stage_process_reports_its_record_progress_and_output(tmp_path, tiny_model):
+    """StageRunner on one real `cream sample` process: its record (rows, tokens, peak memory) comes back through
+    CREAM_RESULT_FILE, its progress steps become the caller's progress calls (not log lines), every other line is
+    logged with the stage's prefix and kept in RUN/logs/sample-1.log."""
+    from cream_train.launch import Launcher
+    from cream_train.stage_process import StageRunner
+    from tests.test_sample import prompts_table
+
+    io.write_table(prompts_table(3), tmp_path / "prompts", "prompts")
+    lines, steps = [], []
+    runner = StageRunner(tmp_path / "run", log=lines.append, progress=lambda *a: steps.append(a))
+    argv = ["sample", str(tmp_path / "prompts"), "--out", str(tmp_path / "responses"), "--model", str(tiny_model),
+            "--n", "2", "--max-new-tokens", "3", "--batch-size", "1", "--seed", "0"]
+    (rec,) = runner.run("sample-1", argv, Launcher())
+    rows = io.read_table(tmp_path / "responses", "responses").num_rows
+    assert rec["rows"] == rows == 6 and rec["tokens"] == 18 and rec["peak_rss_gib"] > 0.05
+    assert steps and steps[-1][0] == "sampling (sample-1)" and steps[-1][1:3] == (3, 3)  # the last step: all done
+    assert [s[1] for s in steps] == sorted(s[1] for s in steps)  # done only grows
+    assert any("sampled 3 prompts x 2" in m and "sample-1 │" in m for m in lines)
+    assert not any("cream-progress" in m for m in lines)
+    log = (tmp_path / "run" / "logs" / "sample-1.log").read_text()
+    assert log.startswith("==== ") and "cli.main sample" in log.splitlines()[0] and "sampled 3 prompts" in log
+    assert "cream-progress" not in log
+    assert runner.commands["sample-1"] == [log.splitlines()[0].split(" ", 3)[3]]  # the line it started, recorded

@@ -45,6 +45,7 @@ from cream_data.publish import card
 from cream_data.errors import CreamError
 from cream_data.hub_ids import check_repo_id, is_repo_id
 from cream_data.tables.io import COMPRESSION, iter_table_paths, read_manifest, read_table, staging_folder
+from cream_data.vocab import TEMPORAL_FOLDERS
 from cream_data.tables.iterations import iteration_from_path
 
 CONFIG_KINDS = ("preferences", "scores", "responses")
@@ -67,6 +68,8 @@ def collect(root: str | Path) -> tuple[dict[str, list[card.Split]], list[pa.Tabl
     for kind, path in iter_table_paths(root):
         if _inside_publish_folder(path, root):  # an earlier `--out` inside DIR: its files are copies
             continue
+        if path.parent.name in TEMPORAL_FOLDERS:  # method temporal's pools and interim pairs: the final pairs,
+            continue                              # scores and M_t's samples are the iteration's dataset
         if kind == "prompts":
             prompts.append(read_table(path, "prompts"))
         if kind not in CONFIG_KINDS:

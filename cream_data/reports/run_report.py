@@ -226,13 +226,30 @@ def consistency_table(report: dict) -> list[list[str]]:
 
 
 def pairs_table(report: dict) -> list[list[str]]:
-    header = ["iteration", "prompts", "pairs", "skipped", "skip reasons", "stored C method", "mean weight"]
+    header = ["iteration", "prompts", "pairs", "skipped", "skip reasons", "stored C method", "mean weight",
+              "reward gap (chosen − rejected)"]
+    sides = any(p.get("chosen_from") and (p["chosen_from"]["other"] or p["rejected_from"]["other"])
+                for p in report["pairs"])
+    if sides:
+        header += ["chosen from M_t / other", "rejected from M_t / other"]
     body = []
     for p in report["pairs"]:
         reasons = ", ".join(f"{k}: {v}" for k, v in p["skipped"].items() if v) or "none"
-        body.append([str(p["iteration"]), fmt(p["prompts"]), str(p["pairs"]), str(p["skipped_total"]), reasons,
-                     p["consistency_method"] or "–", fmt(p["weight_mean"], 3)])
+        gap = p.get("gap") or {}
+        row = [str(p["iteration"]), fmt(p["prompts"]), str(p["pairs"]), str(p["skipped_total"]), reasons,
+               p["consistency_method"] or "–", fmt(p["weight_mean"], 3), _mean_std(gap)]
+        if sides:
+            row += [_split(p.get("chosen_from")), _split(p.get("rejected_from"))]
+        body.append(row)
     return [header] + body
+
+
+def _mean_std(d: dict) -> str:
+    return "–" if d.get("mean") is None else f"{fmt(d['mean'], 3)} ± {fmt(d.get('std'), 3)}"
+
+
+def _split(d: dict | None) -> str:
+    return "–" if not d else f"{d['M_t']} / {d['other']}"
 
 
 def harness_columns(rows: list[dict]) -> list[tuple[str, str]]:

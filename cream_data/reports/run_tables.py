@@ -24,7 +24,7 @@ from cream_data.vocab import TASKS
 TASK_ORDER = TASKS
 _MODEL_DIR = re.compile(r"^M(\d+)$")
 PREF_COLUMNS = ["iteration", "rewards", "prev_rewards", "ranks", "prev_ranks", "consistency_method", "weight",
-                "model", "prev_model"]
+                "model", "prev_model", "chosen_idx", "rejected_idx", "chosen_model", "rejected_model"]
 MEASURES = (("C", "C"), ("kendall_tau", "Kendall τ"), ("spearman_rho", "Spearman ρ"), ("top_order", "TopOrder"),
             ("kendall_tau_b", "τ-b (raw)"))
 
@@ -242,8 +242,31 @@ def iteration_rows(run: Path) -> tuple[list[dict], list[dict], dict[int, np.ndar
                       "prompts": prompts if isinstance(prompts, int) else None,
                       "skipped": skipped, "skipped_total": sum(skipped.values()), "scope": summary.get("scope"),
                       "consistency_method": ", ".join(_distinct(prefs, "consistency_method")) or None,
-                      "weight_mean": describe(prefs.column("weight").to_numpy().astype(np.float64))["mean"]})
+                      "weight_mean": describe(prefs.column("weight").to_numpy().astype(np.float64))["mean"],
+                      "gap": describe(reward_gaps(prefs)), **pair_sides(prefs)})
     return consistency, pairs, c_values
+
+
+def reward_gaps(prefs: pa.Table) -> np.ndarray:
+    """Per pair: the reward of the chosen response minus the rejected's, on the scale of the reward that picked
+    them (the quantity temporal self-rewarding keeps from shrinking across iterations)."""
+    rewards = prefs.column("rewards").to_pylist()
+    chosen, rejected = prefs.column("chosen_idx").to_pylist(), prefs.column("rejected_idx").to_pylist()
+    return np.array([r[c] - r[j] for r, c, j in zip(rewards, chosen, rejected)], dtype=np.float64)
+
+
+def pair_sides(prefs: pa.Table) -> dict:
+    """Where the two sides of the pairs came from: the labeling model M_t's own samples, or another model's (a
+    temporal run's future model for the chosen, the initial model M1 for the rejected); counts, None in v1 tables."""
+    if prefs.column("chosen_model").null_count == prefs.num_rows:
+        return {"chosen_from": None, "rejected_from": None}
+    own = prefs.column("model").to_pylist()
+    out = {}
+    for side in ("chosen", "rejected"):
+        models = prefs.column(f"{side}_model").to_pylist()
+        other = sum(m is not None and m != o for m, o in zip(models, own))
+        out[f"{side}_from"] = {"M_t": len(models) - other, "other": other}
+    return out
 
 
 def _distinct(t: pa.Table, name: str) -> list:

@@ -95,6 +95,22 @@ def pairs_table(study: dict) -> list[list[str]]:
     return rows
 
 
+def gap_table(study: dict) -> list[list[str]]:
+    """Per iteration, each method's reward gap between chosen and rejected (mean ± std over its pairs): the signal
+    DPO learns from, which temporal self-rewarding is built to keep from shrinking as chosen and rejected improve
+    together."""
+    its = sorted({p["iteration"] for m in study["methods"] for p in study["pairs"][m]})
+    rows = [["iteration", *study["methods"]]]
+    for t in its:
+        cells = []
+        for m in study["methods"]:
+            gap = next((p.get("gap") or {} for p in study["pairs"][m] if p["iteration"] == t), {})
+            cells.append("–" if gap.get("mean") is None else f"{fmt(gap['mean'], 3)} ± {fmt(gap.get('std'), 3)} "
+                         f"(n = {gap['n']})")
+        rows.append([str(t), *cells])
+    return rows
+
+
 def setup_table(study: dict) -> list[list[str]]:
     rows = [["method", "run dir", "own stages (min)", "incl. shared stages (min)", "stages reused"]]
     for m in study["methods"]:
@@ -125,6 +141,10 @@ def to_markdown(study: dict, plots: dict[str, str] | None = None) -> str:
     lines += ["*Mean stored weight*: the preferences' `weight` column, the pair's C for DPO-rewarded methods, 1 for "
               "srlm and oracle; only cream (and cream-avg, with the mean) train with it — cream-no-rc, srlm and "
               "oracle train with weight 1.", ""]
+    lines += ["## Reward gap between chosen and rejected", ""] + _md_table(gap_table(study))
+    lines += ["The reward of the chosen response minus the rejected's, mean ± std over each iteration's pairs, on the "
+              "scale of the reward that picked them (the judge's 0–5 for srlm and temporal, the DPO implicit reward "
+              "for the cream rows): compare methods that share a reward.", ""]
     lines += ["## Reward quality against the oracle", ""] + _md_table(quality_table(study))
     lines += ["Win: the self-rewarded chosen response is correct and the rejected one is not; loss: the reverse; "
               "win rate = win / (win + loss), 95% Wilson interval (50% = a coin). *Sampled responses correct*: "

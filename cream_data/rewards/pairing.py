@@ -56,7 +56,7 @@ from cream_data.rewards.ranking import CONSISTENCY_METHODS, consistency as rank_
 from cream_data.stats import finite_or_none
 from cream_data.vocab import PAIR_POLICIES, SCOPES
 
-SKIP_REASONS: tuple[str, ...] = ("n_lt_2", "nonfinite_reward", "all_equal", "missing_prev", "disagree")
+SKIP_REASONS: tuple[str, ...] = ("n_lt_2", "nonfinite_reward", "all_equal", "missing_prev", "disagree", "no_margin")
 
 
 class PairArrays(NamedTuple):
@@ -133,6 +133,7 @@ def build_preferences(
     template_hash: str | None = None,
     logp_scorer: str | None = "current",
     pair_policy: str = "weight",
+    eligible: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[pa.Table, PairingSummary]:
     """Build the ``preferences`` table (schema v1, sorted by prompt_id) and a summary; see the module doc.
 
@@ -140,19 +141,27 @@ def build_preferences(
     of the scores table: CREAM's is ``previous``, SCIR-style internal consistency uses ``judge`` against
     ``current``), or None for no consistency (C = 1). ``pair_policy``: ``weight`` (C is the training weight),
     ``agree`` (keep a pair only where ``prev_scorer`` also rewards chosen strictly above rejected, weight 1;
-    the others are skipped as ``disagree``) or ``both`` (kept where they agree, weighted by C)."""
+    the others are skipped as ``disagree``) or ``both`` (kept where they agree, weighted by C).
+
+    ``eligible``: two boolean arrays over the responses rows (in ``responses``' order): which rows may be chosen
+    and which rejected (pools, e.g. temporal self-rewarding's past-anchored rejections). The chosen is then the
+    best eligible row (the first on ties) and the rejected the worst eligible one; a prompt whose chosen does not
+    score strictly above its rejected is skipped as ``no_margin``. Ranks and C stay over all rows."""
     _check_options(reward_scorer, prev_scorer, consistency, scope, pair_policy)
     _require(responses, "responses", ["prompt_id", "prompt", "response_idx", "response"]
              + ([] if iteration is not None else ["iteration"]))
     _require(scores, "scores", ["prompt_id", "response_idx", "scorer", "model", "ref_model", "reward"])
     rows = Rows(responses)
+    if eligible is not None:
+        order = rows.order.to_numpy()
+        eligible = tuple(np.asarray(m, dtype=bool)[order] for m in eligible)
     cur = ScorerRows(scores, reward_scorer, rows, required=True)
     prev = ScorerRows(scores, prev_scorer, rows, required=True) if prev_scorer is not None else None
     # The log-probs usually come from the reward scorer's own rows: reuse them rather than look them up again.
     known = {reward_scorer: cur, **({prev_scorer: prev} if prev is not None else {})}
     lp = (None if logp_scorer is None else known.get(logp_scorer)
           or ScorerRows(scores, logp_scorer, rows, required=False))
-    ranked = _rank(rows, cur.floats("reward"), prev.floats("reward") if prev else None, consistency)
+    ranked = _rank(rows, cur.floats("reward"), prev.floats("reward") if prev else None, consistency, eligible)
     if pair_policy != "weight":
         ranked.drop_disagreeing(rows)
     kp = ranked.kept()
@@ -182,9 +191,10 @@ class _Ranked:
     """Per prompt: why it is skipped (0 = it pairs), its pair, C and tau, ties, the responses left out; per sorted
     response row: its rank under the reward and under the partner (0 where its prompt is skipped)."""
 
-    def __init__(self, rows: Rows, reward: np.ndarray, prev_reward: np.ndarray | None):
+    def __init__(self, rows: Rows, reward: np.ndarray, prev_reward: np.ndarray | None, eligible=None):
         n_prompts = len(rows.starts)
         self.reward, self.prev_reward = reward, prev_reward
+        self.eligible = eligible  # (may be chosen, may be rejected) per sorted row, or None: every row both
         self.reason = np.zeros(n_prompts, dtype=np.int8)  # 0 = pair, k = SKIP_REASONS[k - 1]
         self.chosen = np.zeros(n_prompts, dtype=np.int64)
         self.rejected = np.zeros(n_prompts, dtype=np.int64)
@@ -206,9 +216,10 @@ class _Ranked:
         self.reason[kp[~agree]] = SKIP_REASONS.index("disagree") + 1
 
 
-def _rank(rows: Rows, reward: np.ndarray, prev_reward: np.ndarray | None, consistency: str) -> _Ranked:
+def _rank(rows: Rows, reward: np.ndarray, prev_reward: np.ndarray | None, consistency: str,
+          eligible=None) -> _Ranked:
     """Skip reasons, pairs, ranks and C of every prompt, one group of prompts with equal N at a time."""
-    out = _Ranked(rows, reward, prev_reward)
+    out = _Ranked(rows, reward, prev_reward, eligible)
     for n in np.unique(rows.counts):
         group = np.flatnonzero(rows.counts == n)
         if n < 2:
@@ -248,11 +259,27 @@ def _pair_dense(out: _Ranked, rows: Rows, kept: np.ndarray, kidx: np.ndarray, k:
     out.chosen[kept] = kidx[at, pairs.chosen] - rows.starts[kept]
     out.rejected[kept] = kidx[at, pairs.rejected] - rows.starts[kept]
     out.c[kept] = pairs.consistency
+    if out.eligible is not None:
+        _pick_from_pools(out, rows, kept, kidx[:, :k])
     tail = np.broadcast_to(np.arange(k + 1, n + 1, dtype=np.int16), (len(kept), n - k))  # dropped: ranked last
     out.rank[kidx] = np.concatenate([pairs.ranks, tail], axis=1)
     if prev is not None:
         out.tau[kept] = pairs.kendall_tau
         out.prev_rank[kidx] = np.concatenate([pairs.prev_ranks, tail], axis=1)
+
+
+def _pick_from_pools(out: _Ranked, rows: Rows, kept: np.ndarray, usable: np.ndarray) -> None:
+    """The chosen among the rows that may be chosen, the rejected among those that may be rejected (first on
+    ties: the positional responses come first); ``no_margin`` where chosen does not beat rejected."""
+    may_choose, may_reject = (m[usable] for m in out.eligible)
+    r = out.reward[usable]
+    best = np.where(may_choose, r, -np.inf)
+    worst = np.where(may_reject, r, np.inf)
+    c, j = best.argmax(axis=1), worst.argmin(axis=1)
+    at = np.arange(len(kept))
+    out.chosen[kept] = usable[at, c] - rows.starts[kept]
+    out.rejected[kept] = usable[at, j] - rows.starts[kept]
+    out.reason[kept[~(best[at, c] > worst[at, j])]] = SKIP_REASONS.index("no_margin") + 1
 
 
 def _table(rows: Rows, ranked: _Ranked, kp: np.ndarray, weight: np.ndarray, cur, prev, lp, consistency: str,
@@ -302,10 +329,22 @@ def _table(rows: Rows, ranked: _Ranked, kp: np.ndarray, weight: np.ndarray, cur,
         "prev_model": from_prev(lambda: prev.value("model", chosen_row, pa.string()), pa.string()),
         "prev_ref_model": from_prev(lambda: prev.value("ref_model", chosen_row, pa.string()), pa.string()),
         "template_hash": pa.array([template_hash] * len(kp), pa.string()),
+        "chosen_model": rows.original("model", chosen_row) if "model" in rows.table.column_names
+        else pa.nulls(len(kp), pa.string()),
+        "chosen_iteration": _iterations(rows, chosen_row),
+        "rejected_model": rows.original("model", rejected_row) if "model" in rows.table.column_names
+        else pa.nulls(len(kp), pa.string()),
+        "rejected_iteration": _iterations(rows, rejected_row),
     }
     # the schema's exact types; validated where it is written (io.write_table), as every table is
     target = schemas.get("preferences").arrow
     return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in target], schema=target)
+
+
+def _iterations(rows: Rows, sorted_rows: np.ndarray) -> pa.Array:
+    if "iteration" not in rows.table.column_names:
+        return pa.nulls(len(sorted_rows), pa.int32())
+    return rows.original("iteration", sorted_rows).cast(pa.int32())
 
 
 def _summary(rows: Rows, ranked: _Ranked, kp: np.ndarray, consistency: str, scope: str, pair_policy: str,

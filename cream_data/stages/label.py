@@ -41,7 +41,7 @@ from cream_data.stages.label_scorers import (  # noqa: F401  (re-exported)
 from cream_data.tables import io
 from cream_data.tables.fingerprint import responses_fingerprint, shard_mask
 from cream_data.tables.outputs import guard, locked, only_entries
-from cream_data.vocab import REWARD_ROLE
+from cream_data.vocab import REWARD_ROLE, TEMPORAL_FOLDERS
 
 __all__ = ["LabelConfig", "LabelSummary", "label", "repair", "write_preferences", "is_label_output", "LABEL_FOLDERS",
            "judge_template_text", "scores_rows", "dpo_or_likelihood"]
@@ -101,8 +101,8 @@ LABEL_FOLDERS = ("scores", "preferences", "logps", "rm", "inspect", "responses",
 
 def is_label_output(path: Path) -> bool:
     """What `cream label` writes: a folder holding only its scores/, preferences/, logps/, rm/ and human/ (and a report,
-    and the responses it labels, as in a run's ``iter-<t>/``)."""
-    return only_entries(path, lambda e: e.name in LABEL_FOLDERS and e.is_dir())
+    and the responses it labels, as in a run's ``iter-<t>/``, with method temporal's anchor/, anchored/, future/)."""
+    return only_entries(path, lambda e: e.name in LABEL_FOLDERS + TEMPORAL_FOLDERS and e.is_dir())
 
 
 def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shard: tuple[int, int] | None = None,
@@ -114,10 +114,18 @@ def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shar
     out = Path(out)
     _engine_check(cfg.engine)
     guard(out, "label", is_label_output, what="labeled folder")
-    responses = _read_responses(responses_path)
+    responses, _ = _inputs(responses_path, cfg)
     answers = reference_answers(cfg.prompts, responses) if "oracle" in cfg.roles() else None
     with locked(out, shard=shard if shard and shard[1] > 1 else None, log=log):
         return _label_locked(responses_path, responses, answers, cfg, out, shard, log, t0, progress)
+
+
+def _inputs(responses_path, cfg: LabelConfig):
+    """The responses to label: the input's, with the ``--chosen-from``/``--rejected-from`` pools' rows added
+    (label_pools.py), and which rows may be chosen or rejected (None: every row both)."""
+    from cream_data.stages.label_pools import pooled
+
+    return pooled(_read_responses(responses_path), cfg.chosen_from, cfg.rejected_from)
 
 
 def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg: LabelConfig, out: Path, shard,
@@ -152,9 +160,9 @@ def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg
         say(f"shard {shard[0]}/{shard[1]} done; preferences are built when every shard has finished "
             f"(or run `cream label {responses_path} --scores {out} --out {out}`)")
     else:
-        if shard and shard[1] > 1:
-            responses = _read_responses(responses_path)
-        summary.pairing = write_preferences(responses, scores, cfg, out, th, manifest["config"], manifest["inputs"])
+        responses, eligible = _inputs(responses_path, cfg)  # every shard's rows, and the pools' roles
+        summary.pairing = write_preferences(responses, scores, cfg, out, th, manifest["config"], manifest["inputs"],
+                                            eligible)
     summary.seconds = time.time() - t0
     return summary
 
@@ -203,7 +211,7 @@ def _write_shard_or_table(table: pa.Table, folder: Path, kind: str, shard, manif
 
 
 def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, out: Path, th: str | None,
-                      config: dict, inputs: dict) -> PairingSummary:
+                      config: dict, inputs: dict, eligible=None) -> PairingSummary:
     from cream_data.rewards.pairing import build_preferences
 
     reward_scorer = REWARD_ROLE[cfg.reward]
@@ -220,7 +228,7 @@ def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, o
     prefs, pairing = build_preferences(
         responses, scores, reward_scorer=reward_scorer, prev_scorer=partner,
         consistency=cfg.consistency, scope=cfg.scope, iteration=cfg.iteration, template_hash=th,
-        logp_scorer="current", pair_policy=cfg.pair_policy,
+        logp_scorer="current", pair_policy=cfg.pair_policy, eligible=eligible,
     )
     io.write_table(prefs, out / "preferences", "preferences",
                    manifest_extra={"config": config, "inputs": inputs, "summary": pairing.to_dict()})
@@ -233,7 +241,7 @@ def repair(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig,
     folder = scores_dir / "scores" if (scores_dir / "scores").is_dir() else scores_dir
     scores = io.read_table(folder, "scores")
     manifest = io.read_manifest(folder)
-    responses = _read_responses(responses_path)
+    responses, eligible = _inputs(responses_path, cfg)
     fp = responses_fingerprint(responses)
     stored = (manifest.get("inputs") or {}).get("responses")
     if stored and stored != fp:
@@ -245,7 +253,8 @@ def repair(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig,
     config = {**(manifest.get("config") or {}), "consistency": cfg.consistency, "scope": cfg.scope,
               "consistency_between": cfg.consistency_between, "pair_policy": cfg.pair_policy,
               "rebuilt_from_scores": str(folder)}
-    return write_preferences(responses, scores, cfg, Path(out), th, config, {"responses": fp, "template_hash": th})
+    return write_preferences(responses, scores, cfg, Path(out), th, config, {"responses": fp, "template_hash": th},
+                             eligible)
 
 
 def _check_inputs_match(out: Path, fp: str) -> None:

@@ -60,6 +60,12 @@ class LabelConfig(Settings):
                                "keep a pair only where the other scorer also puts chosen strictly above rejected "
                                "(weight 1; the rest skipped as 'disagree') | both: kept where they agree, weighted "
                                "by C.")
+    chosen_from: tuple[str, ...] = setting((), metavar="TABLES", help="Responses tables (comma-separated) whose "
+                                           "rows may be chosen but never rejected, added to the input's for the same "
+                                           "prompts (temporal self-rewarding: the future model's samples).")
+    rejected_from: tuple[str, ...] = setting((), metavar="TABLES", help="Responses tables (comma-separated) whose "
+                                             "rows may be rejected but never chosen (temporal self-rewarding: the "
+                                             "initial model's samples, the past anchor).")
     human_answers: bool = setting(False, help="Also score each prompt's human-written answer (the --prompts table's "
                                   "human_answer) with every scorer, never as part of a pair: the self-preference "
                                   "diagnostic in OUT/human (see docs/REWARDS.md).")

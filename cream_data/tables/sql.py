@@ -64,6 +64,17 @@ def find_tables(root: str | Path) -> list[TableSource]:
     return found
 
 
+def view_name(src: TableSource) -> str:
+    """The DuckDB view a table joins: its kind, prefixed by method temporal's folder when it lives in one
+    (``anchor_responses``: the initial model's samples; ``anchored_preferences``: the pairs the future model trains
+    on; ``future_responses``), so ``preferences`` and ``responses`` stay the pairs that train the next model and
+    M_t's samples."""
+    from cream_data.vocab import TEMPORAL_FOLDERS
+
+    parent = src.path.parent.name if src.path.is_dir() else src.path.parent.parent.name
+    return f"{parent}_{src.kind}" if parent in TEMPORAL_FOLDERS else src.kind
+
+
 def _check_version(src: TableSource) -> None:
     for f in src.files[:1]:  # parts of one table are written by one writer: the first footer is enough
         md = pq.read_schema(f).metadata or {}
@@ -95,12 +106,12 @@ def connect(root: str | Path) -> tuple["duckdb.DuckDBPyConnection", dict[str, li
                          f"_manifest.json, or Parquet files written by cream)")
     by_kind: dict[str, list[TableSource]] = {}
     for t in sorted(tables, key=lambda t: (t.iteration is None, t.iteration or 0, str(t.path))):
-        by_kind.setdefault(t.kind, []).append(t)
+        by_kind.setdefault(view_name(t), []).append(t)
 
     con = duckdb.connect(":memory:")
     # Python objects are never visible by variable name: only the views below exist.
     con.execute("SET python_enable_replacements = false")
-    for kind, sources in by_kind.items():
+    for name, sources in by_kind.items():
         view = None
         for src in sources:
             _check_version(src)
@@ -110,7 +121,7 @@ def connect(root: str | Path) -> tuple["duckdb.DuckDBPyConnection", dict[str, li
                 it = "NULL" if src.iteration is None else str(src.iteration)
                 rel = rel.project(f"*, CAST({it} AS INTEGER) AS iteration")
             view = rel if view is None else view.union_by_name(rel)
-        view.create_view(kind)
+        view.create_view(name)
     # From here on DuckDB cannot open any file (read or write), load extensions, or undo these settings.
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
