@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from cream_data.processes import merge, record
 from cream_data.tables import io
 from cream_data.progress import Progress
-from cream_train.launch import Launcher, stage_argv
 from cream_train.run_config import RunConfig
 from cream_train.run_manifest import Manifest, is_run_output, link_outputs, versions
+from cream_train.loop_commands import StageCommands
+from cream_train.loop_eval import EvalStages
+from cream_train.loop_temporal import TemporalStages
 from cream_train.sections import Stages, fingerprinted
 
 Log = Callable[[str], None]
@@ -47,7 +48,7 @@ class RunSummary:
     reused: list[str] = field(default_factory=list)
 
 
-class Loop:
+class Loop(StageCommands, TemporalStages, EvalStages):
     """The stages of a run, in order. ``runner``: a :class:`cream_train.stage_process.StageRunner` that starts each
     model stage as its own ``cream …`` process (what `cream run` does); None runs every stage in this process."""
 
@@ -185,67 +186,6 @@ class Loop:
                                                        self.log)
         return rec
 
-    def command(self, name: str) -> list[str] | None:
-        """The argv (after ``cream``) that does stage ``name``'s work with the settings this run resolves; None for
-        the run's own bookkeeping stages (prompts, sft-data), which read the configured sources."""
-        kind, k = re.fullmatch(r"([a-z-]+?)-?M?(\d*)", name).groups()
-        k = int(k) if k else None
-        run, stages = self.run, self.stages
-        it = run / f"iter-{k}"
-        if kind in ("sample", "anchor", "future-sample"):
-            cfg, out = {"sample": (stages.sample(k, self.model(k)), it / "responses"),
-                        "anchor": (stages.anchor(k, self.model(1)), it / "anchor" / "responses"),
-                        "future-sample": (stages.future_sample(k, str(it / "future" / "model")),
-                                          it / "future" / "responses")}[kind]
-            return stage_argv("sample", cfg, positional=[str(run / "prompts" / f"subset-{k}")], extra={"--out": str(out)})
-        if kind in ("label", "anchored"):
-            return stage_argv("label", self._label_config(k, kind), positional=[str(it / "responses")],
-                              extra={"--out": str(it / "anchored" if kind == "anchored" else it)})
-        if kind == "future-train":
-            cfg = stages.future_train(k, self.model(k))
-            return stage_argv("train", cfg, positional=[cfg.data], skip=("data",), extra={"--stage": cfg.stage})
-        if kind == "train":
-            cfg = stages.sft(self.model(0)) if k == 1 else stages.train(k - 1, self.model(k - 1))
-            return stage_argv("train", cfg, positional=[cfg.data], skip=("data",), extra={"--stage": cfg.stage})
-        if kind == "eval":
-            return stage_argv("eval", stages.eval(k), extra={"--model": self.model(k), "--out": str(run / "eval" / f"M{k}")})
-        if kind == "harness":
-            from cream_data.stages.harness_config import HarnessConfig
-
-            cfg = HarnessConfig.from_mapping(self.cfg.eval.harness, data_dir=self.cfg.eval.data_dir, label=f"M{k}")
-            return stage_argv("eval", cfg, skip=("tasks",), extra={
-                "--model": self.model(k), "--out": str(run / "eval-harness" / f"M{k}"), "--harness": ",".join(cfg.tasks)})
-        return None
-
-    def launcher(self, name: str) -> Launcher:
-        """How stage ``name``'s command starts: its section's launch keys (sample, label, sft, train); evaluation
-        runs as one process."""
-        kind, k = re.fullmatch(r"([a-z-]+?)-?M?(\d*)", name).groups()
-        if kind in ("sample", "anchor", "future-sample"):
-            return self.stages.launcher("sample", self.stages.sample(int(k), self.model(int(k))))
-        if kind in ("label", "anchored"):
-            return self.stages.launcher("label", self._label_config(int(k), kind))
-        if kind == "train":
-            return self.stages.launcher("sft" if k == "1" else "train")
-        if kind == "future-train":
-            return self.stages.launcher("train")
-        return Launcher()
-
-    def _label_config(self, t: int, kind: str = "label"):
-        """M_t labels; its parent is the reference and the previous scorer, the parent's parent their reference
-        (after a pair-less iteration, the model M_t was carried from is skipped). Method temporal pools M1's samples
-        as rejectable, and for the final pairs (``kind`` label) the future model's as choosable."""
-        ref = self.parent(t)
-        prev_ref = self.parent(ref)
-        pools = {}
-        if self.cfg.method == "temporal":
-            it = self.run / f"iter-{t}"
-            pools["rejected_from"] = (str(it / "anchor" / "responses"),)
-            if kind == "label" and not self._no_future(t):
-                pools["chosen_from"] = (str(it / "future" / "responses"),)
-        return self.stages.label(t, self.model(t), self.model(ref), self.model(prev_ref) if prev_ref is not None else None,
-                                 **pools)
-
     # ------------------------------------------------------------------ stages
     def prompts(self) -> None:
         from cream_data.tables.fingerprint import table_fingerprint
@@ -291,20 +231,6 @@ class Loop:
         """M_t samples iteration t's prompts."""
         self._sample(f"sample-{t}", t, self.stages.sample(t, self.model(t)), self.model_fp(t),
                      self.run / f"iter-{t}" / "responses")
-
-    def anchor(self, t: int) -> None:
-        """Method temporal: M1 (the SFT model) samples iteration t's prompts once: the past that the rejected side
-        of the pairs is anchored to (iter-t/anchor/)."""
-        self._sample(f"anchor-{t}", t, self.stages.anchor(t, self.model(1)), self.model_fp(1),
-                     self.run / f"iter-{t}" / "anchor" / "responses")
-
-    def future_sample(self, t: int) -> None:
-        """Method temporal: the temporary future model samples iteration t's prompts (iter-t/future/)."""
-        if self._no_future(t):
-            return
-        it = self.run / f"iter-{t}"
-        self._sample(f"future-sample-{t}", t, self.stages.future_sample(t, str(it / "future" / "model")),
-                     self.fps[f"future-train-{t}"], it / "future" / "responses")
 
     def _sample(self, name: str, t: int, scfg, model_fp: str, out: Path) -> None:
         from cream_data.stages.sample import sample
@@ -359,32 +285,6 @@ class Loop:
 
         self.stage(name, inputs, outs, go, prepare=clear_caches)
 
-    def future_train(self, t: int) -> None:
-        """Method temporal: the temporary future model F_t, DPO from M_t on the anchored pairs (iter-t/future/model);
-        none when there are no anchored pairs (the final pairs then take their chosen from M_t alone)."""
-        from cream_train.train import train
-
-        it = self.run / f"iter-{t}"
-        out = it / "future" / "model"
-        inputs = {"prefs_fp": self.fps[f"anchored-{t}"], "model_fp": self.model_fp(t), "method": self.cfg.train_method,
-                  "seed": self.cfg.seed, **fingerprinted(self.cfg.train), "stage": "future"}
-        if self._no_future(t):
-            def skip(_resume):
-                self.log(f"[yellow]warning:[/] iteration {t} has no anchored pairs: no future model; the chosen "
-                         f"side comes from M{t}'s samples alone")
-                return {"no_pairs": True}
-
-            self.fps[f"future-train-{t}"] = self.stage(f"future-train-{t}", {**inputs, "no_pairs": True}, [], skip)
-            return
-        tcfg = self.stages.future_train(t, self.model(t))
-        self.fps[f"future-train-{t}"] = self.stage(
-            f"future-train-{t}", inputs, [out], lambda _r: self._work(f"future-train-{t}", "train", lambda: train(tcfg)))
-
-    def _no_future(self, t: int) -> bool:
-        """Whether iteration t's anchored pairs are known to be none (a plan, before they exist, assumes some)."""
-        prefs = self.run / f"iter-{t}" / "anchored" / "preferences"
-        return (prefs / io.MANIFEST).exists() and io.read_manifest(prefs).get("rows") == 0
-
     def train(self, t: int) -> None:
         from cream_train.train import train
 
@@ -419,68 +319,6 @@ class Loop:
 
         self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", inputs, [out], go)
 
-    def evaluate(self, k: int) -> None:
-        from cream_data.stages.evaluate import evaluate
-
-        e = self.cfg.eval
-        out = self.run / "eval" / f"M{k}"
-        source = self.manifest.data.get("carried", {}).get(f"M{k}")
-        src = self.manifest.data["stages"].get(f"eval-{source}") or {} if source else {}
-        if src.get("status") == "done":
-            # the same weights as an earlier, evaluated model: its evaluation stands (the report marks the row)
-            self.manifest.data["stages"][f"eval-M{k}"] = {
-                "status": "done", "fingerprint": self.model_fp(k), "carried_from": source,
-                **{key: src[key] for key in ("accuracy", "average") if key in src}}
-            self.manifest.save()
-            if out.exists():
-                shutil.rmtree(out)
-            self.log(f"[dim]= eval-M{k}: M{k} is {source} carried forward; its evaluation is reused[/]")
-            self.harness(k)
-            return
-        ecfg = self.stages.eval(k)
-        inputs = {"model_fp": self.model_fp(k), **{key: v for key, v in asdict(e).items() if key != "harness"}}
-
-        def go(resume):
-            r = self._work(f"eval-M{k}", "eval",
-                           lambda: evaluate(self.model(k), ecfg, out, overwrite=not resume, progress=self.progress))
-            self.log(f"  M{k}: average accuracy {r['average']:.3f} "
-                     f"({', '.join(f'{t} {a:.3f}' for t, a in r['accuracy'].items())})")
-            return r
-
-        self.stage(f"eval-M{k}", inputs, [out], go)
-        self.harness(k)
-
-    def harness(self, k: int) -> None:
-        """``eval.harness``: lm-evaluation-harness on M_k into RUN/eval-harness/M<k>/, a stage of its own; a
-        carried model takes the result of the model it copies, as its paper-protocol eval does."""
-        if self.cfg.eval.harness is None:
-            return
-        from cream_data.stages.harness import evaluate_harness
-        from cream_data.stages.harness_config import HarnessConfig
-
-        name, out = f"harness-M{k}", self.run / "eval-harness" / f"M{k}"
-        source = self.manifest.data.get("carried", {}).get(f"M{k}")
-        src = self.manifest.data["stages"].get(f"harness-{source}") or {} if source else {}
-        if src.get("status") == "done":
-            self.manifest.data["stages"][name] = {"status": "done", "fingerprint": self.model_fp(k),
-                                                  "carried_from": source, "metrics": src.get("metrics")}
-            self.manifest.save()
-            if out.exists():
-                shutil.rmtree(out)
-            self.log(f"[dim]= {name}: M{k} is {source} carried forward; its harness results are reused[/]")
-            return
-        hcfg = HarnessConfig.from_mapping(self.cfg.eval.harness, data_dir=self.cfg.eval.data_dir, label=f"M{k}")
-        inputs = {"model_fp": self.model_fp(k), "data_dir": hcfg.data_dir, **self.cfg.eval.harness}
-
-        def go(resume):
-            return self._work(name, "harness",
-                              lambda: evaluate_harness(self.model(k), hcfg, out, overwrite=not resume, log=self.log))
-
-        self.stage(name, inputs, [out], go)
-
-    def should_eval(self, k: int) -> bool:
-        m = self.cfg.eval.models
-        return m == "all" or (m == "last" and k == self.cfg.iterations + 1)
 
     # ------------------------------------------------------------------ the procedure
     def walk(self) -> None:
