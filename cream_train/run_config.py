@@ -415,9 +415,14 @@ def load_run_config(path: str | Path, overrides: dict | None = None,
             if cfg.prompts.sources else None),
         eval=dataclasses.replace(cfg.eval, data_dir=str((base / cfg.eval.data_dir).resolve()) if cfg.eval.data_dir else None),
     )
-    for name in ("sft", "train"):  # an accelerate config file, relative to the config's folder
+    return _resolve_accelerate_configs(cfg, base), base, table
+
+
+def _resolve_accelerate_configs(cfg: RunConfig, base: Path) -> RunConfig:
+    """``sft``/``train.accelerate_config`` relative to the config's folder, made absolute."""
+    for name in ("sft", "train"):
         section = getattr(cfg, name)
         if section.accelerate_config:
             path = str((base / Path(section.accelerate_config).expanduser()).resolve())
             cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(section, accelerate_config=path)})
-    return cfg, base, table
+    return cfg

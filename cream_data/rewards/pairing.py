@@ -329,22 +329,23 @@ def _table(rows: Rows, ranked: _Ranked, kp: np.ndarray, weight: np.ndarray, cur,
         "prev_model": from_prev(lambda: prev.value("model", chosen_row, pa.string()), pa.string()),
         "prev_ref_model": from_prev(lambda: prev.value("ref_model", chosen_row, pa.string()), pa.string()),
         "template_hash": pa.array([template_hash] * len(kp), pa.string()),
-        "chosen_model": rows.original("model", chosen_row) if "model" in rows.table.column_names
-        else pa.nulls(len(kp), pa.string()),
-        "chosen_iteration": _iterations(rows, chosen_row),
-        "rejected_model": rows.original("model", rejected_row) if "model" in rows.table.column_names
-        else pa.nulls(len(kp), pa.string()),
-        "rejected_iteration": _iterations(rows, rejected_row),
+        **_sides(rows, chosen_row, rejected_row),
     }
     # the schema's exact types; validated where it is written (io.write_table), as every table is
     target = schemas.get("preferences").arrow
     return pa.Table.from_arrays([columns[f.name].cast(f.type) for f in target], schema=target)
 
 
-def _iterations(rows: Rows, sorted_rows: np.ndarray) -> pa.Array:
-    if "iteration" not in rows.table.column_names:
-        return pa.nulls(len(sorted_rows), pa.int32())
-    return rows.original("iteration", sorted_rows).cast(pa.int32())
+def _sides(rows: Rows, chosen_row: np.ndarray, rejected_row: np.ndarray) -> dict[str, pa.Array]:
+    """Where each side came from: the responses rows' generating model and iteration (null where the responses
+    table has no such column)."""
+    def column(name: str, at: np.ndarray, typ: pa.DataType) -> pa.Array:
+        if name not in rows.table.column_names:
+            return pa.nulls(len(at), typ)
+        return rows.original(name, at).cast(typ)
+
+    return {f"{side}_{name}": column(name, at, typ) for side, at in (("chosen", chosen_row), ("rejected", rejected_row))
+            for name, typ in (("model", pa.string()), ("iteration", pa.int32()))}
 
 
 def _summary(rows: Rows, ranked: _Ranked, kp: np.ndarray, consistency: str, scope: str, pair_policy: str,
