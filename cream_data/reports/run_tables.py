@@ -255,15 +255,21 @@ def reward_gaps(prefs: pa.Table) -> np.ndarray:
     return np.array([r[c] - r[j] for r, c, j in zip(rewards, chosen, rejected)], dtype=np.float64)
 
 
+def _tail(model: str | None) -> str | None:
+    """A model by the last two parts of its path (``models/M2``, ``future/model``): the same model of a run and of
+    another that took stages from it (``--reuse-from``) compare equal."""
+    return None if model is None else "/".join(Path(model).parts[-2:])
+
+
 def pair_sides(prefs: pa.Table) -> dict:
     """Where the two sides of the pairs came from: the labeling model M_t's own samples, or another model's (a
     temporal run's future model for the chosen, the initial model M1 for the rejected); counts, None in v1 tables."""
     if prefs.column("chosen_model").null_count == prefs.num_rows:
         return {"chosen_from": None, "rejected_from": None}
-    own = prefs.column("model").to_pylist()
+    own = [_tail(m) for m in prefs.column("model").to_pylist()]
     out = {}
     for side in ("chosen", "rejected"):
-        models = prefs.column(f"{side}_model").to_pylist()
+        models = [_tail(m) for m in prefs.column(f"{side}_model").to_pylist()]
         other = sum(m is not None and m != o for m, o in zip(models, own))
         out[f"{side}_from"] = {"M_t": len(models) - other, "other": other}
     return out
