@@ -289,7 +289,7 @@ def test_loop_fingerprint_follows_the_template_content(tmp_path, tiny_model, mon
     path.write_text(yaml.safe_dump(cfg))
     run, _, table = load_run_config(path)
     captured = []
-    monkeypatch.setattr(loop_mod.Loop, "stage", lambda self, name, inputs, outs, fn: captured.append(inputs))
+    monkeypatch.setattr(loop_mod.Loop, "stage", lambda self, name, inputs, outs, fn, prepare=None: captured.append(inputs))
     lp = loop_mod.Loop(run, table, log=lambda *_: None)
     lp.fps.update({"sample-1": "x", "train-M1": "y"})
     lp.label(1)
