@@ -114,10 +114,10 @@ def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shar
     out = Path(out)
     _engine_check(cfg.engine)
     guard(out, "label", is_label_output, what="labeled folder")
-    responses, _ = _inputs(responses_path, cfg)
+    responses, eligible = _inputs(responses_path, cfg)
     answers = reference_answers(cfg.prompts, responses) if "oracle" in cfg.roles() else None
     with locked(out, shard=shard if shard and shard[1] > 1 else None, log=log):
-        return _label_locked(responses_path, responses, answers, cfg, out, shard, log, t0, progress)
+        return _label_locked(responses_path, (responses, eligible), answers, cfg, out, shard, log, t0, progress)
 
 
 def _inputs(responses_path, cfg: LabelConfig):
@@ -128,10 +128,13 @@ def _inputs(responses_path, cfg: LabelConfig):
     return pooled(_read_responses(responses_path), cfg.chosen_from, cfg.rejected_from)
 
 
-def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg: LabelConfig, out: Path, shard,
+def _label_locked(responses_path, inputs: tuple, answers: dict | None, cfg: LabelConfig, out: Path, shard,
                   log, t0: float, progress: Progress | None = None) -> LabelSummary:
-    """The stage body, run while this process holds the output's lock."""
+    """The stage body, run while this process holds the output's lock. ``inputs``: every response to label (pools
+    included) and which may be chosen or rejected (:func:`_inputs`); a shard scores its part, pairing reads all."""
     from cream_data.engines import models
+
+    responses, eligible = inputs
 
     say = log or (lambda *_: None)
     fp = responses_fingerprint(responses)
@@ -160,8 +163,7 @@ def _label_locked(responses_path, responses: pa.Table, answers: dict | None, cfg
         say(f"shard {shard[0]}/{shard[1]} done; preferences are built when every shard has finished "
             f"(or run `cream label {responses_path} --scores {out} --out {out}`)")
     else:
-        responses, eligible = _inputs(responses_path, cfg)  # every shard's rows, and the pools' roles
-        summary.pairing = write_preferences(responses, scores, cfg, out, th, manifest["config"], manifest["inputs"],
+        summary.pairing = write_preferences(inputs[0], scores, cfg, out, th, manifest["config"], manifest["inputs"],
                                             eligible)
     summary.seconds = time.time() - t0
     return summary
