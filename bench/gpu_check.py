@@ -192,12 +192,6 @@ def setup(args: argparse.Namespace) -> Check:
     return Check(args, out, model, device, dtype, state={"prompts": prompts.slice(0, args.prompts)})
 
 
-def torch_dtype(name: str):
-    import torch
-
-    return {"bf16": torch.bfloat16, "fp32": torch.float32}[name]
-
-
 def vllm_unavailable(ctx: Check) -> str | None:
     """Why the vLLM rows cannot run here (None: they can)."""
     why = []
@@ -251,7 +245,7 @@ def load_hf(ctx: Check):
     from cream_data.engines import models
     from cream_data.engines.hf_sample import HfSampler
 
-    model, tok, _ = models.load(ctx.model, device=ctx.device, dtype=torch_dtype(ctx.dtype))
+    model, tok, _ = models.load(ctx.model, device=ctx.device, dtype=ctx.dtype)
     return HfSampler(model, tok)
 
 
@@ -539,7 +533,7 @@ def load_vllm(ctx: Check):
     from cream_data.engines import models
     from cream_data.engines.vllm_engine import load_llm
 
-    return load_llm(models.resolve(ctx.model), seed=0, dtype={"bf16": "bfloat16", "fp32": "float32"}[ctx.dtype],
+    return load_llm(models.resolve(ctx.model), seed=0, dtype=ctx.dtype,
                     gpu_memory_utilization=ctx.args.vllm_memory)
 
 

@@ -33,19 +33,20 @@ PROGRESS_MARK = "\x1ecream-progress "  # starts a progress line (an ASCII record
 # ---------------------------------------------------------------------------- stage records
 def record(command: str, summary: Any) -> dict:
     """The manifest record of a finished ``command`` (sample, label, train, eval, harness) from its summary."""
+    dtype = {"dtype": summary.dtype} if getattr(summary, "dtype", "") else {}  # what the models ran in
     if command == "sample":
-        return {"rows": summary.rows, "tokens": summary.tokens, "finish_reasons": dict(summary.finish_reasons)}
+        return {"rows": summary.rows, "tokens": summary.tokens, "finish_reasons": dict(summary.finish_reasons), **dtype}
     if command == "label":
         pairing = summary.pairing
         return {"pairing": pairing.to_dict() if pairing is not None else None,
                 "models_scored": list(summary.models_scored), "judge_unparsed": summary.judge_unparsed,
-                "judge_appended": summary.judge_appended}
+                "judge_appended": summary.judge_appended, **dtype}
     if command == "train":
-        return {"metrics": small(summary.metrics), "reference": summary.reference}
+        return {"metrics": small(summary.metrics), "reference": summary.reference, **summary.precision}
     if command == "eval":
-        return {"accuracy": dict(summary.accuracy), "average": summary.average}
+        return {"accuracy": dict(summary.accuracy), "average": summary.average, **dtype}
     if command == "harness":
-        return {"metrics": summary.metrics()}
+        return {"metrics": summary.metrics(), **dtype}
     raise ValueError(f"no stage record for {command!r}")
 
 

@@ -64,6 +64,17 @@ def setting(default: Any = MISSING, *, help: str, choices=None, check: Check | N
     return field(default=default, default_factory=default_factory, metadata=meta)
 
 
+DTYPE_HELP = ("Compute dtype: auto (bf16 on a CUDA GPU, fp32 on CPU), bf16, fp16 or fp32. bf16 runs on a CPU too, "
+              "slowly (that is how the GPU numerics are tested).")
+
+
+def dtype_setting(help: str = DTYPE_HELP):
+    """The ``dtype`` every model stage has (sample, label, eval, sft, train): one definition, one vocabulary."""
+    from cream_data.vocab import DTYPES
+
+    return setting("auto", choices=DTYPES, help=help)
+
+
 # ---------------------------------------------------------------------------- validation
 _REF = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 

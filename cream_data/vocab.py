@@ -60,5 +60,12 @@ EVAL_MODELS: tuple[str, ...] = ("all", "last", "none")
 REFERENCES: tuple[str, ...] = ("auto", "stored", "computed")
 LONG_PAIRS: tuple[str, ...] = ("drop", "truncate")
 REPORT_TO: tuple[str, ...] = ("none", "tensorboard", "wandb")
+# A model stage's compute dtype (`dtype` of sample, label, eval, sft, train): auto = bf16 on CUDA, fp32 on CPU.
+DTYPES: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
+# Training precision: mixed = fp32 master weights, compute in `dtype` under autocast (fp16 adds loss scaling);
+# pure = weights held and updated in `dtype` itself (pure-bf16: small updates round away).
+PRECISIONS: tuple[str, ...] = ("mixed", "pure")
+# The dtype of a trained checkpoint's saved weights: master (what training held: fp32 under mixed) or a cast.
+SAVE_DTYPES: tuple[str, ...] = ("master", "bf16", "fp16", "fp32")
 # How `cream run` starts a stage's processes (cream_train/launch.py).
 LAUNCHERS: tuple[str, ...] = ("none", "accelerate", "torchrun")

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from cream_data.settings import Check, Settings, at_least, finite_above, finite_at_least, setting, within
-from cream_data.vocab import LONG_PAIRS, REFERENCES, REPORT_TO, TRAIN_METHODS, TRAIN_STAGES
+from cream_data.settings import (Check, Settings, at_least, dtype_setting, finite_above, finite_at_least, setting,
+                                 within)
+from cream_data.vocab import LONG_PAIRS, PRECISIONS, REFERENCES, REPORT_TO, SAVE_DTYPES, TRAIN_METHODS, TRAIN_STAGES
 
 STAGES = TRAIN_STAGES
 _GIVEN = Check(lambda v: bool(str(v).strip()), "a path or name")
@@ -47,6 +48,15 @@ class TrainConfig(Settings):
     lora_target: str = setting("all-linear", help="LoRA target modules (comma list or 'all-linear').")
     gradient_checkpointing: bool = setting(False, flag="--gradient-checkpointing/--no-gradient-checkpointing",
                                            help="Recompute activations in backward to save memory.")
+    dtype: str = dtype_setting("Compute dtype: auto (bf16 on a CUDA GPU, fp32 on CPU), bf16, fp16 or fp32. Under "
+                               "precision mixed (the default) the weights stay fp32 and this is the autocast dtype.")
+    precision: str = setting("mixed", choices=PRECISIONS, help=(
+        "mixed: fp32 master weights, forward and backward under bf16/fp16 autocast (fp16 with loss scaling), as "
+        "TRL and DeepSpeed train; pure: the weights themselves in dtype (pure bf16: at lr 1e-6 most updates round "
+        "away). DeepSpeed/FSDP apply their own mixed-precision settings (docs/CONFIG.md)."))
+    save_dtype: str = setting("master", choices=SAVE_DTYPES, help=(
+        "dtype of the saved checkpoint: master (the weights training held: fp32 under mixed, so an iteration's small "
+        "updates survive the save), or a cast to bf16, fp16 or fp32."))
     seed: int = setting(0, help="Random seed.", check=within(0, 2**32, expected="0 <= seed < 2**32"))
     report_to: str = setting("none", choices=REPORT_TO, help="Where to log metrics: none, tensorboard or wandb.")
     logging_steps: int = setting(1, help="Log metrics every this many steps.", check=at_least(1))
@@ -57,6 +67,12 @@ class TrainConfig(Settings):
     @property
     def what(self) -> str:  # the error's prefix
         return type(self).__name__
+
+    def _problems(self) -> list[tuple[str, str]]:
+        if self.precision == "pure" and self.dtype == "fp16":
+            return [("precision", "pure with {dtype} fp16 is not supported (fp16 needs loss scaling over fp32 master "
+                     "weights); use {precision} mixed, or {dtype} bf16")]
+        return []
 
     def to_dict(self) -> dict[str, Any]:
         return {"stage": self.stage, **super().to_dict()}

@@ -29,6 +29,53 @@ class TrainResult:
     metrics: dict[str, Any]
     reference: str  # "stored" | "computed" (DPO) or "" (SFT)
     trainer: Any = field(default=None, repr=False)
+    precision: dict[str, str] = field(default_factory=dict)  # Precision.record(): what the run held and computed in
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a training run holds and computes its weights, from the ``dtype``, ``precision`` and ``save_dtype``
+    settings on this machine.
+
+    mixed (default): fp32 master weights, forward and backward under ``compute`` autocast (fp16 adds loss scaling)
+    — at lr 1e-6 an Adam step (~1e-6 per weight) is far below bf16's spacing near a typical weight (0.02 -> 1.2e-4),
+    so only fp32 master weights keep it. pure: the weights themselves in ``compute``."""
+
+    compute: str  # bf16 | fp16 | fp32: the autocast (mixed) or weight (pure) dtype
+    master: str  # the dtype the optimizer updates
+    save: str  # the saved checkpoint's dtype
+    mode: str  # mixed | pure
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, device: str) -> "Precision":
+        from cream_data.engines.models import resolve_dtype
+
+        compute = resolve_dtype(cfg.dtype, device)
+        master = "fp32" if cfg.precision == "mixed" else compute
+        return cls(compute, master, master if cfg.save_dtype == "master" else cfg.save_dtype, cfg.precision)
+
+    def describe(self) -> str:
+        if self.compute == "fp32":
+            return "fp32 weights and compute"
+        if self.mode == "pure":
+            return f"pure {self.compute}: weights held and updated in {self.compute}"
+        scaling = " with loss scaling" if self.compute == "fp16" else ""
+        return f"fp32 master weights, {self.compute} autocast{scaling} (mixed)"
+
+    def record(self) -> dict[str, str]:
+        return {"dtype": self.compute, "precision": self.mode, "master_dtype": self.master, "save_dtype": self.save}
+
+
+def precision_of(cfg: TrainConfig) -> Precision:
+    """The precision policy of ``cfg`` on this machine (CUDA when visible, else CPU), warned about where it loses
+    updates: pure low-precision weights with a learning rate below 1e-5."""
+    import torch
+
+    p = Precision.of(cfg, "cuda" if torch.cuda.is_available() else "cpu")
+    if p.mode == "pure" and p.compute != "fp32" and cfg.lr < 1e-5:
+        logger.warning(f"precision pure with {p.compute} weights at lr {cfg.lr:g}: most Adam updates (~lr per weight) "
+                       f"are below {p.compute}'s spacing and round away; use precision mixed (fp32 master weights)")
+    return p
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -39,8 +86,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     raise TypeError(f"cfg: got {type(cfg).__name__}, expected DPOTrainConfig or SFTTrainConfig")
 
 
-def _common_args(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
-    """TrainingArguments shared by both stages; bf16 on GPU, fp32 on CPU."""
+def _common_args(cfg: TrainConfig, out_dir: Path, precision: Precision) -> dict[str, Any]:
+    """TrainingArguments shared by both stages. bf16/fp16 switch on accelerate's autocast (and fp16's loss scaler):
+    over fp32 weights that is mixed precision; over bf16 weights (precision pure) autocast changes nothing."""
     import torch
 
     on_gpu = torch.cuda.is_available()
@@ -57,7 +105,8 @@ def _common_args(cfg: TrainConfig, out_dir: Path) -> dict[str, Any]:
         max_grad_norm=cfg.max_grad_norm,  # > 0: transformers skips the norm (and NonFiniteGuard's check) at 0
         max_length=cfg.max_length,
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name; TRL defaults it on
-        bf16=on_gpu,
+        bf16=precision.compute == "bf16",
+        fp16=precision.compute == "fp16",
         # On a CPU-only machine, `use_cpu` makes accelerate run multi-process launches as DDP over gloo
         # (without it, each process of a torchrun / `accelerate launch --multi_gpu` launch trains alone).
         use_cpu=not on_gpu,
@@ -85,14 +134,13 @@ def _peft_config(cfg: TrainConfig):
                       target_modules=target, task_type="CAUSAL_LM")
 
 
-def _load_policy(path: str):
-    import torch
+def _load_policy(path: str, precision: Precision):
+    """The policy with its weights in the master dtype (fp32 under mixed precision, as TRL's own scripts load it)."""
     from transformers import AutoModelForCausalLM
 
-    from cream_data.engines.models import default_dtype
+    from cream_data.engines.models import torch_dtype
 
-    dtype = default_dtype("cuda" if torch.cuda.is_available() else "cpu")
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(precision.master))
 
 
 def _final_metrics(trainer, train_output) -> dict[str, Any]:
@@ -127,8 +175,8 @@ class NonFiniteGuard:
     micro-batch whose loss went non-finite, or every row of the step for the gradient norm), with their
     ``prompt_id`` when the dataset has one. Hooks: ``training_step`` (each micro-batch's loss) and transformers
     5's ``Trainer._get_grad_norm`` (once per optimizer step, right before ``optimizer.step``; the norm is the
-    global one, so every process of a distributed run stops at the same step). Training runs in bf16 or fp32,
-    never with fp16 loss scaling, so a non-finite gradient is never an expected overflow.
+    global one, so every process of a distributed run stops at the same step). Under fp16 loss scaling an inf
+    gradient is an expected overflow (the scaler skips that step and lowers its scale), so only the loss is checked.
     """
 
     def __init__(self, *args, train_dataset, **kwargs):
@@ -159,7 +207,7 @@ class NonFiniteGuard:
         if self._bad_loss is not None:
             value, rows = self._bad_loss
             what = f"non-finite loss ({value})"
-        elif norm is not None and not math.isfinite(float(norm)):
+        elif norm is not None and not math.isfinite(float(norm)) and not self.args.fp16:
             what, rows = f"non-finite gradient norm ({float(norm)}, loss finite)", self._step_rows
         else:
             self._step_rows = []
@@ -180,12 +228,15 @@ def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict, cou
     out = lin.check_output(cfg.out, cfg.overwrite)
     tmp = lin.staging_dir(out)
     trainer = None
+    precision = precision_of(cfg)
     try:
-        trainer = make_trainer(tmp)
+        trainer = make_trainer(tmp, precision)
+        if trainer.accelerator.is_main_process:
+            logger.info(f"{cfg.stage} training precision: {precision.describe()}")
         _warn_if_warmup_eats_the_run(cfg, trainer)
         train_output = trainer.train()
         metrics = {**_final_metrics(trainer, train_output), **(counts or {})}
-        _save_checkpoint(trainer, tmp, merge_lora=cfg.lora)
+        _save_checkpoint(trainer, tmp, merge_lora=cfg.lora, precision=precision)
         acc = trainer.accelerator
         if acc.is_main_process:
             config = cfg.to_dict()
@@ -200,7 +251,7 @@ def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict, cou
         if trainer is None or trainer.accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)  # no half-written output
         raise
-    return TrainResult(out, metrics, extra.get("reference", ""), trainer)
+    return TrainResult(out, metrics, extra.get("reference", ""), trainer, precision.record())
 
 
 def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, world: int, epochs: float,
@@ -223,7 +274,7 @@ def _warn_if_warmup_eats_the_run(cfg: TrainConfig, trainer) -> None:
                        "more data or epochs, or --warmup-ratio 0")
 
 
-def _save_checkpoint(trainer, folder: Path, *, merge_lora: bool) -> None:
+def _save_checkpoint(trainer, folder: Path, *, merge_lora: bool, precision: Precision) -> None:
     acc = trainer.accelerator
     if merge_lora:
         acc.wait_for_everyone()
@@ -235,6 +286,45 @@ def _save_checkpoint(trainer, folder: Path, *, merge_lora: bool) -> None:
     if acc.is_main_process:
         trainer.processing_class.save_pretrained(folder)
         (folder / "training_args.bin").unlink(missing_ok=True)
+        cast = cast_checkpoint(folder, precision.save)
+        if cast:
+            logger.info(f"saved the weights in {precision.save} (save_dtype {precision.save}; trained with "
+                        f"{precision.master} weights): {cast} tensors cast, updates below {precision.save}'s spacing "
+                        "are lost in the saved checkpoint")
+
+
+def cast_checkpoint(folder: Path, dtype: str) -> int:
+    """Cast every floating-point tensor of the ``*.safetensors`` files in ``folder`` to ``dtype`` (bf16 | fp16 |
+    fp32) and record it in ``config.json``; the number of tensors changed (0: the checkpoint was in ``dtype``).
+    Done on the saved files, so it holds whatever engine gathered them (DDP, ZeRO-3, FSDP)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from cream_data.engines.models import dtype_name, torch_dtype
+    from cream_data.tables.io import atomic_write_json
+
+    target, changed = torch_dtype(dtype), 0
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as fh:
+            metadata = fh.metadata()
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        todo = [k for k, t in tensors.items() if t.is_floating_point() and t.dtype != target]
+        if not todo:
+            continue
+        for k in todo:
+            tensors[k] = tensors[k].to(target)
+        tmp = f.with_name(f".{f.name}.tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(f)
+        changed += len(todo)
+    config = folder / "config.json"
+    if changed and config.is_file():
+        import json
+
+        data = json.loads(config.read_text())
+        data["dtype" if "dtype" in data or "torch_dtype" not in data else "torch_dtype"] = dtype_name(dtype)
+        atomic_write_json(config, data)
+    return changed
 
 
 # ------------------------------------------------------------------------------------------------ DPO
@@ -304,16 +394,18 @@ def _label_model_ids(data) -> dict | None:
     return (io.read_manifest(path).get("inputs") or {}).get("model_ids")
 
 
-def build_dpo_trainer(cfg: DPOTrainConfig, data: DPOData, output_dir: Path, *, ref_model=None):
+def build_dpo_trainer(cfg: DPOTrainConfig, data: DPOData, output_dir: Path, *, ref_model=None,
+                      precision: Precision | None = None):
     """TRL's trainer, our subclass: stored reference → ``precompute_ref_log_probs`` with nothing to compute."""
     from trl import DPOConfig
 
     from cream_train.dpo import CreamDPOTrainer, WeightedPreferenceCollator
 
     tok = data.tokenizer
-    args = DPOConfig(**_common_args(cfg, output_dir), beta=cfg.beta, precompute_ref_log_probs=data.stored)
+    precision = precision or precision_of(cfg)
+    args = DPOConfig(**_common_args(cfg, output_dir, precision), beta=cfg.beta, precompute_ref_log_probs=data.stored)
     return CreamDPOTrainer(
-        model=_load_policy(data.ref.path), ref_model=ref_model, args=args, train_dataset=data.dataset,
+        model=_load_policy(data.ref.path, precision), ref_model=ref_model, args=args, train_dataset=data.dataset,
         processing_class=tok,
         data_collator=WeightedPreferenceCollator(pad_token_id=tok.pad_token_id, max_length=cfg.max_length),
         peft_config=_peft_config(cfg), stored_reference=data.stored,
@@ -325,7 +417,7 @@ def train_dpo(cfg: DPOTrainConfig) -> TrainResult:
     lin.check_output(cfg.out, cfg.overwrite)  # fail before any loading
     data = prepare_dpo(cfg)
     mean_c = sum(data.weights) / len(data.weights)
-    return _run(cfg, lambda tmp: build_dpo_trainer(cfg, data, tmp), method=cfg.method, extra={
+    return _run(cfg, lambda tmp, p: build_dpo_trainer(cfg, data, tmp, precision=p), method=cfg.method, extra={
         "parent_model": data.ref.name, "fingerprint": lin.data_fingerprint(data.path, data.table),
         "reference": "stored" if data.stored else "computed", "mean_C": mean_c}, counts=data.counts)
 
@@ -342,12 +434,12 @@ def train_sft(cfg: SFTTrainConfig) -> TrainResult:
     tok = models.load_tokenizer(ref)
     dataset = sft.to_dataset(table)
 
-    def make_trainer(tmp: Path):
+    def make_trainer(tmp: Path, precision: Precision):
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**_common_args(cfg, tmp), completion_only_loss=True, packing=False)
+        args = SFTConfig(**_common_args(cfg, tmp, precision), completion_only_loss=True, packing=False)
         guarded = type("CreamSFTTrainer", (NonFiniteGuard, SFTTrainer), {})
-        return guarded(model=_load_policy(ref.path), args=args, train_dataset=dataset, processing_class=tok,
+        return guarded(model=_load_policy(ref.path, precision), args=args, train_dataset=dataset, processing_class=tok,
                        peft_config=_peft_config(cfg))
 
     return _run(cfg, make_trainer, method=None, extra={

@@ -55,7 +55,8 @@ def default_stop_ids(model, tokenizer) -> frozenset[int]:
 
 
 class HfSampler:
-    """``SamplingEngine`` over a loaded transformers model (fp32 on CPU, bf16 on GPU, see ``models.load``)."""
+    """``SamplingEngine`` over a loaded transformers model (the stage's ``dtype``: fp32 on CPU and bf16 on GPU by
+    default, see ``models.load``)."""
 
     name = "hf"
 
@@ -65,10 +66,11 @@ class HfSampler:
         self.device = next(model.parameters()).device
         self.stop_token_ids = frozenset(stop_token_ids) if stop_token_ids else default_stop_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_token_ids)
+        self.dtype = models.short_name(next(model.parameters()).dtype)  # what ran, for the stage's record
 
     @classmethod
-    def load(cls, ref, *, device: str | None = None, trust_remote_code: bool = False) -> "HfSampler":
-        model, tok, _ = models.load(ref, device=device, trust_remote_code=trust_remote_code)
+    def load(cls, ref, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False) -> "HfSampler":
+        model, tok, _ = models.load(ref, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         return cls(model, tok)
 
     def encode(self, prompts: Sequence[Conversation]) -> list[list[int]]:

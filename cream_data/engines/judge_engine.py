@@ -30,11 +30,12 @@ class JudgeOutput:
 
 def run_judge(ref, prompts: Sequence[list[dict]], responses: Sequence[str], *, batch_size: int = 8,
               max_new_tokens: int = 256, mode: str = "expected", template: str = JUDGE_PROMPT,
-              log: Callable | None = None) -> JudgeOutput:
-    """Judge every (prompt, response) once (identical pairs once) and score it by ``mode`` (parse | expected)."""
+              log: Callable | None = None, dtype: str = "auto") -> JudgeOutput:
+    """Judge every (prompt, response) once (identical pairs once) and score it by ``mode`` (parse | expected), with
+    the model run in ``dtype`` (a stage setting: auto | bf16 | fp16 | fp32)."""
     from cream_data.engines.hf_sample import HfSampler
 
-    sampler = HfSampler.load(ref)
+    sampler = HfSampler.load(ref, dtype=dtype)
     requests, index, inverse = [], {}, []
     for p, r in zip(prompts, responses):
         msgs = judge_messages(p, r, template)

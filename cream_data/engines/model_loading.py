@@ -1,5 +1,6 @@
 """Load a resolved model for inference, with every mistake found before transformers is asked: the device, a
-Hub model offline mode cannot reach, custom code, a truncated ``*.safetensors`` file. fp32 on CPU, bf16 on GPU.
+Hub model offline mode cannot reach, custom code, a truncated ``*.safetensors`` file. The compute dtype is a
+stage's ``dtype`` setting (:func:`resolve_dtype`): ``auto`` is fp32 on CPU, bf16 on GPU.
 Import these names from :mod:`cream_data.engines.models`.
 """
 
@@ -43,11 +44,43 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def default_dtype(device: str):
-    """fp32 on CPU (bf16 there is ~6x slower), bf16 on GPU."""
+def resolve_dtype(dtype: str, device: str) -> str:
+    """A stage's ``dtype`` setting as the dtype that runs on ``device``: ``auto`` is bf16 on CUDA (fp16 on a GPU
+    without bf16 support) and fp32 elsewhere (bf16 on a CPU works but is several times slower); bf16, fp16 and fp32
+    are taken as given."""
+    if dtype != "auto":
+        return dtype
+    if not str(device).startswith("cuda"):
+        return "fp32"
     import torch
 
-    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+_TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def torch_dtype(name: str):
+    """``bf16`` | ``fp16`` | ``fp32`` as the torch dtype."""
+    import torch
+
+    return getattr(torch, _TORCH_DTYPES[name])
+
+
+def dtype_name(name: str) -> str:
+    """``bf16`` | ``fp16`` | ``fp32`` as transformers, vLLM and lm-eval spell it (``bfloat16`` …)."""
+    return _TORCH_DTYPES[name]
+
+
+def short_name(dtype) -> str:
+    """A torch (or vLLM) dtype as cream names it in records: ``torch.bfloat16`` -> ``bf16``."""
+    name = str(dtype).removeprefix("torch.")
+    return next((k for k, v in _TORCH_DTYPES.items() if v == name), name)
+
+
+def default_dtype(device: str):
+    """The torch dtype of ``dtype: auto`` on ``device``: fp32 on CPU, bf16 on GPU."""
+    return torch_dtype(resolve_dtype("auto", device))
 
 
 def _first_line(e: Exception) -> str:
@@ -120,9 +153,10 @@ def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
     return tok
 
 
-def load(spec: str | ModelRef, *, device: str | None = None, dtype=None, trust_remote_code: bool = False,
+def load(spec: str | ModelRef, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
          with_model: bool = True):
-    """Load ``(model, tokenizer, ref)`` for inference: eval mode, on ``device``, fp32 on CPU / bf16 on GPU.
+    """Load ``(model, tokenizer, ref)`` for inference: eval mode, on ``device``, weights and compute in ``dtype``
+    (a stage's setting, :func:`resolve_dtype`: ``auto`` is fp32 on CPU, bf16 on GPU).
 
     Mistakes (device, path, custom code, a truncated download) are one-line errors found before loading."""
     if with_model:
@@ -134,7 +168,7 @@ def load(spec: str | ModelRef, *, device: str | None = None, dtype=None, trust_r
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
-    model = from_pretrained(AutoModelForCausalLM, ref, dtype=dtype or default_dtype(device),
+    model = from_pretrained(AutoModelForCausalLM, ref, dtype=torch_dtype(resolve_dtype(dtype, device)),
                             trust_remote_code=trust_remote_code)
     model.to(device).eval()
     return model, tok, ref

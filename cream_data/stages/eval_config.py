@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cream_data.inputs.tasks import task_problems
-from cream_data.settings import Settings, at_least, keyed, setting
+from cream_data.settings import Settings, at_least, dtype_setting, keyed, setting
 from cream_data.vocab import EXTRACTORS, TASKS
 
 SUFFIX = ("Answer the question by thinking step by step. At the end, output the final answer, "
@@ -24,6 +24,7 @@ class BenchmarkSettings(Settings):
                                    "../shared/data instead of the Hugging Face Hub.")
     label: str | None = setting(None, help="Display name in reports, e.g. M1.")
     device: str | None = setting(None, help="Torch device (default cuda if available).")
+    dtype: str = dtype_setting()
     trust_remote_code: bool = setting(False, help="Allow custom model code.")
 
     def _normalise(self) -> None:
@@ -56,4 +57,4 @@ class EvalConfig(BenchmarkSettings):
         """What decides the rows: a rerun into the same folder must match it to resume."""
         return {"model": model_name, "tasks": list(self.tasks), "limit": self.limit, "suffix": self.suffix,
                 "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size, "data": data_fingerprint,
-                "extract": self.extract}
+                "extract": self.extract, "dtype": self.dtype}

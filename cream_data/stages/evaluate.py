@@ -62,6 +62,7 @@ class EvalSummary:
     tokens: int = 0  # generated in this call
     seconds: float = 0.0
     generate_seconds: float = 0.0
+    dtype: str = ""  # the dtype the model ran in (bf16, fp32, …); "" when nothing was evaluated in this call
 
     def manifest(self) -> dict:
         return {"model": self.model, "label": self.label, "accuracy": self.accuracy, "average": self.average,
@@ -235,7 +236,7 @@ def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, en
     if todo and engine is None:
         from cream_data.engines.hf_sample import HfSampler
 
-        engine = HfSampler.load(ref, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+        engine = HfSampler.load(ref, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
 
     if overwrite and out.is_dir():  # all checks are behind us: clear the old table only now
         for p in list(out.glob("part-*.parquet")) + list(out.glob("_manifest*.json")):
@@ -258,7 +259,7 @@ def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, en
     truncated = {t: truncated.get(t, 0) for t in cfg.tasks}
     summary = EvalSummary(out, ref.name, cfg.label, accuracy, n, correct, extracted, truncated, average,
                           tuple(ex.task for ex in todo), tuple(t for t in cfg.tasks if t in done_tasks), tokens,
-                          time.perf_counter() - t0, gen_seconds)
+                          time.perf_counter() - t0, gen_seconds, getattr(engine, "dtype", "") if todo else "")
     writer.finish({"summary": {**summary.manifest(), "extractor": cfg.extract}, "label": cfg.label, "eval": record})
     return summary
 

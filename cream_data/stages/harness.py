@@ -73,8 +73,11 @@ def _data_fingerprint(cfg: HarnessConfig) -> str:
 
 # ---------------------------------------------------------------------------- running lm-eval
 def model_args(path: str, cfg: HarnessConfig, device: str) -> dict:
-    """lm-eval's ``model_args`` for cream's model path: fp32 on CPU, bf16 on GPU (as cream loads models)."""
-    args = {"pretrained": path, "dtype": "bfloat16" if device.startswith("cuda") else "float32"}
+    """lm-eval's ``model_args`` for cream's model path, in the stage's dtype (auto: fp32 on CPU, bf16 on GPU, as
+    cream loads models)."""
+    from cream_data.engines.models import dtype_name, resolve_dtype
+
+    args = {"pretrained": path, "dtype": dtype_name(resolve_dtype(cfg.dtype, device))}
     if cfg.trust_remote_code:
         args["trust_remote_code"] = True
     return args
@@ -158,6 +161,7 @@ class HarnessSummary:
     tasks_skipped: tuple[str, ...] = ()
     seconds: float = 0.0
     version: str = ""
+    dtype: str = ""  # the dtype the model ran in (bf16, fp32, …)
 
     def metrics(self) -> dict[str, dict[str, float]]:
         """task → {metric (with its filter when not none): value}: the short form a run manifest keeps."""
@@ -248,7 +252,7 @@ def _evaluate_locked(model: str, cfg: HarnessConfig, out: Path, overwrite: bool,
     order = {t: i for i, t in enumerate(cfg.tasks)}
     rows.sort(key=lambda r: (order.get(r["task"], len(order)), r["metric"], r["filter"]))
     summary = HarnessSummary(out, ref.name, cfg.label, rows, tuple(todo), tuple(t for t in cfg.tasks if t in done),
-                             time.perf_counter() - t0, version)
+                             time.perf_counter() - t0, version, models.short_name(args["dtype"]))
     if todo or not writer.done():
         writer.finish({"summary": {"model": ref.name, "label": cfg.label, "metrics": summary.metrics()},
                        "label": cfg.label, "eval": record})

@@ -35,7 +35,7 @@ from cream_data.progress import Progress
 from cream_data.rewards.pairing import PairingSummary
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.label_scorers import (  # noqa: F401  (re-exported)
-    Scoring, as_human_scores, dpo_or_likelihood, human_responses, judge_template_text, reference_answers,
+    Scoring, as_human_scores, dpo_or_likelihood, human_responses, judge_template_text, label_dtype, reference_answers,
     reward_model, roles, score_roles, scores_rows,
 )
 from cream_data.tables import io
@@ -58,6 +58,7 @@ class LabelSummary:
     judge_appended: int = 0           # expected mode: distinct outputs without a cue (the cue was appended)
     pairing: PairingSummary | None = None
     seconds: float = 0.0
+    dtype: str = ""                   # the dtype the models ran in (bf16, fp32, …)
 
 
 def _engine_check(engine: str) -> None:
@@ -146,7 +147,7 @@ def _label_locked(responses_path, inputs: tuple, answers: dict | None, cfg: Labe
     _check_inputs_match(out, fp)
 
     summary = LabelSummary(out=str(out), responses=responses.num_rows,
-                           prompts=len(set(responses["prompt_id"].to_pylist())))
+                           prompts=len(set(responses["prompt_id"].to_pylist())), dtype=label_dtype(cfg))
     ctx = Scoring(cfg, refs, tok, th, rm, out, shard, summary, log, progress)
     scores = pa.concat_tables(score_roles(ctx, responses, answers))
     human_part = None
@@ -154,7 +155,7 @@ def _label_locked(responses_path, inputs: tuple, answers: dict | None, cfg: Labe
         say(f"scoring the human-written answers of {human.num_rows} prompts (never paired)")
         human_part = as_human_scores(pa.concat_tables(score_roles(ctx, human, answers, cache_tag="--human")), human)
     manifest = {"config": _config_dict(cfg, responses_path, shard),
-                "inputs": {"responses": fp, "template_hash": th,
+                "inputs": {"responses": fp, "template_hash": th, "dtype": summary.dtype,  # the stored log-probs' numerics
                            "model_ids": {ref.name: models.content_id(ref) for ref in refs.values()}}}
     if rm is not None:
         manifest["inputs"]["model_ids"][rm[0].name] = models.content_id(rm[0])

@@ -1,9 +1,11 @@
 """The label stage's per-model score cache: one value per response under one model (a log-prob, or a reward
-model's reward), kept in ``OUT/logps/<model>/`` (``OUT/rm/<model>/``) by the model's *content* identity.
+model's reward), kept in ``OUT/logps/<model>/`` (``OUT/rm/<model>/``) by the model's *content* identity and the
+dtype it was scored in.
 
 Stored values are reused (a rerun after a crash, or re-pairing, scores nothing twice); the rest is scored and written
 part by part every ``flush_rows`` rows, so a killed run resumes where it stopped. A checkpoint retrained in place at
-the same path has another content id: its cache is emptied and it is scored again.
+the same path has another content id: its cache is emptied and it is scored again; so is a cache scored in another
+dtype (bf16 log-probs are not fp32 ones: the stored values are the next training's reference).
 """
 
 from __future__ import annotations
@@ -44,14 +46,15 @@ def slug(name: str) -> str:
 
 
 def cached_scores(cache: Cache, ref, responses: pa.Table, tokenized, folder: Path, shard, th: str, load_scorer,
-                  flush_rows: int, progress=None, log=None) -> tuple[np.ndarray, np.ndarray, bool]:
-    """One value per row of ``responses`` under the model ``ref``: read from ``folder`` where stored, the rest scored
-    by ``load_scorer()`` (called only if something is left) on the ``tokenized`` distinct items.
+                  flush_rows: int, progress=None, log=None, dtype: str = "fp32") -> tuple[np.ndarray, np.ndarray, bool]:
+    """One value per row of ``responses`` under the model ``ref`` run in ``dtype``: read from ``folder`` where
+    stored, the rest scored by ``load_scorer()`` (called only if something is left) on the ``tokenized`` distinct
+    items.
 
     Returns (value per row, n_tokens per row, scored_now)."""
     from cream_data.engines import models
 
-    model_id = models.content_id(ref)
+    model_id = cache_id(models.content_id(ref), dtype)
     forget_if_changed(folder, ref, model_id, cache.what, log)
     store = _Store(cache, ref, responses, tokenized, folder, shard, th)
     store.load()
@@ -150,6 +153,12 @@ class _Store:
         writer.finish({"model": self.ref.name, "template_hash": self.th})
 
 
+def cache_id(content_id: str, dtype: str) -> str:
+    """What a cache's values belong to: the model's content and the dtype it ran in (fp32, the reference numerics,
+    adds nothing, so caches written before dtypes were recorded stay valid)."""
+    return content_id if dtype == "fp32" else f"{content_id}+{dtype}"
+
+
 def forget_if_changed(folder: Path, ref, model_id: str, what: str, log=None) -> None:
     """The cache belongs to the model's content, not its path: a checkpoint retrained in place at the same path
     invalidates every stored value, so the folder is emptied and the model scored again."""
@@ -165,7 +174,7 @@ def forget_if_changed(folder: Path, ref, model_id: str, what: str, log=None) -> 
             return
         if log:
             log(f"[yellow]{ref.name} changed since its {what} were cached in {folder} "
-                f"(content id {stored} -> {model_id}): scoring it again[/]")
+                f"(content id and dtype {stored} -> {model_id}): scoring it again[/]")
         shutil.rmtree(folder)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cream_data.errors import CreamError
 from cream_data.rewards.judge import load_judge_template
-from cream_data.settings import Settings, at_least, setting
+from cream_data.settings import Settings, at_least, dtype_setting, setting
 from cream_data.vocab import (CONSISTENCY_MEASURES, ENGINES, JUDGE_MODES, PAIR_POLICIES, REWARD_ROLE, REWARDS,
                               SCOPES, SCORER_ROLES)
 
@@ -33,6 +33,9 @@ class LabelConfig(Settings):
     batch_size: int = setting(8, help="Sequences per scoring batch.", check=at_least(1))
     max_batch_tokens: int = setting(8192, help="Padded tokens per scoring batch.", check=at_least(1))
     engine: str = setting("hf", choices=ENGINES, help="Scoring engine: hf | vllm.")
+    dtype: str = dtype_setting("Compute dtype of every model this stage runs (M_t, M_{t-1}, the judge, the reward "
+                               "model): auto (bf16 on a CUDA GPU, fp32 on CPU), bf16, fp16 or fp32. The stored "
+                               "log-probs are the next training's reference: see docs/CONFIG.md (precision).")
     iteration: int | None = setting(None, help="Iteration t recorded in the preferences (default: the responses "
                                     "table's).", check=at_least(0))
     prompts: str | None = setting(None, help="Prompts table with reference answers (needed by --reward oracle) and "

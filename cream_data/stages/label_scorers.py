@@ -104,15 +104,22 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
         if cfg.engine == "vllm":
             from cream_data.engines.vllm_engine import VllmScorer
 
-            return VllmScorer.load(ref)
+            return VllmScorer.load(ref, dtype=cfg.dtype)
         from cream_data.engines import models
         from cream_data.engines.hf_score import HFScorer
 
-        model, _, _ = models.load(ref)
+        model, _, _ = models.load(ref, dtype=cfg.dtype)
         return HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
 
     return cached_scores(LOGPS, ref, responses, tokenized, folder, shard, th, load_scorer, cfg.flush_rows, progress,
-                         progress_log)
+                         progress_log, dtype=label_dtype(cfg))
+
+
+def label_dtype(cfg: LabelConfig) -> str:
+    """The dtype this label stage's models run in (its ``dtype`` setting on this machine's device)."""
+    from cream_data.engines import models
+
+    return models.resolve_dtype(cfg.dtype, models.default_device())
 
 
 # ---------------------------------------------------------------------------- scores table
@@ -197,7 +204,7 @@ def _judge_scores(responses: pa.Table, ref, cfg: LabelConfig, ntok: np.ndarray, 
 
     out = run_judge(ref, responses["prompt"].to_pylist(), responses["response"].to_pylist(),
                     batch_size=cfg.batch_size, max_new_tokens=cfg.judge_max_new_tokens, mode=cfg.judge_mode,
-                    template=judge_template_text(cfg), log=log)
+                    template=judge_template_text(cfg), log=log, dtype=cfg.dtype)
     reward = np.array([np.nan if s is None else s for s in out.scores], dtype=np.float64)
     unparsed = int(np.isnan(reward).sum())
     part = scores_rows(responses, "judge", ref.name, None, None, None, ntok, reward, "judge", out.texts,
@@ -232,12 +239,12 @@ def _rm_scores(rm, responses: pa.Table, policy_tokenized, out: Path, shard, cfg:
     tokenized = rm_score.tokenize(tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
 
     def load_scorer():
-        model = rm_score.load(ref, trust_remote_code=cfg.trust_remote_code)
+        model = rm_score.load(ref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
         return rm_score.RMScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
 
     tick = counting(progress, f"scoring with reward model {ref.name}", len(tokenized.ids))
     reward, _, scored = cached_scores(RM_REWARDS, ref, responses, tokenized, out / "rm" / (slug(ref.name) + cache_tag),
-                                      shard, th, load_scorer, cfg.flush_rows, tick, log)
+                                      shard, th, load_scorer, cfg.flush_rows, tick, log, dtype=label_dtype(cfg))
     if not cache_tag:
         (summary.models_scored if scored else summary.models_reused).append(ref.name)
     if log:

@@ -59,6 +59,7 @@ class SampleSummary:
     seconds: float = 0.0  # the whole call, model loading included
     generate_seconds: float = 0.0  # inside the engine's generate: the basis of tokens/s
     shard: tuple[int, int] | None = None
+    dtype: str = ""  # the dtype the engine ran in (bf16, fp32, …); "" when nothing was sampled in this call
 
 
 
@@ -145,11 +146,11 @@ def make_engine(cfg: SampleConfig, ref) -> SamplingEngine:
     if cfg.engine == "vllm":
         from cream_data.engines.vllm_engine import VllmSampler
 
-        return VllmSampler.load(ref, tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed,
+        return VllmSampler.load(ref, tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed, dtype=cfg.dtype,
                                 trust_remote_code=cfg.trust_remote_code)
     from cream_data.engines.hf_sample import HfSampler
 
-    return HfSampler.load(ref, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    return HfSampler.load(ref, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
 
 
 def _rows(table: pa.Table, rows: list[int], gens: list[list[Generation]], cfg: SampleConfig, model: str) -> dict:
@@ -260,7 +261,8 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
     rows_on_disk = mine * cfg.n
     writer.finish({"sample": {**record, "model_path": ref.path, "seconds_last_call": round(seconds, 3),
                               "tokens_last_call": tokens}})
-    return SampleSummary(out, mine, sampled, skipped, rows_on_disk, tokens, dict(reasons), seconds, gen_seconds, shard)
+    return SampleSummary(out, mine, sampled, skipped, rows_on_disk, tokens, dict(reasons), seconds, gen_seconds, shard,
+                         getattr(engine, "dtype", ""))
 
 
 def _finished(out: Path, cfg: SampleConfig, shard, progress, t0: float) -> SampleSummary | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cream_data.engines.base import GenerationParams
-from cream_data.settings import Check, Settings, at_least, finite_at_least, setting, within
+from cream_data.settings import Check, Settings, at_least, dtype_setting, finite_at_least, setting, within
 from cream_data.vocab import ENGINES
 
 # Prompts per engine call. hf: a batch is batch_size x N sequences through one forward pass per token;
@@ -36,6 +36,7 @@ class SampleConfig(Settings):
                                     "work is lost to a crash).", check=at_least(1, "at least 1"))
     tensor_parallel_size: int = setting(1, help="vllm: GPUs per model replica.", check=at_least(1, "at least 1"))
     device: str | None = setting(None, help="hf: torch device (default cuda if available).")
+    dtype: str = dtype_setting()
     trust_remote_code: bool = setting(False, help="Allow custom model code.")
 
     def _resolve(self) -> None:
@@ -53,4 +54,5 @@ class SampleConfig(Settings):
         """
         return {"model": model_name, "n": self.n, "seed": self.seed, "temperature": self.temperature,
                 "top_p": self.top_p, "max_new_tokens": self.max_new_tokens, "engine": self.engine,
-                "batch_size": self.batch_size, "iteration": self.iteration, "limit": self.limit}
+                "batch_size": self.batch_size, "iteration": self.iteration, "limit": self.limit,
+                "dtype": self.dtype}
