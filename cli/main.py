@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from cli.common import log
+from cli.options import CONFIG_PARAM, FLAG_ALIASES, flag_forms, normalize_flag
 from cream_data.errors import CreamError
 
 app = typer.Typer(
@@ -22,7 +23,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # every flag also in its underscore form and under TRL's name (hidden from --help): cli/options.normalize_flag
+    context_settings={"help_option_names": ["-h", "--help"], "token_normalize_func": normalize_flag},
 )
 
 
@@ -81,6 +83,44 @@ _NO_ARGS_HELP = tuple(m.NoArgsIsHelpError for m in _CLICK if hasattr(m, "NoArgsI
 _USAGE = tuple(m.UsageError for m in _CLICK)
 _CLICK_ERROR = tuple(m.ClickException for m in _CLICK)
 _ABORT = tuple({typer.Abort, *(m.Abort for m in _CLICK if hasattr(m, "Abort"))})
+_NO_SUCH_OPTION = tuple(m.NoSuchOption for m in _CLICK)
+
+
+class _Command(typer.core.TyperCommand):
+    """A command that refuses one setting given under two of its names (``--lr`` and ``--learning-rate``, or
+    ``--max-new-tokens`` and ``--max_new_tokens``), where the parser would let the last one win silently. A stage
+    command's ``--config`` (added by cli/options.with_settings) is, like ``--help``, an option of the command but
+    not one of its parameters (``params``: its settings and their companions)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.meta_params = [p for p in self.params if p.name == CONFIG_PARAM]
+        self.params = [p for p in self.params if p.name != CONFIG_PARAM]
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        return [*params[:len(self.params)], *self.meta_params, *params[len(self.params):]]
+
+    def parse_args(self, ctx, args):
+        seen: dict[str, str] = {}
+        for arg in args:
+            if arg == "--":
+                break
+            if not arg.startswith("--") or len(arg) < 3:
+                continue
+            written = arg.split("=", 1)[0]
+            name = normalize_flag(written[2:])
+            if seen.setdefault(name, written) != written:
+                trl = any(w[2:].replace("_", "-") in FLAG_ALIASES for w in (seen[name], written))
+                why = "TRL's name and cream's for one setting" if trl else "two spellings of one option"
+                raise _CLICK[0].UsageError(f"{seen[name]} and {written}: {why}; give one", ctx)
+        return super().parse_args(ctx, args)
+
+
+for _info in app.registered_commands:
+    if _info.cls in (None, typer.core.TyperCommand):  # (typer fills its own class in)
+        _info.cls = _Command
+
 
 INTERRUPTED = "interrupted: finished parts are kept; rerun the same command to resume"
 # OSErrors that come from the machine, not from cream: what to do about each.
@@ -114,6 +154,25 @@ def _command_path(e: Exception, args: list[str]) -> str:
     return f"cream {first}" if first in names else "cream"
 
 
+def _no_such_option(e, args: list[str]) -> str:
+    """``no such option --learnin-rate; did you mean --learning-rate / --lr?``: the option as the user wrote it
+    (the parser reports it normalised) and the closest of the command's flags and their aliases (difflib)."""
+    import difflib
+
+    heads = [a.split("=", 1)[0] for a in args]
+    wrote = next((h for h in heads if h.startswith("--") and "--" + normalize_flag(h[2:]) == e.option_name),
+                 e.option_name)
+    ctx = getattr(e, "ctx", None)
+    flags = [o for p in (ctx.command.params if ctx is not None else ()) for o in [*p.opts, *p.secondary_opts]
+             if o.startswith("--")]
+    candidates = sorted({g[2:] for f in flags for g in flag_forms(f)})
+    best = difflib.get_close_matches(wrote.lstrip("-").replace("_", "-"), candidates, n=1)
+    if not best:
+        return f"no such option {wrote}"
+    canonical = FLAG_ALIASES.get(best[0])
+    return f"no such option {wrote}; did you mean --{best[0]}{f' / --{canonical}' if canonical else ''}?"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Console entry point: user mistakes print one line on stderr and exit with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -129,6 +188,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if e.format_message().strip():
             typer.echo(e.format_message())
         sys.exit(0)
+    except _NO_SUCH_OPTION as e:
+        _error(f"{_no_such_option(e, args)} (see `{_command_path(e, args)} --help`)")
+        sys.exit(2)
     except _USAGE as e:
         _error(f"{e.format_message()} (see `{_command_path(e, args)} --help`)")
         sys.exit(2)

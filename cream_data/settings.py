@@ -17,6 +17,7 @@ Pure: the standard library and :mod:`cream_data.errors` only.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import types
@@ -189,9 +190,15 @@ def plain(value):
 
 
 # ---------------------------------------------------------------------------- typed values from a mapping
+# A decimal number with an optional exponent, as users write a float: `1e-6`, `5E-7`, `+1e-3`, `.5`, `2.`. YAML 1.1
+# (PyYAML) reads the forms without a dot (`1e-6`) as strings; nan and inf are not written this way (they stay refused).
+_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
 def coerce(value, hint):
-    """``value`` as a field of type ``hint`` holds it (an int for a float becomes a float, a list for a tuple a
-    tuple); TypeError when it is not of that type (a bool is never a number)."""
+    """``value`` as a field of type ``hint`` holds it (an int for a float becomes a float, so does a string that is
+    a decimal number such as ``"1e-6"``; a list for a tuple a tuple); TypeError when it is not of that type (a bool
+    is never a number, a string never an int)."""
     origin, args = get_origin(hint), get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -203,6 +210,8 @@ def coerce(value, hint):
         return value
     elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    elif hint is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # `1e-6`, which YAML 1.1 (PyYAML) reads as a string
     elif hint in (int, str, bool) and isinstance(value, hint) and (hint is not int or not isinstance(value, bool)):
         return value
     elif origin is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, args[0]) for v in value):
@@ -220,6 +229,73 @@ def type_name(hint) -> str:
     if get_origin(hint) is tuple:
         return f"list of {type_name(args[0])}"
     return getattr(get_origin(hint) or hint, "__name__", str(hint))
+
+
+# ---------------------------------------------------------------------------- other names of a setting
+# TRL's (transformers.TrainingArguments / trl.DPOConfig) names for cream's settings, alias -> cream's name: the one
+# table of aliases. Each is accepted wherever its setting is: as a flag (`--learning-rate`, `--learning_rate` for
+# `--lr`, hidden from --help), as a key of a run config section and of a stage's `--config` file. docs/CONFIG.md's
+# table is derived from it (cream_train/sections.py, alias_table; tests/test_user_names.py checks it).
+ALIASES: dict[str, str] = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "output_dir": "out",
+    "model_name_or_path": "model",
+}
+# TRL's names that are cream's own names too (listed in the same table of docs/CONFIG.md).
+SAME_AS_TRL: tuple[str, ...] = ("max_length", "max_steps", "warmup_ratio", "weight_decay", "max_grad_norm", "seed",
+                                "logging_steps", "report_to", "gradient_checkpointing", "beta")
+
+
+def aliases_of(name: str) -> list[str]:
+    """The aliases of setting ``name`` (``lr`` → ``["learning_rate"]``)."""
+    return [a for a, c in ALIASES.items() if c == name]
+
+
+def closest(name: str, known) -> str | None:
+    """The known name (or alias of one) closest to a mistyped ``name``, or None (difflib)."""
+    known = set(known)
+    candidates = sorted(known | {a for a, c in ALIASES.items() if c in known})
+    found = difflib.get_close_matches(name, candidates, n=1)
+    return found[0] if found else None
+
+
+def suggestion(name: str, known, render: Callable[[str], str] = lambda k: k) -> str:
+    """``"; did you mean learning_rate (lr)?"`` for a mistyped ``name`` (an alias is followed by its setting's
+    name), or ``""``. ``render``: how a name is written (a key, ``--a-flag``)."""
+    best = closest(name, known)
+    if best is None:
+        return ""
+    if best in ALIASES:
+        return f"; did you mean {render(best)} ({render(ALIASES[best])})?"
+    return f"; did you mean {render(best)}?"
+
+
+def canonical_keys(raw: dict, known, where: str = "") -> tuple[dict, list[str]]:
+    """``raw`` with each alias key replaced by its setting's name (where ``known`` has that setting), and the
+    problems: an unknown key (with the closest known name), a setting given under two names. ``where``: the
+    prefix of a key in a message (``"train."``)."""
+    known = set(known)
+    out, problems, named = {}, [], {}
+    for key, value in raw.items():
+        name = ALIASES.get(key, key) if isinstance(key, str) and ALIASES.get(key) in known else key
+        if name not in known:
+            hint = suggestion(str(key), known)
+            problems.append(f"{where}{key}: unknown setting" + (hint or f" (known: {', '.join(sorted(known))})"))
+            continue
+        if name in named:
+            problems.append(f"{where}{named[name]} and {where}{key}: the same setting ({alias_note(name)}); give one")
+            continue
+        named[name] = key
+        out[name] = value
+    return out, problems
+
+
+def alias_note(name: str) -> str:
+    """``"learning_rate is TRL's name for lr"``."""
+    return ", ".join(f"{a} is TRL's name for {name}" for a in aliases_of(name)) or name
 
 
 # ---------------------------------------------------------------------------- run config sections

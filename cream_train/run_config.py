@@ -14,7 +14,9 @@
 Each stage section is derived from the stage's own settings (cream_train/sections.py): every flag of `cream
 sample/label/train/eval/prompts` is a key of its section, with the same default, except the settings the run fills
 itself (models, seeds, iteration, paths: ``sections.OWNED``). Relative paths are resolved against the config file's
-folder. Unknown keys are errors (a typo must not be ignored), and so are duplicate keys. Each stage's settings are
+folder. Unknown keys are errors (a typo must not be ignored; the closest known key is suggested), and so are
+duplicate keys. TRL's names of the common settings are aliases (``learning_rate`` for ``lr``: settings.ALIASES),
+and a float may be written ``1e-6`` (which YAML 1.1 reads as a string). Each stage's settings are
 checked by building that stage's own config (the one place its rules live), so `cream run --check` refuses what
 `cream train/sample/label/eval` would refuse, naming the key (``train.lora_r: got 0, …``).
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
 from cream_data.errors import CreamError
-from cream_data.settings import SettingsError, coerce, plain, type_name
+from cream_data.settings import SettingsError, canonical_keys, coerce, plain, type_name
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS, TEMPORAL_REWARDS
 from cream_train.sections import (  # noqa: F401  (re-exported: the sections of a run config)
     LAUNCH, OWNED_KEY, EvalSection, LabelSection, NodesSection, PromptsSection, SampleSection, SFTSection, Stages,
@@ -83,17 +85,16 @@ class RunConfig:
 
 
 def _build(cls, raw: Any, where: str, problems: list[str]):
-    """``cls`` from a mapping: an unknown key or a value of the wrong type is a problem named ``where`` + key."""
+    """``cls`` from a mapping: an unknown key (with the closest known one), a setting given under two names (its own
+    and TRL's, ``lr`` and ``learning_rate``) or a value of the wrong type is a problem named ``where`` + key."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         problems.append(f"{where or 'config'}: got {type(raw).__name__}, expected a mapping")
         return cls()
     hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    for key in raw:
-        if key not in known:
-            problems.append(f"{where}{key}: unknown setting (known: {', '.join(sorted(known))})")
+    raw, unknown = canonical_keys(raw, {f.name for f in fields(cls)}, where)  # TRL's names too (settings.ALIASES)
+    problems += unknown
     kwargs = {}
     for f in fields(cls):
         if f.name not in raw:
@@ -280,7 +281,11 @@ def check_reuse_from(path: str | Path, run_dir: str | Path | None = None) -> Pat
 
 
 def _looks_local(path: str) -> bool:
+    """A local path rather than a Hub id (owner/name): ./x, /x, ~/x, a file name with a suffix, a bare name."""
     return path.startswith((".", "/", "~")) or Path(path).suffix != "" or path.count("/") != 1
+
+
+looks_local = _looks_local  # also a stage's --config file (cli/options.py)
 
 
 def count_prompts(cfg: RunConfig, base: Path, problems: list[str]):
@@ -329,8 +334,9 @@ def _resolve(base: Path, path: str) -> str:
     return str((base / path).resolve()) if _looks_local(path) else path
 
 
-def _read_yaml(path: Path, problems: list[str]) -> Any:
-    """The YAML document; a duplicate key (which YAML would let the last one win silently) is a problem."""
+def read_yaml(path: Path, problems: list[str]) -> Any:
+    """The YAML document; a duplicate key (which YAML would let the last one win silently) is a problem. Also reads
+    a stage's `--config` file (cli/options.py)."""
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
@@ -371,7 +377,7 @@ def load_run_config(path: str | Path, overrides: dict | None = None,
     if not path.is_file():
         raise CreamError(f"{path}: config file not found")
     problems: list[str] = []
-    raw = _read_yaml(path, problems)
+    raw = read_yaml(path, problems)
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise CreamError(f"{path}: got {type(raw).__name__}, expected a mapping of settings (model, method, …)")
@@ -426,3 +432,28 @@ def _resolve_accelerate_configs(cfg: RunConfig, base: Path) -> RunConfig:
             path = str((base / Path(section.accelerate_config).expanduser()).resolve())
             cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(section, accelerate_config=path)})
     return cfg
+
+
+def alias_table() -> str:
+    """docs/CONFIG.md's table of TRL's names (settings.ALIASES, settings.SAME_AS_TRL): each name, cream's, its flags
+    and where it is a key of a run config (tests/test_user_names.py checks the doc holds exactly this)."""
+    from cream_data.settings import ALIASES, SAME_AS_TRL
+
+    hints = get_type_hints(RunConfig)
+
+    def keys(name: str) -> str:
+        where = [f"`{name}` (top level)" for f in fields(RunConfig) if f.name == name]
+        where += [f"`{f.name}`" for f in fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])
+                  and name in {g.name for g in fields(hints[f.name])}]
+        return ", ".join(where) or "none (the run fills it)"
+
+    def forms(name: str) -> str:
+        dashed = "--" + name.replace("_", "-")
+        return f"`{dashed}`" + (f", `--{name}`" if "_" in name else "")
+
+    rows = ["| TRL name | cream's name | flags | run config keys |", "| --- | --- | --- | --- |"]
+    for alias, name in ALIASES.items():
+        rows.append(f"| `{alias}` | `{name}` | {forms(alias)} for `--{name.replace('_', '-')}` | {keys(name)} |")
+    for name in SAME_AS_TRL:
+        rows.append(f"| `{name}` | the same | {forms(name)} | {keys(name)} |")
+    return "\n".join(rows)
