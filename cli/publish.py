@@ -20,14 +20,21 @@ def publish(
         "a new folder beside SOURCE)."),
     license: Optional[str] = typer.Option(
         None, "--license", help="Hub licence id for the card (overrides the licence found from the prompt sources)."),
+    exclude: Optional[list[Path]] = typer.Option(
+        None, "--exclude", help="Leave out the tables at or under this path, relative to SOURCE (repeatable): e.g. "
+        "one of two label folders of the same iteration, which would otherwise be refused."),
 ) -> None:
     """Publish preferences, scores and responses as a Hub dataset with a card carrying lineage and statistics.
 
     The upload is huggingface_hub's (create_repo, then upload_folder, which retries network errors itself); if it
-    still fails, rerun the same command: files the Hub already holds are not sent again."""
+    still fails, rerun the same command: files the Hub already holds are not sent again.
+
+    Each split holds one table: two label folders of one iteration (`--out lab` and a re-pairing
+    `--out lab-spearman`) are refused, naming both; pick one with --exclude."""
     from cream_data.publish.hub import publish as run
 
-    result = run(source, repo_id, dry_run=dry_run, private=private, out=out_dir, license=license)
+    result = run(source, repo_id, dry_run=dry_run, private=private, out=out_dir, license=license,
+                 exclude=exclude or ())
     total = sum(size for _, size in result.files)
     for path, size in result.files:
         out.print(f"{size:>12,d}  {path}", highlight=False)

@@ -31,7 +31,9 @@ def sql(
     """Query every table under PATH with DuckDB, read-only.
 
     Views are named by table kind (prompts, responses, scores, preferences, eval, sft). A run's tables of
-    one kind (one per iteration) form one view with an `iteration` column.
+    one kind (one per iteration) form one view with an `iteration` column, and every row says which table it came
+    from in `table_path` (relative to PATH: iter-1/preferences, lab-spearman/preferences): GROUP BY table_path
+    keeps two label folders apart.
     """
     from cream_data.tables import sql as sqllib
 

@@ -126,24 +126,60 @@ def _hub(source: str, split: str | None) -> tuple[Iterator[Record], str]:
     return ((f"row {i}", r) for i, r in enumerate(ds, 1)), split
 
 
+PROBE_TIMEOUT_S = 5.0  # the reachability probe's limit (connect, proxy handshake, first byte)
+_UNREACHABLE_STATUS = (502, 503, 504)  # a proxy (or the Hub's front) answering that the Hub is not there
+
+
 def _hub_reachable(source: str) -> None:
     """Fail in seconds, in one line, when the Hub cannot be reached (the client would retry for ~30 s).
 
-    In offline mode (HF_HUB_OFFLINE=1) the datasets cache answers instead, so no probe is made.
+    The probe is one ``HEAD`` of the endpoint through huggingface_hub's own HTTP session (``get_session()``: the
+    client ``datasets`` downloads with, and whatever ``set_client_factory`` configured), so it honours
+    ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``/``NO_PROXY`` exactly as the download will. Any HTTP answer counts
+    as reached (an unknown or gated id is ``load_dataset``'s to report), except 502/503/504, which a proxy gives
+    when it cannot reach the Hub. In offline mode (HF_HUB_OFFLINE=1) the datasets cache answers instead, so no probe
+    is made.
     """
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
+    from huggingface_hub import constants, get_session
 
     if constants.HF_HUB_OFFLINE:
         return
-    url = urlparse(constants.ENDPOINT)
+    endpoint = constants.ENDPOINT
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
-    except OSError as e:
-        raise CreamError(f"{source}: not a local file or folder, and the Hugging Face Hub ({constants.ENDPOINT}) "
-                         f"cannot be reached ({e.strerror or type(e).__name__}); check the path or the network") from None
+        status = get_session().head(endpoint, timeout=PROBE_TIMEOUT_S).status_code
+    except Exception as e:  # the client's transport errors (connect, proxy, timeout, TLS), or a malformed HF_ENDPOINT
+        reason = _reason(e)
+    else:
+        if status not in _UNREACHABLE_STATUS:
+            return
+        reason = f"HTTP {status}"
+    raise CreamError(f"{source}: not a local file or folder, and the Hugging Face Hub ({endpoint}) cannot be reached "
+                     f"({reason}{_via_proxy(endpoint)}); check the path, the network or the proxy settings") from None
+
+
+def _reason(e: Exception) -> str:
+    """The error's class and first line, with any ``user:password@`` of a proxy URL masked."""
+    import re
+
+    first = (str(e).strip().splitlines() or [""])[0]
+    first = re.sub(r"://[^/@\s]+@", "://***@", first)[:160]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def _via_proxy(endpoint: str) -> str:
+    """``, through the proxy in HTTPS_PROXY`` when the environment routes ``endpoint`` through one, read the way the
+    HTTP client reads it (:func:`urllib.request.getproxies`; never the proxy's URL, which may hold a password)."""
+    import os
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies_environment, proxy_bypass_environment
+
+    url = urlsplit(endpoint)
+    proxies = getproxies_environment()
+    key = next((k for k in (url.scheme, "all") if proxies.get(k)), None)
+    if key is None or proxy_bypass_environment(url.hostname or "", proxies):
+        return ""
+    name = f"{key}_proxy"
+    return f", through the proxy in {name if os.environ.get(name) else name.upper()}"
 
 
 def _local_dataset(path: Path, split: str | None) -> tuple[Iterator[Record], str | None]:

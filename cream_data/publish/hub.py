@@ -12,6 +12,10 @@ directory of ``cream run``; any spelling :mod:`cream_data.tables.iterations` acc
 else from its ``iteration`` column. The Parquet files keep cream's schema metadata, so
 ``cream_data.tables.io.read_table`` reads them as well as ``datasets`` does.
 
+One split is one table: when two tables of a kind would land in the same split — two label outputs of one
+iteration, such as ``cream label … --out lab`` and a re-pairing ``--out lab-spearman`` — nothing is built and the
+error names both folders; ``exclude`` (``--exclude lab-spearman``) leaves out all but the one to publish.
+
 The upload is huggingface_hub's: ``HfApi.create_repo(exist_ok=True)`` then ``HfApi.upload_folder``. With
 huggingface_hub 2.x and ``hf_xet`` (installed with it on x86-64 and arm64) the library retries transient
 failures itself — network errors and HTTP 408/429/5xx, with exponential backoff — on the pre-upload check, the
@@ -58,14 +62,58 @@ def _inside_publish_folder(path: Path, root: Path) -> bool:
     return any(is_publish_folder(a) for a in path.parents if a != root and root in a.parents)
 
 
-def collect(root: str | Path) -> tuple[dict[str, list[card.Split]], list[pa.Table]]:
-    """The splits to publish per config (in iteration order) and any prompts tables found under ``root``."""
+def _excluded_paths(root: Path, exclude) -> list[Path]:
+    """``--exclude`` values as paths (relative ones are taken below ``root``); each must exist."""
+    paths = []
+    for e in exclude or ():
+        p = Path(e) if Path(e).is_absolute() else root / e
+        if not p.exists():
+            raise CreamError(f"--exclude {e}: no such folder or table under {root} "
+                             "(give a path relative to it, e.g. a label folder)")
+        paths.append(p.resolve())
+    return paths
+
+
+def _label_folder(rel: str) -> str:
+    """The folder to exclude to drop the table at ``rel``: its label folder, or the table when it has none."""
+    parent = Path(rel).parent.as_posix()
+    return rel if parent == "." else parent
+
+
+def _split_clash(root: Path, kind: str, name: str, its: set, rels: list[str], pick_with_exclude: bool) -> CreamError:
+    """Two or more tables would fill one split (duplicate prompt ids): say which, and how to choose."""
+    where = f"iteration {next(iter(its))}" if len(its) == 1 and None not in its else f"split '{name}'"
+    listed = ", ".join(rels)
+    if pick_with_exclude:
+        folders = [_label_folder(r) for r in rels]
+        folders = folders if len(set(folders)) == len(folders) else rels
+        if len(folders) == 2:
+            how = f"publish one: --exclude {folders[1]} (or --exclude {folders[0]})"
+        else:
+            how = "publish one: --exclude all others, e.g. " + " ".join(f"--exclude {f}" for f in folders[1:])
+    else:
+        how = "pass one of them: " + " or ".join(str(root / r) for r in rels)
+    return CreamError(f"{root}: {len(rels)} {kind} tables for {where} ({listed}) would share one split and repeat "
+                      f"prompt ids; {how}")
+
+
+def collect(root: str | Path, exclude=(), *, pick_with_exclude: bool = True
+            ) -> tuple[dict[str, list[card.Split]], list[pa.Table]]:
+    """The splits to publish per config (in iteration order) and any prompts tables found under ``root``.
+
+    Tables at or below a path of ``exclude`` (relative to ``root``) are left out. Two tables that would fill one
+    split (two label folders of one iteration) are refused; the error says how to choose (``--exclude`` when
+    ``pick_with_exclude``, else the tables' own paths).
+    """
     root = Path(root)
     if not root.exists():
         raise CreamError(f"{root}: no such file or folder")
+    skip = _excluded_paths(root, exclude)
     groups: dict[tuple[str, int | None], list[tuple[pa.Table, dict | None, str]]] = defaultdict(list)
     prompts = []
     for kind, path in iter_table_paths(root):
+        if skip and any(x == path.resolve() or x in path.resolve().parents for x in skip):
+            continue
         if _inside_publish_folder(path, root):  # an earlier `--out` inside DIR: its files are copies
             continue
         if path.parent.name in TEMPORAL_FOLDERS:  # method temporal's pools and interim pairs: the final pairs,
@@ -88,15 +136,23 @@ def collect(root: str | Path) -> tuple[dict[str, list[card.Split]], list[pa.Tabl
         raise CreamError(f"{root}: no preferences, scores or responses tables found (expected a cream run "
                          "directory or a labeled folder with preferences/ and scores/)")
     multi = len({it for _, it in groups if it is not None}) > 1
+    name_of = {key: f"iter_{key[1]}" if multi and key[1] is not None else "train" for key in groups}
+    by_split: dict[tuple[str, str], list[tuple[int | None, str]]] = defaultdict(list)
+    for (kind, it), found in groups.items():
+        by_split[(kind, name_of[(kind, it)])] += [(it, r) for _, _, r in found]
+    for (kind, name), members in by_split.items():
+        rels = list(dict.fromkeys(r for _, r in members))  # one table split by its iteration column counts once
+        if len(rels) > 1:
+            raise _split_clash(root, kind, name, {it for it, _ in members}, rels, pick_with_exclude)
     splits: dict[str, list[card.Split]] = {}
     for kind in CONFIG_KINDS:
         keys = sorted((k for k in groups if k[0] == kind), key=lambda k: (k[1] is not None, k[1] or 0))
         for _, it in keys:
             found = groups[(kind, it)]
             table = pa.concat_tables([t for t, _, _ in found], promote_options="permissive")
-            name = f"iter_{it}" if multi and it is not None else "train"
             splits.setdefault(kind, []).append(card.Split(
-                kind, name, it, table, manifests=[m for _, m, _ in found if m], sources=[r for _, _, r in found]))
+                kind, name_of[(kind, it)], it, table, manifests=[m for _, m, _ in found if m],
+                sources=[r for _, _, r in found]))
     return splits, prompts
 
 
@@ -180,8 +236,9 @@ def _install(staging: Path, out: Path) -> None:
     os.replace(staging, out)
 
 
-def build(root: str | Path, out: str | Path, repo_id: str, *, license: str | None = None) -> Path:
-    """Build the repository folder at ``out`` (atomically: a temp sibling renamed at the end)."""
+def build(root: str | Path, out: str | Path, repo_id: str, *, license: str | None = None, exclude=()) -> Path:
+    """Build the repository folder at ``out`` (atomically: a temp sibling renamed at the end), leaving out the
+    tables under ``exclude`` (see :func:`collect`)."""
     root, out = Path(root), Path(out)
     check_repo_id(repo_id)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_publish_folder(out))):
@@ -189,7 +246,7 @@ def build(root: str | Path, out: str | Path, repo_id: str, *, license: str | Non
                          "choose another path or remove it")
     if license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", license):
         raise CreamError(f"--license {license!r}: expected a Hub licence id such as mit, apache-2.0, cc-by-4.0")
-    splits, prompts = collect(root)
+    splits, prompts = collect(root, exclude)
     run_config, run_manifest = _run_files(root if root.is_dir() else root.parent)
     licence = card.licence_of(prompt_sources(splits, prompts), override=license)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -295,21 +352,21 @@ class Published:
 
 
 def publish(root: str | Path, repo_id: str, *, dry_run: bool = False, private: bool = False,
-            out: str | Path | None = None, license: str | None = None) -> Published:
+            out: str | Path | None = None, license: str | None = None, exclude=()) -> Published:
     """`cream publish`: build the repository folder, then (unless ``dry_run``) upload it."""
     root = Path(root)
     check_repo_id(repo_id)
     if dry_run:
         stem = root.name if root.is_dir() else root.stem
         out = Path(out) if out else root.parent / f"{stem}.hub-{uuid.uuid4().hex[:8]}"
-        build(root, out, repo_id, license=license)
+        build(root, out, repo_id, license=license, exclude=exclude)
         return Published(out, listing(out), None)
     token = get_token()
     if out:
-        folder = build(root, out, repo_id, license=license)
+        folder = build(root, out, repo_id, license=license, exclude=exclude)
         return Published(folder, listing(folder), upload(folder, repo_id, token=token, private=private))
     with tempfile.TemporaryDirectory(prefix="cream-publish-") as tmp:
-        folder = build(root, Path(tmp) / "repo", repo_id, license=license)
+        folder = build(root, Path(tmp) / "repo", repo_id, license=license, exclude=exclude)
         return Published(None, listing(folder), upload(folder, repo_id, token=token, private=private))
 
 
@@ -352,7 +409,7 @@ def load_preferences(source: str, split: str | None = None) -> pa.Table:
                              f"(splits: {', '.join(s for s, _ in files)})")
         tables = [read_table(f, "preferences") for _, fs in chosen for f in fs]
     else:
-        splits, _ = collect(path)
+        splits, _ = collect(path, pick_with_exclude=False)
         chosen = [s for s in splits.get("preferences", []) if split in (None, s.name)]
         if not chosen:
             raise CreamError(f"{source}: no preferences table{f' for split {split!r}' if split else ''} found")

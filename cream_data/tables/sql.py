@@ -5,6 +5,12 @@ the view of that kind is their union by column name, with an ``iteration`` colum
 has one, else the ``iter-<t>`` component of its path (any spelling :mod:`cream_data.tables.iterations` accepts), else
 null. Every view has that column, so a query written for one table folder also runs on a whole run.
 
+Every view also has a ``table_path`` column: the table each row was read from, as a path relative to the queried
+folder (``iter-1/preferences``, ``lab-spearman/preferences``, ``eval.parquet``; the table's own name when the path
+queried is the table itself). Two label outputs of one iteration (``cream label … --out lab`` and a re-pairing
+``--out lab-spearman``) therefore stay apart: ``GROUP BY table_path`` counts each, and
+``parse_dirpath(table_path)`` is the label folder (``lab``), to join a folder's scores with its preferences.
+
 Read-only is enforced twice:
 
 1. the statement is parsed by DuckDB and only one read statement is accepted (``SELECT``/``WITH``/
@@ -42,14 +48,24 @@ _PRAGMA_OK = re.compile(r"^\s*pragma\s+(table_info|show_tables|show_tables_expan
 _EXPLAIN = re.compile(r"^\s*explain\s+(?:analy[sz]e\s+)?", re.IGNORECASE)
 
 
+TABLE_PATH = "table_path"  # the column every view gets: which table (folder or file) a row was read from
+
+
 @dataclass(frozen=True)
 class TableSource:
-    """One table found on disk: its kind, where it lives, its Parquet files and its iteration (if known)."""
+    """One table found on disk: its kind, where it lives, its Parquet files, its iteration (if known) and its path
+    relative to the folder searched (``lab/preferences``; the table's own name when that folder is the table)."""
 
     kind: str
     path: Path
     files: tuple[Path, ...]
     iteration: int | None
+    rel: str = ""
+
+
+def relative_path(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` in POSIX form; the table's own name when it is ``root`` itself."""
+    return path.name if path == root else path.relative_to(root).as_posix()
 
 
 def find_tables(root: str | Path) -> list[TableSource]:
@@ -60,7 +76,7 @@ def find_tables(root: str | Path) -> list[TableSource]:
     found = []
     for kind, path in iter_table_paths(root):
         files = tuple(complete_parts(path)[0]) if path.is_dir() else (path,)
-        found.append(TableSource(kind, path, files, iteration_from_path(path)))
+        found.append(TableSource(kind, path, files, iteration_from_path(path), relative_path(path, root)))
     return found
 
 
@@ -95,7 +111,8 @@ def _dataset(src: TableSource):
 
 
 def connect(root: str | Path) -> tuple["duckdb.DuckDBPyConnection", dict[str, list[TableSource]]]:
-    """A locked, read-only DuckDB connection with one view per table kind found under ``root``."""
+    """A locked, read-only DuckDB connection with one view per table kind found under ``root``; every view has an
+    ``iteration`` and a ``table_path`` column (see the module's docstring)."""
     try:
         import duckdb
     except ImportError:
@@ -120,12 +137,19 @@ def connect(root: str | Path) -> tuple["duckdb.DuckDBPyConnection", dict[str, li
             if "iteration" not in data.schema.names:
                 it = "NULL" if src.iteration is None else str(src.iteration)
                 rel = rel.project(f"*, CAST({it} AS INTEGER) AS iteration")
+            keep = f"* EXCLUDE ({TABLE_PATH})" if TABLE_PATH in data.schema.names else "*"  # ours wins
+            rel = rel.project(f"{keep}, {_sql_text(src.rel)}::VARCHAR AS {TABLE_PATH}")
             view = rel if view is None else view.union_by_name(rel)
         view.create_view(name)
     # From here on DuckDB cannot open any file (read or write), load extensions, or undo these settings.
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con, by_kind
+
+
+def _sql_text(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def check_read_only(con: "duckdb.DuckDBPyConnection", sql: str) -> None:
