@@ -1,5 +1,6 @@
-"""The one progress display of every command (sample, label, eval, run): a rich bar per piece of work on stderr,
-with items/s and tokens/s, fed by the stages' :data:`cream_data.progress.Progress` callback.
+"""The one progress display of every command (sample, label, eval, train, run): a rich bar per piece of work on
+stderr, with items/s, tokens/s (where counted) and the time left at the rate so far, fed by the stages'
+:data:`cream_data.progress.Progress` callback.
 
 Only on a terminal: elsewhere (a log file, CI) even a transient bar leaves empty lines behind, and the commands'
 own log lines say what happened. In a stage process of `cream run` (``CREAM_PROGRESS=lines``) the steps go to stderr
@@ -55,8 +56,20 @@ class Bars:
         entry = self._bars[what]
         entry[3] += tokens
         dt = max(time.perf_counter() - entry[1], 1e-9)
-        rates = f"{(done - entry[2]) / dt:.2f} {self.unit}/s  {entry[3] / dt:.0f} tok/s"
-        self._progress.update(entry[0], completed=done, total=total, rates=rates)
+        self._progress.update(entry[0], completed=done, total=total,
+                              rates=rates(self.unit, done - entry[2], total - done, dt, entry[3]))
 
     def __exit__(self, *exc):
         return self._progress.__exit__(*exc)
+
+
+def rates(unit: str, done: int, left: int, seconds: float, tokens: int) -> str:
+    """The text beside a bar: ``done`` items in ``seconds`` as items/s, tokens/s where tokens are counted, and the
+    ETA of the ``left`` items at that rate (rich's own remaining-time column needs two steps within 30 s, which a
+    slow training step never gives)."""
+    seconds = max(seconds, 1e-9)
+    text = f"{done / seconds:.2f} {unit}/s" + (f"  {tokens / seconds:.0f} tok/s" if tokens else "")
+    if done > 0 and left > 0:
+        eta = round(left * seconds / done)
+        text += f"  eta {eta // 3600}:{eta % 3600 // 60:02d}:{eta % 60:02d}"
+    return text

@@ -1,6 +1,11 @@
 """`cream train DATA --model M --out DIR`: consistency-weighted DPO (default) or SFT (`--stage sft`).
 
 Runs the same under `accelerate launch` (DDP, DeepSpeed ZeRO, FSDP): every rank runs this command.
+
+What it shows, on stderr (rank 0 only): the optimizer steps as a bar of the one progress display (cli/progress.py:
+with its ETA, on a terminal; under `cream run`, progress lines the run draws as its own bar), the trainer's notes and
+warnings, and one line per logging step (loss; DPO: reward margin, accuracy, mean C; lr) — not transformers' raw
+metrics dicts. Stdout holds the one result line.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ from rich.markup import escape
 
 from cli.common import log, out
 from cli.options import Options, with_settings
+from cli.progress import Bars
 from cream_data.vocab import TRAIN_STAGES as STAGES
 
 
 class _OneLineWarnings(logging.Handler):
-    """Each record of the trainer's logger as one line on stderr: warnings flagged, notes (INFO) as they are."""
+    """Each record of the trainer's logger as one line on stderr: warnings flagged, notes (INFO: also the
+    per-logging-step lines) as they are."""
 
     def emit(self, record: logging.LogRecord) -> None:
         text = escape(" ".join(record.getMessage().split()))
@@ -71,8 +78,8 @@ def register(app: typer.Typer) -> None:
 
         check_output(cfg.out, cfg.overwrite)
         # Every rank of a distributed launch runs this command; rank 0 writes the checkpoint and holds the lock.
-        with locked(cfg.out) if _is_main_process() else nullcontext(), _warnings_to_stderr():
-            result = run(cfg)
+        with locked(cfg.out) if _is_main_process() else nullcontext(), _warnings_to_stderr(), Bars("steps") as bars:
+            result = run(cfg, progress=bars.update)
         if _is_main_process():
             from cream_data.processes import write_result
 

@@ -1,11 +1,16 @@
 """What a stage's process and the `cream run` that started it share (``cream run`` starts every model stage as
 its own ``cream sample|label|train|eval`` process; cream_train/stage_process.py is the parent's side).
 
-Three environment variables, set by the parent and read by the child's command:
+Environment variables set by the parent and read by the child's command:
 
     CREAM_RESULT_FILE   the child writes its stage record there (JSON, atomically) when it finishes;
                         under accelerate/torchrun only rank 0 writes it
     CREAM_PROGRESS      "lines": progress goes to stderr as marked lines the parent turns into its own bars
+                        (:func:`progress_line`: ``[what, done, total, tokens]`` as JSON after a marker; a piece of
+                        work starts at its first line, so done/total and the parent's clock give its rate and ETA)
+    CREAM_TRACKER_DIR   where a training stage's trackers (``report_to``: TensorBoard, W&B) write:
+                        ``RUN/logs/tb/<stage>``, beside the run's other logs (cream_train/train.py, tracker_dir)
+    CREAM_RUN_NAME      the tracker's run name: ``<run dir name>/<stage>``
     CREAM_RUN_PID       the parent's pid: a child (and any process a launcher starts under it) exits when that
                         process is gone, so a ``kill -9`` of ``cream run`` leaves no stage running
 
@@ -27,7 +32,10 @@ from typing import Any
 RESULT_ENV = "CREAM_RESULT_FILE"
 PROGRESS_ENV = "CREAM_PROGRESS"
 PARENT_ENV = "CREAM_RUN_PID"
+TRACKER_DIR_ENV = "CREAM_TRACKER_DIR"
+RUN_NAME_ENV = "CREAM_RUN_NAME"
 PROGRESS_MARK = "\x1ecream-progress "  # starts a progress line (an ASCII record separator: never in a log message)
+# (read the output line by line on "\n": str.splitlines() also breaks at \x1e and so strips the mark off)
 
 
 # ---------------------------------------------------------------------------- stage records

@@ -1,7 +1,12 @@
 """How a stage reports progress: one callback shape for every stage, drawn by the command line's one progress display
 (``cli/progress.py``); the library itself draws nothing.
 
-    progress(what, done, total, tokens)   # what: "sampling", a task, "scoring with M"; tokens: since the last call
+    progress(what, done, total, tokens)   # what: "sampling", a task, "scoring with M", "DPO training";
+                                          # tokens: since the last call (0 where tokens are not counted)
+
+A piece of work starts at its first call (``done`` 0, or where a resumed stage starts) and ends when ``done``
+reaches ``total``: the display takes its rate and ETA from that, so a stage reports once before its first step
+(training: optimizer steps, from ``on_train_begin``).
 
 Pure: the standard library only.
 """

@@ -223,7 +223,7 @@ class Loop(StageCommands, TemporalStages, EvalStages):
                   **fingerprinted(s)}
 
         def go(_resume):
-            return self._work("train-M1", "train", lambda: train(tcfg))
+            return self._work("train-M1", "train", lambda: train(tcfg, progress=self.progress))
 
         self.fps["train-M1"] = self.stage("train-M1", inputs, [out], go)
 
@@ -314,7 +314,8 @@ class Loop(StageCommands, TemporalStages, EvalStages):
         self.manifest.data.get("carried", {}).pop(f"M{t + 1}", None)
 
         def go(_resume):
-            return {**self._work(f"train-M{t + 1}", "train", lambda: train(self.stages.train(t, self.model(t)))),
+            return {**self._work(f"train-M{t + 1}", "train",
+                                 lambda: train(self.stages.train(t, self.model(t)), progress=self.progress)),
                     "pairs": manifest.get("rows", 0)}
 
         self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", inputs, [out], go)

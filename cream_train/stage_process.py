@@ -4,7 +4,8 @@
 A stage's processes are what :func:`cream_train.launch.launch_commands` makes of its command line: the command
 itself, ``data_parallel`` shard processes pinned to their GPUs, or one ``accelerate launch`` / ``torchrun``. Each
 starts in its own process group with the variables of :mod:`cream_data.processes` set (where to write its record,
-progress as lines, the run's pid to watch), so when the run is stopped — Ctrl-C, an error in a sibling shard, or
+progress as lines, the run's pid to watch; a training stage's tracker folder ``RUN/logs/tb/<stage>`` and run name
+``<run dir name>/<stage>``), so when the run is stopped — Ctrl-C, an error in a sibling shard, or
 ``kill -9`` of the run itself — no stage process is left behind holding a GPU.
 
 A child that fails with a user error (exit 2) is reported by its own one-line message; any other failure as
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 from cream_data.errors import CreamError
-from cream_data.processes import (PARENT_ENV, PROGRESS_ENV, RESULT_ENV, parse_progress, read_result)
+from cream_data.processes import (PARENT_ENV, PROGRESS_ENV, RESULT_ENV, RUN_NAME_ENV, TRACKER_DIR_ENV,
+                                   parse_progress, read_result)
 from cream_data.progress import Progress
 from cream_train.launch import Launcher, Process, launch_commands, shell_line
 
@@ -72,8 +74,10 @@ class StageRunner:
         return found
 
     def _env(self, child: "_Child") -> dict[str, str]:
+        run = self.run_dir.resolve()
         return {**os.environ, **child.proc.env, RESULT_ENV: str(child.result), PROGRESS_ENV: "lines",
-                PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+                PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1",
+                TRACKER_DIR_ENV: str(run / LOGS / "tb" / child.stage), RUN_NAME_ENV: f"{run.name}/{child.stage}"}
 
     def _wait(self, name: str, children: list["_Child"]) -> None:
         """Until every process has ended; the first failure stops the others and is raised."""

@@ -5,6 +5,13 @@ LoRA adapters are merged in) plus ``cream_train_config.json`` (the resolved conf
 Under ``accelerate launch`` every rank runs this same function; rank 0 writes the files and renames the folder.
 Both stages' trainers carry :class:`NonFiniteGuard`: a NaN/inf loss or gradient norm stops the run, and the
 staging folder is removed, so nothing is published.
+
+Training shows itself (:class:`TrainingReport`, world process 0 only): the optimizer steps done / total go to cream's
+progress callback (the rich bar with its ETA in `cream train`; progress lines the parent draws under `cream run`),
+and each logging step is one line on the ``cream.train`` logger (loss; DPO: reward margin, accuracy, mean C; lr)
+instead of transformers' raw metrics dict on stdout. The trackers of ``report_to`` (TensorBoard, W&B) write under
+:func:`tracker_dir` — ``<out>.logs/`` beside the output, or what `cream run` names in ``$CREAM_TRACKER_DIR``
+(``RUN/logs/tb/<stage>``) — never inside the saved model folder; the run is named by :func:`run_name`.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from cream_data.errors import CreamError
+from cream_data.progress import Progress
 from cream_train import lineage as lin
 from cream_train.config import DPOTrainConfig, SFTTrainConfig, TrainConfig
+from cream_train.precision import Precision, cast_checkpoint, precision_of
+from cream_train.training_report import check_tracker, run_name, show_training
 
 logger = logging.getLogger("cream.train")
 
@@ -32,57 +42,12 @@ class TrainResult:
     precision: dict[str, str] = field(default_factory=dict)  # Precision.record(): what the run held and computed in
 
 
-@dataclass(frozen=True)
-class Precision:
-    """How a training run holds and computes its weights, from the ``dtype``, ``precision`` and ``save_dtype``
-    settings on this machine.
-
-    mixed (default): fp32 master weights, forward and backward under ``compute`` autocast (fp16 adds loss scaling)
-    — at lr 1e-6 an Adam step (~1e-6 per weight) is far below bf16's spacing near a typical weight (0.02 -> 1.2e-4),
-    so only fp32 master weights keep it. pure: the weights themselves in ``compute``."""
-
-    compute: str  # bf16 | fp16 | fp32: the autocast (mixed) or weight (pure) dtype
-    master: str  # the dtype the optimizer updates
-    save: str  # the saved checkpoint's dtype
-    mode: str  # mixed | pure
-
-    @classmethod
-    def of(cls, cfg: TrainConfig, device: str) -> "Precision":
-        from cream_data.engines.models import resolve_dtype
-
-        compute = resolve_dtype(cfg.dtype, device)
-        master = "fp32" if cfg.precision == "mixed" else compute
-        return cls(compute, master, master if cfg.save_dtype == "master" else cfg.save_dtype, cfg.precision)
-
-    def describe(self) -> str:
-        if self.compute == "fp32":
-            return "fp32 weights and compute"
-        if self.mode == "pure":
-            return f"pure {self.compute}: weights held and updated in {self.compute}"
-        scaling = " with loss scaling" if self.compute == "fp16" else ""
-        return f"fp32 master weights, {self.compute} autocast{scaling} (mixed)"
-
-    def record(self) -> dict[str, str]:
-        return {"dtype": self.compute, "precision": self.mode, "master_dtype": self.master, "save_dtype": self.save}
-
-
-def precision_of(cfg: TrainConfig) -> Precision:
-    """The precision policy of ``cfg`` on this machine (CUDA when visible, else CPU), warned about where it loses
-    updates: pure low-precision weights with a learning rate below 1e-5."""
-    import torch
-
-    p = Precision.of(cfg, "cuda" if torch.cuda.is_available() else "cpu")
-    if p.mode == "pure" and p.compute != "fp32" and cfg.lr < 1e-5:
-        logger.warning(f"precision pure with {p.compute} weights at lr {cfg.lr:g}: most Adam updates (~lr per weight) "
-                       f"are below {p.compute}'s spacing and round away; use precision mixed (fp32 master weights)")
-    return p
-
-
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, progress: Progress | None = None) -> TrainResult:
+    """Train ``cfg`` (its stage from its type); ``progress(what, done, total, 0)`` follows the optimizer steps."""
     if isinstance(cfg, DPOTrainConfig):
-        return train_dpo(cfg)
+        return train_dpo(cfg, progress)
     if isinstance(cfg, SFTTrainConfig):
-        return train_sft(cfg)
+        return train_sft(cfg, progress)
     raise TypeError(f"cfg: got {type(cfg).__name__}, expected DPOTrainConfig or SFTTrainConfig")
 
 
@@ -112,11 +77,12 @@ def _common_args(cfg: TrainConfig, out_dir: Path, precision: Precision) -> dict[
         use_cpu=not on_gpu,
         seed=cfg.seed,
         logging_steps=cfg.logging_steps,
-        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to],  # written under tracker_dir(cfg)
+        run_name=run_name(cfg),
         save_strategy="no",  # the checkpoint is saved once, at the end, then renamed into place
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
-        disable_tqdm=True,
+        disable_tqdm=True,  # no tqdm bar: TrainingReport feeds cream's own display (see training_report.show_training)
     )
 
 
@@ -221,7 +187,8 @@ class NonFiniteGuard:
         return f"rows {', '.join(map(str, shown))}{more}{ids}"
 
 
-def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict, counts: dict | None = None) -> TrainResult:
+def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict, counts: dict | None = None,
+         progress: Progress | None = None) -> TrainResult:
     """Train into a staging folder, save checkpoint + tokenizer + lineage there, then rename it to ``cfg.out``.
 
     ``counts`` (what was trained on, e.g. pairs kept and dropped) go into the metrics and the lineage."""
@@ -231,6 +198,7 @@ def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict, cou
     precision = precision_of(cfg)
     try:
         trainer = make_trainer(tmp, precision)
+        show_training(trainer, cfg, progress)
         if trainer.accelerator.is_main_process:
             logger.info(f"{cfg.stage} training precision: {precision.describe()}")
         _warn_if_warmup_eats_the_run(cfg, trainer)
@@ -291,40 +259,6 @@ def _save_checkpoint(trainer, folder: Path, *, merge_lora: bool, precision: Prec
             logger.info(f"saved the weights in {precision.save} (save_dtype {precision.save}; trained with "
                         f"{precision.master} weights): {cast} tensors cast, updates below {precision.save}'s spacing "
                         "are lost in the saved checkpoint")
-
-
-def cast_checkpoint(folder: Path, dtype: str) -> int:
-    """Cast every floating-point tensor of the ``*.safetensors`` files in ``folder`` to ``dtype`` (bf16 | fp16 |
-    fp32) and record it in ``config.json``; the number of tensors changed (0: the checkpoint was in ``dtype``).
-    Done on the saved files, so it holds whatever engine gathered them (DDP, ZeRO-3, FSDP)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from cream_data.engines.models import dtype_name, torch_dtype
-    from cream_data.tables.io import atomic_write_json
-
-    target, changed = torch_dtype(dtype), 0
-    for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as fh:
-            metadata = fh.metadata()
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        todo = [k for k, t in tensors.items() if t.is_floating_point() and t.dtype != target]
-        if not todo:
-            continue
-        for k in todo:
-            tensors[k] = tensors[k].to(target)
-        tmp = f.with_name(f".{f.name}.tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(f)
-        changed += len(todo)
-    config = folder / "config.json"
-    if changed and config.is_file():
-        import json
-
-        data = json.loads(config.read_text())
-        data["dtype" if "dtype" in data or "torch_dtype" not in data else "torch_dtype"] = dtype_name(dtype)
-        atomic_write_json(config, data)
-    return changed
 
 
 # ------------------------------------------------------------------------------------------------ DPO
@@ -412,23 +346,26 @@ def build_dpo_trainer(cfg: DPOTrainConfig, data: DPOData, output_dir: Path, *, r
     )
 
 
-def train_dpo(cfg: DPOTrainConfig) -> TrainResult:
+def train_dpo(cfg: DPOTrainConfig, progress: Progress | None = None) -> TrainResult:
     """Consistency-weighted DPO of ``cfg.model`` (M_t) on a preferences table, reference M_t."""
     lin.check_output(cfg.out, cfg.overwrite)  # fail before any loading
+    check_tracker(cfg)
     data = prepare_dpo(cfg)
     mean_c = sum(data.weights) / len(data.weights)
     return _run(cfg, lambda tmp, p: build_dpo_trainer(cfg, data, tmp, precision=p), method=cfg.method, extra={
         "parent_model": data.ref.name, "fingerprint": lin.data_fingerprint(data.path, data.table),
-        "reference": "stored" if data.stored else "computed", "mean_C": mean_c}, counts=data.counts)
+        "reference": "stored" if data.stored else "computed", "mean_C": mean_c}, counts=data.counts,
+        progress=progress)
 
 
 # ------------------------------------------------------------------------------------------------ SFT
-def train_sft(cfg: SFTTrainConfig) -> TrainResult:
+def train_sft(cfg: SFTTrainConfig, progress: Progress | None = None) -> TrainResult:
     """Supervised fine-tuning of ``cfg.model`` (M0) on prompt/completion conversations, loss on the answer."""
     from cream_data.engines import models
     from cream_train import sft
 
     lin.check_output(cfg.out, cfg.overwrite)
+    check_tracker(cfg)
     table = sft.load_sft_table(cfg.data, cfg.limit)
     ref = models.resolve(cfg.model)
     tok = models.load_tokenizer(ref)
@@ -443,4 +380,5 @@ def train_sft(cfg: SFTTrainConfig) -> TrainResult:
                        peft_config=_peft_config(cfg))
 
     return _run(cfg, make_trainer, method=None, extra={
-        "parent_model": ref.name, "fingerprint": lin.data_fingerprint(cfg.data, table), "examples": table.num_rows})
+        "parent_model": ref.name, "fingerprint": lin.data_fingerprint(cfg.data, table), "examples": table.num_rows},
+                progress=progress)

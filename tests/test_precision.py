@@ -135,7 +135,7 @@ def test_cast_checkpoint_is_exact_and_idempotent(tiny_model, tmp_path):
 
     import torch
 
-    from cream_train.train import cast_checkpoint
+    from cream_train.precision import cast_checkpoint
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_model, folder)
