@@ -83,7 +83,7 @@ def test_config_lists_every_problem():
         assert needle in str(e.value)
     with pytest.raises(CreamError) as e:
         HarnessConfig.from_mapping({"tasks": ["gsm8k"], "shots": 2})
-    assert e.value.problems == ["shots: unknown setting (known: batch_size, device, engine, limit, num_fewshot, "
+    assert e.value.problems == ["shots: unknown setting (known: batch_size, device, dtype, engine, limit, num_fewshot, "
                                 "tasks, trust_remote_code)"]
 
 
