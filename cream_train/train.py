@@ -301,13 +301,15 @@ def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
     # a dropped pair is never truncated, so only under `truncate` does length decide about the stored log-probs
     problem = ("--reference computed was asked for" if cfg.reference == "computed"
                else prefs.stored_reference_problem(table, ref.name, tok, lengths, None if drop else cfg.max_length,
-                                                   _label_model_ids(source.path)))
+                                                   _label_inputs(source.path).get("model_ids")))
     if problem and cfg.reference == "stored":
         raise CreamError(f"{cfg.data}: cannot use the stored reference log-probs: {problem}")
     if problem and cfg.reference == "auto":
         logger.warning(f"{cfg.data}: computing reference log-probs with the starting model, because the stored "
                        f"ones do not apply: {problem}")
     stored = problem is None
+    if stored:
+        _warn_if_other_numerics(cfg, _label_inputs(source.path).get("dtype"))
     if long:
         logger.warning(f"{cfg.data}: {'dropped' if drop else 'truncating'} {len(long)} of {n} pairs {what}")
     if drop and long:
@@ -318,14 +320,28 @@ def prepare_dpo(cfg: DPOTrainConfig) -> DPOData:
     return DPOData(ref, tok, table, weights, stored, prefs.to_dataset(table, weights, stored), counts, source.path)
 
 
-def _label_model_ids(data) -> dict | None:
-    """The content ids `cream label` recorded in a preferences folder's manifest (None for a bare file)."""
+def _label_inputs(data) -> dict:
+    """What `cream label` recorded of its inputs in a preferences folder's manifest (content ids of the models, the
+    dtype they ran in); empty for a bare file or a published dataset."""
     from cream_data.tables import io
 
     path = Path(data) if data is not None else None
     if path is None or not (path.is_dir() and (path / io.MANIFEST).is_file()):
-        return None
-    return (io.read_manifest(path).get("inputs") or {}).get("model_ids")
+        return {}
+    return io.read_manifest(path).get("inputs") or {}
+
+
+def _warn_if_other_numerics(cfg: DPOTrainConfig, label_dtype: str | None) -> None:
+    """Stored log-probs computed in another dtype than this training computes in: the step-0 margin is then not 0
+    but a per-token bias times the pairs' length difference (fp32-stored vs bf16-trained: ~0.0014 nats per token,
+    bench/bf16_reference.py). Said in one line; `cream label --dtype` equal to the training's removes it."""
+    import torch
+
+    compute = Precision.of(cfg, "cuda" if torch.cuda.is_available() else "cpu").compute
+    if label_dtype and label_dtype != compute:
+        logger.warning(f"{cfg.data}: the stored reference log-probs were computed in {label_dtype}, this training "
+                       f"computes in {compute}: the DPO margins start off 0 by a small length-dependent bias; label "
+                       f"with --dtype {compute} (label.dtype) or train with --reference computed to match")
 
 
 def build_dpo_trainer(cfg: DPOTrainConfig, data: DPOData, output_dir: Path, *, ref_model=None,

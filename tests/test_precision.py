@@ -205,3 +205,38 @@ eval: {{models: none}}
 
     prefs = io.read_manifest(tmp_path / "run" / "iter-1" / "preferences")
     assert prefs["inputs"]["dtype"] == "bf16"  # the stored log-probs' numerics travel with the table
+
+
+def test_bf16_labeling_scores_with_the_trainers_numerics(tiny_model):
+    """`cream label --dtype bf16` scores with fp32 embeddings and norms and bf16 matmuls under autocast: bit for bit
+    what fp32 weights under bf16 autocast (a mixed-precision trainer) compute, with bf16 Linear weights in memory;
+    plain bf16 weights (the residual stream rounded too) give other values. bench/bf16_reference.py measures the
+    bias that removes."""
+    import numpy as np
+    import torch
+
+    from cream_data.engines import models
+    from cream_data.engines.hf_score import HFScorer, tokenize
+    from tests.test_train import PAIRS
+
+    ref = models.resolve(str(tiny_model))
+    tok = models.load_tokenizer(ref)
+    prompts = [[{"role": "user", "content": q}] for q, _, _ in PAIRS] * 2
+    responses = [c for _, c, _ in PAIRS] + [r for _, _, r in PAIRS]
+    items = tokenize(tok, prompts, responses)
+
+    def scores(model, compute):
+        return HFScorer(model, tok.pad_token_id, batch_size=4, compute=compute).score(items)
+
+    mixed = models.load(ref, dtype="bf16", mixed=True)[0]
+    linear = [m.weight.dtype for m in mixed.modules() if isinstance(m, torch.nn.Linear)
+              and m.weight is not mixed.get_input_embeddings().weight]
+    assert linear and set(linear) == {torch.bfloat16}
+    assert mixed.get_input_embeddings().weight.dtype == torch.float32
+    fp32 = models.load(ref, dtype="fp32")[0]
+    stored = scores(mixed, "bf16")
+    trainer_like = scores(fp32, "bf16")  # fp32 weights under bf16 autocast
+    assert np.array_equal(stored, trainer_like)
+    assert not np.array_equal(stored, scores(fp32, "fp32"))  # autocast did run in bf16
+    plain = scores(models.load(ref, dtype="bf16")[0], "fp32")  # bf16 weights, no autocast
+    assert not np.array_equal(stored, plain)

@@ -315,12 +315,14 @@ class HFScorer:
     """Scores tokenized (prompt, response) items with one model, batch by batch.
 
     ``score(tok, on_batch=…)`` returns summed log-probs per distinct item; ``on_batch(indices, values)`` is called
-    after each batch so a caller can persist results as it goes (resume).
+    after each batch so a caller can persist results as it goes (resume). ``compute``: bf16 or fp16 runs every
+    forward under ``torch.autocast`` (a model from ``models.load(…, mixed=True)``: a mixed-precision trainer's
+    numerics, so the stored log-probs are the reference the trainer would compute).
     """
 
     def __init__(self, model, pad_id: int, *, batch_size: int = 8, max_tokens: int | None = 8192, chunk: int = 512,
-                 prefix_sharing: bool = True):
-        self.model, self.pad_id = model, pad_id
+                 prefix_sharing: bool = True, compute: str = "fp32"):
+        self.model, self.pad_id, self.compute = model, pad_id, compute
         self.batch_size, self.max_tokens, self.chunk = batch_size, max_tokens, chunk
         self.prefix_sharing = prefix_sharing and _supports_cache(model)
 
@@ -335,9 +337,12 @@ class HFScorer:
             plan_batches(lengths, self.batch_size, self.max_tokens)
 
         def one(batch):
+            from cream_data.engines.model_loading import autocast
+
             ids = [tok.ids[i] for i in batch]
-            return score_prefix_batch(self.model, ids, tok.start[batch], groups[batch], self.pad_id, self.chunk) \
-                if shared else score_batch(self.model, ids, tok.start[batch], self.pad_id, self.chunk)
+            with autocast(self.model, self.compute):
+                return score_prefix_batch(self.model, ids, tok.start[batch], groups[batch], self.pad_id, self.chunk) \
+                    if shared else score_batch(self.model, ids, tok.start[batch], self.pad_id, self.chunk)
 
         return run_plan(plan, len(tok.ids), todo, one, on_batch)
 

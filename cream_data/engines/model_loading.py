@@ -154,11 +154,13 @@ def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
 
 
 def load(spec: str | ModelRef, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
-         with_model: bool = True):
+         with_model: bool = True, mixed: bool = False):
     """Load ``(model, tokenizer, ref)`` for inference: eval mode, on ``device``, weights and compute in ``dtype``
     (a stage's setting, :func:`resolve_dtype`: ``auto`` is fp32 on CPU, bf16 on GPU).
 
-    Mistakes (device, path, custom code, a truncated download) are one-line errors found before loading."""
+    ``mixed``: a bf16/fp16 ``dtype`` as a mixed-precision trainer computes it (:func:`mixed_weights`): run the model
+    under ``torch.autocast`` (:func:`autocast`). Mistakes (device, path, custom code, a truncated download) are
+    one-line errors found before loading."""
     if with_model:
         check_device(device)
     ref = spec if isinstance(spec, ModelRef) else resolve(spec)
@@ -168,10 +170,48 @@ def load(spec: str | ModelRef, *, device: str | None = None, dtype: str = "auto"
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
-    model = from_pretrained(AutoModelForCausalLM, ref, dtype=torch_dtype(resolve_dtype(dtype, device)),
+    compute = resolve_dtype(dtype, device)
+    model = from_pretrained(AutoModelForCausalLM, ref, dtype=torch_dtype("fp32" if mixed else compute),
                             trust_remote_code=trust_remote_code)
+    if mixed:
+        mixed_weights(model, compute)
     model.to(device).eval()
     return model, tok, ref
+
+
+def mixed_weights(model, compute: str):
+    """Cast the ``nn.Linear`` weights of an fp32 ``model`` to ``compute`` (bf16 | fp16), keeping the input embedding
+    (and a head tied to it), the norms and everything else in fp32: under ``torch.autocast(compute)`` it then computes
+    exactly what fp32 weights under autocast do (autocast casts a Linear's weight to ``compute`` for its matmul
+    anyway) — the numerics of a mixed-precision trainer — with the weight memory of ``compute`` for the Linear layers.
+
+    Why not plain bf16 weights: the residual stream, the embeddings and the norm weights then round to bf16 too, and
+    the summed log-probs of a response come out ~0.003 nats per token higher than the trainer computes them (a bias,
+    not noise; bench/bf16_reference.py). The stored log-probs are the next DPO step's reference, so they must carry
+    the trainer's numerics."""
+    import torch
+
+    if compute == "fp32":
+        return model
+    target, embedding = torch_dtype(compute), model.get_input_embeddings().weight
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear) and m.weight is not embedding:
+            m.weight.data = m.weight.data.to(target)
+            if m.bias is not None:
+                m.bias.data = m.bias.data.to(target)
+    return model
+
+
+def autocast(model, compute: str):
+    """The ``torch.autocast`` context a :func:`mixed_weights` model runs under (a no-op context for fp32)."""
+    import contextlib
+
+    import torch
+
+    if compute == "fp32":
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device
+    return torch.autocast(device.type, dtype=torch_dtype(compute))
 
 
 def from_pretrained(auto_class, ref: ModelRef, **kwargs):

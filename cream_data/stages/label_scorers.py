@@ -108,8 +108,11 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
         from cream_data.engines import models
         from cream_data.engines.hf_score import HFScorer
 
-        model, _, _ = models.load(ref, dtype=cfg.dtype)
-        return HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
+        # bf16/fp16: a mixed-precision trainer's numerics (fp32 embeddings and norms, autocast matmuls), so the stored
+        # log-probs are the reference `cream train` would compute (models.mixed_weights)
+        model, _, _ = models.load(ref, dtype=cfg.dtype, mixed=True)
+        return HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens,
+                        compute=label_dtype(cfg))
 
     return cached_scores(LOGPS, ref, responses, tokenized, folder, shard, th, load_scorer, cfg.flush_rows, progress,
                          progress_log, dtype=label_dtype(cfg))
