@@ -27,7 +27,7 @@ def eval_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an evaluation with other settings in --out."),
     harness: Optional[str] = typer.Option(None, "--harness", help="Run these comma-separated tasks through "
                                           "lm-evaluation-harness instead (its prompts and metrics: acc, acc_norm, "
-                                          "exact_match). Needs `pip install 'cream\\[harness]'`."),
+                                          "exact_match). Needs `pip install -e '.\\[harness]'` in the cream checkout."),
 ) -> None:
     """Greedy accuracy on ARC-Easy/Challenge, OpenBookQA, SIQA (option letter) and GSM8K (final number)."""
     if harness is not None:

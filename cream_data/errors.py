@@ -27,6 +27,12 @@ class SchemaError(CreamError):
         super().__init__(f"{where}: {len(self.violations)} schema violation(s): {shown}{more}")
 
 
+def install_extra(extra: str) -> str:
+    """How a user adds one of cream's extras: cream installs from its checkout (`pip install -e .`; the
+    distribution is named cream-align, since `cream` on PyPI is another project)."""
+    return f"pip install -e '.[{extra}]' in the cream checkout"
+
+
 def missing_package(package: str, purpose: str, install: str | None = None) -> CreamError:
     """The error for an optional dependency that is not installed."""
     hint = install or f"pip install {package}"

@@ -86,11 +86,11 @@ def check_tracker(cfg: TrainConfig) -> None:
     from inside the trainer's construction)."""
     import importlib.util
 
-    from cream_data.errors import missing_package
+    from cream_data.errors import install_extra, missing_package
 
     modules, extra = TRACKERS.get(cfg.report_to, ((), ""))
     if modules and not any(importlib.util.find_spec(m) for m in modules):
-        raise missing_package(modules[0], f"--report-to {cfg.report_to}", f"pip install 'cream[{extra}]'")
+        raise missing_package(modules[0], f"--report-to {cfg.report_to}", install_extra(extra))
 
 
 def show_training(trainer, cfg: TrainConfig, progress: Progress | None) -> None:

