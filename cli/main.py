@@ -30,9 +30,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from cream_data import installed_version
 
-        typer.echo(f"cream {version('cream')}")
+        typer.echo(f"cream {installed_version('cream')}")
         raise typer.Exit()
 
 

@@ -6,4 +6,17 @@ and import torch / transformers / vllm lazily.
 
 from cream_data.errors import CreamError
 
-__all__ = ["CreamError"]
+# The distribution's name on an index (`cream` on PyPI is an unrelated project); the console script is `cream`.
+DISTRIBUTION = "cream-align"
+
+__all__ = ["CreamError", "DISTRIBUTION", "installed_version"]
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of ``package`` (``cream`` means this distribution), None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION if package == "cream" else package)
+    except PackageNotFoundError:
+        return None

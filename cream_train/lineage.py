@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,9 @@ def data_fingerprint(path: str | Path | None, table=None) -> str:
 
 
 def library_versions() -> dict[str, str | None]:
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
+    from cream_data import installed_version
+
+    return {name: installed_version(name) for name in LIBRARIES}
 
 
 def lineage(*, parent_model: str, data: str, fingerprint: str, stage: str, method: str | None, config: dict,

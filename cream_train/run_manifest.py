@@ -68,14 +68,11 @@ def link_or_copy(src, dst) -> None:
 
 
 def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
+    from cream_data import installed_version
 
     out = {"python": platform.python_version()}
     for pkg in ("cream", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "pyarrow"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
+        out[pkg] = installed_version(pkg)
     return out
 
 

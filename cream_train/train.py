@@ -69,7 +69,7 @@ def _common_args(cfg: TrainConfig, out_dir: Path, precision: Precision) -> dict[
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,  # > 0: transformers skips the norm (and NonFiniteGuard's check) at 0
         max_length=cfg.max_length,
-        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name; TRL defaults it on
+        **{checkpointing_arg(): cfg.gradient_checkpointing},  # TRL defaults it on
         bf16=precision.compute == "bf16",
         fp16=precision.compute == "fp16",
         # On a CPU-only machine, `use_cpu` makes accelerate run multi-process launches as DDP over gloo
@@ -84,6 +84,18 @@ def _common_args(cfg: TrainConfig, out_dir: Path, precision: Precision) -> dict[
         dataloader_pin_memory=on_gpu,
         disable_tqdm=True,  # no tqdm bar: TrainingReport feeds cream's own display (see training_report.show_training)
     )
+
+
+def checkpointing_arg() -> str:
+    """The TrainingArguments field that turns activation checkpointing on: ``activation_checkpointing`` from
+    transformers 5.23 (where ``gradient_checkpointing`` is a deprecated alias), ``gradient_checkpointing`` before
+    (5.17–5.22 have no other: the GPU images' stack and vLLM 0.33's transformers < 5.21)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def _peft_config(cfg: TrainConfig):

@@ -81,8 +81,10 @@ def test_c_one_equals_trl_stock_sigmoid_dpo_loss(tiny_model, tiny_model_b, tmp_p
 
     def args(name):
         # beta = 10: two random tiny models are nearly uniform, so their margins are small
+        from cream_train.train import checkpointing_arg
+
         return DPOConfig(output_dir=str(tmp_path / name), beta=10.0, loss_type="sigmoid", bf16=False,
-                         activation_checkpointing=False, report_to=[], max_length=None, disable_tqdm=True)
+                         **{checkpointing_arg(): False}, report_to=[], max_length=None, disable_tqdm=True)
 
     def load(path):
         return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

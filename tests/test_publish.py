@@ -20,6 +20,15 @@ from cream_data.errors import CreamError
 from cream_data.tables.io import read_table, write_table
 from tests.conftest import assert_user_error
 
+
+def hub_http():
+    """The HTTP client module huggingface_hub uses: httpx2 (hub 2.x) or httpx (hub 1.x, under transformers < 5.23)."""
+    try:
+        import httpx2 as client
+    except ImportError:
+        import httpx as client
+    return client
+
 N = 4
 SOURCES = ["gsm8k:train.jsonl", "arc:ARC-Easy-Train.jsonl"]
 
@@ -252,7 +261,7 @@ class FakeHub:
         self.fail: dict[str, list] = {}  # URL path suffix -> responses (status, headers) or exceptions, in turn
 
     def __call__(self, request):
-        import httpx2
+        httpx2 = hub_http()
 
         path = request.url.path
         self.requests.append(request)
@@ -294,7 +303,7 @@ class FakeHub:
 
 @pytest.fixture
 def fake_hub(monkeypatch):
-    import httpx2
+    httpx2 = hub_http()
     import huggingface_hub.constants as c
     from huggingface_hub import set_client_factory
     from huggingface_hub.utils._http import default_client_factory
@@ -381,7 +390,7 @@ def test_upload_transient_commit_failure_is_retried_by_huggingface_hub(run_dir, 
 ])
 def test_upload_errors_are_one_line_exit_2_without_the_token(run_dir, tmp_path, cli, fake_hub, suffix, answer,
                                                              message):
-    import httpx2
+    httpx2 = hub_http()
 
     root, _ = run_dir
     refused = httpx2.ConnectError("connection refused for hf_fake_token_for_test")  # a token in a library message

