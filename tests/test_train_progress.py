@@ -83,7 +83,8 @@ def test_a_missing_tracker_package_is_one_line(monkeypatch, tmp_path, prefs, tin
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    with pytest.raises(CreamError, match=r"--report-to wandb needs the 'wandb' package.*cream\[tracking\]"):
+    needs = r"--report-to wandb needs the 'wandb' package.*pip install -e '\.\[tracking\]'"
+    with pytest.raises(CreamError, match=needs):
         train(DPOTrainConfig(data=str(prefs), model=str(tiny_model), out=str(tmp_path / "m"), report_to="wandb"))
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.logs").exists()
 
