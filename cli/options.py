@@ -230,17 +230,13 @@ def _config_callback(specs: dict[str, _Spec]):
         if value is None or ctx.resilient_parsing:
             return value
         from cream_data.errors import CreamError
-        from cream_train.run_config import read_yaml
+        from cream_train.run_config import read_mapping
 
         path = Path(value)
         if not path.is_file():
             raise CreamError(f"--config {path}: no such file")
         problems: list[str] = []
-        raw = read_yaml(path, problems)
-        raw = {} if raw is None else raw
-        if not isinstance(raw, dict):
-            raise CreamError(f"--config {path}: got {type(raw).__name__}, expected a mapping of "
-                             f"`{ctx.command_path}` settings")
+        raw = read_mapping(path, problems, f"--config {path}", f"a mapping of `{ctx.command_path}` settings")
         params = _keys(ctx)
         raw, unknown = canonical_keys(raw, params)
         problems += unknown

@@ -334,6 +334,16 @@ def _resolve(base: Path, path: str) -> str:
     return str((base / path).resolve()) if _looks_local(path) else path
 
 
+def read_mapping(path: Path, problems: list[str], where: str, expected: str) -> dict:
+    """A YAML file that holds a mapping (an empty file: an empty one), else one line ``where: got list, expected
+    {expected}``; duplicate keys go to ``problems`` (:func:`read_yaml`). A run config and a stage's `--config`."""
+    raw = read_yaml(path, problems)
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise CreamError(f"{where}: got {type(raw).__name__}, expected {expected}")
+    return raw
+
+
 def read_yaml(path: Path, problems: list[str]) -> Any:
     """The YAML document; a duplicate key (which YAML would let the last one win silently) is a problem. Also reads
     a stage's `--config` file (cli/options.py)."""
@@ -377,10 +387,7 @@ def load_run_config(path: str | Path, overrides: dict | None = None,
     if not path.is_file():
         raise CreamError(f"{path}: config file not found")
     problems: list[str] = []
-    raw = read_yaml(path, problems)
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise CreamError(f"{path}: got {type(raw).__name__}, expected a mapping of settings (model, method, …)")
+    raw = read_mapping(path, problems, str(path), "a mapping of settings (model, method, …)")
     for key, value in (overrides or {}).items():  # a mapping (nodes: {machine_rank}) merges into the section
         raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
     cfg = _build(RunConfig, raw, "", problems)

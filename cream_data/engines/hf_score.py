@@ -336,9 +336,9 @@ class HFScorer:
         plan = plan_prefix_batches(tok, self.batch_size, self.max_tokens, groups) if shared else \
             plan_batches(lengths, self.batch_size, self.max_tokens)
 
-        def one(batch):
-            from cream_data.engines.model_loading import autocast
+        from cream_data.engines.model_loading import autocast
 
+        def one(batch):
             ids = [tok.ids[i] for i in batch]
             with autocast(self.model, self.compute):
                 return score_prefix_batch(self.model, ids, tok.start[batch], groups[batch], self.pad_id, self.chunk) \

@@ -78,11 +78,6 @@ def short_name(dtype) -> str:
     return next((k for k, v in _TORCH_DTYPES.items() if v == name), name)
 
 
-def default_dtype(device: str):
-    """The torch dtype of ``dtype: auto`` on ``device``: fp32 on CPU, bf16 on GPU."""
-    return torch_dtype(resolve_dtype("auto", device))
-
-
 def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 

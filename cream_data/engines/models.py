@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cream_data.engines.model_identity import content_id, same_weights, template_hash
 from cream_data.engines.model_loading import (
-    _first_line, autocast, check_device, default_device, default_dtype, dtype_name, from_pretrained, load,
+    _first_line, autocast, check_device, default_device, dtype_name, from_pretrained, load,
     load_tokenizer, mixed_weights, resolve_dtype, short_name, torch_dtype,
 )
 from cream_data.engines.model_refs import (
@@ -25,7 +25,7 @@ from cream_data.engines.model_refs import (
 __all__ = [
     "EMBEDDED_ALIAS", "EMBEDDED_INSTALL", "EMBEDDED_PACKAGE", "ModelRef", "autocast", "cache_dir", "check_device",
     "content_id", "mixed_weights",
-    "default_device", "default_dtype", "dtype_name", "embedded_checkpoint", "from_pretrained", "load", "load_tokenizer",
+    "default_device", "dtype_name", "embedded_checkpoint", "from_pretrained", "load", "load_tokenizer",
     "make_tiny_model", "resolve", "resolve_dtype", "same_weights", "short_name", "template_hash", "torch_dtype", "_first_line",
 ]
 
