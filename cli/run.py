@@ -37,10 +37,11 @@ def run(
                               "stale / to run, from the fingerprints) and the exact `cream …` command line that "
                               "does its work, then stop; nothing is run or written."),
     machine_rank: Optional[int] = typer.Option(None, "--machine-rank", min=0, help="This machine's index (overrides "
-                                               "nodes.machine_rank; e.g. $SLURM_NODEID): every machine runs the same "
-                                               "`cream run` on a shared run directory."),
+                                               "nodes.machine_rank) with nodes.launcher followers: every machine runs "
+                                               "the same `cream run` on a shared run directory. Not with srun (one "
+                                               "`cream run` starts every machine's part)."),
     main_process_ip: Optional[str] = typer.Option(None, "--main-process-ip", help="Address of machine 0 (overrides "
-                                                  "nodes.main_process_ip)."),
+                                                  "nodes.main_process_ip; srun: default the job step's first node)."),
     in_process: bool = typer.Option(False, "--in-process", help="Run every stage inside this process instead of "
                                     "as its own `cream …` process (debugging; the launch keys are not used)."),
 ) -> None:

@@ -69,3 +69,6 @@ PRECISIONS: tuple[str, ...] = ("mixed", "pure")
 SAVE_DTYPES: tuple[str, ...] = ("master", "bf16", "fp16", "fp32")
 # How `cream run` starts a stage's processes (cream_train/launch.py).
 LAUNCHERS: tuple[str, ...] = ("none", "accelerate", "torchrun")
+# How a run reaches the machines of `nodes` (cream_train/machines.py): every machine runs its own `cream run` that
+# follows machine 0's manifest, or one `cream run` starts each stage that spans machines as a Slurm job step.
+NODE_LAUNCHERS: tuple[str, ...] = ("followers", "srun")

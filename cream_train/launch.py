@@ -3,8 +3,10 @@
 A stage's settings object becomes the argv of its own console command (:func:`stage_argv`: ``["sample", PROMPTS,
 "--out", DIR, "--n", "4", …]``), which parses back to an equal settings object; a :class:`Launcher` turns that argv
 into the processes to start (:func:`launch_commands`): the command itself, or ``data_parallel`` shard processes
-(``--shard i/k``, each pinned to its own GPUs), or one ``accelerate launch`` / ``torchrun`` of ``cream train``;
-:func:`shell_line` writes one of them as a line to paste into a shell (``cream run --plan``).
+(``--shard i/k``, each pinned to its own GPUs), or one ``accelerate launch`` / ``torchrun`` of ``cream train``; with
+``nodes.launcher: srun``, a stage that spans machines is one Slurm job step whose tasks fill in their shard or machine
+rank from Slurm's variables (:mod:`cream_train.slurm_task`). :func:`shell_line` writes one of them as a line to paste
+into a shell (``cream run --plan``).
 
 Pure: the standard library and :mod:`cream_data.settings`; no torch, no typer (a plan is written without either).
 """
@@ -19,12 +21,18 @@ from typing import Sequence
 from cream_data.errors import CreamError
 from cream_data.settings import (Settings, SettingsError, at_least, default_of, flag_decl, keyed, setting,
                                  user_fields, within)
-from cream_data.vocab import LAUNCHERS
+from cream_data.vocab import LAUNCHERS, NODE_LAUNCHERS
 
 SHARDED = ("sample", "label")  # the commands that take --shard i/k
 DISTRIBUTED = "train"  # the command accelerate and torchrun start
 CLI_MODULE = "cli.main"  # `python -m cli.main` is the `cream` console script
 DEFAULT_PORT = 29500  # accelerate's and torchrun's own default
+# A Slurm job step (nodes.launcher srun): every task runs `python -m cream_train.slurm_task …`, which fills these
+# fields in from the task's own Slurm variables, then runs the rest of the line.
+TASK_MODULE = "cream_train.slurm_task"
+TASK_SHARD = "{SLURM_PROCID}/{SLURM_NTASKS}"  # shard i/k: the task's index among the step's tasks
+TASK_NODE = "{SLURM_NODEID}"  # the machine rank of a training launcher: the task's node in the step
+FIRST_NODE = "{first_node}"  # the step's first node (task 0's): where accelerate and torchrun meet
 
 
 # ---------------------------------------------------------------------------- settings -> argv
@@ -123,12 +131,18 @@ class Launcher(Settings):
                                  "each taking `--shard i/k` of the prompts.")
     gpus_per_process: int = setting(1, check=at_least(0), help="GPUs each shard process sees (CUDA_VISIBLE_DEVICES; "
                                     "e.g. vllm's tensor_parallel_size); 0: CPU, no pinning.")
-    num_machines: int = setting(1, check=at_least(1), help="Machines running the stage; each starts the same plan "
-                                "with its own machine_rank.")
-    machine_rank: int = setting(0, check=at_least(0), help="This machine's index, 0 … num_machines-1.")
-    main_process_ip: str | None = setting(None, help="Address of machine 0 (needed with num_machines > 1).")
+    num_machines: int = setting(1, check=at_least(1), help="Machines running the stage (sample and label shards, "
+                                "accelerate/torchrun training).")
+    machine_rank: int = setting(0, check=at_least(0), help="This machine's index, 0 … num_machines-1 (followers: each "
+                                "machine's own `cream run --machine-rank`).")
+    main_process_ip: str | None = setting(None, help="Address of machine 0 (followers: needed with num_machines > 1; "
+                                          "srun: default the job step's first node).")
     main_process_port: int = setting(DEFAULT_PORT, check=within(1, 65535, closed="[]"),
                                      help="Port of machine 0's rendezvous (accelerate/torchrun).")
+    node_launcher: str = setting("followers", choices=NODE_LAUNCHERS, help="How a stage reaches the other machines "
+                                 "(the run config's nodes.launcher): followers: every machine runs its own `cream run` "
+                                 "with its machine_rank | srun: one `cream run` inside a Slurm allocation starts the "
+                                 "stage as one job step over num_machines nodes.")
 
     def _problems(self) -> list[tuple[str, str]]:
         n, k, g, m, r = (self.num_processes, self.data_parallel, self.gpus_per_process, self.num_machines,
@@ -136,9 +150,13 @@ class Launcher(Settings):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, k, g, m, r)):
             return []  # the field checks name what is wrong
         problems = []
+        srun = self.node_launcher == "srun"
         if m >= 1 and r >= m:
             problems.append(("machine_rank", f"got {r}, expected < {{num_machines}} ({m})"))
-        if m > 1 and not (self.main_process_ip or "").strip():
+        elif srun and r > 0:
+            problems.append(("machine_rank", (f"got {r} with {{node_launcher}} srun, which runs one `cream run` "
+                                              "and no followers (leave it 0: no --machine-rank)")))
+        if m > 1 and not srun and not (self.main_process_ip or "").strip():
             problems.append(("main_process_ip", f"missing; {{num_machines}} {m} needs the address of machine 0"))
         if self.launcher == "none" and n > 1:
             problems.append(("num_processes", f"got {n} with {{launcher}} none, which starts {{data_parallel}} "
@@ -187,6 +205,7 @@ class Process:
     argv: list[str]
     env: dict[str, str]
     name: str
+    tasks: int = 0  # > 0: a Slurm job step (srun) of that many tasks
 
 
 def launch_commands(argv: list[str], launcher: Launcher, *, python: str = sys.executable,
@@ -195,11 +214,14 @@ def launch_commands(argv: list[str], launcher: Launcher, *, python: str = sys.ex
 
     ``cream``: how to start the cream command under launcher none (default ``python -m cli.main``; accelerate and
     torchrun always start ``-m cli.main``). ``devices``: the GPU ids this machine may hand out, in order (default
-    0, 1, …; pass the parent's CUDA_VISIBLE_DEVICES so the shard processes share only those).
+    0, 1, …; pass the parent's CUDA_VISIBLE_DEVICES so the shard processes share only those). Under node_launcher
+    srun: one ``srun`` over every machine instead (:func:`_srun`).
     SettingsError where :meth:`Launcher.check_for` refuses the stage."""
     problems = launcher.check_for(argv[0])
     if problems:
         raise SettingsError(launcher.what, [keyed(p) for p in problems])
+    if launcher.node_launcher == "srun":
+        return [_srun(argv, launcher, python, list(cream or [python, "-m", CLI_MODULE]))]
     if launcher.launcher == "accelerate":
         return [_accelerate(argv, launcher, python)]
     if launcher.launcher == "torchrun":
@@ -217,7 +239,7 @@ def _shards(argv: list[str], launcher: Launcher, cream: list[str], devices) -> l
         return [Process([*cream, *argv], {}, argv[0])]
     if any(a == "--shard" or a.startswith("--shard=") for a in argv):
         raise ValueError("argv already has --shard; the launcher adds each process's own")
-    ids = _device_ids(devices, k * g) if k > 1 and g > 0 else None
+    ids = device_ids(devices, k * g) if k > 1 and g > 0 else None
     processes = []
     for i in range(k):
         shard = f"{launcher.machine_rank * k + i}/{total}"
@@ -226,7 +248,7 @@ def _shards(argv: list[str], launcher: Launcher, cream: list[str], devices) -> l
     return processes
 
 
-def _device_ids(devices, needed: int) -> list[str]:
+def device_ids(devices, needed: int) -> list[str]:
     """The first ``needed`` GPU ids of ``devices`` (a list or a CUDA_VISIBLE_DEVICES string; default 0, 1, …)."""
     if devices is None:
         return [str(i) for i in range(needed)]
@@ -263,12 +285,36 @@ def _torchrun(argv: list[str], launcher: Launcher, python: str) -> Process:
 
 def _rendezvous(launcher: Launcher, flags: tuple[str, str, str, str]) -> list[str]:
     """The multi-machine options under the launcher's names (machines, rank, address, port); on one machine only
-    a port other than the default."""
+    a port other than the default. In a Slurm job step the rank is the task's node and the address, unless given,
+    the step's first node (filled in by each task)."""
     machines, rank, address, port = flags
     if launcher.num_machines > 1:
-        return [machines, str(launcher.num_machines), rank, str(launcher.machine_rank), address,
-                str(launcher.main_process_ip), port, str(launcher.main_process_port)]
+        srun = launcher.node_launcher == "srun"
+        node = TASK_NODE if srun else str(launcher.machine_rank)
+        host = (launcher.main_process_ip or FIRST_NODE) if srun else str(launcher.main_process_ip)
+        return [machines, str(launcher.num_machines), rank, node, address, host, port, str(launcher.main_process_port)]
     return [port, str(launcher.main_process_port)] if launcher.main_process_port != DEFAULT_PORT else []
+
+
+def _srun(argv: list[str], launcher: Launcher, python: str, cream: list[str]) -> Process:
+    """Node_launcher srun: the stage as one Slurm job step over ``num_machines`` nodes, each task the
+    :mod:`cream_train.slurm_task` of one process: under launcher none ``data_parallel`` tasks per node, task i shard
+    ``{SLURM_PROCID}/{SLURM_NTASKS}`` pinned to GPUs ``SLURM_LOCALID × gpus_per_process …`` of its node (as one
+    machine's shard processes); under accelerate or torchrun one task per node, its launcher with machine rank
+    ``{SLURM_NODEID}``. ``--kill-on-bad-exit`` ends every task when one fails; ``--label`` prefixes each output line
+    with its task's number."""
+    m, k, g = launcher.num_machines, launcher.data_parallel, launcher.gpus_per_process
+    if launcher.launcher == "none":
+        if any(a == "--shard" or a.startswith("--shard=") for a in argv):
+            raise ValueError("argv already has --shard; the launcher adds each task's own")
+        pin = ["--pin-gpus", str(g)] if k > 1 and g > 0 else []
+        task, per_node = [*pin, *cream, *argv, *(["--shard", TASK_SHARD] if k * m > 1 else [])], k
+    else:
+        start = _accelerate if launcher.launcher == "accelerate" else _torchrun
+        task, per_node = start(argv, launcher, python).argv, 1
+    step = ["srun", "--nodes", str(m), "--ntasks-per-node", str(per_node), "--kill-on-bad-exit=1", "--label"]
+    return Process([*step, python, "-m", TASK_MODULE, *task], {},
+                   f"{argv[0]} (srun: {m} nodes x {per_node} tasks)", tasks=m * per_node)
 
 
 def shell_line(proc: Process) -> str:

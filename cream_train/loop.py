@@ -183,7 +183,7 @@ class Loop(StageCommands, TemporalStages, EvalStages):
 
             out = Path(argv[argv.index("--out") + 1])
             rec["rows_all_machines"] = wait_for_shards(out if command == "sample" else out / "preferences", name,
-                                                       self.log)
+                                                       self.log, self.run, self.cfg.nodes)
         return rec
 
     # ------------------------------------------------------------------ stages
@@ -372,19 +372,14 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
         in_process: bool = False) -> RunSummary:
     """The run of ``config_path``: each model stage as its own ``cream …`` process (its log under RUN/logs/), or,
     ``in_process``, every stage in this one (tests, debugging; the launch keys are then not used)."""
+    from cream_train.machines import check_machines, follow, heartbeat
     from cream_train.run_config import load_run_config
 
     from cream_data.tables.outputs import guard, locked
 
     cfg, _base, table = load_run_config(config_path, overrides)
-    if in_process and cfg.nodes.num_machines > 1:
-        from cream_data.errors import CreamError
-
-        raise CreamError(f"--in-process: nodes.num_machines is {cfg.nodes.num_machines}; a run on several machines "
-                         "starts its stages as processes (leave out --in-process)")
+    check_machines(cfg, in_process)  # several machines: processes; srun: inside a Slurm allocation
     if cfg.nodes.machine_rank > 0:  # another machine of a multi-machine run: its shards, machine 0's bookkeeping
-        from cream_train.machines import follow
-
         return follow(cfg, table, log=log, progress=progress, reuse_from=reuse_from)
     run_dir = guard(cfg.run_dir, "run", is_run_output, flag="run_dir", what="run directory")
     runner = None
@@ -392,5 +387,5 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
         from cream_train.stage_process import StageRunner
 
         runner = StageRunner(run_dir, log, progress)
-    with locked(run_dir, flag="run_dir", log=log):
+    with locked(run_dir, flag="run_dir", log=log), heartbeat(cfg, run_dir):  # followers: machine 0 is alive
         return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume, progress=progress, runner=runner).execute()

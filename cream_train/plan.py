@@ -13,14 +13,16 @@ the stages it reads, chained), compared with ``RUN/manifest.json``:
 Each model stage's command is the stage's own ``cream`` command with the settings the run resolves (made by
 :func:`cream_train.launch.stage_argv`, which the tests parse back through the real command line into an equal
 config), so users on a cluster scheduler can copy them into their own jobs; paths under the current folder (or its
-parent) are written relative to it. Statuses downstream of a stage that
-has not run yet assume it will form pairs (a pair-less iteration carries its model forward instead).
+parent) are written relative to it. With ``nodes.launcher: srun`` a stage that spans machines is one ``srun …`` line
+(its tasks fill in ``{SLURM_PROCID}``-style fields themselves, cream_train/slurm_task.py), written the same on a login
+node as inside the allocation. Statuses downstream of a stage that has not run yet assume it will form pairs (a
+pair-less iteration carries its model forward instead).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cream_train.launch import Process, launch_commands, shell_line
@@ -93,7 +95,7 @@ def _relative(proc: Process) -> Process:
         r = os.path.relpath(a, here)
         return a if r.startswith(os.pardir + os.sep + os.pardir) else r
 
-    return Process([rel(a) for a in proc.argv], proc.env, proc.name)
+    return replace(proc, argv=[rel(a) for a in proc.argv])
 
 
 def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = True) -> list[PlannedStage]:

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
 from cream_data.errors import CreamError
-from cream_data.settings import SettingsError, canonical_keys, coerce, plain, type_name
+from cream_data.settings import SettingsError, canonical_keys, coerce, field_problems, plain, type_name
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS, TEMPORAL_REWARDS
 from cream_train.sections import (  # noqa: F401  (re-exported: the sections of a run config)
-    LAUNCH, OWNED_KEY, EvalSection, LabelSection, NodesSection, PromptsSection, SampleSection, SFTSection, Stages,
-    TrainSection,
+    LAUNCH, NODES, OWNED_KEY, EvalSection, LabelSection, NodesSection, PromptsSection, SampleSection, SFTSection,
+    Stages, TrainSection,
 )
 
 
@@ -190,18 +190,21 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
 
 
 def _check_launchers(stages: Stages, problems: list[str]) -> None:
-    """Each section's launch keys (and ``nodes``) make a Launcher that can start its stage's command."""
+    """Each section's launch keys (and ``nodes``) make a Launcher that can start its stage's command; the nodes
+    section's own keys (its timeouts) keep their rules."""
     command = {"sft": "train", "train": "train", "sample": "sample", "label": "label"}
+    node_key = {name: key for key, name in NODES.items()}  # a Launcher's name -> the nodes key (node_launcher)
     for name in LAUNCH:
         try:
             launcher = stages.launcher(name)
         except SettingsError as err:
             keys = set(LAUNCH[name])
-            for p in err.named(lambda k: f"{name}.{k}" if k in keys else f"nodes.{k}").problems:
+            for p in err.named(lambda k: f"{name}.{k}" if k in keys else f"nodes.{node_key.get(k, k)}").problems:
                 if p not in problems:
                     problems.append(p)
             continue
         problems += [f"{name}.{p}" for p in launcher.check_for(command[name])]
+    problems += [f"nodes.{k}: {text}" for k, text in field_problems(stages.cfg.nodes) if k not in NODES]
 
 
 def _check_harness(e: EvalSection, problems: list[str]) -> None:

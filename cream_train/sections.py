@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
 from cream_data.inputs.prompts_config import PromptsConfig
-from cream_data.settings import section, setting
+from cream_data.settings import finite_above, section, setting
 from cream_data.stages.eval_config import EvalConfig
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.sample_config import SampleConfig
@@ -63,7 +63,19 @@ LAUNCH = {
     "sft": ("launcher", "num_processes", "accelerate_config", "gpus_per_process"),
     "train": ("launcher", "num_processes", "accelerate_config", "gpus_per_process"),
 }
-NODES = ("num_machines", "machine_rank", "main_process_ip", "main_process_port")
+# The nodes section's keys that are Launcher settings, key -> the Launcher's name (nodes.launcher says how a stage
+# reaches the machines, not which program starts it: that is each section's own launcher).
+NODES = {"launcher": "node_launcher", "num_machines": "num_machines", "machine_rank": "machine_rank",
+         "main_process_ip": "main_process_ip", "main_process_port": "main_process_port"}
+# … and its keys of its own: how long a machine waits for another's heartbeat (followers; cream_train/heartbeat.py).
+LIVENESS = [
+    ("start_timeout", float, setting(60.0, check=finite_above(0), help="Followers: seconds machine r > 0 waits at "
+                                     "start for machine 0's heartbeat in the run directory before it stops (machine "
+                                     "0 absent, or the run directory not shared).")),
+    ("alive_timeout", float, setting(60.0, check=finite_above(0), help="Followers: seconds a machine's heartbeat may "
+                                     "stay unchanged before a machine waiting on it stops (machine r on machine 0, "
+                                     "machine 0 on the other machines' shards).")),
+]
 SHARD_GPUS_HELP = ("GPUs each shard process sees (CUDA_VISIBLE_DEVICES); default: the stage's tensor_parallel_size "
                    "with engine vllm, else 1; 0: CPU, no pinning.")
 
@@ -84,10 +96,13 @@ def _launch_fields(names) -> list:
 for _name, _keys in LAUNCH.items():
     EXTRAS[_name] = [*EXTRAS.get(_name, []), *_launch_fields(_keys)]
 
-NodesSection = make_dataclass("NodesSection", _launch_fields(NODES), frozen=True)
+NodesSection = make_dataclass(
+    "NodesSection", [(key, *spec[1:]) for key, spec in zip(NODES, _launch_fields(NODES.values()))] + LIVENESS,
+    frozen=True)
 NodesSection.__module__ = __name__
-NodesSection.__doc__ = ("Several machines: each runs the same `cream run` with its own machine_rank on a run_dir on a "
-                        "shared file system (machine 0 runs the bookkeeping stages, evaluation and the report).")
+NodesSection.__doc__ = ("Several machines (cream_train/machines.py): followers — each runs the same `cream run` with "
+                        "its own machine_rank on a run_dir on a shared file system — or srun — one `cream run` in a "
+                        "Slurm allocation starts each stage that spans machines as a job step.")
 
 # Method temporal's extra sampling stages draw with seeds of their own (seed + offset + t): other draws than M_t's.
 ANCHOR_SEED, FUTURE_SEED = 1000, 2000
@@ -177,7 +192,7 @@ class Stages:
             vllm = getattr(stage, "engine", None) == "vllm"
             keys["gpus_per_process"] = getattr(stage, "tensor_parallel_size", 1) if vllm else 1
         if self.spans_machines(section):
-            keys.update({k: getattr(self.cfg.nodes, k) for k in NODES})
+            keys.update({name: getattr(self.cfg.nodes, key) for key, name in NODES.items()})
         return Launcher(**keys)
 
     def spans_machines(self, section: str) -> bool:

@@ -2,7 +2,9 @@
 ``RUN/logs/``, show it (and their progress, as the run's own bars), wait for them, and hand back their records.
 
 A stage's processes are what :func:`cream_train.launch.launch_commands` makes of its command line: the command
-itself, ``data_parallel`` shard processes pinned to their GPUs, or one ``accelerate launch`` / ``torchrun``. Each
+itself, ``data_parallel`` shard processes pinned to their GPUs, one ``accelerate launch`` / ``torchrun``, or (nodes
+launcher srun) one ``srun`` whose tasks each write their own record and whose output lines carry their task's
+number (``--label``: logged as they come, shown as ``stage task │ line``). Each
 starts in its own process group with the variables of :mod:`cream_data.processes` set (where to write its record,
 progress as lines, the run's pid to watch; a training stage's tracker folder ``RUN/logs/tb/<stage>`` and run name
 ``<run dir name>/<stage>``), so when the run is stopped — Ctrl-C, an error in a sibling shard, or
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +35,7 @@ from cream_data.processes import (PARENT_ENV, PROGRESS_ENV, RESULT_ENV, RUN_NAME
                                    parse_progress, read_result)
 from cream_data.progress import Progress
 from cream_train.launch import Launcher, Process, launch_commands, shell_line
+from cream_train.slurm_task import RUN_HOST_ENV
 
 LOGS = "logs"
 TAIL = 12  # lines of a failed child's log repeated in the error
@@ -68,15 +73,16 @@ class StageRunner:
         finally:
             for c in children:
                 c.stop()
-        found = [r for r in (read_result(c.result) for c in children) if r is not None]
+        found = [r for r in (read_result(p) for c in children for p in c.results()) if r is not None]
         if records and not found:
             raise StageFailed(f"stage {name}: its process(es) finished but wrote no record ({children[0].log_path})")
         return found
 
     def _env(self, child: "_Child") -> dict[str, str]:
         run = self.run_dir.resolve()
+        step = {RUN_HOST_ENV: socket.gethostname()} if child.proc.tasks else {}  # where CREAM_RUN_PID is a process
         return {**os.environ, **child.proc.env, RESULT_ENV: str(child.result), PROGRESS_ENV: "lines",
-                PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1",
+                PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1", **step,
                 TRACKER_DIR_ENV: str(run / LOGS / "tb" / child.stage), RUN_NAME_ENV: f"{run.name}/{child.stage}"}
 
     def _wait(self, name: str, children: list["_Child"]) -> None:
@@ -97,11 +103,12 @@ class _Child:
 
     def __init__(self, proc: Process, logs: Path, stage: str, machine: int):
         self.proc, self.stage = proc, stage
-        shard = _shard_of(proc.argv)
+        shard = None if proc.tasks else _shard_of(proc.argv)
         tag = f"{stage}.shard-{shard[0]}-of-{shard[1]}" if shard else stage + (f".machine-{machine}" if machine else "")
         self.prefix = f"{stage} {shard[0]}/{shard[1]}" if shard else stage
         self.log_path = logs / f"{tag}.log"
-        self.result = logs / f".{tag}.result.json"
+        # a Slurm step's tasks each write their own record: slurm_task fills in the task's number
+        self.result = logs / (f".{tag}.task-{{SLURM_PROCID}}.result.json" if proc.tasks else f".{tag}.result.json")
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL)
         self.popen: subprocess.Popen | None = None
         self._relay: threading.Thread | None = None
@@ -115,8 +122,15 @@ class _Child:
             self._relay.join()  # every line is in the log before the stage is judged
         return rc
 
+    def results(self) -> list[Path]:
+        """Where its process(es) write their records: one file, or one per task of a Slurm step."""
+        if self.proc.tasks:
+            return [Path(str(self.result).replace("{SLURM_PROCID}", str(i))) for i in range(self.proc.tasks)]
+        return [self.result]
+
     def start(self, env: dict[str, str], log: Callable[[str], None], progress: Progress | None) -> None:
-        self.result.unlink(missing_ok=True)
+        for path in self.results():
+            path.unlink(missing_ok=True)
         fh = open(self.log_path, "ab")
         fh.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shell_line(self.proc)}\n".encode())
         fh.flush()
@@ -130,18 +144,23 @@ class _Child:
         the user, progress lines to the run's bars."""
         with fh:
             for raw in self.popen.stdout:
-                step = parse_progress(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                text, prefix = raw.decode("utf-8", "replace").rstrip("\r\n"), self.prefix
+                if self.proc.tasks:  # srun --label: "3: …" is task 3's line
+                    task = _TASK_LABEL.match(text)
+                    if task:
+                        text, prefix = text[task.end():], f"{self.prefix} {task[1]}"
+                step = parse_progress(text)
                 if step is not None:
                     if progress is not None:
                         what, done, total, tokens = step
-                        progress(f"{what} ({self.prefix})", done, total, tokens)
+                        progress(f"{what} ({prefix})", done, total, tokens)
                     continue
                 fh.write(raw)
                 fh.flush()
-                line = raw.decode("utf-8", "replace").rstrip("\r\n").split("\r")[-1].rstrip()
+                line = text.split("\r")[-1].rstrip()
                 if line:
                     self.tail.append(line)
-                    log(f"[dim]  {self.prefix} │[/] " + line.replace("[", r"\["))
+                    log(f"[dim]  {prefix} │[/] " + line.replace("[", r"\["))
 
     def stop(self) -> None:
         """End the process group (SIGTERM, then SIGKILL after 10 s) if it is still running."""
@@ -159,14 +178,20 @@ class _Child:
                 continue
 
     def error(self, stage: str) -> CreamError:
+        """A user error (exit 2 and its one line) as that line; anything else as a failure with the last lines. A
+        Slurm step's exit code is its tasks' highest (a signal's 128 + n, once the others are ended for it), so there
+        a task's line says it."""
         rc = self.popen.returncode
         user = next((line for line in reversed(self.tail) if line.startswith("error:")), None)
-        if rc == 2 and user:
+        if user and (rc == 2 or self.proc.tasks):
             return CreamError(f"stage {stage}: {user[len('error:'):].strip()} (log: {self.log_path})")
         how = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
         last = " | ".join(list(self.tail)[-4:])
         return StageFailed(f"stage {stage} failed ({how}), log at {self.log_path}" + (f"; last lines: {last}"
                                                                                         if last else ""))
+
+
+_TASK_LABEL = re.compile(r"\s*(\d+): ")
 
 
 def _shard_of(argv: list[str]) -> tuple[int, int] | None:

@@ -324,6 +324,53 @@ def test_torchrun_commands():
     assert proc.argv[5:7] == ["--master_port", "29700"]
 
 
+def test_srun_starts_a_stage_as_one_job_step_over_every_machine():
+    """nodes.launcher srun: one `srun` per stage; each task fills in its own shard or rank (cream_train/slurm_task)."""
+    task = [PY, "-m", "cream_train.slurm_task"]
+    shards = Launcher(data_parallel=4, gpus_per_process=2, num_machines=2, node_launcher="srun")  # no address needed
+    [proc] = launch_commands(["sample", "P", "--out", "D", "--model", "m"], shards, python=PY)
+    assert proc.argv == ["srun", "--nodes", "2", "--ntasks-per-node", "4", "--kill-on-bad-exit=1", "--label", *task,
+                         "--pin-gpus", "2", *CREAM, "sample", "P", "--out", "D", "--model", "m", "--shard",
+                         "{SLURM_PROCID}/{SLURM_NTASKS}"]
+    assert (proc.env, proc.tasks, proc.name) == ({}, 8, "sample (srun: 2 nodes x 4 tasks)")
+    sub = parse(proc.argv[proc.argv.index("cli.main") + 1:])
+    assert sub.params["shard"] == "{SLURM_PROCID}/{SLURM_NTASKS}"  # what the task fills in is the --shard value
+    # one shard per machine: not pinned (a lone process per machine sees its machine's GPUs), as without srun
+    [proc] = launch_commands(["label", "R"], dataclasses.replace(shards, data_parallel=1), cream=["cream"])
+    assert proc.argv[4:] == ["1", "--kill-on-bad-exit=1", "--label", sys.executable, "-m", "cream_train.slurm_task",
+                             "cream", "label", "R", "--shard", "{SLURM_PROCID}/{SLURM_NTASKS}"]
+    with pytest.raises(SettingsError, match="machine_rank: got 1 with node_launcher srun, which runs one `cream run`"):
+        dataclasses.replace(shards, machine_rank=1)
+
+
+def test_srun_trains_with_one_launcher_per_node():
+    pytest.importorskip("accelerate")
+    pytest.importorskip("torch")
+    from accelerate.commands.launch import launch_command_parser
+    from torch.distributed.run import parse_args
+
+    acc = Launcher(launcher="accelerate", num_processes=8, num_machines=2, node_launcher="srun")
+    [proc] = launch_commands(ARGV, acc, python=PY)
+    head = ["srun", "--nodes", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit=1", "--label", PY, "-m",
+            "cream_train.slurm_task", PY]
+    assert proc.argv[:11] == head and proc.tasks == 2
+    assert "--machine_rank {SLURM_NODEID} --main_process_ip {first_node}" in " ".join(proc.argv)
+    filled = [a.replace("{SLURM_NODEID}", "1").replace("{first_node}", "node0") for a in proc.argv[13:]]  # task 1's
+    args = launch_command_parser().parse_args(filled)
+    assert (args.num_processes, args.num_machines, args.machine_rank, args.main_process_ip, args.main_process_port,
+            args.training_script_args) == (16, 2, 1, "node0", 29500, ARGV)
+    [proc] = launch_commands(ARGV, dataclasses.replace(acc, main_process_ip="10.0.0.1"), python=PY)
+    assert "--main_process_ip 10.0.0.1 --main_process_port 29500" in " ".join(proc.argv)  # the address, as given
+    tr = Launcher(launcher="torchrun", num_processes=4, num_machines=3, node_launcher="srun")
+    [proc] = launch_commands(ARGV, tr, python=PY)
+    assert proc.argv[:11] == ["srun", "--nodes", "3", *head[3:]] and proc.name == "train (srun: 3 nodes x 1 tasks)"
+    assert proc.argv[11:21] == ["-m", "torch.distributed.run", "--nproc_per_node", "4", "--nnodes", "3",
+                                "--node_rank", "{SLURM_NODEID}", "--master_addr", "{first_node}"]
+    filled = [a.replace("{SLURM_NODEID}", "2").replace("{first_node}", "node0") for a in proc.argv[13:]]
+    args = parse_args(filled)
+    assert (args.nnodes, args.node_rank, args.master_addr, args.training_script_args) == ("3", 2, "node0", ARGV)
+
+
 def test_shell_line_quotes_every_token():
     proc = Process([PY, "-m", "cli.main", "sample", "my prompts", "--suffix", "it's", "--shard", "0/2"],
                    {"CUDA_VISIBLE_DEVICES": "0,1", "NOTE": "a b"}, "sample shard 0/2")

@@ -80,6 +80,12 @@ BAD = [
     ("eval-limit-0", {"eval": {"limit": 0}}, ["eval.limit: got 0"]),
     ("eval-unknown-task", {"eval": {"tasks": ["arc_easy", "mmlu"]}}, ["eval.tasks:", "mmlu"]),
     ("seed-negative", {"seed": -1}, ["seed: got -1"]),
+    ("nodes-launcher", {"nodes": {"launcher": "slurm"}},
+     ["nodes.launcher: got 'slurm', expected one of followers, srun"]),
+    ("nodes-srun-rank", {"nodes": {"launcher": "srun", "num_machines": 2, "machine_rank": 1}},
+     ["nodes.machine_rank: got 1 with nodes.launcher srun, which runs one `cream run` and no followers"]),
+    ("nodes-start-timeout-0", {"nodes": {"start_timeout": 0}}, ["nodes.start_timeout: got 0.0, expected a finite"]),
+    ("nodes-alive-timeout-nan", {"nodes": {"alive_timeout": NAN}}, ["nodes.alive_timeout: got nan"]),
     ("model-missing", {"model": "{tmp}/no-such-model"}, ["no-such-model", "does not exist"]),
     ("model-is-a-file", {"model": "{tmp}/weights.bin"}, ["weights.bin", "is a file"]),
     ("model-empty", {"model": ""}, ["model: empty name"]),  # named once, though every stage config refuses it
@@ -94,7 +100,8 @@ BAD = [
 def _patch(cfg: dict, patch: dict, tmp) -> dict:
     for key, value in patch.items():
         if isinstance(value, dict):
-            cfg[key] = {**cfg[key], **{k: v.format(tmp=tmp) if isinstance(v, str) else v for k, v in value.items()}}
+            cfg[key] = {**cfg.get(key, {}), **{k: v.format(tmp=tmp) if isinstance(v, str) else v
+                                               for k, v in value.items()}}
         else:
             cfg[key] = value.format(tmp=tmp) if isinstance(value, str) else value
     return cfg

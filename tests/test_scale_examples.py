@@ -20,7 +20,7 @@ from tests.conftest import REPO
 SCALE = REPO / "examples" / "scale"
 SLURM = REPO / "examples" / "slurm"
 PAPER = REPO / "examples" / "paper.yaml"
-RECIPES = ["one_gpu.yaml", "eight_gpu.yaml", "eight_gpu_lora.yaml", "two_nodes.yaml"]
+RECIPES = ["one_gpu.yaml", "eight_gpu.yaml", "eight_gpu_lora.yaml", "two_nodes.yaml", "two_nodes_srun.yaml"]
 ACCELERATE = {"zero3.yaml": "DEEPSPEED", "fsdp.yaml": "FSDP"}
 PAPER_BATCH = 32  # 4 per device x 8 GPUs (docs/PAPER.md)
 
@@ -153,8 +153,10 @@ def test_eight_gpu_lora_trains_adapters_with_plain_ddp():
 def test_two_nodes_spans_two_machines_of_eight_gpus():
     cfg = load(SCALE / "two_nodes.yaml")
     nodes = cfg["nodes"]
-    assert (nodes["num_machines"], nodes["machine_rank"], nodes["main_process_port"]) == (2, 0, 29500)
+    assert (nodes["launcher"], nodes["num_machines"], nodes["machine_rank"], nodes["main_process_port"]) == (
+        "followers", 2, 0, 29500)
     assert isinstance(nodes["main_process_ip"], str) and nodes["main_process_ip"]
+    assert (nodes["start_timeout"], nodes["alive_timeout"]) == (60, 60)
     s = cfg["sample"]
     assert (s["tensor_parallel_size"], s["data_parallel"]) == (2, 4)
     assert s["data_parallel"] * shard_gpus(s) == 8  # per machine
@@ -164,6 +166,15 @@ def test_two_nodes_spans_two_machines_of_eight_gpus():
         assert (t["launcher"], t["num_processes"], t["accelerate_config"]) == ("accelerate", 8,
                                                                                "accelerate/zero3.yaml")
         assert (t["batch_size"], t["grad_accum"]) == (2, 1)
+
+
+def test_two_nodes_srun_is_two_nodes_with_one_driver():
+    """The Slurm recipe: two_nodes.yaml's settings, the nodes section alone differs (srun: no rank, no address)."""
+    srun, followers = load(SCALE / "two_nodes_srun.yaml"), load(SCALE / "two_nodes.yaml")
+    assert srun["nodes"] == {"launcher": "srun", "num_machines": 2, "main_process_port": 29500}
+    assert {k: v for k, v in srun.items() if k not in ("nodes", "run_dir")} == {
+        k: v for k, v in followers.items() if k not in ("nodes", "run_dir")}
+    assert srun["run_dir"] != followers["run_dir"]
 
 
 # ------------------------------------------------------------------------------------------- accelerate files
@@ -198,7 +209,7 @@ def test_accelerate_reads_the_config_files(name):
 
 
 # ------------------------------------------------------------------------------------------- Slurm
-def test_sbatch_script_is_valid_bash_and_starts_one_cream_run_per_node():
+def test_sbatch_script_is_valid_bash_and_starts_one_driver():
     script = SLURM / "cream.sbatch"
     bash = shutil.which("bash")
     if bash is None:
@@ -206,44 +217,48 @@ def test_sbatch_script_is_valid_bash_and_starts_one_cream_run_per_node():
     r = subprocess.run([bash, "-n", str(script)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     text = script.read_text(encoding="utf-8")
-    for needle in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
-                   "#SBATCH --requeue", 'scontrol show hostnames "$SLURM_JOB_NODELIST"', "srun --kill-on-bad-exit=1",
-                   "--machine-rank", '"$SLURM_NODEID"', "--main-process-ip", "examples/scale/two_nodes.yaml"):
+    for needle in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8", "#SBATCH --cpus-per-task=8",
+                   "#SBATCH --gpus-per-node=8", "#SBATCH --requeue", "SRUN_CPUS_PER_TASK",
+                   "examples/scale/two_nodes_srun.yaml", 'exec "$CREAM" run "$CONFIG"'):
         assert needle in text, needle
-    # the rank is read inside each task (single quotes), not once in the batch script
-    assert "'exec \"$CREAM\" run \"$CONFIG\" --machine-rank \"$SLURM_NODEID\"" in text
-    # its default config matches its node count
-    assert load(SCALE / "two_nodes.yaml")["nodes"]["num_machines"] == 2
+    assert "--machine-rank" not in text and "\nsrun " not in text  # one driver: it starts the job steps itself
+    assert load(SCALE / "two_nodes_srun.yaml")["nodes"]["num_machines"] == 2  # its default config, its node count
 
 
-def test_sbatch_script_runs_each_machine_with_its_rank(tmp_path):
-    """The script under fake scontrol/srun/cream: one `cream run` per node, ranks 0 and 1, the first node's
-    address; a config whose num_machines differs from the job's node count stops it with exit 2."""
+def test_sbatch_script_runs_one_driver_and_checks_the_config(tmp_path):
+    """The script under a fake cream: one `cream run CONFIG`; a config whose num_machines differs from the job's
+    node count, or whose nodes.launcher is not srun, stops it with exit 2."""
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("no bash")
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "scontrol").write_text("#!/bin/bash\necho node-a\necho node-b\n")
-    (fake / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\n'
-                               'for id in 0 1; do SLURM_NODEID=$id "$@" || exit $?; done\n')
-    (fake / "getent").write_text("#!/bin/bash\necho '10.1.2.3 node-a'\n")
-    (fake / "cream").write_text('#!/bin/bash\necho "cream $*"\n')
+    (fake / "cream").write_text('#!/bin/bash\necho "cream $* (SRUN_CPUS_PER_TASK=$SRUN_CPUS_PER_TASK)"\n')
     (fake / "python3").write_text(f'#!/bin/bash\nexec "{sys.executable}" "$@"\n')  # with pyyaml
     for f in fake.iterdir():
         f.chmod(0o755)
-    path = f"{fake}:{os.environ.get('PATH', '')}"
-    env = {"PATH": path, "SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "node-[a-b]",
-           "SLURM_CPUS_PER_TASK": "16", "HOME": str(tmp_path)}
-    r = subprocess.run([bash, str(SLURM / "cream.sbatch")], capture_output=True, text=True, cwd=REPO, env=env,
-                       timeout=60)
+    env = {"PATH": f"{fake}:{os.environ.get('PATH', '')}", "SLURM_JOB_ID": "7", "SLURM_JOB_NUM_NODES": "2",
+           "SLURM_JOB_NODELIST": "node-[1-2]", "SLURM_CPUS_PER_TASK": "8", "HOME": str(tmp_path)}
+
+    def sbatch(**more):
+        return subprocess.run([bash, str(SLURM / "cream.sbatch")], capture_output=True, text=True, cwd=REPO,
+                              env={**env, **more}, timeout=60)
+
+    r = sbatch()
     assert r.returncode == 0, r.stderr
-    assert [line for line in r.stdout.splitlines() if line.startswith("cream run")] == [
-        f"cream run examples/scale/two_nodes.yaml --machine-rank {rank} --main-process-ip 10.1.2.3"
-        for rank in (0, 1)]
-    r = subprocess.run([bash, str(SLURM / "cream.sbatch")], capture_output=True, text=True, cwd=REPO,
-                       env={**env, "SLURM_JOB_NUM_NODES": "3"}, timeout=60)
-    assert r.returncode == 2 and "num_machines 2" in r.stderr and r.stdout == ""
+    assert [line for line in r.stdout.splitlines() if line.startswith("cream ")] == [
+        "cream run examples/scale/two_nodes_srun.yaml (SRUN_CPUS_PER_TASK=8)"]
+    r = sbatch(SLURM_JOB_NUM_NODES="3")
+    assert r.returncode == 2 and "num_machines 2 but the job has 3 nodes" in r.stderr and r.stdout == ""
+    r = sbatch(CONFIG="examples/scale/two_nodes.yaml")
+    assert r.returncode == 2 and "nodes.launcher followers" in r.stderr and r.stdout == ""
+
+
+def test_the_slurm_readme_keeps_the_follower_recipe():
+    text = (SLURM / "README.md").read_text(encoding="utf-8")
+    for needle in ("nodes.launcher: srun", "--kill-on-bad-exit=1", "Without Slurm: followers", "--machine-rank 1",
+                   "nodes.start_timeout", "nodes.alive_timeout", "RUN/.machines/<rank>.alive"):
+        assert needle in text, needle
 
 
 # ------------------------------------------------------------------------------------------- the run's own check
@@ -255,4 +270,7 @@ def test_cream_run_check_accepts_each_recipe(name, cream_exe, shared_data):
     plan = cream_exe("run", SCALE / name, "--plan")  # the launch keys reach the command lines
     assert plan.code == 0, plan
     many = name != "one_gpu.yaml"  # one GPU: each stage is its own command, no shards, no launcher
-    assert ("--shard 0/" in plan.out) == many and ("accelerate.commands.launch" in plan.out) == many
+    srun = name == "two_nodes_srun.yaml"  # each stage over both nodes: one srun, its tasks' shards filled in by each
+    assert ("--shard 0/" in plan.out) == (many and not srun) and ("accelerate.commands.launch" in plan.out) == many
+    assert ("srun --nodes 2 --ntasks-per-node 4 " in plan.out and "--shard '{SLURM_PROCID}/{SLURM_NTASKS}'"
+            in plan.out) == srun

@@ -1,0 +1,86 @@
+"""Heartbeats of a run on several machines under ``nodes.launcher: followers``: how each machine learns, through the
+shared run directory alone, that the others are there and still running.
+
+While a machine's `cream run` runs, a daemon thread rewrites ``RUN/.machines/<rank>.alive`` every few seconds
+(:class:`Heartbeat`: host, pid and a beat counter). Another machine watches that file (:class:`Pulse`) and counts
+the machine alive while the file keeps changing — a change seen by the watcher's own clock, so no two machines'
+clocks are compared (a shared file system's timestamps are its server's). The file is rewritten in place rather
+than renamed into place: an NFS client re-reads a file it opens (close-to-open consistency) but may keep an old
+name → file mapping for up to a minute.
+
+    machine r > 0, starting        machine 0's heartbeat must change within nodes.start_timeout
+    machine r > 0, waiting         machine 0's must keep changing (nodes.alive_timeout)
+    machine 0, waiting for shards  every other machine's must keep changing (nodes.alive_timeout)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Self
+
+FOLDER = ".machines"  # hidden: the run directory's guard ignores it
+BEAT = 5.0  # seconds between beats at most; a short alive_timeout beats faster (4 beats per timeout)
+
+
+def heartbeat_file(run: Path, rank: int) -> Path:
+    return Path(run) / FOLDER / f"{rank}.alive"
+
+
+class Heartbeat:
+    """Machine ``rank``'s heartbeat while the ``with`` block runs (``timeout``: how long the others wait for a beat)."""
+
+    def __init__(self, run: Path, rank: int, timeout: float):
+        self.path, self.interval = heartbeat_file(run, rank), min(BEAT, timeout / 4)
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"cream-heartbeat-{rank}", daemon=True)
+
+    def __enter__(self) -> Self:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def beat(self) -> None:
+        self.beats += 1
+        with open(self.path, "w", encoding="utf-8") as fh:
+            fh.write(f"{socket.gethostname()} pid {os.getpid()} beat {self.beats}\n")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except OSError:
+                pass  # a hiccup of the file system: the next beat tries again (watchers allow alive_timeout)
+
+
+class Pulse:
+    """Machine ``rank``'s heartbeat as this machine sees it. What the file holds when watching begins (a previous
+    run's last beat, say) does not count: only a change does."""
+
+    def __init__(self, run: Path, rank: int):
+        self.path, self.rank = heartbeat_file(run, rank), rank
+        self.last = self._read()
+        self.changed = time.monotonic()
+        self.seen = False  # a change has been seen: the machine is there
+
+    def silence(self) -> float:
+        """Seconds since the file last changed, by this machine's clock (since watching began, before a change)."""
+        now, text = time.monotonic(), self._read()
+        if text != self.last:
+            self.last, self.changed, self.seen = text, now, True
+        return now - self.changed
+
+    def _read(self) -> str | None:
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except OSError:
+            return None
