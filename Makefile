@@ -9,7 +9,7 @@ export CREAM_CACHE ?= $(CURDIR)/.cache/cream
 export HF_HUB_DISABLE_TELEMETRY = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: demo test test-vllm study gpu-check install clean
+.PHONY: demo test test-vllm study gpu-check gpu-pack install clean
 
 install: $(STAMP)
 
@@ -44,8 +44,13 @@ $(VLLM_STAMP): pyproject.toml Makefile bench/vllm_env.sh
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python -m pytest -m vllm $(wildcard tests/test_vllm*.py) $(PYTEST_ARGS)
 
-gpu-check: $(STAMP)  # issue #14: one table of GPU readiness (bench/gpu_check.py, < 10 min on one GPU; vLLM rows need pip install -e '.[vllm]')
+gpu-check: $(STAMP)  # cream's GPU path on random 1B and 8B shapes, one table inside 9 min (bench/gpu_check.py; results: docs/results/gpu/)
 	$(PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
+
+# Issue #24: .gpu-pack/ (the wheels the GPU machine lacks, the tokenizer, the one device command, printed) for
+# bench/gpu_check.py on a lent GPU machine; rehearsed on the CPU by tests/test_gpu_pack.py.
+gpu-pack: $(STAMP)
+	PY=$(CURDIR)/$(PY) bash bench/gpu_pack.sh
 
 clean:
 	rm -rf $(VENV) .cache build *.egg-info

@@ -61,6 +61,7 @@ class Check:
     t0: float = field(default_factory=time.perf_counter)
     state: dict = field(default_factory=dict)
     failed: dict = field(default_factory=dict)  # step -> why it is missing
+    done: list = field(default_factory=list)  # rows finished so far: written after each, so a kill keeps them
 
     @property
     def work(self) -> Path:
@@ -119,6 +120,8 @@ def attempt(ctx: Check, name: str, model: str, billions: float, fn, *args) -> Ro
     row.model = row.model or model
     row.values.setdefault("row_seconds", time.perf_counter() - t)
     ctx.say(f"{title}: {row.status} {row.result}")
+    ctx.done.append(row)
+    write(ctx, ctx.done)  # the table so far: a check stopped from outside (a time limit) still leaves its rows
     return row
 
 
