@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from cli.common import out, parse_shard
+from rich.markup import escape
+
+from cli.common import log, out, parse_shard
 from cli.options import Options, with_settings
 from cli.progress import Bars
 from cream_data.stages.sample_config import SampleConfig
@@ -23,16 +25,25 @@ def sample(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run with other settings in --out."),
 ) -> None:
     """Sample N responses per prompt from the model (step 1 of a CREAM iteration) into a responses table."""
-    from cream_data.engines.models import check_device
+    from cream_data.engines import models
+    from cream_data.errors import CreamError
     from cream_data.processes import write_result
     from cream_data.stages.sample import sample as run_sample
 
     cfg = settings.build(SampleConfig)
-    check_device(cfg.device)
+    models.check_device(cfg.device)
+    try:
+        ref = models.resolve(cfg.model)
+    except CreamError:
+        ref = None  # the stage reports it, after the prompts
+    if ref is not None:  # a policy, for either engine, before any work (config and tokenizer files only)
+        models.check_policy(ref, trust_remote_code=cfg.trust_remote_code, what="--model")
     with Bars("prompts") as bar:
         summary = run_sample(prompts, cfg, out_dir, shard=parse_shard(shard), overwrite=overwrite,
                              progress=bar.update)
     write_result("sample", summary)
+    for note in summary.notes:
+        log.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     where = f" (shard {summary.shard[0]}/{summary.shard[1]})" if summary.shard else ""
     reasons = ", ".join(f"{v} {k}" for k, v in summary.finish_reasons.items() if v)
     rate = summary.tokens / summary.generate_seconds if summary.generate_seconds else 0.0

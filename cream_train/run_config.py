@@ -221,12 +221,15 @@ def _check_harness(e: EvalSection, problems: list[str]) -> None:
 
 
 def _check_model(model: str, problems: list[str]) -> None:
-    """M0 must name a checkpoint folder, a Hub id or the embedded alias (nothing is loaded or built here)."""
-    from cream_data.engines.models import EMBEDDED_ALIAS, resolve
+    """M0 must name a checkpoint folder, a Hub id or the embedded alias (nothing is loaded or built here); a local
+    one is checked as every stage checks a policy (its config and tokenizer are read, no weights)."""
+    from cream_data.engines.models import EMBEDDED_ALIAS, check_policy, resolve
 
     if model.strip().lower() != EMBEDDED_ALIAS:  # resolving the alias would build its checkpoint
         try:
-            resolve(model)
+            ref = resolve(model)
+            if ref.kind == "local":
+                check_policy(ref)
         except CreamError as e:
             problems.append(str(e))
 

@@ -61,23 +61,37 @@ def _key(prompt: Conversation, response: str) -> str:
 
 
 def response_token_span(tokenizer, prompt: Conversation, response: str) -> tuple[list[int], int]:
-    """(ids of the templated [prompt…, assistant: response], index where the response tokens start)."""
+    """(ids of the templated [prompt…, assistant: response], index where the response tokens start).
+
+    The response tokens follow the longest common token prefix of the templated prompt (with its generation
+    prompt) and the templated conversation, as the trainer splits them (``cream_train.prefs.response_token_ids``,
+    TRL): usually the whole prompt, but a response that starts with whitespace (or is only whitespace, as a sampler
+    may write) can merge with the generation prompt's last token (SmolLM2: ``"\\n"`` + ``"   "`` is one token), and
+    that token then counts as the response's. Refused only where the template does not render the prompt as a
+    *text* prefix of the conversation (then no split means "the response")."""
     prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
     full = tokenizer.apply_chat_template(
         list(prompt) + [{"role": "assistant", "content": response}], tokenize=True, return_dict=False
     )
     prompt_ids, full = list(prompt_ids), list(full)
-    if full[: len(prompt_ids)] != prompt_ids:
+    if full[: len(prompt_ids)] == prompt_ids:
+        return full, len(prompt_ids)
+    text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    full_text = tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": response}],
+                                              tokenize=False)
+    n = next((i for i, (a, b) in enumerate(zip(prompt_ids, full)) if a != b), min(len(prompt_ids), len(full)))
+    if not full_text.startswith(text) or n == 0 or n >= len(full):
         raise CreamError(
             "the chat template does not render the prompt as a prefix of prompt + answer; "
             "response log-probs are undefined for this template"
         )
-    return full, len(prompt_ids)
+    return full, n
 
 
 def tokenize(tokenizer, prompts: Sequence[Conversation], responses: Sequence[str],
-             span: Callable = response_token_span) -> Tokenized:
-    """Each distinct (prompt, response) once: ``span(tokenizer, prompt, response)`` gives its (ids, start)."""
+             span: Callable = response_token_span, names: Sequence[str] | None = None) -> Tokenized:
+    """Each distinct (prompt, response) once: ``span(tokenizer, prompt, response)`` gives its (ids, start).
+    ``names``: what a row is called in an error (e.g. its prompt_id and response_idx; default its row number)."""
     index: dict[str, int] = {}
     inverse = np.empty(len(responses), dtype=np.int64)
     ids, start = [], []
@@ -86,7 +100,11 @@ def tokenize(tokenizer, prompts: Sequence[Conversation], responses: Sequence[str
         j = index.get(k)
         if j is None:
             j = index[k] = len(ids)
-            full, s = span(tokenizer, p, r)
+            try:
+                full, s = span(tokenizer, p, r)
+            except CreamError as e:
+                raise CreamError(f"{names[row] if names is not None else f'row {row}'} (response {r[:40]!r}): "
+                                 f"{e}") from None
             ids.append(full)
             start.append(s)
         inverse[row] = j

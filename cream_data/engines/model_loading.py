@@ -1,6 +1,7 @@
 """Load a resolved model for inference, with every mistake found before transformers is asked: the device, a
-Hub model offline mode cannot reach, custom code, a truncated ``*.safetensors`` file. The compute dtype is a
-stage's ``dtype`` setting (:func:`resolve_dtype`): ``auto`` is fp32 on CPU, bf16 on GPU.
+Hub model offline mode cannot reach, custom code, a checkpoint that is no policy (:mod:`model_roles`), a truncated
+``*.safetensors`` file. The compute dtype is a stage's ``dtype`` setting (:func:`resolve_dtype`): ``auto`` is fp32
+on CPU, bf16 on GPU.
 Import these names from :mod:`cream_data.engines.models`.
 """
 
@@ -10,8 +11,8 @@ import json
 from pathlib import Path
 
 from cream_data.engines.model_refs import ModelRef, resolve
+from cream_data.engines.model_roles import check_policy, custom_code_error, first_line
 from cream_data.errors import CreamError
-from cream_data.jsonfile import read_json_object
 
 
 def check_device(device: str | None) -> None:
@@ -78,35 +79,6 @@ def short_name(dtype) -> str:
     return next((k for k, v in _TORCH_DTYPES.items() if v == name), name)
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-
-
-def _custom_code_error(ref: ModelRef, what: str) -> CreamError:
-    return CreamError(f"model {ref.name}: {what} custom code that cream does not run by default; pass "
-                      "--trust-remote-code if you trust the code in that checkpoint")
-
-
-def _check_checkpoint(ref: ModelRef, trust_remote_code: bool) -> None:
-    """Cheap checks before transformers is asked to load anything: a Hub model that offline mode cannot reach,
-    a config.json that needs custom code."""
-    if ref.kind == "hub":
-        from huggingface_hub import constants, try_to_load_from_cache
-
-        if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(ref.path, "config.json"), str):
-            raise CreamError(f"model {ref.name}: not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 is set; "
-                             "unset HF_HUB_OFFLINE to download it, or pass a local checkpoint folder")
-        return
-    config_path = Path(ref.path) / "config.json"
-    config = read_json_object(config_path, what=f"config of model {ref.name}",
-                              fix="the checkpoint may be incomplete or corrupt")
-    if config.get("auto_map") and not trust_remote_code:
-        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-        if config.get("model_type") not in CONFIG_MAPPING_NAMES:
-            raise _custom_code_error(ref, f"model_type {config.get('model_type')!r} needs")
-
-
 def _check_weights(ref: ModelRef) -> None:
     """Each local ``*.safetensors`` file is as long as its header says: a truncated copy fails here, at once."""
     if ref.kind == "hub":
@@ -127,25 +99,10 @@ def _check_weights(ref: ModelRef) -> None:
                              "the checkpoint may be incomplete or corrupt")
 
 
-def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False):
-    _check_checkpoint(ref, trust_remote_code)
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    try:
-        tok = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise CreamError(f"model {ref.name}: cannot load its tokenizer ({_first_line(e)})") from None
-    except ValueError as e:
-        if "trust_remote_code" not in str(e):
-            raise
-        raise _custom_code_error(ref, "its tokenizer needs") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    if not tok.chat_template:
-        raise CreamError(f"model {ref.name}: tokenizer has no chat template; cream needs a chat model")
-    return tok
+def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False, what: str = "model"):
+    """A policy's tokenizer, after the policy role check (:func:`model_roles.check_policy`: a causal LM whose
+    tokenizer has a chat template and fits its embedding; config and tokenizer files only, no weights)."""
+    return check_policy(ref, trust_remote_code=trust_remote_code, what=what)
 
 
 def load(spec: str | ModelRef, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
@@ -218,11 +175,11 @@ def from_pretrained(auto_class, ref: ModelRef, **kwargs):
     try:
         return auto_class.from_pretrained(ref.path, **kwargs)
     except OSError as e:
-        raise CreamError(f"model {ref.name}: cannot load ({_first_line(e)})") from None
+        raise CreamError(f"model {ref.name}: cannot load ({first_line(e)})") from None
     except SafetensorError as e:
-        raise CreamError(f"model {ref.name}: cannot load its weights ({_first_line(e)}); "
+        raise CreamError(f"model {ref.name}: cannot load its weights ({first_line(e)}); "
                          "the checkpoint may be incomplete or corrupt") from None
     except ValueError as e:
         if "trust_remote_code" not in str(e):
             raise
-        raise _custom_code_error(ref, "it needs") from None
+        raise custom_code_error(ref, "it needs") from None

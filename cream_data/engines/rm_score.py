@@ -39,27 +39,10 @@ def tokenize(tokenizer, prompts: Sequence[hf_score.Conversation], responses: Seq
 
 
 def check(ref: models.ModelRef, *, trust_remote_code: bool = False):
-    """The reward model's tokenizer, after one-line errors for what cannot be a single-logit reward model: a
-    checkpoint without a sequence-classification architecture (a causal LM), or ``num_labels`` ≠ 1. Reads the
+    """The reward model's tokenizer, after the reward-model role check (:func:`models.check_reward_model`: a
+    single-logit sequence classifier whose tokenizer has a chat template and fits its embedding). Reads the
     tokenizer and config only."""
-    from transformers import AutoConfig
-
-    tok = models.load_tokenizer(ref, trust_remote_code=trust_remote_code)
-    try:
-        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise CreamError(f"reward model {ref.name}: cannot read its config ({models._first_line(e)})") from None
-    archs = list(config.architectures or [])
-    if not any(a.endswith("ForSequenceClassification") for a in archs) \
-            and "AutoModelForSequenceClassification" not in (getattr(config, "auto_map", None) or {}):
-        what = f"a {archs[0]} checkpoint" if archs else "its config names no architecture"
-        raise CreamError(f"reward model {ref.name}: {what}, not a sequence-classification reward model "
-                         "(expected *ForSequenceClassification with num_labels = 1; a causal LM rewards through "
-                         "--reward dpo or judge)")
-    if config.num_labels != 1:
-        raise CreamError(f"reward model {ref.name}: its head has num_labels = {config.num_labels}; "
-                         "expected a single-logit reward head (num_labels = 1)")
-    return tok
+    return models.check_reward_model(ref, trust_remote_code=trust_remote_code)
 
 
 def load(ref: models.ModelRef, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False):

@@ -87,8 +87,10 @@ def _check_tokenizers(refs: dict, tokenizers: dict) -> str:
 
 
 def _read_responses(path) -> pa.Table:
-    """The responses, sorted, and checked whole before any model runs (each prompt's response_idx is 0..N-1)."""
+    """The responses, sorted, and checked whole before any model runs: each prompt's response_idx is 0..N-1, and a
+    prompt_id names one prompt."""
     from cream_data.rewards.rows import Rows
+    from cream_data.stages.label_pools import prompt_per_id
 
     responses = io.read_table(path, "responses")
     if responses.num_rows == 0:
@@ -97,6 +99,7 @@ def _read_responses(path) -> pa.Table:
         Rows(responses)
     except CreamError as e:
         raise CreamError(f"{path}: {e}") from None
+    prompt_per_id(responses, str(path))
     return responses.sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
 
 
@@ -113,15 +116,33 @@ def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shar
           log=None, progress: Progress | None = None) -> LabelSummary:
     """Score, reward, rank, pair: write ``OUT/scores`` and ``OUT/preferences`` (and the ``OUT/logps`` cache).
 
-    Every input is read and checked before the first model runs; a failure leaves nothing new in ``OUT``."""
+    Every input is read and checked before the first model runs — the tables, the reference answers, and each
+    model against its role (config and tokenizer files only, :mod:`cream_data.engines.model_roles`); a failure
+    leaves nothing new in ``OUT``."""
     t0 = time.time()
     out = Path(out)
     _engine_check(cfg.engine)
     guard(out, "label", is_label_output, what="labeled folder")
     responses, eligible = _inputs(responses_path, cfg)
     answers = reference_answers(cfg.prompts, responses) if "oracle" in cfg.roles() else None
+    checked = _Checked(responses, eligible, answers, *_models(cfg), reward_model(cfg))
     with locked(out, shard=shard if shard and shard[1] > 1 else None, log=log):
-        return _label_locked(responses_path, (responses, eligible), answers, cfg, out, shard, log, t0, progress)
+        return _label_locked(responses_path, checked, cfg, out, shard, log, t0, progress)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What :func:`label` read and checked before taking the output's lock: every response to label (pools included)
+    and which may be chosen or rejected (:func:`_inputs`), the reference answers (oracle), the scoring models
+    (name -> ref), M_t's tokenizer, the shared template hash and the reward model (:func:`reward_model`)."""
+
+    responses: pa.Table
+    eligible: tuple | None
+    answers: dict | None
+    refs: dict
+    tok: object
+    th: str
+    rm: tuple | None
 
 
 def _inputs(responses_path, cfg: LabelConfig):
@@ -129,34 +150,31 @@ def _inputs(responses_path, cfg: LabelConfig):
     (label_pools.py), and which rows may be chosen or rejected (None: every row both)."""
     from cream_data.stages.label_pools import pooled
 
-    return pooled(_read_responses(responses_path), cfg.chosen_from, cfg.rejected_from)
+    return pooled(_read_responses(responses_path), cfg.chosen_from, cfg.rejected_from, source=responses_path)
 
 
-def _label_locked(responses_path, inputs: tuple, answers: dict | None, cfg: LabelConfig, out: Path, shard,
-                  log, t0: float, progress: Progress | None = None) -> LabelSummary:
-    """The stage body, run while this process holds the output's lock. ``inputs``: every response to label (pools
-    included) and which may be chosen or rejected (:func:`_inputs`); a shard scores its part, pairing reads all."""
+def _label_locked(responses_path, checked: _Checked, cfg: LabelConfig, out: Path, shard, log, t0: float,
+                  progress: Progress | None = None) -> LabelSummary:
+    """The stage body, run while this process holds the output's lock. A shard scores its part, pairing reads all."""
     from cream_data.engines import models
 
-    responses, eligible = inputs
-
+    responses, refs, th, rm = checked.responses, checked.refs, checked.th, checked.rm
     say = log or (lambda *_: None)
     fp = responses_fingerprint(responses)
     if shard and shard[1] > 1:
         responses = responses.filter(shard_mask(responses["prompt_id"], shard))
     human = human_responses(cfg, responses) if cfg.human_answers else None
-    refs, tok, th = _models(cfg)
-    rm = reward_model(cfg)
     _check_inputs_match(out, fp)
 
     summary = LabelSummary(out=str(out), responses=responses.num_rows,
                            prompts=len(set(responses["prompt_id"].to_pylist())), dtype=label_dtype(cfg))
-    ctx = Scoring(cfg, refs, tok, th, rm, out, shard, summary, log, progress)
-    scores = pa.concat_tables(score_roles(ctx, responses, answers))
+    ctx = Scoring(cfg, refs, checked.tok, th, rm, out, shard, summary, log, progress)
+    scores = pa.concat_tables(score_roles(ctx, responses, checked.answers))
     human_part = None
     if human is not None and human.num_rows:
         say(f"scoring the human-written answers of {human.num_rows} prompts (never paired)")
-        human_part = as_human_scores(pa.concat_tables(score_roles(ctx, human, answers, cache_tag="--human")), human)
+        human_part = as_human_scores(pa.concat_tables(score_roles(ctx, human, checked.answers, cache_tag="--human")),
+                                     human)
     manifest = {"config": _config_dict(cfg, responses_path, shard),
                 "inputs": {"responses": fp, "template_hash": th, "dtype": summary.dtype,  # the stored log-probs' numerics
                            "model_ids": {ref.name: models.content_id(ref) for ref in refs.values()}}}
@@ -167,23 +185,30 @@ def _label_locked(responses_path, inputs: tuple, answers: dict | None, cfg: Labe
         say(f"shard {shard[0]}/{shard[1]} done; preferences are built when every shard has finished "
             f"(or run `cream label {responses_path} --scores {out} --out {out}`)")
     else:
-        summary.pairing = write_preferences(inputs[0], scores, cfg, out, th, manifest["config"], manifest["inputs"],
-                                            eligible)
+        summary.pairing = write_preferences(checked.responses, scores, cfg, out, th, manifest["config"],
+                                            manifest["inputs"], checked.eligible)
     summary.seconds = time.time() - t0
     return summary
 
 
+# the label settings naming a policy, as their flags: each is checked as a policy (model_roles.check_policy)
+_POLICY_FLAGS = {"model": "--model", "ref": "--ref", "prev_model": "--prev-model", "prev_ref": "--prev-ref"}
+
+
 def _models(cfg: LabelConfig) -> tuple[dict, object, str]:
-    """The scoring models resolved (name -> ref), M_t's tokenizer and the shared template hash."""
+    """The scoring models resolved (name -> ref), M_t's tokenizer and the shared template hash; the tokenizers are
+    compared first (one tokenizer for every DPO reward), then each model is checked as a policy."""
     from cream_data.engines import models
 
-    refs = {}
-    for _, m, r in roles(cfg):
-        for name in (m, r):
-            if name and name not in refs:
-                refs[name] = models.resolve(name)
-    tokenizers = {ref.name: models.load(ref, with_model=False)[1] for ref in refs.values()}
+    refs, tokenizers, flags = {}, {}, {}
+    for key, flag in _POLICY_FLAGS.items():
+        name = getattr(cfg, key)
+        if name and name not in refs:
+            refs[name], flags[name] = models.resolve(name), flag
+            tokenizers[refs[name].name] = models.read_tokenizer(refs[name], what=flag)
     th = _check_tokenizers(refs, tokenizers)
+    for name, ref in refs.items():
+        models.check_policy(ref, what=flags[name], tokenizer=tokenizers[ref.name])
     return refs, tokenizers[refs[cfg.model].name], th
 
 

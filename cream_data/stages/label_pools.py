@@ -11,10 +11,16 @@ for the input's prompts only, each prompt's ``response_idx`` renumbered 0 … N-
 input's on a tie: the first best wins). Rows keep their ``model`` and ``iteration`` (who sampled them), which the
 preferences record for each side. The pooled table is rebuilt from the same files whenever it is needed (scoring,
 each shard's pairing, re-pairing from stored scores), so it is never written.
+
+Where tables meet, a key means one thing: a prompt_id names one prompt in the input, in each pool and across them
+(:func:`prompt_per_id`, :func:`same_prompts`; the label stage checks its ``--prompts`` table so too); a pool is
+another table than the input and than every other pool (rows twice would be duplicated responses); and a pool shares
+prompts with the input (one that shares none would be dropped whole).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +31,19 @@ from cream_data.errors import CreamError
 from cream_data.tables import io
 
 
-def pooled(responses: pa.Table, chosen_from=(), rejected_from=()) -> tuple[pa.Table, tuple[np.ndarray, np.ndarray] | None]:
-    """The input ``responses`` (sorted) with the pools' rows added, and (may be chosen, may be rejected) per row;
-    the input as it is and None without pools."""
+def pooled(responses: pa.Table, chosen_from=(), rejected_from=(), *, source: str | os.PathLike | None = None,
+           ) -> tuple[pa.Table, tuple[np.ndarray, np.ndarray] | None]:
+    """The input ``responses`` (sorted; read from ``source``) with the pools' rows added, and (may be chosen, may be
+    rejected) per row; the input as it is and None without pools. A pool that is the input or another pool, shares
+    no prompt_id with the input, or names another prompt under one of its prompt_ids is refused."""
     if not chosen_from and not rejected_from:
         return responses, None
+    _check_distinct(source, [("--chosen-from", p) for p in chosen_from] + [("--rejected-from", p) for p in rejected_from])
+    source = source or "the input"
+    prompts = prompt_per_id(responses, str(source))
     parts = [(responses, True, True, "the input")]
-    parts += [(_read(p, "--chosen-from"), True, False, str(p)) for p in chosen_from]
-    parts += [(_read(p, "--rejected-from"), False, True, str(p)) for p in rejected_from]
+    parts += [(_read(p, "--chosen-from", prompts, source), True, False, str(p)) for p in chosen_from]
+    parts += [(_read(p, "--rejected-from", prompts, source), False, True, str(p)) for p in rejected_from]
     ids = responses["prompt_id"].cast(pa.string())
     offset: dict[str, int] = {}
     tables, may_choose, may_reject = [], [], []
@@ -58,7 +69,9 @@ def pooled(responses: pa.Table, chosen_from=(), rejected_from=()) -> tuple[pa.Ta
     return table.take(pa.array(order)), (choose, reject)
 
 
-def _read(path, flag: str) -> pa.Table:
+def _read(path, flag: str, prompts: pa.Table, source) -> pa.Table:
+    """A pool, checked against the input's ``prompts`` (:func:`prompt_per_id`): its prompt_ids are the input's
+    prompts where they meet, and at least one meets."""
     path = Path(path)
     try:
         table = io.read_table(path, "responses")
@@ -66,4 +79,73 @@ def _read(path, flag: str) -> pa.Table:
         raise CreamError(f"{flag} {path}: {e}") from None
     if table.num_rows == 0:
         raise CreamError(f"{flag} {path}: responses table is empty")
+    if not same_prompts(prompt_per_id(table, f"{flag} {path}"), prompts, f"{flag} {path}", str(source)):
+        raise CreamError(f"{flag} {path}: none of its prompt_ids is a prompt of {source} (e.g. "
+                         f"{table['prompt_id'][0].as_py()!r}); expected responses to the input's prompts")
     return table
+
+
+def same_prompts(mine: pa.Table, theirs: pa.Table, where: str, source: str) -> int:
+    """How many prompt_ids two tables share (:func:`prompt_per_id` of each), after checking that each shared one
+    names the same prompt in both; one line naming the first that does not, and the turns that differ."""
+    at = pc.index_in(mine["prompt_id"], value_set=theirs["prompt_id"])
+    common = pc.is_valid(at)
+    keys, other = mine["key"].filter(common), theirs["key"].take(at.filter(common))
+    differs = pc.not_equal(keys, other).to_numpy(zero_copy_only=False)
+    if differs.any():
+        i = int(np.flatnonzero(differs)[0])
+        raise CreamError(f"{where}: prompt_id {mine['prompt_id'].filter(common)[i].as_py()!r} is another prompt "
+                         f"than in {source} ({_difference(keys[i].as_py(), other[i].as_py())}); "
+                         f"{int(differs.sum())} prompt_id(s) differ — sampled from another prompts table?")
+    return len(keys)
+
+
+def prompt_per_id(table: pa.Table, where: str) -> pa.Table:
+    """(prompt_id, key) once per prompt_id of a responses table, ``key`` the prompt's text (every turn's role and
+    content); refuses a table that names two different prompts under one prompt_id (one line: the prompt_id and
+    both prompts)."""
+    t = pa.table({"prompt_id": table["prompt_id"].cast(pa.string()), "key": _prompt_keys(table["prompt"])})
+    per_id = t.group_by("prompt_id").aggregate([("key", "min"), ("key", "max")])
+    two = pc.not_equal(per_id["key_min"], per_id["key_max"])
+    if pc.any(two).as_py():
+        bad = per_id.filter(two)
+        raise CreamError(f"{where}: prompt_id {bad['prompt_id'][0].as_py()!r} names two different prompts "
+                         f"({_difference(bad['key_min'][0].as_py(), bad['key_max'][0].as_py())}; "
+                         f"{bad.num_rows} prompt_id(s) like this); expected one prompt per prompt_id")
+    return pa.table({"prompt_id": per_id["prompt_id"], "key": per_id["key_min"]})
+
+
+def _prompt_keys(prompts: pa.ChunkedArray) -> pa.Array:
+    """One string per conversation: its turns' role and content, joined by separators no text holds."""
+    conv = prompts.combine_chunks()
+    turns = conv.flatten()
+    text = pc.binary_join_element_wise(pc.fill_null(turns.field("role"), ""), pc.fill_null(turns.field("content"), ""),
+                                       "\x1f")
+    return pc.binary_join(pa.ListArray.from_arrays(pc.subtract(conv.offsets, conv.offsets[0]), text), "\x1e")
+
+
+def _difference(a: str, b: str) -> str:
+    """Two prompt keys (:func:`_prompt_keys`) as the first turn where they differ, quoted short: "'x' vs 'y'"."""
+    ta, tb = a.split("\x1e"), b.split("\x1e")
+    k = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
+
+    def shown(turns: list[str]) -> str:
+        if k >= len(turns):
+            return f"{len(turns)} turn(s)"
+        role, _, text = turns[k].partition("\x1f")
+        return f"{role} {text if len(text) <= 48 else text[:45] + '...'!r}"
+
+    return f"{shown(ta)} vs {shown(tb)}"
+
+
+def _check_distinct(source, pools: list[tuple[str, object]]) -> None:
+    """No pool is the input, and no table is given twice (its rows would be duplicated responses)."""
+    seen = [("the input", Path(source))] if source is not None else []
+    for flag, path in pools:
+        path = Path(path)
+        for other_flag, other in seen:
+            if path.exists() and other.exists() and os.path.samefile(path, other):
+                was = f"the input {other}" if other_flag == "the input" else f"also given as {other_flag} {other}"
+                raise CreamError(f"{flag} {path}: is {was}; a pool is another responses table than the input "
+                                 "and than every other pool (its rows would count twice)")
+        seen.append((flag, path))

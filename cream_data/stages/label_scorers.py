@@ -61,7 +61,9 @@ def score_roles(ctx: Scoring, responses: pa.Table, answers: dict | None, cache_t
     from cream_data.engines.hf_score import tokenize
 
     cfg, out, say = ctx.cfg, ctx.out, ctx.log or (lambda *_: None)
-    tokenized = tokenize(ctx.tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
+    names = [f"prompt_id {p!r} response_idx {i}" for p, i in zip(responses["prompt_id"].to_pylist(),
+                                                                   responses["response_idx"].to_pylist())]
+    tokenized = tokenize(ctx.tok, responses["prompt"].to_pylist(), responses["response"].to_pylist(), names=names)
     # the reward model first: a checkpoint refused only once loaded (no head weights) is refused before any scoring
     rm_part = (_rm_scores(ctx.rm, responses, tokenized, out, ctx.shard, cfg, ctx.summary, ctx.log, cache_tag,
                            ctx.progress)
@@ -153,7 +155,7 @@ def dpo_or_likelihood(logp: np.ndarray, ref_logp: np.ndarray | None, n_tokens: n
 def human_responses(cfg: LabelConfig, responses: pa.Table) -> pa.Table:
     """One pseudo-response per labeled prompt that has a human-written answer in the ``--prompts`` table:
     (prompt_id, prompt, response_idx 0, response = the human answer), scored like a sample but never paired."""
-    prompts = io.read_table(cfg.prompts, "prompts", columns=["prompt_id", "human_answer"])
+    prompts = _prompts_of(cfg.prompts, responses, "human_answer")
     answer = {p: a for p, a in zip(prompts["prompt_id"].to_pylist(), prompts["human_answer"].to_pylist())
               if a is not None and a.strip()}
     if not answer:
@@ -176,15 +178,39 @@ def as_human_scores(scores: pa.Table, human: pa.Table) -> pa.Table:
     return t.append_column("human_answer", pa.array([text[p] for p in t["prompt_id"].to_pylist()], pa.string()))
 
 
+def _prompts_of(prompts_path, responses: pa.Table, column: str) -> pa.Table:
+    """``prompt_id`` and ``column`` of the ``--prompts`` table, after checking that each prompt_id it shares with
+    the responses names the same prompt in both (another prompt's answer would reward the wrong question)."""
+    from cream_data.stages.label_pools import prompt_per_id, same_prompts
+
+    prompts = io.read_table(prompts_path, "prompts", columns=["prompt_id", "prompt", column])
+    same_prompts(prompt_per_id(prompts, str(prompts_path)), prompt_per_id(responses, "the responses"),
+                 str(prompts_path), "the responses")
+    return prompts.drop_columns(["prompt"])
+
+
 # ---------------------------------------------------------------------------- judge and oracle
 def reference_answers(prompts_path, responses: pa.Table) -> dict:
-    """prompt_id → reference answer from the prompts table; every labeled prompt must have a row."""
-    prompts = io.read_table(prompts_path, "prompts", columns=["prompt_id", "reference_answer"])
+    """prompt_id → reference answer from the prompts table; every labeled prompt must have a row, and a reference
+    answer the oracle can check (a number, a GSM8K solution ending '#### n', an option letter): a prompt without
+    one would have no oracle reward on any of its responses, and no pair."""
+    from cream_data.rewards.answers import oracle_reward
+
+    prompts = _prompts_of(prompts_path, responses, "reference_answer")
     ref = dict(zip(prompts["prompt_id"].to_pylist(), prompts["reference_answer"].to_pylist()))
-    missing = sorted(set(responses["prompt_id"].to_pylist()) - set(ref))
+    labeled = sorted(set(responses["prompt_id"].to_pylist()))
+    missing = [p for p in labeled if p not in ref]
     if missing:
         raise CreamError(f"{prompts_path}: has no row for prompt_id {missing[0]!r} ({len(missing)} missing); "
                          "pass the prompts table these responses were sampled from")
+    unusable = [p for p in labeled if oracle_reward(None, ref[p]) is None]  # None exactly when it cannot check
+    if unusable:
+        shown = ", ".join(repr(p) for p in unusable[:3]) + (", …" if len(unusable) > 3 else "")
+        what = "no reference_answer" if all(ref[p] is None or not str(ref[p]).strip() for p in unusable) else \
+            "no reference_answer the oracle can check (a number, a '#### n' solution or an option letter)"
+        raise CreamError(f"{prompts_path}: {len(unusable)} of the {len(labeled)} labeled prompts have {what}: "
+                         f"prompt_id {shown}; the oracle scorer needs one for every prompt (another --reward, or "
+                         "a prompts table with answers)")
     return ref
 
 
