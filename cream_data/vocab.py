@@ -67,6 +67,8 @@ DTYPES: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
 PRECISIONS: tuple[str, ...] = ("mixed", "pure")
 # The dtype of a trained checkpoint's saved weights: master (what training held: fp32 under mixed) or a cast.
 SAVE_DTYPES: tuple[str, ...] = ("master", "bf16", "fp16", "fp32")
+# Sampling: prompts longer than the model's context (with max_new_tokens): skipped and counted, or an error.
+LONG_PROMPTS: tuple[str, ...] = ("skip", "error")
 # How `cream run` starts a stage's processes (cream_train/launch.py).
 LAUNCHERS: tuple[str, ...] = ("none", "accelerate", "torchrun")
 # How a run reaches the machines of `nodes` (cream_train/machines.py): every machine runs its own `cream run` that

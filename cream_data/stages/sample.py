@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,7 @@ from cream_data.stages.sample_config import SampleConfig
 
 # What an engine provides (Conversation … SamplingEngine) lives in engines/base.py: an engine never imports a stage.
 # The settings live in sample_config.py (imported by `cream --help`).
+logger = logging.getLogger("cream.sample")
 WHAT = "sampling"  # the name of its progress
 PART_SECONDS = 300.0  # also flush a part after this long, so a slow CPU run loses at most minutes to a crash
 CONFIG_FILE = "_sample_config.json"  # written before the first part: lets a rerun check it resumes the same run
@@ -60,6 +62,8 @@ class SampleSummary:
     generate_seconds: float = 0.0  # inside the engine's generate: the basis of tokens/s
     shard: tuple[int, int] | None = None
     dtype: str = ""  # the dtype the engine ran in (bf16, fp32, …); "" when nothing was sampled in this call
+    prompts_too_long: int = 0  # skipped: templated prompt + max_new_tokens beyond the model's context (all shards)
+    notes: tuple[str, ...] = ()  # what the user should know (printed as warnings by `cream sample`)
 
 
 
@@ -219,7 +223,12 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
     engine = engine or make_engine(cfg, ref)
     convs = table.column("prompt").to_pylist()
     pids = table.column("prompt_id").to_pylist()
-    batches = shard_batches(plan_batches(pids, engine.prompt_lengths(convs), cfg.batch_size), shard)
+    lengths = engine.prompt_lengths(convs)
+    keep, notes = _fitting(pids, lengths, cfg, context_length(engine, ref), record.get("input", "prompts"))
+    record["prompts_too_long"] = len(pids) - len(keep)
+    batches = shard_batches([[keep[i] for i in b] for b in plan_batches([pids[r] for r in keep],
+                                                                        [lengths[r] for r in keep], cfg.batch_size)],
+                            shard)
     mine = sum(len(b) for b in batches)
 
     if overwrite:
@@ -264,7 +273,37 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
     writer.finish({"sample": {**record, "model_path": ref.path, "seconds_last_call": round(seconds, 3),
                               "tokens_last_call": tokens}})
     return SampleSummary(out, mine, sampled, skipped, rows_on_disk, tokens, dict(reasons), seconds, gen_seconds, shard,
-                         getattr(engine, "dtype", ""))
+                         getattr(engine, "dtype", ""), record["prompts_too_long"], notes)
+
+
+def context_length(engine, ref) -> int | None:
+    """The model's context in tokens: the loaded model's ``max_position_embeddings`` (vLLM: ``max_model_len``), else
+    its config.json's; None when it says none."""
+    config = getattr(getattr(engine, "model", None), "config", None)
+    value = getattr(engine, "max_model_len", None) or getattr(config, "max_position_embeddings", None)
+    if value is None and Path(ref.path, "config.json").is_file():
+        value = json.loads(Path(ref.path, "config.json").read_text()).get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def _fitting(pids: list, lengths: list[int], cfg: SampleConfig, context: int | None,
+             source: str) -> tuple[list[int], tuple[str, ...]]:
+    """Rows whose templated prompt plus ``max_new_tokens`` fits the context, and the note on the rest: skipped
+    (counted, one warning line) or, ``long_prompts: error``, refused in one line naming them."""
+    long = [r for r, n in enumerate(lengths) if context and n + cfg.max_new_tokens > context]
+    if not long:
+        return list(range(len(pids))), ()
+    first = max(long, key=lambda r: lengths[r])
+    what = (f"{len(long)} of {len(pids)} prompts do not fit the model's context of {context} tokens with "
+            f"max_new_tokens {cfg.max_new_tokens} (longest: prompt_id {pids[first]!r}, {lengths[first]} tokens)")
+    if cfg.long_prompts == "error" or len(long) == len(pids):
+        hint = "shorten them, lower --max-new-tokens, or --long-prompts skip" if len(long) < len(pids) else \
+            "nothing left to sample: shorten them or lower --max-new-tokens"
+        raise CreamError(f"{source}: {what}; {hint}")
+    note = f"{source}: skipped {what} (--long-prompts skip)"
+    logger.warning(note)
+    skip = set(long)
+    return [r for r in range(len(pids)) if r not in skip], (note,)
 
 
 def _finished(out: Path, cfg: SampleConfig, shard, progress, t0: float) -> SampleSummary | None:

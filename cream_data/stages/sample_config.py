@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from cream_data.engines.base import GenerationParams
 from cream_data.settings import Check, Settings, at_least, dtype_setting, finite_at_least, setting, within
-from cream_data.vocab import ENGINES
+from cream_data.vocab import ENGINES, LONG_PROMPTS
 
 # Prompts per engine call. hf: a batch is batch_size x N sequences through one forward pass per token;
 # vLLM schedules its own micro-batches, so it wants many requests at once.
@@ -34,6 +34,9 @@ class SampleConfig(Settings):
     limit: int | None = setting(None, help="Sample only the first K prompts.", check=at_least(1, "at least 1"))
     prompts_per_part: int = setting(256, help="Write a part after this many prompts or 5 minutes (at most that much "
                                     "work is lost to a crash).", check=at_least(1, "at least 1"))
+    long_prompts: str = setting("skip", choices=LONG_PROMPTS, help=(
+        "Prompts whose templated tokens plus max_new_tokens exceed the model's context (max_position_embeddings): "
+        "skip them (counted, one warning line) or error (refuse the table, naming them)."))
     tensor_parallel_size: int = setting(1, help="vllm: GPUs per model replica.", check=at_least(1, "at least 1"))
     device: str | None = setting(None, help="hf: torch device (default cuda if available).")
     dtype: str = dtype_setting()
@@ -55,4 +58,4 @@ class SampleConfig(Settings):
         return {"model": model_name, "n": self.n, "seed": self.seed, "temperature": self.temperature,
                 "top_p": self.top_p, "max_new_tokens": self.max_new_tokens, "engine": self.engine,
                 "batch_size": self.batch_size, "iteration": self.iteration, "limit": self.limit,
-                "dtype": self.dtype}
+                "dtype": self.dtype, **({"long_prompts": self.long_prompts} if self.long_prompts != "skip" else {})}
