@@ -23,11 +23,12 @@ APPENDED = "\n[cue appended] Score:"  # the documented marker in the stored judg
 
 
 def responses(n_prompts=3, n=3) -> pa.Table:
-    """Single-turn prompts (the request the judge sees is the user turn's text), varied response lengths."""
+    """Single-turn prompts (the request the judge sees is the user turn's text; one prompt per prompt_id), varied
+    response lengths."""
     rows = []
     for p in range(n_prompts):
         for i in range(n):
-            rows.append(dict(prompt_id=f"p{p:03d}", prompt=[{"role": "user", "content": f"What is {p} + {i}?"}],
+            rows.append(dict(prompt_id=f"p{p:03d}", prompt=[{"role": "user", "content": f"What is {p} + {p}?"}],
                              response_idx=i, response=" ".join(["It is", str(p + i)] + ["indeed"] * (i * p)),
                              model="m", iteration=1, seed=0, temperature=0.8, top_p=0.95, max_new_tokens=32,
                              finish_reason="stop", n_tokens=5))
