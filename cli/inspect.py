@@ -52,7 +52,13 @@ def inspect(
     path = paths[0]
 
     if run_report.is_run_dir(path):
-        result = run_report.write_run_report(path, plots)
+        from cream_data.tables.io import WriteError
+
+        try:
+            result = run_report.write_run_report(path, plots)
+        except WriteError as e:  # a read-only run directory: the report itself is still what was asked for
+            out.print(run_report.to_markdown(run_report.run_report(path)), markup=False, highlight=False, emoji=False)
+            return _unwritten(f"could not write {e.filename} or the report files after it ({e.reason})", plots)
         out.print(result.markdown, markup=False, highlight=False, emoji=False)
         for name, p in result.files.items():
             out.print(f"{name}: {p}", highlight=False)
@@ -64,6 +70,22 @@ def inspect(
     _print(result.summary, rep)
     for name, p in result.files.items():
         out.print(f"{name}: {p}", highlight=False)
+    if result.unwritten:
+        _unwritten(result.unwritten_line(), plots)
+
+
+def _unwritten(line: str, plots: Path | None) -> None:
+    """After the summary: files that could not be written, in one line — an error when they were to go where
+    ``--out`` said, a warning when they were to go to the default folder beside the data."""
+    from cream_data.errors import CreamError
+
+    if plots is not None:
+        raise CreamError(f"--out {plots}: {line}")
+    from rich.markup import escape
+
+    from cli.common import log
+
+    log.print(f"[yellow]warning:[/] {escape(line)}; pass --out DIR to write them elsewhere", highlight=False)
 
 
 REPORT_FILES = ("summary.md", "summary.json", "report.md", "report.json", "study.md", "study.json",

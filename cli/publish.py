@@ -23,6 +23,9 @@ def publish(
     exclude: Optional[list[Path]] = typer.Option(
         None, "--exclude", help="Leave out the tables at or under this path, relative to SOURCE (repeatable): e.g. "
         "one of two label folders of the same iteration, which would otherwise be refused."),
+    allow_unfinished: bool = typer.Option(
+        False, "--allow-unfinished", help="Publish a run directory whose run has not finished (refused otherwise: "
+        "its split names change as iterations end); a one-line warning says which stages are not done."),
 ) -> None:
     """Publish preferences, scores and responses as a Hub dataset with a card carrying lineage and statistics.
 
@@ -34,7 +37,13 @@ def publish(
     from cream_data.publish.hub import publish as run
 
     result = run(source, repo_id, dry_run=dry_run, private=private, out=out_dir, license=license,
-                 exclude=exclude or ())
+                 exclude=exclude or (), allow_unfinished=allow_unfinished)
+    if result.warning:
+        from rich.markup import escape
+
+        from cli.common import log
+
+        log.print(f"[yellow]warning:[/] {escape(result.warning)}", highlight=False)
     total = sum(size for _, size in result.files)
     for path, size in result.files:
         out.print(f"{size:>12,d}  {path}", highlight=False)

@@ -94,5 +94,5 @@ def _plan(config: Path, overrides: dict, reuse_from, resume: bool) -> None:
 
     for r in reuse_from or []:
         check_reuse_from(r)
-    cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from)
+    cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from, machine_checks=None)  # any machine
     out.print(to_text(plan_run(cfg, table, reuse_from=reuse_from, resume=resume)), highlight=False, markup=False)

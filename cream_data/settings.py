@@ -18,6 +18,7 @@ Pure: the standard library and :mod:`cream_data.errors` only.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
 import types
@@ -55,14 +56,55 @@ def within(lo, hi, *, closed: str = "[)", expected: str | None = None) -> Check:
     return Check(lambda v: low(v) and high(v), expected or f"a value in {closed[0]}{lo}, {hi}{closed[1]}")
 
 
+def host_address() -> Check:
+    """A host name (RFC 1123 labels) or an IPv4/IPv6 address: where another machine is reached."""
+    return Check(_is_host, "a host name or an IP address (e.g. node-0 or 10.0.0.1)")
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _is_host(value) -> bool:
+    if not isinstance(value, str) or not value or len(value) > 253:
+        return False
+    try:
+        ipaddress.ip_address(value[1:-1] if value.startswith("[") and value.endswith("]") else value)
+        return True
+    except ValueError:
+        pass
+    labels = value[:-1].split(".") if value.endswith(".") else value.split(".")
+    return all(_HOST_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+
+
+# What a path-valued setting may hold, and so how a run config (or a stage's --config file) resolves it against its
+# own folder (cream_train/config_paths.py): every setting that holds a path says its kind, `setting(path=…)`; one
+# whose metavar is PATH is a "path".
+PATH_KINDS = {
+    "path": "a local file or folder (always relative to the config's folder)",
+    "data": "a local file or folder, or a Hub dataset id (owner/name)",
+    "model": "a local checkpoint folder, a Hub model id (owner/name) or the embedded alias",
+    "sources": "a list of {source, …} mappings whose source is a data path",
+}
+
+
 def setting(default: Any = MISSING, *, help: str, choices=None, check: Check | None = None, flag: str | None = None,
-            metavar: str | None = None, internal: bool = False, default_factory: Any = MISSING):
+            metavar: str | None = None, internal: bool = False, default_factory: Any = MISSING,
+            path: str | None = None):
     """A stage setting: a dataclass field carrying its help text, its allowed values (``choices``) or rule
     (``check``), and its command-line form where that is not ``--name-with-dashes`` (``flag="--lora/--no-lora"``).
-    ``internal``: not a user setting (no flag, no run config key)."""
+    ``internal``: not a user setting (no flag, no run config key). ``path``: the setting holds a path, of this kind
+    (:data:`PATH_KINDS`), which a config file resolves against its own folder."""
+    if path is not None and path not in PATH_KINDS:
+        raise ValueError(f"path={path!r}: expected one of {', '.join(PATH_KINDS)}")
     meta = {"help": help, "choices": None if choices is None else tuple(choices), "check": check, "flag": flag,
-            "metavar": metavar, "internal": internal}
+            "metavar": metavar, "internal": internal, "path": path}
     return field(default=default, default_factory=default_factory, metadata=meta)
+
+
+def path_kind(f) -> str | None:
+    """The path kind of a setting (a dataclass field): its own ``path``, else ``"path"`` where its metavar is PATH
+    (a file or folder named on the command line as PATH); None for a setting that holds no path."""
+    return f.metadata.get("path") or ("path" if f.metadata.get("metavar") == "PATH" else None)
 
 
 DTYPE_HELP = ("Compute dtype: auto (bf16 on a CUDA GPU, fp32 on CPU), bf16, fp16 or fp32. bf16 runs on a CPU too, "
@@ -315,12 +357,16 @@ class Section:
         return self.stage(**{**self.stage_values(), **owned})
 
 
-def section(name: str, stage: type, *, owned=(), extras=(), defaults: dict | None = None) -> type:
+def section(name: str, stage: type, *, owned=(), extras=(), defaults: dict | None = None,
+            paths: dict | None = None) -> type:
     """The run config section of ``stage``: a frozen dataclass with every user setting of ``stage`` except the
     ``owned`` ones, with the same types, defaults and help, after the run-level ``extras``
     (``(name, type, setting(…))``). ``defaults`` replaces a default the run decides otherwise (``None``: the run
-    decides, e.g. by method); the field then also allows None."""
+    decides, e.g. by method); the field then also allows None. ``paths``: the path kind of a setting whose own
+    definition does not say it (name -> kind)."""
     hints = get_type_hints(stage)
+    if set(paths or ()) - set(hints):
+        raise ValueError(f"paths: {stage.__name__} has no setting {', '.join(sorted(set(paths) - set(hints)))}")
     specs = []
     for f in user_fields(stage):
         if f.name in owned:
@@ -329,7 +375,8 @@ def section(name: str, stage: type, *, owned=(), extras=(), defaults: dict | Non
         if defaults and f.name in defaults:
             kw = {"default": defaults[f.name]}
             hint = hint | None if defaults[f.name] is None else hint
-        specs.append((f.name, hint, field(**kw, metadata=f.metadata)))
+        meta = {**f.metadata, "path": paths[f.name]} if paths and f.name in paths else f.metadata
+        specs.append((f.name, hint, field(**kw, metadata=meta)))
     specs = list(extras) + specs  # the run-level keys first (sft.data, prompts.source)
     cls = make_dataclass(name, specs, bases=(Section,), frozen=True)
     cls.stage, cls.owned, cls.extras = stage, tuple(owned), tuple(e[0] for e in extras)

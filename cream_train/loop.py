@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Callable
 from cream_data.processes import merge, record
 from cream_data.tables import io
 from cream_data.progress import Progress
+from cream_data.tables.outputs import aside_path, remove, replacing
 from cream_train.run_config import RunConfig
 from cream_train.run_manifest import Manifest, is_run_output, link_outputs, versions
 from cream_train.loop_commands import StageCommands
@@ -80,12 +80,18 @@ class Loop(StageCommands, TemporalStages, EvalStages):
 
     # ------------------------------------------------------------------ stage bookkeeping
     def stage(self, name: str, inputs: dict, outputs: list[Path], fn: Callable[[bool], dict | None],
-              prepare: Callable[[bool], None] | None = None) -> str:
-        """Skip, reuse, resume or run stage ``name``: ``prepare(resume)`` clears what a fresh start must not find
-        (before the stage is marked running, which other machines wait for), ``fn(resume)`` does the work and
-        returns its manifest record."""
+              prepare: Callable[[bool], list[Path]] | None = None) -> str:
+        """Skip, reuse, resume or run stage ``name``: ``fn(resume)`` does the work and returns its manifest record;
+        ``prepare(resume)`` names what a fresh start must not find besides the outputs (its caches).
+
+        Replace, then remove: a stage whose inputs changed keeps its old outputs (and caches) aside until its new
+        ones are complete; when the redo fails or is interrupted they are moved back and its old manifest record
+        restored, so the run holds what it held before (outputs.replacing)."""
         fp = inputs_fingerprint(inputs)
         self.fps[name] = fp
+        paths = [*outputs, *((prepare and prepare(False)) or [])]
+        for p in paths:  # old outputs a redo killed meanwhile left aside: the manifest describes what is in place
+            remove(aside_path(Path(p)))
         if self.manifest.is_done(name, fp, outputs):
             self.skipped.append(name)
             self.log(f"[dim]✓ {name}: done earlier, skipped[/]")
@@ -93,19 +99,28 @@ class Loop(StageCommands, TemporalStages, EvalStages):
         if outputs and self._reuse(name, fp, outputs):
             return fp
         same_inputs = self.manifest.previous_fingerprint(name) == fp  # interrupted: resume; else start afresh
-        if not same_inputs:
-            for o in outputs:
-                if Path(o).exists():
-                    shutil.rmtree(o) if Path(o).is_dir() else Path(o).unlink()
-        if prepare is not None:
-            prepare(same_inputs)
+        stages, old = self.manifest.data["stages"], self.manifest.data["stages"].get(name)
+        with replacing([] if same_inputs else paths) as moved:
+            try:
+                self._run_stage(name, fp, inputs, outputs, fn, same_inputs)
+            except BaseException:
+                if moved:  # the old outputs come back, and so does the record that describes them
+                    stages[name] = old
+                    self.manifest.data["stages"] = {k: v for k, v in stages.items() if v is not None}
+                    self.manifest.save()
+                    self.log(f"[yellow]{name}: the redo did not finish; its earlier outputs are kept[/]")
+                raise
+        return fp
+
+    def _run_stage(self, name: str, fp: str, inputs: dict, outputs: list[Path], fn, resume: bool) -> None:
+        """Mark stage ``name`` running, do its work, record it done."""
         rec = {"status": "running", "fingerprint": fp, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                "inputs": {k: v for k, v in inputs.items() if k.endswith("_fp")}}
         self.manifest.data["stages"][name] = rec
         self.manifest.save()
-        self.log(f"[bold]▶ {name}[/]{' (resuming)' if same_inputs else ''}")
+        self.log(f"[bold]▶ {name}[/]{' (resuming)' if resume else ''}")
         t0 = time.time()
-        info = fn(same_inputs) or {}
+        info = fn(resume) or {}
         if self.runner is not None and name in self.runner.commands:
             info["commands"] = self.runner.commands[name]
         rec.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=round(time.time() - t0, 2),
@@ -113,7 +128,6 @@ class Loop(StageCommands, TemporalStages, EvalStages):
         self.manifest.save()
         self.ran.append(name)
         self.log(f"  {name} finished in {time.time() - t0:.1f}s → {', '.join(str(o) for o in outputs)}")
-        return fp
 
     def _reuse(self, name: str, fp: str, outputs: list[Path]) -> bool:
         """Take a finished stage with the same fingerprint from another run (``--reuse-from``), as hard links.
@@ -274,16 +288,11 @@ class Loop(StageCommands, TemporalStages, EvalStages):
 
             inputs["reward_model_id"] = content_id(lab.reward_model)
 
-        def clear_caches(resume):
-            for cache in ("logps", "rm"):
-                if not resume and (out / cache).exists():
-                    shutil.rmtree(out / cache)
-
         def go(_resume):
             return self._work(name, "label",
                               lambda: label(it / "responses", lcfg, out, log=self.log, progress=self.progress))
 
-        self.stage(name, inputs, outs, go, prepare=clear_caches)
+        self.stage(name, inputs, outs, go, prepare=lambda _resume: [out / "logps", out / "rm"])  # its caches
 
     def train(self, t: int) -> None:
         from cream_train.train import train
@@ -320,7 +329,6 @@ class Loop(StageCommands, TemporalStages, EvalStages):
 
         self.fps[f"train-M{t + 1}"] = self.stage(f"train-M{t + 1}", inputs, [out], go)
 
-
     # ------------------------------------------------------------------ the procedure
     def walk(self) -> None:
         """Every stage, in order (each one skipped, reused, resumed or run by :meth:`stage`)."""
@@ -350,7 +358,8 @@ class Loop(StageCommands, TemporalStages, EvalStages):
         io.atomic_write_bytes(self.run / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         self.manifest.data.update(method=cfg.method, iterations=cfg.iterations, seeds={"seed": cfg.seed},
                                   versions=versions(), config_fp=inputs_fingerprint(cfg.to_dict()))
-        self.manifest.data.pop("stopped", None)
+        for mark in ("stopped", "finished"):  # `finished` comes back when this run ends (cream publish reads it)
+            self.manifest.data.pop(mark, None)
         self.manifest.save()
         try:
             self.walk()
@@ -377,7 +386,7 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
 
     from cream_data.tables.outputs import guard, locked
 
-    cfg, _base, table = load_run_config(config_path, overrides)
+    cfg, _base, table = load_run_config(config_path, overrides, machine_checks=None if in_process else "start")
     check_machines(cfg, in_process)  # several machines: processes; srun: inside a Slurm allocation
     if cfg.nodes.machine_rank > 0:  # another machine of a multi-machine run: its shards, machine 0's bookkeeping
         return follow(cfg, table, log=log, progress=progress, reuse_from=reuse_from)

@@ -14,11 +14,12 @@
 Each stage section is derived from the stage's own settings (cream_train/sections.py): every flag of `cream
 sample/label/train/eval/prompts` is a key of its section, with the same default, except the settings the run fills
 itself (models, seeds, iteration, paths: ``sections.OWNED``). Relative paths are resolved against the config file's
-folder. Unknown keys are errors (a typo must not be ignored; the closest known key is suggested), and so are
-duplicate keys. TRL's names of the common settings are aliases (``learning_rate`` for ``lr``: settings.ALIASES),
-and a float may be written ``1e-6`` (which YAML 1.1 reads as a string). Each stage's settings are
-checked by building that stage's own config (the one place its rules live), so `cream run --check` refuses what
-`cream train/sample/label/eval` would refuse, naming the key (``train.lora_r: got 0, …``).
+folder, every path-valued key by its kind (cream_train/config_paths.py). Unknown keys are errors (a typo must not
+be ignored; the closest known key is suggested), and so are duplicate keys. TRL's names of the common settings are
+aliases (``learning_rate`` for ``lr``: settings.ALIASES), and a float may be written ``1e-6`` (which YAML 1.1 reads
+as a string). Each stage's settings are checked by building that stage's own config (the one place its rules
+live), so `cream run --check` refuses what `cream train/sample/label/eval` would refuse, naming the key
+(``train.lora_r: got 0, …``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
 from cream_data.errors import CreamError
-from cream_data.settings import SettingsError, canonical_keys, coerce, field_problems, plain, type_name
+from cream_data.settings import SettingsError, canonical_keys, coerce, field_problems, plain, setting, type_name
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS, TEMPORAL_REWARDS
+from cream_train.config_paths import looks_local, resolve_paths
+from cream_train.config_yaml import kind_of, read_mapping, read_yaml  # noqa: F401  (read_yaml: cli/options.py)
 from cream_train.sections import (  # noqa: F401  (re-exported: the sections of a run config)
     LAUNCH, NODES, OWNED_KEY, EvalSection, LabelSection, NodesSection, PromptsSection, SampleSection, SFTSection,
     Stages, TrainSection,
@@ -47,11 +50,11 @@ class TemporalSection:
 
 @dataclass(frozen=True)
 class RunConfig:
-    model: str = "smollm2-135m-instruct"
+    model: str = setting("smollm2-135m-instruct", path="model", help="M0: a checkpoint folder, a Hub id or the alias.")
     method: str = "cream"
     iterations: int = 2
     seed: int = 0
-    run_dir: Optional[str] = None       # default: runs/<config file stem> beside the config
+    run_dir: str | None = setting(None, path="path", help="Default: runs/<config file stem> beside the config.")
     sft: SFTSection = field(default_factory=SFTSection)
     prompts: PromptsSection = field(default_factory=PromptsSection)
     sample: SampleSection = field(default_factory=SampleSection)
@@ -90,7 +93,7 @@ def _build(cls, raw: Any, where: str, problems: list[str]):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        problems.append(f"{where or 'config'}: got {type(raw).__name__}, expected a mapping")
+        problems.append(f"{where.rstrip('.') or 'config'}: got {kind_of(raw)}, expected a mapping of settings")
         return cls()
     hints = get_type_hints(cls)
     raw, unknown = canonical_keys(raw, {f.name for f in fields(cls)}, where)  # TRL's names too (settings.ALIASES)
@@ -180,6 +183,8 @@ def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:
         except SettingsError as err:
             section = getattr(cfg, name)
             keys = {f.name for f in fields(section)} - set(section.extras)
+            said = [(k, t.replace(f"{{reward}} {cfg.reward}", _reward_said(cfg))) for k, t in err.keyed]
+            err = SettingsError(err.what, said, err.names)
             for p in err.named(lambda k: f"{name}.{k}" if k in keys else OWNED_KEY.get(k, k)).problems:
                 head = p.split(":")[0]
                 if head.startswith(f"{name}.") or not any(q.split(":")[0].split(" ")[0] == head for q in problems):
@@ -204,7 +209,16 @@ def _check_launchers(stages: Stages, problems: list[str]) -> None:
                     problems.append(p)
             continue
         problems += [f"{name}.{p}" for p in launcher.check_for(command[name])]
-    problems += [f"nodes.{k}: {text}" for k, text in field_problems(stages.cfg.nodes) if k not in NODES]
+    # the nodes section's own rules (a Launcher rule of a nodes key has been reported by the launchers above)
+    problems += [p for p in (f"nodes.{k}: {text}" for k, text in field_problems(stages.cfg.nodes)) if p not in problems]
+
+
+def _reward_said(cfg: RunConfig) -> str:
+    """The label stage's reward as the config chose it: ``method rm``, ``temporal.reward rm``, ``method cream
+    (reward dpo)`` (a problem of the reward names the key the user wrote, not the method's reward)."""
+    if cfg.method == "temporal" and cfg.temporal.reward:
+        return f"temporal.reward {cfg.temporal.reward}"
+    return f"method {cfg.method}" + ("" if cfg.method == cfg.reward else f" (reward {cfg.reward})")
 
 
 def _check_harness(e: EvalSection, problems: list[str]) -> None:
@@ -223,13 +237,13 @@ def _check_harness(e: EvalSection, problems: list[str]) -> None:
 def _check_model(model: str, problems: list[str]) -> None:
     """M0 must name a checkpoint folder, a Hub id or the embedded alias (nothing is loaded or built here); a local
     one is checked as every stage checks a policy (its config and tokenizer are read, no weights)."""
-    from cream_data.engines.models import EMBEDDED_ALIAS, check_policy, resolve
+    from cream_data.engines.models import EMBEDDED_ALIAS, check_policy_files, resolve
 
     if model.strip().lower() != EMBEDDED_ALIAS:  # resolving the alias would build its checkpoint
         try:
             ref = resolve(model)
             if ref.kind == "local":
-                check_policy(ref)
+                check_policy_files(ref)  # no transformers here: --check and --plan import no torch
         except CreamError as e:
             problems.append(str(e))
 
@@ -286,12 +300,7 @@ def check_reuse_from(path: str | Path, run_dir: str | Path | None = None) -> Pat
     return r
 
 
-def _looks_local(path: str) -> bool:
-    """A local path rather than a Hub id (owner/name): ./x, /x, ~/x, a file name with a suffix, a bare name."""
-    return path.startswith((".", "/", "~")) or Path(path).suffix != "" or path.count("/") != 1
-
-
-looks_local = _looks_local  # also a stage's --config file (cli/options.py)
+_looks_local = looks_local  # (config_paths.looks_local; also a stage's --config file, cli/options.py)
 
 
 def count_prompts(cfg: RunConfig, base: Path, problems: list[str]):
@@ -340,55 +349,17 @@ def _resolve(base: Path, path: str) -> str:
     return str((base / path).resolve()) if _looks_local(path) else path
 
 
-def read_mapping(path: Path, problems: list[str], where: str, expected: str) -> dict:
-    """A YAML file that holds a mapping (an empty file: an empty one), else one line ``where: got list, expected
-    {expected}``; duplicate keys go to ``problems`` (:func:`read_yaml`). A run config and a stage's `--config`."""
-    raw = read_yaml(path, problems)
-    raw = {} if raw is None else raw
-    if not isinstance(raw, dict):
-        raise CreamError(f"{where}: got {type(raw).__name__}, expected {expected}")
-    return raw
+# The `cream run` flags that override a key of the config (cli/run.py): a problem with a value given so names the flag.
+OVERRIDE_FLAGS = {"method": "--method", "seed": "--seed", "run_dir": "--out", "nodes.machine_rank": "--machine-rank",
+                  "nodes.main_process_ip": "--main-process-ip"}
 
 
-def read_yaml(path: Path, problems: list[str]) -> Any:
-    """The YAML document; a duplicate key (which YAML would let the last one win silently) is a problem. Also reads
-    a stage's `--config` file (cli/options.py)."""
-    import yaml
-
-    class StrictLoader(yaml.SafeLoader):
-        def construct_document(self, node):
-            _find_duplicates(node, "", problems)
-            return super().construct_document(node)
-
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)  # a SafeLoader: no objects
-    except yaml.YAMLError as e:
-        raise CreamError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    except UnicodeDecodeError:
-        raise CreamError(f"{path}: not UTF-8 text") from None
-
-
-def _find_duplicates(node, where: str, problems: list[str]) -> None:
-    import yaml
-
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else None
-            if name is not None and (key.tag, name) in seen:
-                problems.append(f"line {key.start_mark.line + 1}: duplicate key {name!r} "
-                                + (f"in section {where}" if where else "at the top level"))
-            seen.add((key.tag, name))
-            _find_duplicates(value, f"{where}.{name}" if where else str(name), problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, value in enumerate(node.value):
-            _find_duplicates(value, f"{where}[{i}]", problems)
-
-
-def load_run_config(path: str | Path, overrides: dict | None = None,
-                    reuse_from: list[Path] | None = None) -> tuple[RunConfig, Path, Any]:
+def load_run_config(path: str | Path, overrides: dict | None = None, reuse_from: list[Path] | None = None, *,
+                    machine_checks: str | None = "check") -> tuple[RunConfig, Path, Any]:
     """Read, resolve and validate a run config (and any ``--reuse-from`` folders) without writing anything;
-    raises one CreamError listing every problem."""
+    raises one CreamError listing every problem. ``overrides``: the command line's (:data:`OVERRIDE_FLAGS`);
+    ``machine_checks``: also what this machine must have to run it (its GPUs), for ``"check"`` (`--check`) or
+    ``"start"`` (the run itself); None for ``--plan``."""
     path = Path(path)
     if not path.is_file():
         raise CreamError(f"{path}: config file not found")
@@ -398,15 +369,18 @@ def load_run_config(path: str | Path, overrides: dict | None = None,
         raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
     cfg = _build(RunConfig, raw, "", problems)
     base = path.resolve().parent
-    if cfg.label.judge_template:  # relative to the config file; the label stage's config checks the file
-        cfg = dataclasses.replace(cfg, label=dataclasses.replace(
-            cfg.label, judge_template=str((base / Path(cfg.label.judge_template).expanduser()).resolve())))
-    run = (base / cfg.run_dir).resolve() if cfg.run_dir else (base / "runs" / path.stem).resolve()
+    # every path-valued key against the config's folder, so the config means the same from any folder
+    cfg = resolve_paths(cfg, base, problems)
+    run = Path(cfg.run_dir) if cfg.run_dir else (base / "runs" / path.stem).resolve()
     _check_values(cfg, base, problems)
     _check_model(cfg.model, problems)
     _check_reward_model(cfg.label, problems)
     _check_run_dir(run, problems)
     _check_stages(cfg, run, problems)
+    if machine_checks and cfg.method in METHODS:
+        from cream_train.gpus import shard_gpu_problems
+
+        problems += shard_gpu_problems(Stages(cfg, run), starting=machine_checks == "start")
     for r in reuse_from or []:
         try:
             check_reuse_from(r, run)
@@ -422,29 +396,21 @@ def load_run_config(path: str | Path, overrides: dict | None = None,
             and not any(m.startswith("sft.") for m in problems):
         _check_sft(cfg.sft, base, problems)
     if problems:
+        problems = _flagged(problems, overrides or {})
         raise CreamError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems))
-    # resolve paths against the config's folder, so the saved config is runnable from anywhere
-    cfg = dataclasses.replace(
-        cfg,
-        run_dir=str(run),
-        sft=dataclasses.replace(cfg.sft, data=_resolve(base, cfg.sft.data)),
-        prompts=dataclasses.replace(
-            cfg.prompts, source=_resolve(base, cfg.prompts.source) if cfg.prompts.source else "",
-            sources=[{**e, "source": _resolve(base, e["source"])} for e in cfg.prompts.sources]
-            if cfg.prompts.sources else None),
-        eval=dataclasses.replace(cfg.eval, data_dir=str((base / cfg.eval.data_dir).resolve()) if cfg.eval.data_dir else None),
-    )
-    return _resolve_accelerate_configs(cfg, base), base, table
+    return dataclasses.replace(cfg, run_dir=str(run)), base, table
 
 
-def _resolve_accelerate_configs(cfg: RunConfig, base: Path) -> RunConfig:
-    """``sft``/``train.accelerate_config`` relative to the config's folder, made absolute."""
-    for name in ("sft", "train"):
-        section = getattr(cfg, name)
-        if section.accelerate_config:
-            path = str((base / Path(section.accelerate_config).expanduser()).resolve())
-            cfg = dataclasses.replace(cfg, **{name: dataclasses.replace(section, accelerate_config=path)})
-    return cfg
+def _flagged(problems: list[str], overrides: dict) -> list[str]:
+    """A problem about a value given by a `cream run` flag names the flag (``--machine-rank: got 2, …``), not the
+    config key the flag overrides."""
+    given = {f"{k}.{n}" if isinstance(v, dict) else k: OVERRIDE_FLAGS.get(f"{k}.{n}" if isinstance(v, dict) else k)
+             for k, v in overrides.items() for n in (v if isinstance(v, dict) else [None])}
+    out = []
+    for p in problems:
+        head, sep, text = p.partition(": ")
+        out.append(f"{given[head]}{sep}{text}" if given.get(head) else p)
+    return out
 
 
 def alias_table() -> str:

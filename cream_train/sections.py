@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
 from cream_data.inputs.prompts_config import PromptsConfig
-from cream_data.settings import finite_above, section, setting
+from cream_data.settings import finite_above, host_address, section, setting
 from cream_data.stages.eval_config import EvalConfig
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.sample_config import SampleConfig
@@ -37,14 +37,14 @@ OWNED_KEY = {"model": "model", "seed": "seed", "reward": "method", "method": "me
 # Run-level keys of a section that are not its stage's settings.
 EXTRAS = {
     "sft": [
-        ("data", str, setting("", help="SFT conversations: any source `cream prompts --sft` reads.")),
+        ("data", str, setting("", help="SFT conversations: any source `cream prompts --sft` reads.", path="data")),
         ("layout", Optional[str], setting(None, help="The SFT source's layout (detected if omitted).")),
     ],
     "prompts": [
         ("source", str, setting("", help="Unlabeled prompts D_U: a file, a datasets folder, a Hub id, a benchmark "
-                                "file.")),
+                                "file.", path="data")),
         ("sources", Optional[list], setting(None, help="Or a mix: [{source, layout?, limit?}, …] concatenated in "
-                                            "order.")),
+                                            "order.", path="sources")),
         ("per_iteration", Optional[int], setting(None, help="Prompts per subset D_U^t (default: all, split "
                                                  "evenly).")),
     ],
@@ -63,6 +63,9 @@ LAUNCH = {
     "sft": ("launcher", "num_processes", "accelerate_config", "gpus_per_process"),
     "train": ("launcher", "num_processes", "accelerate_config", "gpus_per_process"),
 }
+# The path kind of a stage setting whose own definition does not say it (settings.PATH_KINDS): resolved against the
+# run config's folder like every other path (cream_train/config_paths.py).
+PATHS = {"label": {"reward_model": "model"}}
 # The nodes section's keys that are Launcher settings, key -> the Launcher's name (nodes.launcher says how a stage
 # reaches the machines, not which program starts it: that is each section's own launcher).
 NODES = {"launcher": "node_launcher", "num_machines": "num_machines", "machine_rank": "machine_rank",
@@ -96,8 +99,20 @@ def _launch_fields(names) -> list:
 for _name, _keys in LAUNCH.items():
     EXTRAS[_name] = [*EXTRAS.get(_name, []), *_launch_fields(_keys)]
 
+# Rules of the nodes section that the Launcher leaves to the run config (checked by `cream run --check` and start).
+NODE_CHECKS = {"main_process_ip": host_address()}
+
+
+def _node_field(key: str, spec: tuple) -> tuple:
+    """A nodes key as a section field: the Launcher setting's, with the run config's own rule where it has one."""
+    _, hint, f = spec
+    if key in NODE_CHECKS:
+        f = field(default=f.default, metadata={**f.metadata, "check": NODE_CHECKS[key]})
+    return key, hint, f
+
+
 NodesSection = make_dataclass(
-    "NodesSection", [(key, *spec[1:]) for key, spec in zip(NODES, _launch_fields(NODES.values()))] + LIVENESS,
+    "NodesSection", [_node_field(key, spec) for key, spec in zip(NODES, _launch_fields(NODES.values()))] + LIVENESS,
     frozen=True)
 NodesSection.__module__ = __name__
 NodesSection.__doc__ = ("Several machines (cream_train/machines.py): followers — each runs the same `cream run` with "
@@ -116,7 +131,7 @@ STAGES = {"sft": SFTTrainConfig, "prompts": PromptsConfig, "sample": SampleConfi
 
 def _section(name: str, stage: type) -> type:
     return section(f"{name.capitalize()}Section" if name != "sft" else "SFTSection", stage, owned=OWNED[name],
-                   extras=EXTRAS.get(name, ()), defaults=METHOD_DECIDES.get(name))
+                   extras=EXTRAS.get(name, ()), defaults=METHOD_DECIDES.get(name), paths=PATHS.get(name))
 
 
 SFTSection = _section("sft", SFTTrainConfig)

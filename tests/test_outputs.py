@@ -294,7 +294,8 @@ def test_two_samplers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_mod
 def test_two_labelers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_model, tiny_model_b):
     from tests.conftest import cream_executable
 
-    responses = io.write_table(responses_table(12, 4), tmp_path / "responses", "responses")
+    # enough work that the first labeler still holds the lock when the second has made its model checks
+    responses = io.write_table(responses_table(150, 4), tmp_path / "responses", "responses")
     out = tmp_path / "lab"
     args = ["label", responses, "--model", tiny_model, "--ref", tiny_model_b, "--out", out, "--batch-size", "1"]
     first = _start([cream_executable(), *args])
@@ -305,7 +306,7 @@ def test_two_labelers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_mod
     finally:
         _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
-    assert io.read_table(out / "scores", "scores").num_rows == 48
+    assert io.read_table(out / "scores", "scores").num_rows == 600
 
 
 def test_a_second_run_on_one_run_dir_is_refused(cream_exe, tmp_path, tiny_model, shared_data):

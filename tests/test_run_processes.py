@@ -356,7 +356,7 @@ def test_launch_mistakes_are_one_line_errors(tmp_path, tiny_model, shared_data, 
     nodes = "nodes: {num_machines: 2, main_process_ip: 127.0.0.1}\n"
     cfg = config(tmp_path, tiny_model, shared_data, "n2", extra=nodes)
     cases = [
-        (["--machine-rank", "2"], "nodes.machine_rank: got 2, expected < nodes.num_machines (2)"),
+        (["--machine-rank", "2"], "--machine-rank: got 2, expected < nodes.num_machines (2)"),
         (["--in-process"], "--in-process: nodes.num_machines is 2"),
     ]
     for args, want in cases:

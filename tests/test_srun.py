@@ -276,7 +276,7 @@ def test_srun_mode_refuses_to_start_outside_an_allocation(tmp_path, tiny_model):
         assert "nodes.launcher srun" in lines[0] and "Traceback" not in r.stderr
     assert not (tmp_path / "refused").exists()
     r = run_cream("run", cfg, "--machine-rank", "1", "--check", env=cases[0][0])
-    assert r.returncode == 2 and "nodes.machine_rank: got 1 with nodes.launcher srun" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--machine-rank: got 1 with nodes.launcher srun" in r.stderr, r.stderr
 
 
 # ------------------------------------------------------------------------------------------- one Slurm task

@@ -46,6 +46,29 @@ def check_policy(ref: ModelRef, *, trust_remote_code: bool = False, what: str = 
     return tok
 
 
+def check_policy_files(ref: ModelRef, *, what: str = "model") -> None:
+    """The part of :func:`check_policy` that needs neither transformers nor torch (``cream run --check`` and
+    ``--plan`` import neither): a local checkpoint's config.json reads and names no sequence classifier, and its
+    tokenizer files are there. The stages run the whole check before they load anything."""
+    if ref.kind == "hub":
+        return
+    config = read_json_object(Path(ref.path) / "config.json", what=f"config of {what} {ref.name}",
+                              fix="the checkpoint may be incomplete or corrupt")
+    archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    if archs and all(a.endswith("ForSequenceClassification") for a in archs):
+        raise CreamError(f"{what} {ref.name}: a {archs[0]} checkpoint (a reward model), not a causal language "
+                         "model; a policy is a *ForCausalLM checkpoint with a chat template (a reward model goes to "
+                         "--reward-model)")
+    _need_tokenizer_files(ref, what)
+
+
+def _need_tokenizer_files(ref: ModelRef, what: str) -> None:
+    if ref.kind != "hub" and not any((Path(ref.path) / f).is_file() for f in TOKENIZER_FILES):
+        raise CreamError(f"{what} {ref.name}: the folder has no tokenizer files (expected one of "
+                         f"{', '.join(TOKENIZER_FILES[:2])}, …); save the tokenizer beside the weights "
+                         "(tokenizer.save_pretrained(folder))")
+
+
 def check_reward_model(ref: ModelRef, *, trust_remote_code: bool = False, what: str = "reward model"):
     """The reward model's tokenizer, after one-line errors for what cannot be a single-logit reward model: a
     checkpoint without a sequence-classification architecture (a causal LM), ``num_labels`` ≠ 1, a tokenizer
@@ -105,10 +128,7 @@ def read_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False, what: str 
     """The checkpoint's tokenizer (pad token: end-of-sequence where it has none), with one-line errors: no tokenizer
     files in a local folder, a tokenizer transformers cannot build, no chat template."""
     check_checkpoint(ref, trust_remote_code, what)
-    if ref.kind != "hub" and not any((Path(ref.path) / f).is_file() for f in TOKENIZER_FILES):
-        raise CreamError(f"{what} {ref.name}: the folder has no tokenizer files (expected one of "
-                         f"{', '.join(TOKENIZER_FILES[:2])}, …); save the tokenizer beside the weights "
-                         "(tokenizer.save_pretrained(folder))")
+    _need_tokenizer_files(ref, what)
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -23,12 +23,13 @@ from cream_data.engines.model_loading import (
 from cream_data.engines.model_refs import (
     EMBEDDED_ALIAS, EMBEDDED_INSTALL, EMBEDDED_PACKAGE, ModelRef, cache_dir, embedded_checkpoint, resolve,
 )
-from cream_data.engines.model_roles import check_policy, check_reward_model, read_tokenizer
+from cream_data.engines.model_roles import check_policy, check_policy_files, check_reward_model, read_tokenizer
 from cream_data.engines.model_roles import first_line as _first_line
 
 __all__ = [
     "EMBEDDED_ALIAS", "EMBEDDED_INSTALL", "EMBEDDED_PACKAGE", "ModelRef", "_first_line", "autocast", "cache_dir",
-    "check_device", "check_policy", "check_reward_model", "content_id", "default_device", "dtype_name",
+    "check_device", "check_policy", "check_policy_files", "check_reward_model", "content_id", "default_device",
+    "dtype_name",
     "embedded_checkpoint", "from_pretrained", "load", "load_tokenizer", "make_tiny_model", "mixed_weights",
     "read_tokenizer", "resolve", "resolve_dtype", "same_weights", "short_name", "template_hash", "torch_dtype",
 ]

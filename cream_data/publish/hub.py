@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cream_data.publish import card
+from cream_data.publish.run_state import check_finished
 from cream_data.errors import CreamError
 from cream_data.hub_ids import check_repo_id, is_repo_id
 from cream_data.tables.io import COMPRESSION, iter_table_paths, read_manifest, read_table, staging_folder
@@ -349,25 +350,29 @@ class Published:
     folder: Path | None   # None when the folder was temporary (a real upload without --out)
     files: list[tuple[str, int]]
     url: str | None       # None for a dry run
+    warning: str | None = None  # an unfinished run published anyway (allow_unfinished)
 
 
 def publish(root: str | Path, repo_id: str, *, dry_run: bool = False, private: bool = False,
-            out: str | Path | None = None, license: str | None = None, exclude=()) -> Published:
-    """`cream publish`: build the repository folder, then (unless ``dry_run``) upload it."""
+            out: str | Path | None = None, license: str | None = None, exclude=(),
+            allow_unfinished: bool = False) -> Published:
+    """`cream publish`: build the repository folder, then (unless ``dry_run``) upload it. An unfinished run
+    directory is refused unless ``allow_unfinished`` (run_state.check_finished)."""
     root = Path(root)
     check_repo_id(repo_id)
+    warning = check_finished(root, allow_unfinished)
     if dry_run:
         stem = root.name if root.is_dir() else root.stem
         out = Path(out) if out else root.parent / f"{stem}.hub-{uuid.uuid4().hex[:8]}"
         build(root, out, repo_id, license=license, exclude=exclude)
-        return Published(out, listing(out), None)
+        return Published(out, listing(out), None, warning)
     token = get_token()
     if out:
         folder = build(root, out, repo_id, license=license, exclude=exclude)
-        return Published(folder, listing(folder), upload(folder, repo_id, token=token, private=private))
+        return Published(folder, listing(folder), upload(folder, repo_id, token=token, private=private), warning)
     with tempfile.TemporaryDirectory(prefix="cream-publish-") as tmp:
         folder = build(root, Path(tmp) / "repo", repo_id, license=license, exclude=exclude)
-        return Published(None, listing(folder), upload(folder, repo_id, token=token, private=private))
+        return Published(None, listing(folder), upload(folder, repo_id, token=token, private=private), warning)
 
 
 # --------------------------------------------------------------------------------------------- reading back

@@ -242,10 +242,28 @@ def _short(s: str, n: int = 48) -> str:
 # ---------------------------------------------------------------------------- a labeled folder
 @dataclass
 class InspectReport:
-    """The summary of a labeled folder and the files written for it."""
+    """The summary of a labeled folder, the files written for it and those that could not be (path -> why)."""
 
     summary: dict
     files: dict[str, Path] = field(default_factory=dict)
+    unwritten: dict[Path, str] = field(default_factory=dict)
+
+    def keep(self, name: str, path: Path, write) -> None:
+        """``write()`` a file of the report; one that fails (a read-only folder, a full disk) is listed in
+        ``unwritten`` by its path and the summary goes on (it is what the user asked for)."""
+        try:
+            self.files[name] = write()
+        except io.WriteError as e:
+            self.unwritten[path] = e.reason
+
+    def unwritten_line(self) -> str | None:
+        """One line naming the files that could not be written and why, or None."""
+        if not self.unwritten:
+            return None
+        folders = {p.parent for p in self.unwritten}
+        names = ", ".join(str(p) if len(folders) > 1 else p.name for p in self.unwritten)
+        where = "" if len(folders) > 1 else f" in {next(iter(folders))}"
+        return f"could not write {names}{where} ({'; '.join(dict.fromkeys(self.unwritten.values()))})"
 
 
 def find_labeled(path: str | Path) -> tuple[Path | None, Path | None]:
@@ -294,17 +312,19 @@ def inspect_folder(path: str | Path, out: str | Path | None = None) -> InspectRe
                                 **agreement_report.folder_agreement(scores, human)}
 
     if prefs is not None and prefs.num_rows:
-        report.files["consistency"] = plot_consistency(prefs, out / "consistency.png")
-        report.files["margins"] = plot_margins(prefs, out / "margins.png")
+        report.keep("consistency", out / "consistency.png", lambda: plot_consistency(prefs, out / "consistency.png"))
+        report.keep("margins", out / "margins.png", lambda: plot_margins(prefs, out / "margins.png"))
     groups = reward_groups(scores) if scores is not None and scores.num_rows else (
         preference_reward_groups(prefs) if prefs is not None and prefs.num_rows else {})
     if groups:
-        report.files["rewards"] = plot_rewards(groups, out / "rewards.png")
+        report.keep("rewards", out / "rewards.png", lambda: plot_rewards(groups, out / "rewards.png"))
     summary["plots"] = {k: p.name for k, p in report.files.items()}
     md, js = out / "summary.md", out / "summary.json"
-    io.atomic_write_bytes(md, to_markdown(summary).encode())
-    io.atomic_write_json(js, summary)
-    report.files = {"markdown": md, "json": js, **report.files}
+    plots = report.files
+    report.files = {}
+    report.keep("markdown", md, lambda: (io.atomic_write_bytes(md, to_markdown(summary).encode()), md)[1])
+    report.keep("json", js, lambda: (io.atomic_write_json(js, summary), js)[1])
+    report.files.update(plots)
     return report
 
 

@@ -14,6 +14,7 @@ written its shard manifest; reading the folder is the merge. Readers validate ag
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -21,8 +22,9 @@ import shutil
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,18 +40,48 @@ _SHARD_MANIFEST = re.compile(r"^_manifest\.shard-(\d{5})-of-(\d{5})\.json$")
 
 
 # ---------------------------------------------------------------------------- atomic primitives
+class WriteError(CreamError, OSError):
+    """An atomic write that failed, named by its target — never by the temporary file or folder it was being built
+    in, which the user never asked for. Still an OSError (with the errno), for code that handles those."""
+
+    def __init__(self, target: Path, err: OSError):
+        self.reason = _reason(err)
+        super().__init__(f"{target}: cannot write it ({self.reason})")
+        self.errno, self.strerror, self.filename, self.original = err.errno, err.strerror, str(target), err
+
+    def __str__(self) -> str:  # the message, not OSError's "[Errno …] …: filename"
+        return self.args[0]
+
+
+def _reason(err: OSError) -> str:
+    hint = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+            errno.ENOSPC: "the disk is full", errno.EDQUOT: "disk quota exceeded"}.get(err.errno)
+    return hint or (err.strerror or str(err)).lower()
+
+
+@contextmanager
+def writing(target: str | Path) -> Iterator[None]:
+    """Around an atomic write of ``target``: an OSError becomes a :class:`WriteError` naming ``target`` (the
+    outermost one: a table, not the part file of its staging folder)."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(Path(target), getattr(e, "original", e)) from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -57,15 +89,16 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def _write_parquet_file(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        pq.write_table(table, tmp, compression=COMPRESSION)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pq.write_table(table, tmp, compression=COMPRESSION)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _prepare(table: pa.Table, kind: str, where: str, metadata: dict | None) -> pa.Table:
@@ -83,23 +116,25 @@ def _prepare(table: pa.Table, kind: str, where: str, metadata: dict | None) -> p
 def staging_folder(target: Path) -> Path:
     """A fresh hidden sibling ``.NAME.tmp-…`` to build ``target`` in, with the permissions a plain ``mkdir``
     would give under the user's umask (``mkdtemp`` makes 0700, which the final rename would keep)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
     return staging
 
 
 def replace_folder(staging: Path, target: Path) -> None:
     """Move a finished staging folder into place; an older ``target`` is replaced only now the new one is whole."""
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    with writing(target):
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
 
 
 # ---------------------------------------------------------------------------- whole-table writes
@@ -117,8 +152,10 @@ def write_table(table: pa.Table, path: str | Path, kind: str, *, metadata: dict 
         return path
     staging = staging_folder(path)
     try:
-        _write_parquet_file(table, staging / "part-00000.parquet")
-        atomic_write_json(staging / MANIFEST, _manifest(kind, ["part-00000.parquet"], table.num_rows, manifest_extra))
+        with writing(path):  # a failure names the table, not its staging folder
+            _write_parquet_file(table, staging / "part-00000.parquet")
+            atomic_write_json(staging / MANIFEST, _manifest(kind, ["part-00000.parquet"], table.num_rows,
+                                                            manifest_extra))
         replace_folder(staging, path)
     finally:
         if staging.exists():

@@ -14,12 +14,17 @@ Two rules hold for every command that takes an ``--out`` (or a run directory):
    stale lock is taken over by the next process (which says so); both files are removed when the holder finishes.
 
 Both checks run before any model is loaded, so a mistake costs nothing.
+
+A third holds for a stage that redoes its work (its inputs changed): **replace, then remove.** :func:`replacing`
+moves its old outputs aside and brings them back when the new ones do not complete (an error, Ctrl-C), so an
+interrupted redo never leaves less than there was.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -120,6 +125,44 @@ def check_resume(out: Path, settings_file: str, identity: dict, overwrite: bool,
     elif any(out.glob("part-*.parquet")) or any(out.glob("_manifest*.json")):
         raise CreamError(f"--out {out}: holds a table not written by `{command}`; choose another --out or "
                          "pass --overwrite")
+
+
+# ---------------------------------------------------------------------------- replace, then remove
+def aside_path(path: Path) -> Path:
+    """Where :func:`replacing` keeps the old version of ``path`` meanwhile: the hidden sibling ``.NAME.replaced``."""
+    return path.parent / f".{path.name}.replaced"
+
+
+def remove(path: Path) -> None:
+    """Remove a file, link or folder if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def replacing(paths) -> Iterator[list[Path]]:
+    """Replace, then remove: each of ``paths`` that exists is moved aside (:func:`aside_path`, a rename, so nothing
+    is copied) while the block writes its new version, and yielded. When the block raises (Ctrl-C included), what it
+    wrote at such a path is removed and the old version moved back before the exception goes on; when it returns,
+    the old versions are removed. A path that did not exist keeps what the block wrote either way (a resumable
+    part). An aside copy left by a process killed meanwhile is removed first: the path holds what was recorded."""
+    moved = []
+    for path in map(Path, paths):
+        remove(aside_path(path))
+        if path.exists() or path.is_symlink():
+            os.replace(path, aside_path(path))
+            moved.append(path)
+    try:
+        yield moved
+    except BaseException:
+        for path in moved:
+            remove(path)
+            os.replace(aside_path(path), path)
+        raise
+    for path in moved:
+        remove(aside_path(path))
 
 
 # ---------------------------------------------------------------------------- one writer per output

@@ -175,9 +175,21 @@ def check_read_only(con: "duckdb.DuckDBPyConnection", sql: str) -> None:
         if inner != st.query:
             check_read_only(con, inner)
             return
-    name = str(kind).rsplit(".", 1)[-1]
-    raise CreamError(f"cream sql is read-only: {name} statements are refused "
-                     f"(use SELECT; write results with --format csv|json and a shell redirect)")
+    raise CreamError(f"cream sql is read-only: {written_keyword(st.query, str(kind).rsplit('.', 1)[-1])} statements "
+                     "are refused (use SELECT; write results with --format csv|json and a shell redirect)")
+
+
+_COMMENT = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/|\()*", re.DOTALL)
+
+
+def written_keyword(statement: str, kind: str) -> str:
+    """The statement's keyword as the user wrote it (``INSTALL``, ``USE``, ``FORCE INSTALL``), not DuckDB's type
+    for it (LOAD, SET): its first word after comments; a ``WITH …`` names what follows (``WITH … INSERT``)."""
+    words = re.findall(r"[A-Za-z]+", _COMMENT.sub("", statement, count=1)[:64])[:2]
+    first = words[0].upper() if words else kind
+    if first == "FORCE" and len(words) > 1:
+        return f"FORCE {words[1].upper()}"
+    return f"WITH … {kind}" if first == "WITH" else first
 
 
 def _one_line(e: BaseException) -> str:
