@@ -301,7 +301,9 @@ def vllm_rows(ctx: Check) -> list[Row]:
     from cream_data.engines.base import GenerationParams
     from cream_data.engines.vllm_engine import VllmSampler, VllmScorer, load_llm
 
-    llm = load_llm(str(ctx.need("small_dir")), seed=0, dtype=ctx.dtype, gpu_memory_utilization=0.5)
+    from cream_data.engines import models
+
+    llm = load_llm(models.resolve(str(ctx.need("small_dir"))), seed=0, dtype=ctx.dtype, gpu_memory_utilization=0.5)
     convs = ctx.need("prompts").slice(0, ctx.args.prompts).column("prompt").to_pylist()
     seeds = list(range(len(convs)))
     params = GenerationParams(0.8, 0.95, ctx.args.max_new_tokens)
