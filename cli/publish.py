@@ -16,8 +16,8 @@ def publish(
     dry_run: bool = typer.Option(False, "--dry-run", help="Build the repository folder and list it; upload nothing."),
     private: bool = typer.Option(False, "--private", help="Create the repository as private (a new one only)."),
     out_dir: Optional[Path] = typer.Option(
-        None, "--out", help="Where to build the repository folder (default: a temporary folder; with --dry-run, "
-        "a new folder beside SOURCE)."),
+        None, "--out", help="Where to build the repository folder, outside SOURCE (default: a temporary folder; "
+        "with --dry-run, a new folder beside SOURCE)."),
     license: Optional[str] = typer.Option(
         None, "--license", help="Hub licence id for the card (overrides the licence found from the prompt sources)."),
     exclude: Optional[list[Path]] = typer.Option(
@@ -33,7 +33,9 @@ def publish(
     still fails, rerun the same command: files the Hub already holds are not sent again.
 
     Each split holds one table: two label folders of one iteration (`--out lab` and a re-pairing
-    `--out lab-spearman`) are refused, naming both; pick one with --exclude."""
+    `--out lab-spearman`) are refused, naming both; pick one with --exclude. A split's preferences, scores and
+    responses must be of one labeling: a table replaced by another labeling's, or responses rewritten after
+    labeling, is refused, naming the first key where they disagree."""
     from cream_data.publish.hub import publish as run
 
     result = run(source, repo_id, dry_run=dry_run, private=private, out=out_dir, license=license,

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import schemas
 from cream_data.tables import io
 from cream_data.errors import CreamError
-from cream_data.tables.validate import check, check_finite
+from cream_data.tables.validate import check, check_finite, check_pair_sides
 from cream_data.vocab import C_WEIGHTED
 from cream_train.loss import pair_weights
 
@@ -95,8 +95,9 @@ def _looks_local(s: str) -> bool:
 
 
 def check_preferences(table: pa.Table, method: str, where: str) -> None:
-    """One-line errors for what training cannot use: missing columns, no rows, NaN/inf in any float column
-    present, weights outside [0, 1]."""
+    """One-line errors for what training cannot use: missing columns, no rows, a pair whose chosen and rejected are
+    one response (:func:`~cream_data.tables.validate.check_pair_sides`), NaN/inf in any float column present, weights
+    outside [0, 1]."""
     missing = [c for c in _BASE_COLUMNS if c not in table.column_names]
     if missing:
         raise CreamError(f"{where}: preferences table has no {', '.join(missing)} column(s)")
@@ -105,6 +106,7 @@ def check_preferences(table: pa.Table, method: str, where: str) -> None:
                          "consistency weight C (label with consistency, or use --method dpo)")
     if table.num_rows == 0:
         raise CreamError(f"{where}: preferences table is empty; expected at least one pair")
+    check_pair_sides(table, where)
     check_finite(table, "preferences", where)
     if method in C_WEIGHTED:
         w = table.column("weight").to_pylist()

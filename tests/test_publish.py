@@ -18,7 +18,7 @@ from cream_data.publish import card
 from cream_data.publish import hub
 from cream_data.errors import CreamError
 from cream_data.tables.io import read_table, write_table
-from tests.conftest import assert_user_error
+from tests.conftest import assert_user_error, snapshot
 
 
 def hub_http():
@@ -474,3 +474,20 @@ def test_republish_replaces_the_folder_whole(run_dir, tmp_path):
     assert not (out / "data" / "stale.parquet").exists()
     assert _card(out).data.to_dict()["license"] == "cc-by-4.0"
     assert read_table(out / "data/preferences/iter_1-00000-of-00001.parquet", "preferences").num_rows == 5
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("a0: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [" + ",".join(["*a" if i == 1 else f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 9)),
+     "expands to more than"),
+    ("note: " + "z" * (3 << 20) + "\n", "config file is 3.0 MiB"),
+])
+def test_publish_reads_a_run_config_within_bounds(cream_exe, tmp_path, text, needle):
+    """A run folder's config.yaml (a billion laughs hung `cream publish`; 3 MB was read whole) is refused."""
+    make_run(tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text(text)
+    before = snapshot(tmp_path)
+    r = cream_exe("publish", tmp_path / "run", "--repo-id", "me/x", "--dry-run", "--allow-unfinished", "--out",
+                  tmp_path / "pub", cwd=tmp_path, timeout=60)
+    assert_user_error(r, "config.yaml", needle)
+    assert snapshot(tmp_path) == before

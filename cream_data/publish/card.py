@@ -277,7 +277,8 @@ def render(repo_id: str, splits: dict[str, list[Split]], licence: Licence, *, ru
                             for kind, parts in splits.items() for s in parts])]
     out += ["## Lineage", "", *lineage(splits, run_config, run_manifest), ""]
     if run_config:
-        out += ["Resolved run configuration:", "", "```yaml", yaml.safe_dump(run_config, sort_keys=True).rstrip(),
+        shown = yaml.safe_dump(run_config, sort_keys=True, allow_unicode=True).rstrip()
+        out += ["Resolved run configuration:", "", "```yaml", shown,
                 "```", ""]
     out += ["## Statistics", "",
             "Per iteration; mean / median / std (population) of the pairs. Reward margin = reward(chosen) − "

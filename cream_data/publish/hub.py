@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cream_data.publish import card
+from cream_data.publish import card, checks
 from cream_data.publish.run_state import check_finished
 from cream_data.errors import CreamError
 from cream_data.hub_ids import check_repo_id, is_repo_id
@@ -63,41 +63,6 @@ def _inside_publish_folder(path: Path, root: Path) -> bool:
     return any(is_publish_folder(a) for a in path.parents if a != root and root in a.parents)
 
 
-def _excluded_paths(root: Path, exclude) -> list[Path]:
-    """``--exclude`` values as paths (relative ones are taken below ``root``); each must exist."""
-    paths = []
-    for e in exclude or ():
-        p = Path(e) if Path(e).is_absolute() else root / e
-        if not p.exists():
-            raise CreamError(f"--exclude {e}: no such folder or table under {root} "
-                             "(give a path relative to it, e.g. a label folder)")
-        paths.append(p.resolve())
-    return paths
-
-
-def _label_folder(rel: str) -> str:
-    """The folder to exclude to drop the table at ``rel``: its label folder, or the table when it has none."""
-    parent = Path(rel).parent.as_posix()
-    return rel if parent == "." else parent
-
-
-def _split_clash(root: Path, kind: str, name: str, its: set, rels: list[str], pick_with_exclude: bool) -> CreamError:
-    """Two or more tables would fill one split (duplicate prompt ids): say which, and how to choose."""
-    where = f"iteration {next(iter(its))}" if len(its) == 1 and None not in its else f"split '{name}'"
-    listed = ", ".join(rels)
-    if pick_with_exclude:
-        folders = [_label_folder(r) for r in rels]
-        folders = folders if len(set(folders)) == len(folders) else rels
-        if len(folders) == 2:
-            how = f"publish one: --exclude {folders[1]} (or --exclude {folders[0]})"
-        else:
-            how = "publish one: --exclude all others, e.g. " + " ".join(f"--exclude {f}" for f in folders[1:])
-    else:
-        how = "pass one of them: " + " or ".join(str(root / r) for r in rels)
-    return CreamError(f"{root}: {len(rels)} {kind} tables for {where} ({listed}) would share one split and repeat "
-                      f"prompt ids; {how}")
-
-
 def collect(root: str | Path, exclude=(), *, pick_with_exclude: bool = True
             ) -> tuple[dict[str, list[card.Split]], list[pa.Table]]:
     """The splits to publish per config (in iteration order) and any prompts tables found under ``root``.
@@ -109,7 +74,7 @@ def collect(root: str | Path, exclude=(), *, pick_with_exclude: bool = True
     root = Path(root)
     if not root.exists():
         raise CreamError(f"{root}: no such file or folder")
-    skip = _excluded_paths(root, exclude)
+    skip = checks.excluded_paths(root, exclude)
     groups: dict[tuple[str, int | None], list[tuple[pa.Table, dict | None, str]]] = defaultdict(list)
     prompts = []
     for kind, path in iter_table_paths(root):
@@ -144,7 +109,7 @@ def collect(root: str | Path, exclude=(), *, pick_with_exclude: bool = True
     for (kind, name), members in by_split.items():
         rels = list(dict.fromkeys(r for _, r in members))  # one table split by its iteration column counts once
         if len(rels) > 1:
-            raise _split_clash(root, kind, name, {it for it, _ in members}, rels, pick_with_exclude)
+            raise checks.split_clash(root, kind, name, {it for it, _ in members}, rels, pick_with_exclude)
     splits: dict[str, list[card.Split]] = {}
     for kind in CONFIG_KINDS:
         keys = sorted((k for k in groups if k[0] == kind), key=lambda k: (k[1] is not None, k[1] or 0))
@@ -173,21 +138,15 @@ def prompt_sources(splits: dict[str, list[card.Split]], prompts: list[pa.Table])
 
 
 def _run_files(root: Path) -> tuple[dict | None, dict | None]:
-    import json
+    """The run's saved config (bounded YAML: cream_data.config_yaml) and manifest, each None when absent."""
+    from cream_data import jsonfile
+    from cream_data.config_yaml import read_saved_config
 
-    import yaml
-
-    config = manifest = None
-    if (root / "config.yaml").is_file():
-        try:
-            config = yaml.safe_load((root / "config.yaml").read_text())
-        except yaml.YAMLError as e:
-            raise CreamError(f"{root / 'config.yaml'}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if (root / "manifest.json").is_file():
-        try:
-            manifest = json.loads((root / "manifest.json").read_text())
-        except json.JSONDecodeError as e:
-            raise CreamError(f"{root / 'manifest.json'}: not valid JSON ({e})") from None
+    config = read_saved_config(root / "config.yaml")
+    manifest = None
+    if (root / "manifest.json").exists():
+        manifest = jsonfile.read_json_object(root / "manifest.json", what="run manifest",
+                                             fix="rerun the run to rewrite it")
     return _without_secrets(config) if isinstance(config, dict) else None, manifest
 
 
@@ -239,7 +198,8 @@ def _install(staging: Path, out: Path) -> None:
 
 def build(root: str | Path, out: str | Path, repo_id: str, *, license: str | None = None, exclude=()) -> Path:
     """Build the repository folder at ``out`` (atomically: a temp sibling renamed at the end), leaving out the
-    tables under ``exclude`` (see :func:`collect`)."""
+    tables under ``exclude`` (see :func:`collect`), once each split's tables are known to be of one labeling
+    (:func:`checks.check_splits`)."""
     root, out = Path(root), Path(out)
     check_repo_id(repo_id)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or is_publish_folder(out))):
@@ -248,6 +208,7 @@ def build(root: str | Path, out: str | Path, repo_id: str, *, license: str | Non
     if license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", license):
         raise CreamError(f"--license {license!r}: expected a Hub licence id such as mit, apache-2.0, cc-by-4.0")
     splits, prompts = collect(root, exclude)
+    checks.check_splits(root, splits)
     run_config, run_manifest = _run_files(root if root.is_dir() else root.parent)
     licence = card.licence_of(prompt_sources(splits, prompts), override=license)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -356,10 +317,12 @@ class Published:
 def publish(root: str | Path, repo_id: str, *, dry_run: bool = False, private: bool = False,
             out: str | Path | None = None, license: str | None = None, exclude=(),
             allow_unfinished: bool = False) -> Published:
-    """`cream publish`: build the repository folder, then (unless ``dry_run``) upload it. An unfinished run
-    directory is refused unless ``allow_unfinished`` (run_state.check_finished)."""
+    """`cream publish`: build the repository folder, then (unless ``dry_run``) upload it. An ``out`` inside (or
+    around) ``root`` is refused (:func:`checks.check_out`), and so is an unfinished run directory unless
+    ``allow_unfinished`` (run_state.check_finished)."""
     root = Path(root)
     check_repo_id(repo_id)
+    checks.check_out(root, out)
     warning = check_finished(root, allow_unfinished)
     if dry_run:
         stem = root.name if root.is_dir() else root.stem

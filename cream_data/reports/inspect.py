@@ -288,27 +288,21 @@ def find_labeled(path: str | Path) -> tuple[Path | None, Path | None]:
 
 
 def inspect_folder(path: str | Path, out: str | Path | None = None) -> InspectReport:
-    """Summarise a labeled folder; write summary.md, summary.json and PNG plots into ``out``.
-
-    ``out`` defaults to ``PATH/inspect`` (beside the file when PATH is a single Parquet file).
+    """Summarise a labeled folder whose tables are of one labeling (:func:`_read_checked`); write summary.md,
+    summary.json and PNG plots into ``out``, by default ``PATH/inspect`` (beside the file when PATH is a file).
     """
     path = Path(path)
     prefs_path, scores_path = find_labeled(path)
+    got = _read_checked(path, prefs_path, scores_path)
+    prefs, scores, human = (got[k].table if got[k] else None for k in ("preferences", "scores", "human"))
     out = Path(out) if out else (path if path.is_dir() else path.parent) / "inspect"
     summary: dict = {"folder": str(path)}
     report = InspectReport(summary)
-    prefs = scores = None
-    if prefs_path is not None:
-        prefs = io.read_table(prefs_path, "preferences", columns=PREF_COLUMNS)
-        manifest = io.read_manifest(prefs_path) if prefs_path.is_dir() else None
-        summary["preferences"] = {"path": str(prefs_path), **summarize_preferences(prefs, manifest)}
-    if scores_path is not None:
-        scores = io.read_table(scores_path, "scores", columns=SCORE_COLUMNS)
+    if prefs is not None:
+        summary["preferences"] = {"path": str(prefs_path), **summarize_preferences(prefs, got["preferences"].manifest)}
+    if scores is not None:
         summary["scores"] = {"path": str(scores_path), "groups": summarize_scores(scores)}
-        human_path = agreement_report.find_human(path, scores_path)
-        human = io.read_table(human_path, "human_scores", columns=agreement_report.HUMAN_COLUMNS) \
-            if human_path is not None else None
-        summary["agreement"] = {"path": str(scores_path), "human_path": str(human_path) if human_path else None,
+        summary["agreement"] = {"path": str(scores_path), "human_path": got["human"] and got["human"].where,
                                 **agreement_report.folder_agreement(scores, human)}
 
     if prefs is not None and prefs.num_rows:
@@ -326,6 +320,28 @@ def inspect_folder(path: str | Path, out: str | Path | None = None) -> InspectRe
     report.keep("json", js, lambda: (io.atomic_write_json(js, summary), js)[1])
     report.files.update(plots)
     return report
+
+
+def _read_checked(path: Path, prefs_path: Path | None, scores_path: Path | None) -> dict:
+    """The folder's preferences, scores and human scores (:class:`~cream_data.tables.keys.Found`, None where absent;
+    the columns the summary reads and those the checks compare), refused in one line unless they and the responses
+    beside the preferences are of one labeling (:func:`cream_data.stages.label.check_labeled`)."""
+    from cream_data.stages.label import check_labeled
+    from cream_data.tables.keys import Found
+
+    def read(p: Path | None, kind: str, columns: list[str] | None):
+        if p is None or not p.exists():
+            return None
+        return Found(io.read_table(p, kind, columns=columns), str(p), io.read_manifest(p) if p.is_dir() else None)
+
+    human_path = agreement_report.find_human(path, scores_path) if scores_path is not None else None
+    found = {"preferences": read(prefs_path, "preferences", PREF_COLUMNS + ["prompt", "chosen", "rejected"]),
+             "scores": read(scores_path, "scores", SCORE_COLUMNS),
+             "human": read(human_path, "human_scores", agreement_report.HUMAN_COLUMNS),
+             "responses": read(prefs_path.parent / "responses", "responses", None)
+             if prefs_path is not None and prefs_path != path else None}
+    check_labeled(found["preferences"], found["scores"], found["responses"], found["human"])
+    return found
 
 
 # ---------------------------------------------------------------------------- text

@@ -22,7 +22,8 @@ How it works, with no per-prompt Python loop:
    ``n_lt_2`` (fewer than 2 responses), ``nonfinite_reward`` (fewer than 2 finite rewards),
    ``all_equal`` (all finite rewards equal: no preference), ``missing_prev`` (fewer than 2 usable
    responses), ``all_equal`` again (the usable responses' rewards are all equal), and under the pair policies
-   ``agree`` and ``both``: ``disagree`` (the partner does not reward chosen strictly above rejected).
+   ``agree`` and ``both``: ``disagree`` (the partner does not reward chosen strictly above rejected); last,
+   ``no_margin``: the picked chosen and rejected are the same text (one answer drawn twice is no preference).
 6. ``chosen`` = the first index among the tied maxima of the usable rewards (``np.argmax``),
    ``rejected`` = the first index among the tied minima (``np.argmin``), exactly as the CREAM reference picks
    them. Without ties they are the responses ranked 1 and k (k usable); with a tie at the top (or bottom) the
@@ -47,6 +48,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import schemas
 
@@ -121,20 +123,11 @@ class PairingSummary:
         return asdict(self)
 
 
-def build_preferences(
-    responses: pa.Table,
-    scores: pa.Table,
-    *,
-    reward_scorer: str = "current",
-    prev_scorer: str | None = "previous",
-    consistency: str = "kendall",
-    scope: str = "sample",
-    iteration: int | None = None,
-    template_hash: str | None = None,
-    logp_scorer: str | None = "current",
-    pair_policy: str = "weight",
-    eligible: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[pa.Table, PairingSummary]:
+def build_preferences(responses: pa.Table, scores: pa.Table, *, reward_scorer: str = "current",
+                      prev_scorer: str | None = "previous", consistency: str = "kendall", scope: str = "sample",
+                      iteration: int | None = None, template_hash: str | None = None,
+                      logp_scorer: str | None = "current", pair_policy: str = "weight",
+                      eligible: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[pa.Table, PairingSummary]:
     """Build the ``preferences`` table (schema v1, sorted by prompt_id) and a summary; see the module doc.
 
     ``reward_scorer`` picks the pair; ``prev_scorer`` is the other ranking of the consistency C (any scorer role
@@ -164,6 +157,7 @@ def build_preferences(
     ranked = _rank(rows, cur.floats("reward"), prev.floats("reward") if prev else None, consistency, eligible)
     if pair_policy != "weight":
         ranked.drop_disagreeing(rows)
+    ranked.drop_same_text(rows)
     kp = ranked.kept()
     if pair_policy == "agree":
         weight = np.ones(len(kp))
@@ -175,12 +169,10 @@ def build_preferences(
 
 
 def _check_options(reward_scorer, prev_scorer, consistency: str, scope: str, pair_policy: str) -> None:
-    if consistency not in CONSISTENCY_METHODS:
-        raise CreamError(f"--consistency: got {consistency!r}, expected one of {', '.join(CONSISTENCY_METHODS)}")
-    if scope not in SCOPES:
-        raise CreamError(f"--scope: got {scope!r}, expected one of {', '.join(SCOPES)}")
-    if pair_policy not in PAIR_POLICIES:
-        raise CreamError(f"--pair-policy: got {pair_policy!r}, expected one of {', '.join(PAIR_POLICIES)}")
+    for flag, value, allowed in (("--consistency", consistency, CONSISTENCY_METHODS), ("--scope", scope, SCOPES),
+                                 ("--pair-policy", pair_policy, PAIR_POLICIES)):
+        if value not in allowed:
+            raise CreamError(f"{flag}: got {value!r}, expected one of {', '.join(allowed)}")
     if pair_policy != "weight" and prev_scorer is None:
         raise CreamError(f"--pair-policy {pair_policy}: needs a second scorer to agree with (--consistency-between)")
     if prev_scorer is not None and prev_scorer == reward_scorer:
@@ -214,6 +206,14 @@ class _Ranked:
         kp = self.kept()
         agree = self.prev_reward[rows.starts[kp] + self.chosen[kp]] > self.prev_reward[rows.starts[kp] + self.rejected[kp]]
         self.reason[kp[~agree]] = SKIP_REASONS.index("disagree") + 1
+
+    def drop_same_text(self, rows: Rows) -> None:
+        """Skip (``no_margin``) the pairs whose chosen and rejected are the same text: one answer drawn twice (or
+        by two pools), rewarded apart by the scorer's noise only, is no preference; DPO learns nothing from it."""
+        kp = self.kept()
+        texts = [rows.original("response", rows.starts[kp] + side[kp]) for side in (self.chosen, self.rejected)]
+        same = pc.fill_null(pc.equal(*texts), False).to_numpy(zero_copy_only=False)
+        self.reason[kp[same]] = SKIP_REASONS.index("no_margin") + 1
 
 
 def _rank(rows: Rows, reward: np.ndarray, prev_reward: np.ndarray | None, consistency: str,

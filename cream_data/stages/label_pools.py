@@ -14,8 +14,8 @@ each shard's pairing, re-pairing from stored scores), so it is never written.
 
 Where tables meet, a key means one thing: a prompt_id names one prompt in the input, in each pool and across them
 (:func:`prompt_per_id`, :func:`same_prompts`; the label stage checks its ``--prompts`` table so too); a pool is
-another table than the input and than every other pool (rows twice would be duplicated responses); and a pool shares
-prompts with the input (one that shares none would be dropped whole).
+another table than the input and than every other pool, by path and by content (rows twice would be duplicated
+responses); and a pool shares prompts with the input (one that shares none would be dropped whole).
 """
 
 from __future__ import annotations
@@ -29,26 +29,30 @@ import pyarrow.compute as pc
 
 from cream_data.errors import CreamError
 from cream_data.tables import io
+from cream_data.tables.validate import conversation_keys
 
 
 def pooled(responses: pa.Table, chosen_from=(), rejected_from=(), *, source: str | os.PathLike | None = None,
            ) -> tuple[pa.Table, tuple[np.ndarray, np.ndarray] | None]:
     """The input ``responses`` (sorted; read from ``source``) with the pools' rows added, and (may be chosen, may be
-    rejected) per row; the input as it is and None without pools. A pool that is the input or another pool, shares
-    no prompt_id with the input, or names another prompt under one of its prompt_ids is refused."""
+    rejected) per row; the input as it is and None without pools. A pool that is the input or another pool (by
+    path, or by content: :func:`_check_new_rows`), shares no prompt_id with the input, or names another prompt under
+    one of its prompt_ids is refused."""
     if not chosen_from and not rejected_from:
         return responses, None
     _check_distinct(source, [("--chosen-from", p) for p in chosen_from] + [("--rejected-from", p) for p in rejected_from])
     source = source or "the input"
     prompts = prompt_per_id(responses, str(source))
-    parts = [(responses, True, True, "the input")]
-    parts += [(_read(p, "--chosen-from", prompts, source), True, False, str(p)) for p in chosen_from]
-    parts += [(_read(p, "--rejected-from", prompts, source), False, True, str(p)) for p in rejected_from]
-    ids = responses["prompt_id"].cast(pa.string())
+    parts = [(responses, True, True, "the input" if source == "the input" else f"the input {source}")]
+    parts += [(_read(p, "--chosen-from", prompts, source), True, False, f"--chosen-from {p}") for p in chosen_from]
+    parts += [(_read(p, "--rejected-from", prompts, source), False, True, f"--rejected-from {p}")
+              for p in rejected_from]
+    ids = responses["prompt_id"].cast(pa.string()).unique()
+    parts = [(t.filter(pc.is_in(t["prompt_id"].cast(pa.string()), value_set=ids)), *rest) for t, *rest in parts]
+    _check_new_rows(parts)
     offset: dict[str, int] = {}
     tables, may_choose, may_reject = [], [], []
     for table, choose, reject, where in parts:
-        table = table.filter(pc.is_in(table["prompt_id"].cast(pa.string()), value_set=ids.unique()))
         table = table.sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
         pids = table["prompt_id"].cast(pa.string()).to_pylist()
         old = table["response_idx"].to_numpy().astype(np.int64)
@@ -67,6 +71,19 @@ def pooled(responses: pa.Table, chosen_from=(), rejected_from=(), *, source: str
     order = pc.sort_indices(table, sort_keys=[("prompt_id", "ascending"), ("response_idx", "ascending")]).to_numpy()
     choose, reject = np.concatenate(may_choose)[order], np.concatenate(may_reject)[order]
     return table.take(pa.array(order)), (choose, reject)
+
+
+def as_labeled(responses: pa.Table, config: dict, where: str) -> tuple[pa.Table, bool]:
+    """The responses a labeling paired, from its input ``responses`` (read from ``where``) and the pools its
+    manifest's ``config`` names: (table, whole). Without pools: the input, whole. With pools read back from the
+    absolute paths recorded (the pooled table as :func:`pooled` built it then): whole; with pools recorded by a
+    relative path or no longer there: the input alone, not whole (its rows keep their response_idx when pooled)."""
+    pools = [tuple(config.get(flag) or ()) for flag in ("chosen_from", "rejected_from")]
+    if not any(pools):
+        return responses, True
+    if not all(Path(p).is_absolute() and Path(p).exists() for p in pools[0] + pools[1]):
+        return responses, False
+    return pooled(responses, *pools, source=where)[0], True
 
 
 def _read(path, flag: str, prompts: pa.Table, source) -> pa.Table:
@@ -104,7 +121,7 @@ def prompt_per_id(table: pa.Table, where: str) -> pa.Table:
     """(prompt_id, key) once per prompt_id of a responses table, ``key`` the prompt's text (every turn's role and
     content); refuses a table that names two different prompts under one prompt_id (one line: the prompt_id and
     both prompts)."""
-    t = pa.table({"prompt_id": table["prompt_id"].cast(pa.string()), "key": _prompt_keys(table["prompt"])})
+    t = pa.table({"prompt_id": table["prompt_id"].cast(pa.string()), "key": conversation_keys(table["prompt"])})
     per_id = t.group_by("prompt_id").aggregate([("key", "min"), ("key", "max")])
     two = pc.not_equal(per_id["key_min"], per_id["key_max"])
     if pc.any(two).as_py():
@@ -115,17 +132,9 @@ def prompt_per_id(table: pa.Table, where: str) -> pa.Table:
     return pa.table({"prompt_id": per_id["prompt_id"], "key": per_id["key_min"]})
 
 
-def _prompt_keys(prompts: pa.ChunkedArray) -> pa.Array:
-    """One string per conversation: its turns' role and content, joined by separators no text holds."""
-    conv = prompts.combine_chunks()
-    turns = conv.flatten()
-    text = pc.binary_join_element_wise(pc.fill_null(turns.field("role"), ""), pc.fill_null(turns.field("content"), ""),
-                                       "\x1f")
-    return pc.binary_join(pa.ListArray.from_arrays(pc.subtract(conv.offsets, conv.offsets[0]), text), "\x1e")
-
-
 def _difference(a: str, b: str) -> str:
-    """Two prompt keys (:func:`_prompt_keys`) as the first turn where they differ, quoted short: "'x' vs 'y'"."""
+    """Two prompt keys (:func:`~cream_data.tables.validate.conversation_keys`) as the first turn where they differ,
+    quoted short: "'x' vs 'y'"."""
     ta, tb = a.split("\x1e"), b.split("\x1e")
     k = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
 
@@ -136,6 +145,28 @@ def _difference(a: str, b: str) -> str:
         return f"{role} {text if len(text) <= 48 else text[:45] + '...'!r}"
 
     return f"{shown(ta)} vs {shown(tb)}"
+
+
+def _check_new_rows(parts: list[tuple]) -> None:
+    """Each pool (its rows for the input's prompts, ``parts[1:]``) brings a response that neither the input nor an
+    earlier pool holds: a copy of a table at another path, or a part of one, would add its rows a second time. A
+    response is its (prompt_id, text); one left out of a pool's rows is no concern (pools are other models' draws,
+    which may say the same short answer)."""
+    def keys(table: pa.Table) -> pa.Array:
+        return pc.binary_join_element_wise(table["prompt_id"].cast(pa.string()), table["response"].cast(pa.string()),
+                                           "\x1f").combine_chunks()
+
+    seen = []
+    for table, _, _, where in parts:
+        mine = keys(table)
+        for other, other_where in seen:
+            if len(mine) and pc.all(pc.is_in(mine, value_set=other)).as_py():
+                pid, text = table["prompt_id"][0].as_py(), table["response"][0].as_py()
+                raise CreamError(f"{where}: holds no response that {other_where} does not hold already (e.g. "
+                                 f"prompt_id {pid!r}: {text if len(text) <= 48 else text[:45] + '...'!r}): a copy of "
+                                 "it? a pool is another responses table than the input and than every other pool "
+                                 "(its rows would count twice)")
+        seen.append((mine, where))
 
 
 def _check_distinct(source, pools: list[tuple[str, object]]) -> None:

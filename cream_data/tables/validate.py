@@ -3,6 +3,9 @@
 Non-finite numbers (NaN, ±inf) are refused in every float column of every schema (``Column.finite``, see
 :mod:`schemas`): :func:`check_finite` names the first offending row; :func:`check` runs it first, so every
 checked read and every write refuses them with that one line.
+
+:func:`check_pair_sides` refuses a preference pair whose two sides are one response (a pair teaches nothing then);
+:func:`conversation_keys` gives the string that compares conversations (prompts, chosen, rejected) by content.
 """
 
 from __future__ import annotations
@@ -228,3 +231,38 @@ def conform(table: pa.Table, kind: str | TableSchema) -> pa.Table:
             cols.append(table.column(name))
             fields.append(table.schema.field(name))
     return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=target.metadata))
+
+
+def conversation_keys(conversations: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One string per conversation: its turns' role and content, joined by separators no text holds (two
+    conversations are the same exactly when their keys are equal)."""
+    conv = conversations.combine_chunks() if isinstance(conversations, pa.ChunkedArray) else conversations
+    turns = conv.flatten()
+    text = pc.binary_join_element_wise(pc.fill_null(turns.field("role"), ""), pc.fill_null(turns.field("content"), ""),
+                                       "\x1f")
+    return pc.binary_join(pa.ListArray.from_arrays(pc.subtract(conv.offsets, conv.offsets[0]), text), "\x1e")
+
+
+def check_pair_sides(table: pa.Table, where: str) -> None:
+    """Refuse, in one line naming the first such row, a pair whose chosen and rejected are one response: the same
+    ``chosen_idx``/``rejected_idx`` (where the table has both) or the same conversation (DPO's two log-ratios cancel,
+    so the pair teaches nothing, and it counts in C's mean as if it did)."""
+    same = np.zeros(table.num_rows, dtype=bool)
+    if {"chosen_idx", "rejected_idx"} <= set(table.column_names):
+        same |= pc.fill_null(pc.equal(table["chosen_idx"], table["rejected_idx"]), False).to_numpy(zero_copy_only=False)
+    if {"chosen", "rejected"} <= set(table.column_names) and table.num_rows:
+        keys = [conversation_keys(table[side]) for side in ("chosen", "rejected")]
+        same |= pc.fill_null(pc.equal(*keys), False).to_numpy(zero_copy_only=False)
+    if not same.any():
+        return
+    i = int(np.flatnonzero(same)[0])
+    row = {c: table[c][i].as_py() for c in ("prompt_id", "chosen_idx", "rejected_idx", "chosen")
+           if c in table.column_names}
+    pid = f" (prompt_id {row['prompt_id']!r})" if "prompt_id" in row else ""
+    if row.get("chosen_idx") is not None and row.get("chosen_idx") == row.get("rejected_idx"):
+        what = f"chosen_idx = rejected_idx = {row['chosen_idx']}"
+    else:
+        text = " ".join(str(t.get("content")) for t in row.get("chosen") or [])
+        what = f"the same text {text if len(text) <= 48 else text[:45] + '...'!r}"
+    raise CreamError(f"{where}: row {i}{pid}: chosen and rejected are one response ({what}; {int(same.sum())} "
+                     "pair(s) like this); expected two different responses per pair")
