@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI commands: consoles, shard parsing, one-line errors."""
+"""Helpers shared by the CLI commands: consoles, shard parsing, input paths, one-line errors."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Optional
 from rich.console import Console
 
 from cream_data.errors import CreamError
+from cream_data.settings import shown
 
 # Results go to stdout; logs, progress and errors go to stderr.
 out = Console(soft_wrap=True)
@@ -25,7 +26,18 @@ def parse_shard(text: Optional[str]) -> tuple[int, int] | None:
         i_s, k_s = text.split("/")
         i, k = int(i_s), int(k_s)
     except ValueError:
-        raise CreamError(f"--shard {text!r}: expected i/k with integers, e.g. 0/4") from None
+        raise CreamError(f"--shard {shown(text)}: expected i/k with integers, e.g. 0/4") from None
     if k < 1 or not 0 <= i < k:
         raise CreamError(f"--shard {text!r}: expected 0 <= i < k and k >= 1")
     return i, k
+
+
+def check_input(path, expected: str) -> None:
+    """An input a command names (a table, a data file) is a regular file, a folder or not on disk (a Hub id, or a
+    path the stage reports missing in its own words); a named pipe or a device is refused in one line before
+    anything is loaded: opening a pipe blocks, a device never ends."""
+    from cream_data.jsonfile import not_a_file
+
+    why = not_a_file(path, expected)
+    if why is not None and why.startswith("not a regular file"):
+        raise CreamError(f"{path}: {why}")

@@ -54,11 +54,39 @@ def eval_cmd(
               f"{summary.seconds:.1f} s -> {out_dir}", highlight=False)
 
 
+class _FirstLineHeld:
+    """The harness's log on stderr, its first line (``harness: loading M …``) held until the second (the model
+    loaded) or the end: a model that cannot be loaded gives one line, its error, not a note that it was loading."""
+
+    def __init__(self):
+        self.held: list[str] | None = []
+
+    def __call__(self, message: str) -> None:
+        if self.held is not None and not self.held:
+            self.held.append(message)
+            return
+        self.let_through()
+        log.print(message, highlight=False)
+
+    def let_through(self) -> None:
+        for message in self.held or []:
+            log.print(message, highlight=False)
+        self.held = None
+
+
 def _harness(model: str, cfg, out_dir: Path, overwrite: bool) -> None:
     """`cream eval --harness`: lm-eval's own progress bars and a line per task on stderr, the table at the end."""
+    from cream_data.errors import CreamError
     from cream_data.stages.harness import evaluate_harness
 
-    summary = evaluate_harness(model, cfg, out_dir, overwrite=overwrite, log=lambda m: log.print(m, highlight=False))
+    say = _FirstLineHeld()
+    try:
+        summary = evaluate_harness(model, cfg, out_dir, overwrite=overwrite, log=say)
+    except CreamError:
+        say.held = None  # the error is the one line
+        raise
+    finally:
+        say.let_through()
     from cream_data.processes import write_result
 
     write_result("harness", summary)

@@ -140,8 +140,26 @@ _ENVIRONMENT = {
 }
 
 
+LONG_WORD, LONG_LINE = 1024, 8192  # the most characters of one word (no path is longer) and of an error line
+
+
 def _error(message: str) -> None:
-    log.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False)
+    log.print(f"[bold red]error:[/] {escape(bounded(message))}", highlight=False)
+
+
+def bounded(message: str) -> str:
+    """One error line of bounded length, whatever value a message echoes (a click message quotes a flag's value
+    whole; an OSError its file name): a word longer than LONG_WORD is shortened as a config value is
+    (:func:`cream_data.settings.shown`), and the line cut at LONG_LINE characters. The messages cream writes itself
+    shorten the values they echo already; this is the bound for every other one."""
+    from cream_data.settings import shown
+
+    def short(word: str) -> str:  # a path's closing colon stays after it
+        tail = word[-1] if word[-1] in ":;,." else ""
+        return shown(word[:len(word) - len(tail)], quote=False) + tail
+
+    line = " ".join(short(w) if len(w) > LONG_WORD else w for w in message.split())
+    return line if len(line) <= LONG_LINE else f"{line[:LONG_LINE]}… (cut at {LONG_LINE:,} characters)"
 
 
 def _command_path(e: Exception, args: list[str]) -> str:

@@ -28,7 +28,7 @@ import typer
 from rich.markup import escape
 
 from cream_data.settings import (ALIASES, SettingsError, canonical_keys, coerce, default_of, flag_decl, flag_of,
-                                 type_name, user_fields)
+                                 joined, type_name, user_fields)
 
 _CTX = "cream_ctx"
 CONFIG_PARAM = _CONFIG = "cream_config"  # the `--config` parameter with_settings adds
@@ -229,12 +229,11 @@ def _config_callback(specs: dict[str, _Spec]):
     def load(ctx: typer.Context, value: Optional[str]):
         if value is None or ctx.resilient_parsing:
             return value
+        from cream_data.config_yaml import kind_of, read_mapping
         from cream_data.errors import CreamError
-        from cream_train.run_config import read_mapping
+        from cream_data.jsonfile import require_file
 
-        path = Path(value)
-        if not path.is_file():
-            raise CreamError(f"--config {path}: no such file")
+        path = require_file(value, "a YAML file of settings", where="--config ", missing="no such file")
         problems: list[str] = []
         raw = read_mapping(path, problems, f"--config {path}", f"a mapping of `{ctx.command_path}` settings")
         params = _keys(ctx)
@@ -247,14 +246,14 @@ def _config_callback(specs: dict[str, _Spec]):
                 try:
                     v = coerce(v, specs[name].hint) if not (specs[name].listed and isinstance(v, str)) else v
                 except TypeError:
-                    problems.append(f"{key}: got {v!r} ({type(v).__name__}), expected {type_name(specs[name].hint)}")
+                    problems.append(f"{key}: got {kind_of(v)}, expected {type_name(specs[name].hint)}")
                     continue
             v = _resolve(base, key, v)
             default_map[name] = ",".join(v) if isinstance(v, (list, tuple)) and name in specs and specs[
                 name].listed else v
             named[name] = f"{path}: {key}"
         if problems:
-            raise CreamError(f"--config {path}: " + "; ".join(problems))
+            raise CreamError(f"--config {path}: " + joined(problems))
         ctx.default_map = {**(ctx.default_map or {}), **default_map}
         ctx.meta[_FROM_FILE] = named
         return value
@@ -281,12 +280,12 @@ def _resolve(base: Path, key: str, value):
         return [_resolve(base, key, v) for v in value]
     if not isinstance(value, str) or not value or key not in LOCAL_PATHS | DATA_PATHS | MODEL_PATHS:
         return value
-    from cream_train.run_config import looks_local
+    from cream_train.config_paths import exists, looks_local
 
     path = Path(value).expanduser()
     if path.is_absolute():
         return str(path)
     if key in LOCAL_PATHS or (key in DATA_PATHS and looks_local(value)) or value.startswith(("./", "../")) \
-            or (base / path).exists():
+            or exists(base / path):
         return str((base / path).resolve())
     return value

@@ -82,7 +82,8 @@ def _check(config: Path, overrides: dict, reuse_from) -> None:
     from cream_train.run_config import load_run_config
 
     cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from)
-    out.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip(), highlight=False, markup=False)
+    shown = yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)  # a path as typed, not \xE9
+    out.print(shown.rstrip(), highlight=False, markup=False)
     out.print(f"{config}: valid — method {cfg.method}, T = {cfg.iterations}, {table.num_rows} prompts, "
               f"run dir {cfg.run_dir}", highlight=False)
 

@@ -9,7 +9,7 @@ import typer
 
 from rich.markup import escape
 
-from cli.common import log, out, parse_shard
+from cli.common import check_input, log, out, parse_shard
 from cli.options import Options, with_settings
 from cli.progress import Bars
 from cream_data.stages.sample_config import SampleConfig
@@ -31,6 +31,7 @@ def sample(
     from cream_data.stages.sample import sample as run_sample
 
     cfg = settings.build(SampleConfig)
+    check_input(prompts, "a prompts table (a .parquet file or a table folder)")  # before the model is looked at
     models.check_device(cfg.device)
     try:
         ref = models.resolve(cfg.model)

@@ -5,7 +5,8 @@ Runs the same under `accelerate launch` (DDP, DeepSpeed ZeRO, FSDP): every rank 
 What it shows, on stderr (rank 0 only): the optimizer steps as a bar of the one progress display (cli/progress.py:
 with its ETA, on a terminal; under `cream run`, progress lines the run draws as its own bar), the trainer's notes and
 warnings, and one line per logging step (loss; DPO: reward margin, accuracy, mean C; lr) — not transformers' raw
-metrics dicts. Stdout holds the one result line.
+metrics dicts. Stdout holds the one result line. The notes and warnings of reading the inputs are held until training
+starts: input that is refused gives one line, the error, not a note about reading it first.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 import typer
 from rich.markup import escape
 
-from cli.common import log, out
+from cli.common import check_input, log, out
 from cli.options import Options, with_settings
 from cli.progress import Bars
 from cream_data.vocab import TRAIN_STAGES as STAGES
@@ -23,27 +24,58 @@ from cream_data.vocab import TRAIN_STAGES as STAGES
 
 class _OneLineWarnings(logging.Handler):
     """Each record of the trainer's logger as one line on stderr: warnings flagged, notes (INFO: also the
-    per-logging-step lines) as they are."""
+    per-logging-step lines) as they are. Held until :meth:`let_through` (training has started): the inputs are still
+    being checked until then, and a refused input must give the user one line, its error."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.held: list[logging.LogRecord] | None = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self.held is not None:
+            self.held.append(record)
+            return
         text = escape(" ".join(record.getMessage().split()))
         log.print(f"[yellow]warning:[/] {text}" if record.levelno >= logging.WARNING else text, highlight=False)
+
+    def let_through(self) -> None:
+        """Print what was held, and every record from now on as it comes (not ``release``: a Handler's lock)."""
+        held, self.held = self.held or [], None
+        for record in held:
+            self.emit(record)
 
 
 @contextmanager
 def _warnings_to_stderr():
+    """The trainer's log as one-line records on stderr (:class:`_OneLineWarnings`); the records held when the
+    command fails with a user error (CreamError) are dropped, those of any other end printed."""
+    from cream_data.errors import CreamError
+
     logger = logging.getLogger("cream.train")
-    handler = _OneLineWarnings(logging.INFO)
+    handler = _OneLineWarnings()
     logger.addHandler(handler)
     level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        yield
+        yield handler
+    except CreamError:
+        handler.held = None
+        raise
     finally:
+        handler.let_through()
         logger.removeHandler(handler)
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+def _on_start(handler: _OneLineWarnings, update):
+    """The progress callback: its first step (training has started) lets the held log records through."""
+    def progress(*args, **kwargs):
+        handler.let_through()
+        update(*args, **kwargs)
+
+    return progress
 
 
 def register(app: typer.Typer) -> None:
@@ -64,10 +96,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train M_t+1 from M_t on a preferences table with the CREAM loss (or SFT with --stage sft)."""
         from cream_data.errors import CreamError
+        from cream_data.settings import shown
 
         if stage not in STAGES:
-            raise CreamError(f"--stage: got {stage!r}, expected dpo or sft")
+            raise CreamError(f"--stage: got {shown(stage)}, expected dpo or sft")
         cfg = settings.build(D if stage == "dpo" else S, data=data, model=model, out=out_dir)
+        check_input(data, "a table (a Parquet file or folder), a data file or a Hub dataset id")
 
         from cream_train.train import train as run
 
@@ -78,8 +112,9 @@ def register(app: typer.Typer) -> None:
 
         check_output(cfg.out, cfg.overwrite)
         # Every rank of a distributed launch runs this command; rank 0 writes the checkpoint and holds the lock.
-        with locked(cfg.out) if _is_main_process() else nullcontext(), _warnings_to_stderr(), Bars("steps") as bars:
-            result = run(cfg, progress=bars.update)
+        with locked(cfg.out) if _is_main_process() else nullcontext(), _warnings_to_stderr() as notes, \
+                Bars("steps") as bars:
+            result = run(cfg, progress=_on_start(notes, bars.update))
         if _is_main_process():
             from cream_data.processes import write_result
 

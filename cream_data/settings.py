@@ -12,13 +12,15 @@ fields the run fills itself) and the validation. Construction checks every field
 :class:`SettingsError` whose problems each start with the field they are about; the command line renders that name
 as its flag (``--lora-r: got 0, …``), a run config as its key (``train.lora_r: got 0, …``).
 
+A value a problem echoes is shown by :func:`shown` (a 600 KB string in a config is named by its first characters and
+its length), and every integer setting holds a 64-bit integer at most (what the tables and libraries below store).
+
 Pure: the standard library and :mod:`cream_data.errors` only.
 """
 
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import math
 import re
 import types
@@ -56,24 +58,35 @@ def within(lo, hi, *, closed: str = "[)", expected: str | None = None) -> Check:
     return Check(lambda v: low(v) and high(v), expected or f"a value in {closed[0]}{lo}, {hi}{closed[1]}")
 
 
-def host_address() -> Check:
-    """A host name (RFC 1123 labels) or an IPv4/IPv6 address: where another machine is reached."""
-    return Check(_is_host, "a host name or an IP address (e.g. node-0 or 10.0.0.1)")
+# ---------------------------------------------------------------------------- values in messages, integer bounds
+SHOWN = 60  # characters of a long value that a message shows
+SHOWN_WHOLE = 100  # a value up to this long is shown whole
+INT16_MAX, INT32_MAX, INT64_MIN, INT64_MAX = 2**15 - 1, 2**31 - 1, -(2**63), 2**63 - 1
 
 
-_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+def shown(value, *, quote: bool = True) -> str:
+    """A user's value as a one-line message shows it: its repr (its text with ``quote=False``: a path), or, when
+    longer than :data:`SHOWN_WHOLE` characters, the first :data:`SHOWN` of them and the length,
+    ``'xxxxxxxx…' (600,000 characters)``: a hostile config's 600 KB value must not become a 600 KB error line."""
+    text = repr(value) if quote else str(value)
+    if len(text) <= SHOWN_WHOLE:
+        return text
+    return f"{text[:SHOWN]}… ({len(value) if isinstance(value, str) else len(text):,} characters)"
 
 
-def _is_host(value) -> bool:
-    if not isinstance(value, str) or not value or len(value) > 253:
-        return False
-    try:
-        ipaddress.ip_address(value[1:-1] if value.startswith("[") and value.endswith("]") else value)
-        return True
-    except ValueError:
-        pass
-    labels = value[:-1].split(".") if value.endswith(".") else value.split(".")
-    return all(_HOST_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+def joined(problems: list[str], most: int = 20) -> str:
+    """``problems`` joined by ``; ``, the first ``most`` of them and how many more (a config of 10,000 unknown keys
+    is still one line that fits a screen)."""
+    more = f"; … and {len(problems) - most:,} more" if len(problems) > most else ""
+    return "; ".join(problems[:most]) + more
+
+
+def _int64_problem(value) -> str | None:
+    """Every integer setting fits a 64-bit integer (the widest column of a table, and what numpy, pyarrow and torch
+    take): a larger one is refused before it reaches them and fails there with a traceback."""
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        return f"got {shown(value)}, expected a 64-bit integer (at most {INT64_MAX:,} in size)"
+    return None
 
 
 # What a path-valued setting may hold, and so how a run config (or a stage's --config file) resolves it against its
@@ -131,7 +144,7 @@ class SettingsError(CreamError):
         self.what, self.keyed, self.names = what, list(keyed), frozenset(names)
         namer = namer or (lambda k: k)
         self.problems = [self._render(k, t, namer) for k, t in self.keyed]
-        super().__init__((f"{what}: " if what else "") + "; ".join(self.problems))
+        super().__init__((f"{what}: " if what else "") + joined(self.problems))
 
     def _render(self, key: str, text: str, namer: Callable[[str], str]) -> str:
         text = _REF.sub(lambda m: namer(m[1]) if m[1] in self.names else m[0], text)
@@ -148,16 +161,20 @@ def keyed(problem: str) -> tuple[str, str]:
 
 
 def field_problems(obj) -> list[tuple[str, str]]:
-    """What each field's own ``choices`` or ``check`` refuses (None, where a field allows it, is never checked)."""
+    """What each field's own ``choices`` or ``check`` refuses, and an integer beyond 64 bits (None, where a field
+    allows it, is never checked)."""
     out = []
     for f in fields(obj):
         value, choices, check = getattr(obj, f.name), f.metadata.get("choices"), f.metadata.get("check")
         if value is None:
             continue
         if choices is not None and value not in choices:
-            out.append((f.name, f"got {value!r}, expected one of {', '.join(choices)}"))
+            out.append((f.name, f"got {shown(value)}, expected one of {', '.join(choices)}"))
         elif check is not None and not _passes(check, value):
-            out.append((f.name, f"got {value!r}, expected {check.expected}{' or unset' if f.default is None else ''}"))
+            unset = " or unset" if f.default is None else ""
+            out.append((f.name, f"got {shown(value)}, expected {check.expected}{unset}"))
+        elif (too_big := _int64_problem(value)) is not None:
+            out.append((f.name, too_big))
     return out
 
 
@@ -324,8 +341,9 @@ def canonical_keys(raw: dict, known, where: str = "") -> tuple[dict, list[str]]:
     for key, value in raw.items():
         name = ALIASES.get(key, key) if isinstance(key, str) and ALIASES.get(key) in known else key
         if name not in known:
-            hint = suggestion(str(key), known)
-            problems.append(f"{where}{key}: unknown setting" + (hint or f" (known: {', '.join(sorted(known))})"))
+            hint = suggestion(str(key), known) if len(str(key)) <= SHOWN_WHOLE else ""
+            problems.append(f"{where}{shown(key, quote=False)}: unknown setting"
+                            + (hint or f" (known: {', '.join(sorted(known))})"))
             continue
         if name in named:
             problems.append(f"{where}{named[name]} and {where}{key}: the same setting ({alias_note(name)}); give one")

@@ -14,7 +14,8 @@ kind (:data:`cream_data.settings.PATH_KINDS`) has its rule; an absolute path or 
 
 A value that would be read as a Hub id (or a bare name) but names something in the folder `cream run` starts in,
 and nothing beside the config, is refused: the stage would load the local one, and the same config would train
-another model from another folder.
+another model from another folder. So is a value longer than :data:`MAX_PATH_CHARS`, which no file system takes
+as a path (and no Hub id is): named by its first characters and its length, never echoed whole.
 """
 
 from __future__ import annotations
@@ -23,7 +24,22 @@ import dataclasses
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from cream_data.settings import path_kind
+from cream_data.settings import PATH_KINDS, path_kind, shown
+
+MAX_PATH_CHARS = 4096  # Linux's PATH_MAX: a longer value names no file, and a Hub id is under 100 characters
+
+
+def too_long(value: Any) -> bool:
+    """A path-valued setting longer than :data:`MAX_PATH_CHARS` (refused by :func:`resolve`)."""
+    return isinstance(value, str) and len(value) > MAX_PATH_CHARS
+
+
+def exists(path: Path) -> bool:
+    """Whether ``path`` exists; False where the system cannot even look (a name too long, a file as a folder)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def looks_local(path: str) -> bool:
@@ -65,6 +81,10 @@ def resolve(kind: str, value: Any, base: Path, where: str, problems: list[str]) 
                 if isinstance(e, dict) and isinstance(e.get("source"), str) else e for i, e in enumerate(value)]
     if not isinstance(value, str) or not value.strip():
         return value
+    if too_long(value):
+        problems.append(f"{where}: got {shown(value)}, expected {PATH_KINDS[kind]} (at most {MAX_PATH_CHARS:,} "
+                        "characters)")
+        return value
     path = Path(value).expanduser()
     if path.is_absolute():  # a model as written (its name is part of M0's fingerprint), a data path normalised
         return str(path) if kind == "model" else str(path.resolve())
@@ -73,13 +93,13 @@ def resolve(kind: str, value: Any, base: Path, where: str, problems: list[str]) 
     beside = base / path
     local = kind == "path" or (kind == "data" and looks_local(value)) or value.startswith(("./", "../")) \
         or value in (".", "..")
-    if local or beside.exists():
+    if local or exists(beside):
         return str(beside.resolve())
     here = Path.cwd().resolve()
-    if here != base.resolve() and path.exists():
-        problems.append(f"{where}: {value!r} is not beside the config ({beside} does not exist) but names {here / path} "
-                        "in the current folder; a relative path in a run config is relative to the config's folder: "
-                        "write it from there (e.g. ../…) or as an absolute path")
+    if here != base.resolve() and exists(path):
+        problems.append(f"{where}: {shown(value)} is not beside the config ({beside} does not exist) but names "
+                        f"{here / path} in the current folder; a relative path in a run config is relative to the "
+                        "config's folder: write it from there (e.g. ../…) or as an absolute path")
     return value
 
 

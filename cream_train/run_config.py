@@ -30,14 +30,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
+from cream_data.config_yaml import kind_of, read_mapping
 from cream_data.errors import CreamError
-from cream_data.settings import SettingsError, canonical_keys, coerce, field_problems, plain, setting, type_name
+from cream_data.jsonfile import require_file
+from cream_data.settings import (INT32_MAX, INT64_MAX, SettingsError, canonical_keys, coerce, field_problems, joined,
+                                 plain, setting, shown, type_name)
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS, TEMPORAL_REWARDS
-from cream_train.config_paths import looks_local, resolve_paths
-from cream_train.config_yaml import kind_of, read_mapping, read_yaml  # noqa: F401  (read_yaml: cli/options.py)
-from cream_train.sections import (  # noqa: F401  (re-exported: the sections of a run config)
+from cream_train.config_paths import exists, looks_local, resolve_paths, too_long
+from cream_train.sections import (  # noqa: F401  (re-exported: the sections of a run config, docs' alias table)
     LAUNCH, NODES, OWNED_KEY, EvalSection, LabelSection, NodesSection, PromptsSection, SampleSection, SFTSection,
-    Stages, TrainSection,
+    Stages, TrainSection, alias_table,
 )
 
 
@@ -109,22 +111,22 @@ def _build(cls, raw: Any, where: str, problems: list[str]):
         try:
             kwargs[f.name] = coerce(value, hint)
         except TypeError:
-            problems.append(f"{where}{f.name}: got {value!r} ({type(value).__name__}), expected {type_name(hint)}")
+            problems.append(f"{where}{f.name}: got {kind_of(value)}, expected {type_name(hint)}")
     return cls(**kwargs)
 
 
 def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
     """The run's own settings: those no stage config holds."""
     if cfg.method not in METHODS:  # noqa: SIM102
-        problems.append(f"method: got {cfg.method!r}, expected one of {', '.join(METHODS)}")
+        problems.append(f"method: got {shown(cfg.method)}, expected one of {', '.join(METHODS)}")
     if cfg.temporal.reward is not None:
         if cfg.method != "temporal":
             problems.append(f"temporal.reward: only with method temporal (method {cfg.method} has its own reward)")
         elif cfg.temporal.reward not in TEMPORAL_REWARDS:
-            problems.append(f"temporal.reward: got {cfg.temporal.reward!r}, expected one of "
+            problems.append(f"temporal.reward: got {shown(cfg.temporal.reward)}, expected one of "
                             f"{', '.join(TEMPORAL_REWARDS)}")
-    if cfg.iterations < 1:
-        problems.append(f"iterations: got {cfg.iterations}, expected >= 1")
+    if not 1 <= cfg.iterations <= INT32_MAX:  # iteration t is stored as an int32
+        problems.append(f"iterations: got {shown(cfg.iterations)}, expected >= 1 and <= {INT32_MAX:,}")
     paths = [("sft.data", cfg.sft.data)]
     if cfg.prompts.sources is not None:
         if cfg.prompts.source:
@@ -134,24 +136,25 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
         for i, entry in enumerate(cfg.prompts.sources):
             where = f"prompts.sources[{i}]"
             if not isinstance(entry, dict):
-                problems.append(f"{where}: got {entry!r}, expected a mapping {{source, layout, limit}}")
+                problems.append(f"{where}: got {shown(entry)}, expected a mapping {{source, layout, limit}}")
                 continue
             extra = sorted(set(entry) - {"source", "layout", "limit"})
             if extra:
-                problems.append(f"{where}: unknown setting(s) {', '.join(extra)} (known: layout, limit, source)")
+                problems.append(f"{where}: unknown setting(s) {shown(', '.join(map(str, extra)), quote=False)} "
+                                "(known: layout, limit, source)")
             if not isinstance(entry.get("source"), str):
                 problems.append(f"{where}.source: missing, expected a file, folder or Hub id")
                 continue
             lim = entry.get("limit")
-            if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or lim < 1):
-                problems.append(f"{where}.limit: got {lim!r}, expected an integer >= 1 or null")
+            if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or not 1 <= lim <= INT64_MAX):
+                problems.append(f"{where}.limit: got {shown(lim)}, expected a 64-bit integer >= 1 or null")
             paths.append((f"{where}.source", entry["source"]))
     else:
         paths.append(("prompts.source", cfg.prompts.source))
     for where, path in paths:
         if not path:
             problems.append(f"{where}: missing, expected a file, folder or Hub id")
-        elif _looks_local(path) and not (base / path).exists():
+        elif _looks_local(path) and not too_long(path) and not exists(base / path):
             problems.append(f"{where}: {base / path} does not exist")
     for name in ("sft", "train"):
         conf = getattr(cfg, name).accelerate_config
@@ -160,7 +163,7 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
     if cfg.eval.data_dir and not (base / cfg.eval.data_dir).is_dir():
         problems.append(f"eval.data_dir: {base / cfg.eval.data_dir} is not a folder")
     if cfg.eval.models not in EVAL_MODELS:
-        problems.append(f"eval.models: got {cfg.eval.models!r}, expected one of {', '.join(EVAL_MODELS)}")
+        problems.append(f"eval.models: got {shown(cfg.eval.models)}, expected one of {', '.join(EVAL_MODELS)}")
     if cfg.sample.n == 1:  # n < 1 is the sample stage's to refuse
         problems.append(f"sample.n: got {cfg.sample.n}, expected >= 2 (a pair needs two responses)")
     for where, v in (("prompts.limit", cfg.prompts.limit), ("prompts.per_iteration", cfg.prompts.per_iteration)):
@@ -239,7 +242,7 @@ def _check_model(model: str, problems: list[str]) -> None:
     one is checked as every stage checks a policy (its config and tokenizer are read, no weights)."""
     from cream_data.engines.models import EMBEDDED_ALIAS, check_policy_files, resolve
 
-    if model.strip().lower() != EMBEDDED_ALIAS:  # resolving the alias would build its checkpoint
+    if model.strip().lower() != EMBEDDED_ALIAS and not too_long(model):  # the alias: resolving it builds it
         try:
             ref = resolve(model)
             if ref.kind == "local":
@@ -251,16 +254,13 @@ def _check_model(model: str, problems: list[str]) -> None:
 def _check_reward_model(lab: LabelSection, problems: list[str]) -> None:
     """``label.reward_model`` must name a checkpoint; a local one is checked as the label stage checks it (its
     config and tokenizer are read, nothing is loaded); a Hub one when the stage loads it."""
-    if not lab.reward_model:
+    if not lab.reward_model or too_long(lab.reward_model):  # (a name too long is refused by resolve_paths)
         return
-    from cream_data.engines import models, rm_score
+    from cream_data.engines.models import reward_model_problem
 
-    try:
-        ref = models.resolve(lab.reward_model)
-        if ref.kind == "local":
-            rm_score.check(ref, trust_remote_code=lab.trust_remote_code)
-    except CreamError as e:
-        problems.append(f"label.reward_model: {e}")
+    problem = reward_model_problem(lab.reward_model, trust_remote_code=lab.trust_remote_code)
+    if problem:
+        problems.append(problem)
 
 
 def _check_run_dir(run: Path, problems: list[str]) -> None:
@@ -360,9 +360,7 @@ def load_run_config(path: str | Path, overrides: dict | None = None, reuse_from:
     raises one CreamError listing every problem. ``overrides``: the command line's (:data:`OVERRIDE_FLAGS`);
     ``machine_checks``: also what this machine must have to run it (its GPUs), for ``"check"`` (`--check`) or
     ``"start"`` (the run itself); None for ``--plan``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CreamError(f"{path}: config file not found")
+    path = require_file(path, "a YAML run config", missing="config file not found")
     problems: list[str] = []
     raw = read_mapping(path, problems, str(path), "a mapping of settings (model, method, …)")
     for key, value in (overrides or {}).items():  # a mapping (nodes: {machine_rank}) merges into the section
@@ -389,15 +387,15 @@ def load_run_config(path: str | Path, overrides: dict | None = None, reuse_from:
     srcs = [e["source"] for e in cfg.prompts.sources if isinstance(e, dict) and isinstance(e.get("source"), str)] \
         if cfg.prompts.sources else [cfg.prompts.source]
     table = None
-    if all(src and (not _looks_local(src) or (base / src).exists()) for src in srcs) \
+    if all(src and (not _looks_local(src) or exists(base / src)) for src in srcs) \
             and not any(m.startswith("prompts") for m in problems):
         table = count_prompts(cfg, base, problems)  # T vs prompt count, reported with everything else
-    if cfg.sft.data and _looks_local(cfg.sft.data) and (base / cfg.sft.data).exists() \
+    if cfg.sft.data and _looks_local(cfg.sft.data) and exists(base / cfg.sft.data) \
             and not any(m.startswith("sft.") for m in problems):
         _check_sft(cfg.sft, base, problems)
     if problems:
         problems = _flagged(problems, overrides or {})
-        raise CreamError(f"{path}: {len(problems)} problem(s): " + "; ".join(problems))
+        raise CreamError(f"{path}: {len(problems)} problem(s): " + joined(problems))
     return dataclasses.replace(cfg, run_dir=str(run)), base, table
 
 
@@ -411,28 +409,3 @@ def _flagged(problems: list[str], overrides: dict) -> list[str]:
         head, sep, text = p.partition(": ")
         out.append(f"{given[head]}{sep}{text}" if given.get(head) else p)
     return out
-
-
-def alias_table() -> str:
-    """docs/CONFIG.md's table of TRL's names (settings.ALIASES, settings.SAME_AS_TRL): each name, cream's, its flags
-    and where it is a key of a run config (tests/test_user_names.py checks the doc holds exactly this)."""
-    from cream_data.settings import ALIASES, SAME_AS_TRL
-
-    hints = get_type_hints(RunConfig)
-
-    def keys(name: str) -> str:
-        where = [f"`{name}` (top level)" for f in fields(RunConfig) if f.name == name]
-        where += [f"`{f.name}`" for f in fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])
-                  and name in {g.name for g in fields(hints[f.name])}]
-        return ", ".join(where) or "none (the run fills it)"
-
-    def forms(name: str) -> str:
-        dashed = "--" + name.replace("_", "-")
-        return f"`{dashed}`" + (f", `--{name}`" if "_" in name else "")
-
-    rows = ["| TRL name | cream's name | flags | run config keys |", "| --- | --- | --- | --- |"]
-    for alias, name in ALIASES.items():
-        rows.append(f"| `{alias}` | `{name}` | {forms(alias)} for `--{name.replace('_', '-')}` | {keys(name)} |")
-    for name in SAME_AS_TRL:
-        rows.append(f"| `{name}` | the same | {forms(name)} | {keys(name)} |")
-    return "\n".join(rows)

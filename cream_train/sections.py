@@ -9,12 +9,15 @@ loop and for ``cream run --check`` alike, so a setting reaches its stage without
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
+import re
 from dataclasses import field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
 from cream_data.inputs.prompts_config import PromptsConfig
-from cream_data.settings import finite_above, host_address, section, setting
+from cream_data.settings import Check, finite_above, section, setting
 from cream_data.stages.eval_config import EvalConfig
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.sample_config import SampleConfig
@@ -98,6 +101,27 @@ def _launch_fields(names) -> list:
 
 for _name, _keys in LAUNCH.items():
     EXTRAS[_name] = [*EXTRAS.get(_name, []), *_launch_fields(_keys)]
+
+
+def host_address() -> Check:
+    """A host name (RFC 1123 labels) or an IPv4/IPv6 address: where another machine is reached."""
+    return Check(_is_host, "a host name or an IP address (e.g. node-0 or 10.0.0.1)")
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _is_host(value) -> bool:
+    if not isinstance(value, str) or not value or len(value) > 253:
+        return False
+    try:
+        ipaddress.ip_address(value[1:-1] if value.startswith("[") and value.endswith("]") else value)
+        return True
+    except ValueError:
+        pass
+    labels = value[:-1].split(".") if value.endswith(".") else value.split(".")
+    return all(_HOST_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+
 
 # Rules of the nodes section that the Launcher leaves to the run config (checked by `cream run --check` and start).
 NODE_CHECKS = {"main_process_ip": host_address()}
@@ -222,3 +246,29 @@ def fingerprinted(section) -> dict:
 
 
 _LAUNCH_KEYS = {k for keys in LAUNCH.values() for k in keys}
+
+
+def alias_table() -> str:
+    """docs/CONFIG.md's table of TRL's names (settings.ALIASES, settings.SAME_AS_TRL): each name, cream's, its flags
+    and where it is a key of a run config (tests/test_user_names.py checks the doc holds exactly this)."""
+    from cream_data.settings import ALIASES, SAME_AS_TRL
+    from cream_train.run_config import RunConfig  # (it is made of these sections)
+
+    hints = get_type_hints(RunConfig)
+
+    def keys(name: str) -> str:
+        where = [f"`{name}` (top level)" for f in fields(RunConfig) if f.name == name]
+        where += [f"`{f.name}`" for f in fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])
+                  and name in {g.name for g in fields(hints[f.name])}]
+        return ", ".join(where) or "none (the run fills it)"
+
+    def forms(name: str) -> str:
+        dashed = "--" + name.replace("_", "-")
+        return f"`{dashed}`" + (f", `--{name}`" if "_" in name else "")
+
+    rows = ["| TRL name | cream's name | flags | run config keys |", "| --- | --- | --- | --- |"]
+    for alias, name in ALIASES.items():
+        rows.append(f"| `{alias}` | `{name}` | {forms(alias)} for `--{name.replace('_', '-')}` | {keys(name)} |")
+    for name in SAME_AS_TRL:
+        rows.append(f"| `{name}` | the same | {forms(name)} | {keys(name)} |")
+    return "\n".join(rows)

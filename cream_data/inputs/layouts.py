@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from cream_data.errors import CreamError
+from cream_data.settings import shown
 
 Record = tuple[str, dict]  # (location such as "line 7", fields)
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -91,7 +92,7 @@ def text(ctx: Context, where: str, obj: dict, key: str, *, name: str | None = No
             return None
         if key in obj:
             raise ctx.error(where, f"field '{name}' is null; expected a string")
-        present = ", ".join(sorted(map(str, obj))) or "none"
+        present = shown(", ".join(sorted(map(str, obj))), quote=False) or "none"
         raise ctx.error(where, f"missing field '{name}' (expected a string; fields present: {present})")
     v = obj[key]
     if not isinstance(v, str):
@@ -201,8 +202,9 @@ def _mc(records: Iterable[Record], ctx: Context) -> Iterator[Item]:
             try:
                 ref = mc_letter(r["answerKey"], labels)
             except ValueError:
-                raise ctx.error(where, f"field 'answerKey' is '{r['answerKey']}', expected one of the choice labels "
-                                       f"{labels}") from None
+                raise ctx.error(where, f"field 'answerKey' is '{shown(r['answerKey'], quote=False)}', expected one of the "
+                                       f"choice labels "
+                                       f"{shown(labels)}") from None
         rid = ident(ctx, where, r, "id") if "id" in r else None
         yield Item(where, user(prompt), id=rid, reference=ref)
 
@@ -239,7 +241,7 @@ def _siqa(records: Iterable[Record], ctx: Context) -> Iterator[Item]:
         ref = None
         if lab is not None and str(lab).strip() != "":
             if str(lab).strip() not in ("1", "2", "3"):
-                raise ctx.error(where, f"field 'label' is '{lab}', expected 1, 2 or 3")
+                raise ctx.error(where, f"field 'label' is '{shown(lab, quote=False)}', expected 1, 2 or 3")
             ref = LETTERS[int(str(lab).strip()) - 1]
         # SIQA has no ids and repeats some items verbatim (with different labels): the position is the id.
         yield Item(where, user(prompt), id=f"{stem}-{i + 1:05d}", reference=ref)

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 import schemas
 from cream_data.errors import CreamError
+from cream_data.settings import shown
 from cream_data.inputs.layouts import LAYOUTS, Context, FieldMap, Item, Record, detect, format_mc, gsm8k_reference, mc_letter
 from cream_data.inputs.records import records as _records
 from cream_data.tables.validate import check, conform
@@ -49,7 +50,7 @@ def prompt_hash(turns: list[dict]) -> str:
 def _items(source: str, layout: str | None, fields: FieldMap | None, split: str | None, want: str
            ) -> tuple[Iterator[Item] | pa.Table, Context, str]:
     if layout is not None and layout not in LAYOUTS:
-        raise CreamError(f"unknown layout '{layout}'; known layouts: {', '.join(KNOWN_LAYOUTS)}")
+        raise CreamError(f"--layout: unknown layout {shown(layout)}; expected one of {', '.join(KNOWN_LAYOUTS)}")
     if fields and layout not in (None, "generic"):
         raise CreamError(f"--layout {layout} reads its own fields; the field flags (--prompt-field …) apply to the "
                          "generic layout only")
@@ -70,7 +71,7 @@ def _items(source: str, layout: str | None, fields: FieldMap | None, split: str 
         layout = "generic" if fields else detect(first[1], label)
         if layout is None:
             raise CreamError(f"{label} {first[0]}: cannot tell the layout from fields "
-                             f"{sorted(map(str, first[1]))}; name one with --layout ({', '.join(KNOWN_LAYOUTS)}) "
+                             f"{shown(sorted(map(str, first[1])))}; name one with --layout ({', '.join(KNOWN_LAYOUTS)}) "
                              "or map fields with --prompt-field/--answer-field")
     return LAYOUTS[layout](chained(), ctx), ctx, layout
 
@@ -116,7 +117,7 @@ def load_prompts(source: str, *, layout: str | None = None, fields: FieldMap | N
                     rows["human_answer"][row_of[pid]] = it.human_answer
                 continue
             same = "" if it.id is not None else " (the same prompt text; pass --dedupe to keep the first)"
-            raise CreamError(f"{ctx.label} {it.where}: duplicate prompt_id '{pid}', already at {seen[pid]}{same}")
+            raise CreamError(f"{ctx.label} {it.where}: duplicate prompt_id {shown(pid)}, already at {seen[pid]}{same}")
         seen[pid] = it.where
         turns = it.turns
         if suffix:
@@ -157,7 +158,7 @@ def load_sft(source: str, *, layout: str | None = None, fields: FieldMap | None 
         completion = [{"role": "assistant", "content": it.completion}]
         pid = it.id if it.id is not None else prompt_hash(it.turns + completion)
         if pid in seen:
-            raise CreamError(f"{ctx.label} {it.where}: duplicate prompt_id '{pid}', already at {seen[pid]}")
+            raise CreamError(f"{ctx.label} {it.where}: duplicate prompt_id {shown(pid)}, already at {seen[pid]}")
         seen[pid] = it.where
         for k, v in zip(rows, (pid, it.turns, completion, src)):
             rows[k].append(v)
@@ -193,7 +194,7 @@ def load_benchmark(task: str, path: str | Path | None = None, *, limit: int | No
     Hub copy. MC answers are letters, GSM8K answers numbers.
     """
     if task not in BENCHMARKS:
-        raise CreamError(f"unknown task '{task}'; known tasks: {', '.join(BENCHMARKS)}")
+        raise CreamError(f"unknown task {shown(task)}; known tasks: {', '.join(BENCHMARKS)}")
     rel, hub, config, split = BENCHMARKS[task]
     layout = {"arc_easy": "arc", "arc_challenge": "arc"}.get(task, task)
     if path is None:

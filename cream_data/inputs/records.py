@@ -1,13 +1,22 @@
 """Records from any source a loader accepts: ``(where, fields)`` pairs from a JSONL / JSON / CSV / TSV / Parquet
 file, a local ``datasets`` folder (``save_to_disk``) or a Hugging Face Hub dataset id (``name`` or
 ``name:config``), or the table itself when the source is a cream table of the wanted kind. ``where`` names the
-record for error messages (``line 7``, ``row 3``, ``[2]``)."""
+record for error messages (``line 7``, ``row 3``, ``[2]``).
+
+Bounds, each refused in one line naming the file and the line: a path that is neither a regular file nor a folder (a
+named pipe, a device: asked before opening it, which would block or never end); JSON nested deeper than Python's
+reader goes (its recursion limit, about 1,000 levels) or a number of more digits than it converts (4,300); a
+CSV/TSV field longer than :data:`MAX_CSV_FIELD` characters (a prompt may be long: the csv module's own limit,
+131,072, is raised to this while a file is read).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -17,8 +26,10 @@ import pyarrow.parquet as pq
 import schemas
 from cream_data.errors import CreamError, missing_package
 from cream_data.inputs.layouts import Record
+from cream_data.jsonfile import not_a_file
 
 EXTENSIONS = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
+MAX_CSV_FIELD = 2**24  # characters of one CSV/TSV field: 16 Mi, far beyond any model's context
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -34,12 +45,29 @@ def _json_kind(v) -> str:
             float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
 
 
+@contextmanager
+def _bounded_json(where: str):
+    """Parse JSON within the bounds of Python's reader, which recurses once per level of nesting (so as deep as the
+    interpreter's recursion limit, about 1,000) and converts numbers of up to 4,300 digits; a one-line error naming
+    ``where`` beyond them. Invalid JSON is the caller's to report (JSONDecodeError passes through)."""
+    try:
+        yield
+    except RecursionError:
+        raise CreamError(f"{where}: nested too deeply to read (more than about {sys.getrecursionlimit():,} levels); "
+                         "expected a record of fields") from None
+    except ValueError as e:
+        if isinstance(e, json.JSONDecodeError):
+            raise
+        raise CreamError(f"{where}: a number too long to read ({str(e).split(':')[0]})") from None
+
+
 def _jsonl(path: Path, text: str) -> Iterator[Record]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            with _bounded_json(f"{path} line {n}"):
+                obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise CreamError(f"{path} line {n}: not valid JSON ({e.msg}, column {e.colno}); "
                              "expected one JSON object per line") from None
@@ -50,7 +78,8 @@ def _jsonl(path: Path, text: str) -> Iterator[Record]:
 
 def _json(path: Path, text: str) -> Iterator[Record]:
     try:
-        obj = json.loads(text)
+        with _bounded_json(str(path)):
+            obj = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data" and text.lstrip().startswith("{"):  # JSON Lines saved as .json
             yield from _jsonl(path, text)
@@ -73,10 +102,10 @@ def _json(path: Path, text: str) -> Iterator[Record]:
 
 def _csv(path: Path, text: str, delimiter: str) -> Iterator[Record]:
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    if not reader.fieldnames:
+    if not _csv_next(path, reader, lambda: reader.fieldnames):
         raise CreamError(f"{path}: no header row; expected column names on line 1")
     width = len(reader.fieldnames)
-    for r in reader:
+    while (r := _csv_next(path, reader, lambda: next(reader, None))) is not None:
         where = f"line {reader.line_num}"
         if None in r:
             raise CreamError(f"{path} {where}: {width + len(r[None])} values but the header has {width} columns")
@@ -84,6 +113,19 @@ def _csv(path: Path, text: str, delimiter: str) -> Iterator[Record]:
             have = sum(v is not None for v in r.values())
             raise CreamError(f"{path} {where}: {have} values but the header has {width} columns")
         yield where, r
+
+
+def _csv_next(path: Path, reader: csv.DictReader, step):
+    """``step()`` (the next row, or the header) with fields of up to MAX_CSV_FIELD characters; the csv module's
+    error (a longer field, a bad quote) as one line naming the file and line."""
+    limit = csv.field_size_limit(MAX_CSV_FIELD)
+    try:
+        return step()
+    except csv.Error as e:
+        why = f"a field longer than {MAX_CSV_FIELD:,} characters" if "field limit" in str(e) else str(e)
+        raise CreamError(f"{path} line {reader.reader.line_num}: {why}; expected one record per row") from None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _rows(table: pa.Table) -> Iterator[Record]:
@@ -205,6 +247,9 @@ def _cream_kind(path: Path) -> str | None:
 def records(source: str, split: str | None, want: str) -> tuple[Iterator[Record] | pa.Table, Path | None, str | None]:
     """The records of a source, or a ready table when the source already is a cream table of kind ``want``."""
     path = Path(source)
+    kind = not_a_file(path, "a file of records, a folder or a Hub dataset id")
+    if kind is not None and kind.startswith("not a regular file"):  # a named pipe, a device: never opened
+        raise CreamError(f"{path}: {kind}")
     if path.is_dir():
         if (path / "_manifest.json").exists() or any(path.glob("_manifest.shard-*.json")) or any(path.glob("part-*.parquet")):
             return _cream_table(path, want), None, split

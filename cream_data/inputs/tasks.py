@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from cream_data.settings import shown
 from cream_data.vocab import TASKS
 
 __all__ = ["TASKS", "task_problems"]
@@ -22,7 +23,8 @@ def task_problems(tasks: tuple[str, ...]) -> list[str]:
         problems.append(f"tasks: got none, expected some of {', '.join(TASKS)}")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
-        problems.append(f"tasks: unknown {', '.join(map(repr, unknown))}; known tasks: {', '.join(TASKS)}")
+        problems.append(f"tasks: unknown {shown(', '.join(map(repr, unknown)), quote=False)}; known tasks: "
+                        f"{', '.join(TASKS)}")
     twice = sorted({t for t in tasks if tasks.count(t) > 1})
     if twice:
         problems.append(f"tasks: {', '.join(twice)} named more than once")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cream_data.inputs.tasks import task_problems
-from cream_data.settings import Settings, at_least, dtype_setting, keyed, setting
+from cream_data.settings import Settings, at_least, dtype_setting, keyed, setting, shown
 from cream_data.vocab import EXTRACTORS, TASKS
 
 SUFFIX = ("Answer the question by thinking step by step. At the end, output the final answer, "
@@ -33,7 +33,7 @@ class BenchmarkSettings(Settings):
 
     def _problems(self) -> list[tuple[str, str]]:
         if not isinstance(self.tasks, tuple):
-            return [("tasks", f"got {self.tasks!r}, expected a list of task names")]
+            return [("tasks", f"got {shown(self.tasks)}, expected a list of task names")]
         return [keyed(p) for p in task_problems(self.tasks)]
 
 

@@ -8,7 +8,7 @@ from typing import Any, get_type_hints
 
 from cream_data.errors import CreamError
 from cream_data.inputs.harness_tasks import DEFAULT_SHOTS
-from cream_data.settings import SettingsError, at_least, coerce, setting, type_name, user_fields
+from cream_data.settings import SettingsError, at_least, coerce, setting, shown, type_name, user_fields
 from cream_data.stages.eval_config import BenchmarkSettings
 from cream_data.vocab import ENGINES
 
@@ -35,16 +35,16 @@ class HarnessConfig(BenchmarkSettings):
         keys = sorted(f.name for f in user_fields(cls) if f.name not in RUN_OWNED)
         problems, values = [], {}
         if not isinstance(raw, dict):
-            problems.append(f"got {raw!r}, expected a mapping of {', '.join(keys)}")
+            problems.append(f"got {shown(raw)}, expected a mapping of {', '.join(keys)}")
             raw = {}
         for k, v in raw.items():
             if k not in keys:
-                problems.append(f"{k}: unknown setting (known: {', '.join(keys)})")
+                problems.append(f"{shown(k, quote=False)}: unknown setting (known: {', '.join(keys)})")
                 continue
             try:
                 values[k] = coerce(v, hints[k]) if k != "tasks" or not isinstance(v, str) else v
             except TypeError:
-                problems.append(f"{k}: got {v!r}, expected {type_name(hints[k])}")
+                problems.append(f"{k}: got {shown(v)}, expected {type_name(hints[k])}")
         try:
             cfg = cls(**values, **run_wide)
         except SettingsError as e:
