@@ -116,9 +116,12 @@ def _load_policy(path: str, precision: Precision):
     """The policy with its weights in the master dtype (fp32 under mixed precision, as TRL's own scripts load it)."""
     from transformers import AutoModelForCausalLM
 
+    from cream_data.engines.model_loading import from_pretrained
+    from cream_data.engines.model_refs import ModelRef
     from cream_data.engines.models import torch_dtype
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(precision.master))
+    ref = ModelRef(path, path, "local" if Path(path).is_dir() else "hub")
+    return from_pretrained(AutoModelForCausalLM, ref, dtype=torch_dtype(precision.master))
 
 
 def _final_metrics(trainer, train_output) -> dict[str, Any]:

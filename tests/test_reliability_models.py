@@ -100,7 +100,7 @@ def test_a_model_folder_without_tokenizer_files(tmp_path, cream_exe, tiny_model,
     resp = io.write_table(responses_table(ANSWERS), tmp_path / "responses", "responses")
     needles = [str(no_tok), "no tokenizer files", "tokenizer.json"]
     _refused(cream_exe, tmp_path, "label", resp, "--model", tiny_model, "--reward-model", no_tok, "--out", "o",
-             needles=["reward model", *needles])
+             needles=["--reward-model", *needles])
     _refused(cream_exe, tmp_path, "label", resp, "--model", no_tok, "--out", "o", needles=["--model", *needles])
     _refused(cream_exe, tmp_path, "run", _run_config(tmp_path, no_tok), "--check", needles=["model", *needles])
 
@@ -110,12 +110,11 @@ def test_a_reward_model_smaller_than_its_tokenizer(tmp_path, cream_exe, tiny_mod
     small = models_dir / "rm-small-vocab"
     resp = io.write_table(responses_table(ANSWERS), tmp_path / "responses", "responses")
     n_tok = len(models.check_policy(models.resolve(str(tiny_model))))
-    needles = [f"reward model {small}", f"tokenizer has {n_tok} tokens", f"embedding only {n_tok - 64} rows",
-               "vocab_size"]
+    needles = [f"tokenizer has {n_tok} tokens", f"embedding only {n_tok - 64} rows", "vocab_size"]
     _refused(cream_exe, tmp_path, "label", resp, "--model", tiny_model, "--reward", "rm", "--reward-model", small,
-             "--out", "o", needles=needles)
+             "--out", "o", needles=[f"--reward-model {small}", *needles])
     _refused(cream_exe, tmp_path, "run", _run_config(tmp_path, tiny_model, reward_model=str(small)), "--check",
-             needles=["label.reward_model", *needles])
+             needles=[f"label.reward_model {small}", *needles])
 
 
 def test_oracle_needs_a_reference_answer_for_every_prompt(tmp_path, cream_exe, tiny_model):

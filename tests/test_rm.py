@@ -192,7 +192,7 @@ def test_run_method_rm_needs_a_reward_model(tmp_path, tiny_model, tiny_rm):
     with pytest.raises(CreamError, match="label.reward_model: missing"):
         load_run_config(write(tmp_path, cfg))
     cfg["label"] = {**cfg["label"], "reward_model": str(tiny_model)}
-    with pytest.raises(CreamError, match="label.reward_model: reward model .* a LlamaForCausalLM checkpoint"):
+    with pytest.raises(CreamError, match="label.reward_model .*tiny-llama: a LlamaForCausalLM checkpoint"):
         load_run_config(write(tmp_path, cfg, "causal.yaml"))
     cfg["label"]["reward_model"] = str(tiny_rm)
     run_cfg, _, _ = load_run_config(write(tmp_path, cfg, "ok.yaml"))

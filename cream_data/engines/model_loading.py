@@ -1,17 +1,14 @@
 """Load a resolved model for inference, with every mistake found before transformers is asked: the device, a
-Hub model offline mode cannot reach, custom code, a checkpoint that is no policy (:mod:`model_roles`), a truncated
-``*.safetensors`` file. The compute dtype is a stage's ``dtype`` setting (:func:`resolve_dtype`): ``auto`` is fp32
-on CPU, bf16 on GPU.
+Hub model offline mode cannot reach, custom code, a checkpoint that is no policy or whose weights are missing or
+truncated (:mod:`model_roles`). The compute dtype is a stage's ``dtype`` setting (:func:`resolve_dtype`): ``auto``
+is fp32 on CPU, bf16 on GPU.
 Import these names from :mod:`cream_data.engines.models`.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from cream_data.engines.model_refs import ModelRef, resolve
-from cream_data.engines.model_roles import check_policy, custom_code_error, first_line
+from cream_data.engines.model_roles import check_policy, check_weights, custom_code_error, first_line
 from cream_data.errors import CreamError
 
 
@@ -80,43 +77,30 @@ def short_name(dtype) -> str:
 
 
 def _check_weights(ref: ModelRef) -> None:
-    """Each local ``*.safetensors`` file is as long as its header says: a truncated copy fails here, at once."""
-    if ref.kind == "hub":
-        return
-    for f in sorted(Path(ref.path).glob("*.safetensors")):
-        size = f.stat().st_size
-        with open(f, "rb") as fh:  # 8 bytes: header length n; n bytes of JSON: each tensor's data_offsets
-            n = int.from_bytes(fh.read(8), "little")
-            header = fh.read(n) if 0 < n <= size - 8 else b""
-        try:
-            tensors = [t for k, t in json.loads(header).items() if k != "__metadata__"]
-            expected = 8 + n + max((t["data_offsets"][1] for t in tensors), default=0)
-        except (ValueError, AttributeError, LookupError, TypeError):  # not JSON, or not the layout above
-            expected = None
-        if expected != size:
-            problem = "no readable safetensors header" if expected is None else f"its header says {expected}"
-            raise CreamError(f"model {ref.name}: cannot load its weights ({f.name}: {size} bytes, {problem}); "
-                             "the checkpoint may be incomplete or corrupt")
+    """A local checkpoint's weights are whole (:func:`model_roles.check_weights`; ``cream train`` asks it of the
+    checkpoints it saved)."""
+    check_weights(ref, "model")
 
 
-def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False, what: str = "model"):
+def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False, what: str = "--model"):
     """A policy's tokenizer, after the policy role check (:func:`model_roles.check_policy`: a causal LM whose
-    tokenizer has a chat template and fits its embedding; config and tokenizer files only, no weights)."""
+    tokenizer has a chat template and fits its embedding, and whose weights are whole; ``what``: the flag that named
+    it). Reads the config, the tokenizer and the weights files' headers only."""
     return check_policy(ref, trust_remote_code=trust_remote_code, what=what)
 
 
 def load(spec: str | ModelRef, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
-         with_model: bool = True, mixed: bool = False):
+         with_model: bool = True, mixed: bool = False, what: str = "--model"):
     """Load ``(model, tokenizer, ref)`` for inference: eval mode, on ``device``, weights and compute in ``dtype``
     (a stage's setting, :func:`resolve_dtype`: ``auto`` is fp32 on CPU, bf16 on GPU).
 
     ``mixed``: a bf16/fp16 ``dtype`` as a mixed-precision trainer computes it (:func:`mixed_weights`): run the model
     under ``torch.autocast`` (:func:`autocast`). Mistakes (device, path, custom code, a truncated download) are
-    one-line errors found before loading."""
+    one-line errors found before loading, naming the model as ``what`` (the flag that named it)."""
     if with_model:
         check_device(device)
     ref = spec if isinstance(spec, ModelRef) else resolve(spec)
-    tok = load_tokenizer(ref, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(ref, trust_remote_code=trust_remote_code, what=what)
     if not with_model:
         return None, tok, ref
     from transformers import AutoModelForCausalLM
@@ -124,7 +108,7 @@ def load(spec: str | ModelRef, *, device: str | None = None, dtype: str = "auto"
     device = device or default_device()
     compute = resolve_dtype(dtype, device)
     model = from_pretrained(AutoModelForCausalLM, ref, dtype=torch_dtype("fp32" if mixed else compute),
-                            trust_remote_code=trust_remote_code)
+                            trust_remote_code=trust_remote_code, what=what)
     if mixed:
         mixed_weights(model, compute)
     model.to(device).eval()
@@ -166,20 +150,20 @@ def autocast(model, compute: str):
     return torch.autocast(device.type, dtype=torch_dtype(compute))
 
 
-def from_pretrained(auto_class, ref: ModelRef, **kwargs):
-    """``auto_class.from_pretrained(ref.path, **kwargs)`` with loading failures (a truncated download too) as
-    one-line errors."""
+def from_pretrained(auto_class, ref: ModelRef, *, what: str = "--model", **kwargs):
+    """``auto_class.from_pretrained(ref.path, **kwargs)`` with loading failures (weights missing or truncated too)
+    as one-line errors naming the model as ``what`` (the flag that named it)."""
     from safetensors import SafetensorError
 
-    _check_weights(ref)
+    check_weights(ref, what)
     try:
         return auto_class.from_pretrained(ref.path, **kwargs)
     except OSError as e:
-        raise CreamError(f"model {ref.name}: cannot load ({first_line(e)})") from None
+        raise CreamError(f"{what} {ref.name}: cannot load ({first_line(e)})") from None
     except SafetensorError as e:
-        raise CreamError(f"model {ref.name}: cannot load its weights ({first_line(e)}); "
+        raise CreamError(f"{what} {ref.name}: cannot load its weights ({first_line(e)}); "
                          "the checkpoint may be incomplete or corrupt") from None
     except ValueError as e:
         if "trust_remote_code" not in str(e):
             raise
-        raise custom_code_error(ref, "it needs") from None
+        raise custom_code_error(ref, "it needs", what) from None

@@ -3,7 +3,7 @@
 - :mod:`cream_data.engines.model_refs` — which model a name means (a Hub id, a local checkpoint folder, the
   embedded ``smollm2-135m-instruct`` converted once into ``$CREAM_CACHE``);
 - :mod:`cream_data.engines.model_roles` — whether a checkpoint is what its role needs (a policy, a reward model),
-  from its config and tokenizer files, before any weights load;
+  from its config, tokenizer and weights files, before any weights load;
 - :mod:`cream_data.engines.model_loading` — device checks and loading, with one-line errors before loading;
 - :mod:`cream_data.engines.model_identity` — content ids (caches and resumes key on them), same-weights checks,
   the chat-template hash.
@@ -23,15 +23,17 @@ from cream_data.engines.model_loading import (
 from cream_data.engines.model_refs import (
     EMBEDDED_ALIAS, EMBEDDED_INSTALL, EMBEDDED_PACKAGE, ModelRef, cache_dir, embedded_checkpoint, resolve,
 )
-from cream_data.engines.model_roles import check_policy, check_policy_files, check_reward_model, read_tokenizer
+from cream_data.engines.model_roles import (
+    check_policy, check_policy_files, check_reward_model, check_weights, read_tokenizer, reward_model_problem,
+)
 from cream_data.engines.model_roles import first_line as _first_line
 
 __all__ = [
     "EMBEDDED_ALIAS", "EMBEDDED_INSTALL", "EMBEDDED_PACKAGE", "ModelRef", "_first_line", "autocast", "cache_dir",
-    "check_device", "check_policy", "check_policy_files", "check_reward_model", "content_id", "default_device",
-    "dtype_name",
-    "embedded_checkpoint", "from_pretrained", "load", "load_tokenizer", "make_tiny_model", "mixed_weights",
-    "read_tokenizer", "resolve", "resolve_dtype", "same_weights", "short_name", "template_hash", "torch_dtype",
+    "check_device", "check_policy", "check_policy_files", "check_reward_model", "check_weights", "content_id",
+    "default_device", "dtype_name", "embedded_checkpoint", "from_pretrained", "load", "load_tokenizer",
+    "make_tiny_model", "mixed_weights", "read_tokenizer", "resolve", "resolve_dtype", "reward_model_problem",
+    "same_weights", "short_name", "template_hash", "torch_dtype",
 ]
 
 

@@ -38,26 +38,28 @@ def tokenize(tokenizer, prompts: Sequence[hf_score.Conversation], responses: Seq
     return hf_score.tokenize(tokenizer, prompts, responses, span=conversation_span)
 
 
-def check(ref: models.ModelRef, *, trust_remote_code: bool = False):
+def check(ref: models.ModelRef, *, trust_remote_code: bool = False, what: str = "--reward-model"):
     """The reward model's tokenizer, after the reward-model role check (:func:`models.check_reward_model`: a
-    single-logit sequence classifier whose tokenizer has a chat template and fits its embedding). Reads the
-    tokenizer and config only."""
-    return models.check_reward_model(ref, trust_remote_code=trust_remote_code)
+    single-logit sequence classifier whose tokenizer has a chat template and fits its embedding, and whose weights
+    are whole; ``what``: the flag or key that named it). Reads the tokenizer, the config and the weights files'
+    headers only."""
+    return models.check_reward_model(ref, trust_remote_code=trust_remote_code, what=what)
 
 
-def load(ref: models.ModelRef, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False):
+def load(ref: models.ModelRef, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
+         what: str = "--reward-model"):
     """The reward model in eval mode, in ``dtype`` (a stage setting; auto: fp32 on CPU, bf16 on GPU). A checkpoint
-    whose head weights are missing (so transformers would start them at random) is refused."""
+    whose head weights are missing (so transformers would start them at random) is refused, naming it as ``what``."""
     from transformers import AutoModelForSequenceClassification
 
     models.check_device(device)
     device = device or models.default_device()
     model, info = models.from_pretrained(AutoModelForSequenceClassification, ref,
                                          dtype=models.torch_dtype(models.resolve_dtype(dtype, device)),
-                                         trust_remote_code=trust_remote_code, output_loading_info=True)
+                                         trust_remote_code=trust_remote_code, output_loading_info=True, what=what)
     missing = sorted(info.get("missing_keys") or [])
     if missing:
-        raise CreamError(f"reward model {ref.name}: the checkpoint has no weights for {missing[0]} "
+        raise CreamError(f"{what} {ref.name}: the checkpoint has no weights for {missing[0]} "
                          f"({len(missing)} missing); not a trained sequence-classification reward model")
     return model.to(device).eval()
 
