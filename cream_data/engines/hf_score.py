@@ -47,6 +47,21 @@ class Tokenized:
     def n_tokens(self) -> np.ndarray:
         return np.array([len(x) for x in self.ids], dtype=np.int64) - self.start
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens of each row's whole templated conversation (what a model reads for it)."""
+        return np.array([len(x) for x in self.ids], dtype=np.int64)[self.inverse]
+
+    def take(self, rows: np.ndarray) -> "Tokenized":
+        """Only ``rows`` (ascending row numbers): their distinct items in order of first use, exactly what
+        :func:`tokenize` gives for those rows alone (so batch plans and caches do not depend on the rows left out)."""
+        items, first, inverse = np.unique(self.inverse[rows], return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # the items by first use among ``rows``
+        renumber = np.empty(len(order), dtype=np.int64)
+        renumber[order] = np.arange(len(order))
+        kept = items[order]
+        return Tokenized([self.ids[i] for i in kept], self.start[kept], renumber[inverse.reshape(-1)])
+
     def prefix_groups(self) -> np.ndarray:
         """Group id per distinct item: items whose shared prefix ``ids[:start - 1]`` is the same token list."""
         index: dict[tuple, int] = {}

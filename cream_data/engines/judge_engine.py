@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from cream_data.rewards.judge import (JUDGE_PROMPT, SCORE_VALUES, cue_tail, judge_messages, judge_prefix, parse_judge_score,
-                              value_token_ids)
+from cream_data.rewards.judge import (APPENDED_CUE, JUDGE_PROMPT, SCORE_VALUES, cue_tail, judge_messages, judge_prefix,
+                                      parse_judge_score, value_token_ids)
 from cream_data.engines.base import GenerationParams
 
 
@@ -70,6 +70,25 @@ def run_judge(ref, prompts: Sequence[list[dict]], responses: Sequence[str], *, b
         log(f"judge: expected scores read for {len(seqs)} outputs ({sum(c[2] for c in cut)} with the cue appended)")
     return JudgeOutput([cut[j][1] for j in inverse], [float(reward[j]) for j in inverse],
                        [float(confidence[j]) for j in inverse], sum(c[2] for c in cut))
+
+
+def judge_lengths(tokenizer, prompts: Sequence[list[dict]], responses: Sequence[str], *, max_new_tokens: int = 256,
+                  mode: str = "expected", template: str = JUDGE_PROMPT) -> np.ndarray:
+    """Per row, the most tokens the judge (the model of ``tokenizer``) reads for it in :func:`run_judge`: the
+    templated judge prompt, the ``max_new_tokens`` it may write and, in ``expected`` mode, an appended score cue
+    (the second pass reads the prompt, the text up to its cue, and the cue's tail). Identical prompts once."""
+    cue = len(tokenizer(APPENDED_CUE + cue_tail(tokenizer), add_special_tokens=False)["input_ids"]) \
+        if mode == "expected" else 0
+    known: dict[str, int] = {}
+    out = np.empty(len(responses), dtype=np.int64)
+    for row, (p, r) in enumerate(zip(prompts, responses)):
+        msgs = judge_messages(p, r, template)
+        key = msgs[-1]["content"]
+        if key not in known:  # as HfSampler.encode: the template holds every special token it needs
+            text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            known[key] = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        out[row] = known[key]
+    return out + max_new_tokens + cue
 
 
 def expected_scores(model, seqs: Sequence[list[int]], value_ids: Sequence[Sequence[int]], pad_id: int, *,

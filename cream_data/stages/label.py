@@ -36,7 +36,7 @@ from cream_data.rewards.pairing import PairingSummary
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.label_scorers import (  # noqa: F401  (re-exported)
     Scoring, as_human_scores, dpo_or_likelihood, human_responses, judge_template_text, label_dtype, reference_answers,
-    reward_model, roles, score_roles, scores_rows,
+    reward_model, roles, score_roles, scores_rows, unscored_rows,
 )
 from cream_data.tables import io
 from cream_data.tables.fingerprint import responses_fingerprint, shard_mask
@@ -44,7 +44,7 @@ from cream_data.tables.outputs import guard, locked, only_entries
 from cream_data.vocab import REWARD_ROLE, TEMPORAL_FOLDERS
 
 __all__ = ["LabelConfig", "LabelSummary", "label", "repair", "write_preferences", "is_label_output", "LABEL_FOLDERS",
-           "judge_template_text", "scores_rows", "dpo_or_likelihood"]
+           "check_labeled", "judge_template_text", "scores_rows", "dpo_or_likelihood"]
 
 
 @dataclass
@@ -262,7 +262,8 @@ def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, o
         logp_scorer="current", pair_policy=cfg.pair_policy, eligible=eligible,
     )
     io.write_table(prefs, out / "preferences", "preferences",
-                   manifest_extra={"config": config, "inputs": inputs, "summary": pairing.to_dict()})
+                   manifest_extra={"config": config, "inputs": inputs,
+                                   "summary": {**pairing.to_dict(), "responses_too_long": unscored_rows(scores)}})
     return pairing
 
 
@@ -286,6 +287,24 @@ def repair(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig,
               "rebuilt_from_scores": str(folder)}
     return write_preferences(responses, scores, cfg, Path(out), th, config, {"responses": fp, "template_hash": th},
                              eligible)
+
+
+def check_labeled(preferences=None, scores=None, responses=None, human=None) -> None:
+    """Refuse tables found together (:class:`cream_data.tables.keys.Found`; any may be None) that are not of one
+    labeling (:func:`cream_data.tables.keys.check_labeling`): the responses count with the pools the labeling
+    recorded (label_pools.as_labeled), and the pairs' rewards are those of the scorer of the reward it recorded."""
+    from cream_data.stages.label_pools import as_labeled
+    from cream_data.tables.keys import Found, check_labeling
+
+    config = next((t.manifest["config"] for t in (preferences, scores)
+                   if t is not None and isinstance((t.manifest or {}).get("config"), dict)), {})
+    whole = True
+    if responses is not None:
+        table, whole = as_labeled(responses.table, config, responses.where)
+        if table is not responses.table:
+            responses = Found(table, f"{responses.where} (with the pools it was labeled with)", responses.manifest)
+    check_labeling(preferences, scores, responses, human, reward_scorer=REWARD_ROLE.get(config.get("reward")),
+                   whole=whole)
 
 
 def _check_inputs_match(out: Path, fp: str) -> None:

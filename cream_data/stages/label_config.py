@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from cream_data.errors import CreamError
 from cream_data.rewards.judge import load_judge_template
-from cream_data.settings import Settings, at_least, dtype_setting, setting
-from cream_data.vocab import (CONSISTENCY_MEASURES, ENGINES, JUDGE_MODES, PAIR_POLICIES, REWARD_ROLE, REWARDS,
-                              SCOPES, SCORER_ROLES)
+from cream_data.settings import INT32_MAX, Settings, at_least, dtype_setting, setting, within
+from cream_data.vocab import (CONSISTENCY_MEASURES, ENGINES, JUDGE_MODES, LONG_PROMPTS, PAIR_POLICIES, REWARD_ROLE,
+                              REWARDS, SCOPES, SCORER_ROLES)
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ class LabelConfig(Settings):
                                "model): auto (bf16 on a CUDA GPU, fp32 on CPU), bf16, fp16 or fp32. The stored "
                                "log-probs are the next training's reference: see docs/CONFIG.md (precision).")
     iteration: int | None = setting(None, help="Iteration t recorded in the preferences (default: the responses "
-                                    "table's).", check=at_least(0))
+                                    "table's).", check=within(
+                                        0, INT32_MAX, closed="[]",
+                                        expected=f">= 0 and <= {INT32_MAX:,} (iteration is stored as an int32)"))
     prompts: str | None = setting(None, help="Prompts table with reference answers (needed by --reward oracle) and "
                                   "human answers (--human-answers).")
     judge_max_new_tokens: int = setting(256, help="The judge's generation budget.", check=at_least(1))
@@ -72,6 +74,11 @@ class LabelConfig(Settings):
     human_answers: bool = setting(False, help="Also score each prompt's human-written answer (the --prompts table's "
                                   "human_answer) with every scorer, never as part of a pair: the self-preference "
                                   "diagnostic in OUT/human (see docs/REWARDS.md).")
+    long_responses: str = setting("skip", choices=LONG_PROMPTS, help=(
+        "Responses that some scoring model cannot read whole: templated prompt + response longer than the "
+        "max_position_embeddings of M_t, M_{t-1}, M_{t-2} or the --reward-model (the judge: its prompt + "
+        "--judge-max-new-tokens). skip: not scored, each prompt ranked without them (counted, one warning line) | "
+        "error: refuse the table, naming the row."))
     flush_rows: int = setting(int(os.environ.get("CREAM_LABEL_FLUSH_ROWS", "256")), internal=True,
                               help="Persist scored rows this often, for resume (CREAM_LABEL_FLUSH_ROWS).",
                               check=at_least(1))

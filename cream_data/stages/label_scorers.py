@@ -5,11 +5,15 @@
     judge                M_t's SRLM 5-point judge score      oracle   correctness against the reference answer
     rm                   a reward model's single logit (cached like log-probs)
 
-Also the human-written answers of ``--human-answers``, scored as pseudo-responses by the same scorers.
+Also the human-written answers of ``--human-answers``, scored as pseudo-responses by the same scorers. A response
+some model cannot read whole (beyond its max_position_embeddings) is scored by none (``--long-responses``).
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,16 +61,32 @@ class Scoring:
 def score_roles(ctx: Scoring, responses: pa.Table, answers: dict | None, cache_tag: str = "") -> list[pa.Table]:
     """The scores rows of every scorer role of this run for ``responses``: log-probs of every distinct model (cached
     in ``OUT/logps/<model><cache_tag>/``), their DPO (or likelihood) rewards per role, and the oracle, judge and
-    reward-model rows where those roles are in use. ``cache_tag`` keeps the human answers' caches apart."""
+    reward-model rows where those roles are in use. ``cache_tag`` keeps the human answers' caches apart. Rows some
+    model cannot read whole (:func:`too_long`, before any model runs) are scored by none: null log-probs and rewards."""
+    from cream_data.engines import rm_score
     from cream_data.engines.hf_score import tokenize
 
-    cfg, out, say = ctx.cfg, ctx.out, ctx.log or (lambda *_: None)
+    prompts, texts = responses["prompt"].to_pylist(), responses["response"].to_pylist()
     names = [f"prompt_id {p!r} response_idx {i}" for p, i in zip(responses["prompt_id"].to_pylist(),
                                                                    responses["response_idx"].to_pylist())]
-    tokenized = tokenize(ctx.tok, responses["prompt"].to_pylist(), responses["response"].to_pylist(), names=names)
+    tokenized = tokenize(ctx.tok, prompts, texts, names=names)
+    rm_tokenized = rm_score.tokenize(ctx.rm[1], prompts, texts) if ctx.rm is not None else None
+    long = too_long(ctx, responses, tokenized, rm_tokenized, human=bool(cache_tag))
+    if not long.any():
+        return _scored(ctx, responses, answers, cache_tag, tokenized, rm_tokenized)
+    fit = np.flatnonzero(~long)
+    parts = _scored(ctx, responses.take(pa.array(fit)), answers, cache_tag, tokenized.take(fit),
+                    rm_tokenized.take(fit) if rm_tokenized is not None else None) if len(fit) else []
+    return parts + _unscored(ctx, responses.filter(pa.array(long)), tokenized.n_tokens[tokenized.inverse][long])
+
+
+def _scored(ctx: Scoring, responses: pa.Table, answers: dict | None, cache_tag: str, tokenized,
+            rm_tokenized) -> list[pa.Table]:
+    """The rows of every scorer role for ``responses`` (all of which every model can read), scored."""
+    cfg, out, say = ctx.cfg, ctx.out, ctx.log or (lambda *_: None)
     # the reward model first: a checkpoint refused only once loaded (no head weights) is refused before any scoring
-    rm_part = (_rm_scores(ctx.rm, responses, tokenized, out, ctx.shard, cfg, ctx.summary, ctx.log, cache_tag,
-                           ctx.progress)
+    rm_part = (_rm_scores(ctx.rm, responses, rm_tokenized, tokenized, out, ctx.shard, cfg, ctx.summary, ctx.log,
+                          cache_tag, ctx.progress)
                if ctx.rm is not None else None)
     logp: dict[str, np.ndarray] = {}
     ntok = None
@@ -184,6 +204,15 @@ def _prompts_of(prompts_path, responses: pa.Table, column: str) -> pa.Table:
     from cream_data.stages.label_pools import prompt_per_id, same_prompts
 
     prompts = io.read_table(prompts_path, "prompts", columns=["prompt_id", "prompt", column])
+    missing = [c for c in ("prompt_id", "prompt", column) if c not in prompts.column_names]
+    if missing:
+        raise CreamError(f"{prompts_path}: no column {missing[0]!r}; expected a prompts table (`cream prompts`) "
+                         f"with prompt_id, prompt and {column}")
+    ids = prompts["prompt_id"].to_pylist()
+    if len(set(ids)) != len(ids):  # two rows of one prompt could give two different answers: which is the one?
+        twice = next(p for p, n in Counter(ids).items() if n > 1)
+        raise CreamError(f"{prompts_path}: prompt_id {twice!r} is given {Counter(ids)[twice]} times; a prompts table "
+                         "has one row per prompt_id")
     same_prompts(prompt_per_id(prompts, str(prompts_path)), prompt_per_id(responses, "the responses"),
                  str(prompts_path), "the responses")
     return prompts.drop_columns(["prompt"])
@@ -258,14 +287,14 @@ def reward_model(cfg: LabelConfig):
     return ref, tok, models.template_hash(tok)
 
 
-def _rm_scores(rm, responses: pa.Table, policy_tokenized, out: Path, shard, cfg: LabelConfig,
+def _rm_scores(rm, responses: pa.Table, tokenized, policy_tokenized, out: Path, shard, cfg: LabelConfig,
                summary: LabelSummary, log, cache_tag: str = "", progress: Progress | None = None) -> pa.Table:
-    """The reward model's rows (scorer ``rm``), its rewards cached in ``OUT/rm/<model>/`` like log-probs.
-    ``n_tokens`` is the policy's response length (``policy_tokenized``), as in every other row."""
+    """The reward model's rows (scorer ``rm``), its rewards cached in ``OUT/rm/<model>/`` like log-probs;
+    ``tokenized``: the rows under its own tokenizer. ``n_tokens`` is the policy's response length
+    (``policy_tokenized``), as in every other row."""
     from cream_data.engines import rm_score
 
     ref, tok, th = rm
-    tokenized = rm_score.tokenize(tok, responses["prompt"].to_pylist(), responses["response"].to_pylist())
 
     def load_scorer():
         model = rm_score.load(ref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
@@ -280,3 +309,108 @@ def _rm_scores(rm, responses: pa.Table, policy_tokenized, out: Path, shard, cfg:
         log(f"{'scored' if scored else 'reused cached rewards of'} reward model {ref.name}")
     ntok = policy_tokenized.n_tokens[policy_tokenized.inverse]
     return scores_rows(responses, "rm", ref.name, None, None, None, ntok, reward, "rm")
+
+
+# ---------------------------------------------------------------------------- responses beyond a model's context
+@dataclass(frozen=True)
+class _Reader:
+    """A model that reads every row: its name in a message, what it reads, its context and each row's tokens."""
+
+    name: str
+    reads: str
+    context: int
+    tokens: np.ndarray
+
+
+def _readers(ctx: Scoring, responses: pa.Table, tokenized, rm_tokenized) -> list[_Reader]:
+    """Every model of this run that reads the rows and states its context: each distinct policy (the conversation),
+    the judge (M_t: its prompt and generation) and the reward model (the conversation under its own template)."""
+    from cream_data.engines.judge_engine import judge_lengths
+    from cream_data.engines.model_roles import context_length
+
+    cfg = ctx.cfg
+    out = [_Reader(f"model {ref.name}", "templated prompt + response", context_length(ref, what=f"model {ref.name}"),
+                   tokenized.lengths) for ref in ctx.refs.values()]
+    if "judge" in cfg.roles():
+        ref = ctx.refs[cfg.model]
+        tokens = judge_lengths(ctx.tok, responses["prompt"].to_pylist(), responses["response"].to_pylist(),
+                               max_new_tokens=cfg.judge_max_new_tokens, mode=cfg.judge_mode,
+                               template=judge_template_text(cfg))
+        reads = f"judge prompt + judge_max_new_tokens {cfg.judge_max_new_tokens}" + \
+            (" + score cue" if cfg.judge_mode == "expected" else "")
+        out.append(_Reader(f"the judge {ref.name}", reads, context_length(ref, what=f"model {ref.name}"), tokens))
+    if ctx.rm is not None:
+        ref = ctx.rm[0]
+        out.append(_Reader(f"reward model {ref.name}", "prompt + response under its chat template",
+                           context_length(ref, trust_remote_code=cfg.trust_remote_code, what="--reward-model"),
+                           rm_tokenized.lengths))
+    return [r for r in out if r.context]
+
+
+def too_long(ctx: Scoring, responses: pa.Table, tokenized, rm_tokenized, *, human: bool = False) -> np.ndarray:
+    """Which rows some model of this run cannot read whole (:func:`_readers`: more tokens than its
+    max_position_embeddings), by the ``long_responses`` rule: ``skip`` leaves them unscored (one warning line; the
+    preferences manifest counts them), ``error`` refuses the table in one line naming the row furthest beyond a
+    context; a table with no row left is refused either way. ``human``: the ``--human-answers`` pseudo-responses,
+    a diagnostic never paired, whose long rows are left unscored under either rule."""
+    readers = _readers(ctx, responses, tokenized, rm_tokenized)
+    if not readers:
+        return np.zeros(responses.num_rows, dtype=bool)
+    over = np.stack([r.tokens - r.context for r in readers])  # [readers, rows]: tokens beyond each context
+    long = (over > 0).any(axis=0)
+    if not long.any():
+        return long
+    k, row = np.unravel_index(np.argmax(over), over.shape)
+    reader, n, total = readers[k], int(long.sum()), len(long)
+    pid, idx = responses["prompt_id"][int(row)].as_py(), responses["response_idx"][int(row)].as_py()
+    name = f"the human answer of prompt_id {pid!r}" if human else f"row (prompt_id {pid!r}, response_idx {idx})"
+    fact = (f"{name} is {reader.tokens[row]} tokens ({reader.reads}) for {reader.name}, beyond its context of "
+            f"{reader.context} tokens (max_position_embeddings)")
+    if human:
+        _warn(ctx, f"--human-answers: left {n} of {total} human answers unscored, too long for a scoring model: {fact}")
+        return long
+    if ctx.cfg.long_responses == "error":
+        raise CreamError(f"{fact}; {n} of {total} responses do not fit: shorten them, score with longer-context "
+                         "models, or --long-responses skip")
+    if n == total and not (ctx.shard and ctx.shard[1] > 1):
+        raise CreamError(f"none of the {total} responses fits every scoring model's context ({fact}); nothing left "
+                         "to label: shorten them or score with longer-context models")
+    _warn(ctx, f"skipped {n} of {total} responses too long for a scoring model ({fact}): not scored, each prompt "
+          "ranked without them (--long-responses skip)")
+    return long
+
+
+_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")  # what a console's markup would read as a style tag
+
+
+def _warn(ctx: Scoring, note: str) -> None:
+    """One warning line: through the stage's log (a console that reads markup: the note's own tags are escaped,
+    as rich's ``escape`` does), else Python's logging."""
+    if ctx.log is None:
+        logging.getLogger("cream.label").warning(note)
+        return
+    ctx.log("[yellow]warning:[/] " + _TAG.sub(r"\1\1\\\2", note))
+
+
+def _unscored(ctx: Scoring, long: pa.Table, ntok: np.ndarray) -> list[pa.Table]:
+    """Every scorer role's rows for responses no model read (:func:`too_long`): null log-probs and rewards, the
+    policy's response length in ``n_tokens``. The same roles, models and reward kinds as :func:`_scored`'s rows."""
+    cfg, refs = ctx.cfg, ctx.refs
+    specs = [(scorer, refs[m].name, refs[r].name if r else None, "dpo" if r else "likelihood_norm")
+             for scorer, m, r in roles(cfg)]
+    if "oracle" in cfg.roles():
+        specs.append(("oracle", "oracle:reference_answer", None, "oracle"))
+    if "judge" in cfg.roles():
+        specs.append(("judge", refs[cfg.model].name, None, "judge"))
+    if ctx.rm is not None:
+        specs.append(("rm", ctx.rm[0].name, None, "rm"))
+    nan = np.full(long.num_rows, np.nan)
+    return [scores_rows(long, scorer, model, ref, None, None, ntok, nan, kind) for scorer, model, ref, kind in specs]
+
+
+def unscored_rows(scores: pa.Table) -> int:
+    """How many responses of a scores table no model scored (too long, :func:`too_long`): the current scorer's
+    rows with a null log-prob. Only those have one: every other current row holds a log-prob, and a table holds
+    no NaN (its writer refuses them)."""
+    unscored = pc.and_(pc.equal(scores["scorer"], "current"), pc.is_null(scores["logp"]))
+    return int(pc.sum(unscored.cast(pa.int64())).as_py() or 0)
