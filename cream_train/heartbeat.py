@@ -15,12 +15,14 @@ name → file mapping for up to a minute.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Self
+from typing import Iterator, Self
 
 FOLDER = ".machines"  # hidden: the run directory's guard ignores it
 BEAT = 5.0  # seconds between beats at most; a short alive_timeout beats faster (4 beats per timeout)
@@ -31,23 +33,42 @@ def heartbeat_file(run: Path, rank: int) -> Path:
 
 
 class Heartbeat:
-    """Machine ``rank``'s heartbeat while the ``with`` block runs (``timeout``: how long the others wait for a beat)."""
+    """Machine ``rank``'s heartbeat while the ``with`` block runs (``timeout``: how long the others wait for a beat).
+    However the block ends (done, an error, Ctrl-C; SIGTERM too inside :func:`sigterm_exits`) the file is removed, and
+    so is the ``.machines`` folder when this heartbeat made it and it is left empty: a stopped machine leaves no
+    heartbeat behind."""
 
     def __init__(self, run: Path, rank: int, timeout: float):
         self.path, self.interval = heartbeat_file(run, rank), min(BEAT, timeout / 4)
         self.beats = 0
+        self._made = False  # whether this heartbeat made the .machines folder
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"cream-heartbeat-{rank}", daemon=True)
 
     def __enter__(self) -> Self:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.beat()
-        self._thread.start()
+        self._made = not self.path.parent.exists()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.beat()
+            self._thread.start()
+        except BaseException:
+            self._remove()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._remove()
+
+    def _remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        if self._made:
+            try:
+                self.path.parent.rmdir()
+            except OSError:  # another machine's heartbeat is there
+                pass
 
     def beat(self) -> None:
         self.beats += 1
@@ -84,3 +105,22 @@ class Pulse:
             return self.path.read_text(encoding="utf-8")
         except OSError:
             return None
+
+
+@contextlib.contextmanager
+def sigterm_exits() -> Iterator[None]:
+    """SIGTERM (a scheduler ending the job, ``kill``) ends the block as ``SystemExit(143)`` instead of killing the
+    process on the spot, so every ``with`` and ``finally`` on the way out runs: heartbeats are removed, stage
+    processes stopped. Only in the main thread (where Python delivers signals); elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -56,6 +56,48 @@ def is_checkpoint_output(path: Path) -> bool:
     return path.is_dir() and ((path / LINEAGE_FILE).is_file() or (path / CONFIG_FILE).is_file())
 
 
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a whole checkpoint (None when it is): config.json and the tokenizer's JSON files read as JSON
+    objects, tokenizer files are there, and so are the weights (``model.safetensors``, or every file its index names),
+    each ``*.safetensors`` file as long as its header says. What a resumable runner asks before it calls a training
+    done; reads no weights."""
+    path = Path(path)
+    if not path.is_dir():
+        return f"{path}: missing"
+    try:
+        _check_checkpoint(path)
+    except CreamError as e:
+        return str(e)
+    return None
+
+
+def _check_checkpoint(path: Path) -> None:
+    from cream_data.engines.model_loading import _check_weights  # the loader's own check of a truncated file
+    from cream_data.engines.model_refs import ModelRef
+    from cream_data.engines.model_roles import TOKENIZER_FILES
+    from cream_data.jsonfile import read_json_object
+
+    fix = "the checkpoint is incomplete; its stage trains it again"
+    if not (path / "config.json").is_file():
+        raise CreamError(f"{path / 'config.json'}: missing")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (path / name).is_file():
+            read_json_object(path / name, what=name, fix=fix)
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise CreamError(f"{path}: no tokenizer files (expected one of {', '.join(TOKENIZER_FILES[:2])}, …)")
+    index = path / "model.safetensors.index.json"
+    weights = ["model.safetensors"]
+    if index.is_file():
+        weight_map = read_json_object(index, what="weights index", fix=fix).get("weight_map")
+        if not (isinstance(weight_map, dict) and all(isinstance(f, str) for f in weight_map.values())):
+            raise CreamError(f"{index}: corrupt weights index (no 'weight_map' of file names); {fix}")
+        weights = sorted(set(weight_map.values()))
+    for name in weights:
+        if not (path / name).is_file():
+            raise CreamError(f"{path / name}: missing (the model's weights)")
+    _check_weights(ModelRef(str(path), str(path), "local"))
+
+
 def check_output(out: str | Path, overwrite: bool) -> Path:
     """Before any work: refuse a path holding anything but an earlier `cream train` checkpoint, and refuse that
     too unless ``overwrite`` (which then replaces it, atomically, once the new one is saved)."""

@@ -4,9 +4,9 @@
 
 Each stage records in ``RUN/manifest.json`` a fingerprint of its inputs (its settings and the fingerprints of the
 stages it reads), its status, timings and outputs. A rerun skips a stage whose fingerprint matches a finished
-record and whose outputs exist; an interrupted stage resumes (sampling and scoring keep their finished parts;
-training restarts and publishes its checkpoint atomically); a stage whose inputs changed is redone, and so is
-everything downstream, because their fingerprints chain.
+record and whose outputs are in place and whole (:meth:`Manifest.decide`); an interrupted or since damaged stage
+resumes (sampling and scoring keep their whole parts; training restarts and publishes its checkpoint atomically); a
+stage whose inputs changed is redone, and so is everything downstream, because their fingerprints chain.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from cream_data.tables import io
 from cream_data.progress import Progress
 from cream_data.tables.outputs import aside_path, remove, replacing
 from cream_train.run_config import RunConfig
-from cream_train.run_manifest import Manifest, is_run_output, link_outputs, versions
+from cream_train.run_manifest import Decision, Manifest, is_run_output, link_outputs, table_problem, versions
 from cream_train.loop_commands import StageCommands
 from cream_train.loop_eval import EvalStages
 from cream_train.loop_temporal import TemporalStages
@@ -92,17 +92,22 @@ class Loop(StageCommands, TemporalStages, EvalStages):
         paths = [*outputs, *((prepare and prepare(False)) or [])]
         for p in paths:  # old outputs a redo killed meanwhile left aside: the manifest describes what is in place
             remove(aside_path(Path(p)))
-        if self.manifest.is_done(name, fp, outputs):
+        decision = self.decide(name, fp, outputs)
+        self.fps[name] = decision.chained(fp)  # what the stages downstream read
+        if decision.status == "done":
             self.skipped.append(name)
             self.log(f"[dim]✓ {name}: done earlier, skipped[/]")
-            return fp
-        if outputs and self._reuse(name, fp, outputs):
-            return fp
-        same_inputs = self.manifest.previous_fingerprint(name) == fp  # interrupted: resume; else start afresh
+            return self.fps[name]
+        if decision.status == "reuse":
+            self._reuse(name, decision.source, outputs)
+            return self.fps[name]
+        if decision.note:
+            self.log(f"[yellow]{name}: recorded as done, but {decision.note}; redoing it and what reads it[/]")
+        same_inputs = decision.status == "resume"  # interrupted, or damaged since: resume; else start afresh
         stages, old = self.manifest.data["stages"], self.manifest.data["stages"].get(name)
         with replacing([] if same_inputs else paths) as moved:
             try:
-                self._run_stage(name, fp, inputs, outputs, fn, same_inputs)
+                self._run_stage(name, fp, inputs, outputs, fn, decision)
             except BaseException:
                 if moved:  # the old outputs come back, and so does the record that describes them
                     stages[name] = old
@@ -110,12 +115,14 @@ class Loop(StageCommands, TemporalStages, EvalStages):
                     self.manifest.save()
                     self.log(f"[yellow]{name}: the redo did not finish; its earlier outputs are kept[/]")
                 raise
-        return fp
+        return self.fps[name]
 
-    def _run_stage(self, name: str, fp: str, inputs: dict, outputs: list[Path], fn, resume: bool) -> None:
+    def _run_stage(self, name: str, fp: str, inputs: dict, outputs: list[Path], fn, decision: Decision) -> None:
         """Mark stage ``name`` running, do its work, record it done."""
+        resume = decision.status == "resume"
         rec = {"status": "running", "fingerprint": fp, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-               "inputs": {k: v for k, v in inputs.items() if k.endswith("_fp")}}
+               "inputs": {k: v for k, v in inputs.items() if k.endswith("_fp")},
+               **({"redone": decision.redone} if decision.redone else {})}
         self.manifest.data["stages"][name] = rec
         self.manifest.save()
         self.log(f"[bold]▶ {name}[/]{' (resuming)' if resume else ''}")
@@ -129,42 +136,43 @@ class Loop(StageCommands, TemporalStages, EvalStages):
         self.ran.append(name)
         self.log(f"  {name} finished in {time.time() - t0:.1f}s → {', '.join(str(o) for o in outputs)}")
 
-    def _reuse(self, name: str, fp: str, outputs: list[Path]) -> bool:
+    def decide(self, name: str, fp: str, outputs: list[Path]) -> Decision:
+        """:meth:`Manifest.decide` here, with the ``--reuse-from`` runs: the loop runs by it, ``--plan`` prints it."""
+        return self.manifest.decide(name, fp, outputs, lambda: self._reuse_source(name, fp, outputs))
+
+    def _reuse(self, name: str, found: tuple[Path, dict, list[Path]], outputs: list[Path]) -> None:
         """Take a finished stage with the same fingerprint from another run (``--reuse-from``), as hard links.
 
         Equal fingerprints mean equal inputs all the way up the chain (settings, data, upstream stages, seeds),
         so the outputs are what this run would compute: e.g. the prompt split, M1 and the iteration-1 samples
         are the same for every method. Tables keep the producing run's paths in their ``model`` columns.
         """
-        found = self._reuse_source(name, fp, outputs)
-        if not found:
-            return False
         other, rec, srcs = found
         link_outputs(srcs, outputs)
         self.manifest.data["stages"][name] = {**rec, "reused_from": str(other)}
         self.manifest.save()
         self.reused.append(name)
         self.log(f"[dim]↺ {name}: reused from {other}[/]")
-        return True
 
     def _reuse_source(self, name: str, fp: str, outputs: list[Path]) -> tuple[Path, dict, list[Path]] | None:
-        """(run, its stage record, its outputs) of the first ``--reuse-from`` run that finished this stage with the
-        same fingerprint and still has its outputs; None when none did."""
+        """(run, its stage record, its outputs) of the first ``--reuse-from`` run where this stage is done (same
+        fingerprint, outputs there and whole); None when none does."""
         for other in self.reuse_from:
-            rec = self._other_manifests.setdefault(other, Manifest.open(other)).data["stages"].get(name)
-            if not rec or rec.get("status") != "done" or rec.get("fingerprint") != fp:
-                continue
+            manifest = self._other_manifests.setdefault(other, Manifest.open(other))
             srcs = [other / Path(o).relative_to(self.run) for o in outputs]
-            if all(s.exists() for s in srcs):
-                return other, rec, srcs
+            if manifest.decide(name, fp, srcs).status == "done":
+                return other, manifest.data["stages"][name], srcs
         return None
 
     # ------------------------------------------------------------------ models
     def model(self, k: int) -> str:
-        """Path (or name) of M_k: M0 is the configured base model; later ones live under RUN/models/."""
+        """Path (or name) of M_k: M0 is the configured base model; later ones live under RUN/models/, but a model
+        carried forward by a pair-less iteration is the one it copies (derived, not read from the manifest's paths)."""
         if k == 0:
             return self.cfg.model
-        return self.manifest.data["models"].get(f"M{k}", str(self.run / "models" / f"M{k}"))
+        if f"M{k}" in self.manifest.data.get("carried", {}):
+            return self.model(k - 1)
+        return str(self.run / "models" / f"M{k}")
 
     def parent(self, k: int) -> int | None:
         """The model M_k was trained from (None for M0). A model carried forward by a pair-less iteration has the
@@ -303,7 +311,7 @@ class Loop(StageCommands, TemporalStages, EvalStages):
         inputs = {"prefs_fp": self.fps[f"label-{t}"], "model_fp": self.model_fp(t), "method": self.cfg.train_method,
                   "seed": self.cfg.seed, **fingerprinted(tr)}
 
-        manifest = io.read_manifest(prefs) if (prefs / io.MANIFEST).exists() else {}  # none yet: `--plan`
+        manifest = io.read_manifest(prefs) if not table_problem(prefs) else {}  # none (yet, or damaged): `--plan`
         if manifest.get("rows") == 0:
             # Nothing to learn from (e.g. a judge whose scores never parse): M_{t+1} = M_t, said loudly.
             skipped = {k: v for k, v in (manifest.get("summary", {}).get("skipped") or {}).items() if v}

@@ -4,6 +4,7 @@ samples, the temporary future model and its samples. The pairs themselves are th
 from __future__ import annotations
 
 from cream_data.tables import io
+from cream_train.run_manifest import table_problem
 from cream_train.sections import fingerprinted
 
 
@@ -46,6 +47,7 @@ class TemporalStages:
             f"future-train-{t}", inputs, [out], lambda _r: self._work(f"future-train-{t}", "train", lambda: train(tcfg)))
 
     def _no_future(self, t: int) -> bool:
-        """Whether iteration t's anchored pairs are known to be none (a plan, before they exist, assumes some)."""
+        """Whether iteration t's anchored pairs are known to be none (a plan, before they exist or while they are
+        damaged, assumes some)."""
         prefs = self.run / f"iter-{t}" / "anchored" / "preferences"
-        return (prefs / io.MANIFEST).exists() and io.read_manifest(prefs).get("rows") == 0
+        return table_problem(prefs) is None and io.read_manifest(prefs).get("rows") == 0

@@ -37,7 +37,7 @@ from pathlib import Path
 from cream_data.errors import CreamError
 from cream_data.progress import Progress
 from cream_data.tables import io
-from cream_train.heartbeat import Heartbeat, Pulse
+from cream_train.heartbeat import Heartbeat, Pulse, sigterm_exits
 from cream_train.loop import Log, Loop, RunSummary, inputs_fingerprint
 from cream_train.run_manifest import Manifest
 
@@ -149,20 +149,20 @@ class Follower(Loop):
 
     def stage(self, name: str, inputs: dict, outputs: list[Path], fn, prepare=None) -> str:
         fp = inputs_fingerprint(inputs)
-        self.fps[name] = fp
-        if self._status(name, fp) == "done":
+        self.fps[name] = self.decide(name, fp, outputs).chained(fp)  # as machine 0 chains it
+        if self._status(name, fp, outputs) == "done":
             self.skipped.append(name)
-            return fp
+            return self.fps[name]
         section = self._section(name)
         if section is not None and self.stages.spans_machines(section) and not inputs.get("no_pairs"):
-            self._wait(name, fp, ("running", "done"))
-            if self._status(name, fp) != "done":
+            self._wait(name, fp, outputs, ("running", "done"))
+            if self._status(name, fp, outputs) != "done":
                 rank = self.cfg.nodes.machine_rank
                 self.log(f"[bold]▶ {name}[/] (machine {rank} of {self.cfg.nodes.num_machines})")
                 self.runner.run(name, self.command(name), self.launcher(name), records=False)
                 self.ran.append(name)
-        self._wait(name, fp, ("done",))
-        return fp
+        self._wait(name, fp, outputs, ("done",))
+        return self.fps[name]
 
     def evaluate(self, k: int) -> None:  # machine 0 evaluates; nothing downstream reads an evaluation
         pass
@@ -175,16 +175,21 @@ class Follower(Loop):
         return {"sample": "sample", "anchor": "sample", "future-sample": "sample", "label": "label",
                 "anchored": "label", "future-train": "train"}.get(kind)
 
-    def _status(self, name: str, fp: str) -> str | None:
+    def _status(self, name: str, fp: str, outputs: list[Path]) -> str | None:
+        """``done`` when machine 0's manifest decides stage ``name`` done as machine 0 does (:meth:`Manifest.decide`:
+        its outputs checked on disk; a record of damaged outputs is one machine 0 will redo), ``running`` while machine
+        0 runs it with these inputs, else None."""
+        if self.manifest.decide(name, fp, outputs).status == "done":
+            return "done"
         rec = self.manifest.data["stages"].get(name) or {}
-        return rec.get("status") if rec.get("fingerprint") == fp else None
+        return "running" if rec.get("status") == "running" and rec.get("fingerprint") == fp else None
 
-    def _wait(self, name: str, fp: str, states: tuple[str, ...]) -> None:
+    def _wait(self, name: str, fp: str, outputs: list[Path], states: tuple[str, ...]) -> None:
         """Until machine 0's manifest shows stage ``name`` with this fingerprint in one of ``states``."""
         said = False
         while True:
             self.manifest.reload()
-            if self._status(name, fp) in states:
+            if self._status(name, fp, outputs) in states:
                 return
             stopped = self.manifest.data.get("stopped") or {}
             if stopped.get("time", 0) >= self.started:
@@ -209,7 +214,7 @@ def follow(cfg, table, *, log: Log, progress: Progress | None = None, reuse_from
     run, nodes = Path(cfg.run_dir), cfg.nodes
     log(f"machine {nodes.machine_rank} of {nodes.num_machines}: following machine 0's run in {run}")
     started = time.time() - 5 * POLL  # machine 0 may have stopped just before this machine looked
-    with Heartbeat(run, nodes.machine_rank, nodes.alive_timeout):
+    with sigterm_exits(), Heartbeat(run, nodes.machine_rank, nodes.alive_timeout):  # removed however this ends
         follower = Follower(cfg, table, log, reuse_from=reuse_from, progress=progress,
                             runner=StageRunner(run, log, progress, machine=nodes.machine_rank))
         follower.started = started

@@ -4,9 +4,10 @@ computed as the run would compute it, with nothing run and nothing written.
 A stage's status comes from the same fingerprints the loop uses (its settings, data, seeds and the fingerprints of
 the stages it reads, chained), compared with ``RUN/manifest.json``:
 
-    done      finished earlier with the same inputs: skipped
+    done      finished earlier with the same inputs, its outputs in place and whole: skipped
     reuse     finished with the same inputs in a ``--reuse-from`` run: linked from there
-    resume    started earlier with the same inputs and interrupted: its finished parts are kept
+    resume    started earlier with the same inputs and interrupted, or finished but its outputs damaged since (the
+              note says how): its finished parts are kept
     stale     finished earlier with other inputs (changed settings or an upstream stage): redone
     to run    never started
 
@@ -60,20 +61,10 @@ class Planner(Loop):
 
     def stage(self, name: str, inputs: dict, outputs: list[Path], fn, prepare=None) -> str:
         fp = inputs_fingerprint(inputs)
-        self.fps[name] = fp
-        note = ""
-        if self.manifest.is_done(name, fp, outputs):
-            status = "done"
-        elif outputs and (found := self._reuse_source(name, fp, outputs)):
-            status, note = "reuse", f"from {found[0]}"
-        elif self.manifest.previous_fingerprint(name) == fp:
-            status = "resume"
-        elif self.manifest.data["stages"].get(name):
-            status = "stale"
-        else:
-            status = "to run"
-        self.planned.append(PlannedStage(name, status, fp, tuple(self._commands(name)), note))
-        return fp
+        decision = self.decide(name, fp, outputs)  # the loop's own decision, outputs checked on disk
+        self.fps[name] = decision.chained(fp)  # a stage redone for damaged outputs makes everything downstream stale
+        self.planned.append(PlannedStage(name, decision.status, fp, tuple(self._commands(name)), decision.note))
+        return self.fps[name]
 
     # ------------------------------------------------------------------ each stage's command line
     def _commands(self, name: str) -> list[str]:

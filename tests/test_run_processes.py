@@ -301,14 +301,14 @@ def test_a_childs_user_error_is_its_one_line(parallel, tmp_path):
     shutil.copytree(done_run, run)
     copy = tmp_path / "copy.yaml"
     copy.write_text(cfg.read_text().replace(f"run_dir: {done_run}", f"run_dir: {run}"))
-    (run / "models" / "M2" / "config.json").write_text("{not json")  # M2's checkpoint broken after training
+    (run / "models" / "M2" / "chat_template.jinja").unlink()  # M2 whole as a checkpoint, but no chat model
     manifest = json.loads((run / "manifest.json").read_text())
     del manifest["stages"]["eval-M2"]  # … and its evaluation asked for again
     (run / "manifest.json").write_text(json.dumps(manifest))
     code, _, err = finish(start(copy))
     lines = [m for m in err.splitlines() if m.startswith("error:")]
     assert code == 2 and len(lines) == 1, err[-2000:]
-    assert lines[0].startswith("error: stage eval-M2: ") and "config.json" in lines[0], lines[0]
+    assert lines[0].startswith("error: stage eval-M2: ") and "chat template" in lines[0], lines[0]
     assert str(run / "logs" / "eval-M2.log") in lines[0] and "Traceback" not in err
     assert "eval-M2" not in {line.split()[-1] for line in err.splitlines() if "done earlier, skipped" in line}
 

@@ -22,6 +22,7 @@ into the same folder skips finished tasks, and the manifest (written last) carri
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ NUMERIC_TASKS = frozenset({"gsm8k"})
 CONFIG_FILE = "_eval_config.json"  # written before the first part: a rerun checks it resumes the same run
 LETTERS = "ABCDEFGHIJ"
 TASK_META = "cream.eval_task"  # key of a part's Parquet metadata: {"task", "truncated", "extractor"}
+logger = logging.getLogger("cream.eval")
 
 
 
@@ -191,10 +193,15 @@ def _data_fingerprint(examples: list[Examples]) -> str:
 
 # ---------------------------------------------------------------------------- the stage
 def finished_tasks(out: Path, kind: str, overwrite: bool) -> set[str]:
-    """The tasks whose part is already in ``out`` (a rerun skips them; none under ``overwrite``)."""
+    """The tasks whose part is in ``out`` and reads (a rerun skips them; none under ``overwrite``). What is on disk
+    decides, never the manifest: a part that cannot be read is removed first, with a warning, so its task is done
+    again; the manifest is written anew at the end."""
     if not out.is_dir() or overwrite:
         return set()
-    have = io.PartWriter(out, kind).existing(columns=["task"])
+    writer = io.PartWriter(out, kind)
+    for note in writer.drop_unreadable():
+        logger.warning(note)
+    have = writer.existing(columns=["task"])
     return set(have.column("task").to_pylist()) if have is not None else set()
 
 

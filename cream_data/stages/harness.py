@@ -253,7 +253,7 @@ def _evaluate_locked(model: str, cfg: HarnessConfig, out: Path, overwrite: bool,
     rows.sort(key=lambda r: (order.get(r["task"], len(order)), r["metric"], r["filter"]))
     summary = HarnessSummary(out, ref.name, cfg.label, rows, tuple(todo), tuple(t for t in cfg.tasks if t in done),
                              time.perf_counter() - t0, version, models.short_name(args["dtype"]))
-    if todo or not writer.done():
+    if todo or not writer.done():  # a manifest its parts do not bear out is written anew
         writer.finish({"summary": {"model": ref.name, "label": cfg.label, "metrics": summary.metrics()},
                        "label": cfg.label, "eval": record})
     return summary

@@ -57,7 +57,7 @@ def cached_scores(cache: Cache, ref, responses: pa.Table, tokenized, folder: Pat
     model_id = cache_id(models.content_id(ref), dtype)
     forget_if_changed(folder, ref, model_id, cache.what, log)
     store = _Store(cache, ref, responses, tokenized, folder, shard, th)
-    store.load()
+    store.load(log)
     scored_now = not store.done.all()
     scorer = load_scorer() if scored_now else None
     writer = io.PartWriter(folder, cache.kind, shard=shard)  # the folder is made only once the model has loaded
@@ -93,10 +93,17 @@ class _Store:
         for j, it in enumerate(self.tokenized.inverse):
             self.rows_of[it].append(j)
 
-    def load(self) -> None:
-        """Take every stored value of a row of this table."""
-        prev = io.PartWriter(self.folder, self.cache.kind, shard=self.shard).existing() if self.folder.is_dir() \
-            else None
+    def load(self, log=None) -> None:
+        """Take every stored value of a row of this table that is still its value: a part that cannot be read is
+        removed (its rows are scored again), and a value stored with another token count than the row has now (another
+        response at that prompt_id and response_idx) is not taken."""
+        if not self.folder.is_dir():
+            return
+        writer = io.PartWriter(self.folder, self.cache.kind, shard=self.shard)
+        for note in writer.drop_unreadable():
+            if log:
+                log(f"[yellow]{note}[/]")
+        prev = writer.existing()
         if prev is None:
             return
         if set(prev["template_hash"].to_pylist()) - {self.th}:
@@ -104,13 +111,13 @@ class _Store:
                              "remove it")
         pos = {k: j for j, k in enumerate(self.row_keys)}
         keys = [f"{p}\x00{i}" for p, i in zip(prev["prompt_id"].to_pylist(), prev["response_idx"].to_pylist())]
-        for key, v in zip(keys, prev[self.cache.column].to_pylist()):
+        for key, v, n in zip(keys, prev[self.cache.column].to_pylist(), prev["n_tokens"].to_pylist()):
             j = pos.get(key)
-            if j is not None:
-                it = self.tokenized.inverse[j]
+            it = self.tokenized.inverse[j] if j is not None else None
+            if it is not None and n == self.tokenized.n_tokens[it]:
                 self.values[it] = v
                 self.done[it] = True
-        self.stored_rows = set(keys)
+                self.stored_rows.add(key)
 
     def part(self, rows: list[int]) -> pa.Table:
         items = self.tokenized.inverse[rows]

@@ -217,14 +217,15 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
                    progress, t0: float) -> SampleSummary:
     """The stage body, run while this process holds the output's lock."""
     _check_out(out, record, overwrite)
-    finished = None if overwrite else _finished(out, cfg, shard, progress, t0)
+    finished, notes = (None, ()) if overwrite else _finished(out, cfg, shard, progress, t0)
     if finished is not None:
         return finished
     engine = engine or make_engine(cfg, ref)
     convs = table.column("prompt").to_pylist()
     pids = table.column("prompt_id").to_pylist()
     lengths = engine.prompt_lengths(convs)
-    keep, notes = _fitting(pids, lengths, cfg, context_length(engine, ref), record.get("input", "prompts"))
+    keep, too_long = _fitting(pids, lengths, cfg, context_length(engine, ref), record.get("input", "prompts"))
+    notes = (*notes, *too_long)
     record["prompts_too_long"] = len(pids) - len(keep)
     batches = shard_batches([[keep[i] for i in b] for b in plan_batches([pids[r] for r in keep],
                                                                         [lengths[r] for r in keep], cfg.batch_size)],
@@ -234,6 +235,7 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
     if overwrite:
         _clear_for_overwrite(out, shard)
     writer = io.PartWriter(out, "responses", shard=shard)  # creates the folder: all checks are behind us
+    notes = (*notes, *_prepare_resume(writer))
     io.atomic_write_json(out / CONFIG_FILE, record)
     have = writer.existing(columns=["prompt_id"])
     done_ids = set(have.column("prompt_id").to_pylist()) if have is not None else set()
@@ -269,9 +271,9 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
     if buffer:
         writer.write(_concat(buffer))
     seconds = time.perf_counter() - t0
-    rows_on_disk = mine * cfg.n
+    rows_on_disk = _counted(writer, mine, cfg.n)
     writer.finish({"sample": {**record, "model_path": ref.path, "seconds_last_call": round(seconds, 3),
-                              "tokens_last_call": tokens}})
+                              "tokens_last_call": tokens, "prompts": mine}})
     return SampleSummary(out, mine, sampled, skipped, rows_on_disk, tokens, dict(reasons), seconds, gen_seconds, shard,
                          getattr(engine, "dtype", ""), record["prompts_too_long"], notes)
 
@@ -306,13 +308,41 @@ def _fitting(pids: list, lengths: list[int], cfg: SampleConfig, context: int | N
     return [r for r in range(len(pids)) if r not in skip], (note,)
 
 
-def _finished(out: Path, cfg: SampleConfig, shard, progress, t0: float) -> SampleSummary | None:
-    """The summary of a shard that an earlier call finished (nothing left to do), else None."""
+def _finished(out: Path, cfg: SampleConfig, shard, progress, t0: float) -> tuple[SampleSummary | None, tuple]:
+    """The summary of a shard that an earlier call finished and that is still whole (nothing left to do), else None
+    and why a manifest on disk is not taken (a part missing or unreadable, counts that do not add up): the stage then
+    resumes, redoing what is missing."""
     writer = io.PartWriter(out, "responses", shard=shard) if out.is_dir() else None
-    if writer is None or not writer.done():
-        return None
-    rows = io.read_json_object(writer.manifest_path)["rows"]
-    done_prompts = rows // cfg.n
-    if progress:
-        progress(WHAT, done_prompts, done_prompts, 0)
-    return SampleSummary(out, done_prompts, 0, done_prompts, rows, 0, {}, time.perf_counter() - t0, 0.0, shard)
+    if writer is None or not writer.manifest_path.exists():
+        return None, ()
+    problem = writer.problem()
+    if problem is None:
+        info = io.read_json_object(writer.manifest_path)
+        rows, prompts = info["rows"], (info.get("sample") or {}).get("prompts")
+        if prompts is None or rows == prompts * cfg.n:  # an older manifest records no prompt count
+            done_prompts = rows // cfg.n
+            if progress:
+                progress(WHAT, done_prompts, done_prompts, 0)
+            summary = SampleSummary(out, done_prompts, 0, done_prompts, rows, 0, {}, time.perf_counter() - t0, 0.0,
+                                    shard)
+            return summary, ()
+        problem = f"{writer.manifest_path}: {rows} responses for {prompts} prompts x {cfg.n}"
+    return None, (f"{problem}: not done; resuming (what is missing is sampled again)",)
+
+
+def _counted(writer: io.PartWriter, prompts: int, n: int) -> int:
+    """The responses on disk, which must add up to ``prompts`` x ``n`` before the manifest says the shard is done."""
+    rows = sum(io.part_rows(p) for p in writer.parts())
+    if rows != prompts * n:
+        raise CreamError(f"--out {writer.folder}: its parts hold {rows} responses, expected {prompts} prompts x {n}; "
+                         "a part that is not this run's? pass --overwrite to sample it afresh")
+    return rows
+
+
+def _prepare_resume(writer: io.PartWriter) -> tuple[str, ...]:
+    """Before a resume: parts that cannot be read are removed (their prompts are sampled again), and so is a manifest
+    that no longer describes the parts (it is written anew at the end), so the folder reads as unfinished meanwhile."""
+    notes = tuple(writer.drop_unreadable())
+    if writer.manifest_path.exists() and not writer.done():
+        writer.manifest_path.unlink()
+    return notes

@@ -10,6 +10,11 @@ A table lives either in one ``.parquet`` file or in a folder of parts::
 Every file is written to a hidden temporary name and renamed into place, so a reader never sees half a
 file. A folder is complete when its ``_manifest.json`` exists, or when every shard of one sharding has
 written its shard manifest; reading the folder is the merge. Readers validate against the schema.
+
+A manifest is checked, never trusted (:func:`check_manifest`): every part it lists is there and has a readable
+Parquet footer, their rows add up to its ``rows``, and no part of its own naming lies beside them unlisted (a file
+deleted, truncated or replaced after the manifest was written, or a manifest edited by hand). A stage whose output
+fails the check redoes what is missing instead of calling it done.
 """
 
 from __future__ import annotations
@@ -194,9 +199,18 @@ class PartWriter:
         self.metadata = metadata
         self.folder.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def pattern(shard: tuple[int, int] | None) -> re.Pattern:
+        """The file names of shard ``(i, k)``'s parts (None: an unsharded table's); group 1 is the part's number."""
+        return re.compile(rf"^part-(\d{{5}}){re.escape(PartWriter.suffix(shard))}\.parquet$")
+
+    @staticmethod
+    def suffix(shard: tuple[int, int] | None) -> str:
+        return f".shard-{shard[0]:05d}-of-{shard[1]:05d}" if shard else ""
+
     @property
     def _suffix(self) -> str:
-        return f".shard-{self.shard[0]:05d}-of-{self.shard[1]:05d}" if self.shard else ""
+        return self.suffix(self.shard)
 
     @property
     def manifest_path(self) -> Path:
@@ -204,11 +218,34 @@ class PartWriter:
 
     def parts(self) -> list[Path]:
         """This writer's parts already on disk (from an earlier, interrupted run too)."""
-        pattern = re.compile(rf"^part-(\d{{5}}){re.escape(self._suffix)}\.parquet$")
-        return sorted(p for p in self.folder.iterdir() if pattern.match(p.name))
+        return sorted(p for p in self.folder.iterdir() if self.pattern(self.shard).match(p.name))
+
+    def problem(self) -> str | None:
+        """Why this writer's output is not finished and whole (no manifest, or one that fails
+        :func:`check_manifest`); None when it is."""
+        if not self.manifest_path.exists():
+            return f"{self.manifest_path}: not written yet"
+        try:
+            check_manifest(self.folder, self.manifest_path, self.pattern(self.shard))
+        except CreamError as e:
+            return str(e)
+        return None
 
     def done(self) -> bool:
-        return self.manifest_path.exists()
+        """Finished earlier and still whole: a manifest that its parts on disk bear out."""
+        return self.problem() is None
+
+    def drop_unreadable(self) -> list[str]:
+        """Remove this writer's parts whose Parquet footer cannot be read (truncated, overwritten), so a resume redoes
+        their rows instead of failing on them; one note per part removed."""
+        notes = []
+        for part in self.parts():
+            try:
+                part_rows(part)
+            except CreamError as e:
+                part.unlink(missing_ok=True)
+                notes.append(f"{e}; removed, its rows are done again")
+        return notes
 
     def existing(self, columns: list[str] | None = None) -> pa.Table | None:
         parts = self.parts()
@@ -220,16 +257,54 @@ class PartWriter:
         if table.num_rows == 0:
             return None
         table = _prepare(table, self.kind, str(self.folder), self.metadata)
-        seq = len(self.parts())
+        # one past the highest number on disk, not the count: once a part was removed, the count names one still there
+        seq = max((int(self.pattern(self.shard).match(p.name).group(1)) for p in self.parts()), default=-1) + 1
         path = self.folder / f"part-{seq:05d}{self._suffix}.parquet"
         _write_parquet_file(table, path)
         return path
 
     def finish(self, extra: dict | None = None) -> Path:
         parts = self.parts()
-        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        rows = sum(part_rows(p) for p in parts)
         atomic_write_json(self.manifest_path, _manifest(self.kind, [p.name for p in parts], rows, extra, self.shard))
         return self.manifest_path
+
+
+# ---------------------------------------------------------------------------- checks of what is on disk
+def part_rows(path: Path) -> int:
+    """The rows a part's Parquet footer records; one line naming the file when it is missing or has no readable
+    footer (truncated, overwritten, not Parquet)."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except FileNotFoundError:
+        raise CreamError(f"{path}: file not found") from None
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CreamError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
+
+
+def check_manifest(folder: Path, path: Path, pattern: re.Pattern) -> tuple[list[Path], dict]:
+    """The parts of the manifest ``path`` and the manifest, checked against the folder: ``parts`` a list of file
+    names and ``rows`` a count; each part there with a readable footer; their rows adding up to ``rows``; no part of
+    its naming (``pattern``) on disk that it does not list. One line naming the file otherwise."""
+    m = read_json_object(path)
+    names, rows = m.get("parts"), m.get("rows")
+    if not (isinstance(names, list) and all(isinstance(n, str) and n and Path(n).name == n for n in names)
+            and isinstance(rows, int) and not isinstance(rows, bool)):
+        raise CreamError(f"{path}: corrupt manifest (expected 'parts' a list of file names and 'rows' a count); "
+                         "remove the folder and rerun the stage that writes it")
+    parts, found = [folder / n for n in names], 0
+    for part in parts:
+        if not part.is_file():
+            raise CreamError(f"{folder}: manifest lists {part.name}, which is missing")
+        found += part_rows(part)
+    if found != rows:
+        raise CreamError(f"{path}: says {rows} rows, its {len(parts)} part(s) hold {found}")
+    unlisted = sorted(p.name for p in folder.iterdir() if pattern.match(p.name) and p.name not in set(names))
+    if unlisted:
+        raise CreamError(f"{path}: does not list {unlisted[0]}"
+                         + (f" and {len(unlisted) - 1} more part(s)" if len(unlisted) > 1 else "")
+                         + " beside it")
+    return parts, m
 
 
 # ---------------------------------------------------------------------------- reads
@@ -303,12 +378,8 @@ def table_kind(path: str | Path) -> str | None:
 
 def complete_parts(folder: Path) -> tuple[list[Path], list[dict]]:
     """The parts of a complete table folder and its manifests; a clear error when incomplete or corrupt."""
-    load = read_json_object
-
     main = folder / MANIFEST
-    if main.exists():
-        manifests = [load(main)]
-    else:
+    if not main.exists():
         shard_files = {}
         for p in folder.iterdir():
             m = _SHARD_MANIFEST.match(p.name)
@@ -325,15 +396,11 @@ def complete_parts(folder: Path) -> tuple[list[Path], list[dict]]:
                     f"{folder}: table is incomplete{missing}: no manifest; rerun the stage that writes it to finish"
                 )
             raise CreamError(f"{folder}: no table here (expected Parquet parts and a {MANIFEST})")
-        manifests = [load(p) for _, p in sorted(shard_files[max(done)].items())]
-    parts = []
-    for m in manifests:
-        for name in m.get("parts", []):
-            p = folder / name
-            if not p.exists():
-                raise CreamError(f"{folder}: manifest lists {name}, which is missing")
-            parts.append(p)
-    return parts, manifests
+        k = max(done)
+        checked = [check_manifest(folder, p, PartWriter.pattern((i, k))) for i, p in sorted(shard_files[k].items())]
+        return [p for parts, _ in checked for p in parts], [m for _, m in checked]
+    parts, manifest = check_manifest(folder, main, PartWriter.pattern(None))
+    return parts, [manifest]
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -376,7 +443,9 @@ def read_table(path: str | Path, kind: str | None = None, *, columns: list[str] 
 
 
 def iter_table_paths(root: str | Path) -> Iterable[tuple[str, Path]]:
-    """(kind, path) for every complete table under ``root`` (a run dir, a table dir, or a file)."""
+    """(kind, path) for every complete table under ``root`` (a run dir, a table dir, or a file). Hidden entries and
+    everything inside a hidden folder are skipped: the ``.NAME.tmp-…`` and ``.NAME.replaced`` folders of atomic
+    writes and replaces hold copies that are not (or no longer) the table."""
     root = Path(root)
     if root.is_file() or (root / MANIFEST).exists() or any(root.glob("_manifest.shard-*.json")):
         k = table_kind(root)
@@ -384,7 +453,7 @@ def iter_table_paths(root: str | Path) -> Iterable[tuple[str, Path]]:
             yield k, root
         return
     for p in sorted(root.rglob("*")):
-        if p.name.startswith("."):
+        if any(part.startswith(".") for part in p.relative_to(root).parts):
             continue
         if p.is_dir() and ((p / MANIFEST).exists() or any(p.glob("_manifest.shard-*.json"))):
             k = table_kind(p)
