@@ -491,3 +491,19 @@ def test_publish_reads_a_run_config_within_bounds(cream_exe, tmp_path, text, nee
                   tmp_path / "pub", cwd=tmp_path, timeout=60)
     assert_user_error(r, "config.yaml", needle)
     assert snapshot(tmp_path) == before
+
+
+def test_an_unfinished_table_is_refused_not_left_out(run_dir, tmp_path, cream_exe):
+    """Parts without their manifest (a stage stopped, a manifest lost) were silently left out of the dataset."""
+    root, _ = run_dir
+    (root / "iter-2" / "preferences" / "_manifest.json").unlink()
+    before = snapshot(tmp_path)
+    r = cream_exe("publish", root, "--repo-id", "me/x", "--dry-run", "--allow-unfinished", "--out", tmp_path / "pub",
+                  cwd=tmp_path, timeout=60)
+    assert_user_error(r, str(root / "iter-2" / "preferences"), "without a complete manifest", "--exclude")
+    assert snapshot(tmp_path) == before
+    r = cream_exe("publish", root, "--repo-id", "me/x", "--dry-run", "--allow-unfinished", "--out", tmp_path / "pub",
+                  "--exclude", "iter-2/preferences", cwd=tmp_path, timeout=60)
+    assert r.code == 0, r
+    names = sorted(p.name.split("-")[0] for p in (tmp_path / "pub" / "data" / "preferences").glob("*.parquet"))
+    assert names == ["iter_1"], names

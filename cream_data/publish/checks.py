@@ -44,6 +44,19 @@ def excluded_paths(root: Path, exclude) -> list[Path]:
     return paths
 
 
+def refuse_incomplete(root: Path, skip: list[Path], complete: set[Path]) -> None:
+    """A folder of table parts under ``root`` that is not a complete table (its stage is unfinished, or its manifest
+    was lost) is refused in one line rather than left out of the dataset without a word."""
+    for part in sorted(root.rglob("part-*.parquet")):
+        folder = part.parent
+        rel = folder.relative_to(root).parts if folder != root else ()
+        if folder in complete or any(x.startswith(".") for x in rel) or any(
+                x == folder.resolve() or x in folder.resolve().parents for x in skip):
+            continue
+        raise CreamError(f"{folder}: table parts without a complete manifest (an unfinished stage, or a manifest that "
+                         "was lost); rerun the stage that writes it, or leave it out with --exclude")
+
+
 def _label_folder(rel: str) -> str:
     """The folder to exclude to drop the table at ``rel``: its label folder, or the table when it has none."""
     parent = Path(rel).parent.as_posix()

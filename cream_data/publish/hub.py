@@ -77,7 +77,9 @@ def collect(root: str | Path, exclude=(), *, pick_with_exclude: bool = True
     skip = checks.excluded_paths(root, exclude)
     groups: dict[tuple[str, int | None], list[tuple[pa.Table, dict | None, str]]] = defaultdict(list)
     prompts = []
-    for kind, path in iter_table_paths(root):
+    tables = list(iter_table_paths(root))
+    checks.refuse_incomplete(root, skip, {path for _, path in tables})
+    for kind, path in tables:
         if skip and any(x == path.resolve() or x in path.resolve().parents for x in skip):
             continue
         if _inside_publish_folder(path, root):  # an earlier `--out` inside DIR: its files are copies
