@@ -103,7 +103,10 @@ class Loop(StageCommands, TemporalStages, EvalStages):
             return self.fps[name]
         if decision.note:
             self.log(f"[yellow]{name}: recorded as done, but {decision.note}; redoing it and what reads it[/]")
-        same_inputs = decision.status == "resume"  # interrupted, or damaged since: resume; else start afresh
+        # interrupted: resume; damaged since it finished, or other inputs: redo whole (replace, then remove). A
+        # damaged stage's readers are redone anyway, and a whole redo needs nothing of the damaged folder (whose
+        # rows may name a model by the path the run had before it was moved).
+        same_inputs = decision.status == "resume" and not decision.note
         stages, old = self.manifest.data["stages"], self.manifest.data["stages"].get(name)
         with replacing([] if same_inputs else paths) as moved:
             try:

@@ -173,10 +173,11 @@ def test_sample_refuses_parts_that_do_not_add_up(sampled, tmp_path, cream_exe, t
     prompts, _, done, _, _ = sampled
     out = shutil.copytree(done, tmp_path / "responses")
     shutil.copy(out / "part-00001.parquet", out / "part-00007.parquet")
+    before = snapshot(tmp_path)
     r = cream_exe("sample", prompts, "--model", tiny_model, "--n", "2", "--max-new-tokens", "4", "--batch-size", "1",
                   "--prompts-per-part", "1", "--out", out, cwd=tmp_path)
     assert_user_error(r, f"--out {out}: its parts hold 8 responses, expected 3 prompts x 2", "--overwrite")
-    assert not (out / io.MANIFEST).exists()
+    assert snapshot(tmp_path) == before  # refused before anything changed (its manifest is no claim: reads refuse it)
 
 
 # ---------------------------------------------------------------------------- cream eval

@@ -137,10 +137,10 @@ def _index_beyond(t):  # a chosen_idx that no response row has
 
 
 def _publish_prefs_beyond(d, w):
+    """The preferences part rewritten in place (its manifest kept) with chosen_idx values no response has."""
     lab = w.copy("labeled", d)
-    t = _index_beyond(read(lab / "preferences"))
-    shutil.rmtree(lab / "preferences")
-    write(t, lab / "preferences" / "part-00000.parquet")
+    part = next((lab / "preferences").glob("part-*.parquet"))
+    pq.write_table(_index_beyond(pq.read_table(part)), part)
     return ["publish", lab, "--repo-id", "me/x", "--dry-run", "--out", d / "pub"]
 
 

@@ -235,6 +235,7 @@ def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard
     if overwrite:
         _clear_for_overwrite(out, shard)
     writer = io.PartWriter(out, "responses", shard=shard)  # creates the folder: all checks are behind us
+    _refuse_excess(writer, mine, cfg.n)  # before anything on disk changes
     notes = (*notes, *_prepare_resume(writer))
     io.atomic_write_json(out / CONFIG_FILE, record)
     have = writer.existing(columns=["prompt_id"])
@@ -337,6 +338,20 @@ def _counted(writer: io.PartWriter, prompts: int, n: int) -> int:
         raise CreamError(f"--out {writer.folder}: its parts hold {rows} responses, expected {prompts} prompts x {n}; "
                          "a part that is not this run's? pass --overwrite to sample it afresh")
     return rows
+
+
+def _refuse_excess(writer: io.PartWriter, prompts: int, n: int) -> None:
+    """More responses in the readable parts than ``prompts`` x ``n`` (a part of another run copied in) is refused
+    before a resume touches the folder."""
+    rows = 0
+    for part in writer.parts():
+        try:
+            rows += io.part_rows(part)
+        except CreamError:  # unreadable: removed and its prompts sampled again by the resume
+            pass
+    if rows > prompts * n:
+        raise CreamError(f"--out {writer.folder}: its parts hold {rows} responses, expected {prompts} prompts x {n}; "
+                         "a part that is not this run's? pass --overwrite to sample it afresh")
 
 
 def _prepare_resume(writer: io.PartWriter) -> tuple[str, ...]:
