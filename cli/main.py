@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import importlib
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -191,12 +192,33 @@ def _no_such_option(e, args: list[str]) -> str:
     return f"no such option {wrote}; did you mean --{best[0]}{f' / --{canonical}' if canonical else ''}?"
 
 
+def _empty_path(args: list[str]) -> str | None:
+    """click reads an empty path (``--out ""``) as ``.``, the current folder: the user meant something else, so
+    name the flag or argument instead of acting on (or complaining about) ``.``."""
+    if "" not in args[1:]:
+        return None
+    command = getattr(typer.main.get_command(app), "commands", {}).get(args[0])
+    paths = [p for p in getattr(command, "params", ()) if getattr(p.type_descriptor, "annotation", None) is Path]
+    flags = {o: p for p in paths for o in p.opts if o.startswith("-")}
+    for before, value in zip(args[1:], args[2:]):
+        if value == "" and before in flags:
+            return f"{before}: got an empty path, expected a file or folder"
+    first = next((p for p in getattr(command, "params", ()) if p.param_type_name == "argument"), None)
+    if args[1] == "" and first is not None and first in paths:
+        return f"{first.name.upper()}: got an empty path, expected a file or folder"
+    return None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Console entry point: user mistakes print one line on stderr and exit with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     from cream_data.processes import watch_parent
 
     watch_parent()  # a stage process of `cream run` ends with it
+    empty = _empty_path(args)
+    if empty:
+        _error(empty)
+        sys.exit(2)
     try:
         rv = app(args=args, prog_name="cream", standalone_mode=False)
     except CreamError as e:

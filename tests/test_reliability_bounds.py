@@ -270,3 +270,13 @@ def test_check_shows_a_non_ascii_path_as_typed(cream_exe, tmp_path):
     r = cream_exe("run", cfg, "--check", cwd=tmp_path, env=CPU_ONLY)
     assert r.code == 0, r
     assert f"run_dir: {folder / 'sortie'}" in r.out, r.out[:400]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["label", "", "--out", "o", "--model", ALIAS], "RESPONSES: got an empty path"),
+    (["label", "r", "--out", "", "--model", ALIAS], "--out: got an empty path"),
+    (["train", "p", "--model", ALIAS, "--out", ""], "--out: got ''"),
+])
+def test_an_empty_path_is_named_not_read_as_the_current_folder(cream_exe, tmp_path, args, needle):
+    """click turns "" into ".": the user gets the flag they left empty, not a complaint about the current folder."""
+    refused(cream_exe, tmp_path, *args, needles=[needle])
