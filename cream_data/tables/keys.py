@@ -169,27 +169,27 @@ def _prefs_scores(p: Found, s: Found, scorer: str, required: bool) -> None:
                          f"response {j[k]} in {s.where} is {got[k]}; {AGAIN}")
 
 
+def _first_missing(keys, value_set) -> int | None:
+    """The first row of ``keys`` that ``value_set`` does not hold, or None."""
+    return _first(pc.is_null(pc.index_in(keys, value_set=value_set)).to_numpy(zero_copy_only=False))
+
+
 def _scores_responses(s: Found, r: Found, whole: bool) -> None:
     """Every scored key is a response (where the responses are whole), and every prompt of the responses is scored."""
     if whole:
-        at = pc.index_in(_keys(s.table["prompt_id"], s.table["response_idx"]),
-                         value_set=_keys(r.table["prompt_id"], r.table["response_idx"]))
-        i = _first(pc.is_null(at).to_numpy(zero_copy_only=False))
+        i = _first_missing(_keys(s.table["prompt_id"], s.table["response_idx"]),
+                           _keys(r.table["prompt_id"], r.table["response_idx"]))
         if i is not None:
             raise CreamError(f"{s.where}: row {i} scores (prompt_id {s.table['prompt_id'][i].as_py()!r}, "
                              f"response_idx {s.table['response_idx'][i].as_py()}), no response of {r.where}; {AGAIN}")
-    unscored = pc.is_null(pc.index_in(r.table["prompt_id"].cast(pa.string()),
-                                      value_set=s.table["prompt_id"].cast(pa.string())))
-    i = _first(unscored.to_numpy(zero_copy_only=False))
+    i = _first_missing(r.table["prompt_id"].cast(pa.string()), s.table["prompt_id"].cast(pa.string()))
     if i is not None:
         raise CreamError(f"{_row(r, i)}: no scores of that prompt in {s.where}; {AGAIN}")
 
 
 def _human_scores(h: Found, s: Found) -> None:
     """Each scorer that scored a human answer scored the samples of its prompt too."""
-    at = pc.index_in(_keys(h.table["prompt_id"], h.table["scorer"]),
-                     value_set=_keys(s.table["prompt_id"], s.table["scorer"]))
-    i = _first(pc.is_null(at).to_numpy(zero_copy_only=False))
+    i = _first_missing(_keys(h.table["prompt_id"], h.table["scorer"]), _keys(s.table["prompt_id"], s.table["scorer"]))
     if i is not None:
         raise CreamError(f"{_row(h, i)}: scorer {h.table['scorer'][i].as_py()!r} scored no response of that prompt "
                          f"in {s.where}; {AGAIN}")
