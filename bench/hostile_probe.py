@@ -65,6 +65,7 @@ def main(argv=None) -> int:
             passed, why, r = judge(case, d, world)
         except Exception as e:  # noqa: BLE001 - a broken setup is reported, not fatal
             passed, why, r = False, f"probe setup failed: {type(e).__name__}: {e}", None
+        why = why.replace(str(d), "CASE").replace(str(world.root), "WORLD")  # the report reads the same anywhere
         rows.append((case, passed, why, r.seconds if r else 0.0))
         print(f"[{i:3d}/{len(cases)}] {'PASS' if passed else 'FAIL'} {case.klass:8s} {case.name} — {why[:160]}",
               flush=True)
@@ -87,7 +88,8 @@ def report(rows, seconds: float) -> str:
         total[case.klass] += 1
         failed[case.klass] += not passed
     out = ["# Hostile probe", "", f"`python bench/hostile_probe.py`: {len(rows)} cases in {seconds / 60:.1f} min, "
-           f"{sum(failed.values())} failed.", "", "| class | what it probes | cases | passed | failed |",
+           f"{sum(failed.values())} failed. In verdicts, WORLD is the fixtures' folder and CASE the case's own.", "",
+           "| class | what it probes | cases | passed | failed |",
            "| --- | --- | ---: | ---: | ---: |"]
     for k, what in CLASSES.items():
         if total[k]:
