@@ -242,20 +242,28 @@ def test_train_with_a_bad_model_gives_one_line_not_a_note_first(cream_exe, tmp_p
             needles=["no-model", "does not exist"], absent=["a `cream label` output"])
 
 
-def test_harness_with_a_model_that_cannot_load_gives_one_line(cream_exe, tmp_path, tiny_model):
+@pytest.mark.parametrize("kind", ["no-weights", "reward-model"])
+def test_harness_judges_its_model_before_lm_eval(cream_exe, tmp_path, tiny_model, kind):
+    """A folder without weights, or a reward model, is refused as a policy before lm-eval loads anything."""
     pytest.importorskip("lm_eval")
-    model = tmp_path / "no-weights"
-    model.mkdir()
-    for f in tiny_model.iterdir():
-        if f.suffix != ".safetensors":
-            (model / f.name).write_bytes(f.read_bytes())
+    from cream_data.engines.models import make_tiny_model
+
+    model = tmp_path / kind
+    if kind == "no-weights":
+        model.mkdir()
+        for f in tiny_model.iterdir():
+            if f.suffix != ".safetensors":
+                (model / f.name).write_bytes(f.read_bytes())
+    else:
+        make_tiny_model(model, seed=3, num_labels=1)
     data = tmp_path / "data" / "gsm8k"
     data.mkdir(parents=True)
     for split in ("test", "train"):
         (data / f"{split}.jsonl").write_text('{"question": "1+1?", "answer": "2 #### 2"}\n')
+    why = "the folder has no weights" if kind == "no-weights" else "not a causal language model"
     refused(cream_exe, tmp_path, "eval", "--harness", "gsm8k", "--model", model, "--out", tmp_path / "o",
             "--data-dir", tmp_path / "data", "--limit", "1", env={"HF_DATASETS_DISABLE_PROGRESS_BARS": "1"},
-            needles=["no-weights: cannot load"], absent=["harness: loading"])
+            needles=[f"--model {model}", why], absent=["harness: loading"])
 
 
 def test_label_refuses_an_iteration_beyond_its_column(cream_exe, tmp_path):

@@ -208,6 +208,8 @@ def _evaluate_locked(model: str, cfg: HarnessConfig, out: Path, overwrite: bool,
 
     t0 = time.perf_counter()
     ref = models.resolve(model)
+    if ref.kind != "hub":  # what a policy needs (a causal LM, its tokenizer, its weights), before lm-eval is asked
+        models.check_policy(ref, trust_remote_code=cfg.trust_remote_code, what="--model")
     specs = {t: task_spec(t, cfg) for t in cfg.tasks}  # missing files are found here
     models.check_device(cfg.device)
     device = cfg.device or models.default_device()
