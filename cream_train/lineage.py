@@ -72,7 +72,7 @@ def checkpoint_problem(path: str | Path) -> str | None:
 
 
 def _check_checkpoint(path: Path) -> None:
-    from cream_data.engines.model_loading import _check_weights  # the loader's own check of a truncated file
+    from cream_data.engines.model_roles import check_weights  # the role check's own: files only, no torch
     from cream_data.engines.model_refs import ModelRef
     from cream_data.engines.model_roles import TOKENIZER_FILES
     from cream_data.jsonfile import read_json_object
@@ -95,7 +95,7 @@ def _check_checkpoint(path: Path) -> None:
     for name in weights:
         if not (path / name).is_file():
             raise CreamError(f"{path / name}: missing (the model's weights)")
-    _check_weights(ModelRef(str(path), str(path), "local"))
+    check_weights(ModelRef(str(path), str(path), "local"), "model")
 
 
 def check_output(out: str | Path, overwrite: bool) -> Path:

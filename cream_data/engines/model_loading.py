@@ -76,12 +76,6 @@ def short_name(dtype) -> str:
     return next((k for k, v in _TORCH_DTYPES.items() if v == name), name)
 
 
-def _check_weights(ref: ModelRef) -> None:
-    """A local checkpoint's weights are whole (:func:`model_roles.check_weights`; ``cream train`` asks it of the
-    checkpoints it saved)."""
-    check_weights(ref, "model")
-
-
 def load_tokenizer(ref: ModelRef, *, trust_remote_code: bool = False, what: str = "--model"):
     """A policy's tokenizer, after the policy role check (:func:`model_roles.check_policy`: a causal LM whose
     tokenizer has a chat template and fits its embedding, and whose weights are whole; ``what``: the flag that named
