@@ -58,7 +58,7 @@ def auc_with_interval(rewards: np.ndarray, correct: np.ndarray, prompt: np.ndarr
 def _iteration_1_done(cfg, table) -> bool:
     """Whether the run's stages up to iteration 1's labels are done with these inputs (`cream run --plan`'s statuses):
     then the study reads them and writes nothing — safe while `make study` is still running later stages there."""
-    from cream_train.plan import Planner
+    from cream_train.run.plan import Planner
 
     status = {s.name: s.status for s in Planner(cfg, table, log=lambda *_: None).plan()}
     return all(status.get(n) == "done" for n in ("prompts", "sft-data", "train-M1", "sample-1", "label-1"))
@@ -69,8 +69,8 @@ def main() -> None:
     from cream_data.rewards.answers import oracle_reward
     from cream_data.rewards.judge import APPENDED_MARK, parse_judge_score
     from cream_data.rewards.pairing import build_preferences
-    from cream_train.loop import Loop
-    from cream_train.run_config import load_run_config
+    from cream_train.run.loop import Loop
+    from cream_train.run.config import load_run_config
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "judge-study")

@@ -280,7 +280,7 @@ def _resolve(base: Path, key: str, value):
         return [_resolve(base, key, v) for v in value]
     if not isinstance(value, str) or not value or key not in LOCAL_PATHS | DATA_PATHS | MODEL_PATHS:
         return value
-    from cream_train.config_paths import exists, looks_local
+    from cream_train.run.config_paths import exists, looks_local
 
     path = Path(value).expanduser()
     if path.is_absolute():

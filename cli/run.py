@@ -54,11 +54,11 @@ def run(
         overrides["nodes"] = nodes
     if check or plan:  # nothing is run or written
         return _check(config, overrides, reuse_from) if check else _plan(config, overrides, reuse_from, resume)
-    from cream_train.run_config import check_reuse_from
+    from cream_train.run.config import check_reuse_from
 
     for r in reuse_from or []:  # before the run directory is made (its own directory is refused by the loop)
         check_reuse_from(r)
-    from cream_train.loop import run as run_loop
+    from cream_train.run.loop import run as run_loop
 
     with Bars() as bars:
         summary = run_loop(config, log=lambda m: log.print(m, highlight=False), overrides=overrides,
@@ -79,7 +79,7 @@ def _check(config: Path, overrides: dict, reuse_from) -> None:
     filled in: what the run's config.yaml will hold)."""
     import yaml
 
-    from cream_train.run_config import load_run_config
+    from cream_train.run.config import load_run_config
 
     cfg, _, table = load_run_config(config, overrides, reuse_from=reuse_from)
     shown = yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)  # a path as typed, not \xE9
@@ -89,9 +89,9 @@ def _check(config: Path, overrides: dict, reuse_from) -> None:
 
 
 def _plan(config: Path, overrides: dict, reuse_from, resume: bool) -> None:
-    """`--plan`: every stage's status and command line (cream_train/plan.py)."""
-    from cream_train.plan import plan_run, to_text
-    from cream_train.run_config import check_reuse_from, load_run_config
+    """`--plan`: every stage's status and command line (cream_train/run/plan.py)."""
+    from cream_train.run.plan import plan_run, to_text
+    from cream_train.run.config import check_reuse_from, load_run_config
 
     for r in reuse_from or []:
         check_reuse_from(r)

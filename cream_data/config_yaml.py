@@ -9,7 +9,7 @@ node rule is what stops a "billion laughs" file — ten anchors each aliasing th
 hundred bytes that expand to 10⁹ values — and a recursive alias (``&a [*a]``) before anything walks, copies or
 fingerprints the values. A key given twice (which YAML would let the last one win silently) is a problem too.
 
-Here in cream_data, below cream_train: `cream run` (cream_train/run_config.py), every stage's `--config`
+Here in cream_data, below cream_train: `cream run` (cream_train/run/config.py), every stage's `--config`
 (cli/options.py) and `cream publish` (:func:`read_saved_config`) read configs through it.
 """
 

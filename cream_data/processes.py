@@ -1,5 +1,5 @@
 """What a stage's process and the `cream run` that started it share (``cream run`` starts every model stage as
-its own ``cream sample|label|train|eval`` process; cream_train/stage_process.py is the parent's side).
+its own ``cream sample|label|train|eval`` process; cream_train/run/stage_process.py is the parent's side).
 
 Environment variables set by the parent and read by the child's command:
 

@@ -90,7 +90,7 @@ def _int64_problem(value) -> str | None:
 
 
 # What a path-valued setting may hold, and so how a run config (or a stage's --config file) resolves it against its
-# own folder (cream_train/config_paths.py): every setting that holds a path says its kind, `setting(path=…)`; one
+# own folder (cream_train/run/config_paths.py): every setting that holds a path says its kind, `setting(path=…)`; one
 # whose metavar is PATH is a "path".
 PATH_KINDS = {
     "path": "a local file or folder (always relative to the config's folder)",
@@ -294,7 +294,7 @@ def type_name(hint) -> str:
 # TRL's (transformers.TrainingArguments / trl.DPOConfig) names for cream's settings, alias -> cream's name: the one
 # table of aliases. Each is accepted wherever its setting is: as a flag (`--learning-rate`, `--learning_rate` for
 # `--lr`, hidden from --help), as a key of a run config section and of a stage's `--config` file. docs/CONFIG.md's
-# table is derived from it (cream_train/sections.py, alias_table; tests/test_user_names.py checks it).
+# table is derived from it (cream_train/run/sections.py, alias_table; tests/test_user_names.py checks it).
 ALIASES: dict[str, str] = {
     "learning_rate": "lr",
     "num_train_epochs": "epochs",

@@ -69,8 +69,8 @@ PRECISIONS: tuple[str, ...] = ("mixed", "pure")
 SAVE_DTYPES: tuple[str, ...] = ("master", "bf16", "fp16", "fp32")
 # Sampling: prompts longer than the model's context (with max_new_tokens): skipped and counted, or an error.
 LONG_PROMPTS: tuple[str, ...] = ("skip", "error")
-# How `cream run` starts a stage's processes (cream_train/launch.py).
+# How `cream run` starts a stage's processes (cream_train/run/launch.py).
 LAUNCHERS: tuple[str, ...] = ("none", "accelerate", "torchrun")
-# How a run reaches the machines of `nodes` (cream_train/machines.py): every machine runs its own `cream run` that
+# How a run reaches the machines of `nodes` (cream_train/run/machines.py): every machine runs its own `cream run` that
 # follows machine 0's manifest, or one `cream run` starts each stage that spans machines as a Slurm job step.
 NODE_LAUNCHERS: tuple[str, ...] = ("followers", "srun")

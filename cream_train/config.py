@@ -2,7 +2,7 @@
 
 Each field holds its default, type, allowed values and help text (:func:`cream_data.settings.setting`): the
 `cream train` options (cli/options.py) and the ``train:`` / ``sft:`` sections of a `cream run` config
-(cream_train/sections.py) are derived from them. Validation reports every problem at once, each named by its field.
+(cream_train/run/sections.py) are derived from them. Validation reports every problem at once, each named by its field.
 """
 
 from __future__ import annotations

@@ -261,7 +261,7 @@ def test_human_answers_without_any_in_the_prompts_table(tmp_path, cream_exe, tin
 
 # ---------------------------------------------------------------------------- cream run: method scir
 def test_method_scir_and_label_keys_reach_the_label_stage(tmp_path):
-    from cream_train.run_config import RunConfig, LabelSection
+    from cream_train.run.config import RunConfig, LabelSection
 
     scir = RunConfig(method="scir")
     assert scir.reward == "dpo" and scir.train_method == "cream"

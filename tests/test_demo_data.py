@@ -17,7 +17,7 @@ from cream_data.inputs.harness_tasks import local_files
 from cream_data.inputs.prompts import BENCHMARKS
 from cream_data.stages.eval_config import EvalConfig
 from cream_data.stages.evaluate import NUMERIC_TASKS, load_examples, option_letters
-from cream_train.run_config import load_run_config
+from cream_train.run.config import load_run_config
 
 from tests.conftest import REPO
 

@@ -199,7 +199,7 @@ def test_run_check_names_harness_problems(cli, tiny_model, shared_data, tmp_path
 @needs_lm_eval
 @pytest.mark.slow
 def test_cream_run_reports_harness_numbers(tiny_model, shared_data, tmp_path):
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     cfg = harness_config(tmp_path, tiny_model, shared_data, "h", "{tasks: [arc_easy, siqa], limit: 3}")
     s = run(cfg, log=lambda m: None)

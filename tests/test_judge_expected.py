@@ -255,7 +255,7 @@ def test_run_config_label_section(tmp_path, tiny_model):
     """`label: {judge_mode, judge_template}` in `cream run`: the template path is relative to the config file and
     checked by the label stage's own config; the template's hash is part of the label stage's fingerprint."""
     from cream_data.errors import CreamError
-    from cream_train.run_config import load_run_config
+    from cream_train.run.config import load_run_config
     from tests.test_run_check import base_config
 
     (tmp_path / "prompts").mkdir()
@@ -278,8 +278,8 @@ def test_run_config_label_section(tmp_path, tiny_model):
 
 def test_loop_fingerprint_follows_the_template_content(tmp_path, tiny_model, monkeypatch):
     """The label stage's inputs carry the template's hash: the same path with other content is another stage."""
-    from cream_train import loop as loop_mod
-    from cream_train.run_config import load_run_config
+    from cream_train.run import loop as loop_mod
+    from cream_train.run.config import load_run_config
     from tests.test_run_check import base_config
 
     (tmp_path / "judge.txt").write_text("A {request} {response}", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""cream_train/launch.py: a stage's settings as its command line, parsed back by the real `cream` app into an equal
+"""cream_train/run/launch.py: a stage's settings as its command line, parsed back by the real `cream` app into an equal
 config; the processes a Launcher starts (shards pinned to GPUs, accelerate, torchrun) checked against the launchers'
 own argument parsers; the settings' validation; and a generated command line run for real."""
 
@@ -26,7 +26,7 @@ from cream_data.stages.sample_config import SampleConfig
 from cream_data.inputs.prompts_config import PromptsConfig
 from cream_data.tables import io
 from cream_train.config import DPOTrainConfig, SFTTrainConfig
-from cream_train.launch import Launcher, Process, launch_commands, shell_line, stage_argv
+from cream_train.run.launch import Launcher, Process, launch_commands, shell_line, stage_argv
 
 REPO = Path(__file__).resolve().parents[1]
 PY = "/opt/py/bin/python"
@@ -326,7 +326,7 @@ def test_torchrun_commands():
 
 def test_srun_starts_a_stage_as_one_job_step_over_every_machine():
     """nodes.launcher srun: one `srun` per stage; each task fills in its own shard or rank (cream_train/slurm_task)."""
-    task = [PY, "-m", "cream_train.slurm_task"]
+    task = [PY, "-m", "cream_train.run.slurm_task"]
     shards = Launcher(data_parallel=4, gpus_per_process=2, num_machines=2, node_launcher="srun")  # no address needed
     [proc] = launch_commands(["sample", "P", "--out", "D", "--model", "m"], shards, python=PY)
     assert proc.argv == ["srun", "--nodes", "2", "--ntasks-per-node", "4", "--kill-on-bad-exit=1", "--label", *task,
@@ -337,7 +337,7 @@ def test_srun_starts_a_stage_as_one_job_step_over_every_machine():
     assert sub.params["shard"] == "{SLURM_PROCID}/{SLURM_NTASKS}"  # what the task fills in is the --shard value
     # one shard per machine: not pinned (a lone process per machine sees its machine's GPUs), as without srun
     [proc] = launch_commands(["label", "R"], dataclasses.replace(shards, data_parallel=1), cream=["cream"])
-    assert proc.argv[4:] == ["1", "--kill-on-bad-exit=1", "--label", sys.executable, "-m", "cream_train.slurm_task",
+    assert proc.argv[4:] == ["1", "--kill-on-bad-exit=1", "--label", sys.executable, "-m", "cream_train.run.slurm_task",
                              "cream", "label", "R", "--shard", "{SLURM_PROCID}/{SLURM_NTASKS}"]
     with pytest.raises(SettingsError, match="machine_rank: got 1 with node_launcher srun, which runs one `cream run`"):
         dataclasses.replace(shards, machine_rank=1)
@@ -352,7 +352,7 @@ def test_srun_trains_with_one_launcher_per_node():
     acc = Launcher(launcher="accelerate", num_processes=8, num_machines=2, node_launcher="srun")
     [proc] = launch_commands(ARGV, acc, python=PY)
     head = ["srun", "--nodes", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit=1", "--label", PY, "-m",
-            "cream_train.slurm_task", PY]
+            "cream_train.run.slurm_task", PY]
     assert proc.argv[:11] == head and proc.tasks == 2
     assert "--machine_rank {SLURM_NODEID} --main_process_ip {first_node}" in " ".join(proc.argv)
     filled = [a.replace("{SLURM_NODEID}", "1").replace("{first_node}", "node0") for a in proc.argv[13:]]  # task 1's
@@ -410,7 +410,7 @@ def test_a_generated_command_line_runs(tmp_path):
 
 
 def test_launch_imports_no_heavy_library():
-    code = ("import sys, cream_train.launch\n"
+    code = ("import sys, cream_train.run.launch\n"
             "print([m for m in ('torch', 'transformers', 'trl', 'vllm', 'accelerate', 'typer') if m in sys.modules])")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

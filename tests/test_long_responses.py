@@ -138,8 +138,8 @@ def test_fitting_responses_are_labeled_as_before(tmp_path, cream_exe, tiny_model
 
 def test_the_run_config_key_label_long_responses(tmp_path, cream_exe, tiny_model):
     """`label.long_responses` is a run config key (checked like the flag) that reaches the label stage's config."""
-    from cream_train.run_config import load_run_config
-    from cream_train.sections import Stages
+    from cream_train.run.config import load_run_config
+    from cream_train.run.sections import Stages
 
     data = REPO / "examples" / "data"
     cfg = {"model": str(tiny_model), "method": "cream", "iterations": 1, "run_dir": str(tmp_path / "run"),

@@ -59,7 +59,7 @@ def check_run_tables(run: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cream_run(tmp_path_factory, tiny_model, shared_data):
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     tmp = tmp_path_factory.mktemp("loop")
     cfg = write_config(tmp, tiny_model, shared_data, "cream")
@@ -114,7 +114,7 @@ def test_kill_and_resume_skips_finished_stages_and_matches(cream_run, tiny_model
     done_before = {k for k, v in before.items() if v["status"] == "done"}
     assert {"train-M2", "label-1"} <= done_before
 
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     resumed = run(cfg, log=lambda m: None, in_process=True)
     assert set(resumed.skipped) == done_before and not (set(resumed.ran) & done_before)
@@ -136,7 +136,7 @@ def test_srlm_two_iterations(tmp_path, tiny_model, shared_data):
     """srlm pairs by the judge's expected score (the default judge_mode): a random tiny model never writes
     'Score: k', yet every response gets a finite reward and iteration 1 pairs (a pair-less iteration would be
     carried forward); the tables and the report are complete."""
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     cfg = write_config(tmp_path, tiny_model, shared_data, "srlm", method="srlm")
     logs = []
@@ -165,7 +165,7 @@ def test_a_pairless_iteration_does_not_stall_the_loop(tmp_path, tiny_model, shar
     """srlm whose parse-mode judge can never answer (one new token: no 'Score: k') forms no pair in iteration 1,
     so M2 is M1 carried forward. M2 keeps M1's reference M0: iteration 2's DPO rewards are M1 against M0, not M1 against
     itself (all zero, nothing ever learned again); M2's evaluation is M1's, reused, and the report says so."""
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     cfg = write_config(tmp_path, tiny_model, shared_data, "pairless", method="srlm")
     cfg.write_text(cfg.read_text().replace("judge_max_new_tokens: 6", "judge_max_new_tokens: 1, judge_mode: parse"))
@@ -217,7 +217,7 @@ train: {{lr: 1.0e-6, bogus: 1}}
 
 @pytest.fixture(scope="module")
 def norc_run(cream_run, tiny_model, shared_data):
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     tmp, _, full = cream_run
     cfg = write_config(tmp, tiny_model, shared_data, "norc", method="cream-no-rc")
@@ -227,7 +227,7 @@ def norc_run(cream_run, tiny_model, shared_data):
 def test_reuse_from_takes_method_independent_stages_as_links(cream_run, norc_run, tiny_model, shared_data):
     """cream-no-rc differs from cream only in the trainer's loss: every stage up to label-1 has the same
     fingerprint and is taken from the cream run (hard links, nothing recomputed); training onwards runs."""
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     tmp, _, full = cream_run
     s = norc_run
@@ -257,7 +257,7 @@ def test_reuse_from_takes_method_independent_stages_as_links(cream_run, norc_run
 
 
 def test_prompt_sources_mix_and_errors(tmp_path, cli, shared_data):
-    from cream_train.run_config import load_run_config
+    from cream_train.run.config import load_run_config
 
     gsm, arc = shared_data / "gsm8k" / "train.jsonl", shared_data / "arc" / "ARC-Easy-Train.jsonl"
     base = f"""
@@ -363,7 +363,7 @@ def test_study_compares_runs(cream_run, norc_run, tmp_path, cli):
 def test_no_resume_recomputes_every_stage_identically(cream_run, tiny_model, shared_data, cli):
     """A run built from links (--reuse-from, same method: every stage reused), then `--no-resume`: every stage
     runs again, and the recomputed tables equal the original run's (the loop is deterministic)."""
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     tmp, _, full = cream_run
     cfg = write_config(tmp, tiny_model, shared_data, "again")

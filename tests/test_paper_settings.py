@@ -38,7 +38,7 @@ def test_paper_yaml_validates_and_holds_the_papers_settings(cream_exe, shared_da
     assert listed["train"]["weight_decay"] == 0.01 and listed["train"]["long_pairs"] == "drop"
     assert listed["sample"]["n"] == 5 and listed["eval"]["max_new_tokens"] == 768
 
-    from cream_train.run_config import load_run_config
+    from cream_train.run.config import load_run_config
 
     cfg, _, _ = load_run_config(PAPER)
     assert cfg.method == "cream" and cfg.iterations == 2 and cfg.seed == 0
@@ -215,7 +215,7 @@ def test_default_n_is_the_papers_five():
 
     from cli.main import app
     from cream_data.stages.sample import SampleConfig
-    from cream_train.run_config import RunConfig
+    from cream_train.run.config import RunConfig
 
     assert SampleConfig(model="m").n == 5
     assert RunConfig().sample.n == 5

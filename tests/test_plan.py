@@ -29,8 +29,8 @@ def parse_plan(text: str) -> dict[str, tuple[str, list[list[str]]]]:
 
 def test_plan_before_a_run_writes_nothing_and_its_commands_build_the_loops_configs(tmp_path, tiny_model, shared_data,
                                                                                    cream_exe):
-    from cream_train.plan import Planner
-    from cream_train.run_config import load_run_config
+    from cream_train.run.plan import Planner
+    from cream_train.run.config import load_run_config
 
     cfg_path = write_config(tmp_path, tiny_model, shared_data, "planned")
     r = cream_exe("run", cfg_path, "--plan")
@@ -68,7 +68,7 @@ def test_plan_imports_no_torch(tmp_path, tiny_model, shared_data):
     import subprocess
 
     cfg_path = write_config(tmp_path, tiny_model, shared_data, "planned")
-    code = ("import sys\nfrom cream_train.run_config import load_run_config\nfrom cream_train.plan import plan_run\n"
+    code = ("import sys\nfrom cream_train.run.config import load_run_config\nfrom cream_train.run.plan import plan_run\n"
             f"cfg, _, t = load_run_config({str(cfg_path)!r})\nplan_run(cfg, t)\n"
             "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]\nassert not heavy, heavy\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -79,8 +79,8 @@ def test_the_readme_shows_the_demos_plan(monkeypatch):
     """README's Scale section holds `cream run examples/demo.yaml --plan` as a fresh clone prints it."""
     import dataclasses
 
-    from cream_train.plan import plan_run, to_text
-    from cream_train.run_config import load_run_config
+    from cream_train.run.plan import plan_run, to_text
+    from cream_train.run.config import load_run_config
     from tests.conftest import REPO
 
     monkeypatch.chdir(REPO)

@@ -259,7 +259,7 @@ eval: {{models: last, tasks: [arc_easy, gsm8k], limit: 2, data_dir: {shared}, ma
 def finished_run(tmp_path_factory, tiny_model, shared_data):
     """ONE finished 1-iteration run (prompts, sft-data, train-M1, sample-1, label-1, train-M2, eval-M2) and a copy of
     it; each test gets the run back as it was (at the same path: the stages' outputs record absolute paths)."""
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     tmp = tmp_path_factory.mktemp("done")
     cfg = tmp / "run.yaml"
@@ -381,7 +381,7 @@ FOLLOWER = "num_machines: 2, main_process_ip: 127.0.0.1, start_timeout: 2, alive
 
 
 def test_a_heartbeat_is_removed_however_its_block_ends(tmp_path):
-    from cream_train.heartbeat import Heartbeat, heartbeat_file
+    from cream_train.run.heartbeat import Heartbeat, heartbeat_file
 
     with pytest.raises(RuntimeError), Heartbeat(tmp_path, 1, timeout=1.0):
         assert heartbeat_file(tmp_path, 1).is_file()

@@ -108,8 +108,8 @@ def test_every_path_valued_key_is_marked_in_the_settings():
     """Which keys hold paths is read from the settings' definitions; every str-valued key without a fixed
     vocabulary is either a path (resolved against the config's folder) or listed here as not one, so a new path key
     cannot be left unresolved by mistake."""
-    from cream_train.config_paths import path_keys
-    from cream_train.run_config import RunConfig
+    from cream_train.run.config_paths import path_keys
+    from cream_train.run.config import RunConfig
 
     paths = path_keys(RunConfig)
     assert paths == {
@@ -158,7 +158,7 @@ def test_a_flag_value_is_named_by_the_flag(cream_exe, tmp_path, base):
 
 
 def test_the_flags_that_override_a_config_key_exist(cream_exe):
-    from cream_train.run_config import OVERRIDE_FLAGS
+    from cream_train.run.config import OVERRIDE_FLAGS
 
     help_text = cream_exe("run", "--help", env={"COLUMNS": "200"}).out
     assert all(flag in help_text for flag in OVERRIDE_FLAGS.values())
@@ -377,8 +377,8 @@ def loop_of(tmp_path):
     """``loop_of(**changes)``: a Loop over a small run (in this process), its config changed by ``changes``."""
     import dataclasses
 
-    from cream_train.loop import Loop
-    from cream_train.run_config import load_run_config
+    from cream_train.run.loop import Loop
+    from cream_train.run.config import load_run_config
 
     cfg, _, table = load_run_config(write_config(tmp_path, ALIAS, f"run_dir: {tmp_path / 'run'}\n",
                                                  iterations=2))

@@ -185,7 +185,7 @@ def test_bad_reward_models_are_one_line(tmp_path, cream_exe, tiny_model):
 
 
 def test_run_method_rm_needs_a_reward_model(tmp_path, tiny_model, tiny_rm):
-    from cream_train.run_config import load_run_config
+    from cream_train.run.config import load_run_config
     from tests.test_run_check import base_config, write
 
     cfg = {**base_config(tmp_path, tiny_model), "method": "rm"}

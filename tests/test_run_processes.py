@@ -1,4 +1,4 @@
-"""`cream run` starting each model stage as its own process (cream_train/stage_process.py), on the tiny model:
+"""`cream run` starting each model stage as its own process (cream_train/run/stage_process.py), on the tiny model:
 
 * sample and label as 2 data-parallel shard processes and DPO training under `accelerate launch` with 2 processes
   (DDP over gloo) give the tables of a run done in one process, and an M2 equal to its within 1e-6;
@@ -149,7 +149,7 @@ def wait_for(cond, timeout: float = 600, what: str = "") -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_model, shared_data):
     """The run done in one process (--in-process), batch 4."""
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     tmp = tmp_path_factory.mktemp("procs")
     summary = run(config(tmp, tiny_model, shared_data, "single"), log=lambda m: None, in_process=True)
@@ -337,7 +337,7 @@ def test_two_machines_share_one_run(reference, tiny_model, shared_data):
 
 def test_the_config_reference_names_every_launch_key():
     """docs/CONFIG.md documents each section's launch keys and every nodes key (derived from sections.py)."""
-    from cream_train.sections import LAUNCH, NODES, OWNED
+    from cream_train.run.sections import LAUNCH, NODES, OWNED
 
     doc = (REPO / "docs" / "CONFIG.md").read_text()
     rows = [line for line in doc.splitlines() if line.startswith("| `")]
@@ -376,8 +376,8 @@ def test_a_stage_process_reports_its_record_progress_and_output(tmp_path, tiny_m
     """StageRunner on one real `cream sample` process: its record (rows, tokens, peak memory) comes back through
     CREAM_RESULT_FILE, its progress steps become the caller's progress calls (not log lines), every other line is
     logged with the stage's prefix and kept in RUN/logs/sample-1.log."""
-    from cream_train.launch import Launcher
-    from cream_train.stage_process import StageRunner
+    from cream_train.run.launch import Launcher
+    from cream_train.run.stage_process import StageRunner
     from tests.test_sample import prompts_table
 
     io.write_table(prompts_table(3), tmp_path / "prompts", "prompts")

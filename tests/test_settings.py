@@ -19,9 +19,9 @@ from cream_data.stages.eval_config import EvalConfig
 from cream_data.stages.harness_config import HarnessConfig
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.sample_config import SampleConfig
-from cream_train import sections
+from cream_train.run import sections
 from cream_train.config import DPOTrainConfig, SFTTrainConfig
-from cream_train.run_config import RunConfig
+from cream_train.run.config import RunConfig
 from tests.conftest import REPO, assert_user_error
 from tests.test_run_check import base_config, write
 
@@ -102,8 +102,8 @@ def test_the_drifted_defaults_are_one_value_each():
 
 
 def test_yaml_keys_reach_the_stage_configs_the_loop_builds(cream_exe, tmp_path):
-    from cream_train.loop import Loop
-    from cream_train.run_config import load_run_config
+    from cream_train.run.loop import Loop
+    from cream_train.run.config import load_run_config
 
     cfg = base_config(tmp_path, "smollm2-135m-instruct")
     cfg["train"].update(report_to="tensorboard", lora_r=8, max_length=2048, gradient_checkpointing=True)

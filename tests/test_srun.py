@@ -5,7 +5,7 @@ job step) and ``nodes.launcher: followers`` (every machine its own `cream run`, 
   variables) a two-machine run writes the tables of the one-process run, with the same fingerprints; its training
   runs as accelerate over both "nodes" with no follower;
 * `cream run --plan` writes the srun lines on a login node; `cream run` itself refuses outside an allocation;
-* :mod:`cream_train.slurm_task` fills in each task's shard, rank, GPUs and record file;
+* :mod:`cream_train.run.slurm_task` fills in each task's shard, rank, GPUs and record file;
 * a follower whose machine 0 never starts, or whose machine 0 goes silent, stops with one line within its
   (shrunk) deadline; machine 0 stops waiting for the shards of a silent machine.
 """
@@ -33,7 +33,7 @@ from tests.conftest import REPO, cream_executable
 DEMO_DATA = REPO / "examples" / "data"
 ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
-# A fake srun for tests: it reads the options cream_train/launch.py writes, runs the step's tasks on this machine as
+# A fake srun for tests: it reads the options cream_train/run/launch.py writes, runs the step's tasks on this machine as
 # concurrent processes with the variables Slurm sets in each task, relays their output (--label: "i: " first), ends
 # the others when one fails (--kill-on-bad-exit) and exits as srun does: the tasks' highest exit code, a signal's as
 # 128 + n.
@@ -151,7 +151,7 @@ def stages(run: Path) -> dict:
 def srun_run(tmp_path_factory, tiny_model):
     """The run done in one process (--in-process), and the same run as one `cream run` under a fake srun with
     nodes {launcher: srun, num_machines: 2}: sample and label one shard per "node", training on the driver."""
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     tmp = tmp_path_factory.mktemp("srun")
     single = run(config(tmp, tiny_model, "single"), log=lambda m: None, in_process=True).run_dir
@@ -171,7 +171,7 @@ def test_srun_run_writes_the_tables_of_the_one_process_run(srun_run):
     assert list(a) == list(b) and all(a[s]["fingerprint"] == b[s]["fingerprint"] for s in a)
     sample, label = b["sample-1"], b["label-1"]
     assert sample["commands"][0].startswith("srun --nodes 2 --ntasks-per-node 1 --kill-on-bad-exit=1 --label ")
-    assert "-m cream_train.slurm_task" in sample["commands"][0]
+    assert "-m cream_train.run.slurm_task" in sample["commands"][0]
     assert sample["commands"][0].endswith("--shard '{SLURM_PROCID}/{SLURM_NTASKS}'")
     assert sample["rows"] == sample["rows_all_machines"] == 12  # both tasks' records, merged
     assert label["pairing"]["pairs"] == a["label-1"]["pairing"]["pairs"]
@@ -221,8 +221,8 @@ def _free_port() -> int:
 
 def test_a_tasks_user_error_is_the_stages_one_line(tmp_path, monkeypatch):
     """A task that refuses its input (exit 2) ends the step; `cream run` repeats its line, the task's label off."""
-    from cream_train.launch import Launcher
-    from cream_train.stage_process import StageRunner
+    from cream_train.run.launch import Launcher
+    from cream_train.run.stage_process import StageRunner
 
     for key, value in fake_srun(tmp_path / "bin").items():
         monkeypatch.setenv(key, value)
@@ -251,12 +251,12 @@ def test_plan_writes_srun_lines_on_a_login_node(tmp_path, tiny_model):
     srun = [line for line in lines if line.startswith("srun ")]
     assert len(srun) == 3, r.stdout  # sample-1, label-1, train-M2
     assert srun[0].startswith("srun --nodes 2 --ntasks-per-node 1 --kill-on-bad-exit=1 --label python -m "
-                              "cream_train.slurm_task cream sample ")
+                              "cream_train.run.slurm_task cream sample ")
     assert srun[1].startswith("srun --nodes 2 --ntasks-per-node 4 --kill-on-bad-exit=1 --label python -m "
-                              "cream_train.slurm_task --pin-gpus 1 cream label ")
+                              "cream_train.run.slurm_task --pin-gpus 1 cream label ")
     assert all(s.endswith("--shard '{SLURM_PROCID}/{SLURM_NTASKS}'") for s in srun[:2])
     assert srun[2].startswith("srun --nodes 2 --ntasks-per-node 1 --kill-on-bad-exit=1 --label python -m "
-                              "cream_train.slurm_task python -m accelerate.commands.launch --num_processes 8 "
+                              "cream_train.run.slurm_task python -m accelerate.commands.launch --num_processes 8 "
                               "--multi_gpu --num_machines 2 --machine_rank '{SLURM_NODEID}' --main_process_ip "
                               "'{first_node}' --main_process_port 29500 -m cli.main train ")
     assert any(line.startswith("cream train ") and "--stage sft" in line for line in lines)  # SFT: the driver's
@@ -281,11 +281,11 @@ def test_srun_mode_refuses_to_start_outside_an_allocation(tmp_path, tiny_model):
 
 # ------------------------------------------------------------------------------------------- one Slurm task
 def task(*argv: str, env: dict, pin: int | None = None) -> subprocess.CompletedProcess:
-    """`python -m cream_train.slurm_task …` printing what its command received (argv and environment)."""
+    """`python -m cream_train.run.slurm_task …` printing what its command received (argv and environment)."""
     show = ("import json, os, sys; print(json.dumps([sys.argv[1:], {k: os.environ.get(k) for k in "
             "('CUDA_VISIBLE_DEVICES', 'CREAM_RESULT_FILE', 'CREAM_RUN_PID')}]))")
     pinning = ["--pin-gpus", str(pin)] if pin is not None else []
-    return subprocess.run([sys.executable, "-m", "cream_train.slurm_task", *pinning, sys.executable, "-c", show,
+    return subprocess.run([sys.executable, "-m", "cream_train.run.slurm_task", *pinning, sys.executable, "-c", show,
                            *argv], check=False, capture_output=True, text=True, cwd=REPO, timeout=60,
                           env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **env})
 
@@ -306,14 +306,14 @@ def test_a_task_fills_in_its_shard_rank_gpus_and_record():
                                        "CREAM_RESULT_FILE": "/r/.sample-1.task-5.result.json", "CREAM_RUN_PID": None}
     r = task("--shard", "{SLURM_PROCID}/{SLURM_NTASKS}", env={})  # not under srun
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [(
-        "error: {SLURM_PROCID}: SLURM_PROCID is not set; usage: python -m cream_train.slurm_task [--pin-gpus G] "
+        "error: {SLURM_PROCID}: SLURM_PROCID is not set; usage: python -m cream_train.run.slurm_task [--pin-gpus G] "
         "COMMAND [ARG …] (inside a Slurm job step)")], r.stderr
     r = task(env={**slurm, "SLURM_LOCALID": "3"}, pin=2)
     assert r.returncode == 2 and "needs 8 GPUs; 4 are available" in r.stderr
 
 
 def test_first_host_of_a_slurm_host_list():
-    from cream_train.slurm_task import first_host
+    from cream_train.run.slurm_task import first_host
 
     assert first_host("gpu[007-009,012],login1") == "gpu007"
     assert first_host("n1,n2") == "n1"
@@ -353,7 +353,7 @@ def test_a_follower_whose_machine_0_never_starts_stops_within_its_deadline(tmp_p
 def test_a_follower_stops_when_machine_0s_heartbeat_goes_still(tmp_path, tiny_model):
     """The test is machine 0: its manifest and its heartbeat, stopped once the follower waits on it. The follower
     stops within alive_timeout (2 s) of the last beat, with one line."""
-    from cream_train.heartbeat import Heartbeat
+    from cream_train.run.heartbeat import Heartbeat
 
     cfg = config(tmp_path, tiny_model, "silent", nodes=FOLLOWER)
     run = tmp_path / "silent"
@@ -387,9 +387,9 @@ def test_a_follower_stops_when_machine_0s_heartbeat_goes_still(tmp_path, tiny_mo
 
 
 def test_machine_0_stops_waiting_for_the_shards_of_a_silent_machine(tmp_path):
-    from cream_train.heartbeat import Heartbeat
-    from cream_train.machines import wait_for_shards
-    from cream_train.sections import NodesSection
+    from cream_train.run.heartbeat import Heartbeat
+    from cream_train.run.machines import wait_for_shards
+    from cream_train.run.sections import NodesSection
 
     nodes = NodesSection(num_machines=3, main_process_ip="h", alive_timeout=1.0)
     said: list[str] = []
@@ -406,7 +406,7 @@ def test_machine_0_stops_waiting_for_the_shards_of_a_silent_machine(tmp_path):
 
 
 def test_a_pulse_counts_changes_only(tmp_path):
-    from cream_train.heartbeat import Heartbeat, Pulse, heartbeat_file
+    from cream_train.run.heartbeat import Heartbeat, Pulse, heartbeat_file
 
     heartbeat_file(tmp_path, 0).parent.mkdir()
     heartbeat_file(tmp_path, 0).write_text("a previous run's last beat")

@@ -17,7 +17,7 @@ N = 3  # sample.n of tests/test_loop.py's config
 
 @pytest.fixture(scope="module")
 def temporal(tmp_path_factory, tiny_model, shared_data):
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     tmp = tmp_path_factory.mktemp("temporal")
     cfg = write_config(tmp, tiny_model, shared_data, "temporal", method="temporal")
@@ -92,7 +92,7 @@ def test_temporal_pairs_come_from_the_anchor_and_the_future(temporal):
 
 @pytest.mark.slow
 def test_a_temporal_rerun_skips_every_stage(temporal):
-    from cream_train.loop import run
+    from cream_train.run.loop import run
 
     cfg, first = temporal
     again = run(cfg, log=lambda m: None, in_process=True)

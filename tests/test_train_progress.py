@@ -141,8 +141,8 @@ def test_cream_run_shows_the_training_bar_and_keeps_its_logs(prefs, tiny_model, 
     """StageRunner (`cream run`'s side) on a real `cream train` process: its steps become the run's own bar
     ("DPO training (train-M2)", 0 … total), its step lines are the run's log lines, its TensorBoard events land in
     RUN/logs/tb/train-M2, none in the model."""
-    from cream_train.launch import Launcher
-    from cream_train.stage_process import StageRunner
+    from cream_train.run.launch import Launcher
+    from cream_train.run.stage_process import StageRunner
 
     run = tmp_path / "run"
     model = run / "models" / "M2"

@@ -211,7 +211,7 @@ def test_a_missing_config_file(cream_exe, tmp_path):
 
 # ---------------------------------------------------------------------------- the docs' table
 def test_the_docs_alias_table_is_the_derived_one():
-    from cream_train.run_config import alias_table
+    from cream_train.run.config import alias_table
 
     doc = (REPO / "docs" / "CONFIG.md").read_text(encoding="utf-8")
     section = doc[doc.index("## Names and numbers as users write them"):]
@@ -222,7 +222,7 @@ def test_the_docs_alias_table_is_the_derived_one():
 
 
 def test_every_alias_names_a_setting_and_no_flag():
-    from cream_train.sections import STAGES
+    from cream_train.run.sections import STAGES
     from cream_data.settings import user_fields
 
     names = {f.name for cls in STAGES.values() for f in user_fields(cls)}

@@ -236,7 +236,7 @@ def finite(obj):
 
 
 def report(ctx: Check, rows: list[Row]) -> dict:
-    from cream_train.run_manifest import versions
+    from cream_train.run.manifest import versions
 
     return finite({"check": "bench/gpu_check.py", "device": ctx.device, "device_name": ctx.device_name,
                    "stage_dtype": ctx.dtype, "models": models(ctx), "random_weights": any(

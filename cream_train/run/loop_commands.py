@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 
-from cream_train.launch import Launcher, stage_argv
+from cream_train.run.launch import Launcher, stage_argv
 
 
 class StageCommands:
-    """Mixed into :class:`cream_train.loop.Loop`: it needs the run's ``cfg``, ``run``, ``stages``, ``model`` and
+    """Mixed into :class:`cream_train.run.loop.Loop`: it needs the run's ``cfg``, ``run``, ``stages``, ``model`` and
     ``parent``."""
 
     def command(self, name: str) -> list[str] | None:

@@ -22,12 +22,12 @@ from cream_data.processes import merge, record
 from cream_data.tables import io
 from cream_data.progress import Progress
 from cream_data.tables.outputs import aside_path, remove, replacing
-from cream_train.run_config import RunConfig
-from cream_train.run_manifest import Decision, Manifest, is_run_output, link_outputs, table_problem, versions
-from cream_train.loop_commands import StageCommands
-from cream_train.loop_eval import EvalStages
-from cream_train.loop_temporal import TemporalStages
-from cream_train.sections import Stages, fingerprinted
+from cream_train.run.config import RunConfig
+from cream_train.run.manifest import Decision, Manifest, is_run_output, link_outputs, table_problem, versions
+from cream_train.run.loop_commands import StageCommands
+from cream_train.run.loop_eval import EvalStages
+from cream_train.run.loop_temporal import TemporalStages
+from cream_train.run.sections import Stages, fingerprinted
 
 Log = Callable[[str], None]
 
@@ -49,12 +49,12 @@ class RunSummary:
 
 
 class Loop(StageCommands, TemporalStages, EvalStages):
-    """The stages of a run, in order. ``runner``: a :class:`cream_train.stage_process.StageRunner` that starts each
+    """The stages of a run, in order. ``runner``: a :class:`cream_train.run.stage_process.StageRunner` that starts each
     model stage as its own ``cream …`` process (what `cream run` does); None runs every stage in this process."""
 
     def __init__(self, cfg: RunConfig, prompts_table, log: Log, reuse_from: list[Path] | None = None,
                  resume: bool = True, progress: Progress | None = None, runner=None):
-        from cream_train.run_config import check_reuse_from
+        from cream_train.run.config import check_reuse_from
 
         self.cfg, self.prompts_table, self.log, self.progress = cfg, prompts_table, log, progress
         self.runner = runner
@@ -204,7 +204,7 @@ class Loop(StageCommands, TemporalStages, EvalStages):
         argv = self.command(name)
         rec = merge(command, self.runner.run(name, argv, self.launcher(name)))
         if self.cfg.nodes.num_machines > 1 and command in ("sample", "label"):
-            from cream_train.machines import wait_for_shards
+            from cream_train.run.machines import wait_for_shards
 
             out = Path(argv[argv.index("--out") + 1])
             rec["rows_all_machines"] = wait_for_shards(out if command == "sample" else out / "preferences", name,
@@ -392,8 +392,8 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
         in_process: bool = False) -> RunSummary:
     """The run of ``config_path``: each model stage as its own ``cream …`` process (its log under RUN/logs/), or,
     ``in_process``, every stage in this one (tests, debugging; the launch keys are then not used)."""
-    from cream_train.machines import check_machines, follow, heartbeat
-    from cream_train.run_config import load_run_config
+    from cream_train.run.machines import check_machines, follow, heartbeat
+    from cream_train.run.config import load_run_config
 
     from cream_data.tables.outputs import guard, locked
 
@@ -404,7 +404,7 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
     run_dir = guard(cfg.run_dir, "run", is_run_output, flag="run_dir", what="run directory")
     runner = None
     if not in_process:
-        from cream_train.stage_process import StageRunner
+        from cream_train.run.stage_process import StageRunner
 
         runner = StageRunner(run_dir, log, progress)
     with locked(run_dir, flag="run_dir", log=log), heartbeat(cfg, run_dir):  # followers: machine 0 is alive

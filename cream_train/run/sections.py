@@ -23,7 +23,7 @@ from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.sample_config import SampleConfig
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL
 from cream_train.config import DPOTrainConfig, SFTTrainConfig
-from cream_train.launch import Launcher
+from cream_train.run.launch import Launcher
 
 # The stage settings the run fills itself (models, references, seeds, iteration, input and output paths), per section.
 OWNED = {
@@ -58,7 +58,7 @@ EXTRAS = {
                                  "device, trust_remote_code; data_dir and label come from the run).")),
     ],
 }
-# How a stage's processes start (cream_train/launch.py's Launcher settings), per section; `nodes` at the top level.
+# How a stage's processes start (cream_train/run/launch.py's Launcher settings), per section; `nodes` at the top level.
 # Not inputs of a stage: its outputs are the same however it is launched, so no fingerprint includes them.
 LAUNCH = {
     "sample": ("data_parallel", "gpus_per_process"),
@@ -67,13 +67,13 @@ LAUNCH = {
     "train": ("launcher", "num_processes", "accelerate_config", "gpus_per_process"),
 }
 # The path kind of a stage setting whose own definition does not say it (settings.PATH_KINDS): resolved against the
-# run config's folder like every other path (cream_train/config_paths.py).
+# run config's folder like every other path (cream_train/run/config_paths.py).
 PATHS = {"label": {"reward_model": "model"}}
 # The nodes section's keys that are Launcher settings, key -> the Launcher's name (nodes.launcher says how a stage
 # reaches the machines, not which program starts it: that is each section's own launcher).
 NODES = {"launcher": "node_launcher", "num_machines": "num_machines", "machine_rank": "machine_rank",
          "main_process_ip": "main_process_ip", "main_process_port": "main_process_port"}
-# … and its keys of its own: how long a machine waits for another's heartbeat (followers; cream_train/heartbeat.py).
+# … and its keys of its own: how long a machine waits for another's heartbeat (followers; cream_train/run/heartbeat.py).
 LIVENESS = [
     ("start_timeout", float, setting(60.0, check=finite_above(0), help="Followers: seconds machine r > 0 waits at "
                                      "start for machine 0's heartbeat in the run directory before it stops (machine "
@@ -139,7 +139,7 @@ NodesSection = make_dataclass(
     "NodesSection", [_node_field(key, spec) for key, spec in zip(NODES, _launch_fields(NODES.values()))] + LIVENESS,
     frozen=True)
 NodesSection.__module__ = __name__
-NodesSection.__doc__ = ("Several machines (cream_train/machines.py): followers — each runs the same `cream run` with "
+NodesSection.__doc__ = ("Several machines (cream_train/run/machines.py): followers — each runs the same `cream run` with "
                         "its own machine_rank on a run_dir on a shared file system — or srun — one `cream run` in a "
                         "Slurm allocation starts each stage that spans machines as a job step.")
 
@@ -252,7 +252,7 @@ def alias_table() -> str:
     """docs/CONFIG.md's table of TRL's names (settings.ALIASES, settings.SAME_AS_TRL): each name, cream's, its flags
     and where it is a key of a run config (tests/test_user_names.py checks the doc holds exactly this)."""
     from cream_data.settings import ALIASES, SAME_AS_TRL
-    from cream_train.run_config import RunConfig  # (it is made of these sections)
+    from cream_train.run.config import RunConfig  # (it is made of these sections)
 
     hints = get_type_hints(RunConfig)
 

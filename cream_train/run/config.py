@@ -11,10 +11,10 @@
     train:   {beta: 0.1, lr: 1e-6, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, long_pairs: drop, …}
     eval:    {tasks: [arc_easy, …], limit: 50, data_dir: …, models: all}
 
-Each stage section is derived from the stage's own settings (cream_train/sections.py): every flag of `cream
+Each stage section is derived from the stage's own settings (cream_train/run/sections.py): every flag of `cream
 sample/label/train/eval/prompts` is a key of its section, with the same default, except the settings the run fills
 itself (models, seeds, iteration, paths: ``sections.OWNED``). Relative paths are resolved against the config file's
-folder, every path-valued key by its kind (cream_train/config_paths.py). Unknown keys are errors (a typo must not
+folder, every path-valued key by its kind (cream_train/run/config_paths.py). Unknown keys are errors (a typo must not
 be ignored; the closest known key is suggested), and so are duplicate keys. TRL's names of the common settings are
 aliases (``learning_rate`` for ``lr``: settings.ALIASES), and a float may be written ``1e-6`` (which YAML 1.1 reads
 as a string). Each stage's settings are checked by building that stage's own config (the one place its rules
@@ -36,8 +36,8 @@ from cream_data.jsonfile import require_file
 from cream_data.settings import (INT32_MAX, INT64_MAX, SettingsError, canonical_keys, coerce, field_problems, joined,
                                  plain, setting, shown, type_name)
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS, TEMPORAL_REWARDS
-from cream_train.config_paths import exists, looks_local, resolve_paths, too_long
-from cream_train.sections import (  # noqa: F401  (re-exported: the sections of a run config, docs' alias table)
+from cream_train.run.config_paths import exists, looks_local, resolve_paths, too_long
+from cream_train.run.sections import (  # noqa: F401  (re-exported: the sections of a run config, docs' alias table)
     LAUNCH, NODES, OWNED_KEY, EvalSection, LabelSection, NodesSection, PromptsSection, SampleSection, SFTSection,
     Stages, TrainSection, alias_table,
 )
@@ -376,7 +376,7 @@ def load_run_config(path: str | Path, overrides: dict | None = None, reuse_from:
     _check_run_dir(run, problems)
     _check_stages(cfg, run, problems)
     if machine_checks and cfg.method in METHODS:
-        from cream_train.gpus import shard_gpu_problems
+        from cream_train.run.gpus import shard_gpu_problems
 
         problems += shard_gpu_problems(Stages(cfg, run), starting=machine_checks == "start")
     for r in reuse_from or []:

@@ -1,7 +1,7 @@
 """`cream run`'s side of a stage process: start the processes of one stage's command, keep their output in
 ``RUN/logs/``, show it (and their progress, as the run's own bars), wait for them, and hand back their records.
 
-A stage's processes are what :func:`cream_train.launch.launch_commands` makes of its command line: the command
+A stage's processes are what :func:`cream_train.run.launch.launch_commands` makes of its command line: the command
 itself, ``data_parallel`` shard processes pinned to their GPUs, one ``accelerate launch`` / ``torchrun``, or (nodes
 launcher srun) one ``srun`` whose tasks each write their own record and whose output lines carry their task's
 number (``--label``: logged as they come, shown as ``stage task │ line``). Each
@@ -34,8 +34,8 @@ from cream_data.errors import CreamError
 from cream_data.processes import (PARENT_ENV, PROGRESS_ENV, RESULT_ENV, RUN_NAME_ENV, TRACKER_DIR_ENV,
                                    parse_progress, read_result)
 from cream_data.progress import Progress
-from cream_train.launch import Launcher, Process, launch_commands, shell_line
-from cream_train.slurm_task import RUN_HOST_ENV
+from cream_train.run.launch import Launcher, Process, launch_commands, shell_line
+from cream_train.run.slurm_task import RUN_HOST_ENV
 
 LOGS = "logs"
 TAIL = 12  # lines of a failed child's log repeated in the error

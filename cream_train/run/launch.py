@@ -5,7 +5,7 @@ A stage's settings object becomes the argv of its own console command (:func:`st
 into the processes to start (:func:`launch_commands`): the command itself, or ``data_parallel`` shard processes
 (``--shard i/k``, each pinned to its own GPUs), or one ``accelerate launch`` / ``torchrun`` of ``cream train``; with
 ``nodes.launcher: srun``, a stage that spans machines is one Slurm job step whose tasks fill in their shard or machine
-rank from Slurm's variables (:mod:`cream_train.slurm_task`). :func:`shell_line` writes one of them as a line to paste
+rank from Slurm's variables (:mod:`cream_train.run.slurm_task`). :func:`shell_line` writes one of them as a line to paste
 into a shell (``cream run --plan``).
 
 Pure: the standard library and :mod:`cream_data.settings`; no torch, no typer (a plan is written without either).
@@ -27,9 +27,9 @@ SHARDED = ("sample", "label")  # the commands that take --shard i/k
 DISTRIBUTED = "train"  # the command accelerate and torchrun start
 CLI_MODULE = "cli.main"  # `python -m cli.main` is the `cream` console script
 DEFAULT_PORT = 29500  # accelerate's and torchrun's own default
-# A Slurm job step (nodes.launcher srun): every task runs `python -m cream_train.slurm_task …`, which fills these
+# A Slurm job step (nodes.launcher srun): every task runs `python -m cream_train.run.slurm_task …`, which fills these
 # fields in from the task's own Slurm variables, then runs the rest of the line.
-TASK_MODULE = "cream_train.slurm_task"
+TASK_MODULE = "cream_train.run.slurm_task"
 TASK_SHARD = "{SLURM_PROCID}/{SLURM_NTASKS}"  # shard i/k: the task's index among the step's tasks
 TASK_NODE = "{SLURM_NODEID}"  # the machine rank of a training launcher: the task's node in the step
 FIRST_NODE = "{first_node}"  # the step's first node (task 0's): where accelerate and torchrun meet
@@ -298,7 +298,7 @@ def _rendezvous(launcher: Launcher, flags: tuple[str, str, str, str]) -> list[st
 
 def _srun(argv: list[str], launcher: Launcher, python: str, cream: list[str]) -> Process:
     """Node_launcher srun: the stage as one Slurm job step over ``num_machines`` nodes, each task the
-    :mod:`cream_train.slurm_task` of one process: under launcher none ``data_parallel`` tasks per node, task i shard
+    :mod:`cream_train.run.slurm_task` of one process: under launcher none ``data_parallel`` tasks per node, task i shard
     ``{SLURM_PROCID}/{SLURM_NTASKS}`` pinned to GPUs ``SLURM_LOCALID × gpus_per_process …`` of its node (as one
     machine's shard processes); under accelerate or torchrun one task per node, its launcher with machine rank
     ``{SLURM_NODEID}``. ``--kill-on-bad-exit`` ends every task when one fails; ``--label`` prefixes each output line

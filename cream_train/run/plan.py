@@ -12,10 +12,10 @@ the stages it reads, chained), compared with ``RUN/manifest.json``:
     to run    never started
 
 Each model stage's command is the stage's own ``cream`` command with the settings the run resolves (made by
-:func:`cream_train.launch.stage_argv`, which the tests parse back through the real command line into an equal
+:func:`cream_train.run.launch.stage_argv`, which the tests parse back through the real command line into an equal
 config), so users on a cluster scheduler can copy them into their own jobs; paths under the current folder (or its
 parent) are written relative to it. With ``nodes.launcher: srun`` a stage that spans machines is one ``srun …`` line
-(its tasks fill in ``{SLURM_PROCID}``-style fields themselves, cream_train/slurm_task.py), written the same on a login
+(its tasks fill in ``{SLURM_PROCID}``-style fields themselves, cream_train/run/slurm_task.py), written the same on a login
 node as inside the allocation. Statuses downstream of a stage that has not run yet assume it will form pairs (a
 pair-less iteration carries its model forward instead).
 """
@@ -26,9 +26,9 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cream_train.launch import Process, launch_commands, shell_line
-from cream_train.loop import Loop, inputs_fingerprint
-from cream_train.run_manifest import Manifest
+from cream_train.run.launch import Process, launch_commands, shell_line
+from cream_train.run.loop import Loop, inputs_fingerprint
+from cream_train.run.manifest import Manifest
 
 NO_COMMAND = "(cream run itself: reads the configured sources, no model)"
 

@@ -13,14 +13,14 @@ that spans machines runs on all of them at once:
 How the machines get there (``nodes.launcher``):
 
 * ``srun``: one `cream run` (the driver, machine 0) inside a Slurm allocation, and no other: each stage that spans
-  machines is one Slurm job step (``srun --nodes M …``, cream_train/launch.py) whose tasks take their shard or
-  machine rank from Slurm (cream_train/slurm_task.py); the step ends when every machine's part has, so nothing
+  machines is one Slurm job step (``srun --nodes M …``, cream_train/run/launch.py) whose tasks take their shard or
+  machine rank from Slurm (cream_train/run/slurm_task.py); the step ends when every machine's part has, so nothing
   waits on a file. Needs ``srun`` on PATH and ``SLURM_JOB_ID`` (:func:`check_machines`).
 * ``followers``: every machine runs the same `cream run` with its own ``machine_rank``. Machine r > 0
   (:func:`follow`) computes the same fingerprints, waits for machine 0 to start each stage (so a fresh start has
   cleared the old outputs), runs its part of the stages that span machines and waits for machine 0 to finish every
   stage before going on. It writes nothing but its heartbeat, its stage processes' outputs and its logs. Every
-  machine's heartbeat (cream_train/heartbeat.py) bounds each wait: machine r stops within ``nodes.start_timeout``
+  machine's heartbeat (cream_train/run/heartbeat.py) bounds each wait: machine r stops within ``nodes.start_timeout``
   when machine 0 never shows up (absent, or the run directory not shared), and a machine waiting on another stops
   once that one's heartbeat has been still for ``nodes.alive_timeout``; each with one line. Rerun every machine to
   resume — finished stages and finished shards are kept.
@@ -37,9 +37,9 @@ from pathlib import Path
 from cream_data.errors import CreamError
 from cream_data.progress import Progress
 from cream_data.tables import io
-from cream_train.heartbeat import Heartbeat, Pulse, sigterm_exits
-from cream_train.loop import Log, Loop, RunSummary, inputs_fingerprint
-from cream_train.run_manifest import Manifest
+from cream_train.run.heartbeat import Heartbeat, Pulse, sigterm_exits
+from cream_train.run.loop import Log, Loop, RunSummary, inputs_fingerprint
+from cream_train.run.manifest import Manifest
 
 POLL = 2.0  # seconds between looks at the shared run directory (at most: a short timeout looks more often)
 
@@ -209,7 +209,7 @@ class Follower(Loop):
 
 def follow(cfg, table, *, log: Log, progress: Progress | None = None, reuse_from=None) -> RunSummary:
     """Machine ``cfg.nodes.machine_rank`` (> 0) of a multi-machine run."""
-    from cream_train.stage_process import StageRunner
+    from cream_train.run.stage_process import StageRunner
 
     run, nodes = Path(cfg.run_dir), cfg.nodes
     log(f"machine {nodes.machine_rank} of {nodes.num_machines}: following machine 0's run in {run}")

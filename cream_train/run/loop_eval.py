@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 
 class EvalStages:
-    """Mixed into :class:`cream_train.loop.Loop` (its ``stage``, ``_work``, models and manifest)."""
+    """Mixed into :class:`cream_train.run.loop.Loop` (its ``stage``, ``_work``, models and manifest)."""
 
     def evaluate(self, k: int) -> None:
         from cream_data.stages.evaluate import evaluate

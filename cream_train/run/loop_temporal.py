@@ -4,12 +4,12 @@ samples, the temporary future model and its samples. The pairs themselves are th
 from __future__ import annotations
 
 from cream_data.tables import io
-from cream_train.run_manifest import table_problem
-from cream_train.sections import fingerprinted
+from cream_train.run.manifest import table_problem
+from cream_train.run.sections import fingerprinted
 
 
 class TemporalStages:
-    """Mixed into :class:`cream_train.loop.Loop` (its ``stage``, ``_sample``, ``_work`` and fingerprints)."""
+    """Mixed into :class:`cream_train.run.loop.Loop` (its ``stage``, ``_sample``, ``_work`` and fingerprints)."""
 
     def anchor(self, t: int) -> None:
         """Method temporal: M1 (the SFT model) samples iteration t's prompts once: the past that the rejected side

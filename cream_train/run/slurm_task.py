@@ -1,7 +1,7 @@
-"""One task of a Slurm job step that `cream run` starts under ``nodes.launcher: srun`` (cream_train/launch.py):
+"""One task of a Slurm job step that `cream run` starts under ``nodes.launcher: srun`` (cream_train/run/launch.py):
 
     srun --nodes 2 --ntasks-per-node 4 --kill-on-bad-exit=1 --label \\
-        python -m cream_train.slurm_task --pin-gpus 2 cream sample P --out D --shard '{SLURM_PROCID}/{SLURM_NTASKS}'
+        python -m cream_train.run.slurm_task --pin-gpus 2 cream sample P --out D --shard '{SLURM_PROCID}/{SLURM_NTASKS}'
 
 Slurm starts the same line on every task; what differs between tasks comes from the variables Slurm sets in each,
 so this module fills them in and then becomes the command (exec):
@@ -29,11 +29,11 @@ from collections.abc import Mapping
 
 from cream_data.errors import CreamError
 from cream_data.processes import PARENT_ENV, RESULT_ENV
-from cream_train.launch import TASK_MODULE, device_ids
+from cream_train.run.launch import TASK_MODULE, device_ids
 
 FIELDS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_NODEID", "SLURM_LOCALID")  # a task's own Slurm variables
 FIRST_NODE = "first_node"
-RUN_HOST_ENV = "CREAM_RUN_HOST"  # the host of `cream run` (set by cream_train/stage_process.py)
+RUN_HOST_ENV = "CREAM_RUN_HOST"  # the host of `cream run` (set by cream_train/run/stage_process.py)
 _FIELD = re.compile(r"\{([A-Za-z_]+)\}")
 USAGE = f"usage: python -m {TASK_MODULE} [--pin-gpus G] COMMAND [ARG …] (inside a Slurm job step)"
 
