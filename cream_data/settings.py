@@ -7,10 +7,10 @@ values, a rule and the help text of every setting.
         engine: str = setting("hf", help="…", choices=ENGINES)
 
 Everything else is derived from these fields: the stage's command-line options (``cli/options.py``: the flag from the
-field name, ``--n``), its section of a ``cream run`` config (:func:`section`: the same keys and defaults, minus the
-fields the run fills itself) and the validation. Construction checks every field at once and raises one
-:class:`SettingsError` whose problems each start with the field they are about; the command line renders that name
-as its flag (``--lora-r: got 0, …``), a run config as its key (``train.lora_r: got 0, …``).
+field name, ``--n``), its section of a ``cream run`` config (:func:`cream_data.config_sections.section`: the same keys
+and defaults, minus the fields the run fills itself) and the validation. Construction checks every field at once and
+raises one :class:`SettingsError` whose problems each start with the field they are about; the command line renders
+that name as its flag (``--lora-r: got 0, …``), a run config as its key (``train.lora_r: got 0, …``).
 
 A value a problem echoes is shown by :func:`shown` (a 600 KB string in a config is named by its first characters and
 its length), and every integer setting holds a 64-bit integer at most (what the tables and libraries below store).
@@ -25,8 +25,8 @@ import math
 import re
 import types
 import typing
-from dataclasses import MISSING, asdict, field, fields, make_dataclass
-from typing import Any, Callable, ClassVar, NamedTuple, get_args, get_origin, get_type_hints
+from dataclasses import MISSING, asdict, field, fields
+from typing import Any, Callable, ClassVar, NamedTuple, get_args, get_origin
 
 from cream_data.errors import CreamError
 
@@ -102,15 +102,17 @@ PATH_KINDS = {
 
 def setting(default: Any = MISSING, *, help: str, choices=None, check: Check | None = None, flag: str | None = None,
             metavar: str | None = None, internal: bool = False, default_factory: Any = MISSING,
-            path: str | None = None):
+            path: str | None = None, input_when_set: bool = False):
     """A stage setting: a dataclass field carrying its help text, its allowed values (``choices``) or rule
     (``check``), and its command-line form where that is not ``--name-with-dashes`` (``flag="--lora/--no-lora"``).
     ``internal``: not a user setting (no flag, no run config key). ``path``: the setting holds a path, of this kind
-    (:data:`PATH_KINDS`), which a config file resolves against its own folder."""
+    (:data:`PATH_KINDS`), which a config file resolves against its own folder. ``input_when_set``: a setting added
+    after runs existed, an input of its stage's fingerprint only when it is set (not None), so the runs made before
+    it keep their fingerprints and are not redone (:func:`cream_train.run.sections.fingerprinted`)."""
     if path is not None and path not in PATH_KINDS:
         raise ValueError(f"path={path!r}: expected one of {', '.join(PATH_KINDS)}")
     meta = {"help": help, "choices": None if choices is None else tuple(choices), "check": check, "flag": flag,
-            "metavar": metavar, "internal": internal, "path": path}
+            "metavar": metavar, "internal": internal, "path": path, "input_when_set": input_when_set}
     return field(default=default, default_factory=default_factory, metadata=meta)
 
 
@@ -294,7 +296,7 @@ def type_name(hint) -> str:
 # TRL's (transformers.TrainingArguments / trl.DPOConfig) names for cream's settings, alias -> cream's name: the one
 # table of aliases. Each is accepted wherever its setting is: as a flag (`--learning-rate`, `--learning_rate` for
 # `--lr`, hidden from --help), as a key of a run config section and of a stage's `--config` file. docs/CONFIG.md's
-# table is derived from it (cream_train/run/sections.py, alias_table; tests/test_user_names.py checks it).
+# table is derived from it (cream_train/run/config.py, alias_table; tests/test_user_names.py checks it).
 ALIASES: dict[str, str] = {
     "learning_rate": "lr",
     "num_train_epochs": "epochs",
@@ -356,47 +358,3 @@ def canonical_keys(raw: dict, known, where: str = "") -> tuple[dict, list[str]]:
 def alias_note(name: str) -> str:
     """``"learning_rate is TRL's name for lr"``."""
     return ", ".join(f"{a} is TRL's name for {name}" for a in aliases_of(name)) or name
-
-
-# ---------------------------------------------------------------------------- run config sections
-class Section:
-    """Base of a run config section derived from a stage's settings (:func:`section`)."""
-
-    stage: ClassVar[type]
-    owned: ClassVar[tuple[str, ...]] = ()  # the stage's fields the run fills itself
-    extras: ClassVar[tuple[str, ...]] = ()  # run-level keys that are not the stage's settings
-
-    def stage_values(self) -> dict[str, Any]:
-        """The stage settings this section holds (its extras left out)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.extras}
-
-    def build(self, **owned):
-        """The stage's settings: this section's values and the run's ``owned`` ones (which win)."""
-        return self.stage(**{**self.stage_values(), **owned})
-
-
-def section(name: str, stage: type, *, owned=(), extras=(), defaults: dict | None = None,
-            paths: dict | None = None) -> type:
-    """The run config section of ``stage``: a frozen dataclass with every user setting of ``stage`` except the
-    ``owned`` ones, with the same types, defaults and help, after the run-level ``extras``
-    (``(name, type, setting(…))``). ``defaults`` replaces a default the run decides otherwise (``None``: the run
-    decides, e.g. by method); the field then also allows None. ``paths``: the path kind of a setting whose own
-    definition does not say it (name -> kind)."""
-    hints = get_type_hints(stage)
-    if set(paths or ()) - set(hints):
-        raise ValueError(f"paths: {stage.__name__} has no setting {', '.join(sorted(set(paths) - set(hints)))}")
-    specs = []
-    for f in user_fields(stage):
-        if f.name in owned:
-            continue
-        hint, kw = hints[f.name], {"default": f.default, "default_factory": f.default_factory}
-        if defaults and f.name in defaults:
-            kw = {"default": defaults[f.name]}
-            hint = hint | None if defaults[f.name] is None else hint
-        meta = {**f.metadata, "path": paths[f.name]} if paths and f.name in paths else f.metadata
-        specs.append((f.name, hint, field(**kw, metadata=meta)))
-    specs = list(extras) + specs  # the run-level keys first (sft.data, prompts.source)
-    cls = make_dataclass(name, specs, bases=(Section,), frozen=True)
-    cls.stage, cls.owned, cls.extras = stage, tuple(owned), tuple(e[0] for e in extras)
-    cls.__doc__ = f"The run config's settings of {stage.__name__}, but {', '.join(owned) or 'none'} (the run's)."
-    return cls

@@ -24,7 +24,7 @@ from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from cream_train.loss import cream_loss
-from cream_train.train import NonFiniteGuard
+from cream_train.nonfinite import NonFiniteGuard
 
 
 @dataclass
@@ -39,7 +39,7 @@ class WeightedPreferenceCollator(DataCollatorForPreference):
 
 class CreamDPOTrainer(NonFiniteGuard, DPOTrainer):
     """DPOTrainer with the consistency-regularized loss and (optionally) stored reference log-probs; a non-finite
-    loss or gradient norm stops it (:class:`~cream_train.train.NonFiniteGuard`).
+    loss or gradient norm stops it (:class:`~cream_train.nonfinite.NonFiniteGuard`).
 
     ``stored_reference=True`` expects the train dataset to carry ``ref_chosen_logps``/``ref_rejected_logps`` and
     ``args.precompute_ref_log_probs=True``. ``reference_forwards`` counts reference-model batches actually run.

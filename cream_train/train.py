@@ -3,8 +3,8 @@
 The output is a standard Hugging Face checkpoint (``AutoModelForCausalLM`` + tokenizer with its chat template;
 LoRA adapters are merged in) plus ``cream_train_config.json`` (the resolved config) and ``cream_lineage.json``.
 Under ``accelerate launch`` every rank runs this same function; rank 0 writes the files and renames the folder.
-Both stages' trainers carry :class:`NonFiniteGuard`: a NaN/inf loss or gradient norm stops the run, and the
-staging folder is removed, so nothing is published.
+Both stages' trainers carry :class:`~cream_train.nonfinite.NonFiniteGuard`: a NaN/inf loss or gradient norm stops
+the run, and the staging folder is removed, so nothing is published.
 
 Training shows itself (:class:`TrainingReport`, world process 0 only): the optimizer steps done / total go to cream's
 progress callback (the rich bar with its ETA in `cream train`; progress lines the parent draws under `cream run`),
@@ -27,6 +27,7 @@ from cream_data.errors import CreamError
 from cream_data.progress import Progress
 from cream_train import lineage as lin
 from cream_train.config import DPOTrainConfig, SFTTrainConfig, TrainConfig
+from cream_train.nonfinite import NonFiniteGuard
 from cream_train.precision import Precision, cast_checkpoint, precision_of
 from cream_train.training_report import check_tracker, run_name, show_training
 
@@ -38,7 +39,6 @@ class TrainResult:
     out: Path
     metrics: dict[str, Any]
     reference: str  # "stored" | "computed" (DPO) or "" (SFT)
-    trainer: Any = field(default=None, repr=False)
     precision: dict[str, str] = field(default_factory=dict)  # Precision.record(): what the run held and computed in
 
 
@@ -134,74 +134,6 @@ def _final_metrics(trainer, train_output) -> dict[str, Any]:
     return last
 
 
-ROW_COLUMN = "cream_row"  # each example's row in the input table, carried through TRL into every batch
-
-
-@dataclass
-class _WithRows:
-    """A data collator that also puts each example's ``ROW_COLUMN`` into the batch, as a list."""
-
-    collate: Any
-
-    def __call__(self, examples: list[dict]) -> dict:
-        batch = self.collate(examples)
-        batch[ROW_COLUMN] = [e[ROW_COLUMN] for e in examples]
-        return batch
-
-
-class NonFiniteGuard:
-    """Trainer mixin: a non-finite loss or gradient norm stops training before the optimizer applies it.
-
-    It raises one :class:`CreamError` line naming the optimizer step (1-based) and the rows of its batch (the
-    micro-batch whose loss went non-finite, or every row of the step for the gradient norm), with their
-    ``prompt_id`` when the dataset has one. Hooks: ``training_step`` (each micro-batch's loss) and transformers
-    5's ``Trainer._get_grad_norm`` (once per optimizer step, right before ``optimizer.step``; the norm is the
-    global one, so every process of a distributed run stops at the same step). Under fp16 loss scaling an inf
-    gradient is an expected overflow (the scaler skips that step and lowers its scale), so only the loss is checked.
-    """
-
-    def __init__(self, *args, train_dataset, **kwargs):
-        names = train_dataset.column_names
-        self._row_ids = list(train_dataset["prompt_id"]) if "prompt_id" in names else None
-        self._step_rows: list[int] = []
-        self._bad_loss: tuple[float, list[int]] | None = None
-        train_dataset = train_dataset.add_column(ROW_COLUMN, list(range(len(train_dataset))))
-        super().__init__(*args, train_dataset=train_dataset, **kwargs)
-        self.data_collator = _WithRows(self.data_collator)
-
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        if ROW_COLUMN not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, ROW_COLUMN]
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        inputs = dict(inputs)
-        rows = [int(r) for r in inputs.pop(ROW_COLUMN)]
-        self._step_rows += rows
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if self._bad_loss is None and not bool(loss.detach().isfinite().all()):
-            self._bad_loss = (float(loss.detach().float().mean()), rows)
-        return loss
-
-    def _get_grad_norm(self, model, grad_norm=None):
-        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
-        if self._bad_loss is not None:
-            value, rows = self._bad_loss
-            what = f"non-finite loss ({value})"
-        elif norm is not None and not math.isfinite(float(norm)) and not self.args.fp16:
-            what, rows = f"non-finite gradient norm ({float(norm)}, loss finite)", self._step_rows
-        else:
-            self._step_rows = []
-            return norm
-        raise CreamError(f"training stopped at step {self.state.global_step + 1}: {what} on {self._name(rows)}; "
-                         "nothing was published (a lower --lr, or check the model and the data)")
-
-    def _name(self, rows: list[int]) -> str:
-        shown, more = rows[:8], (f" and {len(rows) - 8} more" if len(rows) > 8 else "")
-        ids = f" (prompt_id {', '.join(repr(self._row_ids[r]) for r in shown)}{more})" if self._row_ids else ""
-        return f"rows {', '.join(map(str, shown))}{more}{ids}"
-
-
 def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict, counts: dict | None = None,
          progress: Progress | None = None) -> TrainResult:
     """Train into a staging folder, save checkpoint + tokenizer + lineage there, then rename it to ``cfg.out``.
@@ -234,7 +166,7 @@ def _run(cfg: TrainConfig, make_trainer, *, method: str | None, extra: dict, cou
         if trainer is None or trainer.accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)  # no half-written output
         raise
-    return TrainResult(out, metrics, extra.get("reference", ""), trainer, precision.record())
+    return TrainResult(out, metrics, extra.get("reference", ""), precision.record())
 
 
 def optimizer_steps(n_examples: int, batch_size: int, grad_accum: int, world: int, epochs: float,
@@ -390,26 +322,42 @@ def train_dpo(cfg: DPOTrainConfig, progress: Progress | None = None) -> TrainRes
 
 
 # ------------------------------------------------------------------------------------------------ SFT
-def train_sft(cfg: SFTTrainConfig, progress: Progress | None = None) -> TrainResult:
-    """Supervised fine-tuning of ``cfg.model`` (M0) on prompt/completion conversations, loss on the answer."""
+@dataclass
+class SFTData:
+    """What an SFT run trains on, decided before any model is loaded."""
+
+    ref: Any  # ModelRef of the starting model M0
+    tokenizer: Any
+    table: Any  # the sft pa.Table
+    dataset: Any  # datasets.Dataset for TRL
+
+
+def prepare_sft(cfg: SFTTrainConfig) -> SFTData:
+    """Read and check the SFT table and resolve the starting model and its tokenizer."""
     from cream_data.engines import models
     from cream_train import sft
 
-    lin.check_output(cfg.out, cfg.overwrite)
-    check_tracker(cfg)
     table = sft.load_sft_table(cfg.data, cfg.limit)
     ref = models.resolve(cfg.model)
-    tok = models.load_tokenizer(ref)
-    dataset = sft.to_dataset(table)
+    return SFTData(ref, models.load_tokenizer(ref), table, sft.to_dataset(table))
 
-    def make_trainer(tmp: Path, precision: Precision):
-        from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**_common_args(cfg, tmp, precision), completion_only_loss=True, packing=False)
-        guarded = type("CreamSFTTrainer", (NonFiniteGuard, SFTTrainer), {})
-        return guarded(model=_load_policy(ref.path, precision), args=args, train_dataset=dataset, processing_class=tok,
-                       peft_config=_peft_config(cfg))
+def build_sft_trainer(cfg: SFTTrainConfig, data: SFTData, output_dir: Path, *, precision: Precision | None = None):
+    """TRL's SFTTrainer (loss on the completion only) with :class:`~cream_train.nonfinite.NonFiniteGuard`."""
+    from trl import SFTConfig, SFTTrainer
 
-    return _run(cfg, make_trainer, method=None, extra={
-        "parent_model": ref.name, "fingerprint": lin.data_fingerprint(cfg.data, table), "examples": table.num_rows},
-                progress=progress)
+    precision = precision or precision_of(cfg)
+    args = SFTConfig(**_common_args(cfg, output_dir, precision), completion_only_loss=True, packing=False)
+    guarded = type("CreamSFTTrainer", (NonFiniteGuard, SFTTrainer), {})
+    return guarded(model=_load_policy(data.ref.path, precision), args=args, train_dataset=data.dataset,
+                   processing_class=data.tokenizer, peft_config=_peft_config(cfg))
+
+
+def train_sft(cfg: SFTTrainConfig, progress: Progress | None = None) -> TrainResult:
+    """Supervised fine-tuning of ``cfg.model`` (M0) on prompt/completion conversations, loss on the answer."""
+    lin.check_output(cfg.out, cfg.overwrite)
+    check_tracker(cfg)
+    data = prepare_sft(cfg)
+    return _run(cfg, lambda tmp, p: build_sft_trainer(cfg, data, tmp, precision=p), method=None, extra={
+        "parent_model": data.ref.name, "fingerprint": lin.data_fingerprint(cfg.data, data.table),
+        "examples": data.table.num_rows}, progress=progress)

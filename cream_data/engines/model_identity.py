@@ -44,7 +44,7 @@ def same_weights(a: str, b: str) -> bool:
     return True
 
 
-def template_hash(tokenizer) -> str:
+def chat_template_hash(tokenizer) -> str:
     """Fingerprint of what decides tokenisation under the chat template: vocab, specials, template."""
     h = hashlib.sha256()
     vocab = tokenizer.get_vocab()

@@ -17,6 +17,7 @@ from cream_data.rewards import agreement
 from cream_data.tables import io
 from cream_data import markdown as md
 from cream_data.errors import CreamError
+from cream_data.reports.figures import new_figure, save_png
 
 SCORE_COLUMNS = ["prompt_id", "response_idx", "scorer", "reward"]
 HUMAN_COLUMNS = ["prompt_id", "scorer", "reward"]
@@ -179,8 +180,6 @@ def plot_agreement(rows: list[dict], path: Path) -> Path | None:
             ns[i, j] = p["n"]
     if not np.isfinite(vals).any():
         return None
-    from cream_data.reports.inspect import new_figure, save_png
-
     fig, (ax,) = new_figure(max(2.4, 0.45 * len(names) + 1.4))
     import matplotlib
 

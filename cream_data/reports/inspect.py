@@ -22,7 +22,6 @@ matplotlib is imported only when a plot is drawn, with the Agg backend (no displ
 
 from __future__ import annotations
 
-import io as _io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,8 @@ from cream_data.reports import agreement_report
 from cream_data.tables import io
 from cream_data import markdown
 from cream_data.errors import CreamError
-from cream_data.stats import describe  # noqa: F401  (re-exported: the run report uses it from here)
+from cream_data.reports.figures import new_figure, save_png
+from cream_data.stats import describe
 
 PREF_COLUMNS = ["prompt_id", "chosen_idx", "rejected_idx", "iteration", "n_responses", "rewards", "prev_rewards",
                 "kendall_tau", "consistency", "consistency_method", "weight", "model", "prev_model"]
@@ -163,25 +163,6 @@ def preference_reward_groups(prefs: pa.Table) -> dict[tuple[str, str, str], np.n
 
 
 # ---------------------------------------------------------------------------- plots
-def new_figure(height: float = 3.2, rows: int = 1):
-    """A matplotlib Figure (no pyplot state, Agg backend) with ``rows`` stacked axes; also used by run_report."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, height * rows), dpi=100, layout="constrained")
-    return fig, [fig.add_subplot(rows, 1, i + 1) for i in range(rows)]
-
-
-def save_png(fig, path: Path) -> Path:
-    """Render ``fig`` as PNG and write it atomically."""
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png")
-    io.atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
 def plot_consistency(prefs: pa.Table, path: str | Path) -> Path:
     """Histogram of the per-pair consistency C; bins centred on multiples of 0.05 (Kendall C is discrete)."""
     c = _floats(prefs.column("consistency"))

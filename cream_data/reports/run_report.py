@@ -49,7 +49,8 @@ from cream_data.tables import io
 from cream_data import markdown
 from cream_data.errors import CreamError
 from cream_data.stats import json_safe
-from cream_data.reports.inspect import fmt, new_figure, save_png
+from cream_data.reports.figures import new_figure, save_png
+from cream_data.reports.inspect import fmt
 from cream_data.tables.iterations import ITER_DIR
 from cream_data.reports.run_tables import (MEASURES, _preference_tables, _task_key, accuracy_rows, harness_rows,
                                            iteration_rows)

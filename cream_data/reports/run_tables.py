@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cream_data.errors import CreamError
-from cream_data.reports.inspect import describe, padded
+from cream_data.reports.inspect import padded
 from cream_data.rewards import ranking
-from cream_data.stats import Z95, wilson
+from cream_data.stats import Z95, describe, wilson
 from cream_data.tables import io
 from cream_data.tables.iterations import ITER_DIR, iteration_from_path
 from cream_data.tables.sql import find_tables

@@ -38,9 +38,8 @@ from cream_data.tables.iterations import iteration_dir
 from cream_data.reports.study_plots import plot_accuracy, plot_consistency, plot_reward_quality, plot_tasks
 from cream_data.reports.run_report import _finite, is_run_dir
 from cream_data.reports.run_tables import TASK_ORDER, accuracy_rows, harness_rows, iteration_rows
+from cream_data.reports.study_bootstrap import paired_difference
 from cream_data.reports.study_markdown import to_markdown
-
-BOOTSTRAP = 4000
 
 METHOD_ORDER = ("srlm", "cream-no-rc", "cream-avg", "cream", "oracle")
 
@@ -65,34 +64,6 @@ def _eval_outcomes(path: Path) -> dict[str, tuple[list[str], np.ndarray]]:
     for task, ex, ok in zip(t["task"], t["example_id"], t["correct"]):
         out.setdefault(task, {})[ex] = int(bool(ok))
     return {task: (sorted(d), np.array([d[k] for k in sorted(d)], dtype=np.float64)) for task, d in out.items()}
-
-
-def paired_difference(a: dict, b: dict, *, n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
-    """Avg(a) − Avg(b) over the tasks both have, with a 95 % percentile bootstrap interval over questions.
-
-    ``a``/``b``: task → (ids, 0/1 array) as from :func:`_eval_outcomes`; questions are matched by id (both models
-    must have answered the same questions). The same resampled indices are applied to both (paired).
-    """
-    tasks = sorted(set(a) & set(b), key=lambda t: TASK_ORDER.index(t) if t in TASK_ORDER else 99)
-    if not tasks:
-        return {"delta": None, "ci_low": None, "ci_high": None, "tasks": 0}
-    rng = np.random.default_rng(seed)
-    deltas, boots = [], np.zeros(n_boot)
-    for task in tasks:
-        ids_a, xa = a[task]
-        ids_b, xb = b[task]
-        if ids_a != ids_b:
-            raise CreamError(f"task {task}: the two models were evaluated on different questions "
-                             f"({len(ids_a)} vs {len(ids_b)}); compare runs with the same eval.limit and data")
-        d = xa - xb
-        deltas.append(d.mean())
-        idx = rng.integers(0, d.size, size=(n_boot, d.size))
-        boots += d[idx].mean(axis=1)
-    k = len(tasks)
-    boots /= k
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"delta": float(np.mean(deltas)), "ci_low": float(lo), "ci_high": float(hi), "tasks": k,
-            "n": int(sum(a[t][1].size for t in tasks))}
 
 
 def _texts(responses: pa.Table) -> dict[tuple[str, int], str]:

@@ -7,6 +7,7 @@ from cream_data.reports.inspect import fmt
 from cream_data.reports.run_report import (_md_table, _pct, harness_cell, harness_columns, harness_settings,
                                            measure_cell)
 from cream_data.reports.run_tables import MEASURES
+from cream_data.reports.study_bootstrap import BOOTSTRAP
 
 
 def _acc_cell(c: dict | None) -> str:
@@ -120,8 +121,6 @@ def setup_table(study: dict) -> list[list[str]]:
 
 
 def to_markdown(study: dict, plots: dict[str, str] | None = None) -> str:
-    from cream_data.reports.study import BOOTSTRAP  # the computation's setting (study.py imports this module)
-
     lines = ["## Setup and cost", ""] + _md_table(setup_table(study))
     lines += ["## Table 1: accuracy per task (%)", ""] + _md_table(accuracy_table(study))
     lines += ["± is half the 95% Wilson interval (normal approximation for Avg, the mean of the task accuracies). "

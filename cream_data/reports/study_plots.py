@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cream_data.reports.inspect import new_figure, save_png
+from cream_data.reports.figures import new_figure, save_png
 
 COLORS = {"srlm": "#8172B2", "cream-no-rc": "#DD8452", "cream-avg": "#937860", "cream": "#4C72B0",
           "oracle": "#55A868"}

@@ -136,7 +136,7 @@ def load_judge_template(path: str | Path) -> str:
     return text
 
 
-def template_hash(text: str) -> str:
+def judge_template_hash(text: str) -> str:
     """sha256 (16 hex) of a judge template's text: what the labels depend on, recorded in manifests."""
     return text_hash(text)
 

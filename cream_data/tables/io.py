@@ -14,7 +14,8 @@ written its shard manifest; reading the folder is the merge. Readers validate ag
 A manifest is checked, never trusted (:func:`check_manifest`): every part it lists is there and has a readable
 Parquet footer, their rows add up to its ``rows``, and no part of its own naming lies beside them unlisted (a file
 deleted, truncated or replaced after the manifest was written, or a manifest edited by hand). A stage whose output
-fails the check redoes what is missing instead of calling it done.
+fails the check redoes what is missing instead of calling it done. What goes into one file (a table prepared for
+writing, a manifest's record) and one Parquet file read back are :mod:`cream_data.tables.table_files`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +37,9 @@ import pyarrow.parquet as pq
 import schemas
 from cream_data import jsonfile
 from cream_data.errors import CreamError
-from cream_data.tables.validate import check, conform
+from cream_data.tables.shard import Shard, split_shard
+from cream_data.tables.table_files import manifest_record, prepare, read_file
+from cream_data.tables.validate import check
 
 MANIFEST = "_manifest.json"
 COMPRESSION = "zstd"
@@ -106,18 +108,6 @@ def _write_parquet_file(table: pa.Table, path: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _prepare(table: pa.Table, kind: str, where: str, metadata: dict | None) -> pa.Table:
-    table = upgrade(table, kind, 1)  # a column a later schema version added may be left out by a writer: null
-    check(table, kind, where)
-    table = conform(table, kind)
-    if metadata:
-        md = dict(table.schema.metadata or {})
-        md.update({(k.encode() if isinstance(k, str) else k): (json.dumps(v) if not isinstance(v, (str, bytes)) else v)
-                   for k, v in metadata.items()})
-        table = table.replace_schema_metadata(md)
-    return table
-
-
 def staging_folder(target: Path) -> Path:
     """A fresh hidden sibling ``.NAME.tmp-…`` to build ``target`` in, with the permissions a plain ``mkdir``
     would give under the user's umask (``mkdtemp`` makes 0700, which the final rename would keep)."""
@@ -151,7 +141,7 @@ def write_table(table: pa.Table, path: str | Path, kind: str, *, metadata: dict 
     is built beside the target and renamed into place, replacing an older one only once complete.
     """
     path = Path(path)
-    table = _prepare(table, kind, str(path), metadata)
+    table = prepare(table, kind, str(path), metadata)
     if path.suffix == ".parquet":
         _write_parquet_file(table, path)
         return path
@@ -159,28 +149,13 @@ def write_table(table: pa.Table, path: str | Path, kind: str, *, metadata: dict 
     try:
         with writing(path):  # a failure names the table, not its staging folder
             _write_parquet_file(table, staging / "part-00000.parquet")
-            atomic_write_json(staging / MANIFEST, _manifest(kind, ["part-00000.parquet"], table.num_rows,
-                                                            manifest_extra))
+            atomic_write_json(staging / MANIFEST, manifest_record(kind, ["part-00000.parquet"], table.num_rows,
+                                                                  manifest_extra))
         replace_folder(staging, path)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return path
-
-
-def _manifest(kind: str, parts: list[str], rows: int, extra: dict | None, shard: tuple[int, int] | None = None) -> dict:
-    m = {
-        "schema": kind,
-        "schema_version": schemas.get(kind).version,
-        "parts": parts,
-        "rows": rows,
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if shard:
-        m["shard"] = {"index": shard[0], "count": shard[1]}
-    if extra:
-        m.update(extra)
-    return m
 
 
 # ---------------------------------------------------------------------------- incremental (resumable) writes
@@ -195,7 +170,7 @@ class PartWriter:
                  metadata: dict | None = None):
         self.folder = Path(folder)
         self.kind = kind
-        self.shard = shard if shard and shard[1] > 1 else None
+        self.shard = split_shard(shard)
         self.metadata = metadata
         self.folder.mkdir(parents=True, exist_ok=True)
 
@@ -206,7 +181,7 @@ class PartWriter:
 
     @staticmethod
     def suffix(shard: tuple[int, int] | None) -> str:
-        return f".shard-{shard[0]:05d}-of-{shard[1]:05d}" if shard else ""
+        return Shard.of(shard).suffix if shard else ""
 
     @property
     def _suffix(self) -> str:
@@ -251,12 +226,12 @@ class PartWriter:
         parts = self.parts()
         if not parts:
             return None
-        return pa.concat_tables([_read_file(p, self.kind, columns) for p in parts], promote_options="permissive")
+        return pa.concat_tables([read_file(p, self.kind, columns) for p in parts], promote_options="permissive")
 
     def write(self, table: pa.Table) -> Path | None:
         if table.num_rows == 0:
             return None
-        table = _prepare(table, self.kind, str(self.folder), self.metadata)
+        table = prepare(table, self.kind, str(self.folder), self.metadata)
         # one past the highest number on disk, not the count: once a part was removed, the count names one still there
         seq = max((int(self.pattern(self.shard).match(p.name).group(1)) for p in self.parts()), default=-1) + 1
         path = self.folder / f"part-{seq:05d}{self._suffix}.parquet"
@@ -266,7 +241,8 @@ class PartWriter:
     def finish(self, extra: dict | None = None) -> Path:
         parts = self.parts()
         rows = sum(part_rows(p) for p in parts)
-        atomic_write_json(self.manifest_path, _manifest(self.kind, [p.name for p in parts], rows, extra, self.shard))
+        record = manifest_record(self.kind, [p.name for p in parts], rows, extra, self.shard)
+        atomic_write_json(self.manifest_path, record)
         return self.manifest_path
 
 
@@ -308,51 +284,6 @@ def check_manifest(folder: Path, path: Path, pattern: re.Pattern) -> tuple[list[
 
 
 # ---------------------------------------------------------------------------- reads
-def _read_file(path: Path, kind: str | None, columns: list[str] | None = None) -> pa.Table:
-    try:
-        pf = pq.ParquetFile(path)
-    except FileNotFoundError:
-        raise CreamError(f"{path}: file not found") from None
-    except (pa.ArrowInvalid, OSError) as e:
-        if path.suffix.lower() in (".jsonl", ".json", ".csv", ".tsv") and kind in (None, "prompts", "sft"):
-            sft = " --sft" if kind == "sft" else ""
-            raise CreamError(f"{path}: a {path.suffix} file, not a table; build a {kind or 'prompts'} table from it "
-                             f"with `cream prompts {path}{sft} --out DIR` and pass DIR") from None
-        raise CreamError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:120]})") from None
-    md = pf.schema_arrow.metadata or {}
-    found_kind = md.get(schemas.META_SCHEMA, b"").decode() or None
-    found_version = md.get(schemas.META_VERSION, b"").decode() or None
-    if kind and found_kind and found_kind != kind:
-        raise CreamError(f"{path}: holds a '{found_kind}' table, expected a '{kind}' table")
-    version = check_version(path, found_kind or kind, found_version)
-    try:
-        table = pf.read(columns=columns)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise CreamError(f"{path}: corrupt Parquet data ({str(e).splitlines()[0][:120]})") from None
-    return upgrade(table, found_kind or kind, version, columns)
-
-
-def check_version(path, kind: str | None, found: str | None) -> int | None:
-    """The file's schema version as an int; one line when this cream cannot read it (newer, or not a number)."""
-    if found is None or kind is None or kind not in schemas.TABLE_KINDS:
-        return None
-    newest = schemas.latest(kind)
-    if not (found.isdigit() and schemas.readable(kind, int(found))):
-        raise CreamError(f"{path}: '{kind}' table has schema version {found}, this cream reads versions 1 to "
-                         f"{newest}" + ("; upgrade cream" if found.isdigit() and int(found) > newest else ""))
-    return int(found)
-
-
-def upgrade(table: pa.Table, kind: str | None, version: int | None, columns: list[str] | None = None) -> pa.Table:
-    """A table read from an older schema version, with the columns added since then as nulls."""
-    if kind is None or version is None or version >= schemas.latest(kind):
-        return table
-    for col in schemas.get(kind).columns:
-        if col.since > version and col.name not in table.column_names and (columns is None or col.name in columns):
-            table = table.append_column(pa.field(col.name, col.arrow, nullable=True), pa.nulls(table.num_rows, col.arrow))
-    return table
-
-
 def read_json_object(path: Path, what: str = "manifest") -> dict:
     """A JSON object that cream wrote (a manifest, a stage's saved settings); one line when it is corrupt."""
     return jsonfile.read_json_object(path, what=what, fix="remove the folder and rerun the stage that writes it")
@@ -423,9 +354,9 @@ def read_table(path: str | Path, kind: str | None = None, *, columns: list[str] 
         if not parts:
             tables = []
         else:
-            tables = [_read_file(p, kind, columns) for p in parts]
+            tables = [read_file(p, kind, columns) for p in parts]
     else:
-        tables = [_read_file(path, kind, columns)]
+        tables = [read_file(path, kind, columns)]
     kind = kind or table_kind(path)
     if not tables:
         if kind is None:
