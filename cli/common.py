@@ -9,18 +9,19 @@ from rich.console import Console
 
 from cream_data.errors import CreamError
 from cream_data.settings import shown
+from cream_data.tables.shard import Shard
 
 # Results go to stdout; logs, progress and errors go to stderr.
 out = Console(soft_wrap=True)
 log = Console(stderr=True, soft_wrap=True)
 
 
-def parse_shard(text: Optional[str]) -> tuple[int, int] | None:
-    """``"i/k"`` → ``(i, k)``. Without it, use accelerate's process index/count when launched by it."""
+def parse_shard(text: Optional[str]) -> Shard | None:
+    """``"i/k"`` → ``Shard(i, k)``. Without it, use accelerate's process index/count when launched by it."""
     if text is None:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1:
-            return int(os.environ.get("RANK", "0")), world
+            return Shard(int(os.environ.get("RANK", "0")), world)
         return None
     try:
         i_s, k_s = text.split("/")
@@ -29,7 +30,7 @@ def parse_shard(text: Optional[str]) -> tuple[int, int] | None:
         raise CreamError(f"--shard {shown(text)}: expected i/k with integers, e.g. 0/4") from None
     if k < 1 or not 0 <= i < k:
         raise CreamError(f"--shard {text!r}: expected 0 <= i < k and k >= 1")
-    return i, k
+    return Shard(i, k)
 
 
 def check_input(path, expected: str) -> None:

@@ -31,7 +31,7 @@ def label(
     """Score responses with M_t (and M_{t-1}, M_{t-2}), rank them, measure the consistency of the two rankings,
     and write a scores table and a preferences table (chosen = best, rejected = worst) into OUT."""
     from cream_data.errors import CreamError
-    from cream_data.stages.label import label as run_label, repair
+    from cream_data.stages.label import label as run_label, pair_from_scores
 
     if model is None and scores is None:
         raise CreamError("--model is required (or --scores DIR to re-pair stored scores)")
@@ -42,7 +42,7 @@ def label(
 
         guard(out_dir, "label", is_label_output, what="labeled folder")
         with locked(out_dir):
-            summary = repair(responses, scores, cfg, out_dir)
+            summary = pair_from_scores(responses, scores, cfg, out_dir)
         _print_pairing(summary)
         log.print(f"preferences rebuilt from {scores} → {out_dir / 'preferences'}")
         return

@@ -7,19 +7,18 @@ For a pair ``(y+, y-)`` of prompt ``x`` with consistency weight ``C`` in [0, 1]:
 
 DPO on the pair weighted by ``C`` plus "reversed" DPO weighted by ``1 - C``: conservative DPO (cDPO) with a
 per-pair label smoothing ``eps_i = 1 - C_i``. ``C = 1`` is plain sigmoid DPO. The implicit rewards are
-``beta * (log pi_theta - log pi_ref)`` of each response.
+``beta * (log pi_theta - log pi_ref)`` of each response (:func:`cream_data.rewards.dpo.implicit_reward`).
 
-Methods (how ``C`` is chosen per pair, see :func:`pair_weights`):
-    ``cream``     each pair's own ``weight`` column (the C after the labeler's sample/dataset scope)
-    ``cream-avg`` the table's mean weight, the same for every pair
-    ``dpo``       C = 1 for every pair
+How ``C`` is chosen per pair for each training method (cream: the pair's own weight, cream-avg: the table's mean,
+dpo: 1) is :func:`cream_data.rewards.dpo.pair_weights`, beside the labeler's rewards and pairs: this module is the
+torch loss only.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
-from cream_data.vocab import TRAIN_METHODS as METHODS
+from cream_data.rewards.dpo import implicit_reward
 
 
 class CreamLossOutput(NamedTuple):
@@ -46,19 +45,6 @@ def cream_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref
     c = torch.as_tensor(weight, dtype=h.dtype, device=h.device)
     # logsigmoid is the numerically stable form of log(sigmoid(.)) for large |beta*h|.
     losses = -c * F.logsigmoid(beta * h) - (1 - c) * F.logsigmoid(-beta * h)
-    return CreamLossOutput(losses, beta * chosen_logratios.detach(), beta * rejected_logratios.detach())
+    return CreamLossOutput(losses, implicit_reward(policy_chosen_logps.detach(), ref_chosen_logps, beta),
+                           implicit_reward(policy_rejected_logps.detach(), ref_rejected_logps, beta))
 
-
-def pair_weights(method: str, weights: Sequence[float] | None, n_rows: int) -> list[float]:
-    """The C each pair trains with: own weight (``cream``), the table mean (``cream-avg``) or 1 (``dpo``)."""
-    if method not in METHODS:
-        raise ValueError(f"method: got {method!r}, expected one of {', '.join(METHODS)}")
-    if method == "dpo":
-        return [1.0] * n_rows
-    if weights is None:
-        raise ValueError(f"method {method!r} needs per-pair weights")
-    weights = [float(w) for w in weights]
-    if method == "cream-avg":
-        mean = sum(weights) / len(weights) if weights else 1.0
-        return [mean] * len(weights)
-    return weights

@@ -25,9 +25,9 @@ import pyarrow.compute as pc
 import schemas
 from cream_data.tables import io
 from cream_data.errors import CreamError
+from cream_data.rewards.dpo import pair_weights
 from cream_data.tables.validate import check, check_finite, check_pair_sides
 from cream_data.vocab import C_WEIGHTED
-from cream_train.loss import pair_weights
 
 _BASE_COLUMNS = ("prompt", "chosen", "rejected")
 SIDES = ("chosen", "rejected")
@@ -155,7 +155,7 @@ def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, length
     ``lengths`` are :func:`token_lengths`; ``max_length`` is the length the trainer truncates at (None: none);
     ``model_ids`` are the content ids `cream label` recorded for the models it scored with (its manifest): the
     starting model must still be what computed the log-probs, not a checkpoint retrained at the same path."""
-    from cream_data.engines.models import content_id, same_weights, template_hash
+    from cream_data.engines.models import chat_template_hash, content_id, same_weights
 
     cols = table.column_names
     for c in ("chosen_logp", "rejected_logp"):
@@ -172,7 +172,7 @@ def stored_reference_problem(table: pa.Table, model_name: str, tokenizer, length
     if recorded is not None and recorded != content_id(model_name):
         return (f"the model at {model_name} changed since they were computed (content id {recorded} -> "
                 f"{content_id(model_name)}): retrained in place?")
-    want = template_hash(tokenizer)
+    want = chat_template_hash(tokenizer)
     hashes = set(table.column("template_hash").to_pylist()) if "template_hash" in cols else {None}
     if hashes != {want}:
         return (f"template_hash {sorted(map(str, hashes))[:2]} does not match the starting model's tokenizer and "

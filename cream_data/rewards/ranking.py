@@ -18,9 +18,15 @@ Conventions
       rho = 1 - 6 * sum_i (a_i - b_i)^2 / (N (N^2 - 1))
 
 * N < 2 has no pairs: tau and rho are NaN there (as in scipy).
+
+:func:`select_pairs` puts them together on dense reward matrices: both rankings, C, and the chosen/rejected pick
+(the core that :mod:`cream_data.rewards.pairing` runs on each group of prompts with the same number of usable
+responses).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -192,6 +198,42 @@ def consistency(
         c = top_order(ranks_a, ranks_b)
     # Guard the [0, 1] contract against the last ulp of floating-point rounding.
     return np.clip(c, 0.0, 1.0), tau
+
+
+class PairArrays(NamedTuple):
+    """Ranks, consistency and the chosen/rejected pick for P prompts with N responses each."""
+
+    ranks: np.ndarray  # [P, N] int16, 1 = best pair-picking reward
+    partner_ranks: np.ndarray | None  # [P, N] int16, or None without a partner
+    chosen: np.ndarray  # [P] int64, first index of the highest reward
+    rejected: np.ndarray  # [P] int64, first index of the lowest reward
+    consistency: np.ndarray  # [P] float64 in [0, 1]; 1.0 without a partner
+    kendall_tau: np.ndarray | None  # [P] float64, or None without a partner
+
+
+def select_pairs(rewards: np.ndarray, partner_rewards: np.ndarray | None = None,
+                 method: str = "kendall") -> PairArrays:
+    """The vectorised core of pairing on ``[P, N]`` reward matrices (finite, N >= 2; no skipping here).
+
+    Hand-worked: rewards [0.1, 0.9, 0.1] rank [3, 1, 2] (the tied 0.1s: response 0 appears first, so it ranks
+    worse); chosen 1, rejected 0 (the first of the tied minima). Partner [0.0, 0.5, 0.2] ranks [3, 1, 2] too:
+    the rankings agree, tau = 1.
+
+    >>> pa_ = select_pairs(np.array([[0.1, 0.9, 0.1]]), np.array([[0.0, 0.5, 0.2]]))
+    >>> pa_.ranks.tolist(), pa_.partner_ranks.tolist(), pa_.chosen.tolist(), pa_.rejected.tolist()
+    ([[3, 1, 2]], [[3, 1, 2]], [1], [0])
+    >>> float(pa_.consistency[0]), float(pa_.kendall_tau[0])
+    (1.0, 1.0)
+    """
+    ranks = ordinal_ranks(rewards)
+    r = np.asarray(rewards, dtype=np.float64)
+    chosen = np.argmax(r, axis=1).astype(np.int64)
+    rejected = np.argmin(r, axis=1).astype(np.int64)
+    if partner_rewards is None:
+        return PairArrays(ranks, None, chosen, rejected, np.ones(len(ranks)), None)
+    partner_ranks = ordinal_ranks(partner_rewards)
+    c, tau = consistency(ranks, partner_ranks, method)
+    return PairArrays(ranks, partner_ranks, chosen, rejected, c, tau)
 
 
 def _as_matrix(x: np.ndarray, dtype, name: str) -> np.ndarray:

@@ -16,7 +16,8 @@ re-pair) reuses what is stored; a reward model's rewards are kept the same way i
 and preferences tables are written last.
 
 The parts: ``label_config`` (the settings), ``label_cache`` (the per-model score cache), ``label_scorers`` (every
-scorer role's rows) and this module (the stage: read, check, score, write the tables, pair).
+scorer role's rows), ``label_prompts`` (reference and human answers), ``label_pools`` (response pools) and this module
+(the stage: read, check, score, write the tables, pair by the settings' :class:`~cream_data.rewards.spec.PairingSpec`).
 """
 
 from __future__ import annotations
@@ -30,25 +31,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cream_data.errors import CreamError
-from cream_data.rewards.judge import template_hash
+from cream_data.rewards.judge import judge_template_hash
 from cream_data.progress import Progress
-from cream_data.rewards.pairing import PairingSummary
+from cream_data.rewards.pairing import PairingSummary, build_preferences
+from cream_data.rewards.spec import setting_names
 from cream_data.stages.label_config import LabelConfig
-from cream_data.stages.label_scorers import (  # noqa: F401  (re-exported)
-    Scoring, as_human_scores, dpo_or_likelihood, human_responses, judge_template_text, label_dtype, reference_answers,
-    reward_model, roles, score_roles, scores_rows, unscored_rows,
-)
+from cream_data.stages.label_prompts import as_human_scores, human_responses, reference_answers
+from cream_data.stages.label_scorers import (Scoring, judge_template_text, label_dtype, reward_model, score_roles,
+                                             unscored_rows)
 from cream_data.tables import io
 from cream_data.tables.fingerprint import responses_fingerprint, shard_mask
 from cream_data.tables.outputs import guard, locked, only_entries
+from cream_data.tables.shard import Shard, split_shard
 from cream_data.vocab import REWARD_ROLE, TEMPORAL_FOLDERS
 
-__all__ = ["LabelConfig", "LabelSummary", "label", "repair", "write_preferences", "is_label_output", "LABEL_FOLDERS",
-           "check_labeled", "judge_template_text", "scores_rows", "dpo_or_likelihood"]
+__all__ = ["LabelSummary", "label", "pair_from_scores", "write_preferences", "is_label_output", "LABEL_FOLDERS",
+           "check_labeled"]
 
 
 @dataclass
 class LabelSummary:
+    """What a labeling did (``cream label`` prints it; ``cream run`` records it): the scorers' report
+    (label_scorers.ScoringReport) and the pairing's summary (None while other shards are missing)."""
+
     out: str
     responses: int
     prompts: int
@@ -73,9 +78,9 @@ def _engine_check(engine: str) -> None:
 
 
 def _check_tokenizers(refs: dict, tokenizers: dict) -> str:
-    from cream_data.engines.models import template_hash
+    from cream_data.engines.models import chat_template_hash
 
-    hashes = {name: template_hash(tok) for name, tok in tokenizers.items()}
+    hashes = {name: chat_template_hash(tok) for name, tok in tokenizers.items()}
     first = next(iter(hashes))
     for name, h in hashes.items():
         if h != hashes[first]:
@@ -115,19 +120,20 @@ def is_label_output(path: Path) -> bool:
 def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shard: tuple[int, int] | None = None,
           log=None, progress: Progress | None = None) -> LabelSummary:
     """Score, reward, rank, pair: write ``OUT/scores`` and ``OUT/preferences`` (and the ``OUT/logps`` cache).
+    ``shard``: ``(i, k)``, this process's part of the prompts (:class:`~cream_data.tables.shard.Shard`).
 
     Every input is read and checked before the first model runs — the tables, the reference answers, and each
     model against its role (config and tokenizer files only, :mod:`cream_data.engines.model_roles`); a failure
     leaves nothing new in ``OUT``."""
     t0 = time.time()
-    out = Path(out)
+    out, shard = Path(out), Shard.of(shard)
     _engine_check(cfg.engine)
     guard(out, "label", is_label_output, what="labeled folder")
     responses, eligible = _inputs(responses_path, cfg)
-    answers = reference_answers(cfg.prompts, responses) if "oracle" in cfg.roles() else None
+    answers = reference_answers(cfg.prompts, responses) if "oracle" in cfg.scorer_roles() else None
     checked = _Checked(responses, eligible, answers, *_models(cfg), reward_model(cfg))
-    with locked(out, shard=shard if shard and shard[1] > 1 else None, log=log):
-        return _label_locked(responses_path, checked, cfg, out, shard, log, t0, progress)
+    with locked(out, shard=split_shard(shard), log=log):
+        return _label_locked(responses_path, checked, cfg, out, shard=shard, log=log, t0=t0, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -153,42 +159,44 @@ def _inputs(responses_path, cfg: LabelConfig):
     return pooled(_read_responses(responses_path), cfg.chosen_from, cfg.rejected_from, source=responses_path)
 
 
-def _label_locked(responses_path, checked: _Checked, cfg: LabelConfig, out: Path, shard, log, t0: float,
-                  progress: Progress | None = None) -> LabelSummary:
+def _label_locked(responses_path, checked: _Checked, cfg: LabelConfig, out: Path, *, shard: Shard | None, log,
+                  t0: float, progress: Progress | None = None) -> LabelSummary:
     """The stage body, run while this process holds the output's lock. A shard scores its part, pairing reads all."""
     from cream_data.engines import models
 
     responses, refs, th, rm = checked.responses, checked.refs, checked.th, checked.rm
     say = log or (lambda *_: None)
     fp = responses_fingerprint(responses)
-    if shard and shard[1] > 1:
+    if shard is not None and shard.is_split:
         responses = responses.filter(shard_mask(responses["prompt_id"], shard))
-    human = human_responses(cfg, responses) if cfg.human_answers else None
+    human = human_responses(cfg.prompts, responses) if cfg.human_answers else None
     _check_inputs_match(out, fp)
 
-    summary = LabelSummary(out=str(out), responses=responses.num_rows,
-                           prompts=len(set(responses["prompt_id"].to_pylist())), dtype=label_dtype(cfg))
-    ctx = Scoring(cfg, refs, checked.tok, th, rm, out, shard, summary, log, progress)
-    scores = pa.concat_tables(score_roles(ctx, responses, checked.answers))
+    dtype = label_dtype(cfg)
+    ctx = Scoring(cfg=cfg, refs=refs, tok=checked.tok, th=th, rm=rm, out=out, shard=shard, log=log, progress=progress)
+    scores, report = score_roles(ctx, responses, checked.answers)
     human_part = None
     if human is not None and human.num_rows:
         say(f"scoring the human-written answers of {human.num_rows} prompts (never paired)")
-        human_part = as_human_scores(pa.concat_tables(score_roles(ctx, human, checked.answers, cache_tag="--human")),
-                                     human)
+        human_part = as_human_scores(score_roles(ctx, human, checked.answers, cache_tag="--human").scores, human)
     manifest = {"config": _config_dict(cfg, responses_path, shard),
-                "inputs": {"responses": fp, "template_hash": th, "dtype": summary.dtype,  # the stored log-probs' numerics
+                "inputs": {"responses": fp, "template_hash": th, "dtype": dtype,  # the stored log-probs' numerics
                            "model_ids": {ref.name: models.content_id(ref) for ref in refs.values()}}}
     if rm is not None:
         manifest["inputs"]["model_ids"][rm[0].name] = models.content_id(rm[0])
     scores = _write_scores(scores, human_part, out, shard, manifest)
+    pairing = None
     if scores is None:
-        say(f"shard {shard[0]}/{shard[1]} done; preferences are built when every shard has finished "
+        say(f"shard {shard} done; preferences are built when every shard has finished "
             f"(or run `cream label {responses_path} --scores {out} --out {out}`)")
     else:
-        summary.pairing = write_preferences(checked.responses, scores, cfg, out, th, manifest["config"],
-                                            manifest["inputs"], checked.eligible)
-    summary.seconds = time.time() - t0
-    return summary
+        pairing = write_preferences(checked.responses, scores, cfg, out, template_hash=th, config=manifest["config"],
+                                    inputs=manifest["inputs"], eligible=checked.eligible)
+    return LabelSummary(out=str(out), responses=responses.num_rows,
+                        prompts=len(set(responses["prompt_id"].to_pylist())),
+                        models_scored=report.models_scored, models_reused=report.models_reused,
+                        judge_unparsed=report.judge_unparsed, judge_appended=report.judge_appended, pairing=pairing,
+                        seconds=time.time() - t0, dtype=dtype)
 
 
 # the label settings naming a policy, as their flags: each is checked as a policy (model_roles.check_policy)
@@ -212,27 +220,30 @@ def _models(cfg: LabelConfig) -> tuple[dict, object, str]:
     return refs, tokenizers[refs[cfg.model].name], th
 
 
-def _write_scores(scores: pa.Table, human_part: pa.Table | None, out: Path, shard, manifest: dict) -> pa.Table | None:
+def _write_scores(scores: pa.Table, human_part: pa.Table | None, out: Path, shard: Shard | None,
+                  manifest: dict) -> pa.Table | None:
     """Write the scores (and human_scores) of this process; the whole scores table to pair, or None while other
     shards are still missing."""
-    if human_part is None and (out / "human").is_dir() and not (shard and shard[1] > 1):
+    split = split_shard(shard)
+    if human_part is None and (out / "human").is_dir() and split is None:
         shutil.rmtree(out / "human")  # an earlier run's diagnostic would describe other scores
     if human_part is not None:
-        _write_shard_or_table(human_part, out / "human", "human_scores", shard, manifest)
-    if not (shard and shard[1] > 1):
+        _write_shard_or_table(human_part, out / "human", "human_scores", split, manifest)
+    if split is None:
         io.write_table(scores, out / "scores", "scores", manifest_extra=manifest)
         return scores
-    _write_shard_or_table(scores, out / "scores", "scores", shard, manifest)
+    _write_shard_or_table(scores, out / "scores", "scores", split, manifest)
     try:
         return io.read_table(out / "scores", "scores")
     except CreamError:
         return None
 
 
-def _write_shard_or_table(table: pa.Table, folder: Path, kind: str, shard, manifest: dict) -> None:
-    """This shard's part of a table (replacing an earlier one of the same shard), or the whole table."""
-    if shard and shard[1] > 1:
-        w = io.PartWriter(folder, kind, shard=shard)
+def _write_shard_or_table(table: pa.Table, folder: Path, kind: str, split: Shard | None, manifest: dict) -> None:
+    """This shard's part of a table (``split``: a shard that splits the work; replacing an earlier part of the same
+    shard), or the whole table (None)."""
+    if split is not None:
+        w = io.PartWriter(folder, kind, shard=split)
         for old in w.parts():
             old.unlink()
         w.write(table)
@@ -241,34 +252,25 @@ def _write_shard_or_table(table: pa.Table, folder: Path, kind: str, shard, manif
         io.write_table(table, folder, kind, manifest_extra=manifest)
 
 
-def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, out: Path, th: str | None,
+def write_preferences(responses: pa.Table, scores: pa.Table, cfg: LabelConfig, out: Path, *, template_hash: str | None,
                       config: dict, inputs: dict, eligible=None) -> PairingSummary:
-    from cream_data.rewards.pairing import build_preferences
-
-    reward_scorer = REWARD_ROLE[cfg.reward]
-    # By default consistency regularises the DPO reward only (M_t's vs M_{t-1}'s ranking, where the previous
-    # scorer's rows exist); a judge, oracle or reward-model pair keeps C = 1 (the paper's SRLM/Oracle rows), while
-    # the current/previous DPO scores stay in the scores table for the consistency report.
-    # --consistency-between names the two rankings explicitly.
-    if cfg.consistency_between is None:
-        has_prev = cfg.reward == "dpo" and bool(pc.any(pc.equal(scores["scorer"], "previous")).as_py())
-        partner = "previous" if has_prev else None
-    else:
-        between = cfg.between()
-        partner = between[1] if between else None
-    prefs, pairing = build_preferences(
-        responses, scores, reward_scorer=reward_scorer, prev_scorer=partner,
-        consistency=cfg.consistency, scope=cfg.scope, iteration=cfg.iteration, template_hash=th,
-        logp_scorer="current", pair_policy=cfg.pair_policy, eligible=eligible,
-    )
+    """Pair ``scores`` by the settings' pairing spec and write ``OUT/preferences`` (its manifest: ``config``,
+    ``inputs`` and the pairing summary). The spec is built here, once: CREAM's default partner, M_{t-1}'s
+    ``previous`` rows, is used where the scores hold them (:func:`~cream_data.rewards.spec.partner_role`)."""
+    previous_scored = bool(pc.any(pc.equal(scores["scorer"], "previous")).as_py())
+    prefs, pairing = build_preferences(responses, scores, cfg.pairing(previous_scored), iteration=cfg.iteration,
+                                       template_hash=template_hash, logp_scorer="current", eligible=eligible)
     io.write_table(prefs, out / "preferences", "preferences",
                    manifest_extra={"config": config, "inputs": inputs,
                                    "summary": {**pairing.to_dict(), "responses_too_long": unscored_rows(scores)}})
     return pairing
 
 
-def repair(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig, out: str | Path) -> PairingSummary:
-    """Rebuild preferences from stored scores (another consistency method or scope) without loading a model."""
+def pair_from_scores(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig,
+                     out: str | Path) -> PairingSummary:
+    """Rebuild preferences from stored scores (``cream label RESPONSES --scores DIR``) by ``cfg``'s pairing spec,
+    without loading a model. The preferences manifest records the labeling's config with the pairing settings
+    replaced by this one's (every setting the spec is built from: :func:`~cream_data.rewards.spec.setting_names`)."""
     scores_dir = Path(scores_dir)
     folder = scores_dir / "scores" if (scores_dir / "scores").is_dir() else scores_dir
     scores = io.read_table(folder, "scores")
@@ -282,11 +284,10 @@ def repair(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig,
             f"{responses_path} has {fp}); label it again instead"
         )
     th = (manifest.get("inputs") or {}).get("template_hash")
-    config = {**(manifest.get("config") or {}), "consistency": cfg.consistency, "scope": cfg.scope,
-              "consistency_between": cfg.consistency_between, "pair_policy": cfg.pair_policy,
+    config = {**(manifest.get("config") or {}), **{name: getattr(cfg, name) for name in setting_names()},
               "rebuilt_from_scores": str(folder)}
-    return write_preferences(responses, scores, cfg, Path(out), th, config, {"responses": fp, "template_hash": th},
-                             eligible)
+    return write_preferences(responses, scores, cfg, Path(out), template_hash=th, config=config,
+                             inputs={"responses": fp, "template_hash": th}, eligible=eligible)
 
 
 def check_labeled(preferences=None, scores=None, responses=None, human=None) -> None:
@@ -322,6 +323,6 @@ def _config_dict(cfg: LabelConfig, responses_path, shard) -> dict:
     d = asdict(cfg)
     d["responses"] = str(responses_path)
     d["shard"] = list(shard) if shard else None
-    if "judge" in cfg.roles():
-        d["judge_template_hash"] = template_hash(judge_template_text(cfg))
+    if "judge" in cfg.scorer_roles():
+        d["judge_template_hash"] = judge_template_hash(judge_template_text(cfg))
     return d

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from cream_data.errors import CreamError
 from cream_data.tables import io
+from cream_data.tables.shard import Shard
 
 MODEL_ID_FILE = "_model_id.json"
 
@@ -45,18 +46,22 @@ def slug(name: str) -> str:
     return f"{tail}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-def cached_scores(cache: Cache, ref, responses: pa.Table, tokenized, folder: Path, shard, th: str, load_scorer,
-                  flush_rows: int, progress=None, log=None, dtype: str = "fp32") -> tuple[np.ndarray, np.ndarray, bool]:
+def cached_scores(cache: Cache, ref, responses: pa.Table, tokenized, *, folder: Path, shard: Shard | None,
+                  template_hash: str, load_scorer, flush_rows: int, dtype: str = "fp32", progress=None,
+                  log=None) -> tuple[np.ndarray, np.ndarray, bool]:
     """One value per row of ``responses`` under the model ``ref`` run in ``dtype``: read from ``folder`` where
     stored, the rest scored by ``load_scorer()`` (called only if something is left) on the ``tokenized`` distinct
-    items.
+    items, written part by part every ``flush_rows`` rows (this process's ``shard``'s parts; the rows' tokenizer
+    and chat template are ``template_hash``). ``progress(rows, tokens)`` is told of each batch, ``log`` of a cache
+    that could not be used.
 
     Returns (value per row, n_tokens per row, scored_now)."""
     from cream_data.engines import models
 
     model_id = cache_id(models.content_id(ref), dtype)
     forget_if_changed(folder, ref, model_id, cache.what, log)
-    store = _Store(cache, ref, responses, tokenized, folder, shard, th)
+    store = _Store(cache=cache, ref=ref, responses=responses, tokenized=tokenized, folder=folder, shard=shard,
+                   th=template_hash)
     store.load(log)
     scored_now = not store.done.all()
     scorer = load_scorer() if scored_now else None
@@ -79,7 +84,7 @@ class _Store:
     responses: pa.Table
     tokenized: object
     folder: Path
-    shard: tuple | None
+    shard: Shard | None
     th: str
     stored_rows: set = field(default_factory=set)
 
@@ -103,15 +108,15 @@ class _Store:
         for note in writer.drop_unreadable():
             if log:
                 log(f"[yellow]{note}[/]")
-        prev = writer.existing()
-        if prev is None:
+        cached = writer.existing()
+        if cached is None:
             return
-        if set(prev["template_hash"].to_pylist()) - {self.th}:
+        if set(cached["template_hash"].to_pylist()) - {self.th}:
             raise CreamError(f"{self.folder}: cached {self.cache.what} were computed under another tokenizer/template; "
                              "remove it")
         pos = {k: j for j, k in enumerate(self.row_keys)}
-        keys = [f"{p}\x00{i}" for p, i in zip(prev["prompt_id"].to_pylist(), prev["response_idx"].to_pylist())]
-        for key, v, n in zip(keys, prev[self.cache.column].to_pylist(), prev["n_tokens"].to_pylist()):
+        keys = [f"{p}\x00{i}" for p, i in zip(cached["prompt_id"].to_pylist(), cached["response_idx"].to_pylist())]
+        for key, v, n in zip(keys, cached[self.cache.column].to_pylist(), cached["n_tokens"].to_pylist()):
             j = pos.get(key)
             it = self.tokenized.inverse[j] if j is not None else None
             if it is not None and n == self.tokenized.n_tokens[it]:

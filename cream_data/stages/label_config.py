@@ -1,15 +1,20 @@
-"""The label stage's settings (``cream label`` flags, the ``label:`` section of a run config): one definition."""
+"""The label stage's settings (``cream label`` flags, the ``label:`` section of a run config): one definition.
+
+The settings that decide pairing (``reward``, ``consistency_between``, ``consistency``, ``scope``, ``pair_policy``,
+``min_margin``) become a :class:`~cream_data.rewards.spec.PairingSpec` (:meth:`LabelConfig.pairing`); their rules are
+the spec's (:mod:`cream_data.rewards.spec`), checked here through it.
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from cream_data.errors import CreamError
 from cream_data.rewards.judge import load_judge_template
+from cream_data.rewards.spec import PairingSpec, pairing_spec, partner_role, settings_problems
 from cream_data.settings import INT32_MAX, Settings, at_least, dtype_setting, setting, within
 from cream_data.vocab import (CONSISTENCY_MEASURES, ENGINES, JUDGE_MODES, LONG_PROMPTS, PAIR_POLICIES, REWARD_ROLE,
-                              REWARDS, SCOPES, SCORER_ROLES)
+                              REWARDS, SCOPES)
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,12 @@ class LabelConfig(Settings):
         "max_position_embeddings of M_t, M_{t-1}, M_{t-2} or the --reward-model (the judge: its prompt + "
         "--judge-max-new-tokens). skip: not scored, each prompt ranked without them (counted, one warning line) | "
         "error: refuse the table, naming the row."))
-    flush_rows: int = setting(int(os.environ.get("CREAM_LABEL_FLUSH_ROWS", "256")), internal=True,
-                              help="Persist scored rows this often, for resume (CREAM_LABEL_FLUSH_ROWS).",
-                              check=at_least(1))
+    min_margin: float | None = setting(None, help="Skip a pair whose reward margin (chosen's reward minus "
+                                       "rejected's, under the reward that picks the pairs) is below this number >= 0; "
+                                       "counted as 'min_margin'. Default: off. See docs/REWARDS.md.",
+                                       input_when_set=True)
+    flush_rows: int = setting(256, internal=True, help="Persist scored rows this often, for resume (a test sets a "
+                              "small value to kill a run mid-scoring).", check=at_least(1))
 
     def _problems(self) -> list[tuple[str, str]]:
         problems = []
@@ -104,53 +112,37 @@ class LabelConfig(Settings):
             problems.append(("engine", "vllm does not score reward models in this version; use {engine} hf"))
         return problems
 
-    def between(self) -> tuple[str, str] | None:
-        """The two scorer roles of the consistency C (the pair-picking role first), or None for no C.
+    def pairing(self, previous_scored: bool | None = None) -> PairingSpec:
+        """How these settings pair (:func:`~cream_data.rewards.spec.pairing_spec`). ``previous_scored``: whether
+        M_{t-1}'s scores are there (the stored scores hold ``previous`` rows, when re-pairing); by default, whether
+        this labeling scores with M_{t-1} (``prev_model``)."""
+        return pairing_spec(self, previous_scored=bool(self.prev_model) if previous_scored is None else previous_scored)
 
-        Default (``consistency_between`` unset): CREAM's ``current,previous`` when the DPO reward picks the pairs
-        and M_{t-1} scores (``prev_model``); no C for the judge, oracle and reward-model rewards (the paper's
-        SRLM and Oracle rows). ``none`` turns C off."""
+    def scorer_roles(self) -> set[str]:
+        """Every scorer role this labeling produces: the pair-picking one, its consistency partner, and the extras
+        (``previous`` with M_{t-1}, ``rm`` with a reward model)."""
         pick = REWARD_ROLE.get(self.reward, "current")
-        cb = self.consistency_between
-        if cb is None:
-            return (pick, "previous") if self.reward == "dpo" and self.prev_model else None
-        if cb.strip().lower() == "none":
-            return None
-        a, b = (x.strip() for x in cb.split(",", 1))
-        return (a, b) if a == pick else (b, a)
-
-    def roles(self) -> set[str]:
-        """Every scorer role this run produces: the pair-picking one, the consistency partner, and the extras."""
-        out = {"current", REWARD_ROLE.get(self.reward, "current")}
+        out = {"current", pick}
         if self.prev_model:
             out.add("previous")
         if self.reward_model:
             out.add("rm")
-        if self.between():
-            out.update(self.between())
+        partner = partner_role(self.reward, self.consistency_between, previous_scored=bool(self.prev_model))
+        if partner is not None:
+            out.update((pick, partner))
         return out
 
     def _pairing_problems(self) -> list[tuple[str, str]]:
-        cb = self.consistency_between
-        if cb is not None and cb.strip().lower() != "none":
-            parts = [x.strip() for x in cb.split(",")]
-            pick = REWARD_ROLE.get(self.reward, "current")
-            if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-                return [("consistency_between", f"got {cb!r}, expected two different scorer roles A,B from "
-                         f"{', '.join(SCORER_ROLES)} (or none)")]
-            unknown = [x for x in parts if x not in SCORER_ROLES]
-            if unknown:
-                return [("consistency_between", f"got {unknown[0]!r}, expected a scorer role: "
-                         f"{', '.join(SCORER_ROLES)}")]
-            if pick not in parts:
-                return [("consistency_between", f"got {cb!r}, expected one of the two to be {pick!r} (the scorer "
-                         f"that picks the pairs under {{reward}} {self.reward})")]
-            other = parts[1] if parts[0] == pick else parts[0]
-            need = {"previous": (self.prev_model, "prev_model"), "rm": (self.reward_model, "reward_model"),
-                    "oracle": (self.prompts, "prompts")}
-            if self.model and other in need and not need[other][0]:  # labeling, not re-pairing: made here
-                return [("consistency_between", f"got {cb!r}: scorer {other!r} needs {{{need[other][1]}}}")]
-        if self.pair_policy in PAIR_POLICIES and self.pair_policy != "weight" and self.model and self.between() is None:
-            return [("pair_policy", f"got {self.pair_policy!r}, which needs two scorers to agree; give "
-                     "{consistency_between} A,B (or {prev_model} for current,previous)")]
-        return []
+        """The pairing rules (:func:`~cream_data.rewards.spec.settings_problems`; when re-pairing stored scores,
+        ``model`` unset, the partner is known only from them), and, when labeling, that the partner is scored."""
+        labeling = bool(self.model)
+        problems = settings_problems(self, previous_scored=bool(self.prev_model) if labeling else None)
+        if any(key == "consistency_between" for key, _ in problems) or self.consistency_between is None:
+            return problems
+        other = partner_role(self.reward, self.consistency_between, previous_scored=bool(self.prev_model))
+        need = {"previous": (self.prev_model, "prev_model"), "rm": (self.reward_model, "reward_model"),
+                "oracle": (self.prompts, "prompts")}
+        if labeling and other in need and not need[other][0]:  # labeling, not re-pairing: made here
+            problems.insert(0, ("consistency_between", f"got {self.consistency_between!r}: scorer {other!r} needs "
+                                f"{{{need[other][1]}}}"))
+        return problems

@@ -5,18 +5,19 @@
     judge                M_t's SRLM 5-point judge score      oracle   correctness against the reference answer
     rm                   a reward model's single logit (cached like log-probs)
 
-Also the human-written answers of ``--human-answers``, scored as pseudo-responses by the same scorers. A response
-some model cannot read whole (beyond its max_position_embeddings) is scored by none (``--long-responses``).
+Also the human-written answers of ``--human-answers`` (``label_prompts``), scored as pseudo-responses by the same
+scorers. A response some model cannot read whole (beyond its max_position_embeddings) is scored by none
+(``--long-responses``). The scorers take the stage's context (:class:`Scoring`) and return their rows with a report of
+what they did (:class:`ScoringReport`); the stage folds that into its summary.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -24,27 +25,27 @@ import pyarrow.compute as pc
 
 from cream_data.errors import CreamError
 from cream_data.progress import Progress, counting
+from cream_data.rewards.dpo import dpo_or_likelihood
 from cream_data.rewards.judge import JUDGE_PROMPT, load_judge_template
 from cream_data.stages.label_cache import LOGPS, RM_REWARDS, cached_scores, slug
 from cream_data.stages.label_config import LabelConfig
-from cream_data.tables import io
-
-if TYPE_CHECKING:
-    from cream_data.stages.label import LabelSummary
+from cream_data.tables.shard import Shard
 
 
-def roles(cfg: LabelConfig) -> list[tuple[str, str, str | None]]:
-    """(scorer, model, ref_model) rows to produce, before judge/oracle."""
+def logprob_roles(cfg: LabelConfig) -> list[tuple[str, str, str | None]]:
+    """(scorer, model, ref_model) of the roles rewarded from log-probs (current, and previous with M_{t-1}): the DPO
+    implicit reward, or the length-normalised likelihood without a reference."""
     out = [("current", cfg.model, cfg.ref)]  # with --reward judge/oracle these are informative scores
     if cfg.prev_model:
         out.append(("previous", cfg.prev_model, cfg.prev_ref))
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class Scoring:
-    """What scoring a responses table needs: the settings, the resolved models and their tokenizer, where the
-    caches go, and the summary to report into."""
+    """What scoring a responses table needs: the settings, the resolved models (name -> ref) and their tokenizer,
+    the shared template hash, the reward model (ref, tokenizer, template hash) or None, where the caches go and this
+    process's shard; where to say what happens."""
 
     cfg: LabelConfig
     refs: dict
@@ -52,13 +53,33 @@ class Scoring:
     th: str
     rm: tuple | None
     out: Path
-    shard: tuple | None
-    summary: LabelSummary
+    shard: Shard | None
     log: object = None
     progress: Progress | None = None  # cream_data.progress: the command line draws it
 
 
-def score_roles(ctx: Scoring, responses: pa.Table, answers: dict | None, cache_tag: str = "") -> list[pa.Table]:
+@dataclass
+class ScoringReport:
+    """What scoring did: the models that scored now and those whose cached values were reused (reward model
+    first), the judge's outputs without a parseable score (parse mode) and without a cue (expected mode)."""
+
+    models_scored: list[str] = field(default_factory=list)
+    models_reused: list[str] = field(default_factory=list)
+    judge_unparsed: int = 0
+    judge_appended: int = 0
+
+    def model(self, name: str, scored_now: bool) -> None:
+        (self.models_scored if scored_now else self.models_reused).append(name)
+
+
+class Scored(NamedTuple):
+    """Every scorer role's rows for a responses table, and the report of how they were made."""
+
+    scores: pa.Table
+    report: ScoringReport
+
+
+def score_roles(ctx: Scoring, responses: pa.Table, answers: dict | None, cache_tag: str = "") -> Scored:
     """The scores rows of every scorer role of this run for ``responses``: log-probs of every distinct model (cached
     in ``OUT/logps/<model><cache_tag>/``), their DPO (or likelihood) rewards per role, and the oracle, judge and
     reward-model rows where those roles are in use. ``cache_tag`` keeps the human answers' caches apart. Rows some
@@ -73,54 +94,57 @@ def score_roles(ctx: Scoring, responses: pa.Table, answers: dict | None, cache_t
     rm_tokenized = rm_score.tokenize(ctx.rm[1], prompts, texts) if ctx.rm is not None else None
     long = too_long(ctx, responses, tokenized, rm_tokenized, human=bool(cache_tag))
     if not long.any():
-        return _scored(ctx, responses, answers, cache_tag, tokenized, rm_tokenized)
+        parts, report = _scored(ctx, responses, answers, cache_tag, tokenized, rm_tokenized)
+        return Scored(pa.concat_tables(parts), report)
     fit = np.flatnonzero(~long)
-    parts = _scored(ctx, responses.take(pa.array(fit)), answers, cache_tag, tokenized.take(fit),
-                    rm_tokenized.take(fit) if rm_tokenized is not None else None) if len(fit) else []
-    return parts + _unscored(ctx, responses.filter(pa.array(long)), tokenized.n_tokens[tokenized.inverse][long])
+    parts, report = (_scored(ctx, responses.take(pa.array(fit)), answers, cache_tag, tokenized.take(fit),
+                             rm_tokenized.take(fit) if rm_tokenized is not None else None)
+                     if len(fit) else ([], ScoringReport()))
+    unscored = _unscored(ctx, responses.filter(pa.array(long)), tokenized.n_tokens[tokenized.inverse][long])
+    return Scored(pa.concat_tables(parts + unscored), report)
 
 
 def _scored(ctx: Scoring, responses: pa.Table, answers: dict | None, cache_tag: str, tokenized,
-            rm_tokenized) -> list[pa.Table]:
-    """The rows of every scorer role for ``responses`` (all of which every model can read), scored."""
-    cfg, out, say = ctx.cfg, ctx.out, ctx.log or (lambda *_: None)
-    # the reward model first: a checkpoint refused only once loaded (no head weights) is refused before any scoring
-    rm_part = (_rm_scores(ctx.rm, responses, rm_tokenized, tokenized, out, ctx.shard, cfg, ctx.summary, ctx.log,
-                          cache_tag, ctx.progress)
-               if ctx.rm is not None else None)
+            rm_tokenized) -> tuple[list[pa.Table], ScoringReport]:
+    """The rows of every scorer role for ``responses`` (all of which every model can read), scored, and the report
+    of what was scored now and what was reused."""
+    cfg, say = ctx.cfg, ctx.log or (lambda *_: None)
+    report = ScoringReport()
+    rm_part = None
+    if ctx.rm is not None:  # first: a checkpoint refused only once loaded (no head weights) is refused before scoring
+        rm_part, rm_scored = _rm_scores(ctx, responses, rm_tokenized, tokenized, cache_tag)
+        report.model(ctx.rm[0].name, rm_scored)
     logp: dict[str, np.ndarray] = {}
     ntok = None
     for name, ref in ctx.refs.items():
-        folder = out / "logps" / (slug(ref.name) + cache_tag)
+        folder = ctx.out / "logps" / (slug(ref.name) + cache_tag)
         tick = counting(ctx.progress, f"scoring with {ref.name}", len(tokenized.ids))
-        logp[name], ntok, scored = _score_model(ref, responses, ctx.tok, tokenized, folder, ctx.shard, cfg, ctx.th,
-                                                tick, progress_log=ctx.log)
-        if not cache_tag:
-            (ctx.summary.models_scored if scored else ctx.summary.models_reused).append(ref.name)
+        logp[name], ntok, scored = _score_model(ctx, ref, responses, tokenized, folder, tick)
+        report.model(ref.name, scored)
         say(f"{'scored' if scored else 'reused cached log-probs of'} {ref.name}")
     parts = []
-    for scorer, m, r in roles(cfg):
+    for scorer, m, r in logprob_roles(cfg):
         lp, rlp = logp[m], (logp[r] if r else None)
         reward, kind = dpo_or_likelihood(lp, rlp, ntok)
         parts.append(scores_rows(responses, scorer, ctx.refs[m].name, ctx.refs[r].name if r else None, lp, rlp, ntok,
                                  reward, kind))
-    if "oracle" in cfg.roles():
+    if "oracle" in cfg.scorer_roles():
         parts.append(_oracle_scores(responses, answers, ntok))
-    if "judge" in cfg.roles():
-        judge_part, unparsed, appended = _judge_scores(responses, ctx.refs[cfg.model], cfg, ntok, ctx.log)
+    if "judge" in cfg.scorer_roles():
+        judge_part, report.judge_unparsed, report.judge_appended = _judge_scores(responses, ctx.refs[cfg.model], cfg,
+                                                                                ntok, ctx.log)
         parts.append(judge_part)
-        if not cache_tag:
-            ctx.summary.judge_unparsed, ctx.summary.judge_appended = unparsed, appended
     if rm_part is not None:
         parts.append(rm_part)
-    return parts
+    return parts, report
 
 
-def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, cfg: LabelConfig, th: str,
-                 progress=None, progress_log=None) -> tuple[np.ndarray, np.ndarray, bool]:
+def _score_model(ctx: Scoring, ref, responses: pa.Table, tokenized, folder: Path,
+                 progress=None) -> tuple[np.ndarray, np.ndarray, bool]:
     """Log-probs of every row under one model: from the cache where present, scoring only the rest.
 
     Returns (logp per row, n_tokens per row, scored_now)."""
+    cfg = ctx.cfg
 
     def load_scorer():
         if cfg.engine == "vllm":
@@ -133,11 +157,12 @@ def _score_model(ref, responses: pa.Table, tok, tokenized, folder: Path, shard, 
         # bf16/fp16: a mixed-precision trainer's numerics (fp32 embeddings and norms, autocast matmuls), so the stored
         # log-probs are the reference `cream train` would compute (models.mixed_weights)
         model, _, _ = models.load(ref, dtype=cfg.dtype, mixed=True)
-        return HFScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens,
+        return HFScorer(model, ctx.tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens,
                         compute=label_dtype(cfg))
 
-    return cached_scores(LOGPS, ref, responses, tokenized, folder, shard, th, load_scorer, cfg.flush_rows, progress,
-                         progress_log, dtype=label_dtype(cfg))
+    return cached_scores(LOGPS, ref, responses, tokenized, folder=folder, shard=ctx.shard, template_hash=ctx.th,
+                         load_scorer=load_scorer, flush_rows=cfg.flush_rows, dtype=label_dtype(cfg),
+                         progress=progress, log=ctx.log)
 
 
 def label_dtype(cfg: LabelConfig) -> str:
@@ -165,84 +190,7 @@ def scores_rows(responses: pa.Table, scorer: str, model: str, ref_model: str | N
     })
 
 
-def dpo_or_likelihood(logp: np.ndarray, ref_logp: np.ndarray | None, n_tokens: np.ndarray) -> tuple[np.ndarray, str]:
-    """DPO implicit reward ``logp - ref_logp``; without a reference the length-normalised log-likelihood."""
-    if ref_logp is None:
-        return logp / np.maximum(n_tokens, 1), "likelihood_norm"
-    return logp - ref_logp, "dpo"
-
-
-def human_responses(cfg: LabelConfig, responses: pa.Table) -> pa.Table:
-    """One pseudo-response per labeled prompt that has a human-written answer in the ``--prompts`` table:
-    (prompt_id, prompt, response_idx 0, response = the human answer), scored like a sample but never paired."""
-    prompts = _prompts_of(cfg.prompts, responses, "human_answer")
-    answer = {p: a for p, a in zip(prompts["prompt_id"].to_pylist(), prompts["human_answer"].to_pylist())
-              if a is not None and a.strip()}
-    if not answer:
-        raise CreamError(f"--human-answers: {cfg.prompts} has no human_answer in any row (a prompts table written "
-                         "by `cream prompts` from a source with human answers: GSM8K solutions, oasst rank-0 "
-                         "replies, a response/completion field)")
-    first = pc.index_in(pa.array(sorted(answer)), value_set=responses["prompt_id"].cast(pa.string()))
-    rows = [i for i in first.to_pylist() if i is not None]
-    sub = responses.take(pa.array(rows, pa.int64())) if rows else responses.slice(0, 0)
-    pids = sub["prompt_id"].to_pylist()
-    return pa.table({"prompt_id": sub["prompt_id"], "prompt": sub["prompt"],
-                     "response_idx": pa.array([0] * len(pids), pa.int16()),
-                     "response": pa.array([answer[p] for p in pids], pa.string())})
-
-
-def as_human_scores(scores: pa.Table, human: pa.Table) -> pa.Table:
-    """Scores rows of the pseudo-responses as a ``human_scores`` table (no response_idx, the answer kept)."""
-    text = dict(zip(human["prompt_id"].to_pylist(), human["response"].to_pylist()))
-    t = scores.drop_columns(["response_idx"])
-    return t.append_column("human_answer", pa.array([text[p] for p in t["prompt_id"].to_pylist()], pa.string()))
-
-
-def _prompts_of(prompts_path, responses: pa.Table, column: str) -> pa.Table:
-    """``prompt_id`` and ``column`` of the ``--prompts`` table, after checking that each prompt_id it shares with
-    the responses names the same prompt in both (another prompt's answer would reward the wrong question)."""
-    from cream_data.stages.label_pools import prompt_per_id, same_prompts
-
-    prompts = io.read_table(prompts_path, "prompts", columns=["prompt_id", "prompt", column])
-    missing = [c for c in ("prompt_id", "prompt", column) if c not in prompts.column_names]
-    if missing:
-        raise CreamError(f"{prompts_path}: no column {missing[0]!r}; expected a prompts table (`cream prompts`) "
-                         f"with prompt_id, prompt and {column}")
-    ids = prompts["prompt_id"].to_pylist()
-    if len(set(ids)) != len(ids):  # two rows of one prompt could give two different answers: which is the one?
-        twice = next(p for p, n in Counter(ids).items() if n > 1)
-        raise CreamError(f"{prompts_path}: prompt_id {twice!r} is given {Counter(ids)[twice]} times; a prompts table "
-                         "has one row per prompt_id")
-    same_prompts(prompt_per_id(prompts, str(prompts_path)), prompt_per_id(responses, "the responses"),
-                 str(prompts_path), "the responses")
-    return prompts.drop_columns(["prompt"])
-
-
 # ---------------------------------------------------------------------------- judge and oracle
-def reference_answers(prompts_path, responses: pa.Table) -> dict:
-    """prompt_id → reference answer from the prompts table; every labeled prompt must have a row, and a reference
-    answer the oracle can check (a number, a GSM8K solution ending '#### n', an option letter): a prompt without
-    one would have no oracle reward on any of its responses, and no pair."""
-    from cream_data.rewards.answers import oracle_reward
-
-    prompts = _prompts_of(prompts_path, responses, "reference_answer")
-    ref = dict(zip(prompts["prompt_id"].to_pylist(), prompts["reference_answer"].to_pylist()))
-    labeled = sorted(set(responses["prompt_id"].to_pylist()))
-    missing = [p for p in labeled if p not in ref]
-    if missing:
-        raise CreamError(f"{prompts_path}: has no row for prompt_id {missing[0]!r} ({len(missing)} missing); "
-                         "pass the prompts table these responses were sampled from")
-    unusable = [p for p in labeled if oracle_reward(None, ref[p]) is None]  # None exactly when it cannot check
-    if unusable:
-        shown = ", ".join(repr(p) for p in unusable[:3]) + (", …" if len(unusable) > 3 else "")
-        what = "no reference_answer" if all(ref[p] is None or not str(ref[p]).strip() for p in unusable) else \
-            "no reference_answer the oracle can check (a number, a '#### n' solution or an option letter)"
-        raise CreamError(f"{prompts_path}: {len(unusable)} of the {len(labeled)} labeled prompts have {what}: "
-                         f"prompt_id {shown}; the oracle scorer needs one for every prompt (another --reward, or "
-                         "a prompts table with answers)")
-    return ref
-
-
 def _oracle_scores(responses: pa.Table, ref: dict, ntok: np.ndarray) -> pa.Table:
     from cream_data.rewards.answers import oracle_reward
 
@@ -284,31 +232,32 @@ def reward_model(cfg: LabelConfig):
     except CreamError as e:
         raise CreamError(f"--reward-model: {e}") from None
     tok = rm_score.check(ref, trust_remote_code=cfg.trust_remote_code)
-    return ref, tok, models.template_hash(tok)
+    return ref, tok, models.chat_template_hash(tok)
 
 
-def _rm_scores(rm, responses: pa.Table, tokenized, policy_tokenized, out: Path, shard, cfg: LabelConfig,
-               summary: LabelSummary, log, cache_tag: str = "", progress: Progress | None = None) -> pa.Table:
-    """The reward model's rows (scorer ``rm``), its rewards cached in ``OUT/rm/<model>/`` like log-probs;
-    ``tokenized``: the rows under its own tokenizer. ``n_tokens`` is the policy's response length
-    (``policy_tokenized``), as in every other row."""
+def _rm_scores(ctx: Scoring, responses: pa.Table, tokenized, policy_tokenized,
+               cache_tag: str) -> tuple[pa.Table, bool]:
+    """The reward model's rows (scorer ``rm``), its rewards cached in ``OUT/rm/<model>/`` like log-probs, and
+    whether it scored now (not all cached); ``tokenized``: the rows under its own tokenizer. ``n_tokens`` is the
+    policy's response length (``policy_tokenized``), as in every other row."""
     from cream_data.engines import rm_score
 
-    ref, tok, th = rm
+    cfg, log = ctx.cfg, ctx.log
+    ref, tok, th = ctx.rm
 
     def load_scorer():
         model = rm_score.load(ref, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
         return rm_score.RMScorer(model, tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens)
 
-    tick = counting(progress, f"scoring with reward model {ref.name}", len(tokenized.ids))
-    reward, _, scored = cached_scores(RM_REWARDS, ref, responses, tokenized, out / "rm" / (slug(ref.name) + cache_tag),
-                                      shard, th, load_scorer, cfg.flush_rows, tick, log, dtype=label_dtype(cfg))
-    if not cache_tag:
-        (summary.models_scored if scored else summary.models_reused).append(ref.name)
+    tick = counting(ctx.progress, f"scoring with reward model {ref.name}", len(tokenized.ids))
+    reward, _, scored = cached_scores(RM_REWARDS, ref, responses, tokenized,
+                                      folder=ctx.out / "rm" / (slug(ref.name) + cache_tag), shard=ctx.shard,
+                                      template_hash=th, load_scorer=load_scorer, flush_rows=cfg.flush_rows,
+                                      dtype=label_dtype(cfg), progress=tick, log=log)
     if log:
         log(f"{'scored' if scored else 'reused cached rewards of'} reward model {ref.name}")
     ntok = policy_tokenized.n_tokens[policy_tokenized.inverse]
-    return scores_rows(responses, "rm", ref.name, None, None, None, ntok, reward, "rm")
+    return scores_rows(responses, "rm", ref.name, None, None, None, ntok, reward, "rm"), scored
 
 
 # ---------------------------------------------------------------------------- responses beyond a model's context
@@ -331,7 +280,7 @@ def _readers(ctx: Scoring, responses: pa.Table, tokenized, rm_tokenized) -> list
     cfg = ctx.cfg
     out = [_Reader(f"model {ref.name}", "templated prompt + response", context_length(ref, what=f"model {ref.name}"),
                    tokenized.lengths) for ref in ctx.refs.values()]
-    if "judge" in cfg.roles():
+    if "judge" in cfg.scorer_roles():
         ref = ctx.refs[cfg.model]
         tokens = judge_lengths(ctx.tok, responses["prompt"].to_pylist(), responses["response"].to_pylist(),
                                max_new_tokens=cfg.judge_max_new_tokens, mode=cfg.judge_mode,
@@ -372,7 +321,7 @@ def too_long(ctx: Scoring, responses: pa.Table, tokenized, rm_tokenized, *, huma
     if ctx.cfg.long_responses == "error":
         raise CreamError(f"{fact}; {n} of {total} responses do not fit: shorten them, score with longer-context "
                          "models, or --long-responses skip")
-    if n == total and not (ctx.shard and ctx.shard[1] > 1):
+    if n == total and not (ctx.shard and ctx.shard.is_split):
         raise CreamError(f"none of the {total} responses fits every scoring model's context ({fact}); nothing left "
                          "to label: shorten them or score with longer-context models")
     _warn(ctx, f"skipped {n} of {total} responses too long for a scoring model ({fact}): not scored, each prompt "
@@ -397,10 +346,10 @@ def _unscored(ctx: Scoring, long: pa.Table, ntok: np.ndarray) -> list[pa.Table]:
     policy's response length in ``n_tokens``. The same roles, models and reward kinds as :func:`_scored`'s rows."""
     cfg, refs = ctx.cfg, ctx.refs
     specs = [(scorer, refs[m].name, refs[r].name if r else None, "dpo" if r else "likelihood_norm")
-             for scorer, m, r in roles(cfg)]
-    if "oracle" in cfg.roles():
+             for scorer, m, r in logprob_roles(cfg)]
+    if "oracle" in cfg.scorer_roles():
         specs.append(("oracle", "oracle:reference_answer", None, "oracle"))
-    if "judge" in cfg.roles():
+    if "judge" in cfg.scorer_roles():
         specs.append(("judge", refs[cfg.model].name, None, "judge"))
     if ctx.rm is not None:
         specs.append(("rm", ctx.rm[0].name, None, "rm"))

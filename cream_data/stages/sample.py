@@ -37,7 +37,8 @@ import schemas
 from cream_data.tables import io
 from cream_data.engines.base import Generation, SamplingEngine, plan_batches, prompt_seed
 from cream_data.errors import CreamError, missing_package
-from cream_data.tables.outputs import guard, has_table, locked
+from cream_data.tables.outputs import check_resume, guard, has_table, locked
+from cream_data.tables.shard import Shard, split_shard
 from cream_data.progress import Progress
 from cream_data.stages.sample_config import SampleConfig
 
@@ -60,7 +61,7 @@ class SampleSummary:
     finish_reasons: dict = field(default_factory=dict)  # counts in this call
     seconds: float = 0.0  # the whole call, model loading included
     generate_seconds: float = 0.0  # inside the engine's generate: the basis of tokens/s
-    shard: tuple[int, int] | None = None
+    shard: Shard | None = None  # this process's shard where the work is split, else None
     dtype: str = ""  # the dtype the engine ran in (bf16, fp32, …); "" when nothing was sampled in this call
     prompts_too_long: int = 0  # skipped: templated prompt + max_new_tokens beyond the model's context (all shards)
     notes: tuple[str, ...] = ()  # what the user should know (printed as warnings by `cream sample`)
@@ -73,10 +74,8 @@ class SampleSummary:
 
 def shard_batches(batches: list[list[int]], shard: tuple[int, int] | None) -> list[list[int]]:
     """Batch ``j`` belongs to shard ``j mod k``: disjoint, covering, and balanced in length."""
-    if not shard or shard[1] <= 1:
-        return batches
-    i, k = shard
-    return batches[i::k]
+    split = split_shard(shard)
+    return batches if split is None else batches[split.index::split.count]
 
 
 def fingerprint(table: pa.Table) -> str:
@@ -104,25 +103,22 @@ def _check_out(out: Path, record: dict, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise CreamError(f"--out {out}: is a file; expected a folder for the responses table")
-    cfg_path = out / CONFIG_FILE
-    if cfg_path.exists():
-        old = io.read_json_object(cfg_path, "sampling settings")
-        keys = ("identity", "input_fingerprint", "shards")
-        diff = [k for k in keys if old.get(k) != record[k]]
-        if diff:
-            detail = []
-            for k in diff:
-                if k == "identity":
-                    detail += [f"the model at {record[k]['model']} changed since (content id {old[k].get(f)} -> {v})"
-                               if f == "model_id" else f"{f} {old[k].get(f)!r} -> {v!r}"
-                               for f, v in record[k].items() if old[k].get(f) != v]
-                else:
-                    detail.append(f"{k} {old.get(k)!r} -> {record[k]!r}")
-            raise CreamError(f"--out {out}: holds a sampling run with other settings ({'; '.join(detail)}); "
-                             "choose another --out or pass --overwrite")
-    elif any(out.glob("part-*.parquet")) or any(out.glob("_manifest*.json")):
-        raise CreamError(f"--out {out}: holds a table not written by `cream sample`; "
-                         "choose another --out or pass --overwrite")
+
+    def differences(old: dict) -> list[str]:
+        detail = []
+        for k in ("identity", "input_fingerprint", "shards"):
+            if old.get(k) == record[k]:
+                continue
+            if k == "identity":
+                detail += [f"the model at {record[k]['model']} changed since (content id {old[k].get(f)} -> {v})"
+                           if f == "model_id" else f"{f} {old[k].get(f)!r} -> {v!r}"
+                           for f, v in record[k].items() if old[k].get(f) != v]
+            else:
+                detail.append(f"{k} {old.get(k)!r} -> {record[k]!r}")
+        return detail
+
+    check_resume(out, CONFIG_FILE, record["identity"], overwrite, what="a sampling run", command="cream sample",
+                 label="sampling settings", differences=differences)
 
 
 def is_sample_output(path: Path) -> bool:
@@ -130,15 +126,15 @@ def is_sample_output(path: Path) -> bool:
     return path.is_dir() and ((path / CONFIG_FILE).is_file() or has_table(path, ("responses",)))
 
 
-def _clear_for_overwrite(out: Path, shard: tuple[int, int] | None) -> None:
+def _clear_for_overwrite(out: Path, shard: Shard | None) -> None:
     """Remove table files that this process may replace: its own shard's and those of any other sharding.
 
     Files of sibling shards of the same sharding are left alone, so all k processes may pass --overwrite.
     """
     if not out.is_dir():
         return
-    mine = f".shard-{shard[0]:05d}-of-{shard[1]:05d}." if shard else None
-    same_sharding = f"-of-{shard[1]:05d}." if shard else None
+    mine = f"{shard.suffix}." if shard else None
+    same_sharding = f"-of-{shard.count:05d}." if shard else None
     for p in list(out.glob("part-*.parquet")) + list(out.glob("_manifest*.json")):
         if shard and same_sharding in p.name and mine not in p.name:
             continue
@@ -192,7 +188,7 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
     """
     t0 = time.perf_counter()
     out = Path(out)
-    shard = shard if shard and shard[1] > 1 else None
+    shard = split_shard(shard)  # None: one process does the whole table
     table, source = _load_prompts(prompts)
     if table.num_rows == 0:
         raise CreamError(f"{source}: empty prompts table; expected at least one prompt")
@@ -207,7 +203,7 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
         raise missing_package("vllm", "--engine vllm", VLLM_INSTALL)
     guard(out, "sample", is_sample_output, overwrite=overwrite, what="responses table")
     record = {"stage": "sample", "identity": {**cfg.identity(ref.name), "model_id": models.content_id(ref)},
-              "input_fingerprint": fingerprint(table), "shards": shard[1] if shard else 1, "config": asdict(cfg),
+              "input_fingerprint": fingerprint(table), "shards": shard.count if shard else 1, "config": asdict(cfg),
               "input": source, "input_rows": table.num_rows}
     with locked(out, shard=shard):
         return _sample_locked(table, cfg, out, ref, record, shard, overwrite, engine, progress, t0)

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cream_data.hashing import files_hash, table_hash
+from cream_data.tables.shard import split_shard
 
 
 def table_fingerprint(table: pa.Table, columns: list[str] | None = None, sort_by: list[str] | None = None) -> str:
@@ -34,7 +35,7 @@ def shard_mask(keys: pa.Array | pa.ChunkedArray, shard: tuple[int, int] | None) 
     import numpy as np
 
     values = keys.to_pylist()
-    if not shard or shard[1] <= 1:
+    if split_shard(shard) is None:
         return pa.array(np.ones(len(values), dtype=bool))
     i, k = shard
     return pa.array([int(hashlib.md5(str(v).encode()).hexdigest()[:8], 16) % k == i for v in values])

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from cream_data.errors import CreamError
+from cream_data.tables.shard import split_shard
 
 Recognise = Callable[[Path], bool]
 
@@ -108,17 +109,23 @@ def only_entries(path: Path, allowed: Callable[[Path], bool]) -> bool:
     return bool(entries) and all(allowed(e) for e in entries)
 
 
-def check_resume(out: Path, settings_file: str, identity: dict, overwrite: bool, *, what: str, command: str) -> None:
+def check_resume(out: Path, settings_file: str, identity: dict, overwrite: bool, *, what: str, command: str,
+                 label: str = "saved settings", differences: Callable[[dict], list[str]] | None = None) -> None:
     """A resumable stage's existing output must hold this very run: the settings it saved (``settings_file``, its
-    ``identity``) equal ``identity``; a table without that file was not written by ``command``."""
+    ``identity``) equal ``identity``; a table without that file was not written by ``command``. ``differences(saved)``
+    says how the saved settings differ, each as a short phrase (default: the ``identity`` fields that changed)."""
     from cream_data.tables.io import read_json_object
 
     if overwrite or not out.exists():
         return
     cfg_path = out / settings_file
     if cfg_path.exists():
-        old = read_json_object(cfg_path, "saved settings").get("identity", {})
-        diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in identity.items() if old.get(k) != v]
+        saved = read_json_object(cfg_path, label)
+        if differences is None:
+            old = saved.get("identity", {})
+            diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in identity.items() if old.get(k) != v]
+        else:
+            diff = differences(saved)
         if diff:
             raise CreamError(f"--out {out}: holds {what} with other settings ({'; '.join(diff)}); "
                              "choose another --out or pass --overwrite")
@@ -167,7 +174,8 @@ def replacing(paths) -> Iterator[list[Path]]:
 
 # ---------------------------------------------------------------------------- one writer per output
 def _lock_path(path: Path, shard: tuple[int, int] | None) -> Path:
-    suffix = f".shard-{shard[0]:05d}-of-{shard[1]:05d}" if shard and shard[1] > 1 else ""
+    shard = split_shard(shard)
+    suffix = shard.suffix if shard else ""
     return path.parent / f".{path.name}{suffix}.lock"
 
 
