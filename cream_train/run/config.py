@@ -37,10 +37,9 @@ from cream_data.settings import (INT32_MAX, INT64_MAX, SettingsError, canonical_
                                  plain, setting, shown, type_name)
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS, TEMPORAL_REWARDS
 from cream_train.run.config_paths import exists, looks_local, resolve_paths, too_long
-from cream_train.run.sections import (  # noqa: F401  (re-exported: the sections of a run config, docs' alias table)
-    LAUNCH, NODES, OWNED_KEY, EvalSection, LabelSection, NodesSection, PromptsSection, SampleSection, SFTSection,
-    Stages, TrainSection, alias_table,
-)
+from cream_train.run.prompt_sources import count_prompts, resolved_source
+from cream_train.run.sections import (LAUNCH, NODES, OWNED_KEY, EvalSection, LabelSection, NodesSection,
+                                      PromptsSection, SampleSection, SFTSection, Stages, TrainSection)
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,31 @@ class RunConfig:
         d = plain(dataclasses.asdict(self))
         d["label"].update(self.label_pairing())
         return d
+
+
+def alias_table() -> str:
+    """docs/CONFIG.md's table of TRL's names (settings.ALIASES, settings.SAME_AS_TRL): each name, cream's, its flags
+    and where it is a key of a run config (tests/test_user_names.py checks the doc holds exactly this)."""
+    from cream_data.settings import ALIASES, SAME_AS_TRL
+
+    hints = get_type_hints(RunConfig)
+
+    def keys(name: str) -> str:
+        where = [f"`{name}` (top level)" for f in fields(RunConfig) if f.name == name]
+        where += [f"`{f.name}`" for f in fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])
+                  and name in {g.name for g in fields(hints[f.name])}]
+        return ", ".join(where) or "none (the run fills it)"
+
+    def forms(name: str) -> str:
+        dashed = "--" + name.replace("_", "-")
+        return f"`{dashed}`" + (f", `--{name}`" if "_" in name else "")
+
+    rows = ["| TRL name | cream's name | flags | run config keys |", "| --- | --- | --- | --- |"]
+    for alias, name in ALIASES.items():
+        rows.append(f"| `{alias}` | `{name}` | {forms(alias)} for `--{name.replace('_', '-')}` | {keys(name)} |")
+    for name in SAME_AS_TRL:
+        rows.append(f"| `{name}` | the same | {forms(name)} | {keys(name)} |")
+    return "\n".join(rows)
 
 
 def _build(cls, raw: Any, where: str, problems: list[str]):
@@ -154,7 +178,7 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
     for where, path in paths:
         if not path:
             problems.append(f"{where}: missing, expected a file, folder or Hub id")
-        elif _looks_local(path) and not too_long(path) and not exists(base / path):
+        elif looks_local(path) and not too_long(path) and not exists(base / path):
             problems.append(f"{where}: {base / path} does not exist")
     for name in ("sft", "train"):
         conf = getattr(cfg, name).accelerate_config
@@ -277,7 +301,7 @@ def _check_sft(s: SFTSection, base: Path, problems: list[str]) -> None:
     from cream_data.inputs.prompts import load_sft
 
     try:
-        load_sft(_resolve(base, s.data), layout=s.layout, limit=s.limit)
+        load_sft(resolved_source(base, s.data), layout=s.layout, limit=s.limit)
     except CreamError as e:
         problems.append(f"sft.data: {e}")
 
@@ -298,55 +322,6 @@ def check_reuse_from(path: str | Path, run_dir: str | Path | None = None) -> Pat
     if run_dir is not None and r == Path(run_dir).resolve():
         raise CreamError(f"--reuse-from {r}: is this run's own directory")
     return r
-
-
-_looks_local = looks_local  # (config_paths.looks_local; also a stage's --config file, cli/options.py)
-
-
-def count_prompts(cfg: RunConfig, base: Path, problems: list[str]):
-    """Load the prompt source(s) once (so T vs the number of prompts is checked before any work)."""
-    try:
-        table = load_prompt_sources(cfg.prompts, base)
-    except CreamError as e:
-        problems.append(f"prompts.source{'s' if cfg.prompts.sources else ''}: {e}")
-        return None
-    need = cfg.iterations * (cfg.prompts.per_iteration or 1)
-    if table.num_rows < need:
-        problems.append(f"iterations: {cfg.iterations} disjoint subsets of {cfg.prompts.per_iteration or 1}+ prompts "
-                        f"need {need} prompts, but prompts.source has {table.num_rows}")
-    if cfg.method == "oracle" and table.num_rows and table["reference_answer"].null_count == table.num_rows:
-        problems.append("method oracle: prompts.source has no reference answers (oracle needs them)")
-    return table
-
-
-def load_prompt_sources(p: PromptsSection, base: Path):
-    """The prompts table D_U: one source, or several concatenated in order (each with its own layout and limit).
-
-    A prompt id found in two sources is an error naming both; ``limit`` then keeps the first K of the whole.
-    """
-    import pyarrow as pa
-
-    from cream_data.inputs.prompts import load_prompts
-
-    c = p.build()  # the prompts stage's settings (fields, split, suffix, dedupe) apply to every source
-    how = {"fields": c.field_map(), "split": c.split, "suffix": c.suffix, "dedupe": c.dedupe}
-    if p.sources is None:
-        return load_prompts(_resolve(base, p.source), layout=p.layout, limit=p.limit, **how)
-    tables, seen = [], {}
-    for i, entry in enumerate(p.sources):
-        src = _resolve(base, entry["source"])
-        t = load_prompts(src, layout=entry.get("layout") or p.layout, limit=entry.get("limit"), **how)
-        for pid in t.column("prompt_id").to_pylist():
-            if pid in seen:
-                raise CreamError(f"{src}: prompt_id '{pid}' also comes from {seen[pid]} (sources must not overlap)")
-            seen[pid] = src
-        tables.append(t)
-    table = pa.concat_tables(tables)
-    return table.slice(0, p.limit) if p.limit else table
-
-
-def _resolve(base: Path, path: str) -> str:
-    return str((base / path).resolve()) if _looks_local(path) else path
 
 
 # The `cream run` flags that override a key of the config (cli/run.py): a problem with a value given so names the flag.
@@ -387,10 +362,10 @@ def load_run_config(path: str | Path, overrides: dict | None = None, reuse_from:
     srcs = [e["source"] for e in cfg.prompts.sources if isinstance(e, dict) and isinstance(e.get("source"), str)] \
         if cfg.prompts.sources else [cfg.prompts.source]
     table = None
-    if all(src and (not _looks_local(src) or exists(base / src)) for src in srcs) \
+    if all(src and (not looks_local(src) or exists(base / src)) for src in srcs) \
             and not any(m.startswith("prompts") for m in problems):
         table = count_prompts(cfg, base, problems)  # T vs prompt count, reported with everything else
-    if cfg.sft.data and _looks_local(cfg.sft.data) and exists(base / cfg.sft.data) \
+    if cfg.sft.data and looks_local(cfg.sft.data) and exists(base / cfg.sft.data) \
             and not any(m.startswith("sft.") for m in problems):
         _check_sft(cfg.sft, base, problems)
     if problems:

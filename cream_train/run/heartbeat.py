@@ -24,12 +24,14 @@ import time
 from pathlib import Path
 from typing import Iterator, Self
 
-FOLDER = ".machines"  # hidden: the run directory's guard ignores it
+from cream_train.run.layout import RunLayout
+
 BEAT = 5.0  # seconds between beats at most; a short alive_timeout beats faster (4 beats per timeout)
 
 
 def heartbeat_file(run: Path, rank: int) -> Path:
-    return Path(run) / FOLDER / f"{rank}.alive"
+    """Machine ``rank``'s heartbeat in the run directory ``run`` (hidden: the run directory's guard ignores it)."""
+    return RunLayout(run).heartbeat(rank)
 
 
 class Heartbeat:

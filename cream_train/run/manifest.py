@@ -1,12 +1,14 @@
-"""A run directory's ``manifest.json`` (stages with status, fingerprint, timings and outputs; models; versions),
-and the helpers of the loop that do not depend on its stages.
+"""A run directory's ``manifest.json`` (stages with status, fingerprint, timings and outputs; models, the ones
+carried forward; versions; how the run ended), and the helpers of the run that do not depend on its stages.
 
 The manifest says what was done; what is on disk says whether it still is. :meth:`Manifest.decide` is the one place
-that turns both into what becomes of a stage — the loop runs by it, ``--plan`` prints it, the other machines of a
-run wait by it: a stage is done only when its record says so for these inputs *and* its outputs are in place and
-whole (a model: config, weights as long as their headers say, tokenizer; a table: complete by
-:func:`cream_data.tables.io.complete_parts`). A manifest that cannot be read, or whose fields have the wrong types,
-is refused with one line: nothing it says can be trusted."""
+that turns both into what becomes of a stage (:class:`cream_train.run.stage.Stage`) — the run executes by it,
+``--plan`` prints it, the other machines of a run wait by it: a stage is done only when its record says so for these
+inputs *and* its outputs are in place and whole (a model: config, weights as long as their headers say, tokenizer; a
+table: complete by :func:`cream_data.tables.io.complete_parts`). What the run records goes through the manifest's
+methods (``record_running``, ``record_done``, ``carry``, ``mark_stopped``, …), never by writing its dict; a plan and
+the other machines open it read-only (``writable=False``). A manifest that cannot be read, or whose fields have the
+wrong types, is refused with one line: nothing it says can be trusted."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 import platform
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,9 +26,10 @@ from cream_data.errors import CreamError
 from cream_data.hashing import json_hash
 from cream_data.jsonfile import read_json_object
 from cream_data.tables import io
+from cream_train.run.stage import Stage
 
 FIX = "restore it, or start afresh in another run directory"
-MODEL_STAGES = re.compile(r"(train-M\d+|future-train-\d+)")  # their output is a checkpoint; every other one a table
+NOW = "%Y-%m-%dT%H:%M:%S"  # how the manifest writes a time
 
 
 @dataclass(frozen=True)
@@ -50,32 +54,42 @@ class Decision:
 
 @dataclass
 class Manifest:
-    """RUN/manifest.json: stages (status, fingerprint, timings, outputs), versions, seeds; written atomically."""
+    """RUN/manifest.json: stages (status, fingerprint, timings, outputs), models, versions, seeds; written atomically
+    by its methods. Opened not ``writable`` (a plan, another machine of the run), it keeps what the run would record
+    in memory only — the stages that read it (a carried model's path) see it — and writes nothing."""
 
     path: Path
     data: dict = field(default_factory=dict)
+    writable: bool = True
 
     @classmethod
-    def open(cls, run_dir: Path) -> "Manifest":
+    def open(cls, run_dir: Path, writable: bool = True) -> "Manifest":
         p = Path(run_dir) / "manifest.json"
-        data = _checked(p, read_json_object(p, what="run manifest", fix=FIX)) if p.exists() else {}
-        data.setdefault("stages", {})
-        data.setdefault("models", {})
-        return cls(p, data)
+        return cls(p, _read(p), writable)
 
     def save(self) -> None:
-        io.atomic_write_json(self.path, self.data)
+        if self.writable:
+            io.atomic_write_json(self.path, self.data)
 
-    def decide(self, name: str, fp: str, outputs: list[Path],
+    def reload(self) -> None:
+        """What the file holds now (another machine's manifest, read again on every look)."""
+        fresh = _read(self.path)
+        self.data.clear()
+        self.data.update(fresh)
+
+    # ------------------------------------------------------------------ the decision
+    def decide(self, stage: Stage, *, outputs: list[Path] | None = None,
                reuse: Callable[[], tuple | None] | None = None) -> Decision:
-        """What becomes of stage ``name`` with inputs ``fp`` and ``outputs``; ``reuse()`` finds a ``--reuse-from``
-        run's finished copy (None: not looked for)."""
+        """What becomes of ``stage`` (its name and fingerprint) with its outputs (or ``outputs``: the same stage in
+        another run); ``reuse()`` finds a ``--reuse-from`` run's finished copy (None: not looked for)."""
+        name, fp = stage.name, stage.fingerprint
+        outputs = list(stage.outputs if outputs is None else outputs)
         rec = self.data["stages"].get(name) or {}
         same = rec.get("fingerprint") == fp
         redone = rec.get("redone", 0) if same else 0
         problem = ""
         if same and rec.get("status") == "done":
-            problem = self.outputs_problem(name, rec, outputs)
+            problem = self.outputs_problem(name, rec, outputs, stage.checkpoint)
             if not problem:
                 return Decision("done", redone=redone)
         found = reuse() if reuse and outputs else None
@@ -85,23 +99,102 @@ class Manifest:
             return Decision("resume", problem, redone=redone + bool(problem))
         return Decision("stale" if rec else "to run")
 
-    def outputs_problem(self, name: str, rec: dict, outputs: list[Path]) -> str:
+    def outputs_problem(self, name: str, rec: dict, outputs: list[Path], checkpoint: bool) -> str:
         """Why a finished stage's outputs cannot be taken as they are ("" when they can): the record names other
-        outputs, or one is missing or not whole."""
+        outputs, or one is missing or not whole (``checkpoint``: a model's checkpoint, else a table)."""
         run = self.path.parent
         expected = [Path(o).relative_to(run).as_posix() for o in outputs]
         if "outputs" in rec and [Path(o).as_posix() for o in rec["outputs"]] != expected:
             return f"{self.path}: {name} records its outputs as {rec['outputs']}, expected {expected}"
         for o in outputs:
-            problem = output_problem(name, Path(o))
+            problem = output_problem(Path(o), checkpoint)
             if problem:
                 return problem
         return ""
 
+    # ------------------------------------------------------------------ a stage's record
+    def record_running(self, name: str, fp: str, inputs: dict, redone: int) -> None:
+        """Stage ``name`` starts with inputs ``inputs`` (fingerprint ``fp``; the upstream fingerprints recorded)."""
+        self.data["stages"][name] = {"status": "running", "fingerprint": fp, "started": time.strftime(NOW),
+                                     "inputs": {k: v for k, v in inputs.items() if k.endswith("_fp")},
+                                     **({"redone": redone} if redone else {})}
+        self.save()
 
-def output_problem(name: str, path: Path) -> str | None:
-    """Why stage ``name``'s output ``path`` is not in place and whole; None when it is."""
-    if MODEL_STAGES.fullmatch(name):
+    def record_done(self, name: str, seconds: float, outputs: list[Path], info: dict) -> None:
+        """Stage ``name`` (recorded running) finished in ``seconds``, its ``outputs`` in place; ``info``: its record."""
+        self.data["stages"][name].update(status="done", finished=time.strftime(NOW), seconds=round(seconds, 2),
+                                         outputs=[str(Path(o).relative_to(self.path.parent)) for o in outputs], **info)
+        self.save()
+
+    def restore(self, name: str, record: dict | None) -> None:
+        """Stage ``name``'s earlier ``record`` back (none: no record), with the outputs it describes."""
+        self.data["stages"][name] = record
+        self.data["stages"] = {k: v for k, v in self.data["stages"].items() if v is not None}
+        self.save()
+
+    def record_reused(self, name: str, record: dict, source: Path) -> None:
+        """Stage ``name`` taken from the run ``source``, whose ``record`` it was."""
+        self.data["stages"][name] = {**record, "reused_from": str(source)}
+        self.save()
+
+    def record_carried(self, name: str, record: dict) -> None:
+        """The evaluation ``name`` of a model carried forward: ``record``, that of the model it copies."""
+        self.data["stages"][name] = record
+        self.save()
+
+    # ------------------------------------------------------------------ models carried forward
+    def carried_from(self, model: str) -> str | None:
+        """The model ``model`` (``M<k>``) copies when a pair-less iteration carried it forward, else None."""
+        return self.data.get("carried", {}).get(model)
+
+    def carry(self, model: str, source: str, path: str) -> None:
+        """``model`` is ``source`` (at ``path``) carried forward: a pair-less iteration trained nothing."""
+        self.data["models"][model] = path
+        self.data.setdefault("carried", {})[model] = source
+        self.save()
+
+    def uncarry(self, model: str) -> None:
+        """``model`` is trained (again): no longer a copy (written with the next record)."""
+        self.data["models"].pop(model, None)
+        self.data.get("carried", {}).pop(model, None)
+
+    # ------------------------------------------------------------------ the run
+    def forget_all(self) -> None:
+        """Every stage and model forgotten (``--no-resume``: each stage then replaces its outputs as it runs)."""
+        self.data["stages"], self.data["models"] = {}, {}
+        self.data.pop("carried", None)
+        self.save()
+
+    def begin(self, **header) -> None:
+        """A run starts: its settings' summary (method, versions, …); the marks of how the last one ended go
+        (``finished`` comes back when this one ends: cream publish reads it)."""
+        self.data.update(header)
+        for mark in ("stopped", "finished"):
+            self.data.pop(mark, None)
+        self.save()
+
+    def mark_stopped(self, error: str) -> None:
+        """The run stopped with ``error``: the other machines of the run stop waiting."""
+        self.data["stopped"] = {"time": time.time(), "error": error}
+        self.save()
+
+    def mark_finished(self) -> None:
+        self.data["finished"] = time.strftime(NOW)
+        self.save()
+
+
+def _read(path: Path) -> dict:
+    """A manifest file's checked content (an empty manifest when there is none)."""
+    data = _checked(path, read_json_object(path, what="run manifest", fix=FIX)) if path.exists() else {}
+    data.setdefault("stages", {})
+    data.setdefault("models", {})
+    return data
+
+
+def output_problem(path: Path, checkpoint: bool) -> str | None:
+    """Why a stage's output ``path`` (``checkpoint``: a model's checkpoint, else a table) is not in place and whole;
+    None when it is."""
+    if checkpoint:
         from cream_train.lineage import checkpoint_problem
 
         return checkpoint_problem(path)

@@ -15,8 +15,8 @@ Each model stage's command is the stage's own ``cream`` command with the setting
 :func:`cream_train.run.launch.stage_argv`, which the tests parse back through the real command line into an equal
 config), so users on a cluster scheduler can copy them into their own jobs; paths under the current folder (or its
 parent) are written relative to it. With ``nodes.launcher: srun`` a stage that spans machines is one ``srun …`` line
-(its tasks fill in ``{SLURM_PROCID}``-style fields themselves, cream_train/run/slurm_task.py), written the same on a login
-node as inside the allocation. Statuses downstream of a stage that has not run yet assume it will form pairs (a
+(its tasks fill in ``{SLURM_PROCID}``-style fields themselves, cream_train/run/slurm_task.py), written the same on a
+login node as inside the allocation. Statuses downstream of a stage that has not run yet assume it will form pairs (a
 pair-less iteration carries its model forward instead).
 """
 
@@ -26,9 +26,12 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cream_train.run.config import check_reuse_from
 from cream_train.run.launch import Process, launch_commands, shell_line
-from cream_train.run.loop import Loop, inputs_fingerprint
 from cream_train.run.manifest import Manifest
+from cream_train.run.stage import Stage
+from cream_train.run.stage_list import stage_list
+from cream_train.run.walk import StageWalk
 
 NO_COMMAND = "(cream run itself: reads the configured sources, no model)"
 
@@ -42,37 +45,31 @@ class PlannedStage:
     note: str = ""
 
 
-class _ReadOnlyManifest(Manifest):
-    def save(self) -> None:  # a plan writes nothing
-        pass
+def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = True) -> list[PlannedStage]:
+    """The plan of the run ``cfg`` (a resolved RunConfig) over the prompts ``table``; nothing is written."""
+    run = Path(cfg.run_dir)
+    reuse = [check_reuse_from(r, run) for r in reuse_from or []]
+    manifest = Manifest.open(run, writable=False)  # RUN/manifest.json when there is one; nothing is created
+    walk = StageWalk(cfg, table, manifest, reuse_from=reuse, log=lambda *_: None)
+    stages = []
+    for stage in stage_list(walk):
+        if stage.carried is not None:  # a carried model's evaluation: its source's, nothing to run
+            manifest.record_carried(stage.name, stage.carried)  # (in memory, as the run records it)
+            continue
+        decision = walk.decide(stage)  # the loop's own decision, outputs checked on disk; fingerprints chained
+        stages.append(PlannedStage(stage.name, decision.status, stage.fingerprint, tuple(commands(stage)),
+                                   decision.note))
+    if not resume:  # --no-resume recomputes every stage
+        stages = [PlannedStage(s.name, "to run", s.fingerprint, s.commands, "--no-resume") for s in stages]
+    return stages
 
 
-class Planner(Loop):
-    """The loop walked without running: :meth:`stage` records instead of executing."""
-
-    def _open_manifest(self) -> Manifest:
-        m = Manifest.open(self.run)  # reads RUN/manifest.json when there is one; creates nothing
-        return _ReadOnlyManifest(m.path, m.data)
-
-    def plan(self) -> list[PlannedStage]:
-        self.planned: list[PlannedStage] = []
-        self.walk()
-        return self.planned
-
-    def stage(self, name: str, inputs: dict, outputs: list[Path], fn, prepare=None) -> str:
-        fp = inputs_fingerprint(inputs)
-        decision = self.decide(name, fp, outputs)  # the loop's own decision, outputs checked on disk
-        self.fps[name] = decision.chained(fp)  # a stage redone for damaged outputs makes everything downstream stale
-        self.planned.append(PlannedStage(name, decision.status, fp, tuple(self._commands(name)), decision.note))
-        return self.fps[name]
-
-    # ------------------------------------------------------------------ each stage's command line
-    def _commands(self, name: str) -> list[str]:
-        argv = self.command(name)
-        if argv is None:
-            return []
-        return [shell_line(_relative(p)) for p in launch_commands(argv, self.launcher(name), python="python",
-                                                                   cream=["cream"])]
+def commands(stage: Stage) -> list[str]:
+    """The shell lines that do ``stage``'s work (none for the run's own bookkeeping stages)."""
+    if stage.argv is None:
+        return []
+    return [shell_line(_relative(p)) for p in launch_commands(stage.argv, stage.launcher, python="python",
+                                                               cream=["cream"])]
 
 
 def _relative(proc: Process) -> Process:
@@ -87,14 +84,6 @@ def _relative(proc: Process) -> Process:
         return a if r.startswith(os.pardir + os.sep + os.pardir) else r
 
     return replace(proc, argv=[rel(a) for a in proc.argv])
-
-
-def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = True) -> list[PlannedStage]:
-    """The plan of the run ``cfg`` (a resolved RunConfig) over the prompts ``table``; nothing is written."""
-    stages = Planner(cfg, table, log=lambda *_: None, reuse_from=reuse_from, resume=True).plan()
-    if not resume:  # --no-resume recomputes every stage
-        stages = [PlannedStage(s.name, "to run", s.fingerprint, s.commands, "--no-resume") for s in stages]
-    return stages
 
 
 def to_text(stages: list[PlannedStage]) -> str:

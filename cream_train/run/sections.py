@@ -3,13 +3,13 @@ builds from them.
 
 Each section holds every setting of its stage (same key, type, default and rule as the stage's flag) except the
 ones the run fills itself — listed in :data:`OWNED`, the one place that says which — plus a few run-level keys of
-its own (:data:`EXTRAS`). :class:`Stages` builds a stage's config from its section and the run's values, for the
-loop and for ``cream run --check`` alike, so a setting reaches its stage without being copied by hand.
+its own (:data:`EXTRAS`). :class:`Stages` builds a stage's config from its section and the run's values (models,
+seeds, iteration, and paths of the run's :class:`cream_train.run.layout.RunLayout`), for the stage list
+(cream_train/run/stage_defs.py) and for ``cream run --check`` alike, so a setting reaches its stage without being copied by hand.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 from dataclasses import field, fields, make_dataclass
@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any, Optional, get_type_hints
 
 from cream_data.inputs.prompts_config import PromptsConfig
-from cream_data.settings import Check, finite_above, section, setting
+from cream_data.config_sections import section
+from cream_data.settings import Check, finite_above, setting
 from cream_data.stages.eval_config import EvalConfig
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.sample_config import SampleConfig
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL
 from cream_train.config import DPOTrainConfig, SFTTrainConfig
 from cream_train.run.launch import Launcher
+from cream_train.run.layout import RunLayout
 
 # The stage settings the run fills itself (models, references, seeds, iteration, input and output paths), per section.
 OWNED = {
@@ -73,7 +75,8 @@ PATHS = {"label": {"reward_model": "model"}}
 # reaches the machines, not which program starts it: that is each section's own launcher).
 NODES = {"launcher": "node_launcher", "num_machines": "num_machines", "machine_rank": "machine_rank",
          "main_process_ip": "main_process_ip", "main_process_port": "main_process_port"}
-# … and its keys of its own: how long a machine waits for another's heartbeat (followers; cream_train/run/heartbeat.py).
+# … and its keys of its own: how long a machine waits for another's heartbeat (followers;
+# cream_train/run/heartbeat.py).
 LIVENESS = [
     ("start_timeout", float, setting(60.0, check=finite_above(0), help="Followers: seconds machine r > 0 waits at "
                                      "start for machine 0's heartbeat in the run directory before it stops (machine "
@@ -139,9 +142,9 @@ NodesSection = make_dataclass(
     "NodesSection", [_node_field(key, spec) for key, spec in zip(NODES, _launch_fields(NODES.values()))] + LIVENESS,
     frozen=True)
 NodesSection.__module__ = __name__
-NodesSection.__doc__ = ("Several machines (cream_train/run/machines.py): followers — each runs the same `cream run` with "
-                        "its own machine_rank on a run_dir on a shared file system — or srun — one `cream run` in a "
-                        "Slurm allocation starts each stage that spans machines as a job step.")
+NodesSection.__doc__ = ("Several machines (cream_train/run/machines.py): followers — each runs the same `cream run` "
+                        "with its own machine_rank on a run_dir on a shared file system — or srun — one `cream run` "
+                        "in a Slurm allocation starts each stage that spans machines as a job step.")
 
 # Method temporal's extra sampling stages draw with seeds of their own (seed + offset + t): other draws than M_t's.
 ANCHOR_SEED, FUTURE_SEED = 1000, 2000
@@ -174,15 +177,15 @@ class Stages:
     (every model M0), so both build the same configs."""
 
     def __init__(self, cfg, run: Path):
-        self.cfg, self.run = cfg, Path(run)
+        self.cfg, self.layout = cfg, RunLayout(run)
 
     def prompts(self) -> PromptsConfig:
         return self.cfg.prompts.build(split_into=self.cfg.iterations, sft=False, seed=self.cfg.seed,
                                       completion_field=None)
 
     def sft(self, model: str | None = None) -> SFTTrainConfig:
-        return self.cfg.sft.build(data=str(self.run / "sft"), model=model or self.cfg.model,
-                                  out=str(self.run / "models" / "M1"), seed=self.cfg.seed, overwrite=True)
+        return self.cfg.sft.build(data=str(self.layout.sft_data), model=model or self.cfg.model,
+                                  out=str(self.layout.model(1)), seed=self.cfg.seed, overwrite=True)
 
     def sample(self, t: int = 1, model: str | None = None) -> SampleConfig:
         return self.cfg.sample.build(model=model or self.cfg.model, seed=self.cfg.seed + t, iteration=t)
@@ -194,7 +197,7 @@ class Stages:
         ref = ref or self.cfg.model
         return self.cfg.label.build(model=model or self.cfg.model, ref=ref, prev_model=ref, prev_ref=prev_ref,
                                     reward=self.cfg.reward, iteration=t,
-                                    prompts=str(self.run / "prompts" / f"subset-{t}"), chosen_from=tuple(chosen_from),
+                                    prompts=str(self.layout.prompts_subset(t)), chosen_from=tuple(chosen_from),
                                     rejected_from=tuple(rejected_from), **self.cfg.label_pairing())
 
     def anchor(self, t: int, model: str) -> SampleConfig:
@@ -205,9 +208,8 @@ class Stages:
     def future_train(self, t: int, model: str) -> DPOTrainConfig:
         """Method temporal: the temporary future model, DPO from M_t on iteration t's anchored pairs, with the train
         section's settings."""
-        it = self.run / f"iter-{t}"
-        return self.cfg.train.build(data=str(it / "anchored" / "preferences"), model=model,
-                                    out=str(it / "future" / "model"), method=self.cfg.train_method,
+        return self.cfg.train.build(data=str(self.layout.preferences(t, "anchored")), model=model,
+                                    out=str(self.layout.future_model(t)), method=self.cfg.train_method,
                                     seed=self.cfg.seed, overwrite=True, split=None)
 
     def future_sample(self, t: int, model: str) -> SampleConfig:
@@ -215,8 +217,8 @@ class Stages:
         return self.cfg.sample.build(model=model, seed=self.cfg.seed + FUTURE_SEED + t, iteration=t)
 
     def train(self, t: int = 1, model: str | None = None) -> DPOTrainConfig:
-        return self.cfg.train.build(data=str(self.run / f"iter-{t}" / "preferences"), model=model or self.cfg.model,
-                                    out=str(self.run / "models" / f"M{t + 1}"), method=self.cfg.train_method,
+        return self.cfg.train.build(data=str(self.layout.preferences(t)), model=model or self.cfg.model,
+                                    out=str(self.layout.model(t + 1)), method=self.cfg.train_method,
                                     seed=self.cfg.seed, overwrite=True, split=None)
 
     def eval(self, k: int = 0) -> EvalConfig:
@@ -241,34 +243,10 @@ class Stages:
 
 
 def fingerprinted(section) -> dict:
-    """A section's settings that are inputs of its stage (all but the launch keys), for its fingerprint."""
-    return {f.name: getattr(section, f.name) for f in fields(section) if f.name not in _LAUNCH_KEYS}
+    """A section's settings that are inputs of its stage (all but the launch keys; one declared ``input_when_set``
+    only when it is set), for its fingerprint."""
+    return {f.name: getattr(section, f.name) for f in fields(section) if f.name not in _LAUNCH_KEYS
+            and not (f.metadata.get("input_when_set") and getattr(section, f.name) is None)}
 
 
 _LAUNCH_KEYS = {k for keys in LAUNCH.values() for k in keys}
-
-
-def alias_table() -> str:
-    """docs/CONFIG.md's table of TRL's names (settings.ALIASES, settings.SAME_AS_TRL): each name, cream's, its flags
-    and where it is a key of a run config (tests/test_user_names.py checks the doc holds exactly this)."""
-    from cream_data.settings import ALIASES, SAME_AS_TRL
-    from cream_train.run.config import RunConfig  # (it is made of these sections)
-
-    hints = get_type_hints(RunConfig)
-
-    def keys(name: str) -> str:
-        where = [f"`{name}` (top level)" for f in fields(RunConfig) if f.name == name]
-        where += [f"`{f.name}`" for f in fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])
-                  and name in {g.name for g in fields(hints[f.name])}]
-        return ", ".join(where) or "none (the run fills it)"
-
-    def forms(name: str) -> str:
-        dashed = "--" + name.replace("_", "-")
-        return f"`{dashed}`" + (f", `--{name}`" if "_" in name else "")
-
-    rows = ["| TRL name | cream's name | flags | run config keys |", "| --- | --- | --- | --- |"]
-    for alias, name in ALIASES.items():
-        rows.append(f"| `{alias}` | `{name}` | {forms(alias)} for `--{name.replace('_', '-')}` | {keys(name)} |")
-    for name in SAME_AS_TRL:
-        rows.append(f"| `{name}` | the same | {forms(name)} | {keys(name)} |")
-    return "\n".join(rows)

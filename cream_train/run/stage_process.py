@@ -35,9 +35,9 @@ from cream_data.processes import (PARENT_ENV, PROGRESS_ENV, RESULT_ENV, RUN_NAME
                                    parse_progress, read_result)
 from cream_data.progress import Progress
 from cream_train.run.launch import Launcher, Process, launch_commands, shell_line
+from cream_train.run.layout import RunLayout
 from cream_train.run.slurm_task import RUN_HOST_ENV
 
-LOGS = "logs"
 TAIL = 12  # lines of a failed child's log repeated in the error
 
 
@@ -63,7 +63,7 @@ class StageRunner:
         on the other machines of a multi-machine training)."""
         procs = launch_commands(argv, launcher, python=self.python, devices=self.devices)
         self.commands[name] = [shell_line(p) for p in procs]
-        logs = self.run_dir / LOGS
+        logs = RunLayout(self.run_dir).logs
         logs.mkdir(parents=True, exist_ok=True)
         children = [_Child(p, logs, name, self.machine) for p in procs]
         try:
@@ -79,11 +79,11 @@ class StageRunner:
         return found
 
     def _env(self, child: "_Child") -> dict[str, str]:
-        run = self.run_dir.resolve()
+        run = RunLayout(self.run_dir.resolve())
         step = {RUN_HOST_ENV: socket.gethostname()} if child.proc.tasks else {}  # where CREAM_RUN_PID is a process
         return {**os.environ, **child.proc.env, RESULT_ENV: str(child.result), PROGRESS_ENV: "lines",
                 PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1", **step,
-                TRACKER_DIR_ENV: str(run / LOGS / "tb" / child.stage), RUN_NAME_ENV: f"{run.name}/{child.stage}"}
+                TRACKER_DIR_ENV: str(run.tracker(child.stage)), RUN_NAME_ENV: f"{run.root.name}/{child.stage}"}
 
     def _wait(self, name: str, children: list["_Child"]) -> None:
         """Until every process has ended; the first failure stops the others and is raised."""
