@@ -309,32 +309,6 @@ def _read_only(cache) -> None:
     cache.update = update
 
 
-def naive_logps(model, tokenizer, prompts: Sequence[Conversation], responses: Sequence[str],
-                batch_size: int = 8) -> np.ndarray:
-    """Baseline: padded batches in input order, full log-softmax over the vocabulary (as the paper's code does).
-
-    Kept for tests and the benchmark: it is the independent computation our engine is checked against.
-    """
-    import torch
-
-    out = np.empty(len(responses), dtype=np.float64)
-    pad = tokenizer.pad_token_id
-    for a in range(0, len(responses), batch_size):
-        spans = [response_token_span(tokenizer, p, r) for p, r in zip(prompts[a: a + batch_size], responses[a: a + batch_size])]
-        T = max(len(x) for x, _ in spans)
-        ids = torch.full((len(spans), T), pad, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for b, (x, _) in enumerate(spans):
-            ids[b, : len(x)] = torch.tensor(x)
-            attn[b, : len(x)] = 1
-        with torch.inference_mode():
-            logp = model(input_ids=ids, attention_mask=attn).logits.float().log_softmax(-1)
-        for b, (x, s) in enumerate(spans):
-            tok = torch.tensor(x[s:])
-            out[a + b] = logp[b, s - 1: len(x) - 1].gather(1, tok[:, None]).double().sum().item()
-    return out
-
-
 def _supports_cache(model) -> bool:
     import inspect
 

@@ -91,19 +91,6 @@ def score_batch(model, batch_ids: list[list[int]], pad: int) -> np.ndarray:
     return logits[:, 0].double().cpu().numpy()
 
 
-def naive_rewards(model, tokenizer, prompts: Sequence[hf_score.Conversation], responses: Sequence[str]) -> np.ndarray:
-    """Baseline: one unpadded forward per response, in input order. For tests and the benchmark."""
-    import torch
-
-    out = np.empty(len(responses), dtype=np.float64)
-    device = next(model.parameters()).device
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        ids, _ = conversation_span(tokenizer, p, r)
-        with torch.inference_mode():
-            out[i] = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, 0].double().item()
-    return out
-
-
 class RMScorer:
     """Scores tokenized conversations with a reward model, batch by batch (the log-prob scorer's interface:
     ``score(tok, todo, on_batch)``, so the label stage caches and resumes both alike)."""

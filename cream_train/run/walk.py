@@ -9,10 +9,10 @@ decided: the executor calls :meth:`StageWalk.decide` (:meth:`cream_train.run.man
 decision) on each stage before asking for the next, so the fingerprints chain into the inputs downstream.
 
 Some stages depend on what the run finds as it goes, which is why the list is walked rather than built at once: a
-pair-less iteration carries M_t forward (walk_main.train reads the preferences' manifest and records the carry), a
-temporal iteration without anchored pairs has no future model (walk_temporal), and a carried model's evaluation is
-its source's (walk_eval). The stage definitions are small functions in walk_main.py, walk_temporal.py and
-walk_eval.py; their paths come from the run's :class:`cream_train.run.layout.RunLayout`.
+pair-less iteration carries M_t forward (stage_defs.train reads the preferences' manifest and records the carry), a
+temporal iteration without anchored pairs has no future model (stage_defs_temporal), and a carried model's evaluation is
+its source's (stage_defs_eval). The stage definitions are small functions in stage_defs.py, stage_defs_temporal.py and
+stage_defs_eval.py; their paths come from the run's :class:`cream_train.run.layout.RunLayout`.
 """
 
 from __future__ import annotations
