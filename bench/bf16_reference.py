@@ -228,10 +228,10 @@ def write_table(folder: Path, ref, tok, prompts, chosen, rejected, c_lp, r_lp, c
     import pyarrow as pa
 
     import schemas
-    from cream_data.engines.models import template_hash
+    from cream_data.engines.models import chat_template_hash
     from cream_data.tables import io
 
-    th = template_hash(tok)
+    th = chat_template_hash(tok)
     out = []
     for i in range(len(prompts)):
         out.append(dict(
@@ -257,6 +257,7 @@ def trainer_logps(prefs: Path, model_spec: str, work: Path, tokenized, item_c, i
     import cream_train.dpo as dpo
     import cream_train.train as tr
     from cream_train.config import DPOTrainConfig
+    from cream_train.nonfinite import ROW_COLUMN
 
     orig_args = tr._common_args
     own = "precision" in getattr(DPOTrainConfig, "__dataclass_fields__", {})
@@ -285,7 +286,7 @@ def trainer_logps(prefs: Path, model_spec: str, work: Path, tokenized, item_c, i
         assert next(trainer.model.parameters()).dtype == torch.float32, "policy not fp32 (master weights)"
         batches = []
         for batch in trainer.get_train_dataloader():
-            rows = [int(r) for r in batch.pop(tr.ROW_COLUMN)]
+            rows = [int(r) for r in batch.pop(ROW_COLUMN)]
             batches.append((rows, trainer._prepare_inputs(batch)))
         check_ids(batches, tokenized, item_c, item_r)
         n = len(trainer.train_dataset)
@@ -294,7 +295,7 @@ def trainer_logps(prefs: Path, model_spec: str, work: Path, tokenized, item_c, i
         regrouped, perm = [], np.random.default_rng(1).permutation(n).tolist()
         for a in range(0, n, batch_size):
             b = trainer.data_collator([trainer.train_dataset[i] for i in perm[a: a + batch_size]])
-            regrouped.append(([int(r) for r in b.pop(tr.ROW_COLUMN)], trainer._prepare_inputs(b)))
+            regrouped.append(([int(r) for r in b.pop(ROW_COLUMN)], trainer._prepare_inputs(b)))
         out = {}
         model = None
         for name, todo in (("fp32", batches), ("autocast", batches), ("autocast/regrouped", regrouped)):

@@ -11,7 +11,8 @@ model's): nothing is downloaded, and throughput, memory and numerics are real wh
 folder or alias works too. On a GPU machine without trl/datasets, bench/gpu_pack.sh prepares the wheels and prints
 the command.
 
-Rows (bench/gpu/rows.py, bench/gpu/run_row.py), each with its figure and, where one exists, its bound:
+Rows, a function per group of them (bench/gpu/groups.py; measured in bench/gpu/rows.py and bench/gpu/run_row.py), each
+with its figure and, where one exists, its bound:
 
 - labeling: `cream label`'s scorer, prefix sharing on and off: tokens/s and MFU against the card's bf16 peak, at
   both sizes;
@@ -40,10 +41,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))  # appended: an installed cream (the GPU pack's wheel) wins over the checkout
 
-from bench.gpu import rows as R  # noqa: E402
 from bench.gpu import shapes  # noqa: E402
-from bench.gpu.check import GROUPS, Check, Row, attempt, estimate, release, step, table, write  # noqa: E402
-from bench.gpu.run_row import run_1iter  # noqa: E402
+from bench.gpu.check import GROUPS, Check, table, write  # noqa: E402
+from bench.gpu.groups import run_check  # noqa: E402
 
 OUR_ENTRIES = ("work", "run", "run.yaml", "run.log", "gpu_check.md", "gpu_check.json")
 PROMPTS = REPO / "examples" / "data" / "demo_prompts.jsonl"
@@ -141,101 +141,6 @@ def tokenizer(args):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
-
-
-# ---------------------------------------------------------------------------------------------- models
-def build_model(ctx: Check, size: str) -> None:
-    """``ctx.state[SIZE_dir]`` (a checkpoint folder) and ``SIZE_model`` in the labeler's numerics: a random model is
-    initialised on the device in the stages' dtype and saved; a real one is loaded as `cream label` loads it."""
-    from cream_data.engines import models
-
-    spec = ctx.args.model if size == "small" else ctx.args.large
-    if shapes.is_random(spec):
-        model = shapes.build(spec, ctx.need("tokenizer"), device=ctx.device, dtype=ctx.dtype)
-        ctx.state[f"{size}_dir"] = shapes.save(model, ctx.need("tokenizer"), ctx.work / f"model-{size}")
-        model.float()  # a bf16 checkpoint loaded in fp32 for the labeler, as models.load(mixed=True) does
-        models.mixed_weights(model, ctx.dtype)
-    else:
-        model, _, ref = models.load(spec, device=ctx.device, dtype=ctx.dtype, mixed=True)
-        ctx.state[f"{size}_dir"] = Path(ref.path)
-    ctx.state[f"{size}_model"] = model
-
-
-def as_sampler_weights(ctx: Check) -> None:
-    """The small model in `cream sample`'s numerics: every weight in the stages' dtype."""
-    from cream_data.engines import models
-
-    ctx.need("small_model").to(models.torch_dtype(ctx.dtype))
-
-
-def size_b(ctx: Check, size: str) -> float:
-    """The model's size in billions: counted when it is loaded, from the shape before."""
-    model, spec = ctx.state.get(f"{size}_model"), ctx.args.model if size == "small" else ctx.args.large
-    if model is not None:
-        return R.billions(model)
-    return shapes.params_b(spec, len(ctx.need("tokenizer"))) if shapes.is_random(spec) else 1.0
-
-
-def run_check(ctx: Check) -> list[Row]:
-    """Every row, small model first, the cream run next, the large model last (the budget skips what is left)."""
-    small = ctx.args.model
-    step(ctx, "label_items", R.label_items)
-    step(ctx, "small_model", lambda c: build_model(c, "small") or c.state["small_model"])
-    b = size_b(ctx, "small")
-    rows = [attempt(ctx, "label_small", small, b, R.label_throughput, "small")]
-    if "small_model" in ctx.state:
-        step(ctx, "small_model", lambda c: as_sampler_weights(c) or c.state["small_model"])
-    if ctx.selected("sample_hf") or not any(ctx.selected(r) for r in GROUPS["dpo"] + GROUPS["large"][1:]):
-        rows.append(attempt(ctx, "sample_hf", small, b, R.sample_hf))
-    else:  # the DPO rows still need its responses
-        step(ctx, "sample_row", R.sample_hf)
-        rows.append(Row("sample_hf", small, "skipped", "not in --rows (sampled for the DPO rows)"))
-    release(ctx, "small_model")
-    if any(ctx.selected(r) for r in GROUPS["dpo"]):
-        step(ctx, "prefs_small", R.label_stage, "small")
-    rows += [attempt(ctx, "reference_drift", small, b, R.reference_drift),
-             attempt(ctx, "dpo_small_stored", small, b, R.dpo_variant, "small", "stored"),
-             attempt(ctx, "mixed_precision", small, b, R.mixed_precision),
-             attempt(ctx, "dpo_small_computed", small, b, R.dpo_variant, "small", "computed")]
-    release(ctx)
-    rows.append(attempt(ctx, "run_1iter", small, b, run_1iter))
-    rows += large_rows(ctx)
-    rows += vllm(ctx, small, b)
-    return rows
-
-
-def large_rows(ctx: Check) -> list[Row]:
-    """The large model's rows; it is built (and saved, for the label stage and the trainer) only when its first row
-    fits the budget."""
-    spec, names = ctx.args.large, GROUPS["large"]
-    if spec == "none":
-        return [Row(n, "-", "skipped", "--large none") for n in names]
-    b = size_b(ctx, "large")
-    first = next((n for n in names if ctx.selected(n)), None)
-    if first is None or estimate(ctx, first, b) > ctx.left():
-        return [attempt(ctx, n, spec, b, None) for n in names]  # each says why it is skipped
-    step(ctx, "large_model", lambda c: build_model(c, "large") or c.state["large_model"])
-    rows = [attempt(ctx, "label_large", spec, b, R.label_throughput, "large")]
-    release(ctx, "large_model")
-    if any(ctx.selected(n) for n in names[1:]):
-        step(ctx, "prefs_large", R.label_stage, "large")
-    rows += [attempt(ctx, "dpo_large_stored", spec, b, R.dpo_variant, "large", "stored"),
-             attempt(ctx, "dpo_large_computed", spec, b, R.dpo_variant, "large", "computed")]
-    release(ctx)
-    return rows
-
-
-def vllm(ctx: Check, spec: str, b: float) -> list[Row]:
-    why = R.vllm_missing(ctx)
-    if why:
-        return [Row(n, spec, "skipped", why) for n in ("sample_vllm", "score_vllm_vs_hf")]
-    got = {}
-
-    def both(c):
-        got.update({r.name: r for r in R.vllm_rows(c)})
-        return got["sample_vllm"]
-    first = attempt(ctx, "sample_vllm", spec, b, both)
-    return [first, got.get("score_vllm_vs_hf") or Row("score_vllm_vs_hf", spec, "failed", first.result)]
 
 
 def main(argv: list[str] | None = None) -> int:

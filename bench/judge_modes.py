@@ -31,6 +31,7 @@ def main() -> None:
     from cream_data.rewards.judge import APPENDED_MARK, parse_judge_score
     from cream_data.stages.label import LabelConfig, label
     from cream_data.rewards.pairing import build_preferences
+    from cream_data.rewards.spec import PairingSpec
     from cream_data.inputs.prompts import load_prompts
     from cream_data.stages.sample import SampleConfig, sample
 
@@ -65,7 +66,7 @@ def main() -> None:
     confidence = np.array(judge["confidence"].to_pylist(), dtype=float)
     parse_scores = judge.set_column(judge.column_names.index("reward"), "reward", pa.array(parsed, pa.float64()))
     responses = io.read_table(out / "responses", "responses")
-    _, parse_pairing = build_preferences(responses, parse_scores, reward_scorer="judge", prev_scorer=None)
+    _, parse_pairing = build_preferences(responses, parse_scores, PairingSpec(reward_scorer="judge", partner=None))
     n = len(texts)
     ok = [p is not None for p in parsed]
     result = {

@@ -58,9 +58,9 @@ def auc_with_interval(rewards: np.ndarray, correct: np.ndarray, prompt: np.ndarr
 def _iteration_1_done(cfg, table) -> bool:
     """Whether the run's stages up to iteration 1's labels are done with these inputs (`cream run --plan`'s statuses):
     then the study reads them and writes nothing — safe while `make study` is still running later stages there."""
-    from cream_train.run.plan import Planner
+    from cream_train.run.plan import plan_run
 
-    status = {s.name: s.status for s in Planner(cfg, table, log=lambda *_: None).plan()}
+    status = {s.name: s.status for s in plan_run(cfg, table)}
     return all(status.get(n) == "done" for n in ("prompts", "sft-data", "train-M1", "sample-1", "label-1"))
 
 
@@ -69,8 +69,10 @@ def main() -> None:
     from cream_data.rewards.answers import oracle_reward
     from cream_data.rewards.judge import APPENDED_MARK, parse_judge_score
     from cream_data.rewards.pairing import build_preferences
+    from cream_data.rewards.spec import PairingSpec
     from cream_train.run.loop import Loop
     from cream_train.run.config import load_run_config
+    from cream_train.run.stage_defs import label, prompts, sample, sft
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "judge-study")
@@ -85,14 +87,16 @@ def main() -> None:
         print(f"{args.out}: iteration 1 of this run is done (fingerprints match); reading it")  # nothing written
     else:
         loop = Loop(cfg, table, print)
-        loop.prompts()
+        walk = loop.walk  # the run's stages, each one made when the ones before it are decided
+        loop.do(prompts(walk))
         if args.model == "m1":
-            loop.sft()
+            for stage in sft(walk):
+                loop.do(stage)
         else:  # the study's M1 stands in for M0 in every stage that uses it
-            loop.model = lambda k, _m=loop.model: cfg.model if k == 1 else _m(k)
-            loop.model_fp = lambda k, _f=loop.model_fp: "m0:" + cfg.model if k == 1 else _f(k)
-        loop.sample(1)
-        loop.label(1)
+            walk.model = lambda k, _m=walk.model: cfg.model if k == 1 else _m(k)
+            walk.model_fp = lambda k, _f=walk.model_fp: "m0:" + cfg.model if k == 1 else _f(k)
+        loop.do(sample(walk, 1))
+        loop.do(label(walk, 1))
     it = args.out / "iter-1"
     scores = io.read_table(it / "scores", "scores")
     judge = scores.filter(pc.equal(scores["scorer"], "judge")).sort_by([("prompt_id", "ascending"),
@@ -110,7 +114,7 @@ def main() -> None:
     parse = np.array([np.nan if v is None else v for v in parsed], dtype=float)
     pid = np.array(judge["prompt_id"].to_pylist())
     parse_scores = judge.set_column(judge.column_names.index("reward"), "reward", pa.array(parsed, pa.float64()))
-    _, parse_pairing = build_preferences(responses, parse_scores, reward_scorer="judge", prev_scorer=None)
+    _, parse_pairing = build_preferences(responses, parse_scores, PairingSpec(reward_scorer="judge", partner=None))
     label_summary = io.read_manifest(it / "preferences").get("summary") or {}
 
     oracle_rows = judge.set_column(judge.column_names.index("scorer"), "scorer", pa.array(["oracle"] * len(oracle)))

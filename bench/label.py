@@ -91,6 +91,7 @@ def main() -> None:
     import torch
 
     from cream_data.engines import hf_score, models
+    from tests.support.models import naive_logps
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, tok, ref = models.load(args.model)
@@ -111,7 +112,7 @@ def main() -> None:
         return ours(sharing=False)
 
     def naive():
-        return hf_score.naive_logps(model, tok, prompts, responses, batch_size=args.n)
+        return naive_logps(model, tok, prompts, responses, batch_size=args.n)
 
     fns = (("ours", ours), ("plain", plain), ("naive", naive))
     if args.memory_of:  # a fresh process runs one path once: its peak RSS above the loaded model and data
@@ -136,7 +137,7 @@ def main() -> None:
     k = min(12, len(responses))
     one_ours = hf_score.HFScorer(model, tok.pad_token_id, batch_size=1, prefix_sharing=False).score(
         hf_score.tokenize(tok, prompts[:k], responses[:k]))
-    one_naive = hf_score.naive_logps(model, tok, prompts[:k], responses[:k], batch_size=1)
+    one_naive = naive_logps(model, tok, prompts[:k], responses[:k], batch_size=1)
     same_shape = float(np.max(np.abs(one_ours - one_naive)))
     naive_drift = float(np.max(np.abs(one_naive - vals["naive"][:k])))
     med = {k: statistics.median(v) for k, v in times.items()}

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scipy import stats  # noqa: E402
 
-from cream_data.rewards.pairing import build_preferences, select_pairs  # noqa: E402
+from cream_data.rewards.pairing import build_preferences  # noqa: E402
+from cream_data.rewards.ranking import select_pairs  # noqa: E402
 
 
 def make_rewards(p: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,9 +38,10 @@ def main() -> None:
 
     from bench.label import gsm8k_texts, synthetic_pairs
     from cream_data.engines import models, rm_score
+    from tests.support.models import make_tiny_model, naive_rewards
 
     with tempfile.TemporaryDirectory() as tmp:
-        ref = models.resolve(str(models.make_tiny_model(Path(tmp) / "rm", seed=0, num_labels=1, **SIZES[args.size])))
+        ref = models.resolve(str(make_tiny_model(Path(tmp) / "rm", seed=0, num_labels=1, **SIZES[args.size])))
         tok = rm_score.check(ref)
         model = rm_score.load(ref)
     prompt_texts, pool = gsm8k_texts(args.prompts, 0)
@@ -56,7 +57,7 @@ def main() -> None:
         return rm_score.RMScorer(model, tok.pad_token_id, batch_size=args.batch_size).score(tk)[tk.inverse]
 
     def naive():
-        return rm_score.naive_rewards(model, tok, prompts, responses)
+        return naive_rewards(model, tok, prompts, responses)
 
     fns = (("ours", ours), ("naive", naive))
     from bench.timing import time_rotated

@@ -68,8 +68,9 @@ def build_table(model_spec: str, n_pairs: int, folder: Path) -> Path:
 
     import schemas
     from cream_data.tables import io
-    from cream_data.engines.hf_score import naive_logps, response_token_span
-    from cream_data.engines.models import load, template_hash
+    from cream_data.engines.hf_score import response_token_span
+    from cream_data.engines.models import chat_template_hash, load
+    from tests.support.models import naive_logps
 
     model, tok, ref = load(model_spec, device="cpu")
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines()[: n_pairs + 1]]
@@ -79,7 +80,7 @@ def build_table(model_spec: str, n_pairs: int, folder: Path) -> Path:
     c_lp = naive_logps(model, tok, prompts, chosen)
     r_lp = naive_logps(model, tok, prompts, rejected)
     n = lambda p, y: (lambda ids_start: len(ids_start[0]) - ids_start[1])(response_token_span(tok, p, y))  # noqa
-    th = template_hash(tok)
+    th = chat_template_hash(tok)
     out = []
     for i in range(n_pairs):
         out.append(dict(

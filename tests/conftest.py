@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny random model of the SmolLM2 family, the shared data folder, a CLI runner."""
+"""Shared fixtures: a tiny random model of the SmolLM2 family, the shared data folder, a CLI runner (in this process
+or through the installed console script), the trainers a training run builds. The plain helpers they build on live
+in tests/support/."""
 
 from __future__ import annotations
 
@@ -8,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support import REPO
+from tests.support.cli import CliResult, cream_executable
+from tests.support.models import make_tiny_model
+
 os.environ.setdefault("CREAM_CACHE", str(REPO / ".cache" / "cream"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is fetched from a hub at test time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -30,25 +35,13 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer random Llama with SmolLM2's real tokenizer and chat template (built, not downloaded)."""
-    from cream_data.engines.models import make_tiny_model
-
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_b(tmp_path_factory) -> Path:
     """A second tiny model with other random weights (e.g. a reference or previous model)."""
-    from cream_data.engines.models import make_tiny_model
-
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama-b", seed=1)
-
-
-class CliResult:
-    def __init__(self, code: int, out: str, err: str):
-        self.code, self.out, self.err = code, out, err
-
-    def __repr__(self) -> str:
-        return f"CliResult(code={self.code}, out={self.out[-500:]!r}, err={self.err[-800:]!r})"
 
 
 @pytest.fixture
@@ -69,19 +62,6 @@ def cli(capsys):
     return run
 
 
-def cream_executable() -> Path:
-    """The installed `cream` console script beside the interpreter running the tests (what users run)."""
-    exe = Path(sys.executable).parent / "cream"
-    if not exe.exists():
-        import shutil
-
-        found = shutil.which("cream")
-        if found is None:
-            raise RuntimeError("the `cream` console script is not installed (run `make install`)")
-        exe = Path(found)
-    return exe
-
-
 @pytest.fixture
 def cream_exe():
     """Run the installed `cream` console script in a subprocess: ``cream_exe(*args, cwd=None, env=None, timeout=120)``."""
@@ -98,25 +78,19 @@ def cream_exe():
     return run
 
 
-def snapshot(root: Path) -> dict:
-    """Every path under ``root`` (hidden ones too) with its size and mtime: compare before/after a failing command."""
-    root = Path(root)
-    out = {}
-    for p in sorted(root.rglob("*")):
-        st = p.lstat()
-        is_dir = p.is_dir()  # a folder's own mtime moves when a lock or temporary file came and went: not compared
-        out[str(p.relative_to(root))] = (is_dir, 0 if is_dir else st.st_size, 0 if is_dir else st.st_mtime_ns)
-    return out
+@pytest.fixture
+def built_trainers(monkeypatch) -> list:
+    """The trainers cream_train.train builds while the test runs, in order: a spy on its public builders, so a test
+    can look inside the trainer a train_dpo / train_sft run used (its log history, reference model, dataset)."""
+    import cream_train.train as tr
 
-
-def assert_user_error(result: CliResult, *needles: str) -> None:
-    """A user mistake: exit 2, one line on stderr naming what was wrong, no traceback."""
-    assert result.code == 2, result
-    assert "Traceback" not in result.err, result
-    lines = [ln for ln in result.err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one line on stderr, got {lines}"
-    for n in needles:
-        assert n.lower() in lines[0].lower(), f"{n!r} not in {lines[0]!r}"
+    built = []
+    for name in ("build_dpo_trainer", "build_sft_trainer"):
+        def spy(*args, _build=getattr(tr, name), **kwargs):
+            built.append(_build(*args, **kwargs))
+            return built[-1]
+        monkeypatch.setattr(tr, name, spy)
+    return built
 
 
 sys.path.insert(0, str(REPO))

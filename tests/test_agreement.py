@@ -286,7 +286,7 @@ HUMAN = {("a", "current"): -5.0, ("a", "judge"): 3.0, ("b", "current"): 0.15, ("
 
 def make_run(tmp_path):
     """Iteration 1: current/previous/judge/oracle + human answers; iteration 2: current/previous only."""
-    from tests.test_run_report import write_prefs
+    from tests.support.reports import write_prefs
 
     run = tmp_path / "run"
     run.mkdir()
@@ -348,7 +348,7 @@ def test_run_report_has_the_agreement_tables_json_and_png(tmp_path):
 
 
 def test_run_report_without_scores_has_no_agreement_section_or_png(tmp_path):
-    from tests.test_run_report import make_run as make_plain_run
+    from tests.support.reports import make_run as make_plain_run
 
     run, _ = make_plain_run(tmp_path, evals=False)
     result = run_report.write_run_report(run)

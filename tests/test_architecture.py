@@ -35,7 +35,7 @@ def copy_of_the_tree(dst: Path) -> Path:
 def test_import_contracts_hold():
     r = lint_imports(REPO)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "0 broken" in r.stdout and "4 kept" in r.stdout, r.stdout
+    assert "0 broken" in r.stdout and "5 kept" in r.stdout, r.stdout
 
 
 @pytest.mark.parametrize("module, line, contract", [
@@ -64,6 +64,49 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path, module, line, contract):
     assert contract in " ".join(broken.split())
     dotted = module.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
     assert dotted in broken, broken
+
+
+NO_CYCLES = "no import cycle between sibling modules"  # the name of the acyclic_siblings contract
+
+
+def _cycle_lines(stdout: str, package: str) -> list[str]:
+    """The dependencies the no-cycle contract says to remove in ``package`` (``- .a -> .b (1 import)``)."""
+    if f"No cycles are allowed in {package}." not in stdout:
+        return []
+    block = stdout.split(f"No cycles are allowed in {package}.", 1)[1].split("No cycles are allowed in", 1)[0]
+    return [ln.strip() for ln in block.splitlines() if ln.strip().startswith("- .")]
+
+
+@pytest.mark.parametrize("module, line, package, other", [
+    # two modules of a subpackage, the new import at module level
+    ("cream_data/tables/table_files.py", "from cream_data.tables import io", "cream_data.tables", "io"),
+    # inside a function: a lazy import is an import all the same
+    ("cream_data/reports/figures.py", "def _planted():\n    from cream_data.reports import inspect",
+     "cream_data.reports", "inspect"),
+    # top-level modules of a root package
+    ("cream_data/errors.py", "import cream_data.settings", "cream_data", "settings"),
+    ("cream_train/precision.py", "import cream_train.train", "cream_train", "train"),
+    ("cli/common.py", "from cli import main", "cli", "main"),
+])
+def test_a_new_import_cycle_breaks_the_no_cycle_contract(tmp_path, module, line, package, other):
+    """A module that imports a sibling which (directly) imports it back: the acyclic_siblings contract fails and
+    names the pair. Checked against the same copy before the import is planted, where that pair is not named."""
+    tree = copy_of_the_tree(tmp_path)
+    planted = Path(module).stem
+    pair = {f".{planted}", f".{other}"}
+
+    def named(stdout: str) -> list[str]:  # the lines "- .a -> .b (n imports)" of this very pair
+        return [ln for ln in _cycle_lines(stdout, package) if set(ln[2:].split(" (")[0].split(" -> ")) == pair]
+
+    before = lint_imports(tree)
+    assert not named(before.stdout), before.stdout  # no cycle between these two yet
+    path = tree / module
+    path.write_text(path.read_text() + f"\n{line}  # added by the test\n")
+    r = lint_imports(tree)
+    assert r.returncode != 0, r.stdout
+    broken = r.stdout[r.stdout.index("Broken contracts"):]
+    assert NO_CYCLES in " ".join(broken.split()), broken
+    assert len(named(broken)) == 1, broken
 
 
 def _loaded_after(code: str) -> dict:

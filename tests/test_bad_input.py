@@ -11,7 +11,7 @@ import pytest
 
 import schemas
 from cream_data.tables import io
-from tests.conftest import assert_user_error, snapshot
+from tests.support.cli import assert_user_error, snapshot
 
 GSM = {"question": "What is 2+2?", "answer": "2+2=4\n#### 4"}
 ARC = {"id": "q1", "question": {"stem": "Pick", "choices": [{"text": "x", "label": "A"}, {"text": "y", "label": "B"}]},

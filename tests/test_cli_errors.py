@@ -18,7 +18,7 @@ import pytest
 from cream_data.tables import io
 from cream_data.engines import models
 from cream_data.errors import CreamError
-from tests.conftest import assert_user_error, cream_executable, snapshot
+from tests.support.cli import assert_user_error, cream_executable, snapshot
 
 COMMANDS = ["prompts", "sample", "label", "train", "run", "eval", "sql", "inspect", "publish"]
 INTERRUPTED = "interrupted: finished parts are kept; rerun the same command to resume"

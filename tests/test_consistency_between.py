@@ -11,9 +11,12 @@ from scipy.stats import kendalltau, rankdata, spearmanr
 import schemas
 from cream_data.tables import io
 from cream_data.engines import hf_score, models
-from cream_data.stages.label import LabelConfig, label, repair
+from cream_data.stages.label import LabelConfig, label, pair_from_scores
 from cream_data.rewards.pairing import build_preferences
-from tests.conftest import assert_user_error
+from cream_data.rewards.spec import PairingSpec
+from tests.support.cli import assert_user_error
+from tests.support.models import naive_logps
+from tests.support.runs import DEFAULT, write_tiny_run_config
 
 
 def tables(rewards: dict[str, list], seed: int = 0) -> tuple[pa.Table, pa.Table]:
@@ -53,8 +56,8 @@ def test_cross_scorer_consistency_matches_scipy_on_random_and_tied_inputs(method
     cur_l = cur.tolist()
     judge_l = [[None if judge_null[p, i] else judge[p, i] for i in range(N)] for p in range(P)]
     responses, scores = tables({"current": cur_l, "judge": judge_l})
-    prefs, summary = build_preferences(responses, scores, reward_scorer="current", prev_scorer="judge",
-                                       consistency=method, iteration=1)
+    prefs, summary = build_preferences(responses, scores, PairingSpec(partner="judge", consistency=method),
+                                       iteration=1)
     got = {r["prompt_id"]: r for r in prefs.to_pylist()}
     n_pairs = 0
     for p in range(P):
@@ -98,8 +101,8 @@ HAND_C = {"p000": 1.0, "p001": 0.0, "p002": 1 / 3, "p003": 2 / 3, "p004": 5 / 6}
 ])
 def test_pair_policies_against_a_hand_worked_table(policy, kept, weights):
     responses, scores = tables({"current": HAND_CUR, "judge": [[float(x) for x in r] for r in HAND_JUDGE]})
-    prefs, summary = build_preferences(responses, scores, reward_scorer="current", prev_scorer="judge",
-                                       pair_policy=policy, iteration=1)
+    prefs, summary = build_preferences(responses, scores, PairingSpec(partner="judge", pair_policy=policy),
+                                       iteration=1)
     rows = {r["prompt_id"]: r for r in prefs.to_pylist()}
     assert sorted(rows) == kept
     for pid, w in weights.items():
@@ -114,12 +117,12 @@ def test_pair_policy_needs_a_partner_and_distinct_scorers():
     responses, scores = tables({"current": HAND_CUR, "judge": [[float(x) for x in r] for r in HAND_JUDGE]})
     from cream_data.errors import CreamError
 
-    with pytest.raises(CreamError, match="needs a second scorer"):
-        build_preferences(responses, scores, prev_scorer=None, pair_policy="agree")
+    with pytest.raises(CreamError, match="needs two scorers"):
+        build_preferences(responses, scores, PairingSpec(partner=None, pair_policy="agree"))
     with pytest.raises(CreamError, match="must differ"):
-        build_preferences(responses, scores, reward_scorer="judge", prev_scorer="judge")
+        build_preferences(responses, scores, PairingSpec(reward_scorer="judge", partner="judge"))
     with pytest.raises(CreamError, match="no rows for scorer 'rm'"):
-        build_preferences(responses, scores, prev_scorer="rm")
+        build_preferences(responses, scores, PairingSpec(partner="rm"))
 
 
 @pytest.mark.parametrize("kwargs, between", [
@@ -132,9 +135,9 @@ def test_pair_policy_needs_a_partner_and_distinct_scorers():
 ])
 def test_label_config_resolves_the_two_scorers(kwargs, between):
     cfg = LabelConfig(model="m", **kwargs)
-    assert cfg.between() == between
+    assert cfg.pairing().between == between
     if between:
-        assert set(between) <= cfg.roles()
+        assert set(between) <= cfg.scorer_roles()
 
 
 # ---------------------------------------------------------------------------- end to end on the tiny model
@@ -191,7 +194,7 @@ def test_label_current_judge_both_then_repair_without_a_model(tmp_path, tiny_mod
 
     monkeypatch.setattr(models, "load", no_model)
     rcfg = LabelConfig(model="", reward="dpo", consistency_between="current,judge", pair_policy="weight")
-    summary = repair(resp, tmp_path / "lab", rcfg, tmp_path / "re")
+    summary = pair_from_scores(resp, tmp_path / "lab", rcfg, tmp_path / "re")
     again = io.read_table(tmp_path / "re" / "preferences", "preferences")
     assert summary.pairs == again.num_rows == 5 - summary.skipped["all_equal"]
     assert summary.pair_policy == "weight" and summary.consistency_between == ["current", "judge"]
@@ -215,8 +218,8 @@ def test_human_answers_are_scored_by_every_role_and_never_paired(tmp_path, tiny_
     firsts = {r["prompt_id"]: r["prompt"] for r in t.to_pylist()}
     pids = ["q0", "q2"]
     convs, texts = [firsts[p] for p in pids], [human[p] for p in pids]
-    lp = hf_score.naive_logps(m, tok, convs, texts, batch_size=2)
-    lpb = hf_score.naive_logps(mb, tok, convs, texts, batch_size=2)
+    lp = naive_logps(m, tok, convs, texts, batch_size=2)
+    lpb = naive_logps(mb, tok, convs, texts, batch_size=2)
     ntok = hf_score.tokenize(tok, convs, texts).n_tokens
     for k, p in enumerate(pids):
         cur = next(r for r in rows if r["prompt_id"] == p and r["scorer"] == "current")
@@ -277,13 +280,13 @@ def test_run_check_names_the_label_keys(tmp_path, cream_exe, tiny_model):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"prompt": "2+2?", "answer": "4", "response": "2 + 2 = 4"}\n'
                        '{"prompt": "3+3?", "answer": "6", "response": "3 + 3 = 6"}\n')
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"model: {tiny_model}\nmethod: scir\niterations: 1\nsft: {{data: {sft}}}\n"
-                   f"prompts: {{source: {prompts}}}\n"
-                   "label: {consistency_between: 'current,bogus', pair_policy: sometimes, human_answers: true}\n")
+    scir = {"model": tiny_model, "method": "scir", "iterations": 1, "sft": {"data": sft},
+            "prompts": {"source": prompts, "per_iteration": DEFAULT}, "label": {"human_answers": True}}  # 2 prompts
+    cfg = write_tiny_run_config(tmp_path, scir, name="c",
+                                label={"consistency_between": "current,bogus", "pair_policy": "sometimes"})
     r = cream_exe("run", cfg, "--check")
     assert_user_error(r, "label.consistency_between: got 'bogus'", "label.pair_policy: got 'sometimes'")
-    cfg.write_text(cfg.read_text().replace("'current,bogus'", "'current,judge'").replace("sometimes", "agree"))
+    write_tiny_run_config(tmp_path, scir, name="c", label={"consistency_between": "current,judge", "pair_policy": "agree"})
     ok = cream_exe("run", cfg, "--check")
     assert ok.code == 0, ok
     assert "consistency_between: current,judge" in ok.out and "pair_policy: agree" in ok.out

@@ -19,7 +19,7 @@ from cream_data.stages.eval_config import EvalConfig
 from cream_data.stages.evaluate import NUMERIC_TASKS, load_examples, option_letters
 from cream_train.run.config import load_run_config
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 DEMO = REPO / "examples" / "demo.yaml"
 EVAL_DATA = REPO / "examples" / "data" / "eval"

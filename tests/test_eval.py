@@ -6,8 +6,6 @@ of the loaders under test.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 
@@ -23,37 +21,8 @@ from cream_data.inputs.tasks import TASKS
 from cream_data.stages.eval_config import SUFFIX
 from cream_data.stages.evaluate import EvalConfig, evaluate, load_examples, option_letters, score
 from cream_data.tables.validate import violations
-from tests.conftest import assert_user_error
-
-FILES = {"arc_easy": "arc/ARC-Easy-Test.jsonl", "arc_challenge": "arc/ARC-Challenge-Test.jsonl",
-         "openbookqa": "openbookqa/test.jsonl", "siqa": "siqa/dev.jsonl", "gsm8k": "gsm8k/test.jsonl"}
-
-
-# ---------------------------------------------------------------------------- the benchmark files, read by hand
-def raw_items(data: Path, task: str) -> list[dict]:
-    """[{id, gold, n_choices, options, text}] straight from the file: gold is a letter, or GSM8K's number."""
-    lines = [json.loads(ln) for ln in (data / FILES[task]).read_text().splitlines() if ln.strip()]
-    items = []
-    if task == "siqa":
-        labels = (data / "siqa/dev-labels.lst").read_text().split()
-        for i, (r, lab) in enumerate(zip(lines, labels)):
-            opts = [r["answerA"], r["answerB"], r["answerC"]]
-            items.append({"id": f"dev-{i + 1:05d}", "gold": "ABC"[int(lab) - 1], "n_choices": 3, "options": opts,
-                          "text": r["context"]})
-    elif task == "gsm8k":
-        for r in lines:
-            turns = [{"role": "user", "content": r["question"]}]
-            canon = json.dumps(turns, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-            items.append({"id": hashlib.sha256(canon.encode()).hexdigest()[:16], "n_choices": 0, "options": [],
-                          "gold": r["answer"].split("####")[-1].strip().replace(",", ""), "solution": r["answer"],
-                          "text": r["question"]})
-    else:
-        for r in lines:
-            choices = r["question"]["choices"]
-            labels = [c["label"] for c in choices]
-            items.append({"id": r["id"], "gold": "ABCDE"[labels.index(r["answerKey"])], "n_choices": len(choices),
-                          "options": [c["text"] for c in choices], "labels": labels, "text": r["question"]["stem"]})
-    return items
+from tests.support.benchmarks import raw_items
+from tests.support.cli import assert_user_error
 
 
 @pytest.fixture(scope="module")

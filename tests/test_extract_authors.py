@@ -10,7 +10,7 @@ import pytest
 from cream_data.tables import io
 from cream_data.rewards.answers import authors_choice, authors_correct, authors_number, extract_choice, extract_number
 from cream_data.stages.evaluate import EvalConfig, load_examples, score
-from tests.conftest import assert_user_error
+from tests.support.cli import assert_user_error
 
 # (generation, what `cream` extracts (item letters A–E), what `authors` extracts); worked out by hand from the rules
 CHOICE = [

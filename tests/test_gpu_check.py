@@ -19,7 +19,7 @@ import pytest
 from safetensors import safe_open
 
 from cream_data.tables import io
-from tests.conftest import REPO
+from tests.support import REPO
 
 SCRIPT = REPO / "bench" / "gpu_check.py"
 ROWS = ["label_small", "sample_hf", "reference_drift", "dpo_small_stored", "mixed_precision", "dpo_small_computed",

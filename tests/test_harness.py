@@ -19,9 +19,9 @@ from cream_data.inputs.harness_tasks import local_task
 from cream_data.stages.harness_config import HarnessConfig
 from cream_data.vocab import TASKS
 from cream_data.errors import CreamError
-from tests.conftest import CliResult, assert_user_error, snapshot
-from tests.test_eval import raw_items
-from tests.test_loop import write_config
+from tests.support.benchmarks import raw_items
+from tests.support.cli import CliResult, assert_user_error, snapshot
+from tests.support.runs import write_tiny_run_config
 
 needs_lm_eval = pytest.mark.skipif(
     __import__("importlib").util.find_spec("lm_eval") is None, reason="lm-eval is not installed (pip install -e '.[harness]')")
@@ -177,22 +177,18 @@ def test_cream_matches_lm_eval_called_directly(cream_exe, shared_data, tmp_path)
 
 
 # ---------------------------------------------------------------------------- cream run
-def harness_config(tmp_path: Path, tiny_model: Path, shared_data: Path, name: str, harness: str) -> Path:
-    """test_loop's small config with one iteration and ``eval.harness`` set inside its eval mapping."""
-    cfg = write_config(tmp_path, tiny_model, shared_data, name)
-    text = cfg.read_text().replace("iterations: 2", "iterations: 1")
-    eval_end = "max_new_tokens: 6, batch_size: 4}"
-    assert text.count(eval_end) == 1
-    cfg.write_text(text.replace(eval_end, f"max_new_tokens: 6, batch_size: 4, harness: {harness}}}"))
-    return cfg
+def harness_config(tmp_path: Path, tiny_model: Path, shared_data: Path, name: str, harness) -> Path:
+    """The tiny run config with one iteration and ``eval.harness`` set inside its eval mapping."""
+    return write_tiny_run_config(tmp_path, name=name, model=tiny_model, iterations=1,
+                                 eval={"data_dir": shared_data, "harness": harness})
 
 
 def test_run_check_names_harness_problems(cli, tiny_model, shared_data, tmp_path):
-    cfg = harness_config(tmp_path, tiny_model, shared_data, "bad", "{tasks: [mmlu], limit: 0, shots: 2}")
+    cfg = harness_config(tmp_path, tiny_model, shared_data, "bad", {"tasks": ["mmlu"], "limit": 0, "shots": 2})
     r = cli("run", cfg, "--check")
     assert_user_error(r, "eval.harness.shots: unknown setting", "eval.harness.tasks: unknown 'mmlu'",
                       "eval.harness.limit: got 0")
-    cfg = harness_config(tmp_path, tiny_model, shared_data, "bad2", "[arc_easy]")
+    cfg = harness_config(tmp_path, tiny_model, shared_data, "bad2", ["arc_easy"])
     assert_user_error(cli("run", cfg, "--check"), "eval.harness: got ['arc_easy'], expected a mapping")
 
 
@@ -201,7 +197,7 @@ def test_run_check_names_harness_problems(cli, tiny_model, shared_data, tmp_path
 def test_cream_run_reports_harness_numbers(tiny_model, shared_data, tmp_path):
     from cream_train.run.loop import run
 
-    cfg = harness_config(tmp_path, tiny_model, shared_data, "h", "{tasks: [arc_easy, siqa], limit: 3}")
+    cfg = harness_config(tmp_path, tiny_model, shared_data, "h", {"tasks": ["arc_easy", "siqa"], "limit": 3})
     s = run(cfg, log=lambda m: None)
     manifest = json.loads((s.run_dir / "manifest.json").read_text())
     for k in range(3):
@@ -219,7 +215,7 @@ def test_cream_run_reports_harness_numbers(tiny_model, shared_data, tmp_path):
     # a rerun skips the harness stages; another harness setting redoes them and only them
     again = run(cfg, log=lambda m: None)
     assert {f"harness-M{k}" for k in range(3)} <= set(again.skipped) and not again.ran
-    cfg.write_text(cfg.read_text().replace("limit: 3}", "limit: 2}"))
+    harness_config(tmp_path, tiny_model, shared_data, "h", {"tasks": ["arc_easy", "siqa"], "limit": 2})
     changed = run(cfg, log=lambda m: None)
     assert sorted(changed.ran) == ["harness-M0", "harness-M1", "harness-M2"]
 

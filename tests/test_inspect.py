@@ -9,81 +9,13 @@ import struct
 import numpy as np
 import pyarrow as pa
 import pytest
-from scipy import stats
 
 from cream_data.tables import io
 from cream_data.reports import inspect as report
-from tests.conftest import assert_user_error
+from tests.support.cli import assert_user_error
+from tests.support.tables import SKIPPED, make_labeled, write_labeled
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def conv(role, text):
-    return [{"role": role, "content": text}]
-
-
-def ordinal_ranks_best_first(r):
-    """1 = best; ties as the CREAM reference breaks them (scipy's ascending ordinal rank, flipped)."""
-    return [len(r) + 1 - int(x) for x in stats.rankdata(r, method="ordinal")]
-
-
-def make_labeled(seed=0, n_prompts=60, iteration=1, model="m1", prev_model="m0"):
-    """Consistent preferences + scores tables: N in {3, 4, 5}, some ties, some rows without previous rewards."""
-    rng = np.random.default_rng(seed)
-    pref_rows, score_rows = [], []
-    for i in range(n_prompts):
-        n = int(rng.integers(3, 6))
-        cur = np.round(rng.normal(size=n), 1).tolist()          # rounding makes ties
-        if i % 7 == 0:
-            cur[1] = cur[0]                                       # a guaranteed tie
-        if len(set(cur)) == 1:
-            cur[0] += 1.0
-        prev = None if i % 5 == 0 else np.round(rng.normal(size=n), 1).tolist()
-        chosen = max(range(n), key=lambda j: (cur[j], -j))       # first maximum
-        rejected = min(range(n), key=lambda j: (cur[j], j))      # first minimum
-        ranks = ordinal_ranks_best_first(cur)
-        prev_ranks = ordinal_ranks_best_first(prev) if prev else None
-        tau = float(stats.kendalltau(ranks, prev_ranks).statistic) if prev else None
-        c = (tau + 1) / 2 if prev else 1.0
-        pid = f"p{iteration}-{i:03d}"
-        pref_rows.append({
-            "prompt_id": pid, "prompt": conv("user", f"question {i}"),
-            "chosen": conv("assistant", f"answer {chosen}"), "rejected": conv("assistant", f"answer {rejected}"),
-            "chosen_idx": chosen, "rejected_idx": rejected, "iteration": iteration, "n_responses": n,
-            "rewards": cur, "prev_rewards": prev, "ranks": ranks, "prev_ranks": prev_ranks,
-            "kendall_tau": tau, "consistency": c, "consistency_method": "kendall", "weight": c,
-            "chosen_logp": -float(10 + chosen), "rejected_logp": -float(10 + rejected),
-            "chosen_n_tokens": 5, "rejected_n_tokens": 6, "model": model, "ref_model": prev_model,
-            "prev_model": prev_model if prev else None, "prev_ref_model": None, "template_hash": "th",
-        })
-        for j in range(n):
-            score_rows.append({"prompt_id": pid, "response_idx": j, "scorer": "current", "model": model,
-                               "ref_model": prev_model, "logp": -1.0, "ref_logp": -1.0 - cur[j], "n_tokens": 4,
-                               "reward": cur[j], "reward_kind": "dpo", "judge_text": None})
-            if prev:
-                score_rows.append({"prompt_id": pid, "response_idx": j, "scorer": "previous", "model": prev_model,
-                                   "ref_model": None, "logp": prev[j] * 4, "ref_logp": None, "n_tokens": 4,
-                                   "reward": prev[j], "reward_kind": "likelihood_norm", "judge_text": None})
-    prefs = pa.Table.from_pylist(pref_rows, schema=_schema("preferences"))
-    scores = pa.Table.from_pylist(score_rows, schema=_schema("scores"))
-    return prefs, scores
-
-
-def _schema(kind):
-    import schemas
-
-    return schemas.get(kind).arrow
-
-
-SKIPPED = {"all_equal": 3, "nonfinite": 1, "too_few": 2}
-
-
-def write_labeled(folder, seed=0, **kw):
-    prefs, scores = make_labeled(seed, **kw)
-    io.write_table(prefs, folder / "preferences", "preferences",
-                   manifest_extra={"summary": {"pairs": prefs.num_rows, "skipped": SKIPPED}})
-    io.write_table(scores, folder / "scores", "scores")
-    return prefs, scores
 
 
 # ---------------------------------------------------------------------------- numbers

@@ -10,7 +10,7 @@ from cream_data.publish import hub
 from cream_data.tables import iterations
 from cream_data.tables import sql
 from cream_data.tables.io import write_table
-from tests.test_publish import make_tables
+from tests.support.published import make_tables
 
 
 def test_doctests():

@@ -17,7 +17,7 @@ from cream_data.tables import io
 from cream_data.rewards.judge import (JUDGE_PROMPT, cue_tail, find_score_cue, judge_prefix, template_problem,
                               value_token_ids)
 from cream_data.stages.label import LabelConfig, label
-from tests.conftest import assert_user_error, snapshot
+from tests.support.cli import assert_user_error, snapshot
 
 APPENDED = "\n[cue appended] Score:"  # the documented marker in the stored judge text (docs/REWARDS.md)
 
@@ -190,7 +190,7 @@ def test_cue_found_in_the_generation_matches_a_hand_computation(tmp_path, tiny_m
 def test_expected_mode_scores_every_response_and_pairs_form(tmp_path, tiny_model):
     """Random weights: parse mode gets (almost) no score and no pair; expected mode a finite reward for 100 % of
     the responses, each prompt with distinct rewards, so every prompt pairs."""
-    from tests.test_label import responses_table
+    from tests.support.tables import responses_table
 
     resp = io.write_table(responses_table(n_prompts=4, n=4), tmp_path / "r", "responses")
     common = dict(model=str(tiny_model), reward="judge", judge_max_new_tokens=6)
@@ -256,11 +256,11 @@ def test_run_config_label_section(tmp_path, tiny_model):
     checked by the label stage's own config; the template's hash is part of the label stage's fingerprint."""
     from cream_data.errors import CreamError
     from cream_train.run.config import load_run_config
-    from tests.test_run_check import base_config
+    from tests.support.runs import tiny_run_config
 
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "judge.txt").write_text("Grade {response} for {request}.", encoding="utf-8")
-    cfg = base_config(tmp_path, tiny_model)
+    cfg = tiny_run_config(model=tiny_model, run_dir=tmp_path / "run")
     cfg["method"] = "srlm"
     cfg["label"].update(judge_mode="parse", judge_template="prompts/judge.txt")
     path = tmp_path / "run.yaml"
@@ -278,24 +278,23 @@ def test_run_config_label_section(tmp_path, tiny_model):
 
 def test_loop_fingerprint_follows_the_template_content(tmp_path, tiny_model, monkeypatch):
     """The label stage's inputs carry the template's hash: the same path with other content is another stage."""
-    from cream_train.run import loop as loop_mod
+    from cream_train.run.manifest import Manifest
+    from cream_train.run.stage_defs import label
+    from cream_train.run.walk import StageWalk
     from cream_train.run.config import load_run_config
-    from tests.test_run_check import base_config
+    from tests.support.runs import tiny_run_config
 
     (tmp_path / "judge.txt").write_text("A {request} {response}", encoding="utf-8")
-    cfg = base_config(tmp_path, tiny_model)
+    cfg = tiny_run_config(model=tiny_model, run_dir=tmp_path / "run")
     cfg["method"] = "srlm"
     cfg["label"]["judge_template"] = "judge.txt"
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run, _, table = load_run_config(path)
-    captured = []
-    monkeypatch.setattr(loop_mod.Loop, "stage", lambda self, name, inputs, outs, fn, prepare=None: captured.append(inputs))
-    lp = loop_mod.Loop(run, table, log=lambda *_: None)
-    lp.fps.update({"sample-1": "x", "train-M1": "y"})
-    lp.label(1)
+    walk = StageWalk(run, table, Manifest.open(run.run_dir, writable=False))
+    walk.fps.update({"sample-1": "x", "train-M1": "y"})
+    a = label(walk, 1).inputs
     (tmp_path / "judge.txt").write_text("B {request} {response}", encoding="utf-8")
-    lp.label(1)
-    a, b = captured
+    b = label(walk, 1).inputs
     assert a["judge_template"] == b["judge_template"] and a["judge_template_fp"] != b["judge_template_fp"]
     assert json.dumps(a, default=str) != json.dumps(b, default=str) and os.path.isabs(a["judge_template"])

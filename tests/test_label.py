@@ -15,28 +15,11 @@ from scipy.stats import kendalltau, rankdata
 
 from cream_data.tables import io
 from cream_data.engines import hf_score, models
-from cream_data.stages.label import LabelConfig, label, repair
-from tests.conftest import REPO, assert_user_error
-
-WORDS = "the a cat dog sun runs blue seven answer because therefore number green quickly".split()
-
-
-def responses_table(n_prompts=6, n=4, seed=0, vary_n=False) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for p in range(n_prompts):
-        prompt = [{"role": "user", "content": f"Question {p}: " + " ".join(rng.choice(WORDS, 5))}]
-        if p % 3 == 0:
-            prompt = [{"role": "system", "content": "Be brief."}] + prompt
-        k = n - (p % 2) if vary_n else n
-        for i in range(k):
-            text = " ".join(rng.choice(WORDS, int(rng.integers(1, 12))))
-            if i == 2 and p == 1:
-                text = rows[-1]["response"]  # an identical response: scored once
-            rows.append(dict(prompt_id=f"p{p:03d}", prompt=prompt, response_idx=i, response=text, model="m",
-                             iteration=1, seed=0, temperature=0.8, top_p=0.95, max_new_tokens=32,
-                             finish_reason="stop", n_tokens=5))
-    return pa.Table.from_pylist(rows)
+from cream_data.stages.label import LabelConfig, label, pair_from_scores
+from tests.support import REPO
+from tests.support.cli import assert_user_error
+from tests.support.models import make_tiny_model, naive_logps
+from tests.support.tables import responses_table
 
 
 @pytest.fixture
@@ -50,7 +33,7 @@ def test_engine_matches_naive_full_forward(tiny_model):
     prompts, resps = t["prompt"].to_pylist(), t["response"].to_pylist()
     tk = hf_score.tokenize(tok, prompts, resps)
     assert len(tk.ids) < t.num_rows  # the duplicate response was folded
-    naive = hf_score.naive_logps(model, tok, prompts, resps, batch_size=4)
+    naive = naive_logps(model, tok, prompts, resps, batch_size=4)
     # prefix sharing (prompt KV once per group; batch 5 < groups of 3 + 3 cuts groups across batches) and the
     # plain path, each against the naive full forward
     for sharing in (True, False):
@@ -101,7 +84,7 @@ def test_label_dpo_rewards_ranks_consistency(tmp_path, responses_dir, tiny_model
     P, R = resp["prompt"].to_pylist(), resp["response"].to_pylist()
     ma, tok, _ = models.load(str(tiny_model))
     mb, _, _ = models.load(str(tiny_model_b))
-    la, lb = hf_score.naive_logps(ma, tok, P, R), hf_score.naive_logps(mb, tok, P, R)
+    la, lb = naive_logps(ma, tok, P, R), naive_logps(mb, tok, P, R)
     np.testing.assert_allclose(cur.logp, la, atol=1e-4)
     np.testing.assert_allclose(cur.reward, la - lb, atol=2e-4)
     np.testing.assert_allclose(prev.reward, lb / prev.n_tokens.to_numpy(), atol=1e-4)
@@ -118,7 +101,7 @@ def test_label_dpo_rewards_ranks_consistency(tmp_path, responses_dir, tiny_model
         assert row.consistency == pytest.approx((tau + 1) / 2) and row.weight == pytest.approx((tau + 1) / 2)
         assert row.chosen_idx == int(np.argmax(r)) and row.rejected_idx == int(np.argmin(r))
         assert row.chosen_logp == pytest.approx(la[(resp["prompt_id"].to_numpy() == row.prompt_id)][row.chosen_idx])
-        assert row.template_hash == models.template_hash(tok)
+        assert row.template_hash == models.chat_template_hash(tok)
     assert len(prefs) == 6
 
 
@@ -132,7 +115,8 @@ def test_rerun_reuses_stored_scores_and_repair_changes_only_weights(tmp_path, re
     assert io.read_table(out / "preferences", "preferences").equals(first)
 
     rebuilt = tmp_path / "rebuilt"
-    summary = repair(responses_dir, out, LabelConfig(model="", consistency="toporder", scope="dataset"), rebuilt)
+    summary = pair_from_scores(responses_dir, out, LabelConfig(model="", consistency="toporder", scope="dataset"),
+                               rebuilt)
     p2 = io.read_table(rebuilt / "preferences", "preferences")
     assert p2["chosen_idx"].equals(first["chosen_idx"]) and p2["ranks"].equals(first["ranks"])
     w = np.array(p2["weight"].to_pylist())
@@ -144,9 +128,12 @@ def test_rerun_reuses_stored_scores_and_repair_changes_only_weights(tmp_path, re
 def test_kill_during_scoring_then_resume(tmp_path, tiny_model, tiny_model_b):
     resp = io.write_table(responses_table(n_prompts=120, n=4, seed=3), tmp_path / "responses", "responses")
     out = tmp_path / "lab"
-    args = [sys.executable, "-m", "cli.main", "label", str(resp), "--model", str(tiny_model), "--ref",
-            str(tiny_model_b), "--out", str(out), "--batch-size", "2"]
-    env = {**os.environ, "CREAM_LABEL_FLUSH_ROWS": "8"}
+    # a labeling that persists its scores every 8 rows (the internal setting flush_rows), in a process of its own
+    code = ("from cream_data.stages.label import label; from cream_data.stages.label_config import LabelConfig; "
+            f"label({str(resp)!r}, LabelConfig(model={str(tiny_model)!r}, ref={str(tiny_model_b)!r}, batch_size=2, "
+            f"flush_rows=8), {str(out)!r})")
+    args = [sys.executable, "-c", code]
+    env = dict(os.environ)
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("logps/*/part-*.parquet"))) < 3:
@@ -181,7 +168,9 @@ def test_varying_n_is_grouped_and_n_below_2_skipped(tmp_path, tiny_model):
 
 
 def test_bad_inputs(tmp_path, cli, responses_dir, tiny_model, tiny_model_b):
-    bad = io.conform(responses_table(), "responses").drop_columns(["response"])
+    from cream_data.tables.validate import conform
+
+    bad = conform(responses_table(), "responses").drop_columns(["response"])
     import pyarrow.parquet as pq
 
     pq.write_table(bad, tmp_path / "bad.parquet")
@@ -190,7 +179,7 @@ def test_bad_inputs(tmp_path, cli, responses_dir, tiny_model, tiny_model_b):
     r = cli("label", responses_dir, "--model", tmp_path / "nope", "--out", tmp_path / "o2")
     assert_user_error(r, "path does not exist")
     # a reference with another tokenizer / chat template: refuse
-    other = models.make_tiny_model(tmp_path / "other", seed=2)
+    other = make_tiny_model(tmp_path / "other", seed=2)
     cfgj = other / "tokenizer_config.json"
     cfgj.write_text(cfgj.read_text().replace("<|im_start|>", "<|im_start|> "))
     if (other / "chat_template.jinja").exists():

@@ -18,8 +18,9 @@ from cream_data.errors import CreamError
 from cream_data.publish import hub
 from cream_data.tables import sql
 from cream_data.tables.io import read_table, write_table
-from tests.conftest import REPO, assert_user_error, snapshot
-from tests.test_publish import make_run, make_tables
+from tests.support import REPO
+from tests.support.cli import assert_user_error, snapshot
+from tests.support.published import make_run, make_tables
 
 FOLDERS = ("lab/preferences", "lab-spearman/preferences")
 

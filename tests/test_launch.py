@@ -13,57 +13,21 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer.main
 
-from cli.main import app
-from cli.options import Options, _given, _specs
 from cream_data.errors import CreamError
 from cream_data.settings import Settings, SettingsError, setting
 from cream_data.stages.eval_config import EvalConfig
-from cream_data.stages.harness_config import HarnessConfig
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.sample_config import SampleConfig
 from cream_data.inputs.prompts_config import PromptsConfig
 from cream_data.tables import io
 from cream_train.config import DPOTrainConfig, SFTTrainConfig
 from cream_train.run.launch import Launcher, Process, launch_commands, shell_line, stage_argv
+from tests.support.commands import parse, rebuild
 
 REPO = Path(__file__).resolve().parents[1]
 PY = "/opt/py/bin/python"
 CREAM = [PY, "-m", "cli.main"]
-
-# Each command's settings classes and skipped fields, as its @with_settings declares them (cli/*.py).
-COMMAND_SETTINGS = {"sample": ((SampleConfig,), ()), "label": ((LabelConfig,), ()),
-                    "eval": ((EvalConfig, HarnessConfig), ()), "train": ((DPOTrainConfig, SFTTrainConfig), ("out",)),
-                    "prompts": ((PromptsConfig,), ())}
-
-
-# ---------------------------------------------------------------------------- parsing with the real app
-def parse(argv: list[str]):
-    """The real `cream` app's parse of ``argv`` (routing included): the sub-command's click context. Nothing runs."""
-    group = typer.main.get_command(app)
-    ctx = group.make_context("cream", list(argv))
-    name, command, rest = group.resolve_command(ctx, list(argv))
-    assert name == argv[0]
-    return command.make_context(name, rest, parent=ctx)
-
-
-def rebuild(argv: list[str]):
-    """The config the command of ``argv`` would build: the parsed options turned into :class:`Options` as
-    ``with_settings`` does, then built with the values the command owns, as its body does."""
-    sub = parse(argv)
-    p, command = sub.params, argv[0]
-    classes, skip = COMMAND_SETTINGS[command]
-    specs = _specs(classes, skip)
-    assert set(specs) <= set(p), f"{command}: options missing from the app: {set(specs) - set(p)}"
-    opts = Options({n: specs[n].value(p[n]) for n in specs}, {n for n in specs if _given(sub, n)}, specs,
-                   lambda c: c.__name__)
-    if command == "label":
-        return opts.build(LabelConfig, model=p["model"] or "")
-    if command == "train":
-        cls = DPOTrainConfig if p["stage"] == "dpo" else SFTTrainConfig
-        return opts.build(cls, data=p["data"], model=p["model"], out=p["out_dir"])
-    return opts.build(classes[0])
 
 
 def judge_template(tmp_path) -> str:

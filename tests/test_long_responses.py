@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-import yaml
 
-from cream_data.engines import models
 from cream_data.tables import io
-from tests.conftest import REPO, assert_user_error, snapshot
+from tests.support.cli import assert_user_error, snapshot
+from tests.support.models import make_tiny_model
+from tests.support.runs import tiny_run_config, write_yaml
 
 CONTEXT = 128  # the short-context copy's max_position_embeddings
 LONG = "Let me explain. " + "word " * 200  # ~ 230 tokens with the template: beyond 128, well within 2048
@@ -48,7 +48,7 @@ def short_model(tmp_path_factory, tiny_model) -> Path:
 def short_rm(tmp_path_factory) -> Path:
     """A one-logit reward model (SmolLM2's tokenizer) with a 128-token context."""
     root = tmp_path_factory.mktemp("rm")
-    return short_context(models.make_tiny_model(root / "rm", seed=5, num_labels=1), root / "rm-128")
+    return short_context(make_tiny_model(root / "rm", seed=5, num_labels=1), root / "rm-128")
 
 
 def responses(tmp_path: Path, texts: dict[str, list[str]] = TEXTS) -> Path:
@@ -141,17 +141,12 @@ def test_the_run_config_key_label_long_responses(tmp_path, cream_exe, tiny_model
     from cream_train.run.config import load_run_config
     from cream_train.run.sections import Stages
 
-    data = REPO / "examples" / "data"
-    cfg = {"model": str(tiny_model), "method": "cream", "iterations": 1, "run_dir": str(tmp_path / "run"),
-           "sft": {"data": str(data / "demo_sft.jsonl"), "limit": 16},
-           "prompts": {"source": str(data / "demo_prompts.jsonl"), "per_iteration": 4},
-           "label": {"long_responses": "drop"}}
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    cfg = tiny_run_config(model=tiny_model, iterations=1, run_dir=tmp_path / "run", label={"long_responses": "drop"})
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
     r = cream_exe("run", path, "--check", cwd=tmp_path)
     assert_user_error(r, "label.long_responses: got 'drop'", "skip", "error")
     cfg["label"]["long_responses"] = "error"
-    path.write_text(yaml.safe_dump(cfg))
+    write_yaml(path, cfg)
     ok = cream_exe("run", path, "--check", cwd=tmp_path)
     assert ok.code == 0 and "long_responses: error" in ok.out, ok
     run_cfg, run_dir, _ = load_run_config(path, machine_checks=None)

@@ -13,31 +13,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import yaml
 
 from cream_data.tables import io
-from tests.conftest import REPO, assert_user_error
-
-DEMO_DATA = REPO / "examples" / "data"
-
-
-def write_config(tmp: Path, model: Path, shared: Path, name: str, method: str = "cream", **extra) -> Path:
-    cfg = f"""
-model: {model}
-method: {method}
-iterations: 2
-run_dir: {tmp / name}
-sft: {{data: {DEMO_DATA / 'demo_sft.jsonl'}, lr: 1.0e-3, epochs: 1, batch_size: 4, limit: 16}}
-prompts: {{source: {DEMO_DATA / 'demo_prompts.jsonl'}, per_iteration: 4}}
-sample: {{n: 3, max_new_tokens: 10, batch_size: 4}}
-label: {{batch_size: 8, judge_max_new_tokens: 6}}
-train: {{lr: 1.0e-3, epochs: 1, batch_size: 2}}
-eval: {{tasks: [arc_easy, gsm8k], limit: 2, data_dir: {shared}, max_new_tokens: 6, batch_size: 4}}
-"""
-    for k, v in extra.items():
-        cfg += f"{k}: {v}\n"
-    path = tmp / f"{name}.yaml"
-    path.write_text(cfg)
-    return path
+from tests.support import DEMO_DATA, REPO
+from tests.support.cli import assert_user_error
+from tests.support.runs import write_tiny_run_config, write_yaml
 
 
 def model_weights(path: Path) -> np.ndarray:
@@ -62,7 +43,7 @@ def cream_run(tmp_path_factory, tiny_model, shared_data):
     from cream_train.run.loop import run
 
     tmp = tmp_path_factory.mktemp("loop")
-    cfg = write_config(tmp, tiny_model, shared_data, "cream")
+    cfg = write_tiny_run_config(tmp, name="cream", model=tiny_model, eval={"data_dir": shared_data})
     return tmp, cfg, run(cfg, log=lambda m: None, in_process=True)
 
 
@@ -93,7 +74,7 @@ def test_cream_two_iterations(cream_run, tiny_model):
 
 def test_kill_and_resume_skips_finished_stages_and_matches(cream_run, tiny_model, shared_data):
     tmp, _, full = cream_run
-    cfg = write_config(tmp, tiny_model, shared_data, "killed")
+    cfg = write_tiny_run_config(tmp, name="killed", model=tiny_model, eval={"data_dir": shared_data})
     run_dir = tmp / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", str(cfg)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -107,7 +88,7 @@ def test_kill_and_resume_skips_finished_stages_and_matches(cream_run, tiny_model
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    from tests.test_run_processes import children_of, wait_for
+    from tests.support.processes import children_of, wait_for
 
     wait_for(lambda: not children_of(run_dir), timeout=30, what="the stage processes to end with their parent")
     before = json.loads((run_dir / "manifest.json").read_text())["stages"]
@@ -138,7 +119,8 @@ def test_srlm_two_iterations(tmp_path, tiny_model, shared_data):
     carried forward); the tables and the report are complete."""
     from cream_train.run.loop import run
 
-    cfg = write_config(tmp_path, tiny_model, shared_data, "srlm", method="srlm")
+    cfg = write_tiny_run_config(tmp_path, name="srlm", model=tiny_model, method="srlm",
+                                eval={"data_dir": shared_data})
     logs = []
     s = run(cfg, log=logs.append, in_process=True)
     check_run_tables(s.run_dir)
@@ -167,8 +149,9 @@ def test_a_pairless_iteration_does_not_stall_the_loop(tmp_path, tiny_model, shar
     itself (all zero, nothing ever learned again); M2's evaluation is M1's, reused, and the report says so."""
     from cream_train.run.loop import run
 
-    cfg = write_config(tmp_path, tiny_model, shared_data, "pairless", method="srlm")
-    cfg.write_text(cfg.read_text().replace("judge_max_new_tokens: 6", "judge_max_new_tokens: 1, judge_mode: parse"))
+    cfg = write_tiny_run_config(tmp_path, name="pairless", model=tiny_model, method="srlm",
+                                label={"judge_max_new_tokens": 1, "judge_mode": "parse"},
+                                eval={"data_dir": shared_data})
     s = run(cfg, log=lambda m: None, in_process=True)
     run_dir = s.run_dir
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -220,7 +203,8 @@ def norc_run(cream_run, tiny_model, shared_data):
     from cream_train.run.loop import run
 
     tmp, _, full = cream_run
-    cfg = write_config(tmp, tiny_model, shared_data, "norc", method="cream-no-rc")
+    cfg = write_tiny_run_config(tmp, name="norc", model=tiny_model, method="cream-no-rc",
+                                eval={"data_dir": shared_data})
     return run(cfg, log=lambda m: None, reuse_from=[full.run_dir], in_process=True)
 
 
@@ -250,8 +234,8 @@ def test_reuse_from_takes_method_independent_stages_as_links(cream_run, norc_run
     assert not np.allclose(model_weights(full.run_dir / "models" / "M2"), model_weights(s.run_dir / "models" / "M2"))
 
     # a changed setting upstream is not reused: another SFT learning rate retrains M1 and everything after it
-    cfg2 = write_config(tmp, tiny_model, shared_data, "other-sft", method="cream-no-rc")
-    cfg2.write_text(cfg2.read_text().replace("sft: {data:", "sft: {lr: 2.0e-3, data:").replace(", lr: 1.0e-3, epochs: 1, batch_size: 4, limit", ", epochs: 1, batch_size: 4, limit"))
+    cfg2 = write_tiny_run_config(tmp, name="other-sft", model=tiny_model, method="cream-no-rc", sft={"lr": 2.0e-3},
+                                 eval={"data_dir": shared_data})
     s2 = run(cfg2, log=lambda m: None, reuse_from=[full.run_dir, s.run_dir], in_process=True)
     assert set(s2.reused) == {"prompts", "sft-data", "eval-M0"} and "train-M1" in s2.ran
 
@@ -298,7 +282,8 @@ def test_study_compares_runs(cream_run, norc_run, tmp_path, cli):
 
     import pyarrow.parquet as pq
 
-    from cream_data.reports.study import compare_runs, paired_difference
+    from cream_data.reports.study import compare_runs
+    from cream_data.reports.study_bootstrap import paired_difference
 
     full, norc = cream_run[2].run_dir, norc_run.run_dir
     doc = tmp_path / "RESULTS.md"
@@ -366,7 +351,7 @@ def test_no_resume_recomputes_every_stage_identically(cream_run, tiny_model, sha
     from cream_train.run.loop import run
 
     tmp, _, full = cream_run
-    cfg = write_config(tmp, tiny_model, shared_data, "again")
+    cfg = write_tiny_run_config(tmp, name="again", model=tiny_model, eval={"data_dir": shared_data})
     linked = run(cfg, log=lambda m: None, reuse_from=[full.run_dir], in_process=True)
     assert not linked.ran and set(linked.reused) == set(json.loads((full.run_dir / "manifest.json").read_text())["stages"])
     r = cli("run", cfg, "--no-resume")
@@ -387,7 +372,7 @@ def test_no_resume_recomputes_every_stage_identically(cream_run, tiny_model, sha
 def test_plan_after_a_run_says_done_and_what_a_change_makes_stale(cream_run, cream_exe):
     """After the run every stage is done; a changed training lr makes train-M2 and everything downstream stale (their
     fingerprints chain) and leaves the rest done; the plan writes nothing."""
-    from tests.test_plan import parse_plan
+    from tests.support.commands import parse_plan
 
     tmp, cfg, summary = cream_run
     manifest = (summary.run_dir / "manifest.json").read_bytes()
@@ -395,8 +380,8 @@ def test_plan_after_a_run_says_done_and_what_a_change_makes_stale(cream_run, cre
     assert r.code == 0, r
     plan = parse_plan(r.out)
     assert set(plan) == set(json.loads(manifest)["stages"]) and {s for s, _ in plan.values()} == {"done"}
-    changed = tmp / "changed-lr.yaml"
-    changed.write_text(Path(cfg).read_text().replace("train: {lr: 1.0e-3", "train: {lr: 2.0e-3"))
+    config = yaml.safe_load(Path(cfg).read_text())
+    changed = write_yaml(tmp / "changed-lr.yaml", {**config, "train": {**config["train"], "lr": 2.0e-3}})
     plan = parse_plan(cream_exe("run", changed, "--plan").out)
     stale = {n for n, (s, _) in plan.items() if s == "stale"}
     assert stale == {"train-M2", "eval-M2", "sample-2", "label-2", "train-M3", "eval-M3"}, plan
@@ -404,8 +389,7 @@ def test_plan_after_a_run_says_done_and_what_a_change_makes_stale(cream_run, cre
     assert "--lr 0.002" in " ".join(plan["train-M2"][1][0])
     assert (summary.run_dir / "manifest.json").read_bytes() == manifest
     # another run dir with --reuse-from this run: the stages would be linked from it ("reuse"), nothing is made
-    other = tmp / "reuser.yaml"
-    other.write_text(Path(cfg).read_text().replace(f"run_dir: {summary.run_dir}", f"run_dir: {tmp / 'reuser'}"))
+    other = write_yaml(tmp / "reuser.yaml", {**config, "run_dir": str(tmp / "reuser")})
     r = cream_exe("run", other, "--plan", "--reuse-from", str(summary.run_dir))
     plan = parse_plan(r.out)
     assert all(plan[n][0] == "reuse" for n in ("prompts", "eval-M0", "train-M1", "sample-1", "label-1")), r.out

@@ -8,7 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cream_train.loss import cream_loss, pair_weights  # noqa: E402
+from cream_data.rewards.dpo import pair_weights  # noqa: E402
+from cream_train.loss import cream_loss  # noqa: E402
 
 
 def _softplus(x: float) -> float:  # -log sigmoid(-x) = log(1 + e^x), written out by hand
@@ -72,7 +73,7 @@ def test_c_one_equals_trl_stock_sigmoid_dpo_loss(tiny_model, tiny_model_b, tmp_p
     from trl import DPOConfig, DPOTrainer
 
     from cream_train.dpo import CreamDPOTrainer, WeightedPreferenceCollator
-    from tests.test_train import PAIRS
+    from tests.support.training import PAIRS
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     rows = {"prompt": [[{"role": "user", "content": q}] for q, _, _ in PAIRS[:4]],

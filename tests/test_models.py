@@ -60,7 +60,8 @@ def test_public_names_stay_importable_from_models():
     """The split by job (refs / loading / identity) keeps `cream_data.engines.models` the one import point."""
     assert models.resolve is model_refs.resolve and models.ModelRef is model_refs.ModelRef
     assert models.load is model_loading.load and models.load_tokenizer is model_loading.load_tokenizer
-    assert models.content_id is model_identity.content_id and models.template_hash is model_identity.template_hash
+    assert models.content_id is model_identity.content_id
+    assert models.chat_template_hash is model_identity.chat_template_hash
     for name in models.__all__:
         assert getattr(models, name) is not None
     assert not hasattr(models, "_HUB_ID") and not hasattr(model_refs, "_HUB_ID")  # the second Hub id regex is gone
@@ -98,9 +99,9 @@ def test_tiny_model_has_real_tokenizer_and_chat_template(tiny_model):
 
 def test_template_hash_tracks_the_chat_template(tiny_model):
     _, tok, _ = models.load(str(tiny_model), with_model=False)
-    h = models.template_hash(tok)
+    h = models.chat_template_hash(tok)
     tok.chat_template = tok.chat_template.replace("system", "System")
-    assert models.template_hash(tok) != h
+    assert models.chat_template_hash(tok) != h
 
 
 @pytest.mark.slow

@@ -14,25 +14,15 @@ import schemas
 from cream_data.tables import io
 from cream_data.errors import CreamError
 from cream_data.tables.validate import violations
-from tests.conftest import assert_user_error, snapshot
-from tests.test_pairing import make_tables
+from tests.support.cli import assert_user_error, snapshot
+from tests.support.models import make_tiny_model
+from tests.support.pairing import make_tables
+from tests.support.tables import prefs_table
 
 NAN, INF = float("nan"), float("inf")
 BAD = {"nan": NAN, "+inf": INF, "-inf": -INF}
 PREF_FLOATS = ("chosen_logp", "rejected_logp", "weight", "consistency", "kendall_tau", "rewards", "prev_rewards")
 NO_BARS = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}  # datasets' map bars write \r-lines to stderr
-
-
-def prefs_table(n=6) -> pa.Table:
-    rows = [dict(prompt_id=f"p{i}", prompt=[{"role": "user", "content": f"q{i}"}],
-                 chosen=[{"role": "assistant", "content": "yes"}], rejected=[{"role": "assistant", "content": "no"}],
-                 chosen_idx=0, rejected_idx=1, iteration=1, n_responses=2, rewards=[1.0, -1.0],
-                 prev_rewards=[0.5, -0.5], ranks=[1, 2], prev_ranks=[1, 2], kendall_tau=1.0, consistency=1.0,
-                 consistency_method="kendall", weight=1.0, chosen_logp=-10.0, rejected_logp=-12.0,
-                 chosen_n_tokens=3, rejected_n_tokens=3, model="m", ref_model=None, prev_model="m0",
-                 prev_ref_model=None, template_hash="th")
-            for i in range(n)]
-    return pa.Table.from_pylist(rows, schema=schemas.get("preferences").arrow)
 
 
 def put(table: pa.Table, column: str, rows, value) -> pa.Table:
@@ -140,8 +130,6 @@ def broken_model(tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from cream_data.engines.models import make_tiny_model
-
     folder = make_tiny_model(tmp_path / "broken", seed=0)
     (weights,) = folder.glob("*.safetensors")
     sd = load_file(weights)
@@ -170,7 +158,7 @@ def assert_stopped(r, tmp_path, before, step: int, what: str, batch: int):
 
 def test_training_that_diverges_stops_at_the_step_and_names_its_rows(cream_exe, tiny_model, tmp_path):
     """A learning rate of 1e30: step 1 is finite, its update makes step 2's gradients NaN."""
-    from tests.test_train import make_preferences
+    from tests.support.training import make_preferences
 
     prefs = make_preferences(tmp_path / "prefs", tiny_model)
     before = snapshot(tmp_path)
@@ -182,7 +170,7 @@ def test_training_that_diverges_stops_at_the_step_and_names_its_rows(cream_exe, 
 @pytest.mark.parametrize("stage", ["dpo", "sft"])
 def test_non_finite_loss_stops_training(cream_exe, tiny_model, tmp_path, stage):
     from cream_data.engines.models import resolve
-    from tests.test_train import make_preferences, make_sft
+    from tests.support.training import make_preferences, make_sft
 
     model = broken_model(tmp_path)
     if stage == "sft":

@@ -20,9 +20,10 @@ import pytest
 
 from cream_data.tables import io
 from cream_data.errors import CreamError
-from tests.conftest import REPO, assert_user_error, snapshot
-from tests.test_label import responses_table
-from tests.test_sample import prompts_table
+from tests.support import REPO
+from tests.support.cli import assert_user_error, snapshot
+from tests.support.runs import DEFAULT, write_tiny_run_config
+from tests.support.tables import prompts_table, responses_table
 
 GSM = '{"question": "What is 2+2?", "answer": "2+2=4\\n#### 4"}\n{"question": "What is 3+3?", "answer": "#### 6"}\n'
 
@@ -48,13 +49,9 @@ def responses_dir(tmp_path_factory) -> Path:
 
 
 def _run_config(tmp_path: Path, model: Path) -> Path:
-    """A valid `cream run` config on the tiny model and the demo's own data (no benchmark data needed)."""
-    data = REPO / "examples" / "data"
-    cfg = tmp_path / "cfg" / "run.yaml"
-    cfg.parent.mkdir(exist_ok=True)
-    cfg.write_text(f"model: {model}\nsft: {{data: {data / 'demo_sft.jsonl'}}}\n"
-                   f"prompts: {{source: {data / 'demo_prompts.jsonl'}}}\neval: {{models: none}}\n")
-    return cfg
+    """A valid `cream run` config on the tiny model and the demo's own data (no benchmark data needed), without a
+    run_dir (its default: beside the config)."""
+    return write_tiny_run_config(tmp_path / "cfg", name="run", model=model, run_dir=DEFAULT, eval={"models": "none"})
 
 
 def copy_model(src: Path, dst: Path) -> Path:
@@ -126,7 +123,7 @@ def test_prompts_replaces_its_own_table(cli, tmp_path, user_folder):
 
 
 def test_train_overwrite_replaces_only_its_own_checkpoint(cream_exe, tmp_path, tiny_model):
-    from tests.test_train import make_preferences
+    from tests.support.training import make_preferences
 
     prefs = make_preferences(tmp_path / "prefs", tiny_model)
     ckpt = tmp_path / "ckpt"
@@ -194,7 +191,7 @@ def test_content_id_of_a_large_checkpoint_reads_about_a_megabyte(tmp_path):
         f.write(len(header).to_bytes(8, "little") + header)
         f.truncate(8 + len(header) + (1 << 31))
     before = _rchar()
-    first = content_id(str(big))
+    content_id(str(big))
     read = _rchar() - before
     assert read < 4 << 20, f"read {read} bytes of a 2 GiB checkpoint"
     # Training moves every weight; the sampled blocks see any changed stretch longer than 1/15 of a file.
@@ -272,7 +269,7 @@ def _holder(path: Path) -> subprocess.Popen:
 
 
 def test_two_samplers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_model):
-    from tests.conftest import cream_executable
+    from tests.support.cli import cream_executable
 
     prompts = io.write_table(prompts_table(7), tmp_path / "prompts", "prompts")
     out = tmp_path / "resp"
@@ -292,7 +289,7 @@ def test_two_samplers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_mod
 
 
 def test_two_labelers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_model, tiny_model_b):
-    from tests.conftest import cream_executable
+    from tests.support.cli import cream_executable
 
     # enough work that the first labeler still holds the lock when the second has made its model checks
     responses = io.write_table(responses_table(150, 4), tmp_path / "responses", "responses")
@@ -310,9 +307,7 @@ def test_two_labelers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_mod
 
 
 def test_a_second_run_on_one_run_dir_is_refused(cream_exe, tmp_path, tiny_model, shared_data):
-    from tests.test_loop import write_config
-
-    cfg = write_config(tmp_path, tiny_model, shared_data, "run")
+    cfg = write_tiny_run_config(tmp_path, name="run", model=tiny_model, eval={"data_dir": shared_data})
     holder = _holder(tmp_path / "run")  # e.g. a first `cream run` of this config, still going
     try:
         res = cream_exe("run", cfg)

@@ -12,37 +12,11 @@ from scipy import stats
 import schemas
 from cream_data.rewards import pairing
 from cream_data.errors import CreamError
-from cream_data.rewards.pairing import SKIP_REASONS, build_preferences, select_pairs
+from cream_data.rewards.pairing import build_preferences
+from cream_data.rewards.ranking import select_pairs
+from cream_data.rewards.spec import PairingSpec
 from cream_data.tables.validate import check
-
-
-def make_tables(cur, prev=None, *, logp=True, iteration=2, seed=0):
-    """responses + scores tables from per-prompt reward lists (None = null reward), rows shuffled."""
-    resp, score = [], []
-    for p, rewards in enumerate(cur):
-        pid = f"p{p:04d}"
-        for i, r in enumerate(rewards):
-            resp.append({
-                "prompt_id": pid, "prompt": [{"role": "user", "content": f"question {p}"}], "response_idx": i,
-                "response": f"{pid} answer {i}", "model": "M2", "iteration": iteration, "seed": 1,
-                "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 64, "finish_reason": "stop", "n_tokens": 5,
-            })
-            score.append({
-                "prompt_id": pid, "response_idx": i, "scorer": "current", "model": "M2", "ref_model": "M1",
-                "logp": -10.0 - i if logp else None, "ref_logp": None, "n_tokens": 10 + i, "reward": r,
-                "reward_kind": "dpo", "judge_text": None,
-            })
-            if prev is not None and i < len(prev[p]):
-                score.append({
-                    "prompt_id": pid, "response_idx": i, "scorer": "previous", "model": "M1", "ref_model": "M0",
-                    "logp": -20.0, "ref_logp": None, "n_tokens": 10 + i, "reward": prev[p][i],
-                    "reward_kind": "dpo", "judge_text": None,
-                })
-    rng = np.random.default_rng(seed)
-    resp = [resp[k] for k in rng.permutation(len(resp))]
-    score = [score[k] for k in rng.permutation(len(score))]
-    return (pa.Table.from_pylist(resp, schema=schemas.get("responses").arrow),
-            pa.Table.from_pylist(score, schema=schemas.get("scores").arrow))
+from tests.support.pairing import make_tables
 
 
 def expected_row(rewards, prev, method):
@@ -92,7 +66,8 @@ def test_hand_worked_table():
     assert (rows[1]["model"], rows[1]["ref_model"], rows[1]["prev_model"], rows[1]["prev_ref_model"]) == (
         "M2", "M1", "M1", "M0")
     assert rows[1]["template_hash"] == "abc" and rows[1]["consistency_method"] == "kendall"
-    assert summary.pairs == 2 and summary.ties == 2 and summary.skipped == dict.fromkeys(SKIP_REASONS, 0)
+    assert summary.pairs == 2 and summary.ties == 2
+    assert summary.skipped == dict.fromkeys(PairingSpec().skip_reasons, 0)
     assert summary.c_mean == pytest.approx((2 / 3 + 1 / 6) / 2) and summary.margin_min == pytest.approx(0.8)
     assert summary.margin_mean == pytest.approx((0.8 + 3.0) / 2)
     assert summary.top_agreement == 0.0  # prev best is 2 and 1; chosen 1 and 0
@@ -109,7 +84,7 @@ def test_rebuilt_independently_with_scipy(method, scope):
         cur.append((rng.integers(0, 3, n) * 1.0 if tied else rng.normal(size=n)).tolist())
         prev.append((rng.integers(0, 3, n) * 1.0 if rng.random() < 0.4 else rng.normal(size=n)).tolist())
     responses, scores = make_tables(cur, prev, seed=3)
-    table, summary = build_preferences(responses, scores, consistency=method, scope=scope)
+    table, summary = build_preferences(responses, scores, PairingSpec(consistency=method, scope=scope))
     check(table, "preferences", "test")
     rows = {r["prompt_id"]: r for r in table.to_pylist()}
     assert list(rows) == sorted(rows)  # sorted by prompt_id
@@ -151,7 +126,7 @@ def test_no_previous_scorer_gives_c_equal_one():
     cur = [rng.normal(size=4).tolist() for _ in range(50)]
     responses, scores = make_tables(cur)  # no "previous" rows at all
     for scope in ("sample", "dataset"):
-        table, summary = build_preferences(responses, scores, prev_scorer=None, scope=scope)
+        table, summary = build_preferences(responses, scores, PairingSpec(partner=None, scope=scope))
         assert table.num_rows == 50
         assert set(table["consistency"].to_pylist()) == {1.0} and set(table["weight"].to_pylist()) == {1.0}
         assert set(table["consistency_method"].to_pylist()) == {"none"}
@@ -206,7 +181,7 @@ def test_every_skip_reason_in_precedence_order():
     assert s2.skipped["nonfinite_reward"] == 4 and s2.pairs == 2
     assert s2.c_mean == 1.0 and s2.margin_mean == 1.0
     only_skipped = make_tables([[1.0, nan], [nan, nan, 2.0]])
-    _, s3 = build_preferences(*only_skipped, prev_scorer=None)
+    _, s3 = build_preferences(*only_skipped, PairingSpec(partner=None))
     assert s3.pairs == 0 and s3.c_mean is None and s3.margin_mean is None
     assert s3.responses_dropped == {"nonfinite_reward": 0, "missing_prev": 0}  # counted over paired prompts only
 
@@ -217,7 +192,7 @@ def test_partial_prompts_pair_over_their_finite_rewards():
     reward left: skipped as nonfinite_reward; [NaN, 1, 1, 3] pairs 3 over 1; [4, 4, NaN] ties: all_equal."""
     nan = float("nan")
     responses, scores = make_tables([[2.0, nan, 0.0, 1.0], [nan, nan, 1.0], [nan, 1.0, 1.0, 3.0], [4.0, 4.0, nan]])
-    table, summary = build_preferences(responses, scores, prev_scorer=None)
+    table, summary = build_preferences(responses, scores, PairingSpec(partner=None))
     check(table, "preferences", "test")
     rows = table.to_pylist()
     assert [r["prompt_id"] for r in rows] == ["p0000", "p0002"]
@@ -249,7 +224,7 @@ def test_partial_prompts_match_pairing_the_finite_responses_alone(with_prev):
         cur.append(r.tolist())
         prev.append(q.tolist())
     table, summary = build_preferences(*make_tables(cur, prev if with_prev else None),
-                                       prev_scorer="previous" if with_prev else None)
+                                       PairingSpec(partner="previous" if with_prev else None))
     check(table, "preferences", "test")
     rows = {r["prompt_id"]: r for r in table.to_pylist()}
     dropped = {"nonfinite_reward": 0, "missing_prev": 0}
@@ -280,23 +255,23 @@ def test_partial_prompts_match_pairing_the_finite_responses_alone(with_prev):
 def test_dataset_scope_averages_over_pairs_only():
     cur = [[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [1.0, 1.0, 1.0]]
     prev = [[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]  # C = 1, 0; the third prompt is skipped
-    table, summary = build_preferences(*make_tables(cur, prev), scope="dataset")
+    table, summary = build_preferences(*make_tables(cur, prev), PairingSpec(scope="dataset"))
     assert table["weight"].to_pylist() == [0.5, 0.5] and table["consistency"].to_pylist() == [1.0, 0.0]
     assert summary.c_mean == 0.5 and summary.skipped["all_equal"] == 1
 
 
 def test_logp_columns_follow_the_logp_scorer():
     responses, scores = make_tables([[0.0, 1.0]], logp=False)
-    table, _ = build_preferences(responses, scores, prev_scorer=None)
+    table, _ = build_preferences(responses, scores, PairingSpec(partner=None))
     assert table["chosen_logp"].to_pylist() == [None] and table["chosen_n_tokens"].to_pylist() == [11]
-    table, _ = build_preferences(responses, scores, prev_scorer=None, logp_scorer=None, iteration=7)
+    table, _ = build_preferences(responses, scores, PairingSpec(partner=None), logp_scorer=None, iteration=7)
     assert table["chosen_n_tokens"].to_pylist() == [None] and table["iteration"].to_pylist() == [7]
-    table, _ = build_preferences(responses, scores, prev_scorer=None, logp_scorer="absent-scorer")
+    table, _ = build_preferences(responses, scores, PairingSpec(partner=None), logp_scorer="absent-scorer")
     assert table["rejected_logp"].to_pylist() == [None]
 
 
 def test_empty_and_all_skipped_inputs_give_a_valid_empty_table():
-    table, summary = build_preferences(*make_tables([[1.0, 1.0]]), prev_scorer=None)
+    table, summary = build_preferences(*make_tables([[1.0, 1.0]]), PairingSpec(partner=None))
     assert table.num_rows == 0 and table.schema.names == schemas.get("preferences").column_names
     check(table, "preferences", "test")
     assert summary.pairs == 0 and summary.to_dict()["skipped"]["all_equal"] == 1
@@ -315,9 +290,9 @@ def test_user_mistakes_are_one_line_errors():
     with pytest.raises(CreamError, match="several rows"):
         build_preferences(responses, pa.concat_tables([scores, scores.slice(0, 1)]))
     with pytest.raises(CreamError, match="--consistency"):
-        build_preferences(responses, scores, consistency="pearson")
+        build_preferences(responses, scores, PairingSpec(consistency="pearson"))
     with pytest.raises(CreamError, match="--scope"):
-        build_preferences(responses, scores, scope="avg")
+        build_preferences(responses, scores, PairingSpec(scope="avg"))
 
 
 def test_select_pairs_picks_the_first_of_tied_extremes():

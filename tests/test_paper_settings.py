@@ -12,9 +12,10 @@ import logging
 import pytest
 import yaml
 
-from tests.conftest import REPO, assert_user_error
-from tests.test_run_check import base_config
-from tests.test_train import PAIRS, WEIGHTS, make_preferences
+from tests.support import REPO
+from tests.support.cli import assert_user_error
+from tests.support.runs import tiny_run_config
+from tests.support.training import PAIRS, WEIGHTS, make_preferences
 
 PAPER = REPO / "examples" / "paper.yaml"
 MAX_LENGTH = 64  # the short PAIRS are at most 50 templated tokens; each LONG pair has a side over 64
@@ -59,7 +60,7 @@ def test_paper_yaml_validates_and_holds_the_papers_settings(cream_exe, shared_da
 
 
 def test_new_run_keys_are_checked_by_the_stage_configs(cream_exe, tiny_model, tmp_path):
-    cfg = base_config(tmp_path, tiny_model)
+    cfg = tiny_run_config(model=tiny_model, run_dir=tmp_path / "run")
     cfg["train"].update(weight_decay=-0.1, max_grad_norm=0, long_pairs="keep")
     cfg["sft"].update(max_grad_norm=float("nan"))
     path = tmp_path / "bad.yaml"
@@ -113,11 +114,11 @@ def test_drop_removes_long_pairs_counts_them_and_keeps_the_stored_reference(cli,
     assert lineage["metrics"]["global_step"] == optimizer_steps(8, 2, 1, 1, 1.0, None) == 4
 
 
-def test_drop_trains_on_the_kept_pairs_only(tiny_model, long_prefs, tmp_path):
+def test_drop_trains_on_the_kept_pairs_only(tiny_model, long_prefs, tmp_path, built_trainers):
     from cream_train.train import optimizer_steps, train_dpo
 
-    res = train_dpo(long_cfg(tiny_model, long_prefs, tmp_path / "m", long_pairs="drop"))
-    trainer = res.trainer
+    train_dpo(long_cfg(tiny_model, long_prefs, tmp_path / "m", long_pairs="drop"))
+    (trainer,) = built_trainers
     assert sorted(trainer.train_dataset["prompt_id"]) == sorted(f"p{i}" for i in range(len(PAIRS)))
     assert trainer.state.global_step == optimizer_steps(8, 2, 1, 1, 1.0, None)
     assert trainer.reference_forwards == 0 and trainer.ref_model is None
@@ -125,14 +126,15 @@ def test_drop_trains_on_the_kept_pairs_only(tiny_model, long_prefs, tmp_path):
     assert sum(mean_c) / len(mean_c) == pytest.approx(sum(WEIGHTS) / len(WEIGHTS))  # the dropped C's are gone
 
 
-def test_truncate_trains_every_pair_with_a_computed_reference(tiny_model, long_prefs, tmp_path, caplog):
+def test_truncate_trains_every_pair_with_a_computed_reference(tiny_model, long_prefs, tmp_path, caplog,
+                                                               built_trainers):
     from cream_train.train import optimizer_steps, train_dpo
 
     with caplog.at_level(logging.WARNING, logger="cream.train"):
         res = train_dpo(long_cfg(tiny_model, long_prefs, tmp_path / "m", long_pairs="truncate"))
     assert "truncating 3 of 11 pairs longer than max_length 64" in caplog.text
     assert "computing reference log-probs" in caplog.text and "over --max-length 64" in caplog.text
-    trainer = res.trainer
+    (trainer,) = built_trainers
     assert res.reference == "computed" and trainer.reference_forwards > 0
     assert len(trainer.train_dataset) == 11
     assert trainer.state.global_step == optimizer_steps(11, 2, 1, 1, 1.0, None) == 6
@@ -168,15 +170,15 @@ def test_weight_decay_and_max_grad_norm_reach_trl_and_the_optimizer(tiny_model, 
     assert (trainer.args.weight_decay, trainer.args.max_grad_norm) == (0.0, 1.0)  # transformers' own defaults
 
 
-def test_sft_passes_weight_decay_and_max_grad_norm(tiny_model, tmp_path):
+def test_sft_passes_weight_decay_and_max_grad_norm(tiny_model, tmp_path, built_trainers):
     from cream_train.config import SFTTrainConfig
     from cream_train.train import train_sft
-    from tests.test_train import make_sft
+    from tests.support.training import make_sft
 
-    res = train_sft(SFTTrainConfig(data=str(make_sft(tmp_path / "sft")), model=str(tiny_model),
-                                   out=str(tmp_path / "m"), max_steps=1, batch_size=2, weight_decay=0.02,
-                                   max_grad_norm=0.25))
-    assert (res.trainer.args.weight_decay, res.trainer.args.max_grad_norm) == (0.02, 0.25)
+    train_sft(SFTTrainConfig(data=str(make_sft(tmp_path / "sft")), model=str(tiny_model), out=str(tmp_path / "m"),
+                             max_steps=1, batch_size=2, weight_decay=0.02, max_grad_norm=0.25))
+    (trainer,) = built_trainers
+    assert (trainer.args.weight_decay, trainer.args.max_grad_norm) == (0.02, 0.25)
     config = json.loads((tmp_path / "m" / "cream_train_config.json").read_text())
     assert (config["weight_decay"], config["max_grad_norm"]) == (0.02, 0.25)
 

@@ -1,38 +1,24 @@
 """`cream run CONFIG --plan`: every stage with its status and the exact command line that does its work; nothing run,
 nothing written. The command lines are parsed back through the real `cream` app into configs equal to the ones the
-loop builds (tests/test_launch.py's ``rebuild``); the statuses after a real run are checked in tests/test_loop.py."""
+loop builds (``rebuild``, in tests/support/commands.py); the statuses after a real run are checked in
+tests/test_loop.py."""
 
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 
-from tests.test_launch import rebuild
-from tests.test_loop import write_config
-
-
-def parse_plan(text: str) -> dict[str, tuple[str, list[list[str]]]]:
-    """stage -> (status, command argvs without the program name) from the plan's text."""
-    stages, current = {}, None
-    for line in text.splitlines():
-        if line.startswith("    "):
-            cmd = line.strip()
-            if cmd.startswith("cream "):
-                stages[current][1].append(shlex.split(cmd)[1:])
-        elif line and not line[0].isdigit():
-            status, rest = (line[:7].strip(), line[8:].split())
-            current = rest[0]
-            stages[current] = (status, [])
-    return stages
+from tests.support.commands import parse_plan, rebuild
+from tests.support.runs import write_tiny_run_config
 
 
 def test_plan_before_a_run_writes_nothing_and_its_commands_build_the_loops_configs(tmp_path, tiny_model, shared_data,
                                                                                    cream_exe):
-    from cream_train.run.plan import Planner
     from cream_train.run.config import load_run_config
+    from cream_train.run.manifest import Manifest
+    from cream_train.run.walk import StageWalk
 
-    cfg_path = write_config(tmp_path, tiny_model, shared_data, "planned")
+    cfg_path = write_tiny_run_config(tmp_path, name="planned", model=tiny_model, eval={"data_dir": shared_data})
     r = cream_exe("run", cfg_path, "--plan")
     assert r.code == 0, r
     assert not (tmp_path / "planned").exists(), "a plan wrote the run directory"
@@ -44,8 +30,7 @@ def test_plan_before_a_run_writes_nothing_and_its_commands_build_the_loops_confi
     assert all(len(cmds) == 1 for name, (_, cmds) in plan.items() if name not in ("prompts", "sft-data"))
 
     cfg, _, table = load_run_config(cfg_path)
-    loop = Planner(cfg, table, log=lambda *_: None)
-    loop.plan()
+    loop = StageWalk(cfg, table, Manifest.open(cfg.run_dir, writable=False))  # a fresh run: no model carried
     m = loop.model
     expected = {
         "train-M1": loop.stages.sft(m(0)), "train-M2": loop.stages.train(1, m(1)), "train-M3": loop.stages.train(2, m(2)),
@@ -67,7 +52,7 @@ def test_plan_imports_no_torch(tmp_path, tiny_model, shared_data):
     """The parent of the stage processes never imports torch: planning (the parent's whole job) included."""
     import subprocess
 
-    cfg_path = write_config(tmp_path, tiny_model, shared_data, "planned")
+    cfg_path = write_tiny_run_config(tmp_path, name="planned", model=tiny_model, eval={"data_dir": shared_data})
     code = ("import sys\nfrom cream_train.run.config import load_run_config\nfrom cream_train.run.plan import plan_run\n"
             f"cfg, _, t = load_run_config({str(cfg_path)!r})\nplan_run(cfg, t)\n"
             "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]\nassert not heavy, heavy\n")
@@ -81,7 +66,7 @@ def test_the_readme_shows_the_demos_plan(monkeypatch):
 
     from cream_train.run.plan import plan_run, to_text
     from cream_train.run.config import load_run_config
-    from tests.conftest import REPO
+    from tests.support import REPO
 
     monkeypatch.chdir(REPO)
     cfg, _, table = load_run_config(REPO / "examples" / "demo.yaml")

@@ -7,6 +7,7 @@ import pyarrow as pa
 
 import schemas
 from cream_data.rewards.pairing import build_preferences
+from cream_data.rewards.spec import PairingSpec
 from cream_data.stages.label_pools import pooled
 from cream_data.tables import io
 from cream_data.tables.validate import check
@@ -50,8 +51,8 @@ def test_pools_pick_chosen_and_rejected_from_their_own_rows(tmp_path):
          "ref_model": None, "logp": None, "ref_logp": None, "n_tokens": 3,
          "reward": float(REWARD[(r["prompt_id"], r["response"])]), "reward_kind": "judge", "judge_text": None}
         for r in table.to_pylist()], schema=schemas.get("scores").arrow)
-    prefs, summary = build_preferences(table, scores, reward_scorer="judge", prev_scorer=None, logp_scorer=None,
-                                       eligible=(may_choose, may_reject))
+    prefs, summary = build_preferences(table, scores, PairingSpec(reward_scorer="judge", partner=None),
+                                       logp_scorer=None, eligible=(may_choose, may_reject))
     check(prefs, "preferences", "pooled")
     rows = {r["prompt_id"]: r for r in prefs.to_pylist()}
     # p0: the future model's 6 beats every current sample (chosen); the anchor's 1.5 is the lowest rejectable reward

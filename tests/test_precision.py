@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, assert_user_error, cream_executable
-from tests.test_train import make_preferences
+from tests.support.cli import assert_user_error, cream_executable
+from tests.support.runs import write_tiny_run_config
+from tests.support.training import make_preferences
 
 STEPS = 5
 LR = 1e-6
@@ -180,20 +181,9 @@ def test_dtype_reaches_each_inference_engine(tiny_model):
 def test_cream_run_with_train_dtype_bf16_records_it(tmp_path, tiny_model, cream_exe):
     """`cream run` end to end on CPU with `train.dtype: bf16` (and label/sample in bf16): every stage record in
     the manifest says the dtype it ran in; training kept fp32 master weights."""
-    data = REPO / "examples" / "data"
-    cfg = tmp_path / "bf16.yaml"
-    cfg.write_text(f"""
-model: {tiny_model}
-method: cream
-iterations: 1
-run_dir: {tmp_path / 'run'}
-sft: {{data: {data / 'demo_sft.jsonl'}, lr: 1.0e-3, epochs: 1, batch_size: 4, limit: 8}}
-prompts: {{source: {data / 'demo_prompts.jsonl'}, per_iteration: 4}}
-sample: {{n: 3, max_new_tokens: 8, batch_size: 4, dtype: bf16}}
-label: {{batch_size: 8, dtype: bf16}}
-train: {{lr: 1.0e-3, epochs: 1, batch_size: 2, dtype: bf16}}
-eval: {{models: none}}
-""")
+    cfg = write_tiny_run_config(tmp_path, name="bf16", run_dir=tmp_path / "run", model=tiny_model, iterations=1,
+                                sft={"limit": 8}, sample={"max_new_tokens": 8, "dtype": "bf16"},
+                                label={"dtype": "bf16"}, train={"dtype": "bf16"}, eval={"models": "none"})
     res = cream_exe("run", cfg, timeout=900)
     assert res.code == 0, res
     stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
@@ -217,7 +207,7 @@ def test_bf16_labeling_scores_with_the_trainers_numerics(tiny_model):
 
     from cream_data.engines import models
     from cream_data.engines.hf_score import HFScorer, tokenize
-    from tests.test_train import PAIRS
+    from tests.support.training import PAIRS
 
     ref = models.resolve(str(tiny_model))
     tok = models.load_tokenizer(ref)

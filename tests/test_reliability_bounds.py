@@ -20,8 +20,10 @@ import pytest
 
 import schemas
 from cream_data.errors import CreamError
-from tests.conftest import REPO
-from tests.test_reliability_inputs import ALIAS, CPU_ONLY, DEMO_DATA, refused, write_config
+from tests.support import DEMO_DATA, REPO
+from tests.support.cli import CPU_ONLY, refused
+from tests.support.models import make_tiny_model
+from tests.support.runs import ALIAS, write_tiny_run_config
 
 HUGE = "x" * 600_000  # a value in a file
 LONG_ARG = "x" * 100_000  # a value on the command line (one argument may hold at most 128 KiB)
@@ -42,20 +44,20 @@ def test_shown_names_a_long_value_by_its_start_and_length():
 
 
 @pytest.mark.parametrize("extra, needles", [
-    (f"sample: {{engine: {HUGE}}}\n", ["sample.engine: got 'xxx", "… (600,000 characters), expected one of hf"]),
-    (f"iterations: {HUGE}\n", ["iterations: got 'xxx", "(600,000 characters) (str), expected int"]),
-    (f"method: {HUGE}\n", ["method: got 'xxx", "(600,000 characters), expected one of"]),
-    (f"? {HUGE}\n: 1\n", ["xxx… (600,000 characters): unknown setting"]),  # (a long key is written `? key`)
-    (f"eval: {{tasks: [{HUGE}]}}\n", ["eval.tasks: unknown 'xxx", "(600,002 characters)"]),
+    ({"sample": {"engine": HUGE}}, ["sample.engine: got 'xxx", "… (600,000 characters), expected one of hf"]),
+    ({"iterations": HUGE}, ["iterations: got 'xxx", "(600,000 characters) (str), expected int"]),
+    ({"method": HUGE}, ["method: got 'xxx", "(600,000 characters), expected one of"]),
+    ({HUGE: 1}, ["xxx… (600,000 characters): unknown setting"]),  # (a long key is written `? key`)
+    ({"eval": {"tasks": [HUGE]}}, ["eval.tasks: unknown 'xxx", "(600,002 characters)"]),
 ])
 def test_a_huge_value_in_a_run_config_is_shortened(cream_exe, tmp_path, extra, needles):
-    cfg = write_config(tmp_path, ALIAS, extra)
+    cfg = write_tiny_run_config(tmp_path, extra, name="c")
     one_short_line(refused(cream_exe, tmp_path, "run", cfg, "--check", needles=needles))
 
 
 def test_a_huge_model_name_is_refused_by_its_key(cream_exe, tmp_path):
     """A path-valued key longer than any path: named by the key, not an OSError that quotes it whole."""
-    cfg = write_config(tmp_path, HUGE)
+    cfg = write_tiny_run_config(tmp_path, name="c", model=HUGE)
     r = refused(cream_exe, tmp_path, "run", cfg, "--check",
                 needles=["model: got 'xxx", "(600,000 characters), expected a local checkpoint folder",
                          "at most 4,096 characters"])
@@ -77,7 +79,7 @@ def test_a_huge_value_in_a_stage_config_file_and_on_the_command_line(cream_exe, 
 
 
 def test_ten_thousand_problems_are_one_line_that_fits_a_screen(cream_exe, tmp_path):
-    cfg = write_config(tmp_path, ALIAS, "".join(f"key{i}: 1\n" for i in range(10_000)))
+    cfg = write_tiny_run_config(tmp_path, name="c", text="".join(f"key{i}: 1\n" for i in range(10_000)))
     r = refused(cream_exe, tmp_path, "run", cfg, "--check",
                 needles=["10000 problem(s): key0: unknown setting", "… and 9,980 more"])
     one_short_line(r, 4000)
@@ -107,8 +109,7 @@ def test_a_special_file_as_prompts_or_data(cream_exe, tmp_path, specials, kind):
     path, said = specials[kind]
     prompts, sft = DEMO_DATA / "demo_prompts.jsonl", DEMO_DATA / "demo_sft.jsonl"
     for key, (src, data) in {"prompts.source": (path, sft), "sft.data": (prompts, path)}.items():
-        cfg = tmp_path / "c.yaml"
-        cfg.write_text(f"model: {ALIAS}\niterations: 1\nsft: {{data: {data}, limit: 8}}\nprompts: {{source: {src}}}\n")
+        cfg = write_tiny_run_config(tmp_path, name="c", sft={"data": data}, prompts={"source": src})
         for mode in ("--check", "--plan"):
             refused(cream_exe, tmp_path, "run", cfg, mode, needles=[f"{key}: {path}: {said}"])
     refused(cream_exe, tmp_path, "prompts", path, "--out", tmp_path / "o", needles=[f"{path}: {said}"])
@@ -150,16 +151,16 @@ def test_sample_refuses_numbers_beyond_its_columns_before_any_work(cream_exe, tm
             tmp_path / "o", *args, needles=needles)
 
 
-@pytest.mark.parametrize("extra, needle", [
-    ("sample: {n: 40000}\n", "sample.n: got 40000, expected at least 1 and at most 32,767"),
-    (f"iterations: {2**31}\n", f"iterations: got {2**31}, expected >= 1 and <= 2,147,483,647"),
-    (f"sample: {{limit: {2**64}}}\n", f"sample.limit: got {2**64}, expected a 64-bit integer"),
-    ("seed: " + "9" * 5000 + "\n", "seed: an integer of 5,000 digits, expected at most 4,000"),
-    ("seed: 2024-13-45\n", "'2024-13-45' is not a valid timestamp (month must be in 1..12)"),
+@pytest.mark.parametrize("extra, text, needle", [  # text: what a mapping cannot hold, typed into the file
+    ({"sample": {"n": 40000}}, "", "sample.n: got 40000, expected at least 1 and at most 32,767"),
+    ({"iterations": 2**31}, "", f"iterations: got {2**31}, expected >= 1 and <= 2,147,483,647"),
+    ({"sample": {"limit": 2**64}}, "", f"sample.limit: got {2**64}, expected a 64-bit integer"),
+    ({}, "seed: " + "9" * 5000 + "\n", "seed: an integer of 5,000 digits, expected at most 4,000"),
+    ({}, "seed: 2024-13-45\n", "'2024-13-45' is not a valid timestamp (month must be in 1..12)"),
 ])
 @pytest.mark.parametrize("mode", ["--check", "--plan"])
-def test_a_run_config_refuses_numbers_beyond_the_columns(cream_exe, tmp_path, extra, needle, mode):
-    cfg = write_config(tmp_path, ALIAS, extra)
+def test_a_run_config_refuses_numbers_beyond_the_columns(cream_exe, tmp_path, extra, text, needle, mode):
+    cfg = write_tiny_run_config(tmp_path, extra, name="c", text=text)
     refused(cream_exe, tmp_path, "run", cfg, mode, needles=[needle])
 
 
@@ -231,7 +232,7 @@ def test_read_saved_config_for_publish(tmp_path):
 def label_output(tmp_path) -> Path:
     """A `cream label --out` folder: `cream train` says it trains on its preferences/ (a note)."""
     from cream_data.tables.io import write_table
-    from tests.test_nonfinite import prefs_table
+    from tests.support.tables import prefs_table
 
     write_table(prefs_table(), tmp_path / "lab" / "preferences", "preferences")
     return tmp_path / "lab"
@@ -246,8 +247,6 @@ def test_train_with_a_bad_model_gives_one_line_not_a_note_first(cream_exe, tmp_p
 def test_harness_judges_its_model_before_lm_eval(cream_exe, tmp_path, tiny_model, kind):
     """A folder without weights, or a reward model, is refused as a policy before lm-eval loads anything."""
     pytest.importorskip("lm_eval")
-    from cream_data.engines.models import make_tiny_model
-
     model = tmp_path / kind
     if kind == "no-weights":
         model.mkdir()
@@ -274,7 +273,7 @@ def test_label_refuses_an_iteration_beyond_its_column(cream_exe, tmp_path):
 
 def test_check_shows_a_non_ascii_path_as_typed(cream_exe, tmp_path):
     folder = tmp_path / "données"
-    cfg = write_config(folder, ALIAS, extra="run_dir: sortie\n")
+    cfg = write_tiny_run_config(folder, name="c", run_dir="sortie")
     r = cream_exe("run", cfg, "--check", cwd=tmp_path, env=CPU_ONLY)
     assert r.code == 0, r
     assert f"run_dir: {folder / 'sortie'}" in r.out, r.out[:400]

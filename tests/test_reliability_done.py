@@ -21,9 +21,11 @@ import pytest
 
 from cream_data.errors import CreamError
 from cream_data.tables import io
-from tests.conftest import REPO, assert_user_error, cream_executable, snapshot
+from tests.support import REPO
+from tests.support.answers import ANSWERS, responses_table
+from tests.support.cli import assert_user_error, cream_executable, snapshot
+from tests.support.runs import write_tiny_run_config
 
-DEMO = REPO / "examples" / "data"
 BY_ROW = [("prompt_id", "ascending"), ("response_idx", "ascending")]
 
 
@@ -211,14 +213,11 @@ SCORES_KEY = [("prompt_id", "ascending"), ("response_idx", "ascending"), ("score
 def labeled(tiny_model, folder: Path, answers: dict, out: Path) -> pa.Table:
     """``answers`` labeled by the tiny model into ``out``; its scores, sorted."""
     from cream_data.stages.label import LabelConfig, label
-    from tests.test_reliability_models import responses_table
 
     resp = io.write_table(responses_table(answers), folder, "responses")
     label(resp, LabelConfig(model=str(tiny_model)), out)
     return io.read_table(out / "scores", "scores").sort_by(SCORES_KEY)
 
-
-ANSWERS = {"p1": ["Answer: 2", "Answer: 3"], "p2": ["Answer: 4", "It is five."]}
 
 
 def test_an_unreadable_cache_part_is_scored_again(tiny_model, tmp_path):
@@ -241,18 +240,9 @@ def test_a_cached_value_of_another_response_is_not_taken(tiny_model, tmp_path):
 
 
 # ---------------------------------------------------------------------------- cream run
-RUN_CONFIG = """
-model: {model}
-method: cream
-iterations: 1
-run_dir: {run}
-sft: {{data: {demo}/demo_sft.jsonl, lr: 1.0e-3, epochs: 1, batch_size: 4, limit: 8}}
-prompts: {{source: {demo}/demo_prompts.jsonl, per_iteration: 4}}
-sample: {{n: 2, max_new_tokens: 6, batch_size: 4}}
-label: {{batch_size: 8}}
-train: {{lr: 1.0e-3, epochs: 1, batch_size: 2}}
-eval: {{models: last, tasks: [arc_easy, gsm8k], limit: 2, data_dir: {shared}, max_new_tokens: 4, batch_size: 4}}
-"""
+# 1 iteration of the tiny run, 2 responses a prompt, the last model evaluated
+ONE_ITERATION = {"iterations": 1, "sft": {"limit": 8}, "sample": {"n": 2, "max_new_tokens": 6},
+                 "eval": {"models": "last", "max_new_tokens": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -262,8 +252,7 @@ def finished_run(tmp_path_factory, tiny_model, shared_data):
     from cream_train.run.loop import run
 
     tmp = tmp_path_factory.mktemp("done")
-    cfg = tmp / "run.yaml"
-    cfg.write_text(RUN_CONFIG.format(model=tiny_model, run=tmp / "run", demo=DEMO, shared=shared_data))
+    cfg = write_tiny_run_config(tmp, ONE_ITERATION, name="run", model=tiny_model, eval={"data_dir": shared_data})
     run(cfg, log=lambda _m: None, in_process=True)
     shutil.copytree(tmp / "run", tmp / "pristine", symlinks=True)
     return tmp, cfg
@@ -377,7 +366,7 @@ def test_a_run_manifest_that_cannot_be_trusted_is_refused(run_dir, cream_exe, co
 
 
 # ---------------------------------------------------------------------------- followers' heartbeats
-FOLLOWER = "num_machines: 2, main_process_ip: 127.0.0.1, start_timeout: 2, alive_timeout: 2"
+FOLLOWER = {"num_machines": 2, "main_process_ip": "127.0.0.1", "start_timeout": 2, "alive_timeout": 2}
 
 
 def test_a_heartbeat_is_removed_however_its_block_ends(tmp_path):
@@ -397,9 +386,10 @@ def test_a_heartbeat_is_removed_however_its_block_ends(tmp_path):
 def test_a_follower_that_times_out_or_is_terminated_leaves_no_heartbeat(tmp_path, tiny_model):
     """Item 5: `cream run --machine-rank 1` whose machine 0 never shows up stops with one line, and its
     .machines/1.alive is gone; so it is after a SIGTERM (a scheduler ending the job)."""
-    from tests.test_srun import ENV, config
+    from tests.support.processes import ENV
 
-    cfg = config(tmp_path, tiny_model, "alone", nodes=FOLLOWER)
+    cfg = write_tiny_run_config(tmp_path, name="alone", model=tiny_model, iterations=1, eval={"models": "none"},
+                                nodes=FOLLOWER)
     alive = tmp_path / "alone" / ".machines" / "1.alive"
     exe = str(cream_executable())
     r = subprocess.run([exe, "run", str(cfg), "--machine-rank", "1"], cwd=REPO, env={**os.environ, **ENV},
@@ -407,7 +397,8 @@ def test_a_follower_that_times_out_or_is_terminated_leaves_no_heartbeat(tmp_path
     assert r.returncode == 2 and "no heartbeat from machine 0" in r.stderr, r.stderr
     assert not alive.exists() and not alive.parent.exists()
 
-    cfg.write_text(cfg.read_text().replace("start_timeout: 2", "start_timeout: 120"))
+    write_tiny_run_config(tmp_path, name="alone", model=tiny_model, iterations=1, eval={"models": "none"},
+                          nodes={**FOLLOWER, "start_timeout": 120})
     proc = subprocess.Popen([exe, "run", str(cfg), "--machine-rank", "1"], cwd=REPO,
                             env={**os.environ, **ENV}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

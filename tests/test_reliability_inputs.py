@@ -20,24 +20,9 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from tests.conftest import REPO, assert_user_error, snapshot
-
-DEMO_DATA = REPO / "examples" / "data"
-CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}  # the same answer on a machine with GPUs
-ALIAS = "smollm2-135m-instruct"  # where the model does not matter: --check reads nothing of it (fast)
-
-
-def write_config(folder: Path, model: str, extra: str = "", name: str = "c.yaml", iterations: int = 1) -> Path:
-    """A small valid run config as users type it (relative paths, ``lr: 1e-6`` without a dot), in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(f"""model: {model}
-iterations: {iterations}
-sft: {{data: {DEMO_DATA / 'demo_sft.jsonl'}, limit: 8}}
-prompts: {{source: {DEMO_DATA / 'demo_prompts.jsonl'}}}
-train: {{lr: 1e-6}}
-{extra}""")
-    return path
+from tests.support.cli import CPU_ONLY, refused, snapshot
+from tests.support.models import make_tiny_model
+from tests.support.runs import write_tiny_run_config
 
 
 def checked(cream_exe, config: Path, cwd: Path, *extra) -> dict:
@@ -49,22 +34,9 @@ def checked(cream_exe, config: Path, cwd: Path, *extra) -> dict:
     return yaml.safe_load(r.out.rsplit("\n", 2)[0])
 
 
-def refused(cream_exe, cwd: Path, *args, needles=(), absent=(), env=None):
-    """A user mistake: one line naming it, exit 2, nothing new or changed on disk under ``cwd``."""
-    before = snapshot(cwd)
-    r = cream_exe(*args, cwd=cwd, env={**CPU_ONLY, **(env or {})}, timeout=60)
-    assert_user_error(r, *needles)
-    for text in absent:
-        assert text not in r.err, r
-    assert snapshot(cwd) == before
-    return r
-
-
 # ---------------------------------------------------------------------------- item 1: paths against the config
 @pytest.fixture(scope="module")
 def reward_model(tmp_path_factory) -> Path:
-    from cream_data.engines.models import make_tiny_model
-
     return make_tiny_model(tmp_path_factory.mktemp("rm") / "rm", seed=3, num_labels=1)
 
 
@@ -78,7 +50,8 @@ def test_a_config_means_the_same_models_from_any_folder(cream_exe, tmp_path, tin
     (other / "tiny").symlink_to(tiny_model_b)  # what `tiny` meant when run from here
     (configs / "rm").symlink_to(reward_model)
     (configs / "judge.txt").write_text("Rate: {request} {response}")
-    cfg = write_config(configs, "tiny", "method: rm\nlabel: {reward_model: rm, judge_template: judge.txt}\n")
+    cfg = write_tiny_run_config(configs, name="c", model="tiny", method="rm", train={"lr": "1e-6"},
+                                label={"reward_model": "rm", "judge_template": "judge.txt"})
     seen = [checked(cream_exe, cfg, cwd) for cwd in (other, tmp_path)]
     assert all(s == seen[0] for s in seen)
     assert seen[0]["model"] == str((configs / "tiny").resolve())
@@ -90,7 +63,7 @@ def test_a_config_means_the_same_models_from_any_folder(cream_exe, tmp_path, tin
 def test_a_model_given_from_the_config_folder_with_dotdot(cream_exe, tmp_path, tiny_model):
     """`model: ../tiny` beside the config works from a folder where `../tiny` is nothing."""
     (tmp_path / "tiny").symlink_to(tiny_model)
-    cfg = write_config(tmp_path / "configs", "../tiny")
+    cfg = write_tiny_run_config(tmp_path / "configs", name="c", model="../tiny")
     assert checked(cream_exe, cfg, tmp_path)["model"] == str((tmp_path / "tiny").resolve())
 
 
@@ -98,7 +71,7 @@ def test_a_model_only_in_the_current_folder_is_refused(cream_exe, tmp_path, tiny
     """`model: tiny` that names nothing beside the config but a folder where `cream run` starts: refused, since the
     same config would train another model from another folder."""
     (tmp_path / "tiny").symlink_to(tiny_model)
-    cfg = write_config(tmp_path / "configs", "tiny")
+    cfg = write_tiny_run_config(tmp_path / "configs", name="c", model="tiny")
     refused(cream_exe, tmp_path, "run", cfg, "--check",
             needles=["model: 'tiny' is not beside the config", f"but names {tmp_path / 'tiny'} in the current folder",
                      "relative to the config's folder"])
@@ -135,17 +108,17 @@ def test_every_path_valued_key_is_marked_in_the_settings():
 # ---------------------------------------------------------------------------- item 12: the words the user wrote
 @pytest.fixture
 def base(tmp_path) -> Path:
-    return write_config(tmp_path, ALIAS)
+    return write_tiny_run_config(tmp_path, name="c")
 
 
 def test_a_section_given_as_a_list_is_named(cream_exe, tmp_path):
-    cfg = write_config(tmp_path, ALIAS, "sample: [1, 2]\n")
+    cfg = write_tiny_run_config(tmp_path, name="c", sample=[1, 2])
     refused(cream_exe, tmp_path, "run", cfg, "--check", needles=["sample: got a list, expected a mapping of settings"],
             absent=["sample.:"])
 
 
 def test_the_reward_of_method_temporal_is_named_by_its_key(cream_exe, tmp_path):
-    cfg = write_config(tmp_path, ALIAS, "method: temporal\ntemporal: {reward: rm}\n")
+    cfg = write_tiny_run_config(tmp_path, name="c", method="temporal", temporal={"reward": "rm"})
     refused(cream_exe, tmp_path, "run", cfg, "--check",
             needles=["label.reward_model: missing; temporal.reward rm needs"], absent=["method rm"])
 
@@ -185,10 +158,10 @@ def test_sql_names_the_statement_written(cream_exe, table_dir, statement, keywor
 
 # ---------------------------------------------------------------------------- nodes and GPUs
 def test_main_process_ip_must_be_a_host(cream_exe, tmp_path):
-    cfg = write_config(tmp_path, ALIAS, "nodes: {num_machines: 2, main_process_ip: 'node 0;rm'}\n")
+    cfg = write_tiny_run_config(tmp_path, name="c", nodes={"num_machines": 2, "main_process_ip": "node 0;rm"})
     needle = "nodes.main_process_ip: got 'node 0;rm', expected a host name or an IP address"
     refused(cream_exe, tmp_path, "run", cfg, "--check", needles=[needle])
-    ok = write_config(tmp_path, ALIAS, "nodes: {num_machines: 2, main_process_ip: 10.0.0.1}\n", "ok.yaml")
+    ok = write_tiny_run_config(tmp_path, name="ok", nodes={"num_machines": 2, "main_process_ip": "10.0.0.1"})
     assert checked(cream_exe, ok, tmp_path)["nodes"]["main_process_ip"] == "10.0.0.1"
 
 
@@ -197,15 +170,15 @@ def test_shard_processes_need_the_gpus_they_are_pinned_to(cream_exe, tmp_path):
     machine with none, a start that asks for GPUs (gpus_per_process set) is refused, --check passes (a login node) and
     the default asks for none (the shards run on the CPU, as the CPU tests of sharded runs do); --plan never asks."""
     two_gpus = {"CUDA_VISIBLE_DEVICES": "0,1"}
-    cfg = write_config(tmp_path, ALIAS, "sample: {data_parallel: 40, gpus_per_process: 1}\n")
+    cfg = write_tiny_run_config(tmp_path, name="c", sample={"data_parallel": 40, "gpus_per_process": 1})
     needle = "sample.data_parallel: 40 shard processes x sample.gpus_per_process 1 need 40 GPUs, but this machine has"
     refused(cream_exe, tmp_path, "run", cfg, needles=[f"{needle} 0 (CUDA_VISIBLE_DEVICES='')"])  # a start
     refused(cream_exe, tmp_path, "run", cfg, "--check", env=two_gpus, needles=[f"{needle} 2"])
     assert cream_exe("run", cfg, "--check", cwd=tmp_path, env=CPU_ONLY).code == 0  # a login node
     r = cream_exe("run", cfg, "--plan", cwd=tmp_path, env=two_gpus)
     assert r.code == 0 and "--shard 39/40" in r.out, r
-    default = write_config(tmp_path, ALIAS, "sample: {data_parallel: 4}\nlabel: {data_parallel: 4, gpus_per_process: "
-                           "0}\n", "default.yaml")
+    default = write_tiny_run_config(tmp_path, name="default", sample={"data_parallel": 4},
+                                    label={"data_parallel": 4, "gpus_per_process": 0})
     needle = ("sample.data_parallel: 4 shard processes x 1 GPU(s) per process (sample.gpus_per_process's default) "
               "need 4 GPUs, but this machine has 2 (CUDA_VISIBLE_DEVICES='0,1')")
     refused(cream_exe, tmp_path, "run", default, "--check", env=two_gpus, needles=[needle])
@@ -380,8 +353,7 @@ def loop_of(tmp_path):
     from cream_train.run.loop import Loop
     from cream_train.run.config import load_run_config
 
-    cfg, _, table = load_run_config(write_config(tmp_path, ALIAS, f"run_dir: {tmp_path / 'run'}\n",
-                                                 iterations=2))
+    cfg, _, table = load_run_config(write_tiny_run_config(tmp_path, name="c", run_dir=tmp_path / "run"))
 
     def make(**changes):
         return Loop(dataclasses.replace(cfg, **changes), table, log=lambda _m: None)
@@ -389,10 +361,17 @@ def loop_of(tmp_path):
     return make
 
 
+def run_prompts(loop):
+    """The prompt split, decided and run by ``loop`` as a run does it."""
+    from cream_train.run.stage_defs import prompts
+
+    loop.do(prompts(loop.walk))
+
+
 def test_a_stale_stage_whose_redo_is_interrupted_keeps_its_old_outputs(loop_of, monkeypatch):
     from cream_data.tables import io
 
-    loop_of(seed=0).prompts()
+    run_prompts(loop_of(seed=0))
     run = loop_of().run
     old = io.read_table(run / "prompts" / "subset-1", "prompts")
     record = json.loads((run / "manifest.json").read_text())["stages"]["prompts"]
@@ -405,22 +384,24 @@ def test_a_stale_stage_whose_redo_is_interrupted_keeps_its_old_outputs(loop_of, 
 
     monkeypatch.setattr(io, "write_table", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        loop_of(seed=1).prompts()  # another seed: the stage is stale and redone
+        run_prompts(loop_of(seed=1))  # another seed: the stage is stale and redone
     assert io.read_table(run / "prompts" / "subset-1", "prompts").equals(old)
     assert json.loads((run / "manifest.json").read_text())["stages"]["prompts"] == record
     assert not [p for p in (run / "prompts").iterdir() if p.name.startswith(".")] and \
         not (run / ".prompts.replaced").exists()
     monkeypatch.setattr(io, "write_table", real)
     again = loop_of(seed=0)
-    again.prompts()
+    run_prompts(again)
     assert again.skipped == ["prompts"]  # the old config finds its stage done
     redo = loop_of(seed=1)
-    redo.prompts()  # a redo that completes replaces them, and nothing is left aside
+    run_prompts(redo)  # a redo that completes replaces them, and nothing is left aside
     assert redo.ran == ["prompts"] and not (run / ".prompts.replaced").exists()
 
 
 def test_a_failed_redo_restores_the_caches_too(loop_of):
-    """The label stage's log-prob cache is set aside with its outputs (``prepare``) and comes back on failure."""
+    """The label stage's log-prob cache is set aside with its outputs (its ``caches``) and comes back on failure."""
+    from cream_train.run.stage import Stage
+
     loop = loop_of()
     out, cache = loop.run / "iter-1" / "scores", loop.run / "iter-1" / "logps"
 
@@ -430,7 +411,7 @@ def test_a_failed_redo_restores_the_caches_too(loop_of):
         cache.mkdir()
         (cache / "m").write_text("cached")
 
-    loop.stage("label-1", {"a": 1}, [out], first, prepare=lambda _r: [cache])
+    loop.do(Stage("label-1", "label", 1, {"a": 1}, (out,), first, caches=(cache,)))
 
     def failing(_resume):
         assert not out.exists() and not cache.exists()  # a fresh start finds neither
@@ -439,6 +420,6 @@ def test_a_failed_redo_restores_the_caches_too(loop_of):
         raise RuntimeError("bad input")
 
     with pytest.raises(RuntimeError):
-        loop_of().stage("label-1", {"a": 2}, [out], failing, prepare=lambda _r: [cache])
+        loop_of().do(Stage("label-1", "label", 1, {"a": 2}, (out,), failing, caches=(cache,)))
     assert sorted(p.name for p in out.iterdir()) == ["old"] and (cache / "m").read_text() == "cached"
     assert not list(out.parent.glob(".*.replaced"))

@@ -18,7 +18,7 @@ import pytest
 
 import schemas
 from cream_data.tables import io
-from tests.conftest import assert_user_error, snapshot
+from tests.support.cli import assert_user_error, snapshot
 
 # two samplings of the same prompts: one labeling of each is "another labeling" of the other's prompts
 TEXTS = {"a": {"p1": ["Answer: 2", "It is two.", "2"], "p2": ["Answer: 4", "Four.", "4, I think"],
@@ -255,6 +255,7 @@ def test_pairing_skips_a_pair_of_one_text():
     """Two draws of the same answer whose rewards differ (a sampled judge, batch numerics) are no preference: the
     prompt is skipped as no_margin rather than paired with itself."""
     from cream_data.rewards.pairing import build_preferences
+    from cream_data.rewards.spec import PairingSpec
 
     resp = responses_table({"p1": ["same", "other", "same"], "p2": ["x", "y", "z"]})
     rewards = {("p1", 0): 3.0, ("p1", 1): 2.0, ("p1", 2): 1.0, ("p2", 0): 1.0, ("p2", 1): 2.0, ("p2", 2): 0.5}
@@ -262,7 +263,7 @@ def test_pairing_skips_a_pair_of_one_text():
         {"prompt_id": p, "response_idx": i, "scorer": "judge", "model": "m", "ref_model": None, "logp": None,
          "ref_logp": None, "n_tokens": 3, "reward": r, "reward_kind": "judge", "judge_text": None}
         for (p, i), r in rewards.items()], schema=schemas.get("scores").arrow)
-    prefs, summary = build_preferences(resp, scores, reward_scorer="judge", prev_scorer=None, logp_scorer=None)
+    prefs, summary = build_preferences(resp, scores, PairingSpec(reward_scorer="judge", partner=None), logp_scorer=None)
     assert prefs["prompt_id"].to_pylist() == ["p2"]
     assert (prefs["chosen_idx"][0].as_py(), prefs["rejected_idx"][0].as_py()) == (1, 2)
     assert summary.pairs == 1 and summary.skipped["no_margin"] == 1

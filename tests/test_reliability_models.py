@@ -12,24 +12,15 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pytest
-import yaml
 
 from cream_data.engines import models
 from cream_data.tables import io
-from tests.conftest import REPO, assert_user_error, snapshot
+from tests.support.answers import ANSWERS, responses_table
+from tests.support.cli import assert_user_error, snapshot
+from tests.support.models import make_tiny_model
+from tests.support.runs import tiny_run_config, write_yaml
 
 POLICY_REFUSED = ["LlamaForSequenceClassification", "not a causal language model"]
-
-
-def responses_table(texts: dict[str, list[str]], prompt=lambda pid: f"What is {pid[-1]} + {pid[-1]}?") -> pa.Table:
-    rows = [{"prompt_id": pid, "prompt": [{"role": "user", "content": prompt(pid)}], "response_idx": i,
-             "response": text, "model": "m", "iteration": 1, "seed": 0, "temperature": 0.8, "top_p": 0.95,
-             "max_new_tokens": 32, "finish_reason": "stop", "n_tokens": 5}
-            for pid, answers in texts.items() for i, text in enumerate(answers)]
-    return pa.Table.from_pylist(rows)
-
-
-ANSWERS = {"p1": ["Answer: 2", "Answer: 3"], "p2": ["Answer: 4", "It is five."]}
 
 
 def prompts_table(reference_answers: list[str | None]) -> pa.Table:
@@ -46,7 +37,7 @@ def models_dir(tmp_path_factory, tiny_model):
     from transformers import AutoModelForSequenceClassification
 
     root = tmp_path_factory.mktemp("roles")
-    rm = models.make_tiny_model(root / "rm", seed=5, num_labels=1)
+    rm = make_tiny_model(root / "rm", seed=5, num_labels=1)
     no_tok = root / "no-tokenizer"
     shutil.copytree(tiny_model, no_tok)
     for f in no_tok.iterdir():
@@ -69,13 +60,9 @@ def _refused(cream_exe, tmp_path, *args, needles):
 
 
 def _run_config(tmp_path, model, **label) -> str:
-    data = REPO / "examples" / "data"
-    cfg = {"model": str(model), "method": "rm" if label else "cream", "iterations": 2, "run_dir": str(tmp_path / "run"),
-           "sft": {"data": str(data / "demo_sft.jsonl"), "limit": 16},
-           "prompts": {"source": str(data / "demo_prompts.jsonl"), "per_iteration": 4},
-           "sample": {"n": 2, "max_new_tokens": 8}, "label": label,
-           "eval": {"tasks": ["gsm8k"], "limit": 2}}
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    """TMP/cfg.yaml, a tiny run of ``model`` (method rm when ``label`` names the reward model), as its relative path."""
+    write_yaml(tmp_path / "cfg.yaml", tiny_run_config(model=model, method="rm" if label else "cream",
+                                                      run_dir=tmp_path / "run", label=label))
     return "cfg.yaml"
 
 

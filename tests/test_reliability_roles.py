@@ -13,12 +13,14 @@ import shutil
 
 import pyarrow as pa
 import pytest
-import yaml
 
 from cream_data.engines import models
 from cream_data.errors import CreamError
 from cream_data.tables import io
-from tests.conftest import REPO, assert_user_error, snapshot
+from tests.support import REPO
+from tests.support.cli import assert_user_error, snapshot
+from tests.support.models import make_tiny_model
+from tests.support.runs import tiny_run_config, write_yaml
 
 NO_WEIGHTS = ["the folder has no weights", "model.safetensors", "pytorch_model.bin"]
 EVAL_DATA = REPO / "examples" / "data" / "eval"
@@ -41,7 +43,7 @@ def broken(tmp_path_factory, tiny_model):
     unknown = copy(tiny_model, "unknown-type")
     config = json.loads((unknown / "config.json").read_text())
     (unknown / "config.json").write_text(json.dumps({**config, "model_type": "nosuchmodel"}))
-    rm = models.make_tiny_model(root / "rm", seed=5, num_labels=1)
+    rm = make_tiny_model(root / "rm", seed=5, num_labels=1)
     copy(tiny_model, "no-weights", drop=("model",))
     copy(rm, "rm-no-weights", drop=("model",))
     truncated = copy(rm, "rm-truncated") / "model.safetensors"
@@ -79,12 +81,9 @@ def _refused(cream_exe, tmp_path, *args, needles):
 
 
 def _run_config(tmp_path, model, **label) -> str:
-    data = REPO / "examples" / "data"
-    cfg = {"model": str(model), "method": "rm" if label else "cream", "iterations": 2, "run_dir": str(tmp_path / "run"),
-           "sft": {"data": str(data / "demo_sft.jsonl"), "limit": 16},
-           "prompts": {"source": str(data / "demo_prompts.jsonl"), "per_iteration": 4},
-           "sample": {"n": 2, "max_new_tokens": 8}, "label": label, "eval": {"tasks": ["gsm8k"], "limit": 2}}
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    """TMP/cfg.yaml, a tiny run of ``model`` (method rm when ``label`` names the reward model), as its relative path."""
+    write_yaml(tmp_path / "cfg.yaml", tiny_run_config(model=model, method="rm" if label else "cream",
+                                                      run_dir=tmp_path / "run", label=label))
     return "cfg.yaml"
 
 

@@ -15,15 +15,17 @@ import pytest
 from cream_data.tables import io
 from cream_data.engines import hf_score, models, rm_score
 from cream_data.errors import CreamError
-from cream_data.stages.label import LabelConfig, label, repair
-from tests.conftest import REPO, assert_user_error, snapshot
-from tests.test_label import responses_table
+from cream_data.stages.label import LabelConfig, label, pair_from_scores
+from tests.support import REPO
+from tests.support.cli import assert_user_error, snapshot
+from tests.support.models import make_tiny_model, naive_rewards
+from tests.support.tables import responses_table
 
 
 @pytest.fixture(scope="session")
 def tiny_rm(tmp_path_factory):
     """A 2-layer random LlamaForSequenceClassification (num_labels = 1) with SmolLM2's tokenizer."""
-    return models.make_tiny_model(tmp_path_factory.mktemp("rm") / "tiny-rm", seed=5, num_labels=1)
+    return make_tiny_model(tmp_path_factory.mktemp("rm") / "tiny-rm", seed=5, num_labels=1)
 
 
 def _texts(t):
@@ -43,7 +45,7 @@ def test_batched_rewards_equal_one_at_a_time(tmp_path, tiny_rm):
     plan = hf_score.plan_batches(np.array([len(x) for x in tk.ids]), 5, 10_000)
     assert any(len({len(tk.ids[i]) for i in b}) > 1 for b in plan)  # padding in play
     ours = scorer.score(tk)[tk.inverse]
-    naive = rm_score.naive_rewards(model, tok, P, R)
+    naive = naive_rewards(model, tok, P, R)
     assert np.max(np.abs(ours - naive)) <= 1e-4
     assert np.std(naive) > 0
 
@@ -57,7 +59,7 @@ def test_pooling_without_a_pad_id_is_at_the_last_token(tmp_path, tiny_rm):
     model = rm_score.load(ref)
     model.config.pad_token_id = None
     P, R = _texts(responses_table(n_prompts=4, n=3, seed=2))
-    naive = rm_score.naive_rewards(model, tok, P, R)  # before the scorer gives the model a pad id
+    naive = naive_rewards(model, tok, P, R)  # before the scorer gives the model a pad id
     tk = rm_score.tokenize(tok, P, R)
     ours = rm_score.RMScorer(model, tok.pad_token_id, batch_size=4).score(tk)[tk.inverse]
     pad = model.config.pad_token_id
@@ -90,7 +92,7 @@ def test_reward_rm_picks_pairs_by_the_reward_model(tmp_path, tiny_model, tiny_mo
     # rewards: a one-at-a-time forward of the reward model
     responses = io.read_table(resp, "responses").sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
     ref = models.resolve(str(tiny_rm))
-    naive = rm_score.naive_rewards(rm_score.load(ref), rm_score.check(ref), *_texts(responses))
+    naive = naive_rewards(rm_score.load(ref), rm_score.check(ref), *_texts(responses))
     np.testing.assert_allclose(rm.reward, naive, atol=1e-4)
 
     prefs = io.read_table(out / "preferences", "preferences").to_pandas()
@@ -105,7 +107,7 @@ def test_reward_rm_picks_pairs_by_the_reward_model(tmp_path, tiny_model, tiny_mo
     assert set(prefs.consistency_method) == {"none"} and set(prefs.weight) == {1.0}
 
     # re-pairing the stored scores by the reward model loads no model and gives the same pairs
-    repair(resp, out, LabelConfig(model="", reward="rm"), tmp_path / "re")
+    pair_from_scores(resp, out, LabelConfig(model="", reward="rm"), tmp_path / "re")
     again = io.read_table(tmp_path / "re" / "preferences", "preferences").to_pandas()
     assert again.chosen_idx.tolist() == prefs.chosen_idx.tolist()
     assert again.rejected_idx.tolist() == prefs.rejected_idx.tolist()
@@ -118,12 +120,12 @@ def test_reward_rm_picks_pairs_by_the_reward_model(tmp_path, tiny_model, tiny_mo
 def test_reward_model_as_a_diagnostic_and_with_its_own_template(tmp_path, tiny_model, tiny_rm):
     """With another --reward the rm rows are added and the pairs stay the DPO ones; a reward model whose
     tokenizer/template differs from the policy's is fine (it reads its own templated conversation)."""
-    other = models.make_tiny_model(tmp_path / "rm-other-template", seed=6, num_labels=1)
+    other = make_tiny_model(tmp_path / "rm-other-template", seed=6, num_labels=1)
     ct = other / "chat_template.jinja"
     ct.write_text(ct.read_text().replace("'<|im_start|>' + message['role']", "'<|im_start|>' + message['role'] + ':'"))
     ref_other = models.resolve(str(other))
     tok_other, tok_policy = rm_score.check(ref_other), models.load(str(tiny_model), with_model=False)[1]
-    assert models.template_hash(tok_other) != models.template_hash(tok_policy)
+    assert models.chat_template_hash(tok_other) != models.chat_template_hash(tok_policy)
 
     resp = io.write_table(responses_table(n_prompts=4, n=3), tmp_path / "responses", "responses")
     plain = tmp_path / "plain"
@@ -135,15 +137,18 @@ def test_reward_model_as_a_diagnostic_and_with_its_own_template(tmp_path, tiny_m
     assert io.read_table(out / "preferences", "preferences")["chosen_idx"].equals(
         io.read_table(plain / "preferences", "preferences")["chosen_idx"])
     cache = io.read_table(out / "rm" / os.listdir(out / "rm")[0], "rm_rewards")
-    assert set(cache["template_hash"].to_pylist()) == {models.template_hash(tok_other)}
+    assert set(cache["template_hash"].to_pylist()) == {models.chat_template_hash(tok_other)}
 
 
 def test_kill_during_rm_scoring_then_resume(tmp_path, tiny_model, tiny_rm):
     resp = io.write_table(responses_table(n_prompts=40, n=4, seed=3), tmp_path / "responses", "responses")
     out = tmp_path / "lab"
-    args = [sys.executable, "-m", "cli.main", "label", str(resp), "--model", str(tiny_model), "--reward", "rm",
-            "--reward-model", str(tiny_rm), "--out", str(out), "--batch-size", "2"]
-    env = {**os.environ, "CREAM_LABEL_FLUSH_ROWS": "8"}
+    # a labeling that persists its rewards every 8 rows (the internal setting flush_rows), in a process of its own
+    code = ("from cream_data.stages.label import label; from cream_data.stages.label_config import LabelConfig; "
+            f"label({str(resp)!r}, LabelConfig(model={str(tiny_model)!r}, reward='rm', reward_model={str(tiny_rm)!r}, "
+            f"batch_size=2, flush_rows=8), {str(out)!r})")
+    args = [sys.executable, "-c", code]
+    env = dict(os.environ)
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("rm/*/part-*.parquet"))) < 3:
@@ -166,7 +171,7 @@ def test_kill_during_rm_scoring_then_resume(tmp_path, tiny_model, tiny_rm):
 
 def test_bad_reward_models_are_one_line(tmp_path, cream_exe, tiny_model):
     resp = io.write_table(responses_table(n_prompts=2, n=2), tmp_path / "responses", "responses")
-    two = models.make_tiny_model(tmp_path / "two-labels", seed=7, num_labels=2)
+    two = make_tiny_model(tmp_path / "two-labels", seed=7, num_labels=2)
     cases = [
         (tiny_model, ["reward model", "LlamaForCausalLM", "not a sequence-classification reward model"]),
         (two, ["num_labels = 2", "num_labels = 1"]),
@@ -186,14 +191,14 @@ def test_bad_reward_models_are_one_line(tmp_path, cream_exe, tiny_model):
 
 def test_run_method_rm_needs_a_reward_model(tmp_path, tiny_model, tiny_rm):
     from cream_train.run.config import load_run_config
-    from tests.test_run_check import base_config, write
+    from tests.support.runs import tiny_run_config, write_yaml
 
-    cfg = {**base_config(tmp_path, tiny_model), "method": "rm"}
+    cfg = tiny_run_config(model=tiny_model, run_dir=tmp_path / "run", method="rm")
     with pytest.raises(CreamError, match="label.reward_model: missing"):
-        load_run_config(write(tmp_path, cfg))
+        load_run_config(write_yaml(tmp_path / "cfg.yaml", cfg))
     cfg["label"] = {**cfg["label"], "reward_model": str(tiny_model)}
     with pytest.raises(CreamError, match="label.reward_model .*tiny-llama: a LlamaForCausalLM checkpoint"):
-        load_run_config(write(tmp_path, cfg, "causal.yaml"))
+        load_run_config(write_yaml(tmp_path / "causal.yaml", cfg))
     cfg["label"]["reward_model"] = str(tiny_rm)
-    run_cfg, _, _ = load_run_config(write(tmp_path, cfg, "ok.yaml"))
+    run_cfg, _, _ = load_run_config(write_yaml(tmp_path / "ok.yaml", cfg))
     assert run_cfg.reward == "rm" and run_cfg.train_method == "dpo" and run_cfg.label.reward_model == str(tiny_rm)

@@ -11,28 +11,9 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import REPO, assert_user_error, snapshot
-
-DEMO_DATA = REPO / "examples" / "data"
-
-
-def base_config(tmp, model) -> dict:
-    """A small valid config (the pattern of test_loop.write_config), without eval data (not read by --check)."""
-    return {
-        "model": str(model), "method": "cream", "iterations": 2, "run_dir": str(tmp / "run"),
-        "sft": {"data": str(DEMO_DATA / "demo_sft.jsonl"), "lr": 1.0e-3, "epochs": 1, "batch_size": 4, "limit": 16},
-        "prompts": {"source": str(DEMO_DATA / "demo_prompts.jsonl"), "per_iteration": 4},
-        "sample": {"n": 3, "max_new_tokens": 10, "batch_size": 4},
-        "label": {"batch_size": 8, "judge_max_new_tokens": 6},
-        "train": {"lr": 1.0e-3, "epochs": 1, "batch_size": 2},
-        "eval": {"tasks": ["arc_easy", "gsm8k"], "limit": 2, "max_new_tokens": 6, "batch_size": 4},
-    }
-
-
-def write(tmp, cfg: dict, name: str = "cfg.yaml", text: str | None = None):
-    path = tmp / name
-    path.write_text(text if text is not None else yaml.safe_dump(cfg, sort_keys=False))
-    return path
+from tests.support import DEMO_DATA
+from tests.support.cli import assert_user_error, snapshot
+from tests.support.runs import tiny_run_config, write_yaml
 
 
 def check(cream_exe, tmp, path, *extra):
@@ -116,43 +97,45 @@ def files(tmp_path):
 
 
 def test_the_base_config_is_valid(cream_exe, tmp_path, tiny_model):
-    r = check(cream_exe, tmp_path, write(tmp_path, base_config(tmp_path, tiny_model)))
+    cfg = write_yaml(tmp_path / "cfg.yaml", tiny_run_config(model=tiny_model, run_dir=tmp_path / "run"))
+    r = check(cream_exe, tmp_path, cfg)
     assert r.code == 0 and "valid" in r.out, r
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("patch,needles", [pytest.param(p, n, id=i) for i, p, n in BAD])
 def test_check_refuses_what_a_stage_would_refuse(cream_exe, files, tiny_model, patch, needles):
-    cfg = _patch(base_config(files, tiny_model), patch, files)
-    r = check(cream_exe, files, write(files, cfg))
+    cfg = _patch(tiny_run_config(model=tiny_model, run_dir=files / "run"), patch, files)
+    r = check(cream_exe, files, write_yaml(files / "cfg.yaml", cfg))
     assert_user_error(r, "cfg.yaml: 1 problem(s)", *needles)
 
 
 def test_every_problem_is_named_at_once(cream_exe, files, tiny_model):
-    cfg = _patch(base_config(files, tiny_model), {
+    cfg = _patch(tiny_run_config(model=tiny_model, run_dir=files / "run"), {
         "model": "{tmp}/weights.bin", "run_dir": "{tmp}/weights.bin", "sample": {"temperature": -1, "top_p": 3},
         "label": {"engine": "tgi", "judge_max_new_tokens": 0}, "train": {"lr": NAN, "beta": 0, "warmup_ratio": 2},
         "sft": {"epochs": 0}, "eval": {"max_new_tokens": 0}}, files)
-    r = check(cream_exe, files, write(files, cfg))
+    r = check(cream_exe, files, write_yaml(files / "cfg.yaml", cfg))
     assert_user_error(r, "11 problem(s)", "is a file", "run_dir:", "sample.temperature: got -1", "sample.top_p: got 3",
                       "label.engine: got 'tgi'", "label.judge_max_new_tokens: got 0", "train.lr: got nan",
                       "train.beta: got 0", "train.warmup_ratio: got 2", "sft.epochs: got 0", "eval.max_new_tokens: got 0")
 
 
 def test_duplicate_keys_name_the_key_and_line(cream_exe, tmp_path, tiny_model):
-    text = yaml.safe_dump(base_config(tmp_path, tiny_model), sort_keys=False, default_flow_style=False)
+    cfg = tiny_run_config(model=tiny_model, run_dir=tmp_path / "run")
+    text = yaml.safe_dump(cfg, sort_keys=False, default_flow_style=False)
     lines = text.splitlines()
     lines.insert(lines.index("train:") + 1, "  lr: 0.5")  # train.lr twice: the last one would silently win
     lines.insert(0, "iterations: 3")  # a top-level key twice
     second_lr = lines.index("train:") + 3  # 1-based: the original train.lr, after the inserted one
     assert lines[second_lr - 1].startswith("  lr: ")
-    r = check(cream_exe, tmp_path, write(tmp_path, {}, text="\n".join(lines) + "\n"))
+    r = check(cream_exe, tmp_path, write_yaml(tmp_path / "cfg.yaml", {}, text="\n".join(lines) + "\n"))
     assert_user_error(r, "2 problem(s)", f"line {second_lr}: duplicate key 'lr' in section train",
                       "line 4: duplicate key 'iterations' at the top level")
 
 
 def test_reuse_from_must_be_a_run_directory(cream_exe, tmp_path, tiny_model):
-    cfg = write(tmp_path, base_config(tmp_path, tiny_model))
+    cfg = write_yaml(tmp_path / "cfg.yaml", tiny_run_config(model=tiny_model, run_dir=tmp_path / "run"))
     (tmp_path / "not-a-run").mkdir()
     (tmp_path / "broken-run").mkdir()
     (tmp_path / "broken-run" / "manifest.json").write_text("{not json")
@@ -166,7 +149,7 @@ def test_reuse_from_must_be_a_run_directory(cream_exe, tmp_path, tiny_model):
 
 
 def test_reuse_from_its_own_directory_is_refused_at_check(cream_exe, tmp_path, tiny_model):
-    cfg = write(tmp_path, base_config(tmp_path, tiny_model))
+    cfg = write_yaml(tmp_path / "cfg.yaml", tiny_run_config(model=tiny_model, run_dir=tmp_path / "run"))
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "manifest.json").write_text(json.dumps({"stages": {}}))
     r = check(cream_exe, tmp_path, cfg, "--reuse-from", tmp_path / "run")

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from cream_data.tables import io
-from tests.conftest import REPO
+from tests.support import REPO
+from tests.support.processes import children_of, wait_for
+from tests.support.runs import write_tiny_run_config, write_yaml
 
-DEMO_DATA = REPO / "examples" / "data"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
 # The parent as users run it (cli.main), reporting whether torch was imported into it.
 PARENT = """
@@ -41,28 +43,19 @@ sys.exit(code)
 """
 
 
-def config(tmp: Path, model: Path, shared: Path, name: str, *, sample: str = "", label: str = "", train: str = "",
-           extra: str = "") -> Path:
-    text = f"""
-model: {model}
-method: cream
-iterations: 1
-seed: 0
-run_dir: {tmp / name}
-sft: {{data: {DEMO_DATA / 'demo_sft.jsonl'}, lr: 1.0e-3, epochs: 1, batch_size: 4, limit: 8}}
-prompts: {{source: {DEMO_DATA / 'demo_prompts.jsonl'}, per_iteration: 4}}
-sample: {{n: 3, max_new_tokens: 24, batch_size: 1{sample}}}
-label: {{batch_size: 4{label}}}
-train: {{lr: 1.0e-3, epochs: 1, warmup_ratio: 0.0, {train or 'batch_size: 4'}}}
-eval: {{tasks: [arc_easy], limit: 2, data_dir: {shared}, max_new_tokens: 4, batch_size: 4, models: last}}
-{extra}"""
-    path = tmp / f"{name}.yaml"
-    path.write_text(text)
-    return path
+# 1 iteration of the tiny run, the last model evaluated on 2 arc_easy items
+ONE_ITERATION = {"iterations": 1, "seed": 0, "sft": {"limit": 8}, "sample": {"max_new_tokens": 24, "batch_size": 1},
+                 "label": {"batch_size": 4}, "train": {"warmup_ratio": 0.0, "batch_size": 4},
+                 "eval": {"tasks": ["arc_easy"], "max_new_tokens": 4, "models": "last"}}
 
 
-PARALLEL = dict(sample=", data_parallel: 2", label=", data_parallel: 2",
-                train="batch_size: 2, launcher: accelerate, num_processes: 2")  # 2 x 2 pairs = the one run's 4
+def config(tmp: Path, model: Path, shared: Path, name: str, **overrides) -> Path:
+    """TMP/NAME.yaml: :data:`ONE_ITERATION` of ``model`` (eval data in ``shared``), changed by ``overrides``."""
+    return write_tiny_run_config(tmp, ONE_ITERATION, name=name, model=model, eval={"data_dir": shared}, **overrides)
+
+
+PARALLEL = dict(sample={"data_parallel": 2}, label={"data_parallel": 2},
+                train={"batch_size": 2, "launcher": "accelerate", "num_processes": 2})  # 2 x 2 pairs = the one run's 4
 
 
 def start(cfg: Path, *args: str, report: Path | None = None) -> subprocess.Popen:
@@ -121,29 +114,6 @@ def same_tables(a: dict, b: dict, atol: float = 0.0) -> None:
                                                rtol=0, err_msg=f"{kind}.{k}")
                 else:
                     assert x == y, f"{kind}.{k}: {x!r} != {y!r}"
-
-
-def children_of(run: Path) -> list[int]:
-    """Pids of the processes working on ``run`` (their command line names it), but the test's own."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and int(p.name) != os.getpid():
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-            except OSError:
-                continue
-            if str(run) in cmd and "-c" not in cmd.split()[:3]:
-                pids.append(int(p.name))
-    return pids
-
-
-def wait_for(cond, timeout: float = 600, what: str = "") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -299,8 +269,7 @@ def test_a_childs_user_error_is_its_one_line(parallel, tmp_path):
     cfg, done_run, _, _ = parallel
     run = tmp_path / "copy"
     shutil.copytree(done_run, run)
-    copy = tmp_path / "copy.yaml"
-    copy.write_text(cfg.read_text().replace(f"run_dir: {done_run}", f"run_dir: {run}"))
+    copy = write_yaml(tmp_path / "copy.yaml", {**yaml.safe_load(cfg.read_text()), "run_dir": str(run)})
     (run / "models" / "M2" / "chat_template.jinja").unlink()  # M2 whole as a checkpoint, but no chat model
     manifest = json.loads((run / "manifest.json").read_text())
     del manifest["stages"]["eval-M2"]  # … and its evaluation asked for again
@@ -318,8 +287,9 @@ def test_two_machines_share_one_run(reference, tiny_model, shared_data):
     """Two `cream run --machine-rank r` on one run directory (two machines on localhost): 1 sample and 1 label
     shard each, training as one accelerate launch over both (gloo); the tables equal the one-process run's."""
     tmp, single = reference
-    cfg = config(tmp, tiny_model, shared_data, "nodes", train="batch_size: 2, launcher: accelerate, num_processes: 1",
-                 extra="nodes: {num_machines: 2, main_process_ip: 127.0.0.1, main_process_port: 29517}\n")
+    cfg = config(tmp, tiny_model, shared_data, "nodes",
+                 train={"batch_size": 2, "launcher": "accelerate", "num_processes": 1},
+                 nodes={"num_machines": 2, "main_process_ip": "127.0.0.1", "main_process_port": 29517})
     run = tmp / "nodes"
     other = start(cfg, "--machine-rank", "1", report=tmp / "rank1.json")
     code, _, err = finish(start(cfg, "--machine-rank", "0", report=tmp / "rank0.json"))
@@ -353,8 +323,7 @@ def test_the_config_reference_names_every_launch_key():
 
 def test_launch_mistakes_are_one_line_errors(tmp_path, tiny_model, shared_data, cream_exe):
     """Launch settings are checked with the config, through the installed `cream`, before anything runs."""
-    nodes = "nodes: {num_machines: 2, main_process_ip: 127.0.0.1}\n"
-    cfg = config(tmp_path, tiny_model, shared_data, "n2", extra=nodes)
+    cfg = config(tmp_path, tiny_model, shared_data, "n2", nodes={"num_machines": 2, "main_process_ip": "127.0.0.1"})
     cases = [
         (["--machine-rank", "2"], "--machine-rank: got 2, expected < nodes.num_machines (2)"),
         (["--in-process"], "--in-process: nodes.num_machines is 2"),
@@ -362,8 +331,8 @@ def test_launch_mistakes_are_one_line_errors(tmp_path, tiny_model, shared_data, 
     for args, want in cases:
         r = cream_exe("run", cfg, *args)
         assert r.code == 2 and want in r.err and len(r.err.strip().splitlines()) == 1, (args, r)
-    bad = config(tmp_path, tiny_model, shared_data, "bad", sample=", data_parallel: 0",
-                 train="launcher: torchrn, accelerate_config: missing.yaml")
+    bad = config(tmp_path, tiny_model, shared_data, "bad", sample={"data_parallel": 0},
+                 train={"launcher": "torchrn", "accelerate_config": "missing.yaml"})
     r = cream_exe("run", bad, "--check")
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r
     for want in ("sample.data_parallel: got 0, expected >= 1", "train.launcher: got 'torchrn'",
@@ -378,7 +347,7 @@ def test_a_stage_process_reports_its_record_progress_and_output(tmp_path, tiny_m
     logged with the stage's prefix and kept in RUN/logs/sample-1.log."""
     from cream_train.run.launch import Launcher
     from cream_train.run.stage_process import StageRunner
-    from tests.test_sample import prompts_table
+    from tests.support.tables import prompts_table
 
     io.write_table(prompts_table(3), tmp_path / "prompts", "prompts")
     lines, steps = [], []

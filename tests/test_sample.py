@@ -18,17 +18,9 @@ from cream_data.engines.hf_sample import HfSampler, batch_seed, split_at_stop
 from cream_data.errors import CreamError
 from cream_data.engines.base import GenerationParams, plan_batches, prompt_seed
 from cream_data.stages.sample import SampleConfig, fingerprint, sample, shard_batches
-from tests.conftest import REPO, assert_user_error
-
-TOPICS = ["cats", "the moon", "bread", "rivers", "chess", "tea", "glass"]
-
-
-def prompts_table(k: int = len(TOPICS)) -> pa.Table:
-    # Lengths differ (1-3 repeats) so the plan reorders them and batches need left padding.
-    convs = [[{"role": "user", "content": "Tell me about " + " and ".join([t] * (i % 3 + 1))}]
-             for i, t in enumerate(TOPICS[:k])]
-    return pa.table({"prompt_id": [f"p{i}" for i in range(k)], "prompt": convs, "source": ["test"] * k,
-                     "reference_answer": pa.array([None] * k, pa.string())})
+from tests.support import REPO
+from tests.support.cli import assert_user_error
+from tests.support.tables import TOPICS, by_key, prompts_table
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +38,6 @@ def prompts_dir(tmp_path_factory):
 def cfg_for(model, **kw) -> SampleConfig:
     base = dict(model=str(model), n=3, max_new_tokens=6, batch_size=2, prompts_per_part=2)
     return SampleConfig(**{**base, **kw})
-
-
-def by_key(table: pa.Table) -> pa.Table:
-    return table.sort_by([("prompt_id", "ascending"), ("response_idx", "ascending")])
 
 
 # ---------------------------------------------------------------------------- config and plan (no model)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 SCALE = REPO / "examples" / "scale"
 SLURM = REPO / "examples" / "slurm"

@@ -13,9 +13,9 @@ import pytest
 import schemas
 from cream_data.tables import io
 from cream_data.errors import CreamError, SchemaError
-from cream_data.tables.validate import violations
+from cream_data.tables.validate import conform, violations
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 
 def conv(*turns):
@@ -109,7 +109,7 @@ def test_write_read_roundtrip_single_file_and_folder(tmp_path):
     d = io.write_table(t, tmp_path / "pdir", "prompts")
     for path in (f, d):
         back = io.read_table(path, "prompts")
-        assert back.to_pylist() == io.conform(t, "prompts").to_pylist()
+        assert back.to_pylist() == conform(t, "prompts").to_pylist()
     md = pq.ParquetFile(f).schema_arrow.metadata
     assert md[b"cream.schema"] == b"prompts" and md[b"cream.schema_version"] == b"2"
     assert pq.ParquetFile(f).metadata.row_group(0).column(0).compression == "ZSTD"
@@ -128,7 +128,7 @@ def test_reading_a_table_of_another_kind_or_version_fails_clearly(tmp_path):
     io.write_table(prompts_table(), tmp_path / "p.parquet", "prompts")
     with pytest.raises(CreamError, match="holds a 'prompts' table, expected a 'preferences' table"):
         io.read_table(tmp_path / "p.parquet", "preferences")
-    t = io.conform(prompts_table(), "prompts")
+    t = conform(prompts_table(), "prompts")
     t = t.replace_schema_metadata({b"cream.schema": b"prompts", b"cream.schema_version": b"7"})
     pq.write_table(t, tmp_path / "v7.parquet")
     with pytest.raises(CreamError, match="schema version 7"):
@@ -222,7 +222,7 @@ def test_prompts_v2_human_answer_is_optional_on_write_and_null_from_v1_files(tmp
     import pyarrow.parquet as pq
 
     assert schemas.latest("prompts") == 2 and schemas.get("prompts").column("human_answer").since == 2
-    v1 = io.conform(prompts_table(2), schemas.get("prompts", 1)).replace_schema_metadata(
+    v1 = conform(prompts_table(2), schemas.get("prompts", 1)).replace_schema_metadata(
         {schemas.META_SCHEMA: b"prompts", schemas.META_VERSION: b"1"})
     pq.write_table(v1, tmp_path / "v1.parquet")
     assert io.read_table(tmp_path / "v1.parquet", "prompts").column("human_answer").to_pylist() == [None, None]

@@ -22,8 +22,9 @@ from cream_data.stages.sample_config import SampleConfig
 from cream_train.run import sections
 from cream_train.config import DPOTrainConfig, SFTTrainConfig
 from cream_train.run.config import RunConfig
-from tests.conftest import REPO, assert_user_error
-from tests.test_run_check import base_config, write
+from tests.support import REPO
+from tests.support.cli import assert_user_error
+from tests.support.runs import tiny_run_config, write_yaml
 
 # command -> the settings dataclasses its options are derived from
 COMMANDS = {"sample": (SampleConfig,), "label": (LabelConfig,), "eval": (EvalConfig, HarnessConfig),
@@ -102,15 +103,15 @@ def test_the_drifted_defaults_are_one_value_each():
 
 
 def test_yaml_keys_reach_the_stage_configs_the_loop_builds(cream_exe, tmp_path):
-    from cream_train.run.loop import Loop
     from cream_train.run.config import load_run_config
+    from cream_train.run.sections import Stages
 
-    cfg = base_config(tmp_path, "smollm2-135m-instruct")
+    cfg = tiny_run_config(run_dir=tmp_path / "run")  # the embedded model
     cfg["train"].update(report_to="tensorboard", lora_r=8, max_length=2048, gradient_checkpointing=True)
     cfg["eval"].update(suffix="Answer with one letter.")
     cfg["sample"].update(prompts_per_part=7)
     cfg["label"].update(max_batch_tokens=4096)
-    path = write(tmp_path, cfg)
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
     r = cream_exe("run", path, "--check")
     assert r.code == 0, r
     listed = yaml.safe_load(r.out.rsplit("\n", 1)[0])  # every setting as it will run
@@ -118,29 +119,29 @@ def test_yaml_keys_reach_the_stage_configs_the_loop_builds(cream_exe, tmp_path):
     assert listed["eval"]["suffix"] == "Answer with one letter."
 
     run_cfg, _, table = load_run_config(path)
-    loop = Loop(run_cfg, table, log=lambda *_: None)
-    train = loop.stages.train(1, "M1-path")
+    stages = Stages(run_cfg, run_cfg.run_dir)  # what the loop builds each stage's config with
+    train = stages.train(1, "M1-path")
     assert isinstance(train, DPOTrainConfig)
     assert (train.report_to, train.lora_r, train.max_length, train.gradient_checkpointing) == ("tensorboard", 8, 2048,
                                                                                                True)
     assert (train.model, train.method, train.seed, train.lr) == ("M1-path", "cream", 0, 1e-3)
     assert train.data.endswith("iter-1/preferences") and train.out.endswith("models/M2")
-    ev = loop.stages.eval(2)
+    ev = stages.eval(2)
     assert isinstance(ev, EvalConfig) and ev.suffix == "Answer with one letter." and ev.label == "M2"
     assert ev.tasks == ("arc_easy", "gsm8k") and ev.batch_size == 4
-    assert loop.stages.sample(2, "M2-path").prompts_per_part == 7
-    assert loop.stages.sample(2, "M2-path").seed == 2  # the run owns the seed: seed + t
-    lab = loop.stages.label(2, "M2-path", "M1-path", "M0-path")
+    assert stages.sample(2, "M2-path").prompts_per_part == 7
+    assert stages.sample(2, "M2-path").seed == 2  # the run owns the seed: seed + t
+    lab = stages.label(2, "M2-path", "M1-path", "M0-path")
     assert (lab.max_batch_tokens, lab.prev_model, lab.prev_ref, lab.iteration) == (4096, "M1-path", "M0-path", 2)
 
 
 def test_bad_values_are_named_by_the_yaml_key(cream_exe, tmp_path):
-    cfg = base_config(tmp_path, "smollm2-135m-instruct")
+    cfg = tiny_run_config(run_dir=tmp_path / "run")  # the embedded model
     cfg["train"].update(lora_r=0, report_to="mlflow")
     cfg["eval"].update(batch_size=0)
     cfg["sample"].update(tensor_parallel_size=0)
     cfg["sft"].update(lora_dropout=1.5)
-    r = cream_exe("run", write(tmp_path, cfg), "--check")
+    r = cream_exe("run", write_yaml(tmp_path / "cfg.yaml", cfg), "--check")
     assert_user_error(r, "5 problem(s)", "train.lora_r: got 0", "train.report_to: got 'mlflow'",
                       "eval.batch_size: got 0", "sample.tensor_parallel_size: got 0", "sft.lora_dropout: got 1.5")
 

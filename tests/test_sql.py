@@ -13,8 +13,8 @@ import pytest
 from cream_data.tables import io
 from cream_data.tables import sql
 from cream_data.errors import CreamError
-from tests.conftest import assert_user_error
-from tests.test_inspect import make_labeled, write_labeled
+from tests.support.cli import assert_user_error
+from tests.support.tables import make_labeled, write_labeled
 
 
 @pytest.fixture

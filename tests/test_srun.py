@@ -28,15 +28,11 @@ import pytest
 
 from cream_data.errors import CreamError
 from cream_data.tables import io
-from tests.conftest import REPO, cream_executable
+from tests.support import REPO
+from tests.support.cli import cream_executable
+from tests.support.processes import ENV
+from tests.support.runs import write_tiny_run_config
 
-DEMO_DATA = REPO / "examples" / "data"
-ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-
-# A fake srun for tests: it reads the options cream_train/run/launch.py writes, runs the step's tasks on this machine as
-# concurrent processes with the variables Slurm sets in each task, relays their output (--label: "i: " first), ends
-# the others when one fails (--kill-on-bad-exit) and exits as srun does: the tasks' highest exit code, a signal's as
-# 128 + n.
 FAKE_SRUN = '''
 import os, signal, subprocess, sys, threading, time
 
@@ -91,24 +87,14 @@ def fake_srun(folder: Path) -> dict[str, str]:
     return {**ENV, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
 
 
-def config(tmp: Path, model: Path, name: str, *, train: str = "batch_size: 4", nodes: str = "") -> Path:
-    """A 1-iteration tiny run (no evaluation); ``nodes``: the nodes section's keys."""
-    text = f"""
-model: {model}
-method: cream
-iterations: 1
-seed: 0
-run_dir: {tmp / name}
-sft: {{data: {DEMO_DATA / 'demo_sft.jsonl'}, lr: 1.0e-3, epochs: 1, batch_size: 4, limit: 8}}
-prompts: {{source: {DEMO_DATA / 'demo_prompts.jsonl'}, per_iteration: 4}}
-sample: {{n: 3, max_new_tokens: 24, batch_size: 1}}
-label: {{batch_size: 4}}
-train: {{lr: 1.0e-3, epochs: 1, warmup_ratio: 0.0, {train}}}
-eval: {{models: none}}
-""" + (f"nodes: {{{nodes}}}\n" if nodes else "")
-    path = tmp / f"{name}.yaml"
-    path.write_text(text)
-    return path
+# 1 iteration of the tiny run, no evaluation: one sample, label and train stage to shard, launch and compare
+ONE_ITERATION = {"iterations": 1, "seed": 0, "sft": {"limit": 8}, "sample": {"max_new_tokens": 24, "batch_size": 1},
+                 "label": {"batch_size": 4}, "train": {"warmup_ratio": 0.0, "batch_size": 4}, "eval": {"models": "none"}}
+
+
+def config(tmp: Path, model: Path, name: str, **overrides) -> Path:
+    """TMP/NAME.yaml: :data:`ONE_ITERATION` of ``model``, changed by ``overrides`` (e.g. the nodes section)."""
+    return write_tiny_run_config(tmp, ONE_ITERATION, name=name, model=model, **overrides)
 
 
 def run_cream(*args, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -156,7 +142,7 @@ def srun_run(tmp_path_factory, tiny_model):
     tmp = tmp_path_factory.mktemp("srun")
     single = run(config(tmp, tiny_model, "single"), log=lambda m: None, in_process=True).run_dir
     env = fake_srun(tmp / "bin")
-    cfg = config(tmp, tiny_model, "srun", nodes="launcher: srun, num_machines: 2")
+    cfg = config(tmp, tiny_model, "srun", nodes={"launcher": "srun", "num_machines": 2})
     r = run_cream("run", cfg, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp, single, tmp / "srun", env, r.stderr
@@ -190,8 +176,8 @@ def test_srun_trains_over_two_nodes_with_accelerate(srun_run, tiny_model):
     run = tmp / "srun-ddp"
     shutil.copytree(done, run)
     port = _free_port()
-    cfg = config(tmp, tiny_model, "srun-ddp", train="batch_size: 2, launcher: accelerate, num_processes: 1",
-                 nodes=f"launcher: srun, num_machines: 2, main_process_port: {port}")
+    cfg = config(tmp, tiny_model, "srun-ddp", train={"batch_size": 2, "launcher": "accelerate", "num_processes": 1},
+                 nodes={"launcher": "srun", "num_machines": 2, "main_process_port": port})
     r = run_cream("run", cfg, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "sample-1: done earlier, skipped" in r.stderr and "label-1: done earlier, skipped" in r.stderr
@@ -240,10 +226,8 @@ def test_a_tasks_user_error_is_the_stages_one_line(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- plan, refusals
 def test_plan_writes_srun_lines_on_a_login_node(tmp_path, tiny_model):
-    cfg = config(tmp_path, tiny_model, "planned", train="batch_size: 2, launcher: accelerate, num_processes: 4",
-                 nodes="launcher: srun, num_machines: 2")
-    text = cfg.read_text().replace("label: {batch_size: 4}", "label: {batch_size: 4, data_parallel: 4}")
-    cfg.write_text(text)
+    cfg = config(tmp_path, tiny_model, "planned", train={"batch_size": 2, "launcher": "accelerate", "num_processes": 4},
+                 label={"data_parallel": 4}, nodes={"launcher": "srun", "num_machines": 2})
     login = {**ENV, "SLURM_JOB_ID": ""}  # no allocation, no srun: the plan needs neither
     r = run_cream("run", cfg, "--plan", env=login)
     assert r.returncode == 0, r.stderr
@@ -266,7 +250,7 @@ def test_plan_writes_srun_lines_on_a_login_node(tmp_path, tiny_model):
 
 
 def test_srun_mode_refuses_to_start_outside_an_allocation(tmp_path, tiny_model):
-    cfg = config(tmp_path, tiny_model, "refused", nodes="launcher: srun, num_machines: 2")
+    cfg = config(tmp_path, tiny_model, "refused", nodes={"launcher": "srun", "num_machines": 2})
     cases = [({**ENV, "SLURM_JOB_ID": ""}, "not inside a Slurm allocation (SLURM_JOB_ID is unset)"),
              ({**ENV, "SLURM_JOB_ID": "7", "PATH": str(Path(sys.executable).parent)}, "`srun` is not on PATH")]
     for env, needle in cases:
@@ -323,7 +307,7 @@ def test_first_host_of_a_slurm_host_list():
 
 
 # ------------------------------------------------------------------------------------------- followers: heartbeats
-FOLLOWER = "num_machines: 2, main_process_ip: 127.0.0.1, start_timeout: 2, alive_timeout: 2"
+FOLLOWER = {"num_machines": 2, "main_process_ip": "127.0.0.1", "start_timeout": 2, "alive_timeout": 2}
 
 
 def errors_of(stderr: str) -> list[str]:

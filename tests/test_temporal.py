@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from cream_data.tables import io
-from tests.test_loop import write_config
+from tests.support.runs import write_tiny_run_config
 
-N = 3  # sample.n of tests/test_loop.py's config
+N = 3  # sample.n of the tiny run config (tests/support/runs.py)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,8 @@ def temporal(tmp_path_factory, tiny_model, shared_data):
     from cream_train.run.loop import run
 
     tmp = tmp_path_factory.mktemp("temporal")
-    cfg = write_config(tmp, tiny_model, shared_data, "temporal", method="temporal")
+    cfg = write_tiny_run_config(tmp, name="temporal", model=tiny_model, method="temporal",
+                                eval={"data_dir": shared_data})
     return cfg, run(cfg, log=lambda m: None, in_process=True)
 
 
@@ -102,7 +103,8 @@ def test_a_temporal_rerun_skips_every_stage(temporal):
 def test_temporal_settings_and_plan(tmp_path, tiny_model, shared_data, cream_exe):
     """The plan names each temporal stage with its command; temporal.reward switches the pools' reward; it is
     refused for another method."""
-    cfg = write_config(tmp_path, tiny_model, shared_data, "plan", method="temporal", temporal="{reward: dpo}")
+    cfg = write_tiny_run_config(tmp_path, name="plan", model=tiny_model, method="temporal", temporal={"reward": "dpo"},
+                                eval={"data_dir": shared_data})
     r = cream_exe("run", cfg, "--plan")
     assert r.code == 0, r
     order = [line.split()[-1] for line in r.out.splitlines() if line[:1].isalpha() and not line[0].isdigit()]
@@ -114,12 +116,15 @@ def test_temporal_settings_and_plan(tmp_path, tiny_model, shared_data, cream_exe
     assert len(labels) == 4 and all("--rejected-from" in line for line in labels)
     assert sum("--chosen-from" in line for line in labels) == 2  # the final pairs only
     assert not any("--reward" in line for line in labels)  # dpo: the label command's default reward
-    judged = cream_exe("run", write_config(tmp_path, tiny_model, shared_data, "judged", method="temporal"), "--plan")
+    judged = cream_exe("run", write_tiny_run_config(tmp_path, name="judged", model=tiny_model, method="temporal",
+                                                    eval={"data_dir": shared_data}), "--plan")
     assert sum("--reward judge" in line for line in judged.out.splitlines()) == 4  # the default: the judge
     assert f"--out {tmp_path / 'plan' / 'iter-1' / 'future' / 'model'}" in text
-    bad = write_config(tmp_path, tiny_model, shared_data, "bad", method="cream", temporal="{reward: judge}")
+    bad = write_tiny_run_config(tmp_path, name="bad", model=tiny_model, method="cream", temporal={"reward": "judge"},
+                                eval={"data_dir": shared_data})
     r = cream_exe("run", bad, "--check")
     assert r.code == 2 and "temporal.reward: only with method temporal" in r.err
-    typo = write_config(tmp_path, tiny_model, shared_data, "typo", method="temporal", temporal="{reward: jugde}")
+    typo = write_tiny_run_config(tmp_path, name="typo", model=tiny_model, method="temporal",
+                                 temporal={"reward": "jugde"}, eval={"data_dir": shared_data})
     r = cream_exe("run", typo, "--check")
     assert r.code == 2 and "temporal.reward: got 'jugde', expected one of judge, dpo, rm" in r.err

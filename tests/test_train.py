@@ -17,76 +17,8 @@ import pytest
 
 import schemas
 from cream_data.tables import io
-from tests.conftest import assert_user_error
-
-PAIRS = [
-    ("What is 2+2?", "2+2 is 4.", "It is 5, I think."),
-    ("Name a colour.", "Blue.", "A colour is a number."),
-    ("Say hello.", "Hello!", "Goodbye forever."),
-    ("What is the capital of France?", "Paris.", "London, probably."),
-    ("Count to three.", "1, 2, 3.", "3, 2, 1, 0, -1."),
-    ("Is water wet?", "Yes, water makes things wet.", "No."),
-    ("Give a prime number.", "7 is prime.", "8 is prime."),
-    ("Spell cat.", "C-A-T.", "K-A-T-T."),
-]
-WEIGHTS = [1.0, 0.8, 0.6, 0.9, 0.4, 1.0, 0.7, 0.5]
-
-
-def naive_logps(model_dir, prompts, responses):
-    """log pi(y|x) summed over the response tokens: templated prompt (with generation prompt) vs templated
-    prompt + response; the suffix tokens are scored from one full forward with a full log-softmax."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    out, n = [], []
-    for p, r in zip(prompts, responses):
-        p_ids = tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
-        ids = tok.apply_chat_template(p + r, tokenize=True, return_dict=False)
-        assert ids[: len(p_ids)] == p_ids
-        with torch.no_grad():
-            logp = model(torch.tensor([ids])).logits[0].double().log_softmax(-1)
-        target = torch.tensor(ids[len(p_ids):])
-        out.append(logp[len(p_ids) - 1: len(ids) - 1].gather(1, target[:, None]).sum().item())
-        n.append(len(ids) - len(p_ids))
-    return out, n
-
-
-def make_preferences(path, model_dir, *, weights=WEIGHTS, pairs=PAIRS, model_name=None, template_hash=None,
-                     logps=True, drop=()):
-    """A preferences table matching schemas/v1/preferences.json, stored log-probs from ``model_dir``."""
-    from cream_data.engines.models import load_tokenizer, resolve
-    from cream_data.engines.models import template_hash as th
-
-    ref = resolve(str(model_dir))
-    prompts = [[{"role": "user", "content": q}] for q, _, _ in pairs]
-    chosen = [[{"role": "assistant", "content": c}] for _, c, _ in pairs]
-    rejected = [[{"role": "assistant", "content": r}] for _, _, r in pairs]
-    if logps:
-        c_lp, c_n = naive_logps(model_dir, prompts, chosen)
-        r_lp, r_n = naive_logps(model_dir, prompts, rejected)
-    else:
-        c_lp = r_lp = c_n = r_n = [None] * len(pairs)
-    h = template_hash or th(load_tokenizer(ref))
-    rows = []
-    for i in range(len(pairs)):
-        w = weights[i]
-        rows.append(dict(
-            prompt_id=f"p{i}", prompt=prompts[i], chosen=chosen[i], rejected=rejected[i], chosen_idx=0,
-            rejected_idx=1, iteration=1, n_responses=2, rewards=[1.0, -1.0], prev_rewards=[0.5, -0.5],
-            ranks=[1, 2], prev_ranks=[1, 2], kendall_tau=2 * w - 1 if 0 <= w <= 1 else None,
-            consistency=min(max(w, 0.0), 1.0), consistency_method="kendall", weight=w, chosen_logp=c_lp[i],
-            rejected_logp=r_lp[i], chosen_n_tokens=c_n[i], rejected_n_tokens=r_n[i],
-            model=model_name or ref.name, ref_model="m0", prev_model=None, prev_ref_model=None, template_hash=h))
-    table = pa.Table.from_pylist(rows, schema=schemas.get("preferences").arrow)
-    if drop:
-        table = table.drop_columns(list(drop))
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, path)  # not a valid full table any more: write it raw
-        return path
-    return io.write_table(table, path, "preferences")
+from tests.support.cli import assert_user_error
+from tests.support.training import PAIRS, WEIGHTS, make_preferences, make_sft
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +116,7 @@ def test_stored_logps_equal_the_policy_logps_at_step_zero(tiny_model, prefs_path
     assert torch.allclose(lp, stored, atol=2e-4, rtol=0), (lp - stored).abs().max()
 
 
-def test_stored_and_computed_reference_give_the_same_losses(tiny_model, prefs_path, tmp_path, caplog):
+def test_stored_and_computed_reference_give_the_same_losses(tiny_model, prefs_path, tmp_path, caplog, built_trainers):
     """Same data, same seed: per-step losses with stored reference log-probs == with TRL's reference model."""
     from cream_train.train import train_dpo
 
@@ -193,8 +125,9 @@ def test_stored_and_computed_reference_give_the_same_losses(tiny_model, prefs_pa
         cfg = dpo_cfg(tiny_model, prefs_path, tmp_path / reference, reference=reference, max_steps=3)
         res = train_dpo(cfg)
         assert res.reference == reference
-        assert (res.trainer.ref_model is None) == (reference == "stored")
-        runs[reference] = [e["loss"] for e in res.trainer.state.log_history if "loss" in e]
+        trainer = built_trainers[-1]
+        assert (trainer.ref_model is None) == (reference == "stored")
+        runs[reference] = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(runs["stored"]) == 3
     assert runs["stored"][0] == pytest.approx(math.log(2), abs=1e-5)  # h = 0 at step 0 only if the spans match
     for a, b in zip(runs["stored"], runs["computed"]):
@@ -228,20 +161,22 @@ def test_other_model_in_table_computes_reference(tiny_model, tiny_model_b, tmp_p
 
 
 # ------------------------------------------------------------------------------------------- training
-def test_training_changes_parameters_lowers_loss_and_writes_a_checkpoint(tiny_model, prefs_path, tmp_path):
+def test_training_changes_parameters_lowers_loss_and_writes_a_checkpoint(tiny_model, prefs_path, tmp_path,
+                                                                          built_trainers):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cream_data.engines.models import template_hash
+    from cream_data.engines.models import chat_template_hash
     from cream_train.train import train_dpo
 
     out = tmp_path / "m1"
-    res = train_dpo(dpo_cfg(tiny_model, prefs_path, out, max_steps=8, batch_size=8, lr=5e-3))
-    losses = [e["loss"] for e in res.trainer.state.log_history if "loss" in e]
+    train_dpo(dpo_cfg(tiny_model, prefs_path, out, max_steps=8, batch_size=8, lr=5e-3))
+    (trainer,) = built_trainers
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert losses[-1] < losses[0] - 0.05, losses
-    acc = [e["rewards/accuracies"] for e in res.trainer.state.log_history if "rewards/accuracies" in e]
+    acc = [e["rewards/accuracies"] for e in trainer.state.log_history if "rewards/accuracies" in e]
     assert acc[-1] > 0.5
-    mean_c = [e["consistency/mean_C"] for e in res.trainer.state.log_history if "consistency/mean_C" in e]
+    mean_c = [e["consistency/mean_C"] for e in trainer.state.log_history if "consistency/mean_C" in e]
     assert mean_c[0] == pytest.approx(sum(WEIGHTS) / len(WEIGHTS))
 
     assert out.is_dir() and not list(tmp_path.glob(".m1.tmp-*"))
@@ -250,7 +185,8 @@ def test_training_changes_parameters_lowers_loss_and_writes_a_checkpoint(tiny_mo
     diff = sum((a - b).abs().sum().item() for a, b in zip(before.parameters(), after.parameters()))
     assert diff > 0
     tok = AutoTokenizer.from_pretrained(out)
-    assert tok.chat_template and template_hash(tok) == template_hash(AutoTokenizer.from_pretrained(tiny_model))
+    assert tok.chat_template
+    assert chat_template_hash(tok) == chat_template_hash(AutoTokenizer.from_pretrained(tiny_model))
     ids = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)
     gen = after.generate(**ids, max_new_tokens=4, do_sample=False)
@@ -265,15 +201,16 @@ def test_training_changes_parameters_lowers_loss_and_writes_a_checkpoint(tiny_mo
     assert json.loads((out / "cream_train_config.json").read_text())["method"] == "cream"
 
 
-def test_lora_training_saves_a_merged_plain_checkpoint(tiny_model, prefs_path, tmp_path):
+def test_lora_training_saves_a_merged_plain_checkpoint(tiny_model, prefs_path, tmp_path, built_trainers):
     import torch
     from transformers import AutoModelForCausalLM
 
     from cream_train.train import train_dpo
 
     out = tmp_path / "lora"
-    res = train_dpo(dpo_cfg(tiny_model, prefs_path, out, lora=True, lora_r=4, max_steps=2, lr=1e-2))
-    assert res.trainer.ref_model is None and res.trainer.reference_forwards == 0
+    train_dpo(dpo_cfg(tiny_model, prefs_path, out, lora=True, lora_r=4, max_steps=2, lr=1e-2))
+    (trainer,) = built_trainers
+    assert trainer.ref_model is None and trainer.reference_forwards == 0
     assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").exists()
     before = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     after = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
@@ -281,23 +218,16 @@ def test_lora_training_saves_a_merged_plain_checkpoint(tiny_model, prefs_path, t
 
 
 # ------------------------------------------------------------------------------------------- SFT
-def make_sft(path, n=6):
-    rows = [dict(prompt_id=f"s{i}", prompt=[{"role": "user", "content": q}],
-                 completion=[{"role": "assistant", "content": c}], source="test")
-            for i, (q, c, _) in enumerate(PAIRS[:n])]
-    return io.write_table(pa.Table.from_pylist(rows, schema=schemas.get("sft").arrow), path, "sft")
-
-
-def test_sft_masks_prompt_tokens_and_trains(tiny_model, tmp_path):
+def test_sft_masks_prompt_tokens_and_trains(tiny_model, tmp_path, built_trainers):
     from cream_train.config import SFTTrainConfig
     from cream_train.prefs import response_token_ids
     from cream_train.train import train_sft
 
     data = make_sft(tmp_path / "sft")
     out = tmp_path / "m1"
-    res = train_sft(SFTTrainConfig(data=str(data), model=str(tiny_model), out=str(out), max_steps=3, lr=5e-3,
-                                   batch_size=2, warmup_ratio=0.0))
-    trainer = res.trainer
+    train_sft(SFTTrainConfig(data=str(data), model=str(tiny_model), out=str(out), max_steps=3, lr=5e-3,
+                             batch_size=2, warmup_ratio=0.0))
+    (trainer,) = built_trainers
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     tok = trainer.processing_class
     for b in range(2):
@@ -391,16 +321,18 @@ def test_config_reports_every_problem_at_once(tmp_path):
 
 
 @pytest.mark.parametrize("batch_size,epochs,warns", [(64, 1.0, True), (1, 2.0, False)])
-def test_a_run_eaten_by_warmup_is_flagged(tiny_model, prefs_path, tmp_path, caplog, batch_size, epochs, warns):
+def test_a_run_eaten_by_warmup_is_flagged(tiny_model, prefs_path, tmp_path, caplog, batch_size, epochs, warns,
+                                          built_trainers):
     """HF warms up for ceil(ratio x steps) steps from lr 0: a one-step run would not learn; say so up front."""
     from cream_train.train import train_dpo
 
     caplog.set_level("WARNING", logger="cream.train")
-    res = train_dpo(dpo_cfg(tiny_model, prefs_path, tmp_path / "o", batch_size=batch_size, epochs=epochs,
-                            max_steps=None, warmup_ratio=0.1))
+    train_dpo(dpo_cfg(tiny_model, prefs_path, tmp_path / "o", batch_size=batch_size, epochs=epochs,
+                      max_steps=None, warmup_ratio=0.1))
     flagged = any("barely change the model" in r.getMessage() for r in caplog.records)
     assert flagged == warns
     from cream_train.train import optimizer_steps
 
-    n = len(res.trainer.train_dataset)
-    assert res.trainer.state.global_step == optimizer_steps(n, batch_size, 1, 1, epochs, None)
+    (trainer,) = built_trainers
+    n = len(trainer.train_dataset)
+    assert trainer.state.global_step == optimizer_steps(n, batch_size, 1, 1, epochs, None)

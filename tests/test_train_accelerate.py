@@ -14,26 +14,29 @@ import textwrap
 
 import pytest
 
-from tests.conftest import REPO
-from tests.test_train import make_preferences
+from tests.support import REPO
+from tests.support.training import make_preferences
 
 ENTRY = textwrap.dedent('''
     import json, os, sys
     import torch
     from cream_train.config import DPOTrainConfig
-    from cream_train.train import train
+    import cream_train.train as tr
 
+    built, build = [], tr.build_dpo_trainer  # a spy on the builder: the trainer this rank's run used
+    tr.build_dpo_trainer = lambda *a, **k: built.append(build(*a, **k)) or built[-1]
     data, model, out, report = sys.argv[1:5]
-    res = train(DPOTrainConfig(data=data, model=model, out=out, batch_size=2, max_steps=2, lr=1e-3,
-                               warmup_ratio=0.0, seed=3))
-    model = res.trainer.accelerator.unwrap_model(res.trainer.model)
+    res = tr.train(DPOTrainConfig(data=data, model=model, out=out, batch_size=2, max_steps=2, lr=1e-3,
+                                  warmup_ratio=0.0, seed=3))
+    (trainer,) = built
+    model = trainer.accelerator.unwrap_model(trainer.model)
     checksum = sum(p.detach().double().sum().item() * (i + 1) for i, p in enumerate(model.parameters()))
     rank = int(os.environ.get("RANK", "0"))
-    losses = [e["loss"] for e in res.trainer.state.log_history if "loss" in e]
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     with open(os.path.join(report, f"rank{rank}.json"), "w") as f:
         json.dump({"world": int(os.environ.get("WORLD_SIZE", "1")), "checksum": checksum, "losses": losses,
-                   "reference": res.reference, "dist": str(res.trainer.accelerator.distributed_type),
-                   "ref_model_none": res.trainer.ref_model is None}, f)
+                   "reference": res.reference, "dist": str(trainer.accelerator.distributed_type),
+                   "ref_model_none": trainer.ref_model is None}, f)
 ''')
 
 

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from cream_data.processes import PROGRESS_ENV, RUN_NAME_ENV, TRACKER_DIR_ENV, parse_progress
-from tests.test_train import PAIRS, make_preferences, make_sft
+from tests.support.training import PAIRS, make_preferences, make_sft
 
 EVENTS = "events.out.tfevents*"
 

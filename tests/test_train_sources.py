@@ -11,8 +11,8 @@ import shlex
 import pytest
 
 from cream_data.publish import hub
-from tests.conftest import assert_user_error
-from tests.test_train import PAIRS, WEIGHTS, make_preferences
+from tests.support.cli import assert_user_error
+from tests.support.training import PAIRS, WEIGHTS, make_preferences
 
 FAST = ["--max-steps", "1", "--batch-size", "4", "--warmup-ratio", "0"]
 REPO_ID = "me/cream-prefs"

@@ -15,8 +15,9 @@ import yaml
 from cli.options import Options
 from cream_data.errors import CreamError
 from cream_data.settings import ALIASES, SAME_AS_TRL, coerce
-from tests.conftest import REPO, assert_user_error
-from tests.test_run_check import base_config, write
+from tests.support import REPO
+from tests.support.cli import assert_user_error
+from tests.support.runs import tiny_run_config, write_yaml
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def config_of(cli, built, *args):
 
 def checked(cli, tmp_path, cfg: dict, text: str | None = None) -> dict:
     """`cream run CFG --check` in-process: the settings it prints as they will run."""
-    r = cli("run", write(tmp_path, cfg, text=text), "--check")
+    r = cli("run", write_yaml(tmp_path / "cfg.yaml", cfg if text is None else {}, text=text or ""), "--check")
     assert r.code == 0, r
     *settings, last = r.out.rstrip().splitlines()
     assert ": valid" in last, r
@@ -49,7 +50,7 @@ def checked(cli, tmp_path, cfg: dict, text: str | None = None) -> dict:
 
 
 def small_config(tmp_path) -> dict:
-    return base_config(tmp_path, "smollm2-135m-instruct")  # the embedded alias: --check loads no model
+    return tiny_run_config(run_dir=tmp_path / "run")  # the embedded model (the alias): --check loads no model
 
 
 # ---------------------------------------------------------------------------- floats as users write them
@@ -80,7 +81,7 @@ def test_lr_1e_6_in_a_run_config(cli, tmp_path):
 def test_a_string_for_an_int_setting_stays_refused(cream_exe, tmp_path):
     cfg = small_config(tmp_path)
     cfg["train"]["batch_size"], cfg["train"]["lr"] = "4", "nan"
-    r = cream_exe("run", write(tmp_path, cfg), "--check")
+    r = cream_exe("run", write_yaml(tmp_path / "cfg.yaml", cfg), "--check")
     assert_user_error(r, "train.batch_size: got '4' (str), expected int", "train.lr: got 'nan' (str), expected float")
 
 
@@ -100,7 +101,7 @@ def test_a_mistyped_key_suggests_the_closest(cream_exe, tmp_path):
     cfg = small_config(tmp_path)
     cfg["train"]["learnig_rate"] = 1e-6
     cfg["sample"]["max_new_token"] = 8
-    r = cream_exe("run", write(tmp_path, cfg), "--check")
+    r = cream_exe("run", write_yaml(tmp_path / "cfg.yaml", cfg), "--check")
     assert_user_error(r, "train.learnig_rate: unknown setting; did you mean learning_rate (lr)?",
                       "sample.max_new_token: unknown setting; did you mean max_new_tokens?")
 
@@ -108,13 +109,14 @@ def test_a_mistyped_key_suggests_the_closest(cream_exe, tmp_path):
 def test_an_unknown_key_with_nothing_close_lists_the_known_ones(cream_exe, tmp_path):
     cfg = small_config(tmp_path)
     cfg["train"]["bogus"] = 1
-    assert_user_error(cream_exe("run", write(tmp_path, cfg), "--check"), "train.bogus: unknown setting (known: ")
+    r = cream_exe("run", write_yaml(tmp_path / "cfg.yaml", cfg), "--check")
+    assert_user_error(r, "train.bogus: unknown setting (known: ")
 
 
 def test_an_alias_and_its_name_together_are_refused(cream_exe, tmp_path):
     cfg = small_config(tmp_path)
     cfg["train"]["learning_rate"] = 2e-6  # beside train.lr
-    r = cream_exe("run", write(tmp_path, cfg), "--check")
+    r = cream_exe("run", write_yaml(tmp_path / "cfg.yaml", cfg), "--check")
     assert_user_error(r, "train.lr and train.learning_rate: the same setting", "give one")
 
 
@@ -173,18 +175,19 @@ def test_train_config_file_with_a_flag_overriding_it(cli, built, tmp_path):
 
 
 def test_sample_and_eval_config_files(cli, built, tmp_path):
-    f = write(tmp_path, None, "s.yaml", text="n: 3\nmax_new_tokens: 9\ntemperature: 5E-1\nmodel: smollm2-135m-instruct\n")
+    f = write_yaml(tmp_path / "s.yaml", {},
+                   text="n: 3\nmax_new_tokens: 9\ntemperature: 5E-1\nmodel: smollm2-135m-instruct\n")
     cfg = config_of(cli, built, "sample", tmp_path / "p", "--out", tmp_path / "o", "--config", f, "--n", "4")
     assert (cfg.n, cfg.max_new_tokens, cfg.temperature, cfg.model) == (4, 9, 0.5, "smollm2-135m-instruct")
     (tmp_path / "data").mkdir()
-    f = write(tmp_path, None, "e.yaml", text="tasks: [arc_easy, gsm8k]\nlimit: 2\ndata_dir: data\n")
+    f = write_yaml(tmp_path / "e.yaml", {}, text="tasks: [arc_easy, gsm8k]\nlimit: 2\ndata_dir: data\n")
     cfg = config_of(cli, built, "eval", "--model", "m", "--out", tmp_path / "eo", "--config", f)
     assert cfg.tasks == ("arc_easy", "gsm8k") and cfg.limit == 2 and cfg.data_dir == str((tmp_path / "data").resolve())
 
 
 def test_config_file_data_path_is_resolved_against_the_file(cream_exe, tmp_path):
     (tmp_path / "conf").mkdir()
-    f = write(tmp_path / "conf", None, "train.yaml", text="data: missing-prefs.parquet\nmodel: m\nout: o\n")
+    f = write_yaml(tmp_path / "conf" / "train.yaml", {}, text="data: missing-prefs.parquet\nmodel: m\nout: o\n")
     r = cream_exe("train", "--config", f, cwd=tmp_path)
     assert_user_error(r, str((tmp_path / "conf" / "missing-prefs.parquet").resolve()))
 
@@ -199,7 +202,7 @@ def test_config_file_data_path_is_resolved_against_the_file(cream_exe, tmp_path)
     ("lr: 1\nlr: 2\n", ["train.yaml", "duplicate key 'lr'"]),
 ])
 def test_a_bad_config_file_is_one_line_naming_file_and_key(cream_exe, tmp_path, text, needles):
-    f = write(tmp_path, None, "train.yaml", text=text)
+    f = write_yaml(tmp_path / "train.yaml", {}, text=text)
     r = cream_exe("train", "d", "--model", "m", "--out", tmp_path / "o", "--config", f, cwd=tmp_path)
     assert_user_error(r, *needles)
 

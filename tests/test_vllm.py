@@ -16,7 +16,8 @@ from cream_data.tables import io
 from cream_data.engines import models
 from cream_data.engines.base import GenerationParams
 from cream_data.stages.sample import SampleConfig, sample
-from tests.test_sample import TOPICS, by_key, prompts_table
+from tests.support.models import make_tiny_model
+from tests.support.tables import TOPICS, by_key, prompts_table
 
 pytestmark = [
     pytest.mark.vllm,
@@ -32,7 +33,7 @@ os.environ.setdefault("CREAM_VLLM_CPU_MEMORY", "0.05")
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """The tiny model with head_dim 64: vLLM's CPU attention kernels do not support the default head_dim 16."""
-    return models.make_tiny_model(tmp_path_factory.mktemp("tiny-vllm") / "tiny-llama", seed=0, hidden=256)
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-vllm") / "tiny-llama", seed=0, hidden=256)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_vllm_scorer_matches_the_hf_scorer(tmp_path, tiny_model):
     import numpy as np
 
     from cream_data.stages.label import LabelConfig, label
-    from tests.test_label import responses_table
+    from tests.support.tables import responses_table
 
     resp = io.write_table(responses_table(n_prompts=4, n=3), tmp_path / "r", "responses")
     label(resp, LabelConfig(model=str(tiny_model)), tmp_path / "hf")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import math
 import re
 import statistics
 import sys
@@ -224,21 +222,12 @@ def models(ctx: Check) -> list[str]:
     return [m for m in (ctx.args.model, ctx.args.large) if m and m != "none"]
 
 
-def finite(obj):
-    """JSON without NaN/inf (written as null)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    return obj
-
-
 def report(ctx: Check, rows: list[Row]) -> dict:
+    """The check as strict JSON: settings, versions and every row (NaN and inf written as null)."""
+    from cream_data.stats import json_safe
     from cream_train.run.manifest import versions
 
-    return finite({"check": "bench/gpu_check.py", "device": ctx.device, "device_name": ctx.device_name,
+    return json_safe({"check": "bench/gpu_check.py", "device": ctx.device, "device_name": ctx.device_name,
                    "stage_dtype": ctx.dtype, "models": models(ctx), "random_weights": any(
                        m.startswith("random:") for m in models(ctx)),
                    "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(ctx.args).items()},
@@ -247,19 +236,18 @@ def report(ctx: Check, rows: list[Row]) -> dict:
 
 
 def write(ctx: Check, rows: list[Row]) -> list[Path]:
-    """``OUT/gpu_check.{md,json}`` and, with ``--results DIR``, ``DIR/<card>-<date>.{md,json}`` (atomic writes)."""
-    md, js = table(ctx, rows), json.dumps(report(ctx, rows), indent=2) + "\n"
+    """``OUT/gpu_check.{md,json}`` and, with ``--results DIR``, ``DIR/<card>-<date>.{md,json}`` (cream's atomic
+    writes: a check stopped from outside leaves whole files)."""
+    from cream_data.tables.io import atomic_write_bytes, atomic_write_json
+
+    md, js = table(ctx, rows), report(ctx, rows)
     targets = [ctx.out / "gpu_check"]
     if ctx.args.results:
         stem = f"{card_slug(ctx.device_name)}-{datetime.now(timezone.utc):%Y-%m-%d}"
         targets.append(Path(ctx.args.results) / stem)
     written = []
     for base in targets:
-        base.parent.mkdir(parents=True, exist_ok=True)
-        for suffix, text in ((".md", md), (".json", js)):
-            path = base.with_suffix(suffix)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
-            written.append(path)
+        atomic_write_bytes(base.with_suffix(".md"), md.encode())
+        atomic_write_json(base.with_suffix(".json"), js)
+        written += [base.with_suffix(".md"), base.with_suffix(".json")]
     return written

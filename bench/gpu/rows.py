@@ -240,7 +240,7 @@ def trl_reference_logps(trainer):
     """TRL's reference log-probs of every pair through the trainer's own batches (``compute_ref_log_probs``)."""
     import torch
 
-    from cream_train.train import ROW_COLUMN
+    from cream_train.nonfinite import ROW_COLUMN
 
     n = len(trainer.train_dataset)
     chosen, rejected = np.full(n, np.nan), np.full(n, np.nan)

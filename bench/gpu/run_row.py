@@ -3,7 +3,6 @@ own, with each stage's seconds and peak memory as the run's manifest recorded th
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,34 +10,31 @@ import time
 from pathlib import Path
 
 from bench.gpu.check import Check, Row
-
-REPO = Path(__file__).resolve().parents[2]
-DEMO_DATA = REPO / "examples" / "data"
+from tests.support.runs import DEFAULT, tiny_run_config, write_yaml
 
 
 def run_config(ctx: Check) -> dict:
-    """SFT on 8 demo examples, then one iteration: sample, label (M1 against M0), train; no evaluation."""
+    """The tiny run (tests/support/runs.py) at the check's sizes: SFT on 8 demo examples, then one iteration: sample
+    (the engine's own batch size), label (M1 against M0), train; no evaluation. Every stage in the check's dtype."""
     a, dtype = ctx.args, ctx.dtype
-    return {
-        "model": str(ctx.need("small_dir")), "method": "cream", "iterations": 1, "seed": 0,
-        "run_dir": str(ctx.out / "run"),
-        "sft": {"data": str(DEMO_DATA / "demo_sft.jsonl"), "limit": 8, "lr": 1.0e-5, "epochs": 1, "batch_size": 4,
+    return tiny_run_config(
+        {"eval": DEFAULT},  # the section replaced whole, below
+        model=ctx.need("small_dir"), iterations=1, seed=0, run_dir=ctx.out / "run",
+        sft={"limit": 8, "lr": 1.0e-5, "dtype": dtype},
+        prompts={"source": Path(a.prompts_source).resolve(), "per_iteration": a.prompts},
+        sample={"n": a.n, "max_new_tokens": min(a.max_new_tokens, 64), "batch_size": DEFAULT, "engine": "hf",
                 "dtype": dtype},
-        "prompts": {"source": str(Path(a.prompts_source).resolve()), "per_iteration": a.prompts},
-        "sample": {"n": a.n, "max_new_tokens": min(a.max_new_tokens, 64), "engine": "hf", "dtype": dtype},
-        "label": {"batch_size": 8, "dtype": dtype},
-        "train": {"beta": 0.1, "lr": 1.0e-6, "epochs": 1, "batch_size": a.batch_size, "dtype": dtype},
-        "eval": {"models": "none"},
-    }
+        label={"judge_max_new_tokens": DEFAULT, "dtype": dtype},
+        train={"beta": 0.1, "lr": 1.0e-6, "batch_size": a.batch_size, "dtype": dtype},
+        eval={"models": "none"})
 
 
 def run_1iter(ctx: Check) -> Row:
     """`cream run` in a child process (log in OUT/run.log), stopped when the budget runs out."""
-    import yaml
+    from cream_data.jsonfile import read_json_object
 
-    config = ctx.out / "run.yaml"
-    config.write_text("# written by bench/gpu_check.py: one CREAM iteration at the check's sizes\n"
-                      + yaml.safe_dump(run_config(ctx), sort_keys=False))
+    config = write_yaml(ctx.out / "run.yaml", run_config(ctx),
+                        text="# written by bench/gpu_check.py: one CREAM iteration at the check's sizes\n")
     env = dict(os.environ)
     if ctx.args.threads:
         env["OMP_NUM_THREADS"] = str(ctx.args.threads)
@@ -57,7 +53,7 @@ def run_1iter(ctx: Check) -> Row:
     if rc != 0:
         tail = [ln for ln in log.read_text().splitlines() if ln.strip()][-1:] or ["(no output)"]
         raise RuntimeError(f"cream run exited with {rc}: {tail[0][:200]} (see {log})")
-    stages = json.loads((ctx.out / "run" / "manifest.json").read_text())["stages"]
+    stages = read_json_object(ctx.out / "run" / "manifest.json", what="run manifest", fix="see " + str(log))["stages"]
     stages = dict(sorted(stages.items(), key=lambda kv: kv[1].get("started") or ""))
     gpu = any("peak_gpu_gib" in rec for rec in stages.values())
     per = {name: {"seconds": rec.get("seconds"), "peak_gib": rec.get("peak_gpu_gib" if gpu else "peak_rss_gib"),

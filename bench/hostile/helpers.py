@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from bench.hostile.core import Case
 from bench.hostile.world import DATA
+from tests.support.runs import tiny_run_config, write_yaml
 
 
 def refuse(klass, name, setup, *needles, **kw) -> Case:
@@ -58,19 +59,23 @@ def parts(folder: Path) -> list[Path]:
 
 # ---------------------------------------------------------------------------- configs
 def run_config(d: Path, w, extra: str = "", *, drop: tuple[str, ...] = (), name: str = "c.yaml", **keys) -> Path:
-    """A valid one-iteration run config on the tiny model with ``keys`` replacing whole top-level lines."""
-    lines = {
-        "model": str(w.tiny), "method": "cream", "iterations": "1", "seed": "0", "run_dir": "run",
-        "sft": f"{{data: {DATA}/demo_sft.jsonl, limit: 8}}",
-        "prompts": f"{{source: {DATA}/demo_prompts.jsonl, per_iteration: 4}}",
-        "sample": "{n: 3, max_new_tokens: 8}", "train": "{lr: 1.0e-3}",
-        "eval": f"{{tasks: [arc_easy], limit: 2, data_dir: {DATA}/eval, max_new_tokens: 4}}",
-    }
+    """A valid one-iteration run config on the tiny model (tests/support/runs.py's tiny run), one line a top-level
+    key, with ``keys`` replacing whole lines (each value YAML text, as a user types it), the ``drop`` lines left out
+    and ``extra`` appended."""
+    base = tiny_run_config(model=w.tiny, iterations=1, seed=0, run_dir="run", sft={"limit": 8},
+                           sample={"max_new_tokens": 8},
+                           eval={"tasks": ["arc_easy"], "data_dir": DATA / "eval", "max_new_tokens": 4})
+    lines = {key: _one_line(value) for key, value in base.items()}
     lines.update(keys)
-    text = "".join(f"{k}: {v}\n" for k, v in lines.items() if k not in drop) + extra
-    path = d / name
-    path.write_text(text)
-    return path
+    return write_yaml(d / name, {}, text="".join(f"{k}: {v}\n" for k, v in lines.items() if k not in drop) + extra)
+
+
+def _one_line(value) -> str:
+    """``value`` as YAML on one line (a mapping or list in flow style)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=2**31)
+    return text.strip().removesuffix("\n...").strip()  # a plain scalar's document ends in "..."
 
 
 def fifo(path: Path) -> Path:

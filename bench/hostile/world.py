@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.hostile.core import run_cream
+from tests.support.runs import tiny_run_config, write_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "examples" / "data"
@@ -40,7 +41,7 @@ def _cream(root: Path, *args) -> None:
 def _models(root: Path) -> None:
     from transformers import AutoModelForSequenceClassification
 
-    from cream_data.engines.models import make_tiny_model
+    from tests.support.models import make_tiny_model
 
     make_tiny_model(root / "tiny", seed=0)
     make_tiny_model(root / "tiny-b", seed=1)
@@ -63,18 +64,12 @@ def _models(root: Path) -> None:
     (short / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 64}))
 
 
-RUN_CONFIG = """model: {model}
-method: cream
-iterations: 1
-seed: 0
-run_dir: run
-sft: {{data: {data}/demo_sft.jsonl, lr: 1.0e-3, epochs: 1, batch_size: 4, limit: 8}}
-prompts: {{source: {data}/demo_prompts.jsonl, per_iteration: 4}}
-sample: {{n: 3, max_new_tokens: 8, batch_size: 4}}
-label: {{batch_size: 8}}
-train: {{lr: 1.0e-3, epochs: 1, warmup_ratio: 0.0, batch_size: 4}}
-eval: {{tasks: [arc_easy], limit: 2, data_dir: {data}/eval, max_new_tokens: 4, batch_size: 4, models: last}}
-"""
+def finished_run_config(root: Path) -> dict:
+    """The world's one-iteration run (tests/support/runs.py's tiny run): its run folder ``run`` beside the config."""
+    return tiny_run_config(model=root / "tiny", iterations=1, seed=0, run_dir="run", sft={"limit": 8},
+                           sample={"max_new_tokens": 8}, train={"warmup_ratio": 0.0, "batch_size": 4},
+                           eval={"tasks": ["arc_easy"], "data_dir": DATA / "eval", "max_new_tokens": 4,
+                                 "models": "last"})
 
 
 def build(root: Path) -> World:
@@ -102,6 +97,6 @@ def build(root: Path) -> World:
         if not (root / name).exists():
             _cream(root, *args)
     if not (root / "run" / "report").exists():
-        (root / "run.yaml").write_text(RUN_CONFIG.format(model=root / "tiny", data=DATA))
+        write_yaml(root / "run.yaml", finished_run_config(root))
         _cream(root, "run", "run.yaml")
     return World(root)
