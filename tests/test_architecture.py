@@ -205,3 +205,14 @@ def test_no_progress_bar_is_drawn_by_the_library():
                 if any(n == "rich" or n.startswith("rich.") for n in names):
                     users.append(str(path.relative_to(REPO)))
     assert not users, users
+
+
+def test_the_wheel_lists_every_package():
+    """A package folder missing from [tool.setuptools] packages is missing from a non-editable install (the wheel the
+    GPU pack builds): every folder with an __init__.py under the root packages is listed, and nothing else."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(REPO).parts) for root in ("schemas", "cream_data", "cream_train", "cli")
+               for p in (REPO / root).rglob("__init__.py")}
+    assert listed == on_disk
