@@ -89,9 +89,10 @@ def _model_ok(rel):
 
 def _plan_not_done(stage):
     def check(d: Path, r) -> str | None:
-        for line in r.out.splitlines():
-            if line.split() and line.split()[-1] == stage:
-                return f"--plan says {line.split()[0]!r} for {stage}" if line.startswith(("done", "reuse")) else None
+        for line in r.out.splitlines():  # STATUS  STAGE  [why], each stage's commands indented below it
+            words = line.split()
+            if not line.startswith(" ") and len(words) >= 2 and words[1] == stage:
+                return f"--plan says {words[0]!r} for {stage}" if words[0] in ("done", "reuse") else None
         return f"--plan does not list {stage}"
     return check
 

@@ -65,7 +65,8 @@ def run_config(d: Path, w, extra: str = "", *, drop: tuple[str, ...] = (), name:
     base = tiny_run_config(model=w.tiny, iterations=1, seed=0, run_dir="run", sft={"limit": 8},
                            sample={"max_new_tokens": 8},
                            eval={"tasks": ["arc_easy"], "data_dir": DATA / "eval", "max_new_tokens": 4})
-    lines = {key: _one_line(value) for key, value in base.items()}
+    first = ("model", "method", "iterations", "seed", "run_dir")  # the cases name lines by number: sample is line 8
+    lines = {key: _one_line(base.pop(key)) for key in first} | {key: _one_line(value) for key, value in base.items()}
     lines.update(keys)
     return write_yaml(d / name, {}, text="".join(f"{k}: {v}\n" for k, v in lines.items() if k not in drop) + extra)
 
