@@ -25,10 +25,6 @@ def test_parse_iteration_dir(name, want):
     assert iterations.parse_iteration_dir(name) == want
 
 
-def test_sql_reexports_the_shared_parser():
-    assert sql.iteration_from_path is iterations.iteration_from_path
-
-
 @pytest.mark.parametrize("folders", [("Iteration-1", "ITER_2"), ("iter_1", "iteration-2"), ("iter-1", "iter-2")])
 def test_sql_and_publish_split_a_run_the_same_way(tmp_path, folders):
     run = tmp_path / "run"

@@ -13,6 +13,7 @@ import pytest
 from cream_data.tables import io
 from cream_data.tables import sql
 from cream_data.errors import CreamError
+from cream_data.tables.iterations import iteration_from_path
 from tests.support.cli import assert_user_error
 from tests.support.tables import make_labeled, write_labeled
 
@@ -235,7 +236,7 @@ def test_no_tables_and_missing_paths(tmp_path, cli):
 def test_iteration_from_path():
     from pathlib import Path
 
-    assert sql.iteration_from_path(Path("/r/iter-2/scores")) == 2
-    assert sql.iteration_from_path(Path("/r/iteration_11/x/preferences")) == 11
-    assert sql.iteration_from_path(Path("/r/iter-1/iter-3/scores")) == 3  # the nearest wins
-    assert sql.iteration_from_path(Path("/r/literature-2/scores")) is None
+    assert iteration_from_path(Path("/r/iter-2/scores")) == 2
+    assert iteration_from_path(Path("/r/iteration_11/x/preferences")) == 11
+    assert iteration_from_path(Path("/r/iter-1/iter-3/scores")) == 3  # the nearest wins
+    assert iteration_from_path(Path("/r/literature-2/scores")) is None

@@ -40,7 +40,7 @@ from cream_data.errors import CreamError, missing_package
 from cream_data.stats import json_safe
 from cream_data.tables.io import complete_parts, iter_table_paths
 from cream_data.tables.table_files import check_version
-from cream_data.tables.iterations import iteration_from_path  # re-exported: cream_data.tables.sql.iteration_from_path
+from cream_data.tables.iterations import iteration_from_path
 
 if TYPE_CHECKING:  # duckdb is imported lazily: `import cream_data` stays light
     import duckdb
