@@ -10,13 +10,12 @@ launcher its section's launch keys say to start it with. The map from a kind to 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
+from cream_data.hashing import json_hash
 from cream_train.run.launch import SHARDED, Launcher
 
 # The section whose settings (and launch keys) a stage of each kind takes; the kinds not here (the run's own
@@ -29,7 +28,7 @@ EVALUATIONS = ("eval", "harness")  # machine 0's alone: nothing downstream reads
 
 def inputs_fingerprint(obj) -> str:
     """A stage's fingerprint: 16 hex digits of sha256 over its inputs as sorted JSON (chained through upstream fps)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_hash(obj)
 
 
 @dataclass(frozen=True)
