@@ -63,6 +63,8 @@ from cli import sql as _sql  # noqa: E402
 _sql.register(app)
 from cli import inspect as _inspect  # noqa: E402
 _inspect.register(app)
+from cli import browse as _browse  # noqa: E402
+_browse.register(app)
 from cli import eval as _eval  # noqa: E402
 _eval.register(app)
 
