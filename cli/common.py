@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI commands: consoles, shard parsing, input paths, one-line errors."""
+"""Helpers shared by the CLI commands: consoles, shard parsing."""
 
 from __future__ import annotations
 
@@ -32,13 +32,3 @@ def parse_shard(text: Optional[str]) -> Shard | None:
         raise CreamError(f"--shard {text!r}: expected 0 <= i < k and k >= 1")
     return Shard(i, k)
 
-
-def check_input(path, expected: str) -> None:
-    """An input a command names (a table, a data file) is a regular file, a folder or not on disk (a Hub id, or a
-    path the stage reports missing in its own words); a named pipe or a device is refused in one line before
-    anything is loaded: opening a pipe blocks, a device never ends."""
-    from cream_data.jsonfile import not_a_file
-
-    why = not_a_file(path, expected)
-    if why is not None and why.startswith("not a regular file"):
-        raise CreamError(f"{path}: {why}")

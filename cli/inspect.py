@@ -38,7 +38,7 @@ def inspect(
     from cream_data.tables.outputs import guard
 
     if plots is not None or len(paths) > 1:
-        guard(plots or Path("study"), "inspect", is_report_output, what="report folder")
+        guard(plots or Path("study"), "inspect", run_report.is_report_output, what="report folder")
     if len(paths) > 1:
         from cream_data.reports.study import write_study
 
@@ -86,18 +86,6 @@ def _unwritten(line: str, plots: Path | None) -> None:
     from cli.common import log
 
     log.print(f"[yellow]warning:[/] {escape(line)}; pass --out DIR to write them elsewhere", highlight=False)
-
-
-REPORT_FILES = ("summary.md", "summary.json", "report.md", "report.json", "study.md", "study.json",
-                "accuracy.png", "consistency.png", "margins.png", "rewards.png", "agreement.png")
-
-
-def is_report_output(path: Path) -> bool:
-    """What `cream inspect` writes into --out: only its own Markdown, JSON and PNG files."""
-    from cream_data.tables.outputs import only_entries
-
-    return only_entries(path, lambda e: e.is_file() and (e.name in REPORT_FILES or (
-        e.name.startswith("study_") and e.suffix == ".png")))
 
 
 def _print(summary: dict, rep) -> None:

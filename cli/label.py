@@ -30,19 +30,12 @@ def label(
 ) -> None:
     """Score responses with M_t (and M_{t-1}, M_{t-2}), rank them, measure the consistency of the two rankings,
     and write a scores table and a preferences table (chosen = best, rejected = worst) into OUT."""
-    from cream_data.errors import CreamError
-    from cream_data.stages.label import label as run_label, pair_from_scores
+    from cream_data.stages.label import check_model_or_scores, label as run_label, pair_again
 
-    if model is None and scores is None:
-        raise CreamError("--model is required (or --scores DIR to re-pair stored scores)")
+    check_model_or_scores(model, scores)
     cfg = settings.build(LabelConfig, model=model or "")
     if scores is not None:
-        from cream_data.stages.label import is_label_output
-        from cream_data.tables.outputs import guard, locked
-
-        guard(out_dir, "label", is_label_output, what="labeled folder")
-        with locked(out_dir):
-            summary = pair_from_scores(responses, scores, cfg, out_dir)
+        summary = pair_again(responses, scores, cfg, out_dir)
         _print_pairing(summary)
         log.print(f"preferences rebuilt from {scores} → {out_dir / 'preferences'}")
         return

@@ -9,7 +9,7 @@ import typer
 
 from rich.markup import escape
 
-from cli.common import check_input, log, out, parse_shard
+from cli.common import log, out, parse_shard
 from cli.options import Options, with_settings
 from cli.progress import Bars
 from cream_data.stages.sample_config import SampleConfig
@@ -25,20 +25,11 @@ def sample(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run with other settings in --out."),
 ) -> None:
     """Sample N responses per prompt from the model (step 1 of a CREAM iteration) into a responses table."""
-    from cream_data.engines import models
-    from cream_data.errors import CreamError
     from cream_data.processes import write_result
-    from cream_data.stages.sample import sample as run_sample
+    from cream_data.stages.sample import check_before_sampling, sample as run_sample
 
     cfg = settings.build(SampleConfig)
-    check_input(prompts, "a prompts table (a .parquet file or a table folder)")  # before the model is looked at
-    models.check_device(cfg.device)
-    try:
-        ref = models.resolve(cfg.model)
-    except CreamError:
-        ref = None  # the stage reports it, after the prompts
-    if ref is not None:  # a policy, for either engine, before any work (config and tokenizer files only)
-        models.check_policy(ref, trust_remote_code=cfg.trust_remote_code, what="--model")
+    check_before_sampling(prompts, cfg)
     with Bars("prompts") as bar:
         summary = run_sample(prompts, cfg, out_dir, shard=parse_shard(shard), overwrite=overwrite,
                              progress=bar.update)

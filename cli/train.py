@@ -16,10 +16,9 @@ from contextlib import contextmanager
 import typer
 from rich.markup import escape
 
-from cli.common import check_input, log, out
+from cli.common import log, out
 from cli.options import Options, with_settings
 from cli.progress import Bars
-from cream_data.vocab import TRAIN_STAGES as STAGES
 
 
 class _OneLineWarnings(logging.Handler):
@@ -87,7 +86,11 @@ def register(app: typer.Typer) -> None:
     def train(
         data: str = typer.Argument(..., help="DPO: a preferences table (Parquet file or folder), a `cream label "
                                    "--out` folder (its preferences/), a folder written by `cream publish` or a Hub "
-                                   "dataset id (owner/name). SFT: an sft table or any source the SFT loader accepts."),
+                                   "dataset id (owner/name); or a standard preference dataset (TRL's prompt/chosen/"
+                                   "rejected, text or message lists, implicit prompt too) as a .parquet/.jsonl/.json/"
+                                   ".csv file, a data or save_to_disk folder or a Hub id (one --split; C = 1, reference "
+                                   "computed; docs/DATASETS.md). SFT: an sft table or any source the SFT loader "
+                                   "accepts."),
         model: str = typer.Option(..., "--model", help=D.help("model")),
         out_dir: str = typer.Option(..., "--out", help=D.help("out")),
         stage: str = typer.Option("dpo", "--stage", metavar="[dpo|sft]", help="dpo (consistency-weighted DPO) or "
@@ -95,12 +98,11 @@ def register(app: typer.Typer) -> None:
         settings: Options = None,
     ) -> None:
         """Train M_t+1 from M_t on a preferences table with the CREAM loss (or SFT with --stage sft)."""
-        from cream_data.errors import CreamError
-        from cream_data.settings import shown
+        from cream_train.config import config_class
 
-        if stage not in STAGES:
-            raise CreamError(f"--stage: got {shown(stage)}, expected dpo or sft")
-        cfg = settings.build(D if stage == "dpo" else S, data=data, model=model, out=out_dir)
+        cfg = settings.build(config_class(stage, "--stage"), data=data, model=model, out=out_dir)
+        from cream_data.jsonfile import check_input
+
         check_input(data, "a table (a Parquet file or folder), a data file or a Hub dataset id")
 
         from cream_train.train import train as run

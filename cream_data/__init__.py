@@ -1,7 +1,7 @@
 """cream_data: the labeling half of cream — tables, inputs, ranking and consistency, pairing, SQL, Hub.
 
 Importing this package never imports torch: engines that run models live in ``cream_data.engines``
-and import torch / transformers / vllm lazily.
+and import torch / transformers / vllm lazily. ``cream_data.api`` runs each stage from Python (docs/API.md).
 """
 
 from cream_data.errors import CreamError

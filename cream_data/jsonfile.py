@@ -38,6 +38,15 @@ def not_a_file(path: str | Path, expected: str) -> str | None:
     return f"not a regular file ({kind}), expected {expected}"
 
 
+def check_input(path, expected: str) -> None:
+    """An input a command names (a table, a data file) is a regular file, a folder or not on disk (a Hub id, or a
+    path the stage reports missing in its own words); a named pipe or a device is refused in one line before
+    anything is loaded: opening a pipe blocks, a device never ends."""
+    why = not_a_file(path, expected)
+    if why is not None and why.startswith("not a regular file"):
+        raise CreamError(f"{path}: {why}")
+
+
 def require_file(path: str | Path, expected: str, *, where: str = "", missing: str = "not found") -> Path:
     """``path`` when it is a regular file; else a CreamError ``"{where}{path}: {why}"`` (:func:`not_a_file`;
     ``missing`` says a path that does not exist)."""

@@ -89,7 +89,9 @@ class DPOTrainConfig(TrainConfig):
         "Reference log-probs: auto (stored ones when the table's model and template_hash match the starting "
         "model, else computed), stored (require them) or computed (a reference model forward each step)."))
     split: Optional[str] = setting(None, help="Split of a published dataset (a Hub id or a `cream publish` folder) to "
-                                   "train on, e.g. iter_2 (default: all its splits, in iteration order).",
+                                   "train on, e.g. iter_2 (default: all its splits, in iteration order); of a "
+                                   "standard preference dataset, e.g. train_prefs (default: its only split, else "
+                                   "train).",
                                    check=Check(lambda v: bool(str(v).strip()), "a split name such as iter_2 or train"))
     long_pairs: str = setting("drop", choices=LONG_PAIRS, help=(
         "Pairs whose templated prompt + chosen or prompt + rejected exceeds max_length: drop (as the CREAM authors; "
@@ -107,3 +109,14 @@ class SFTTrainConfig(TrainConfig):
     limit: Optional[int] = setting(None, help="Use at most this many SFT examples.", check=at_least(1))
 
     stage = "sft"
+
+
+def config_class(stage: str, name: str = "stage") -> type[TrainConfig]:
+    """The settings class of training stage ``stage`` (dpo or sft); another value is a CreamError naming it as
+    ``name`` (the command's ``--stage``, the Python API's ``stage``)."""
+    from cream_data.errors import CreamError
+    from cream_data.settings import shown
+
+    if stage not in STAGES:
+        raise CreamError(f"{name}: got {shown(stage)}, expected dpo or sft")
+    return DPOTrainConfig if stage == "dpo" else SFTTrainConfig

@@ -68,6 +68,19 @@ def is_run_dir(path: str | Path) -> bool:
     return any(p.is_dir() and ITER_DIR.match(p.name) for p in path.iterdir())
 
 
+# ---------------------------------------------------------------------------- the report folder
+REPORT_FILES = ("summary.md", "summary.json", "report.md", "report.json", "study.md", "study.json",
+                "accuracy.png", "consistency.png", "margins.png", "rewards.png", "agreement.png")
+
+
+def is_report_output(path: Path) -> bool:
+    """What `cream inspect` writes into --out: only its own Markdown, JSON and PNG files."""
+    from cream_data.tables.outputs import only_entries
+
+    return only_entries(path, lambda e: e.is_file() and (e.name in REPORT_FILES or (
+        e.name.startswith("study_") and e.suffix == ".png")))
+
+
 # ---------------------------------------------------------------------------- the report
 def _run_info(run: Path) -> dict:
     import json

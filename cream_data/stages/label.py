@@ -45,8 +45,8 @@ from cream_data.tables.outputs import guard, locked, only_entries
 from cream_data.tables.shard import Shard, split_shard
 from cream_data.vocab import REWARD_ROLE, TEMPORAL_FOLDERS
 
-__all__ = ["LabelSummary", "label", "pair_from_scores", "write_preferences", "is_label_output", "LABEL_FOLDERS",
-           "check_labeled"]
+__all__ = ["LabelSummary", "label", "pair_from_scores", "pair_again", "check_model_or_scores", "write_preferences",
+           "is_label_output", "LABEL_FOLDERS", "check_labeled"]
 
 
 @dataclass
@@ -288,6 +288,22 @@ def pair_from_scores(responses_path: str | Path, scores_dir: str | Path, cfg: La
               "rebuilt_from_scores": str(folder)}
     return write_preferences(responses, scores, cfg, Path(out), template_hash=th, config=config,
                              inputs={"responses": fp, "template_hash": th}, eligible=eligible)
+
+
+def check_model_or_scores(model: str | None, scores) -> None:
+    """A labeling needs M_t, unless it pairs stored scores again."""
+    if model is None and scores is None:
+        raise CreamError("--model is required (or --scores DIR to re-pair stored scores)")
+
+
+def pair_again(responses_path: str | Path, scores_dir: str | Path, cfg: LabelConfig,
+               out: str | Path) -> PairingSummary:
+    """`cream label RESPONSES --scores DIR --out OUT`: :func:`pair_from_scores` into ``out``, a folder that holds
+    nothing but a labeling's folders (refused otherwise), while holding its lock."""
+    out = Path(out)
+    guard(out, "label", is_label_output, what="labeled folder")
+    with locked(out):
+        return pair_from_scores(responses_path, scores_dir, cfg, out)
 
 
 def check_labeled(preferences=None, scores=None, responses=None, human=None) -> None:

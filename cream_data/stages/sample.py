@@ -209,6 +209,23 @@ def sample(prompts: str | Path | pa.Table, cfg: SampleConfig, out: str | Path, *
         return _sample_locked(table, cfg, out, ref, record, shard, overwrite, engine, progress, t0)
 
 
+def check_before_sampling(prompts: str | Path | pa.Table, cfg: SampleConfig) -> None:
+    """What ``cream sample`` checks before any work, in one place for the command and the Python API: the prompts
+    are not a pipe or a device, the device exists, and a model that resolves is a policy (config and tokenizer files
+    only); a model that does not resolve is reported by :func:`sample`, after the prompts."""
+    from cream_data.engines import models
+    from cream_data.jsonfile import check_input
+
+    if not isinstance(prompts, pa.Table):
+        check_input(prompts, "a prompts table (a .parquet file or a table folder)")  # before the model is looked at
+    models.check_device(cfg.device)
+    try:
+        ref = models.resolve(cfg.model)
+    except CreamError:
+        return  # the stage reports it, after the prompts
+    models.check_policy(ref, trust_remote_code=cfg.trust_remote_code, what="--model")  # either engine, before work
+
+
 def _sample_locked(table, cfg: SampleConfig, out: Path, ref, record: dict, shard, overwrite: bool, engine,
                    progress, t0: float) -> SampleSummary:
     """The stage body, run while this process holds the output's lock."""

@@ -330,14 +330,19 @@ OVERRIDE_FLAGS = {"method": "--method", "seed": "--seed", "run_dir": "--out", "n
 
 
 def load_run_config(path: str | Path, overrides: dict | None = None, reuse_from: list[Path] | None = None, *,
-                    machine_checks: str | None = "check") -> tuple[RunConfig, Path, Any]:
+                    machine_checks: str | None = "check", mapping: dict | None = None) -> tuple[RunConfig, Path, Any]:
     """Read, resolve and validate a run config (and any ``--reuse-from`` folders) without writing anything;
     raises one CreamError listing every problem. ``overrides``: the command line's (:data:`OVERRIDE_FLAGS`);
     ``machine_checks``: also what this machine must have to run it (its GPUs), for ``"check"`` (`--check`) or
-    ``"start"`` (the run itself); None for ``--plan``."""
-    path = require_file(path, "a YAML run config", missing="config file not found")
+    ``"start"`` (the run itself); None for ``--plan``. ``mapping``: the config's settings given as a mapping (the
+    Python API) instead of read from ``path``, which then only stands for the file: relative paths are against its
+    folder, the default run_dir is named after its stem, and problems are prefixed with it."""
     problems: list[str] = []
-    raw = read_mapping(path, problems, str(path), "a mapping of settings (model, method, …)")
+    if mapping is None:
+        path = require_file(path, "a YAML run config", missing="config file not found")
+        raw = read_mapping(path, problems, str(path), "a mapping of settings (model, method, …)")
+    else:
+        path, raw = Path(path), plain(dict(mapping))  # a copy (tuples as lists, as YAML holds them)
     for key, value in (overrides or {}).items():  # a mapping (nodes: {machine_rank}) merges into the section
         raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
     cfg = _build(RunConfig, raw, "", problems)

@@ -163,16 +163,18 @@ class Loop:
 
 def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = None,
         reuse_from: list[Path] | None = None, resume: bool = True, progress: Progress | None = None,
-        in_process: bool = False) -> RunSummary:
+        in_process: bool = False, mapping: dict | None = None) -> RunSummary:
     """The run of ``config_path``: each model stage as its own ``cream …`` process (its log under RUN/logs/), or,
-    ``in_process``, every stage in this one (tests, debugging; the launch keys are then not used)."""
+    ``in_process``, every stage in this one (tests, debugging; the launch keys are then not used). ``mapping``: the
+    config's settings, given instead of read from ``config_path`` (:func:`~cream_train.run.config.load_run_config`)."""
     from cream_train.run.config import load_run_config
     from cream_train.run.follow import follow
     from cream_train.run.machines import check_machines, heartbeat
 
     from cream_data.tables.outputs import guard, locked
 
-    cfg, _base, table = load_run_config(config_path, overrides, machine_checks=None if in_process else "start")
+    cfg, _base, table = load_run_config(config_path, overrides, machine_checks=None if in_process else "start",
+                                        mapping=mapping)
     check_machines(cfg, in_process)  # several machines: processes; srun: inside a Slurm allocation
     if cfg.nodes.machine_rank > 0:  # another machine of a multi-machine run: its shards, machine 0's bookkeeping
         return follow(cfg, table, log=log, progress=progress, reuse_from=reuse_from)
