@@ -53,30 +53,51 @@ def resolve_preferences(source: str | Path, split: str | None = None) -> Prefere
     - a preferences table (Parquet file or table folder);
     - a `cream label --out` folder (or a run's ``iter-<t>/``): its ``preferences/`` table;
     - a dataset folder written by `cream publish` (``README.md`` + ``data/preferences/…``), and
-    - a Hub dataset id (``owner/name``) of one, downloaded by :func:`cream_data.publish.hub.load_preferences`.
+    - a Hub dataset id (``owner/name``) of one, downloaded by :func:`cream_data.publish.hub.load_preferences`;
+    - a standard preference dataset (TRL's layout, :mod:`cream_data.inputs.preference_datasets`): a data file, a
+      Parquet or data-files folder, a ``save_to_disk`` folder or a Hub dataset id — C = 1 and no stored log-probs.
 
-    ``split`` picks one split of a published dataset (default: all, concatenated in iteration order).
+    ``split`` picks one split of a published dataset (default: all, concatenated in iteration order) or of a standard
+    dataset (default: its only split, else ``train``, else an error listing them).
     """
+    from cream_data.inputs import preference_datasets as standard
     from cream_data.publish import hub
 
     p = Path(source)
     if not p.exists():
         if _looks_local(str(source)):
             raise CreamError(f"{source}: no such file or folder")
-        return PreferenceSource(hub.load_preferences(str(source), split), None,
-                                f"{source}: Hub dataset; {_splits(split)}")
+        table = hub.load_preferences(str(source), split)
+        return PreferenceSource(table, None, _note(source, "Hub dataset", table, split))
     if p.is_dir() and hub.is_publish_folder(p):
-        return PreferenceSource(hub.load_preferences(str(p), split), None,
-                                f"{source}: a dataset folder written by `cream publish`; {_splits(split)}")
+        table = hub.load_preferences(str(p), split)
+        return PreferenceSource(table, None, _note(source, "a dataset folder written by `cream publish`", table, split))
+    label_output = p.is_dir() and not _is_table_folder(p) and (p / "preferences").is_dir()
+    if not label_output and not (p.is_dir() and _is_table_folder(p)) and standard.is_dataset_source(p):
+        loaded = standard.read(p, split)
+        # a file is fingerprinted by its bytes; a folder's split by the rows read (its files may hold other splits)
+        return PreferenceSource(loaded.table, p if p.is_file() else None, loaded.note(str(source)))
     if split is not None:
         raise CreamError(f"--split {split}: only for a published dataset (a Hub id or a `cream publish` folder); "
                          f"{source} is a table or a label output, which has no splits")
     note = None
-    if p.is_dir() and not _is_table_folder(p) and (p / "preferences").is_dir():
+    if label_output:
         note = f"{source}: a `cream label` output; training on its preferences table {p / 'preferences'}"
         p = p / "preferences"
     # Validate ourselves: a table missing columns that this method does not need (e.g. `weight` for dpo) is fine.
     return PreferenceSource(io.read_table(p, "preferences", validate=False), p, note)
+
+
+def _note(source, what: str, table: pa.Table, split: str | None) -> str:
+    """The log line for a published or Hub dataset: cream's, or a standard one converted (its layout)."""
+    from cream_data.inputs.preference_datasets import layout_of
+
+    layout = layout_of(table)
+    if layout is None:
+        return f"{source}: {what}; {_splits(split)}"
+    hub = "Hub dataset, " if what == "Hub dataset" else ""  # a local folder with a card: not cream's, not published
+    return (f"{source}: {hub}a standard preference dataset ({layout}): "
+            f"{table.num_rows} pairs, C = 1 each (plain DPO) and reference log-probs computed by the starting model")
 
 
 def _splits(split: str | None) -> str:
@@ -84,7 +105,10 @@ def _splits(split: str | None) -> str:
 
 
 def _is_table_folder(p: Path) -> bool:
-    return (p / io.MANIFEST).exists() or any(p.glob("_manifest.shard-*.json")) or any(p.glob("part-*.parquet"))
+    """A cream table folder, complete or not (its part files carry cream's schema metadata)."""
+    if (p / io.MANIFEST).exists() or any(p.glob("_manifest.shard-*.json")):
+        return True
+    return any(io.table_kind(part) for part in sorted(p.glob("part-*.parquet"))[:1])
 
 
 def _looks_local(s: str) -> bool:
