@@ -120,11 +120,13 @@ def test_exclude_picks_one_label_set(labeled, tmp_path, cli):
     r = cli("publish", root, "--repo-id", "me/x", "--dry-run", "--out", tmp_path / "hub", "--exclude", "lab-spearman")
     assert r.code == 0, r
     got = read_table(tmp_path / "hub" / "data" / "preferences" / "train-00000-of-00001.parquet", "preferences")
+    got = got.drop_columns(["ref_chosen_logps", "ref_rejected_logps"])  # TRL's copies of chosen/rejected_logp
     assert got.to_pylist() == tables["lab/preferences"].to_pylist()
     assert (tmp_path / "hub" / "data" / "scores").is_dir()
 
     folder = hub.build(root, tmp_path / "hub2", "me/x", exclude=["lab"])
     got = read_table(folder / "data" / "preferences" / "train-00000-of-00001.parquet", "preferences")
+    got = got.drop_columns(["ref_chosen_logps", "ref_rejected_logps"])  # TRL's copies of chosen/rejected_logp
     assert got.to_pylist() == tables["lab-spearman/preferences"].to_pylist()
     assert not (folder / "data" / "scores").exists()  # lab's scores went with it
     assert (folder / "data" / "responses").is_dir()

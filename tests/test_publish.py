@@ -15,6 +15,7 @@ import pytest
 from cream_data.publish import card
 from cream_data.publish import hub
 from cream_data.publish import hub_upload
+from cream_data.publish.trl_usage import TRL_REFERENCE
 from cream_data.errors import CreamError
 from cream_data.tables.io import read_table, write_table
 from tests.support.cli import assert_user_error, snapshot
@@ -55,13 +56,21 @@ def test_dry_run_folder_reads_back_row_for_row(run_dir, tmp_path, cli):
         for t in (1, 2):
             got = ds[f"iter_{t}"].data.table
             want = tables[t][kind]
+            if kind == "preferences":  # TRL's names for the stored log-probs, beside ours: the same float64 values
+                assert got.column_names == want.column_names + list(TRL_REFERENCE.values())
+                for ours, theirs in TRL_REFERENCE.items():
+                    assert got.schema.field(theirs).type == pa.float64()
+                    assert got.column(theirs).to_pylist() == want.column(ours).to_pylist()
+                    assert None not in got.column(theirs).to_pylist()
+                got = got.drop_columns(list(TRL_REFERENCE.values()))
             assert got.column_names == want.column_names
             assert got.cast(want.schema).equals(want.replace_schema_metadata(None).cast(want.schema)), (kind, t)
             assert got.to_pylist() == want.to_pylist()
     # the default config is preferences
     assert sorted(load_dataset(str(out))) == ["iter_1", "iter_2"]
-    assert load_dataset(str(out))["iter_2"].column_names == tables[2]["preferences"].column_names
-    # cream reads the published files back as its own tables, and load_preferences concatenates in order
+    assert load_dataset(str(out))["iter_2"].column_names == \
+        tables[2]["preferences"].column_names + list(TRL_REFERENCE.values())
+    # cream reads the published files back as its own tables (TRL's copies dropped), concatenated in order
     want = pa.concat_tables([tables[1]["preferences"], tables[2]["preferences"]])
     assert hub.load_preferences(str(out)).to_pylist() == want.to_pylist()
     assert hub.load_preferences(str(out), split="iter_2").to_pylist() == tables[2]["preferences"].to_pylist()
@@ -78,8 +87,8 @@ def test_plain_labeled_folder_single_train_split(tmp_path):
     out = hub.publish(lab, "me/x", dry_run=True).folder
     assert out.parent == tmp_path and out.name.startswith("labeled.hub-")  # default: beside DIR, printed
     assert sorted(load_dataset(str(out), "scores")) == ["train"]
-    assert load_dataset(str(out), "preferences", split="train").data.table.to_pylist() == \
-        tables["preferences"].to_pylist()
+    got = load_dataset(str(out), "preferences", split="train").data.table
+    assert got.drop_columns(list(TRL_REFERENCE.values())).to_pylist() == tables["preferences"].to_pylist()
     assert not (out / "data" / "responses").exists()
     data = _card(out).data.to_dict()
     assert data["license"] == "unknown"  # no prompts table: the sources are not known, and we do not guess
@@ -176,8 +185,12 @@ def test_stock_trl_dpo_trainer_runs_a_step_on_the_published_config(run_dir, tmp_
                      learning_rate=1e-3, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
                      max_length=64, bf16=False, fp16=False)
     trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    # what the card says plain TRL does: `weight` (C) never reaches a batch, and a reference model runs every step
+    assert "weight" in ds.column_names and "weight" not in next(iter(trainer.get_train_dataloader()))
+    reference_forwards = []
+    trainer.ref_model.register_forward_pre_hook(lambda *a: reference_forwards.append(1))
     result = trainer.train()
-    assert result.global_step == 1
+    assert result.global_step == 1 and len(reference_forwards) == 1
     # before the first update policy == reference, so every pair's DPO loss is -log sigmoid(0) = log 2
     assert result.training_loss == pytest.approx(np.log(2), abs=1e-4)
     assert any(not (p.detach() == before[n]).all() for n, p in model.named_parameters())

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 import schemas
 from cream_data import markdown
+from cream_data.publish import trl_usage
 
 # --------------------------------------------------------------------------------------------- licences
 # Licences of the prompt sources cream knows, as checked against ../shared/data/*/PROVENANCE.md and the
@@ -252,6 +253,17 @@ def train_usage(repo_id: str, prefs: list[Split]) -> list[str]:
             "otherwise the reference is computed. Without `--split` every split is used, in iteration order.", ""]
 
 
+def trl_section(repo_id: str, prefs: list[Split]) -> list[str]:
+    """Markdown lines: what plain TRL does with the newest split, and the lines that train it with C
+    (:func:`cream_data.publish.trl_usage.card_lines`)."""
+    if not prefs:
+        return []
+    newest = prefs[-1].table
+    models = distinct(newest, "model")
+    stored = set(trl_usage.TRL_REFERENCE.values()) <= set(newest.column_names)
+    return trl_usage.card_lines(repo_id, prefs[-1].name, models[0] if len(models) == 1 else None, stored)
+
+
 def render(repo_id: str, splits: dict[str, list[Split]], licence: Licence, *, run_config: dict | None = None,
            run_manifest: dict | None = None) -> str:
     """README.md: YAML header + prose (how to load, lineage, statistics, licence, columns)."""
@@ -265,12 +277,14 @@ def render(repo_id: str, splits: dict[str, list[Split]], licence: Licence, *, ru
     out = [f"---\n{data.to_yaml()}\n---", f"# {pretty}", "",
            "Preference pairs labeled by a model's own rewards with ranking consistency, made with cream, "
            "an implementation of [CREAM](https://arxiv.org/abs/2410.12735) (Consistency Regularized "
-           "Self-Rewarding Language Models, ICLR 2025). The `preferences` config is in TRL's conversational format and trains as-is with "
-           "`trl.DPOTrainer`; its `weight` column is the consistency C that CREAM's loss uses.", "",
+           "Self-Rewarding Language Models, ICLR 2025). The `preferences` config is in TRL's conversational "
+           "format; its `weight` column is the consistency C that CREAM's loss uses, which plain TRL ignores (see "
+           "Training with TRL).", "",
            "```python", "from datasets import load_dataset",
            f'pairs = load_dataset("{repo_id}", "preferences"{split_hint})', "```", "",
            *train_usage(repo_id, splits.get("preferences", [])),
            "One split per iteration (`iter_<t>`); a single iteration is published as `train`.", "",
+           *trl_section(repo_id, splits.get("preferences", [])),
            "## Configs and splits", "",
            *markdown.table(["config", "split", "rows", "files"],
                            [[kind, s.name, s.table.num_rows, ", ".join(f"`{f}`" for f in s.files)]
@@ -291,6 +305,9 @@ def render(repo_id: str, splits: dict[str, list[Split]], licence: Licence, *, ru
             "## Columns (`preferences`)", ""]
     out += [f"- `{c.name}` ({c.type}{', nullable' if c.nullable else ''}){': ' + c.doc if c.doc else ''}"
             for c in schemas.get("preferences").columns]
+    if first is not None and set(trl_usage.TRL_REFERENCE.values()) <= set(first.table.column_names):
+        out += [f"- `{theirs}` (float64): `{ours}` under the name TRL's DPOTrainer reads (see Training with TRL)"
+                for ours, theirs in trl_usage.TRL_REFERENCE.items()]
     return "\n".join(out) + "\n"
 
 

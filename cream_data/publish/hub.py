@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cream_data.publish import card, checks
+from cream_data.publish import card, checks, trl_usage
 from cream_data.publish.hub_upload import get_token, upload
 from cream_data.publish.run_state import check_finished
 from cream_data.errors import CreamError
@@ -203,6 +203,7 @@ def build(root: str | Path, out: str | Path, repo_id: str, *, license: str | Non
         raise CreamError(f"--license {license!r}: expected a Hub licence id such as mit, apache-2.0, cc-by-4.0")
     splits, prompts = collect(root, exclude)
     checks.check_splits(root, splits)
+    trl_usage.add_trl_reference(splits.get("preferences", []))  # TRL's names for the stored log-probs, beside ours
     run_config, run_manifest = _run_files(root if root.is_dir() else root.parent)
     licence = card.licence_of(prompt_sources(splits, prompts), override=license)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -285,13 +286,22 @@ def _card_files(folder: Path, config: str) -> list[tuple[str, list[Path]]] | Non
 def load_preferences(source: str, split: str | None = None) -> pa.Table:
     """The preferences table from a Hub dataset id, a published folder, or a cream run/labeled folder.
 
-    All splits are concatenated in the card's order (iteration order) unless ``split`` names one.
+    All splits are concatenated in the card's order (iteration order) unless ``split`` names one. A dataset that is
+    not cream's (no ``preferences`` config: a standard preference dataset, TRL's layout) is read by
+    :func:`cream_data.inputs.preference_datasets.read`, one split (``split``, else its only one or ``train``); for a
+    Hub id only that split's data files are downloaded.
     """
+    from cream_data.inputs import dataset_files, preference_datasets
+
     path = Path(source)
     if not path.exists():
         if not is_repo_id(source):
             raise CreamError(f"{source}: neither a local path nor a Hub dataset id (owner/name)")
         path = _download(source)
+        if _card_files(path, "preferences") is None:  # not cream's: the card (downloaded) names the split's files
+            path = _download(source, dataset_files.download_patterns(path, split, source))
+    if path.is_dir() and _card_files(path, "preferences") is None and dataset_files.is_dataset_folder(path):
+        return preference_datasets.read(path, split, label=source).table
     if path.is_dir() and (files := _card_files(path, "preferences")) is not None:
         chosen = [(s, fs) for s, fs in files if split in (None, s)]
         if not chosen:
@@ -306,15 +316,17 @@ def load_preferences(source: str, split: str | None = None) -> pa.Table:
         tables = [s.table for s in chosen]
     if not tables:
         raise CreamError(f"{source}: the preferences config lists no data files")
-    return pa.concat_tables(tables, promote_options="permissive")
+    return trl_usage.without_trl_reference(pa.concat_tables(tables, promote_options="permissive"))
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, patterns: list[str] | None = None) -> Path:
+    """The local snapshot of a Hub dataset with the files of ``patterns`` (default: the card and cream's
+    ``preferences`` config)."""
     from huggingface_hub import constants, snapshot_download
 
     try:
         return Path(snapshot_download(repo_id=repo_id, repo_type="dataset",
-                                      allow_patterns=["README.md", "data/preferences/*"]))
+                                      allow_patterns=patterns or ["README.md", "data/preferences/*"]))
     except Exception as e:
         if constants.HF_HUB_OFFLINE:
             raise CreamError(f"{repo_id}: could not download the dataset from the Hub: HF_HUB_OFFLINE is set and it "
