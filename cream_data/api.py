@@ -278,6 +278,15 @@ def sql(path: PathLike, query: str, *, limit: int | None = None) -> pa.Table:
     return run_query(Path(path), query, limit=limit)[0]
 
 
+def browse(source: PathLike, *, out: PathLike = "pairs.html"):
+    """`cream browse SOURCE --out FILE`: one self-contained HTML page of the pairs of ``source`` (a run directory, a
+    `cream label` folder or a preferences table), to open in a browser. Returns
+    :class:`cream_data.reports.browse.BrowseResult`: ``out``, ``pairs`` (how many), ``bytes`` (the file's size)."""
+    from cream_data.reports.browse import browse as write_browser
+
+    return write_browser(Path(source), Path(out))
+
+
 def read(path: PathLike, kind: str | None = None, *, columns: list[str] | None = None) -> pa.Table:
     """Any cream table (a Parquet file or a folder of parts: prompts, sft, responses, scores, preferences, eval),
     checked against its schema (``kind``: the kind expected; by default the one its metadata names)."""

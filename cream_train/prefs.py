@@ -90,14 +90,12 @@ def resolve_preferences(source: str | Path, split: str | None = None) -> Prefere
 
 def _note(source, what: str, table: pa.Table, split: str | None) -> str:
     """The log line for a published or Hub dataset: cream's, or a standard one converted (its layout)."""
-    from cream_data.inputs.preference_datasets import layout_of
+    from cream_data.inputs.preference_datasets import converted_note, layout_of
 
-    layout = layout_of(table)
-    if layout is None:
+    if layout_of(table) is None:
         return f"{source}: {what}; {_splits(split)}"
     hub = "Hub dataset, " if what == "Hub dataset" else ""  # a local folder with a card: not cream's, not published
-    return (f"{source}: {hub}a standard preference dataset ({layout}): "
-            f"{table.num_rows} pairs, C = 1 each (plain DPO) and reference log-probs computed by the starting model")
+    return f"{source}: {hub}{converted_note(table)}"
 
 
 def _splits(split: str | None) -> str:

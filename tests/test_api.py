@@ -96,6 +96,11 @@ def test_example_checkpoint_and_queries(example):
     assert summary["pairs"] == direct.num_rows
     assert summary["weight_mean"] == pytest.approx(float(np.mean(direct.column("weight").to_numpy())))
     assert (lab2.out / "inspect" / "summary.json").is_file()
+    page = example["page"]  # the pair browser: one self-contained file
+    html = page.out.read_text()
+    assert page.pairs == direct.num_rows and page.bytes == page.out.stat().st_size
+    assert html.lower().startswith("<!doctype html>") and 'src="http' not in html
+    assert all(f'"{pid}"' in html for pid in direct.column("prompt_id").to_pylist())  # every pair's data embedded
 
 
 def test_label_by_api_and_by_command_write_identical_tables(tmp_path, cli, example, tiny_model):

@@ -157,6 +157,17 @@ def test_parquet_folder_trains_on_every_file_in_order(trained, sources):
     assert "split train" in r.err
 
 
+def test_a_tie_is_left_out_and_said(trained, tmp_path):
+    """A row whose chosen and rejected are one answer (real datasets have a few) is not a pair: left out, counted."""
+    rows = text_rows()
+    rows[2]["rejected"] = rows[2]["chosen"]
+    r, lineage, table, weights, stored = trained(write_jsonl(tmp_path / "ties.jsonl", rows))
+    kept = [p for i, p in enumerate(expected_pairs()) if i != 2]
+    assert pairs_of(table) == kept
+    check_plain_dpo(lineage, weights, stored, len(ROWS) - 1)
+    assert "1 pair(s) left out whose chosen and rejected are the same answer (line 3)" in r.err, r.err
+
+
 def test_save_to_disk_folder_with_a_named_split(trained, sources):
     r, lineage, table, weights, stored = trained(sources["saved"], "--split", "test_prefs")
     assert pairs_of(table) == expected_pairs(ROWS[2:])
@@ -242,8 +253,9 @@ def test_implicit_prompt_that_is_not_shared_names_the_row(cli, tiny_model, tmp_p
     assert_user_error(r, "diverging.parquet row 3", "differ at message 1", "user message")
     same = implicit_rows(ROWS[:2])
     same[0]["rejected"] = same[0]["chosen"]
+    same[1]["rejected"] = same[1]["chosen"]  # every pair a tie: nothing left to train on
     r = cli("train", write_parquet(tmp_path / "same.parquet", same), "--model", tiny_model, "--out", tmp_path / "o")
-    assert_user_error(r, "same.parquet row 1", "the same conversation")
+    assert_user_error(r, "same.parquet", "every pair's chosen and rejected are the same answer (2 rows)")
     rows[2]["rejected"] = user("no system message") + assistant("an answer")
     r = cli("train", write_parquet(tmp_path / "apart.parquet", rows), "--model", tiny_model, "--out", tmp_path / "o")
     assert_user_error(r, "apart.parquet row 3", "share no leading message")

@@ -27,6 +27,7 @@ finds the splits of such a folder.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -44,6 +45,7 @@ SIDES = ("chosen", "rejected")
 CREAM_COLUMNS = ("weight", "chosen_logp", "rejected_logp", "consistency", "template_hash")
 LAYOUT_KEY = b"cream.source_layout"  # schema metadata of a converted table: the layout it was read in
 SPLIT_KEY = b"cream.source_split"  # ... and the split read, when the source has splits
+SAME_KEY = b"cream.same_pairs_left_out"  # ... and the rows left out: chosen and rejected the same answer (JSON list)
 ROLES = ("system", "user", "assistant", "tool")
 EXPECTED = ("expected TRL's preference layout: prompt, chosen and rejected as text or as lists of {role, content} "
             "messages, or chosen and rejected as whole conversations that begin with the shared prompt")
@@ -62,8 +64,19 @@ class Loaded:
         where = f", split {self.split}" if self.split else ""
         if self.layout is None:
             return f"{label}{where}: a table with cream's own columns ({self.table.num_rows} pairs); used as it is"
-        return (f"{label}{where}: a standard preference dataset ({self.layout}): {self.table.num_rows} pairs, "
-                "C = 1 each (plain DPO) and reference log-probs computed by the starting model")
+        return f"{label}: {converted_note(self.table)}"  # its layout names the split
+
+
+def converted_note(table: pa.Table) -> str:
+    """What a table converted by :func:`read` is, for the log: its layout, pairs, C and reference, and the rows left
+    out because their chosen and rejected answers are the same (real datasets have a few ties; TRL would train on
+    them with a zero gradient, cream's tables never hold one)."""
+    md = table.schema.metadata or {}
+    same = json.loads(md[SAME_KEY]) if SAME_KEY in md else []
+    left_out = (f"; {len(same)} pair(s) left out whose chosen and rejected are the same answer "
+                f"({', '.join(same[:3])}{', …' if len(same) > 3 else ''})") if same else ""
+    return (f"a standard preference dataset ({layout_of(table)}): {table.num_rows} pairs, C = 1 each (plain "
+            f"DPO) and reference log-probs computed by the starting model{left_out}")
 
 
 def layout_of(table: pa.Table) -> str | None:
@@ -180,9 +193,12 @@ def convert(recs: Iterable[Record], label: str, columns: list[str] | None = None
             return pa.Table.from_pylist([first[1]] + [r for _, r in recs]), None
         _check_columns(columns, label)
     layout = _layout(first, label)
-    prompts, chosen, rejected = [], [], []
+    prompts, chosen, rejected, same = [], [], [], []
     for where, row in _chain(first, recs):
         p, c, r = _pair(where, row, label)
+        if c == r:
+            same.append(where)
+            continue
         prompts.append(p)
         chosen.append(c)
         rejected.append(r)
@@ -190,7 +206,11 @@ def convert(recs: Iterable[Record], label: str, columns: list[str] | None = None
                       "chosen": pa.array(chosen, schemas.CONVERSATION),
                       "rejected": pa.array(rejected, schemas.CONVERSATION),
                       "weight": pa.array([1.0] * len(prompts), pa.float64())})
-    return table.replace_schema_metadata({LAYOUT_KEY: layout.encode()}), layout
+    if not prompts:
+        raise CreamError(f"{label}: every pair's chosen and rejected are the same answer ({len(same)} rows); expected "
+                         "two different answers to each prompt")
+    metadata = {LAYOUT_KEY: layout.encode(), **({SAME_KEY: json.dumps(same).encode()} if same else {})}
+    return table.replace_schema_metadata(metadata), layout
 
 
 def _chain(first: Record, rest: Iterator[Record]) -> Iterator[Record]:
@@ -287,9 +307,8 @@ def split_prompt(chosen: list[dict], rejected: list[dict], where: str, label: st
     n = 0
     while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
         n += 1
-    if n == len(chosen) and n == len(rejected):
-        raise CreamError(f"{label} {where}: chosen and rejected are the same conversation; expected two different "
-                         "answers to one prompt")
+    if n == len(chosen) and n == len(rejected):  # one answer twice: the caller leaves the row out
+        return chosen[:-1], chosen[-1:], rejected[-1:]
     if n == 0:
         raise CreamError(f"{label} {where}: chosen and rejected share no leading message, so there is no prompt; "
                          "expected both to begin with the same prompt messages")

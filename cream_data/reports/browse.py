@@ -39,8 +39,8 @@ from cream_data.errors import CreamError
 from cream_data.reports import agreement_report
 from cream_data.reports.browse_page import check_out, write_page
 from cream_data.reports.inspect import find_labeled
-from cream_data.reports.run_report import is_run_dir
-from cream_data.reports.run_tables import _preference_tables
+from cream_data.reports.run_report import is_run_dir, run_info
+from cream_data.reports.run_tables import preference_tables
 from cream_data.rewards.agreement import role_order
 from cream_data.rewards.answers import oracle_reward
 from cream_data.rewards.ranking import ordinal_ranks
@@ -101,7 +101,7 @@ def collect(source: str | Path) -> Collected:
         raise CreamError(f"{source}: no such file or folder")
     if is_run_dir(source):
         labeled = [_labeled_folder(path.parent, path, references=_references(source, t))
-                   for t, path in _preference_tables(source).items()]
+                   for t, path in preference_tables(source).items()]
         found = Collected(str(source), "run", method=_method(source))
     else:
         prefs_path, scores_path = find_labeled(source)
@@ -172,9 +172,7 @@ def _references(run: Path, t: int) -> dict[str, str | None] | None:
 
 
 def _method(run: Path) -> str | None:
-    from cream_data.reports.run_report import _run_info
-
-    return _run_info(run).get("method")
+    return run_info(run).get("method")
 
 
 def _oracle_source(lab: Labeled) -> str | None:

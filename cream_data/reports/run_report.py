@@ -52,7 +52,7 @@ from cream_data.stats import json_safe
 from cream_data.reports.figures import new_figure, save_png
 from cream_data.reports.inspect import fmt
 from cream_data.tables.iterations import ITER_DIR
-from cream_data.reports.run_tables import (MEASURES, _preference_tables, _task_key, accuracy_rows, harness_rows,
+from cream_data.reports.run_tables import (MEASURES, preference_tables, _task_key, accuracy_rows, harness_rows,
                                            iteration_rows)
 
 
@@ -82,7 +82,7 @@ def is_report_output(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------- the report
-def _run_info(run: Path) -> dict:
+def run_info(run: Path) -> dict:
     import json
 
     info = {"run": str(run), "method": None, "T": None}
@@ -110,9 +110,9 @@ def _collect(run: Path) -> tuple[dict, dict[int, np.ndarray]]:
         raise CreamError(f"{run}: no eval tables (eval/M<k>/) or preferences tables (iter-<t>/preferences/) "
                          f"finished yet")
     tasks = sorted({t for r in acc for t in r["tasks"]}, key=_task_key)
-    report = {**_run_info(run), "tasks": tasks, "accuracy": acc, "consistency": consistency, "pairs": pairs,
+    report = {**run_info(run), "tasks": tasks, "accuracy": acc, "consistency": consistency, "pairs": pairs,
               "ci": "95% Wilson score interval per task; normal approximation for Avg", "harness": harness_rows(run),
-              "agreement": agreement_report.run_agreement({t: p.parent for t, p in _preference_tables(run).items()})}
+              "agreement": agreement_report.run_agreement({t: p.parent for t, p in preference_tables(run).items()})}
     return report, c_values
 
 

@@ -191,7 +191,7 @@ def _all_equal(mat: np.ndarray) -> np.ndarray:
     return np.fmax.reduce(mat, axis=1) == np.fmin.reduce(mat, axis=1)
 
 
-def _preference_tables(run: Path) -> dict[int, Path]:
+def preference_tables(run: Path) -> dict[int, Path]:
     """iteration → its preferences table; several for one iteration → prefer ``iter-<t>/preferences``."""
     found: dict[int, list[Path]] = {}
     for src in find_tables(run):
@@ -212,7 +212,7 @@ def iteration_rows(run: Path) -> tuple[list[dict], list[dict], dict[int, np.ndar
     """(table 2 rows, pair-count rows, C values per iteration for the plot)."""
     consistency, pairs, c_values = [], [], {}
     carried = _carried(run)
-    for t, path in _preference_tables(run).items():
+    for t, path in preference_tables(run).items():
         prefs = io.read_table(path, "preferences", columns=PREF_COLUMNS)
         manifest = io.read_manifest(path) if path.is_dir() else {}
         summary = manifest.get("summary") or {}
