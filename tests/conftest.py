@@ -94,3 +94,11 @@ def built_trainers(monkeypatch) -> list:
 
 
 sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium for `cream browse` pages (tests/support/browser.py: found, or installed, or a skip)."""
+    from tests.support.browser import find_chromium
+
+    return find_chromium()

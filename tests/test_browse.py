@@ -21,34 +21,15 @@ import yaml
 
 import schemas
 from cream_data.tables.io import read_table, write_table
+from tests.support.browser import dump_dom, shown_count
 from tests.support.cli import assert_user_error, refused
 from tests.support.published import conv, make_tables
 
 N_PROMPTS = 8  # per iteration, two iterations
 NASTY = "</script><script>window.broken = 1</script> <!-- x & y > z\n  second line of the marked response"
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 # ---------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """A headless Chromium: found on PATH, else Debian's `chromium` installed when we are root with apt-get."""
-    found = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    if found:
-        return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("no chromium/chromium-browser/google-chrome on PATH and not root with apt-get to install it")
-    try:
-        subprocess.run("apt-get update -qq && apt-get install -y -q chromium", shell=True, check=True,
-                       capture_output=True, timeout=900)
-    except (subprocess.SubprocessError, OSError) as e:
-        pytest.skip(f"could not install Debian's chromium ({type(e).__name__})")
-    found = shutil.which("chromium")
-    if not found:
-        pytest.skip("apt-get installed chromium but it is not on PATH")
-    return found
-
-
 def _retext(tables: dict[str, pa.Table], pid: str, idx: int, text: str) -> None:
     """Give response ``idx`` of prompt ``pid`` another text, in the responses and in the pair that uses it."""
     resp = tables["responses"].to_pylist()
@@ -114,21 +95,6 @@ def page(run, tmp_path_factory) -> Path:
     return out
 
 
-def _dom(chromium: str, page: Path, hash_: str = "") -> str:
-    url = page.resolve().as_uri() + (f"#{hash_}" if hash_ else "")
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                           "--window-size=1400,1000", "--dump-dom", url], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
-
-
-def _count(dom: str) -> tuple[int, int, int]:
-    """(pairs matching, pairs in all, rows drawn) as the opened page shows them."""
-    m = re.search(r'id="count" data-shown="(\d+)" data-total="(\d+)"', dom)
-    assert m, dom[-3000:]
-    return int(m.group(1)), int(m.group(2)), dom.count('<article class="pair"')
-
-
 def _tables(run: Path, t: int) -> dict[str, pa.Table]:
     return {kind: read_table(run / f"iter-{t}" / kind, kind) for kind in ("preferences", "scores", "responses")}
 
@@ -150,8 +116,8 @@ def test_page_opens_and_shows_every_pair(chromium, page, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     assert int.from_bytes(png[16:20], "big") == 1200 and int.from_bytes(png[20:24], "big") == 900
 
-    dom = _dom(chromium, page)
-    assert _count(dom) == (2 * N_PROMPTS, 2 * N_PROMPTS, 2 * N_PROMPTS)
+    dom = dump_dom(chromium, page)
+    assert shown_count(dom) == (2 * N_PROMPTS, 2 * N_PROMPTS, 2 * N_PROMPTS)
     text = html.unescape(dom)
     assert "answer 3 to p2-5" in text and "the human answer to p1-0" in text
     assert NASTY in text  # shown as text, whole: it neither ended the data element nor ran
@@ -164,16 +130,16 @@ def test_filters_in_the_hash_match_the_tables(chromium, page, run):
     c = np.array(prefs.column("consistency").to_pylist())
     want = int(((c >= 0.4) & (c <= 0.75)).sum())
     assert 0 < want < len(c)
-    shown, total, rows = _count(_dom(chromium, page, "cmin=0.4&cmax=0.75"))
+    shown, total, rows = shown_count(dump_dom(chromium, page, "cmin=0.4&cmax=0.75"))
     assert (shown, total, rows) == (want, 2 * N_PROMPTS, want)
 
     # text search: one response's words; scorers agree/disagree and the oracle, iteration 2 only
-    assert _count(_dom(chromium, page, "q=WINDOW.broken%20second"))[0] == 1
+    assert shown_count(dump_dom(chromium, page, "q=WINDOW.broken%20second"))[0] == 1
     t2 = _tables(run, 2)
     agree, right = _independent_agreement(t2)
-    shown, _, _ = _count(_dom(chromium, page, "t=2&agree=disagree"))
+    shown, _, _ = shown_count(dump_dom(chromium, page, "t=2&agree=disagree"))
     assert shown == N_PROMPTS - sum(agree)
-    shown, _, _ = _count(_dom(chromium, page, "t=2&oracle=right"))
+    shown, _, _ = shown_count(dump_dom(chromium, page, "t=2&oracle=right"))
     assert shown == sum(right) and 0 < shown < N_PROMPTS
 
 

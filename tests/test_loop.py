@@ -72,6 +72,26 @@ def test_cream_two_iterations(cream_run, tiny_model):
     assert len(rep["consistency"]) == 2
 
 
+def test_browse_a_finished_run_in_chromium(cream_run, cream_exe, chromium, tmp_path):
+    """`cream browse` on a run `cream run` made (as on the demo run): every pair of both iterations is on the page,
+    a chosen answer's text is shown, and an iteration filter shows that iteration's pairs."""
+    import html
+
+    from tests.support.browser import dump_dom, shown_count
+
+    run = cream_run[2].run_dir
+    prefs = {t: io.read_table(run / f"iter-{t}" / "preferences", "preferences") for t in (1, 2)}
+    total = sum(p.num_rows for p in prefs.values())
+    page = tmp_path / "pairs.html"
+    r = cream_exe("browse", run, "--out", page)
+    assert r.code == 0, r.err
+    dom = dump_dom(chromium, page)
+    assert shown_count(dom)[:2] == (total, total) and total > 0
+    chosen = prefs[2].column("chosen").to_pylist()[0][-1]["content"]
+    assert chosen.strip() and " ".join(chosen.split()) in " ".join(html.unescape(dom).split())
+    assert shown_count(dump_dom(chromium, page, "t=2"))[0] == prefs[2].num_rows
+
+
 def test_kill_and_resume_skips_finished_stages_and_matches(cream_run, tiny_model, shared_data):
     tmp, _, full = cream_run
     cfg = write_tiny_run_config(tmp, name="killed", model=tiny_model, eval={"data_dir": shared_data})
