@@ -10,6 +10,7 @@ Import these names from :mod:`cream_data.engines.models`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import json
@@ -68,15 +69,18 @@ def embedded_checkpoint() -> Path:
             return target
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+        from transformers.initialization import no_init_weights
 
         folder, name = str(gguf_path.parent), gguf_path.name
-        tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+        with _gguf_parsed_once():
+            tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+            config = AutoConfig.from_pretrained(folder, gguf_file=name)
         if hasattr(config, "quantization_config"):
             del config.quantization_config
         config.dtype = "float32"
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        with no_init_weights():  # every saved weight is overwritten by the GGUF's below: skip the random init
+            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
         missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
         if missing or unexpected:
@@ -96,6 +100,29 @@ def embedded_checkpoint() -> Path:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """While the embedded model is built, each GGUF file is parsed once: transformers reads the file anew for the
+    tokenizer, the config and the weights (a ``gguf.GGUFReader`` each, ~3 s apiece for this file on a 2-core CPU);
+    here they share one reader per path. transformers only reads from it (fields, tensor memory maps), so what it
+    builds is the same; ``gguf.GGUFReader`` is restored after."""
+    import gguf
+
+    reader_class, readers = gguf.GGUFReader, {}
+
+    def shared_reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = reader_class(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = reader_class
 
 
 def resolve(spec: str | os.PathLike) -> ModelRef:

@@ -156,7 +156,9 @@ def _score_model(ctx: Scoring, ref, responses: pa.Table, tokenized, folder: Path
 
         # bf16/fp16: a mixed-precision trainer's numerics (fp32 embeddings and norms, autocast matmuls), so the stored
         # log-probs are the reference `cream train` would compute (models.mixed_weights)
-        model, _, _ = models.load(ref, dtype=cfg.dtype, mixed=True)
+        # every scoring model was checked with its own tokenizer (label._models) and they are one tokenizer (the
+        # template hash): M_t's is not read again for each
+        model, _, _ = models.load(ref, dtype=cfg.dtype, mixed=True, tokenizer=ctx.tok)
         return HFScorer(model, ctx.tok.pad_token_id, batch_size=cfg.batch_size, max_tokens=cfg.max_batch_tokens,
                         compute=label_dtype(cfg))
 
