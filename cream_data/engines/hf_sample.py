@@ -1,18 +1,23 @@
-"""The Hugging Face sampling engine: many prompts x N sequences per forward pass with ``model.generate``.
+"""The Hugging Face sampling engine: many prompts x N sequences per forward pass.
 
 A batch of ``B`` prompts is templated (``add_generation_prompt=True``), left-padded to a common width so
-every prompt ends at the same position, and expanded to ``B x N`` rows (``num_return_sequences=N``); each
-decoding step is then one forward pass over all rows. Sampling is plain temperature + nucleus:
+every prompt ends at the same position, and expanded to ``B x N`` rows; each decoding step is then one forward
+pass over the rows still running. Sampling is plain temperature + nucleus:
 
     p(y_t | y_<t, x)  ∝  exp(logit / T)  restricted to the smallest top set with mass >= top_p
 
-(``top_k`` and the repetition penalty are switched off explicitly, so a model's own generation defaults
-do not change the distribution; ``T = 0`` is greedy, run once and repeated ``N`` times). A row stops at its first stop token (the
-tokenizer's EOS, e.g. SmolLM2's end-of-turn ``<|im_end|>``, plus the model's configured EOS ids).
+(no top-k, no repetition penalty: a model's own generation defaults do not change the distribution; ``T = 0`` is
+greedy, run once and repeated ``N`` times). A row stops at its first stop token (the tokenizer's EOS, e.g.
+SmolLM2's end-of-turn ``<|im_end|>``, plus the model's configured EOS ids).
 
-Determinism: ``generate`` draws from torch's global generator, so each call forks the RNG state and seeds
-it with ``H(seeds of the batch)``; the same batch (same prompts, same order) gives the same responses on
-the same machine. The stage keeps batch composition fixed, which makes resumed and sharded runs exact.
+Two paths, chosen by the model: our decode loop (:mod:`cream_data.engines.decode`: one prefill per batch, exact
+top-p without a full sort, ended rows leave the batch) for decoder-only models with a dynamic KV cache, else
+``model.generate`` with ``top_k=0`` and ``repetition_penalty=1`` set explicitly.
+
+Determinism: each batch draws from a generator seeded with ``H(seeds of the batch)``; the same batch (same prompts,
+same order) gives the same responses on the same machine. The stage keeps batch composition fixed, which makes
+resumed and sharded runs exact. The two paths draw their random numbers differently: for a given seed, the decode
+loop's samples are not ``generate``'s (both sample the same distribution); greedy tokens are the same.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ class HfSampler:
         self.stop_token_ids = frozenset(stop_token_ids) if stop_token_ids else default_stop_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_token_ids)
         self.dtype = models.short_name(next(model.parameters()).dtype)  # what ran, for the stage's record
+        from cream_data.engines.decode import supports
+
+        self.uses_loop = supports(model)  # our decode loop where the model allows it, else model.generate
 
     @classmethod
     def load(cls, ref, *, device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False) -> "HfSampler":
@@ -105,12 +113,35 @@ class HfSampler:
 
     def generate(self, prompts: Sequence[Conversation], seeds: Sequence[int], n: int,
                  params: GenerationParams) -> list[list[Generation]]:
-        """``n`` responses for each prompt, all in one ``generate`` call of ``len(prompts) x n`` rows."""
-        import torch
-
+        """``n`` responses for each prompt, all in one batch of ``len(prompts) x n`` rows: our decode loop
+        (:mod:`cream_data.engines.decode`) where the model allows it, else ``model.generate``."""
         if not prompts:
             return []
-        input_ids, mask, width = self._left_pad(self.encode(prompts))
+        ids = self.encode(prompts)
+        if self.uses_loop:
+            rows = self._decode_rows(ids, seeds, n, params)
+        else:
+            rows = self._generate_rows(ids, seeds, n, params)
+        texts = self.tokenizer.batch_decode([content for content, _, _ in rows], skip_special_tokens=True)
+        gens = [Generation(text, reason, n_tok) for text, (_, reason, n_tok) in zip(texts, rows)]
+        # Rows are laid out prompt-major: prompt 0's n samples, then prompt 1's, …
+        return [gens[p * n:(p + 1) * n] for p in range(len(prompts))]
+
+    def _decode_rows(self, ids: list[list[int]], seeds: Sequence[int], n: int, params: GenerationParams):
+        import torch
+
+        from cream_data.engines.decode import DecodeBatch, decode
+
+        batch = DecodeBatch(ids, n, params, self.stop_token_ids, self.pad_id, batch_seed(seeds))
+        with torch.inference_mode():
+            return [split_at_stop(r, self.stop_token_ids) for r in decode(self.model, batch)]
+
+    def _generate_rows(self, ids: list[list[int]], seeds: Sequence[int], n: int, params: GenerationParams):
+        """The rows of ``model.generate`` (the fallback, and the benchmarks' baseline): it draws from torch's global
+        generator, so the call forks the RNG state and seeds it with the batch's seed."""
+        import torch
+
+        input_ids, mask, width = self._left_pad(ids)
         devices = [self.device] if self.device.type == "cuda" else []
         # fork_rng: seed generation without disturbing the caller's global RNG state.
         with torch.inference_mode(), torch.random.fork_rng(devices=devices):
@@ -120,7 +151,4 @@ class HfSampler:
         rows = [split_at_stop(r, self.stop_token_ids) for r in out[:, width:].tolist()]
         if params.temperature == 0:  # greedy: the n samples are one continuation, decoded once
             rows = [r for r in rows for _ in range(n)]
-        texts = self.tokenizer.batch_decode([content for content, _, _ in rows], skip_special_tokens=True)
-        gens = [Generation(text, reason, n_tok) for text, (_, reason, n_tok) in zip(texts, rows)]
-        # num_return_sequences lays rows out prompt-major: prompt 0's n samples, then prompt 1's, …
-        return [gens[p * n:(p + 1) * n] for p in range(len(prompts))]
+        return rows

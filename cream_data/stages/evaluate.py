@@ -16,7 +16,10 @@ already mapped to letters by position when loading, and a numeric answer ("Answe
 ``--data-dir``), so every model is scored on the same K questions.
 
 Output: an ``eval`` table folder with one part per task, written atomically as each task finishes; a rerun
-into the same folder skips finished tasks, and the manifest (written last) carries the summary.
+into the same folder skips finished tasks, and the manifest (written last) carries the summary. Consecutive small
+tasks are generated together (``task_groups``: up to two batches of questions, sorted by templated length), so a
+``--limit`` of a few questions per task does not pay a whole decode per task; their parts are written when the group
+finishes.
 """
 
 from __future__ import annotations
@@ -253,8 +256,8 @@ def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, en
 
     params = GenerationParams(temperature=0.0, top_p=1.0, max_new_tokens=cfg.max_new_tokens)
     tokens, gen_seconds, truncated = 0, 0.0, {}
-    for ex in todo:
-        responses, task_tokens, task_seconds, truncated[ex.task] = _generate_task(engine, ex, params, cfg, progress)
+    for ex, responses, task_tokens, task_seconds, truncated[ex.task] in generate_answers(engine, examples, done_tasks,
+                                                                                        params, cfg, progress):
         tokens, gen_seconds = tokens + task_tokens, gen_seconds + task_seconds
         # One atomic part per task, the unit of resume; it carries its own truncation count.
         meta = {"task": ex.task, "truncated": truncated[ex.task], "extractor": cfg.extract}
@@ -271,29 +274,67 @@ def _evaluate_locked(model: str, cfg: EvalConfig, out: Path, overwrite: bool, en
     return summary
 
 
-def _generate_task(engine, ex: Examples, params, cfg: EvalConfig,
-                   progress: Progress | None) -> tuple[list[str], int, float, int]:
-    """Greedy answers to one task's prompts, length-bucketed: (responses, tokens, generation seconds, truncated)."""
+def task_groups(examples: list[Examples], batch_size: int) -> list[list[Examples]]:
+    """Consecutive tasks packed into groups of at most ``2 x batch_size`` questions (a larger task alone): a group's
+    questions are batched together, so tasks of a few questions each (``--limit``) share batches instead of each
+    paying a whole decode of its own, while a group is still small enough that an interruption loses little."""
+    groups: list[list[Examples]] = []
+    for ex in examples:
+        if groups and sum(len(e.ids) for e in groups[-1]) + len(ex.ids) <= 2 * batch_size:
+            groups[-1].append(ex)
+        else:
+            groups.append([ex])
+    return groups
+
+
+def generate_answers(engine, examples: list[Examples], done: set[str], params, cfg: EvalConfig,
+                     progress: Progress | None = None):
+    """Greedy answers of every task not in ``done``, yielded task by task in ``examples`` order as each group of
+    tasks (:func:`task_groups`) finishes: ``(examples, responses, tokens, generation seconds, truncated)``.
+
+    A group's questions are sorted by templated length into batches of ``cfg.batch_size`` (ties by task, then id);
+    the plan covers the tasks in ``done`` too and a batch is generated whole, so a resumed evaluation runs exactly
+    the batches of an uninterrupted one."""
     from cream_data.engines.base import plan_batches, prompt_seed
 
-    total = len(ex.ids)
-    responses: list[str | None] = [None] * total
-    tokens, seconds, truncated, done = 0, 0.0, 0, 0
-    if progress:
-        progress(ex.task, 0, total, 0)
-    for batch in plan_batches(ex.ids, engine.prompt_lengths(ex.prompts), cfg.batch_size):
-        t_gen = time.perf_counter()
-        # Greedy decoding ignores the seeds; they are passed so any engine gets a valid request.
-        gens = engine.generate([ex.prompts[i] for i in batch], [prompt_seed(0, ex.ids[i]) for i in batch], 1, params)
-        seconds += time.perf_counter() - t_gen
-        batch_tokens = sum(g[0].n_tokens for g in gens)
-        for i, g in zip(batch, gens):
-            responses[i] = g[0].text
-            truncated += g[0].finish_reason == "length"
-        tokens, done = tokens + batch_tokens, done + len(batch)
+    for group in task_groups(examples, cfg.batch_size):
+        todo = [ex for ex in group if ex.task not in done]
+        if not todo:
+            continue
+        questions = [(ex, i) for ex in group for i in range(len(ex.ids))]
+        keys = [f"{ex.task}\x00{ex.ids[i]}" for ex, i in questions]
+        lengths = engine.prompt_lengths([ex.prompts[i] for ex, i in questions])
+        answers = {ex.task: [None] * len(ex.ids) for ex in todo}
+        counts = {ex.task: [0, 0, 0] for ex in todo}  # tokens, truncated, answered
+        seconds = 0.0
         if progress:
-            progress(ex.task, done, total, batch_tokens)
-    return responses, tokens, seconds, truncated
+            for ex in todo:
+                progress(ex.task, 0, len(ex.ids), 0)
+        for batch in plan_batches(keys, lengths, cfg.batch_size):
+            if not any(questions[q][0].task in answers for q in batch):
+                continue
+            t_gen = time.perf_counter()
+            # Greedy decoding ignores the seeds; they are passed so any engine gets a valid request.
+            gens = engine.generate([questions[q][0].prompts[questions[q][1]] for q in batch],
+                                   [prompt_seed(0, questions[q][0].ids[questions[q][1]]) for q in batch], 1, params)
+            seconds += time.perf_counter() - t_gen
+            batch_tokens: dict[str, int] = {}
+            for q, g in zip(batch, gens):
+                ex, i = questions[q]
+                if ex.task not in answers:
+                    continue
+                answers[ex.task][i] = g[0].text
+                count = counts[ex.task]
+                count[0] += g[0].n_tokens
+                count[1] += g[0].finish_reason == "length"
+                count[2] += 1
+                batch_tokens[ex.task] = batch_tokens.get(ex.task, 0) + g[0].n_tokens
+            if progress:
+                for task, n in batch_tokens.items():
+                    progress(task, counts[task][2], len(answers[task]), n)
+        total = sum(len(ex.ids) for ex in todo)
+        for ex in todo:  # the group's generation time shared by questions
+            yield ex, answers[ex.task], counts[ex.task][0], seconds * len(ex.ids) / total, counts[ex.task][1]
 
 
 def _task_table(ex: Examples, responses: list[str | None], model: str, extract: str) -> pa.Table:

@@ -1,0 +1,117 @@
+"""What bench/sample.py and bench/eval_gen.py share: the two engines on one loaded model, the compute bound, and the
+lines they print.
+
+The compute bound of a decode on this machine: ``bound tok/s = matmul GFLOP/s ÷ GFLOP per token``, where
+
+- matmul GFLOP/s is measured here, in the same process and thread count: the best of a few fp32 GEMMs of
+  1024 x 1024 x 1024 (``2·1024³`` FLOPs each);
+- GFLOP per token = ``2 × P + 4 × L × H × d × c``: ``P`` the parameters a token's forward multiplies by — every
+  parameter but the input embedding, the LM head included (tied or not, it is a ``hidden × vocab`` matmul per
+  token) — and the attention's two products (``QKᵀ`` and ``AV``, ``L`` layers, ``H`` query heads of size ``d``)
+  over the mean context ``c`` of the generated tokens (mean prompt length + half the mean generated length).
+
+The percentage is the path's generated tokens/s over that bound: prefill, padding, sampling and every per-step cost
+count against it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+
+def matmul_gflops(repeats: int = 5, size: int = 1024) -> float:
+    """The best fp32 GEMM rate (GFLOP/s) of ``repeats`` tries at the current thread count."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size ** 3 / best / 1e9
+
+
+def gflop_per_token(model, context: float) -> float:
+    """FLOPs of one generated token at mean context ``context``, in GFLOP (see the module docstring)."""
+    config = model.config.get_text_config(decoder=True)
+    params = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    head = model.get_output_embeddings().weight
+    if head is model.get_input_embeddings().weight:  # tied: the head's matmul is not in the count yet
+        params += head.numel()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    attention = 4 * config.num_hidden_layers * config.num_attention_heads * head_dim * context
+    return (2 * params + attention) / 1e9
+
+
+def engines(model, tokenizer):
+    """``(fast, baseline)``: the hf engine with our decode loop, and the same engine on ``model.generate`` (the path
+    before the decode loop), sharing one loaded model."""
+    from cream_data.engines.hf_sample import HfSampler
+
+    fast, baseline = HfSampler(model, tokenizer), HfSampler(model, tokenizer)
+    assert fast.uses_loop, "the decode loop does not support this model"
+    baseline.uses_loop = False
+    return fast, baseline
+
+
+class StepCounter:
+    """An engine that counts decode steps: per ``generate`` call, the longest row's tokens."""
+
+    def __init__(self, engine):
+        self.engine, self.steps = engine, 0
+
+    def prompt_lengths(self, prompts):
+        return self.engine.prompt_lengths(prompts)
+
+    def generate(self, prompts, seeds, n, params):
+        out = self.engine.generate(prompts, seeds, n, params)
+        self.steps += max(g.n_tokens for outs in out for g in outs)
+        return out
+
+
+@dataclass
+class Timing:
+    """One path's repeats: generated tokens, decode steps (the longest row of each batch) and seconds each."""
+
+    name: str
+    tokens: list[int]
+    steps: list[int]
+    seconds: list[float]
+
+    def tok_s(self) -> float:
+        return statistics.median(t / s for t, s in zip(self.tokens, self.seconds))
+
+    def ms_step(self) -> float:
+        return statistics.median(1000 * s / n for n, s in zip(self.steps, self.seconds))
+
+
+def run_interleaved(paths, repeats: int) -> list[Timing]:
+    """Each ``(name, fn)`` ``repeats`` times, the order rotated every round (machine noise hits all paths);
+    ``fn()`` returns ``(tokens, steps)``."""
+    timings = [Timing(name, [], [], []) for name, _ in paths]
+    for r in range(repeats):
+        k = r % len(paths)
+        for i in list(range(k, len(paths))) + list(range(k)):
+            t0 = time.perf_counter()
+            tokens, steps = paths[i][1]()
+            seconds = time.perf_counter() - t0
+            t = timings[i]
+            t.tokens.append(tokens), t.steps.append(steps), t.seconds.append(seconds)
+            print(f"repeat {r}: {t.name}: {tokens} tokens, {steps} steps in {seconds:.1f}s = {tokens / seconds:.1f} "
+                  f"tok/s", flush=True)
+    return timings
+
+
+def report(timings: list[Timing], bound_tok_s: float, gflops: float, per_token: float) -> None:
+    """The table of medians, the percentage of the bound and the fast path's ratio over the baseline."""
+    print(f"compute bound: {gflops:.1f} GFLOP/s (fp32 GEMM, this process) / {per_token:.3f} GFLOP per token = "
+          f"{bound_tok_s:.0f} tok/s")
+    print("| path | tok/s | ms/step | % of bound |\n| --- | --- | --- | --- |")
+    for t in timings:
+        print(f"| {t.name} | {t.tok_s():.1f} | {t.ms_step():.0f} | {100 * t.tok_s() / bound_tok_s:.0f} % |")
+    fast, base = timings[0], timings[-1]
+    print(f"ratio {fast.name} / {base.name}: {fast.tok_s() / base.tok_s():.2f}x (medians of {len(fast.tokens)})")
