@@ -109,6 +109,26 @@ def test_top_p_one_draws_from_the_whole_softmax():
     assert abs(draws.float().mean().item() - 0.75) < 0.015
 
 
+def test_a_rows_draw_depends_only_on_its_own_scores_and_number():
+    """Widening one row's nucleus (its scores flattened) changes no other row's token: each row inverts its own
+    cumulative distribution at its own number, so one row's float noise cannot shift the others' random numbers."""
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(64, 500, generator=g) * 4
+    uniform = torch.rand(64, generator=g, dtype=torch.float64)
+    wider = scores.clone()
+    wider[5] = wider[5] / 50  # nearly flat: a nucleus of hundreds of tokens, the batch's widest by far
+    assert int(top_p.nucleus(wider, 0.9).count.max()) > 4 * int(top_p.nucleus(scores, 0.9).count.max())
+    a, b = top_p.draw(scores, 0.9, uniform), top_p.draw(wider, 0.9, uniform)
+    same = torch.arange(64) != 5
+    assert torch.equal(a[same], b[same])
+    # and the inversion itself, by hand on row 0: the first kept token whose cumulative mass exceeds u x kept mass
+    keep = warper_keeps(scores[:1], 0.9)[0]
+    p = torch.where(keep, scores[0].double().softmax(-1), 0.0)
+    order = torch.argsort(p, descending=True, stable=True)
+    cumulative = p[order].cumsum(0)
+    assert int(order[int((cumulative > uniform[0] * cumulative[-1]).nonzero()[0])]) == int(a[0])
+
+
 # ---------------------------------------------------------------------------- the decode loop
 def test_the_tiny_llama_runs_through_the_loop(engine):
     assert supports(engine.model) and engine.uses_loop
@@ -143,6 +163,22 @@ def test_sampling_is_deterministic_per_batch_and_seeded(engine, prompt_ids):
     assert a != engine._decode_rows(prompt_ids, [1, 2, 3, 4, 6], 3, params)
     assert len(a) == 15 and len({tuple(t) for t, _, _ in a}) == 15  # T = 1 on a random model: every row differs
     assert all((reason, n) == ("length", 12) and len(t) == 12 for t, reason, n in a)
+
+
+def test_sampled_tokens_do_not_depend_on_the_thread_count(engine, prompt_ids):
+    """A sharded or srun task may run with fewer threads than the one-process run; its matrix products sum in another
+    order, and the same batch must still give the same responses (to within a draw that lands on float noise, which
+    these 60 rows x 16 steps do not)."""
+    params = GenerationParams(0.8, 0.95, 16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = engine._decode_rows(prompt_ids, [1, 2, 3, 4, 5], 12, params)
+        torch.set_num_threads(max(2, threads))
+        more = engine._decode_rows(prompt_ids, [1, 2, 3, 4, 5], 12, params)
+    finally:
+        torch.set_num_threads(threads)
+    assert one == more
 
 
 def test_stop_tokens_end_a_sampled_row_and_are_counted(engine, prompt_ids):

@@ -120,16 +120,12 @@ def test_greedy_matches_a_hand_written_argmax_loop(engine):
 
 def test_stops_at_the_first_stop_token_and_counts_it(engine):
     """Make a token the model samples mid-way the stop token: the same seeded draw then ends right there."""
-    import torch
-
     conv = prompts_table().column("prompt").to_pylist()[1]
     params = GenerationParams(1.0, 1.0, 10)
     free = engine.generate([conv], [0], 1, params)[0][0]
     assert (free.finish_reason, free.n_tokens) == ("length", 10)
-    ids = torch.tensor([engine.encode([conv])[0]])
-    torch.manual_seed(batch_seed([0]))  # the seed the engine uses for this one-prompt batch
-    tokens = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                   generation_config=engine._generation_config(1, params))[0, ids.shape[1]:].tolist()
+    tokens, reason, count = engine._decode_rows(engine.encode([conv]), [0], 1, params)[0]  # the same draw, as ids
+    assert (reason, count) == ("length", 10)
     assert engine.tokenizer.decode(tokens, skip_special_tokens=True) == free.text
     pos = next(i for i in range(2, len(tokens)) if tokens[i] not in tokens[:i])
     stopper = HfSampler(engine.model, engine.tokenizer, stop_token_ids=[tokens[pos]])

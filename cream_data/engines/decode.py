@@ -8,8 +8,9 @@ For a batch of ``B`` templated prompts and ``n`` samples each:
    then prompt 1's, …) instead of prefilling ``n`` copies of each prompt;
 3. every step picks one token per running row from the last logits — ``argmax`` when greedy, else a draw from
    ``softmax(logits / T)`` restricted to the nucleus (:mod:`cream_data.engines.top_p`: the set transformers'
-   ``TopPLogitsWarper`` keeps, found without sorting the vocabulary) with a ``torch.Generator`` of the batch's own
-   seed, on the model's device;
+   ``TopPLogitsWarper`` keeps, found without sorting the vocabulary), inverting the row's cumulative distribution at
+   a uniform number: each step draws one number for every row of the batch (running or ended) from a
+   ``torch.Generator`` of the batch's own seed, so a row's tokens depend on its own scores and numbers only;
 4. a row ends at its first stop token (kept, and counted) or after ``max_new_tokens``; ended rows leave the batch
    (their cache rows are selected away), so a step costs what the rows still running need;
 5. the KV cache reserves ``prompt width + max_new_tokens`` positions per layer up front (:class:`ReservedLayer`)
@@ -22,7 +23,9 @@ dropping ended rows (~5 % on the demo's eval, within noise). ``torch.compile`` o
 to compile, then 8.9 s vs 8.1 s eager for a batch.
 
 Determinism: the tokens depend only on the batch (its prompts, their order, ``n``, the parameters and the seed) on a
-given machine and thread count: resumed and sharded runs, which re-form the same batches, get the same responses.
+given machine: resumed and sharded runs, which re-form the same batches, get the same responses. A different thread
+count sums in another order; since every row has its own random numbers, that float noise changes a token only where
+a row's number falls within the noise of a boundary of its cumulative distribution, as with ``generate``.
 Greedy decoding gives ``generate``'s greedy tokens (tests/test_decode.py checks it on a tiny model in fp32). Sampled
 tokens are a sample of the same distribution as ``generate``'s (temperature + top-p), but not its tokens for the same
 seed: the random numbers are drawn differently.
@@ -97,8 +100,11 @@ def decode(model, batch: DecodeBatch, *, drop_finished: bool = True) -> list[lis
     finished = torch.zeros(rows, dtype=torch.bool, device=device)  # kept rows only (drop_finished=False)
     last = positions[:, -1:]
     for step in range(batch.params.max_new_tokens):
-        tokens = logits.argmax(dim=-1) if greedy else draw(scaled(logits, batch.params.temperature),
-                                                           batch.params.top_p, generator)
+        if greedy:
+            tokens = logits.argmax(dim=-1)
+        else:  # one number per row of the batch, running or not: a row's draws do not depend on when others end
+            uniform = torch.rand(rows, generator=generator, dtype=torch.float64, device=device)[alive]
+            tokens = draw(scaled(logits, batch.params.temperature), batch.params.top_p, uniform)
         if not drop_finished:  # an ended row reads pads (its later tokens are cut at its stop token)
             tokens = tokens.masked_fill(finished, batch.pad_id)
         for row, token in zip(alive.tolist(), tokens.tolist()):

@@ -136,10 +136,23 @@ def keep_mask(scores: torch.Tensor, top_p: float, *, first_k: int = FIRST_K) -> 
     return hits.scatter_add(1, kept.index, valid.long()) > 0
 
 
-def draw(scores: torch.Tensor, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per row from ``softmax(scores)`` restricted to the nucleus (``top_p >= 1``: the whole softmax)."""
+def draw(scores: torch.Tensor, top_p: float, uniform: torch.Tensor | torch.Generator | None) -> torch.Tensor:
+    """One token per row from ``softmax(scores)`` restricted to the nucleus (``top_p >= 1``: the whole softmax), by
+    inverting each row's cumulative distribution at its own uniform number.
+
+    ``uniform`` holds one number in [0, 1) per row (float64), or is a generator (or ``None``: torch's global one) to
+    draw them from. One number per row, whatever the width of the nucleus: a row's token depends only on its own
+    scores and its own number, so float noise in another row (a thread count that sums in another order, a nucleus
+    one token wider) cannot shift the random numbers of the rest of the batch, as a draw whose consumption follows
+    the kept width (``torch.multinomial`` over ``[rows, width]``) would."""
+    if not isinstance(uniform, torch.Tensor):
+        uniform = torch.rand(scores.shape[0], generator=uniform, dtype=torch.float64, device=scores.device)
     if top_p >= 1.0:
-        return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
-    kept = nucleus(scores, top_p)
-    pick = torch.multinomial(kept.prob, 1, generator=generator)
-    return kept.index.gather(1, pick)[:, 0]
+        cumulative = (scores.double() - torch.logsumexp(scores.double(), dim=-1, keepdim=True)).exp().cumsum(dim=-1)
+        count, index = torch.full_like(uniform, scores.shape[1], dtype=torch.long), None
+    else:
+        kept = nucleus(scores, top_p)
+        cumulative, count, index = kept.prob.cumsum(dim=-1), kept.count, kept.index
+    target = (uniform * cumulative[:, -1])[:, None]  # the kept mass is the last cumulative value (zeros past count)
+    pick = torch.searchsorted(cumulative, target, right=True).clamp(max=(count - 1)[:, None])
+    return pick[:, 0] if index is None else index.gather(1, pick)[:, 0]
