@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +260,17 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+@contextmanager
+def _paused(proc: subprocess.Popen):
+    """The writer ``proc`` frozen (SIGSTOP) while the block runs, so it holds its lock however little work it has
+    left; resumed (SIGCONT) after."""
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+
+
 def _holder(path: Path) -> subprocess.Popen:
     """A process that holds the output lock of ``path`` until killed."""
     code = ("import sys, time; from cream_data.tables.outputs import locked\n"
@@ -278,7 +290,8 @@ def test_two_samplers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_mod
     first = _start([cream_executable(), *args])
     try:
         _wait_for(tmp_path / ".resp.lock", first)
-        second = cream_exe(*args)
+        with _paused(first):
+            second = cream_exe(*args)
         assert_user_error(second, str(out), "is being written by pid", str(first.pid), "cream sample")
     finally:
         _, err = first.communicate(timeout=600)
@@ -291,19 +304,19 @@ def test_two_samplers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_mod
 def test_two_labelers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_model, tiny_model_b):
     from tests.support.cli import cream_executable
 
-    # enough work that the first labeler still holds the lock when the second has made its model checks
-    responses = io.write_table(responses_table(150, 4), tmp_path / "responses", "responses")
+    responses = io.write_table(responses_table(12, 4), tmp_path / "responses", "responses")
     out = tmp_path / "lab"
     args = ["label", responses, "--model", tiny_model, "--ref", tiny_model_b, "--out", out, "--batch-size", "1"]
     first = _start([cream_executable(), *args])
     try:
         _wait_for(tmp_path / ".lab.lock", first)
-        second = cream_exe(*args)
+        with _paused(first):  # the first labeler holds the lock while the second makes its model checks
+            second = cream_exe(*args)
         assert_user_error(second, str(out), "is being written by pid", str(first.pid))
     finally:
         _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
-    assert io.read_table(out / "scores", "scores").num_rows == 600
+    assert io.read_table(out / "scores", "scores").num_rows == 48
 
 
 def test_a_second_run_on_one_run_dir_is_refused(cream_exe, tmp_path, tiny_model, shared_data):
