@@ -30,9 +30,10 @@ def inspect(
     C, Kendall, Spearman, TopOrder between consecutive iterations), pairs and skips per iteration, and plots.
     On a labeled folder: pairs, skips by reason, consistency C, ties, agreement with the previous model,
     reward margins, and (from its scores) every two scorers' Kendall tau-b and top-pair agreement, each scorer
-    against the oracle, and the human-written answers' ranks (a run directory: per iteration). On several run
-    directories: both tables per method, paired accuracy differences with bootstrap intervals, and the oracle's
-    verdict on each method's pairs. Writes Markdown + JSON and PNG plots, and prints the tables."""
+    against the oracle, the human-written answers' ranks, and whether C predicts the pairs the oracle calls right
+    (a run directory: per iteration). On several run directories: both tables per method, paired accuracy
+    differences with bootstrap intervals, and the oracle's verdict on each method's pairs. Writes Markdown + JSON
+    and PNG plots, and prints the tables."""
     from cream_data.reports import run_report
     from cream_data.errors import CreamError
     from cream_data.tables.outputs import guard
@@ -111,14 +112,30 @@ def _print(summary: dict, rep) -> None:
     if summary.get("agreement"):
         from cream_data.reports.agreement_report import tables
 
-        for _, title, header, rows in tables(summary["agreement"]):
-            t = Table(title=title)
-            names = max(len(r[0]) for r in rows)
-            for i, h in enumerate(header):  # numbers and intervals stay on one line; names are never squeezed
-                t.add_column(h, overflow="fold", no_wrap=i > 0, min_width=names if i == 0 else None)
-            for row in rows:
-                t.add_row(*map(escape, row))
-            out.print(t)
+        _print_tables(tables(summary["agreement"]))
+    if summary.get("premise"):
+        from cream_data.reports import premise_report as pr
+
+        _print_tables(pr.tables(summary["premise"]))
+        absent = pr.absent_line(summary["premise"])
+        for line in [f"{pr.TITLE} {absent}"] if absent else [pr.counts_line(summary["premise"]), pr.NOTE]:
+            out.print(line, markup=False, highlight=False, emoji=False)
+
+
+def _print_tables(found: list) -> None:
+    """Terminal tables from ``(key, title, header, rows)``: numbers and intervals stay on one line; names (the first
+    column) are never squeezed."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    for _, title, header, rows in found:
+        t = Table(title=title)
+        names = max(len(r[0]) for r in rows)
+        for i, h in enumerate(header):
+            t.add_column(h, overflow="fold", no_wrap=i > 0, min_width=names if i == 0 else None)
+        for row in rows:
+            t.add_row(*map(escape, row))
+        out.print(t)
 
 
 def register(app: typer.Typer) -> None:

@@ -85,7 +85,7 @@ def _check(config: Path, overrides: dict, reuse_from) -> None:
     shown = yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)  # a path as typed, not \xE9
     out.print(shown.rstrip(), highlight=False, markup=False)
     out.print(f"{config}: valid — method {cfg.method}, T = {cfg.iterations}, {table.num_rows} prompts, "
-              f"run dir {cfg.run_dir}", highlight=False)
+              f"run dir {cfg.run_dir}; {cfg.trained_c()}", highlight=False)
 
 
 def _plan(config: Path, overrides: dict, reuse_from, resume: bool) -> None:

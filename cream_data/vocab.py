@@ -13,15 +13,15 @@ from __future__ import annotations
 # to its files and Hub ids.
 TASKS: tuple[str, ...] = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k")
 
-# `cream run` methods (the paper's rows, README "Methods"): method -> (reward that picks the pair, training loss).
+# `cream run` methods (the paper's rows and a few beyond it, README "Methods"): method -> (pair reward, training loss).
 RUN_METHODS: dict[str, tuple[str, str]] = {
     "cream": ("dpo", "cream"),
     "cream-avg": ("dpo", "cream-avg"),
     "cream-no-rc": ("dpo", "dpo"),
     "srlm": ("judge", "dpo"),
-    "oracle": ("oracle", "dpo"),
-    "rm": ("rm", "dpo"),  # "Oracle (reward model)": pairs by label.reward_model
-    "scir": ("dpo", "cream"),  # pairs by the DPO reward, kept where M_t's judge agrees, weighted by their C
+    "oracle": ("oracle", "dpo"),  # ground-truth correctness (beyond the paper: its "Oracle" row is rm)
+    "rm": ("rm", "dpo"),  # the paper's "Oracle" row (an external reward model): pairs by label.reward_model
+    "scir": ("dpo", "cream"),  # pairs by the DPO reward, kept where M_t's judge agrees, each weighted by its own C
     "temporal": ("judge", "dpo"),  # temporal self-rewarding: past-anchored rejected, future-guided chosen
 }
 # The rewards method temporal may score its pools with (`temporal.reward` of a run config; judge by default).
@@ -29,16 +29,21 @@ TEMPORAL_REWARDS: tuple[str, ...] = ("judge", "dpo", "rm")
 # Method temporal's folders in a run's iter-<t>/: the initial model's samples, the anchored pairs, the future model
 # and its samples (their tables get `cream sql` views of their own: anchor_responses, anchored_preferences, …).
 TEMPORAL_FOLDERS: tuple[str, ...] = ("anchor", "anchored", "future")
-# What a method sets in the label stage unless the run config's label section says otherwise.
-METHOD_LABEL: dict[str, dict[str, str]] = {"scir": {"consistency_between": "current,judge", "pair_policy": "both"}}
-# The training loss of `cream train --method`: cream (per-pair C), cream-avg (table mean C), dpo (C = 1).
+# What a method sets in the label stage unless the run config's label section says otherwise (scir keeps each
+# prompt's own C; every other method the label stage's default scope, the paper's dataset mean).
+METHOD_LABEL: dict[str, dict[str, str]] = {"scir": {"consistency_between": "current,judge", "pair_policy": "both",
+                                                    "scope": "prompt"}}
+# The training loss of `cream train --method`: cream (each pair's stored weight: the label stage's C after its scope,
+# the dataset mean by default), cream-avg (the table's mean weight, taken by the trainer), dpo (C = 1).
 TRAIN_METHODS: tuple[str, ...] = ("cream", "cream-avg", "dpo")
 C_WEIGHTED: tuple[str, ...] = ("cream", "cream-avg")  # the losses that read each pair's consistency weight C
 TRAIN_STAGES: tuple[str, ...] = ("dpo", "sft")
 
 # Ranking consistency C between two scorers' rankings, and how it is applied to the pairs.
 CONSISTENCY_MEASURES: tuple[str, ...] = ("kendall", "spearman", "toporder")
-SCOPES: tuple[str, ...] = ("sample", "dataset")  # each pair its own C | every pair the mean C
+# Scope: dataset = every pair of an iteration the mean C over its pairs (the paper's one C, Eq. 3.7; the authors'
+# `--method consistency_avg`) | prompt = each prompt's pair its own C (the authors' `consistency_dyn`).
+SCOPES: tuple[str, ...] = ("dataset", "prompt")
 PAIR_POLICIES: tuple[str, ...] = ("weight", "agree", "both")
 
 # Model engines: transformers (CPU or GPU) or vLLM.

@@ -83,7 +83,9 @@ class DPOTrainConfig(TrainConfig):
     """``cream train PREFERENCES --stage dpo``: consistency-weighted DPO from M_t, reference M_t."""
 
     method: str = setting("cream", choices=TRAIN_METHODS,
-                          help="cream (per-pair C), cream-avg (table mean C) or dpo (C = 1).")
+                          help="cream (each pair's stored weight: the C of the label stage's --scope, by default "
+                          "the dataset mean of (tau+1)/2, the paper's), cream-avg (the table's mean weight, taken "
+                          "here) or dpo (C = 1).")
     beta: float = setting(0.1, help="DPO temperature beta.", check=finite_above(0))
     reference: str = setting("auto", choices=REFERENCES, help=(
         "Reference log-probs: auto (stored ones when the table's model and template_hash match the starting "

@@ -9,9 +9,10 @@ DPO on the pair weighted by ``C`` plus "reversed" DPO weighted by ``1 - C``: con
 per-pair label smoothing ``eps_i = 1 - C_i``. ``C = 1`` is plain sigmoid DPO. The implicit rewards are
 ``beta * (log pi_theta - log pi_ref)`` of each response (:func:`cream_data.rewards.dpo.implicit_reward`).
 
-How ``C`` is chosen per pair for each training method (cream: the pair's own weight, cream-avg: the table's mean,
-dpo: 1) is :func:`cream_data.rewards.dpo.pair_weights`, beside the labeler's rewards and pairs: this module is the
-torch loss only.
+How ``C`` is chosen per pair for each training method (cream: the pair's stored weight, which the label stage's
+scope makes the dataset mean by default; cream-avg: the table's mean; dpo: 1) is
+:func:`cream_data.rewards.dpo.pair_weights`, beside the labeler's rewards and pairs: this module is the torch loss
+only. Nothing else is added to the loss: no SFT (negative log-likelihood) term, as in the authors' trainer.
 """
 
 from __future__ import annotations

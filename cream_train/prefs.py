@@ -1,17 +1,18 @@
 """Preference tables for training: read, check for a method, decide whether the stored reference log-probs hold.
 
 The labeler stores ``chosen_logp``/``rejected_logp`` = log pi_{M_t}(y|x) summed over the response tokens (docs/
-algorithm.md, section 2.1). They are exactly the reference log-probs DPO needs when training ``M_{t+1}`` from ``M_t``
-(reference ``M_t``), *if* they were computed by the same model with the same tokenisation as the trainer uses:
+algorithm.md, section 2.1). They are the reference log-probs DPO needs when training ``M_{t+1}`` from ``M_t``
+(reference ``M_t``; equal up to numerics: dtype, batching), *if* they were computed by the same model with the same
+tokenisation as the trainer uses:
 
     response tokens = ids(template(prompt + [assistant: y]))[len(ids(template(prompt, add_generation_prompt))):]
 
 which is what TRL 1.16's DPOTrainer trains on for conversational data (it tokenizes ``prompt`` with the
 generation prompt and ``prompt + chosen`` without, and takes the suffix); for SmolLM2 the span is
 ``y`` + ``<|im_end|>`` + ``"\\n"``. :func:`stored_reference_problem` checks model name, template hash, token counts
-and truncation, and returns why the stored values cannot be used (or None). A pair longer than ``max_length`` is
-either dropped (the stored values of every kept pair still hold) or truncated (they do not: they are of the full
-responses), see :func:`too_long`.
+and truncation (not the values, which are never recomputed), and returns why the stored values cannot be used (or
+None). A pair longer than ``max_length`` is either dropped (the stored values of every kept pair still hold) or
+truncated (they do not: they are of the full responses), see :func:`too_long`.
 """
 
 from __future__ import annotations

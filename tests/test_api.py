@@ -68,15 +68,18 @@ def test_example_consistency_weights_are_recomputed_from_the_ranks(example):
     lab2, spearman = example["lab2"], example["spearman"]
     prefs = lab2.preferences
     assert prefs.num_rows > 0
-    for row in prefs.to_pylist():
-        tau = kendalltau(row["rewards"], row["prev_rewards"]).statistic
-        assert row["weight"] == pytest.approx((tau + 1) / 2) and 0.0 <= row["weight"] <= 1.0
+    # each pair's C = (tau + 1) / 2; its weight, under the default scope (dataset), the mean C over the pairs
+    c = [(kendalltau(row["rewards"], row["prev_rewards"]).statistic + 1) / 2 for row in prefs.to_pylist()]
+    for row, c_row in zip(prefs.to_pylist(), c):
+        assert row["consistency"] == pytest.approx(c_row) and row["weight"] == pytest.approx(np.mean(c))
     by_prompt = {r["prompt_id"]: r for r in prefs.to_pylist()}
+    rhos = []
     for row in spearman.preferences.to_pylist():
         old = by_prompt[row["prompt_id"]]
-        rho = spearmanr(old["rewards"], old["prev_rewards"]).statistic
-        assert row["weight"] == pytest.approx((rho + 1) / 2) and 0.0 <= row["weight"] <= 1.0
+        rhos.append(spearmanr(old["rewards"], old["prev_rewards"]).statistic)
+        assert row["consistency"] == pytest.approx((rhos[-1] + 1) / 2) and 0.0 <= row["weight"] <= 1.0
         assert (row["chosen_idx"], row["rejected_idx"]) == (old["chosen_idx"], old["rejected_idx"])
+    assert spearman.preferences.column("weight").to_pylist() == pytest.approx([(np.mean(rhos) + 1) / 2] * len(rhos))
     assert spearman.summary is None and spearman.scores is None  # re-paired: no model ran, no scores written
 
 

@@ -56,8 +56,8 @@ def test_cross_scorer_consistency_matches_scipy_on_random_and_tied_inputs(method
     cur_l = cur.tolist()
     judge_l = [[None if judge_null[p, i] else judge[p, i] for i in range(N)] for p in range(P)]
     responses, scores = tables({"current": cur_l, "judge": judge_l})
-    prefs, summary = build_preferences(responses, scores, PairingSpec(partner="judge", consistency=method),
-                                       iteration=1)
+    prefs, summary = build_preferences(responses, scores, PairingSpec(partner="judge", consistency=method,
+                                                                      scope="prompt"), iteration=1)
     got = {r["prompt_id"]: r for r in prefs.to_pylist()}
     n_pairs = 0
     for p in range(P):
@@ -101,8 +101,8 @@ HAND_C = {"p000": 1.0, "p001": 0.0, "p002": 1 / 3, "p003": 2 / 3, "p004": 5 / 6}
 ])
 def test_pair_policies_against_a_hand_worked_table(policy, kept, weights):
     responses, scores = tables({"current": HAND_CUR, "judge": [[float(x) for x in r] for r in HAND_JUDGE]})
-    prefs, summary = build_preferences(responses, scores, PairingSpec(partner="judge", pair_policy=policy),
-                                       iteration=1)
+    prefs, summary = build_preferences(responses, scores, PairingSpec(partner="judge", pair_policy=policy,
+                                                                      scope="prompt"), iteration=1)
     rows = {r["prompt_id"]: r for r in prefs.to_pylist()}
     assert sorted(rows) == kept
     for pid, w in weights.items():
@@ -169,7 +169,7 @@ def test_label_current_judge_both_then_repair_without_a_model(tmp_path, tiny_mod
     the stored scores under another policy loads no model."""
     resp = io.write_table(responses_table(), tmp_path / "responses", "responses")
     cfg = LabelConfig(model=str(tiny_model), ref=str(tiny_model_b), reward="dpo", consistency_between="current,judge",
-                      pair_policy="both", judge_max_new_tokens=3, iteration=1)
+                      pair_policy="both", scope="prompt", judge_max_new_tokens=3, iteration=1)
     s = label(resp, cfg, tmp_path / "lab")
     scores = io.read_table(tmp_path / "lab" / "scores", "scores").to_pylist()
     val = {(r["scorer"], r["prompt_id"], r["response_idx"]): r["reward"] for r in scores}
@@ -268,10 +268,11 @@ def test_method_scir_and_label_keys_reach_the_label_stage(tmp_path):
 
     scir = RunConfig(method="scir")
     assert scir.reward == "dpo" and scir.train_method == "cream"
-    assert scir.label_pairing() == {"consistency_between": "current,judge", "pair_policy": "both"}
+    assert scir.label_pairing() == {"consistency_between": "current,judge", "pair_policy": "both", "scope": "prompt"}
     own = RunConfig(method="scir", label=LabelSection(pair_policy="agree", human_answers=True))
-    assert own.label_pairing() == {"consistency_between": "current,judge", "pair_policy": "agree"}
-    assert RunConfig(method="cream").label_pairing() == {"consistency_between": None, "pair_policy": "weight"}
+    assert own.label_pairing() == {"consistency_between": "current,judge", "pair_policy": "agree", "scope": "prompt"}
+    assert RunConfig(method="cream").label_pairing() == {"consistency_between": None, "pair_policy": "weight",
+                                                         "scope": "dataset"}
 
 
 def test_run_check_names_the_label_keys(tmp_path, cream_exe, tiny_model):

@@ -98,7 +98,8 @@ def test_label_dpo_rewards_ranks_consistency(tmp_path, responses_dir, tiny_model
         assert list(row.ranks) == list(ranks) and list(row.prev_ranks) == list(pranks)
         tau = kendalltau(ranks, pranks).statistic
         assert row.kendall_tau == pytest.approx(tau, abs=1e-12)
-        assert row.consistency == pytest.approx((tau + 1) / 2) and row.weight == pytest.approx((tau + 1) / 2)
+        assert row.consistency == pytest.approx((tau + 1) / 2)
+        assert row.weight == pytest.approx(prefs.consistency.mean())  # the default scope: the mean C, every pair
         assert row.chosen_idx == int(np.argmax(r)) and row.rejected_idx == int(np.argmin(r))
         assert row.chosen_logp == pytest.approx(la[(resp["prompt_id"].to_numpy() == row.prompt_id)][row.chosen_idx])
         assert row.template_hash == models.chat_template_hash(tok)

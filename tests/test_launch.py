@@ -44,7 +44,7 @@ def non_default_configs(tmp_path) -> dict:
                                engine="vllm", batch_size=32, iteration=2, limit=9, prompts_per_part=5,
                                tensor_parallel_size=2, device="cuda:1", trust_remote_code=True),
         "label": LabelConfig(model="M 1", ref="M0", prev_model="M0", prev_ref="base model", consistency="spearman",
-                             scope="dataset", batch_size=3, max_batch_tokens=1000, iteration=4,
+                             scope="prompt", clip_c=True, batch_size=3, max_batch_tokens=1000, iteration=4,
                              prompts="/data/my prompts", judge_max_new_tokens=12, judge_mode="parse",
                              judge_template=judge_template(tmp_path), reward_model="org/rm", trust_remote_code=True,
                              consistency_between="current,rm", pair_policy="both", human_answers=True),

@@ -63,7 +63,9 @@ def test_cream_two_iterations(cream_run, tiny_model):
     prefs = io.read_table(run / "iter-2" / "preferences", "preferences").to_pylist()
     assert {p["model"] for p in prefs} == {str((run / "models" / "M2").resolve())}
     assert {p["prev_ref_model"] for p in prefs} == {str(tiny_model.resolve())}
-    assert all(p["consistency_method"] == "kendall" and p["weight"] == p["consistency"] for p in prefs)
+    # method cream's C: the mean of the pairs' (tau + 1) / 2 (scope dataset, the paper's), every pair the same
+    mean_c = np.mean([p["consistency"] for p in prefs])
+    assert all(p["consistency_method"] == "kendall" and p["weight"] == pytest.approx(mean_c) for p in prefs)
     report = (run / "report" / "report.md").read_text()
     assert "Table 1" in report and "Table 2" in report and "M2 vs M1" in report
     assert (run / "report" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -51,7 +51,8 @@ def test_hand_worked_table():
     assert rows[0]["ranks"] == [3, 1, 2] and rows[0]["prev_ranks"] == [3, 2, 1]
     assert (rows[0]["chosen_idx"], rows[0]["rejected_idx"]) == (1, 0)
     assert rows[0]["kendall_tau"] == pytest.approx(1 / 3) and rows[0]["consistency"] == pytest.approx(2 / 3)
-    assert rows[0]["weight"] == rows[0]["consistency"]
+    # the default scope (dataset, the paper's one C): every pair weighs the mean C of the two, (2/3 + 1/6) / 2
+    assert rows[0]["weight"] == rows[1]["weight"] == pytest.approx((2 / 3 + 1 / 6) / 2)
     # Prompt 1: ranks [1,4,3,2] (the tie 0.5: response 2 below response 3); prev rewards [1,3,2,0] → prev ranks
     # [3,1,2,4]. Of the 6 pairs only (0,3) is ordered alike: tau = (1 - 5)/6 = -2/3.
     assert rows[1]["ranks"] == [1, 4, 3, 2] and rows[1]["prev_ranks"] == [3, 1, 2, 4]
@@ -74,7 +75,7 @@ def test_hand_worked_table():
 
 
 @pytest.mark.parametrize("method", ["kendall", "spearman", "toporder"])
-@pytest.mark.parametrize("scope", ["sample", "dataset"])
+@pytest.mark.parametrize("scope", ["prompt", "dataset"])
 def test_rebuilt_independently_with_scipy(method, scope):
     rng = np.random.default_rng(7)
     cur, prev = [], []
@@ -107,7 +108,7 @@ def test_rebuilt_independently_with_scipy(method, scope):
     assert summary.skipped["all_equal"] == len(cur) - kept
     c = np.array(table["consistency"].to_pylist())
     w = np.array(table["weight"].to_pylist())
-    np.testing.assert_allclose(w, c if scope == "sample" else np.full(len(c), c.mean()), atol=1e-15)
+    np.testing.assert_allclose(w, c if scope == "prompt" else np.full(len(c), c.mean()), atol=1e-15)
     assert summary.c_mean == pytest.approx(c.mean()) and summary.c_median == pytest.approx(np.median(c))
 
 
@@ -125,7 +126,7 @@ def test_no_previous_scorer_gives_c_equal_one():
     rng = np.random.default_rng(2)
     cur = [rng.normal(size=4).tolist() for _ in range(50)]
     responses, scores = make_tables(cur)  # no "previous" rows at all
-    for scope in ("sample", "dataset"):
+    for scope in ("prompt", "dataset"):
         table, summary = build_preferences(responses, scores, PairingSpec(partner=None, scope=scope))
         assert table.num_rows == 50
         assert set(table["consistency"].to_pylist()) == {1.0} and set(table["weight"].to_pylist()) == {1.0}
@@ -172,7 +173,8 @@ def test_every_skip_reason_in_precedence_order():
     r = rows["p0009"]
     assert r["prev_rewards"] == [1.0, 2.0, None] and r["ranks"] == [2, 1, 3] and r["prev_ranks"] == [2, 1, 3]
     assert (r["chosen_idx"], r["rejected_idx"], r["kendall_tau"]) == (1, 0, 1.0)
-    assert rows["p0010"]["kendall_tau"] == -1.0 and rows["p0010"]["weight"] == 0.0
+    assert rows["p0010"]["kendall_tau"] == -1.0 and rows["p0010"]["consistency"] == 0.0
+    assert rows["p0010"]["weight"] == pytest.approx(2 / 3)  # the default scope: the mean of C = 1, 1, 0
     # A missing current score row counts as a non-finite reward.
     pc = pa.compute
     drop = pc.and_(pc.equal(scores["prompt_id"], "p0010"),

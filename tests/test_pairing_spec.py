@@ -32,7 +32,7 @@ def test_a_spec_lists_every_problem_at_once_with_flags():
         PairingSpec(partner=None, consistency="pearson", scope="avg", pair_policy="agree", min_margin=-0.5)
     assert str(e.value) == (
         "--consistency: got 'pearson', expected one of kendall, spearman, toporder; "
-        "--scope: got 'avg', expected one of sample, dataset; "
+        "--scope: got 'avg', expected one of dataset, prompt; "
         "--pair-policy: got 'agree', which needs two scorers to agree; give --consistency-between A,B (or "
         "--prev-model for current,previous); "
         "--min-margin: got -0.5, expected a finite number >= 0 or unset")
@@ -61,12 +61,13 @@ def test_one_partner_rule(reward, between, previous_scored, partner):
 
 
 def test_the_spec_is_built_from_the_settings_of_its_names():
-    assert setting_names() == ("reward", "consistency_between", "consistency", "scope", "pair_policy", "min_margin")
+    assert setting_names() == ("reward", "consistency_between", "consistency", "scope", "clip_c", "pair_policy",
+                               "min_margin")
     assert set(setting_names()) <= {f.name for f in fields(LabelConfig)}
-    cfg = LabelConfig(model="m", prev_model="m0", reward="dpo", consistency="spearman", scope="dataset",
+    cfg = LabelConfig(model="m", prev_model="m0", reward="dpo", consistency="spearman", scope="prompt", clip_c=True,
                       pair_policy="both", min_margin=0.25)
     assert cfg.pairing() == PairingSpec(reward_scorer="current", partner="previous", consistency="spearman",
-                                        scope="dataset", pair_policy="both", min_margin=0.25)
+                                        scope="prompt", clip_c=True, pair_policy="both", min_margin=0.25)
 
 
 def test_label_settings_name_the_problem_by_their_field():
@@ -92,7 +93,7 @@ def test_repairing_records_every_setting_of_the_spec(tmp_path):
     config = manifest["config"]
     assert {name: config[name] for name in setting_names()} == {
         "reward": "dpo", "consistency_between": None, "consistency": "toporder", "scope": "dataset",
-        "pair_policy": "weight", "min_margin": 0.3}
+        "clip_c": False, "pair_policy": "weight", "min_margin": 0.3}
     assert config["batch_size"] == 3 and config["rebuilt_from_scores"] == str(tmp_path / "lab" / "scores")
     # p0000: chosen 1, rejected 0, margin 0.9 - 0.1 = 0.8, kept; p0001: 0.6 - 0.4 = 0.2 < 0.3, skipped
     assert summary.pairs == 1 and manifest["summary"]["skipped"]["min_margin"] == 1

@@ -53,7 +53,7 @@ def test_paper_yaml_validates_and_holds_the_papers_settings(cream_exe, shared_da
     sft = cfg.sft
     assert (sft.lr, sft.epochs, sft.batch_size * sft.grad_accum) == (5e-6, 5.0, 32)
     assert "oasst" in sft.data
-    assert (cfg.label.consistency, cfg.label.scope) == ("kendall", "sample")
+    assert (cfg.label.consistency, cfg.label.scope, cfg.label.clip_c) == ("kendall", "dataset", False)
     e = cfg.eval
     assert e.max_new_tokens == 768 and e.extract == "cream"
     assert list(e.tasks) == ["arc_easy", "arc_challenge", "openbookqa", "siqa", "gsm8k"]

@@ -90,9 +90,15 @@ def test_each_recipe_keeps_the_papers_settings_and_paths(name):
     for key in ("tasks", "max_new_tokens", "extract"):
         assert cfg["eval"][key] == paper["eval"][key], key
     # paths are relative to the config's folder: the same files as paper.yaml's, one folder further down
-    for section, key in (("sft", "data"), ("prompts", "source"), ("eval", "data_dir")):
+    for section, key in (("sft", "data"), ("eval", "data_dir")):
         mine = (SCALE / cfg[section][key]).resolve()
         assert mine == (PAPER.parent / paper[section][key]).resolve(), (section, key)
+
+    def sources(entries, folder):  # D_U's mix, each file resolved against its config's folder
+        return [e if "source" not in e else {**e, "source": (folder / e["source"]).resolve()} for e in entries]
+
+    assert sources(cfg["prompts"]["sources"], SCALE) == sources(paper["prompts"]["sources"], PAPER.parent)
+    assert cfg["prompts"]["suffix"] == paper["prompts"]["suffix"]
     assert (SCALE / cfg["run_dir"]).resolve().parent == (REPO / "runs").resolve()
 
 

@@ -93,16 +93,21 @@ def _finish(rows: dict[str, list], kind: str, label: str) -> pa.Table:
 
 
 def load_prompts(source: str, *, layout: str | None = None, fields: FieldMap | None = None, limit: int | None = None,
-                 split: str | None = None, suffix: str | None = None, dedupe: bool = False) -> pa.Table:
+                 split: str | None = None, suffix: str | None = None, dedupe: bool = False,
+                 answered: bool = False) -> pa.Table:
     """A ``prompts`` table from any source (see the module docstring); the first ``limit`` prompts.
 
     ``suffix`` is appended to the last user turn after a newline. Two rows with the same ``prompt_id`` are an
     error naming both rows, unless ``dedupe`` keeps the first (oasst ranked pairs repeat each question by
-    construction, so that layout always keeps the first).
+    construction, so that layout always keeps the first). ``answered`` keeps only the rows the source gives an
+    answer for, the prompts of the SFT table :func:`load_sft` reads from it (oasst ranked pairs: the questions with a
+    rank-0 answer; a prompts table: the rows with a ``human_answer``).
     """
     _check_limit(limit)
     items, ctx, layout = _items(source, layout, fields, split, "prompts")
     if isinstance(items, pa.Table):
+        if answered:
+            items = items.filter(items.column("human_answer").is_valid())
         return items.slice(0, limit) if limit else items
     dedupe = dedupe or layout == "oasst"
     seen: dict[str, str] = {}
@@ -110,6 +115,8 @@ def load_prompts(source: str, *, layout: str | None = None, fields: FieldMap | N
     src = _source_name(ctx, layout)
     row_of: dict[str, int] = {}
     for it in items:
+        if answered and not (it.completion and it.completion.strip()):
+            continue
         pid = it.id if it.id is not None else prompt_hash(it.turns)
         if pid in seen:
             if dedupe:  # oasst ranked pairs: the rank-0 row (the human answer) need not come first
@@ -131,6 +138,9 @@ def load_prompts(source: str, *, layout: str | None = None, fields: FieldMap | N
         row_of[pid] = len(rows["prompt_id"]) - 1
         if limit and len(rows["prompt_id"]) >= limit:
             break
+    if answered and not rows["prompt_id"]:
+        raise CreamError(f"{ctx.label}: none of its records has an answer (layout '{layout}'), so it gives no SFT "
+                         "prompts")
     return _finish(rows, "prompts", ctx.label)
 
 

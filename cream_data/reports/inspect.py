@@ -15,6 +15,8 @@ Definitions (one row of the preferences table = one prompt that yielded a pair; 
 - ``agreement``         = from the scores table (and ``human/`` beside it): every two scorers' Kendall tau-b and
                           top-pair agreement, each scorer vs the oracle, the human answers' ranks
                           (:mod:`cream_data.rewards.agreement`)
+- ``premise``           = from the preferences and scores with an oracle role: how well C (and each scorer's reward
+                          margin) tells right pairs from wrong ones (:mod:`cream_data.rewards.premise`)
 
 Everything is computed on whole columns: list columns become a (rows × N_max) matrix padded with NaN.
 matplotlib is imported only when a plot is drawn, with the Agg backend (no display needed).
@@ -30,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cream_data.reports import agreement_report
+from cream_data.reports import agreement_report, premise_report
 from cream_data.tables import io
 from cream_data import markdown
 from cream_data.errors import CreamError
@@ -285,6 +287,8 @@ def inspect_folder(path: str | Path, out: str | Path | None = None) -> InspectRe
         summary["scores"] = {"path": str(scores_path), "groups": summarize_scores(scores)}
         summary["agreement"] = {"path": str(scores_path), "human_path": got["human"] and got["human"].where,
                                 **agreement_report.folder_agreement(scores, human)}
+    summary["premise"] = premise_report.folder_premise(prefs, scores,
+                                                       got["preferences"] and got["preferences"].manifest)
 
     if prefs is not None and prefs.num_rows:
         report.keep("consistency", out / "consistency.png", lambda: plot_consistency(prefs, out / "consistency.png"))
@@ -375,6 +379,7 @@ def to_markdown(summary: dict) -> str:
     if "scores" in summary:
         lines += ["## Rewards per scorer", ""] + markdown.table(SCORE_HEADER, score_rows(summary["scores"]["groups"]))
     lines += agreement_report.markdown(summary.get("agreement"))
+    lines += premise_report.markdown(summary.get("premise"))
     if summary.get("plots"):
         lines += ["## Plots", ""] + [f"![{k}]({name})" for k, name in summary["plots"].items()] + [""]
     return "\n".join(lines)

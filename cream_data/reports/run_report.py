@@ -18,13 +18,13 @@ The Markdown shows ``±`` = half the interval's width.
 rankings (rows with ``prev_ranks``): Kendall tau, C = (tau + 1) / 2, Spearman rho and TopOrder (same best
 and same worst response), each as mean ± std (population, ddof = 0), computed from the rank lists with
 :mod:`cream_data.rewards.ranking`, never from the ``weight`` column (whose meaning depends on the method: 1 for
-``srlm``, the dataset mean for ``cream-avg``). The rankings come from the iteration's scores table (the DPO
-rewards of ``current`` and ``previous``, every prompt with finite rewards) when there is one, else from the
-preferences (only prompts that yielded a pair). A prompt whose current or previous rewards are all equal has no
-ranking to compare (its ordinal ranks would be the response order) and is left out, counted as ``all_equal``
-(from the preferences, plus the prompts the labeler skipped as all-equal when it used a previous scorer). An
-iteration with no prompt left to measure reports "no ranking" when prompts were left out as all-equal, else n/a
-(no previous ranking).
+``srlm``, the dataset mean for ``cream`` under the default scope and for ``cream-avg``). The rankings come from the
+iteration's scores table (the DPO rewards of ``current`` and ``previous``, every prompt with finite rewards) when
+there is one, else from the preferences (only prompts that yielded a pair). A prompt whose current or previous
+rewards are all equal has no ranking to compare (its ordinal ranks would be the response order) and is left out,
+counted as ``all_equal`` (from the preferences, plus the prompts the labeler skipped as all-equal when it used a
+previous scorer). An iteration with no prompt left to measure reports "no ranking" when prompts were left out as
+all-equal, else n/a (no previous ranking).
 
 **Pairs per iteration.** From each preferences manifest's ``summary`` (written by the labeling stage):
 prompts, pairs, and prompts skipped by reason; plus the mean ``weight`` the trainer used.
@@ -32,6 +32,11 @@ prompts, pairs, and prompts skipped by reason; plus the mean ``weight`` the trai
 **Agreement per iteration** (``iter-<t>/scores``, ``iter-<t>/human``): every two scorers' Kendall tau-b and
 top-pair agreement, each scorer against the oracle, the human answers' ranks (:mod:`cream_data.rewards.agreement`,
 rendered by :mod:`cream_data.reports.agreement_report`; ``agreement.png``).
+
+**Premise per iteration** (``iter-<t>/preferences`` with ``iter-<t>/scores`` holding an oracle role): how well each
+pair's C, and each scorer's reward margin, tell the pairs the oracle calls right from the wrong ones (AUC with a
+bootstrap interval) and the pair accuracy split at C = 1/2 (:mod:`cream_data.rewards.premise`, rendered by
+:mod:`cream_data.reports.premise_report`); one line per iteration where it cannot be measured.
 
 matplotlib is imported only when a plot is drawn (Agg backend).
 """
@@ -44,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cream_data.reports import agreement_report
+from cream_data.reports import agreement_report, premise_report
 from cream_data.tables import io
 from cream_data import markdown
 from cream_data.errors import CreamError
@@ -110,9 +115,11 @@ def _collect(run: Path) -> tuple[dict, dict[int, np.ndarray]]:
         raise CreamError(f"{run}: no eval tables (eval/M<k>/) or preferences tables (iter-<t>/preferences/) "
                          f"finished yet")
     tasks = sorted({t for r in acc for t in r["tasks"]}, key=_task_key)
+    labeled = preference_tables(run)
     report = {**run_info(run), "tasks": tasks, "accuracy": acc, "consistency": consistency, "pairs": pairs,
               "ci": "95% Wilson score interval per task; normal approximation for Avg", "harness": harness_rows(run),
-              "agreement": agreement_report.run_agreement({t: p.parent for t, p in preference_tables(run).items()})}
+              "agreement": agreement_report.run_agreement({t: p.parent for t, p in labeled.items()}),
+              "premise": premise_report.run_premise(labeled)}
     return report, c_values
 
 
@@ -335,6 +342,7 @@ def to_markdown(report: dict) -> str:
     if report["consistency"]:
         lines += ["## Pairs per iteration", ""] + _md_table(pairs_table(report))
     lines += agreement_report.run_markdown(report.get("agreement") or [])
+    lines += premise_report.run_markdown(report.get("premise") or [])
     if report.get("plots"):
         lines += ["## Plots", ""] + [f"![{k}]({name})" for k, name in report["plots"].items()] + [""]
     return "\n".join(lines)

@@ -14,6 +14,8 @@ human-written answer). A null, NaN or infinite reward is *not finite* and never 
 * :func:`oracle_agreement` — each role against the ``oracle`` role (1 correct / 0 wrong): pair win rate with a
   95 % Wilson interval, and the AUC of the reward for correct vs wrong responses with a bootstrap interval.
 * :func:`human_ranks` — where the human-written answer ranks among the samples under each role.
+* :func:`auc_interval` — an AUC with its bootstrap interval over prompts (the oracle AUC's, and the premise's:
+  :mod:`cream_data.rewards.premise`).
 
 "Chosen" and "rejected" are the pairing's: the *first* response (lowest ``response_idx``) with the highest, and
 the first with the lowest, reward among the responses that count (``np.argmax`` / ``np.argmin``).
@@ -222,23 +224,42 @@ def _vs_oracle(s: np.ndarray, o: np.ndarray, n_boot: int, seed: int) -> dict:
     has = known.any(axis=1)
     prompt_of = np.broadcast_to(np.cumsum(has)[:, None] - 1, s.shape)[known]
     score, is_correct = s[known], correct[known]
-    data = _AucData(score, is_correct, prompt_of)
-    auc = float(data.auc(np.ones((score.size, 1)))[0]) if score.size else None
-    auc = auc if auc is not None and np.isfinite(auc) else None
-    auc_lo = auc_hi = None
-    boot_n = 0
-    if auc is not None and n_boot > 0:
-        boots = _bootstrap_auc(data, int(has.sum()), n_boot, seed)
-        boots = boots[np.isfinite(boots)]
-        boot_n = int(boots.size)
-        if boots.size:
-            auc_lo, auc_hi = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+    a = auc_interval(score, is_correct, prompt_of, int(has.sum()), n_boot, seed)
     return {"prompts": n, "wins": k, "win_rate": k / n if n else None, "win_ci_low": lo, "win_ci_high": hi,
             "ties_all_equal": int((sp.max(axis=1, where=kp, initial=-np.inf)
                                    == sp.min(axis=1, where=kp, initial=np.inf)).sum()) if n else 0,
             "responses": int(score.size), "correct": int(is_correct.sum()), "wrong": int((~is_correct).sum()),
-            "auc": auc, "auc_ci_low": auc_lo, "auc_ci_high": auc_hi, "auc_prompts": int(has.sum()),
-            "auc_resamples": boot_n}
+            "auc": a["auc"], "auc_ci_low": a["auc_ci_low"], "auc_ci_high": a["auc_ci_high"],
+            "auc_prompts": int(has.sum()), "auc_resamples": a["auc_resamples"]}
+
+
+def auc_interval(score: np.ndarray, positive: np.ndarray, group: np.ndarray, n_groups: int, n_boot: int = N_BOOT,
+                 seed: int = BOOT_SEED) -> dict:
+    """The AUC of ``score`` for the ``positive`` items vs the others (P(a positive scores higher than a negative,
+    ties ½): the Mann–Whitney U over n_pos · n_neg) and its bootstrap interval over the groups (``group[i]`` in
+    ``0 … n_groups - 1``: the prompt of item i; resampled with replacement, a group drawn m times counts m times).
+
+    Returns ``{"auc", "auc_ci_low", "auc_ci_high", "auc_resamples"}``: the AUC (None where a class is empty), the
+    2.5 and 97.5 percentiles over the ``n_boot`` resamples (numpy generator seeded with ``seed``) where both classes
+    occur (``auc_resamples`` of them; None for the interval where there are none, or ``n_boot`` = 0).
+
+    >>> r = auc_interval(np.array([2.0, 5, 1, 3, 0]), np.array([True, True, False, False, False]),
+    ...                  np.array([0, 1, 0, 0, 1]), 2, n_boot=0)
+    >>> round(r["auc"], 6), r["auc_ci_low"], r["auc_resamples"]
+    (0.833333, None, 0)
+    """
+    data = _AucData(score, positive, group)
+    auc = float(data.auc(np.ones((score.size, 1)))[0]) if score.size else None
+    auc = auc if auc is not None and np.isfinite(auc) else None
+    lo = hi = None
+    boot_n = 0
+    if auc is not None and n_boot > 0:
+        boots = _bootstrap_auc(data, n_groups, n_boot, seed)
+        boots = boots[np.isfinite(boots)]
+        boot_n = int(boots.size)
+        if boots.size:
+            lo, hi = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+    return {"auc": auc, "auc_ci_low": lo, "auc_ci_high": hi, "auc_resamples": boot_n}
 
 
 def oracle_agreement(scores: pa.Table, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> list[dict] | None:

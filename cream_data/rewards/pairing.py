@@ -1,8 +1,8 @@
 """Preference pairs from stored scores: pivot, rank, measure consistency, pick chosen/rejected (docs/algorithm.md 4).
 
 ``build_preferences(responses, scores, spec)`` is a pure function over two Arrow tables and a
-:class:`~cream_data.rewards.spec.PairingSpec` (which scorer picks, its consistency partner, the C measure, scope, pair
-policy and minimum margin); it never runs a model, so `cream label --scores DIR` can re-pair stored scores with
+:class:`~cream_data.rewards.spec.PairingSpec` (which scorer picks, its consistency partner, the C measure, scope, clip,
+pair policy and minimum margin); it never runs a model, so `cream label --scores DIR` can re-pair stored scores with
 another spec.
 
 How it works, with no per-prompt Python loop:
@@ -38,9 +38,11 @@ How it works, with no per-prompt Python loop:
    (they were not ranked; their ``rewards``/``prev_rewards`` entries are null).
 7. Consistency C between the pair-picking and the partner's rankings of the usable responses (``consistency``
    method; ``prev_rewards``/``prev_ranks``/``prev_model`` hold the partner's); with no partner (SRLM, oracle,
-   CREAM w/o RC) C = 1 and the method is ``none``. ``weight`` (pair policies ``weight`` and ``both``) = C per
-   pair (scope ``sample``) or the mean C over the pairs produced (scope ``dataset``; skipped prompts are not
-   part of that mean); under ``agree`` every kept pair weighs 1.
+   CREAM w/o RC) C = 1 and the method is ``none``. ``weight`` (pair policies ``weight`` and ``both``) = the mean
+   C over the pairs produced (scope ``dataset``, the paper's; skipped prompts are not part of that mean) or each
+   pair's own C (scope ``prompt``), raised to 1/2 where below with ``clip_c``
+   (:func:`~cream_data.rewards.dpo.scoped_weights`); under ``agree`` every kept pair weighs 1. The mean is over
+   every pair of the call: a sharded labeling pairs once, from all shards' scores (cream_data/stages/label.py).
 
 Prompts are processed in groups of equal (N, k): each group's usable responses are moved to the left of
 their row (response order kept), so every group is a dense ``[P, k]`` matrix.
@@ -57,6 +59,7 @@ import pyarrow.compute as pc
 import schemas
 
 from cream_data.errors import CreamError
+from cream_data.rewards.dpo import scoped_weights
 from cream_data.rewards.ranking import select_pairs
 from cream_data.rewards.rows import Rows, ScorerRows
 from cream_data.rewards.spec import PairingSpec, SkipReason
@@ -76,7 +79,7 @@ class PairingSummary:
     scope: str
     pair_policy: str = "weight"
     consistency_between: list[str] | None = None  # [the pair-picking scorer, its consistency partner]
-    c_mean: float | None = None  # C over the pairs (before the scope is applied)
+    c_mean: float | None = None  # C over the pairs (before the scope and clip are applied)
     c_median: float | None = None
     c_std: float | None = None
     tau_mean: float | None = None
@@ -127,11 +130,8 @@ def build_preferences(responses: pa.Table, scores: pa.Table, spec: PairingSpec =
     if spec.min_margin is not None:
         ranked.drop_below_margin(rows, spec.min_margin)
     kp = ranked.kept()
-    if spec.pair_policy == "agree":
-        weight = np.ones(len(kp))
-    else:
-        weight = (ranked.c[kp] if spec.scope == "sample"
-                  else np.full(len(kp), ranked.c[kp].mean() if len(kp) else 1.0))
+    weight = (np.ones(len(kp)) if spec.pair_policy == "agree"
+              else scoped_weights(ranked.c[kp], scope=spec.scope, clip_c=spec.clip_c))
     table = _table(rows, ranked, kp, weight, _Sources(picker, partner, lp), spec.consistency, iteration,
                    template_hash)
     return table, _summary(rows, ranked, kp, spec)

@@ -7,7 +7,9 @@ problem at once, :meth:`PairingSpec.problems`) and passed whole to pair building
     reward_scorer  the scorer role whose reward picks chosen and rejected (``--reward``: dpo → current, judge, …)
     partner        the scorer role whose ranking gives the consistency C, or None (C = 1)
     consistency    how C is measured: kendall | spearman | toporder          (docs/algorithm.md 3.2)
-    scope          sample: each pair its own C | dataset: the mean C          (docs/algorithm.md 4.4)
+    scope          dataset: every pair the mean C over the pairs formed (the paper's one C; default) |
+                   prompt: each prompt's pair its own C                        (docs/algorithm.md 4.4)
+    clip_c         raise a weight below 1/2 to 1/2 (off by default, as the paper and the authors' code)
     pair_policy    weight: keep every pair | agree: keep where the partner agrees, weight 1 | both: agree, weight C
     min_margin     skip a pair whose reward margin (chosen − rejected) is below this; None: off
 
@@ -66,7 +68,8 @@ class PairingSpec:
     reward_scorer: str = "current"
     partner: str | None = "previous"
     consistency: str = "kendall"
-    scope: str = "sample"
+    scope: str = "dataset"
+    clip_c: bool = False
     pair_policy: str = "weight"
     min_margin: float | None = None
 
@@ -81,6 +84,8 @@ class PairingSpec:
                for name, allowed in (("consistency", CONSISTENCY_MEASURES), ("scope", SCOPES),
                                      ("pair_policy", PAIR_POLICIES))
                if getattr(self, name) not in allowed]
+        if not isinstance(self.clip_c, bool):
+            out.append(("clip_c", f"got {self.clip_c!r}, expected true or false"))
         if self.partner is not None and self.partner == self.reward_scorer:
             out.append(("consistency_between", f"the two scorers must differ (got {self.reward_scorer!r} twice)"))
         return out + rules(self.pair_policy, self.min_margin, partner=self.partner, partner_known=True)
@@ -156,8 +161,9 @@ def between_problems(reward: str, consistency_between: str | None) -> list[tuple
 
 def settings_problems(settings, *, previous_scored: bool | None) -> list[tuple[str, str]]:
     """The pairing problems of label ``settings`` (an object with the attributes :func:`setting_names`), whose own
-    declared choices (consistency, scope, pair_policy) are checked where they are declared. ``previous_scored``:
-    whether M_{t-1} scores (None: not known yet, when re-pairing; the partner-dependent rule waits for the scores)."""
+    declared choices (consistency, scope, pair_policy) and types (clip_c) are checked where they are declared.
+    ``previous_scored``: whether M_{t-1} scores (None: not known yet, when re-pairing; the partner-dependent rule
+    waits for the scores)."""
     problems = between_problems(settings.reward, settings.consistency_between)
     partner = None if problems else partner_role(settings.reward, settings.consistency_between,
                                                  previous_scored=bool(previous_scored))

@@ -1,8 +1,8 @@
 """The label stage's settings (``cream label`` flags, the ``label:`` section of a run config): one definition.
 
-The settings that decide pairing (``reward``, ``consistency_between``, ``consistency``, ``scope``, ``pair_policy``,
-``min_margin``) become a :class:`~cream_data.rewards.spec.PairingSpec` (:meth:`LabelConfig.pairing`); their rules are
-the spec's (:mod:`cream_data.rewards.spec`), checked here through it.
+The settings that decide pairing (``reward``, ``consistency_between``, ``consistency``, ``scope``, ``clip_c``,
+``pair_policy``, ``min_margin``) become a :class:`~cream_data.rewards.spec.PairingSpec` (:meth:`LabelConfig.pairing`);
+their rules are the spec's (:mod:`cream_data.rewards.spec`), checked here through it.
 """
 
 from __future__ import annotations
@@ -33,8 +33,14 @@ class LabelConfig(Settings):
                           "--reward-model's score).")
     consistency: str = setting("kendall", choices=CONSISTENCY_MEASURES, help="The consistency measure C between "
                                "two rankings: kendall | spearman | toporder.")
-    scope: str = setting("sample", choices=SCOPES, help="sample: each pair weighted by its own C; dataset: every "
-                         "pair gets the mean C.")
+    scope: str = setting("dataset", choices=SCOPES, help="dataset: every pair of the labeling trains with the mean C "
+                         "over its pairs, the one C of the paper's loss (Eq. 3.7; the authors' README trains with "
+                         "--method consistency_avg) | prompt: each prompt's pair with its own C (the authors' "
+                         "consistency_dyn).")
+    clip_c: bool = setting(False, help="Raise a pair's weight C below 1/2 to 1/2 (after --scope: a dataset mean is "
+                           "raised once). With C < 1/2 the loss C*DPO + (1-C)*reversed DPO leans toward the "
+                           "rejected answer; the paper's derivation covers C in [1/2, 1]. Off by default: the paper "
+                           "and the authors' code train with C as measured.")
     batch_size: int = setting(8, help="Sequences per scoring batch.", check=at_least(1))
     max_batch_tokens: int = setting(8192, help="Padded tokens per scoring batch.", check=at_least(1))
     engine: str = setting("hf", choices=ENGINES, help="Scoring engine: hf | vllm.")

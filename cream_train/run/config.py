@@ -7,7 +7,7 @@
     prompts: {source: …, limit: …}    # split into T disjoint subsets, one per iteration
     # or a mix:  prompts: {sources: [{source: gsm8k/train.jsonl, limit: 16}, {source: …, layout: arc}], suffix: …}
     sample:  {n: 5, temperature: 0.8, top_p: 0.95, max_new_tokens: 768, …}
-    label:   {consistency: kendall, scope: sample, batch_size: 8, judge_mode: expected, judge_template: …, …}
+    label:   {consistency: kendall, scope: dataset, clip_c: false, batch_size: 8, judge_mode: expected, …}
     train:   {beta: 0.1, lr: 1e-6, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, long_pairs: drop, …}
     eval:    {tasks: [arc_easy, …], limit: 50, data_dir: …, models: all}
 
@@ -33,13 +33,15 @@ from typing import Any, Optional, get_type_hints
 from cream_data.config_yaml import kind_of, read_mapping
 from cream_data.errors import CreamError
 from cream_data.jsonfile import require_file
-from cream_data.settings import (INT32_MAX, INT64_MAX, SettingsError, canonical_keys, coerce, field_problems, joined,
+from cream_data.rewards.dpo import c_in_words
+from cream_data.settings import (INT32_MAX, SettingsError, canonical_keys, coerce, field_problems, joined,
                                  plain, setting, shown, type_name)
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS, TEMPORAL_REWARDS
 from cream_train.run.config_paths import exists, looks_local, resolve_paths, too_long
-from cream_train.run.prompt_sources import count_prompts, resolved_source
-from cream_train.run.sections import (LAUNCH, NODES, OWNED_KEY, EvalSection, LabelSection, NodesSection,
-                                      PromptsSection, SampleSection, SFTSection, Stages, TrainSection)
+from cream_train.run.prompt_sources import (count_prompts, entry_problems, named_sources, resolved_source,
+                                            uses_sft_prompts)
+from cream_train.run.sections import (LAUNCH, METHOD_DECIDES, NODES, OWNED_KEY, EvalSection, LabelSection,
+                                      NodesSection, PromptsSection, SampleSection, SFTSection, Stages, TrainSection)
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,17 @@ class RunConfig:
         return METHODS[self.method][1]
 
     def label_pairing(self) -> dict:
-        """The label stage's consistency_between and pair_policy: the section's, else the method's default."""
-        default = METHOD_LABEL.get(self.method, {})
-        cb = self.label.consistency_between or default.get("consistency_between")
-        return {"consistency_between": cb, "pair_policy": self.label.pair_policy or default.get("pair_policy", "weight")}
+        """The label settings a method may decide (METHOD_LABEL: consistency_between, pair_policy, scope): the
+        section's, else the method's, else the label stage's own default."""
+        method = METHOD_LABEL.get(self.method, {})
+        stage = {f.name: f.default for f in fields(LabelSection.stage)}
+        return {key: value if (value := getattr(self.label, key)) is not None else method.get(key, stage[key])
+                for key in METHOD_DECIDES["label"]}
+
+    def trained_c(self) -> str:
+        """The C its DPO training weighs each pair by, in words (`cream run --plan` and `--check` say it)."""
+        spec = Stages(self, Path(self.run_dir or ".")).label().pairing()
+        return c_in_words(self.train_method, spec)
 
     def to_dict(self) -> dict:
         """Every setting as the run uses it (the label pairing settings resolved from the method's defaults)."""
@@ -159,20 +168,9 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
             problems.append("prompts.sources: empty, expected a list of {source, layout, limit}")
         for i, entry in enumerate(cfg.prompts.sources):
             where = f"prompts.sources[{i}]"
-            if not isinstance(entry, dict):
-                problems.append(f"{where}: got {shown(entry)}, expected a mapping {{source, layout, limit}}")
-                continue
-            extra = sorted(set(entry) - {"source", "layout", "limit"})
-            if extra:
-                problems.append(f"{where}: unknown setting(s) {shown(', '.join(map(str, extra)), quote=False)} "
-                                "(known: layout, limit, source)")
-            if not isinstance(entry.get("source"), str):
-                problems.append(f"{where}.source: missing, expected a file, folder or Hub id")
-                continue
-            lim = entry.get("limit")
-            if lim is not None and (not isinstance(lim, int) or isinstance(lim, bool) or not 1 <= lim <= INT64_MAX):
-                problems.append(f"{where}.limit: got {shown(lim)}, expected a 64-bit integer >= 1 or null")
-            paths.append((f"{where}.source", entry["source"]))
+            problems += entry_problems(entry, where)
+            if isinstance(entry, dict) and "sft" not in entry and isinstance(entry.get("source"), str):
+                paths.append((f"{where}.source", entry["source"]))
     else:
         paths.append(("prompts.source", cfg.prompts.source))
     for where, path in paths:
@@ -364,15 +362,14 @@ def load_run_config(path: str | Path, overrides: dict | None = None, reuse_from:
             check_reuse_from(r, run)
         except CreamError as e:
             problems.append(str(e))
-    srcs = [e["source"] for e in cfg.prompts.sources if isinstance(e, dict) and isinstance(e.get("source"), str)] \
-        if cfg.prompts.sources else [cfg.prompts.source]
-    table = None
-    if all(src and (not looks_local(src) or exists(base / src)) for src in srcs) \
-            and not any(m.startswith("prompts") for m in problems):
-        table = count_prompts(cfg, base, problems)  # T vs prompt count, reported with everything else
+    table, sft_problems = None, []
     if cfg.sft.data and looks_local(cfg.sft.data) and exists(base / cfg.sft.data) \
             and not any(m.startswith("sft.") for m in problems):
-        _check_sft(cfg.sft, base, problems)
+        _check_sft(cfg.sft, base, sft_problems)
+    if all(src and (not looks_local(src) or exists(base / src)) for src in named_sources(cfg)) \
+            and not any(m.startswith("prompts") for m in problems) and not (sft_problems and uses_sft_prompts(cfg)):
+        table = count_prompts(cfg, base, problems)  # T vs prompt count, reported with everything else
+    problems += sft_problems
     if problems:
         problems = _flagged(problems, overrides or {})
         raise CreamError(f"{path}: {len(problems)} problem(s): " + joined(problems))

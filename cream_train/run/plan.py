@@ -11,6 +11,9 @@ the stages it reads, chained), compared with ``RUN/manifest.json``:
     stale     finished earlier with other inputs (changed settings or an upstream stage): redone
     to run    never started
 
+A DPO training stage's line also says the consistency C it weighs each pair by (``C = dataset mean of (tau+1)/2 over
+the iteration's pairs …`` for method cream: :meth:`cream_train.run.config.RunConfig.trained_c`).
+
 Each model stage's command is the stage's own ``cream`` command with the settings the run resolves (made by
 :func:`cream_train.run.launch.stage_argv`, which the tests parse back through the real command line into an equal
 config), so users on a cluster scheduler can copy them into their own jobs; paths under the current folder (or its
@@ -34,6 +37,7 @@ from cream_train.run.stage_list import stage_list
 from cream_train.run.walk import StageWalk
 
 NO_COMMAND = "(cream run itself: reads the configured sources, no model)"
+DPO_TRAININGS = ("train", "future-train")  # the stage kinds that train with the pairs' C
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class PlannedStage:
     fingerprint: str
     commands: tuple[str, ...]  # shell lines; empty for the run's own bookkeeping stages
     note: str = ""
+    about: str = ""  # what the stage trains with, for a DPO training: its C
 
 
 def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = True) -> list[PlannedStage]:
@@ -51,6 +56,7 @@ def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = Tr
     reuse = [check_reuse_from(r, run) for r in reuse_from or []]
     manifest = Manifest.open(run, writable=False)  # RUN/manifest.json when there is one; nothing is created
     walk = StageWalk(cfg, table, manifest, reuse_from=reuse, log=lambda *_: None)
+    trained_c = cfg.trained_c()
     stages = []
     for stage in stage_list(walk):
         if stage.carried is not None:  # a carried model's evaluation: its source's, nothing to run
@@ -58,9 +64,9 @@ def plan_run(cfg, table, reuse_from: list[Path] | None = None, resume: bool = Tr
             continue
         decision = walk.decide(stage)  # the loop's own decision, outputs checked on disk; fingerprints chained
         stages.append(PlannedStage(stage.name, decision.status, stage.fingerprint, tuple(commands(stage)),
-                                   decision.note))
+                                   decision.note, trained_c if stage.kind in DPO_TRAININGS else ""))
     if not resume:  # --no-resume recomputes every stage
-        stages = [PlannedStage(s.name, "to run", s.fingerprint, s.commands, "--no-resume") for s in stages]
+        stages = [replace(s, status="to run", note="--no-resume") for s in stages]
     return stages
 
 
@@ -87,11 +93,12 @@ def _relative(proc: Process) -> Process:
 
 
 def to_text(stages: list[PlannedStage]) -> str:
-    """The plan as lines: ``status  stage  [note]`` then each command line indented (copyable as they are)."""
+    """The plan as lines: ``status  stage  [note]  [what it trains with]`` then each command line indented
+    (copyable as they are)."""
     width = max(len(s.name) for s in stages)
     lines = []
     for s in stages:
-        lines.append(f"{s.status:<7} {s.name:<{width}}  {s.note}".rstrip())
+        lines.append(f"{s.status:<7} {s.name:<{width}}  {'  '.join(x for x in (s.note, s.about) if x)}".rstrip())
         lines += [f"    {c}" for c in s.commands] or [f"    {NO_COMMAND}"]
     todo = sum(s.status not in ("done", "reuse") for s in stages)
     lines.append(f"{len(stages)} stages: {len(stages) - todo} done or reused, {todo} to run")

@@ -49,7 +49,7 @@ EXTRAS = {
         ("source", str, setting("", help="Unlabeled prompts D_U: a file, a datasets folder, a Hub id, a benchmark "
                                 "file.", path="data")),
         ("sources", Optional[list], setting(None, help="Or a mix: [{source, layout?, limit?}, …] concatenated in "
-                                            "order.", path="sources")),
+                                            "order; {sft: true, limit?} is the prompts of sft.data.", path="sources")),
         ("per_iteration", Optional[int], setting(None, help="Prompts per subset D_U^t (default: all, split "
                                                  "evenly).")),
     ],
