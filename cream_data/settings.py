@@ -107,8 +107,9 @@ def setting(default: Any = MISSING, *, help: str, choices=None, check: Check | N
     (``check``), and its command-line form where that is not ``--name-with-dashes`` (``flag="--lora/--no-lora"``).
     ``internal``: not a user setting (no flag, no run config key). ``path``: the setting holds a path, of this kind
     (:data:`PATH_KINDS`), which a config file resolves against its own folder. ``input_when_set``: a setting added
-    after runs existed, an input of its stage's fingerprint only when it is set (not None), so the runs made before
-    it keep their fingerprints and are not redone (:func:`cream_train.run.sections.fingerprinted`)."""
+    after runs existed, an input of its stage's fingerprint only when it is set (not at its default: None, False),
+    so the runs made before it keep their fingerprints and are not redone
+    (:func:`cream_train.run.sections.fingerprinted`)."""
     if path is not None and path not in PATH_KINDS:
         raise ValueError(f"path={path!r}: expected one of {', '.join(PATH_KINDS)}")
     meta = {"help": help, "choices": None if choices is None else tuple(choices), "check": check, "flag": flag,

@@ -129,7 +129,8 @@ def partner_role(reward: str, consistency_between: str | None, *, previous_score
 
     ``consistency_between`` unset: CREAM's ``previous`` when the DPO reward picks the pairs and M_{t-1} scores
     (``previous_scored``: ``prev_model`` is set when labeling; the stored scores hold ``previous`` rows when
-    re-pairing); no partner for the judge, oracle and reward-model rewards (the paper's SRLM and Oracle rows).
+    re-pairing); no partner for the judge, reward-model and oracle rewards (``judge`` is the paper's SRLM row,
+    ``rm``, an external reward model, its Oracle row; ``oracle``, ground-truth correctness, is beyond the paper).
     ``none`` turns C off; ``A,B`` names the two roles, one of which picks the pairs (the other is the partner).
     ``consistency_between`` must be well-formed (:func:`between_problems`)."""
     if consistency_between is None:

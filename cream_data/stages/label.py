@@ -6,7 +6,8 @@ Roles (docs/algorithm.md, section 2):
     current    M_t          M_{t-1}       dpo: log pi_t(y|x) - log pi_{t-1}(y|x)   (likelihood_norm without a ref)
     previous   M_{t-1}      M_{t-2}       dpo, or likelihood_norm = log pi(y|x) / |y| when M_{t-1} = M0 has no ref
     judge      M_t          —             the SRLM 5-point judge score (``--reward judge``)
-    oracle     answer check —             1 correct / 0 wrong against the prompt's reference (``--reward oracle``)
+    oracle     answer check —             1 correct / 0 wrong against the prompt's reference (``--reward oracle``;
+                                          a diagnostic column with ``--oracle-scores``, null without a reference)
     rm         reward model —             its single logit on the conversation (``--reward-model``; picks the pairs
                                           with ``--reward rm``, a diagnostic column otherwise)
 
@@ -130,7 +131,9 @@ def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shar
     _engine_check(cfg.engine)
     guard(out, "label", is_label_output, what="labeled folder")
     responses, eligible = _inputs(responses_path, cfg)
-    answers = reference_answers(cfg.prompts, responses) if "oracle" in cfg.scorer_roles() else None
+    answers = None
+    if "oracle" in cfg.scorer_roles():  # strict where the oracle pairs; a diagnostic (--oracle-scores) takes nulls
+        answers = reference_answers(cfg.prompts, responses, every_prompt="oracle" in cfg.pairing_roles(), log=log)
     checked = _Checked(responses, eligible, answers, *_models(cfg), reward_model(cfg))
     with locked(out, shard=split_shard(shard), log=log):
         return _label_locked(responses_path, checked, cfg, out, shard=shard, log=log, t0=t0, progress=progress)

@@ -51,8 +51,8 @@ class LabelConfig(Settings):
                                     "table's).", check=within(
                                         0, INT32_MAX, closed="[]",
                                         expected=f">= 0 and <= {INT32_MAX:,} (iteration is stored as an int32)"))
-    prompts: str | None = setting(None, help="Prompts table with reference answers (needed by --reward oracle) and "
-                                  "human answers (--human-answers).")
+    prompts: str | None = setting(None, help="Prompts table with reference answers (needed by --reward oracle and "
+                                  "--oracle-scores) and human answers (--human-answers).")
     judge_max_new_tokens: int = setting(256, help="The judge's generation budget.", check=at_least(1))
     judge_mode: str = setting("expected", choices=JUDGE_MODES, help="expected: the judge's expected score 0-5 under "
                               "its own next-token probabilities after 'Score: ' (never null) | parse: the 'Score: k' "
@@ -85,6 +85,11 @@ class LabelConfig(Settings):
     human_answers: bool = setting(False, help="Also score each prompt's human-written answer (the --prompts table's "
                                   "human_answer) with every scorer, never as part of a pair: the self-preference "
                                   "diagnostic in OUT/human (see docs/REWARDS.md).")
+    oracle_scores: bool = setting(False, help="Also score every response with the oracle (1 correct / 0 wrong "
+                                  "against the --prompts table's reference answer; null where a prompt has none the "
+                                  "oracle can check), added to the scores table as a diagnostic only: the pairs, C "
+                                  "and weights are unchanged. The premise table of `cream inspect` and the run "
+                                  "report reads it (docs/REWARDS.md).", input_when_set=True)
     long_responses: str = setting("skip", choices=LONG_PROMPTS, help=(
         "Responses that some scoring model cannot read whole: templated prompt + response longer than the "
         "max_position_embeddings of M_t, M_{t-1}, M_{t-2} or the --reward-model (the judge: its prompt + "
@@ -112,6 +117,8 @@ class LabelConfig(Settings):
             problems.append(("reward_model", "missing; {reward} rm needs a sequence-classification reward model "
                              "(Hub id or folder)"))
         problems.extend(self._pairing_problems())
+        if self.oracle_scores and not self.prompts:
+            problems.append(("oracle_scores", "needs {prompts} (a prompts table with reference_answer)"))
         if self.human_answers and not self.prompts:
             problems.append(("human_answers", "needs {prompts} (a prompts table with a human_answer column)"))
         if self.reward_model and self.engine == "vllm":
@@ -126,17 +133,20 @@ class LabelConfig(Settings):
 
     def scorer_roles(self) -> set[str]:
         """Every scorer role this labeling produces: the pair-picking one, its consistency partner, and the extras
-        (``previous`` with M_{t-1}, ``rm`` with a reward model)."""
-        pick = REWARD_ROLE.get(self.reward, "current")
-        out = {"current", pick}
+        (``previous`` with M_{t-1}, ``rm`` with a reward model, ``oracle`` with ``oracle_scores``)."""
+        out = {"current", *self.pairing_roles()}
         if self.prev_model:
             out.add("previous")
         if self.reward_model:
             out.add("rm")
-        partner = partner_role(self.reward, self.consistency_between, previous_scored=bool(self.prev_model))
-        if partner is not None:
-            out.update((pick, partner))
+        if self.oracle_scores:
+            out.add("oracle")
         return out
+
+    def pairing_roles(self) -> set[str]:
+        """The scorer roles the pairing reads: the one picking the pairs and its consistency partner (if any)."""
+        partner = partner_role(self.reward, self.consistency_between, previous_scored=bool(self.prev_model))
+        return {REWARD_ROLE.get(self.reward, "current")} | ({partner} if partner is not None else set())
 
     def _pairing_problems(self) -> list[tuple[str, str]]:
         """The pairing rules (:func:`~cream_data.rewards.spec.settings_problems`; when re-pairing stored scores,

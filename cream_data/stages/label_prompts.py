@@ -17,10 +17,14 @@ from cream_data.stages.label_pools import prompt_per_id, same_prompts
 from cream_data.tables import io
 
 
-def reference_answers(prompts_path, responses: pa.Table) -> dict:
+def reference_answers(prompts_path, responses: pa.Table, *, every_prompt: bool = True, log=None) -> dict:
     """prompt_id → reference answer from the prompts table; every labeled prompt must have a row, and a reference
     answer the oracle can check (a number, a GSM8K solution ending '#### n', an option letter): a prompt without
-    one would have no oracle reward on any of its responses, and no pair."""
+    one would have no oracle reward on any of its responses, and no pair.
+
+    ``every_prompt`` False: the oracle is a diagnostic only (``--oracle-scores``, neither picking the pairs nor C's
+    partner), so a prompt without a reference answer it can check is no error: its responses get a null oracle
+    reward (unknown in the premise table), and ``log`` says how many prompts that is."""
     from cream_data.rewards.answers import oracle_reward
 
     prompts = _prompts_of(prompts_path, responses, "reference_answer")
@@ -31,7 +35,11 @@ def reference_answers(prompts_path, responses: pa.Table) -> dict:
         raise CreamError(f"{prompts_path}: has no row for prompt_id {missing[0]!r} ({len(missing)} missing); "
                          "pass the prompts table these responses were sampled from")
     unusable = [p for p in labeled if oracle_reward(None, ref[p]) is None]  # None exactly when it cannot check
-    if unusable:
+    if unusable and not every_prompt:
+        if log is not None:
+            log(f"--oracle-scores: {len(unusable)} of the {len(labeled)} labeled prompts have no reference answer the "
+                "oracle can check; their responses get a null oracle reward (unknown in the premise table)")
+    elif unusable:
         shown = ", ".join(repr(p) for p in unusable[:3]) + (", …" if len(unusable) > 3 else "")
         what = "no reference_answer" if all(ref[p] is None or not str(ref[p]).strip() for p in unusable) else \
             "no reference_answer the oracle can check (a number, a '#### n' solution or an option letter)"

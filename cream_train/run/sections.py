@@ -18,7 +18,7 @@ from typing import Any, Optional, get_type_hints
 
 from cream_data.inputs.prompts_config import PromptsConfig
 from cream_data.config_sections import section
-from cream_data.settings import Check, finite_above, setting
+from cream_data.settings import Check, default_of, finite_above, setting
 from cream_data.stages.eval_config import EvalConfig
 from cream_data.stages.label_config import LabelConfig
 from cream_data.stages.sample_config import SampleConfig
@@ -244,9 +244,9 @@ class Stages:
 
 def fingerprinted(section) -> dict:
     """A section's settings that are inputs of its stage (all but the launch keys; one declared ``input_when_set``
-    only when it is set), for its fingerprint."""
+    only when it is set: not at its default, None or False), for its fingerprint."""
     return {f.name: getattr(section, f.name) for f in fields(section) if f.name not in _LAUNCH_KEYS
-            and not (f.metadata.get("input_when_set") and getattr(section, f.name) is None)}
+            and not (f.metadata.get("input_when_set") and getattr(section, f.name) == default_of(f))}
 
 
 _LAUNCH_KEYS = {k for keys in LAUNCH.values() for k in keys}
