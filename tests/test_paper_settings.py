@@ -14,6 +14,7 @@ import yaml
 
 from tests.support import REPO
 from tests.support.cli import assert_user_error
+from tests.support.example_configs import local_prompts, offline_copy
 from tests.support.runs import tiny_run_config
 from tests.support.training import PAIRS, WEIGHTS, make_preferences
 
@@ -27,10 +28,10 @@ LONG = [
 
 
 # ------------------------------------------------------------------------------------------- examples/paper.yaml
-def test_paper_yaml_validates_and_holds_the_papers_settings(cream_exe, shared_data):
+def test_paper_yaml_validates_and_holds_the_papers_settings(cream_exe, shared_data, tmp_path):
     if not (PAPER.parents[2] / "shared" / "data").is_dir():
         pytest.skip("examples/paper.yaml reads ../shared/data beside the checkout, which is not there")
-    r = cream_exe("run", PAPER, "--check")
+    r = cream_exe("run", offline_copy(PAPER, tmp_path, shared_data), "--check")  # its tasks from shared_data
     assert r.code == 0, r
     assert "valid" in r.out
     import yaml
@@ -41,7 +42,7 @@ def test_paper_yaml_validates_and_holds_the_papers_settings(cream_exe, shared_da
 
     from cream_train.run.config import load_run_config
 
-    cfg, _, _ = load_run_config(PAPER)
+    cfg, _, _ = load_run_config(PAPER, {"prompts": local_prompts(PAPER, shared_data)})
     assert cfg.method == "cream" and cfg.iterations == 2 and cfg.seed == 0
     assert cfg.model == "meta-llama/Meta-Llama-3-8B-Instruct"
     s = cfg.sample

@@ -87,8 +87,9 @@ def test_every_path_valued_key_is_marked_in_the_settings():
     paths = path_keys(RunConfig)
     assert paths == {
         "model": "model", "run_dir": "path", "sft.data": "data", "sft.accelerate_config": "path",
-        "prompts.source": "data", "prompts.sources": "sources", "label.judge_template": "path",
-        "label.reward_model": "model", "train.accelerate_config": "path", "eval.data_dir": "path"}
+        "prompts.source": "data", "prompts.sources": "sources", "prompts.data_dir": "path",
+        "label.judge_template": "path", "label.reward_model": "model", "train.accelerate_config": "path",
+        "eval.data_dir": "path"}
     not_paths = {"method", "sft.layout", "sft.lora_target", "train.lora_target", "prompts.layout", "prompts.split",
                  "prompts.suffix", "prompts.prompt_field", "prompts.answer_field", "prompts.id_field",
                  "prompts.system_field", "sample.device", "label.consistency_between", "eval.harness", "eval.tasks",

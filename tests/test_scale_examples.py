@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.support import REPO
+from tests.support.example_configs import offline_copy
 
 SCALE = REPO / "examples" / "scale"
 SLURM = REPO / "examples" / "slurm"
@@ -269,11 +270,12 @@ def test_the_slurm_readme_keeps_the_follower_recipe():
 
 # ------------------------------------------------------------------------------------------- the run's own check
 @pytest.mark.parametrize("name", RECIPES)
-def test_cream_run_check_accepts_each_recipe(name, cream_exe, shared_data):
-    r = cream_exe("run", SCALE / name, "--check")
+def test_cream_run_check_accepts_each_recipe(name, cream_exe, shared_data, tmp_path):
+    recipe = offline_copy(SCALE / name, tmp_path, shared_data)  # its task prompts from shared_data, not the Hub
+    r = cream_exe("run", recipe, "--check")
     assert r.code == 0, r
     assert "valid" in r.out
-    plan = cream_exe("run", SCALE / name, "--plan")  # the launch keys reach the command lines
+    plan = cream_exe("run", recipe, "--plan")  # the launch keys reach the command lines
     assert plan.code == 0, plan
     many = name != "one_gpu.yaml"  # one GPU: each stage is its own command, no shards, no launcher
     srun = name == "two_nodes_srun.yaml"  # each stage over both nodes: one srun, its tasks' shards filled in by each

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.support import REPO
+from tests.support.example_configs import local_prompts, offline_copy
 
 STUDY = REPO / "examples" / "study-gpu"
 PAPER = REPO / "examples" / "paper.yaml"
@@ -130,9 +131,10 @@ def test_run_sh_plan_prints_every_run_offline_and_writes_nothing(tmp_path, share
     from tests.support.cli import cream_executable
 
     runs_dir = tmp_path / "runs"
+    config = offline_copy(CONFIGS["1b"], tmp_path / "config", shared_data)  # its task prompts from shared_data
     r = subprocess.run([bash(), str(STUDY / "run.sh"), "--plan"], capture_output=True, text=True, cwd=REPO,
-                       timeout=300, env={**os.environ, "CREAM": str(cream_executable()), "SIZE": "1b", "SEEDS": "0",
-                                         "RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1"})
+                       timeout=300, env={**os.environ, "CREAM": str(cream_executable()), "CONFIG": str(config),
+                                         "SEEDS": "0", "RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("13 stages: 0 done or reused, 13 to run") == len(METHODS)
     labels = [line for line in r.stdout.splitlines() if line.strip().startswith("cream label ")]
@@ -155,9 +157,10 @@ def test_every_run_validates_and_the_runs_differ_in_method_and_seed_only(size, f
     settings = []
     for r in runs:
         cfg, _, table = load_run_config(REPO / r["config"], {"method": r["method"], "seed": r["seed"],
-                                                             "run_dir": r["out"]})
+                                                             "run_dir": r["out"],
+                                                             "prompts": local_prompts(CONFIGS[size], shared_data)})
         assert (cfg.method, cfg.seed, Path(cfg.run_dir)) == (r["method"], r["seed"], Path(r["out"]))
-        assert table.num_rows == 16597  # D_U as paper.yaml's (the README's `prompts`)
+        assert table.num_rows == 16597  # D_U as paper.yaml's from shared_data: without SIQA's train questions
         settings.append({k: v for k, v in cfg.to_dict().items() if k not in ("method", "seed", "run_dir")})
     assert all(s == settings[0] for s in settings[1:])
     label = settings[0]["label"]
@@ -172,7 +175,8 @@ def test_the_stages_counted_once_have_one_fingerprint(shared_data):
     from cream_train.run.plan import plan_run
 
     def fingerprints(method, seed):
-        cfg, _, table = load_run_config(CONFIGS["1b"], {"method": method, "seed": seed, "run_dir": f"/x/{seed}"},
+        cfg, _, table = load_run_config(CONFIGS["1b"], {"method": method, "seed": seed, "run_dir": f"/x/{seed}",
+                                                        "prompts": local_prompts(CONFIGS["1b"], shared_data)},
                                         machine_checks=None)
         return {s.name: s.fingerprint for s in plan_run(cfg, table)}
 
@@ -188,8 +192,9 @@ def test_the_stages_counted_once_have_one_fingerprint(shared_data):
 
 
 @pytest.mark.parametrize("size", sorted(CONFIGS))
-def test_cream_run_check_accepts_each_config(size, cream_exe, shared_data):
-    r = cream_exe("run", CONFIGS[size], "--method", "rm", "--seed", "2", "--check", env={"HF_HUB_OFFLINE": "1"})
+def test_cream_run_check_accepts_each_config(size, cream_exe, shared_data, tmp_path):
+    config = offline_copy(CONFIGS[size], tmp_path, shared_data)  # its task prompts from shared_data, not the Hub
+    r = cream_exe("run", config, "--method", "rm", "--seed", "2", "--check", env={"HF_HUB_OFFLINE": "1"})
     assert r.code == 0, r
     assert "valid — method rm, T = 2, 16597 prompts" in r.out
 
@@ -357,6 +362,9 @@ def test_readme_inputs_match_the_configs_and_data(shared_data):
     for path in CONFIGS.values():
         assert small["judge_batch"] == load(path)["label"]["batch_size"], path
     assert small["eval_steps"] == paper["eval"]["max_new_tokens"]
+    # D_U from the Hub: the 16,597 prompts read offline (above) and SIQA's train questions, one per train label
+    siqa_train = sum(1 for line in (shared_data / "siqa" / "train-labels.lst").open(encoding="utf-8") if line.strip())
+    assert small["prompts"] == large["prompts"] == 16597 + siqa_train
     sizes = {}
     for task, name in (("arc_easy", "arc/ARC-Easy-Test.jsonl"), ("arc_challenge", "arc/ARC-Challenge-Test.jsonl"),
                        ("openbookqa", "openbookqa/test.jsonl"), ("siqa", "siqa/dev.jsonl"),

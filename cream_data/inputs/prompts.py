@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import pyarrow as pa
 
@@ -26,18 +26,39 @@ from cream_data.inputs.records import records as _records
 from cream_data.tables.validate import check, conform
 
 __all__ = ["load_prompts", "load_sft", "split_prompts", "load_benchmark", "prompt_hash", "format_mc", "mc_letter",
-           "gsm8k_reference", "FieldMap", "BENCHMARKS", "KNOWN_LAYOUTS"]
+           "gsm8k_reference", "FieldMap", "BENCHMARKS", "KNOWN_LAYOUTS", "PROMPT_SPLITS", "task_source", "task_layout"]
 
 KNOWN_LAYOUTS = tuple(LAYOUTS)
 
-# task → (file under a data dir laid out like ../shared/data, Hub id, Hub config, Hub split)
+
+class Benchmark(NamedTuple):
+    """Where a benchmark task's questions are, locally (a file under a data dir laid out like ../shared/data) and on
+    the Hub (``hub`` id, ``config``). ``file`` and ``split``: the evaluation split (its Hub split); ``train``: the
+    train split's file (its Hub split is ``train``), the questions a run's prompts may take (``prompts.sources``)."""
+
+    file: str
+    hub: str
+    config: str | None
+    split: str
+    train: str
+
+
+# task → its evaluation and train splits, under a data dir and on the Hub. SIQA: its train file beside its
+# train-labels.lst, as the original release lays them out; on the Hub lighteval/siqa, a Parquet copy of
+# allenai/social_i_qa (the same rows: train 33,410, validation 1,954), whose loading script `datasets` >= 4 no longer
+# runs.
 BENCHMARKS = {
-    "arc_easy": ("arc/ARC-Easy-Test.jsonl", "allenai/ai2_arc", "ARC-Easy", "test"),
-    "arc_challenge": ("arc/ARC-Challenge-Test.jsonl", "allenai/ai2_arc", "ARC-Challenge", "test"),
-    "openbookqa": ("openbookqa/test.jsonl", "allenai/openbookqa", "main", "test"),
-    "siqa": ("siqa/dev.jsonl", "allenai/social_i_qa", None, "validation"),
-    "gsm8k": ("gsm8k/test.jsonl", "openai/gsm8k", "main", "test"),
+    "arc_easy": Benchmark("arc/ARC-Easy-Test.jsonl", "allenai/ai2_arc", "ARC-Easy", "test",
+                          "arc/ARC-Easy-Train.jsonl"),
+    "arc_challenge": Benchmark("arc/ARC-Challenge-Test.jsonl", "allenai/ai2_arc", "ARC-Challenge", "test",
+                               "arc/ARC-Challenge-Train.jsonl"),
+    "openbookqa": Benchmark("openbookqa/test.jsonl", "allenai/openbookqa", "main", "test", "openbookqa/train.jsonl"),
+    "siqa": Benchmark("siqa/dev.jsonl", "lighteval/siqa", None, "validation", "siqa/train.jsonl"),
+    "gsm8k": Benchmark("gsm8k/test.jsonl", "openai/gsm8k", "main", "test", "gsm8k/train.jsonl"),
 }
+# The splits of a task a prompts source may name: its train split (the evaluation split stays out of D_U).
+PROMPT_SPLITS = ("train",)
+EVAL_SPLIT = "test"  # how :func:`task_source` names a task's evaluation split (SIQA's is its dev set)
 
 
 def prompt_hash(turns: list[dict]) -> str:
@@ -196,6 +217,37 @@ def split_prompts(table: pa.Table, T: int, seed: int = 0) -> list[pa.Table]:
     return [table.take(sorted(order[bounds[k]:bounds[k + 1]])) for k in range(T)]
 
 
+def _benchmark(task: str) -> Benchmark:
+    if task not in BENCHMARKS:
+        raise CreamError(f"unknown task {shown(task)}; known tasks: {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[task]
+
+
+def task_layout(task: str) -> str:
+    """The layout that reads a benchmark task's records (both ARC tasks: ``arc``)."""
+    return {"arc_easy": "arc", "arc_challenge": "arc"}.get(task, task)
+
+
+def task_source(task: str, split: str = "train", data_dir: str | Path | None = None) -> tuple[str, str | None]:
+    """Where one split of a benchmark task is read: ``(source, split)`` for :func:`load_prompts`.
+
+    ``split``: ``train``, or ``test`` (the split evaluation reads; SIQA's dev set). With ``data_dir`` (a folder laid
+    out like ../shared/data, see :data:`BENCHMARKS`) the file there, checked to exist (split None); without, the Hub
+    copy: ``NAME`` or ``NAME:CONFIG`` and the Hub's split name.
+    """
+    b, known = _benchmark(task), (*PROMPT_SPLITS, EVAL_SPLIT)
+    if split not in known:
+        raise CreamError(f"task {task}: unknown split {shown(split)}; expected {' or '.join(known)}")
+    rel, hub_split = (b.train, "train") if split == "train" else (b.file, b.split)
+    if data_dir is None:
+        return (f"{b.hub}:{b.config}" if b.config else b.hub), hub_split
+    path = Path(data_dir).expanduser() / rel
+    if not path.is_file():
+        raise CreamError(f"{Path(data_dir).expanduser()}: no {rel} for task {task} split {split} (expected a folder "
+                         f"laid out like ../shared/data); without a data dir the Hub's {b.hub} is read")
+    return str(path), None
+
+
 def load_benchmark(task: str, path: str | Path | None = None, *, limit: int | None = None,
                    suffix: str | None = None) -> pa.Table:
     """A benchmark's test set as a prompts table whose every row has a reference answer.
@@ -203,16 +255,12 @@ def load_benchmark(task: str, path: str | Path | None = None, *, limit: int | No
     ``path``: a file, a data dir laid out like ``../shared/data`` (see :data:`BENCHMARKS`), or ``None`` for the
     Hub copy. MC answers are letters, GSM8K answers numbers.
     """
-    if task not in BENCHMARKS:
-        raise CreamError(f"unknown task {shown(task)}; known tasks: {', '.join(BENCHMARKS)}")
-    rel, hub, config, split = BENCHMARKS[task]
-    layout = {"arc_easy": "arc", "arc_challenge": "arc"}.get(task, task)
-    if path is None:
-        source, split_arg = f"{hub}:{config}" if config else hub, split
+    _benchmark(task)
+    if path is None or Path(path).is_dir():
+        source, split = task_source(task, EVAL_SPLIT, path)
     else:
-        p = Path(path)
-        source, split_arg = str(p / rel if p.is_dir() else p), None
-    table = load_prompts(source, layout=layout, limit=limit, split=split_arg, suffix=suffix)
+        source, split = str(path), None
+    table = load_prompts(source, layout=task_layout(task), limit=limit, split=split, suffix=suffix)
     missing = table.column("reference_answer").null_count
     if missing:
         raise CreamError(f"{source}: {missing} of {table.num_rows} {task} items have no reference answer "

@@ -5,7 +5,7 @@
     iterations: 2                     # T
     sft:     {data: …, lr: 2e-5, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, …}
     prompts: {source: …, limit: …}    # split into T disjoint subsets, one per iteration
-    # or a mix:  prompts: {sources: [{source: gsm8k/train.jsonl, limit: 16}, {source: …, layout: arc}], suffix: …}
+    # or a mix:  prompts: {sources: [{sft: true}, {source: x.jsonl, limit: 16}, {task: gsm8k, split: train}], …}
     sample:  {n: 5, temperature: 0.8, top_p: 0.95, max_new_tokens: 768, …}
     label:   {consistency: kendall, scope: dataset, clip_c: false, batch_size: 8, judge_mode: expected, …}
     train:   {beta: 0.1, lr: 1e-6, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, long_pairs: drop, …}
@@ -38,8 +38,8 @@ from cream_data.settings import (INT32_MAX, SettingsError, canonical_keys, coerc
                                  plain, setting, shown, type_name)
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS, TEMPORAL_REWARDS
 from cream_train.run.config_paths import exists, looks_local, resolve_paths, too_long
-from cream_train.run.prompt_sources import (count_prompts, entry_problems, named_sources, resolved_source,
-                                            uses_sft_prompts)
+from cream_train.run.prompt_sources import (count_prompts, data_dir_problems, entry_problems, named_sources,
+                                            resolved_source, uses_sft_prompts)
 from cream_train.run.sections import (LAUNCH, METHOD_DECIDES, NODES, OWNED_KEY, EvalSection, LabelSection,
                                       NodesSection, PromptsSection, SampleSection, SFTSection, Stages, TrainSection)
 
@@ -169,10 +169,11 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
         for i, entry in enumerate(cfg.prompts.sources):
             where = f"prompts.sources[{i}]"
             problems += entry_problems(entry, where)
-            if isinstance(entry, dict) and "sft" not in entry and isinstance(entry.get("source"), str):
+            if isinstance(entry, dict) and not {"sft", "task"} & set(entry) and isinstance(entry.get("source"), str):
                 paths.append((f"{where}.source", entry["source"]))
     else:
         paths.append(("prompts.source", cfg.prompts.source))
+    problems += data_dir_problems(cfg.prompts)
     for where, path in paths:
         if not path:
             problems.append(f"{where}: missing, expected a file, folder or Hub id")

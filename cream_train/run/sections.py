@@ -49,7 +49,10 @@ EXTRAS = {
         ("source", str, setting("", help="Unlabeled prompts D_U: a file, a datasets folder, a Hub id, a benchmark "
                                 "file.", path="data")),
         ("sources", Optional[list], setting(None, help="Or a mix: [{source, layout?, limit?}, …] concatenated in "
-                                            "order; {sft: true, limit?} is the prompts of sft.data.", path="sources")),
+                                            "order; {sft: true, limit?} is the prompts of sft.data; {task, split, "
+                                            "limit?} a benchmark task's train split.", path="sources")),
+        ("data_dir", Optional[str], setting(None, help="The task entries' data: a folder laid out like "
+                                            "../shared/data (default: the Hub).", path="path")),
         ("per_iteration", Optional[int], setting(None, help="Prompts per subset D_U^t (default: all, split "
                                                  "evenly).")),
     ],
