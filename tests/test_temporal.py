@@ -107,7 +107,9 @@ def test_temporal_settings_and_plan(tmp_path, tiny_model, shared_data, cream_exe
                                 eval={"data_dir": shared_data})
     r = cream_exe("run", cfg, "--plan")
     assert r.code == 0, r
-    order = [line.split()[-1] for line in r.out.splitlines() if line[:1].isalpha() and not line[0].isdigit()]
+    # a stage line: its status, its name, and for a training stage the C it trains with ("  C = …")
+    order = [line.split("  C = ")[0].split()[-1] for line in r.out.splitlines()
+             if line[:1].isalpha() and not line[0].isdigit()]
     i = order.index("sample-1")
     assert order[i:i + 7] == ["sample-1", "anchor-1", "anchored-1", "future-train-1", "future-sample-1", "label-1",
                               "train-M2"]
