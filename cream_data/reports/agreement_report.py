@@ -77,11 +77,11 @@ def find_human(path: Path, scores_path: Path | None) -> Path | None:
     return None
 
 
-def run_agreement(folders: dict[int, Path]) -> list[dict]:
-    """Per iteration (``{t: RUN/iter-<t>}``) with a scores table: ``{"iteration", "path", **folder_agreement}``."""
+def run_agreement(read: dict[int, tuple[Path, pa.Table | None, pa.Table | None]]) -> list[dict]:
+    """Per iteration (``{t: (RUN/iter-<t>, scores, human)}``, the tables as :func:`read_folder` reads them) with a
+    scores table: ``{"iteration", "path", **folder_agreement}``."""
     rows = []
-    for t, folder in sorted(folders.items()):
-        scores, human = read_folder(folder)
+    for t, (folder, scores, human) in sorted(read.items()):
         entry = folder_agreement(scores, human)
         if entry is not None:
             rows.append({"iteration": t, "path": str(folder), **entry})

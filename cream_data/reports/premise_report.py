@@ -50,16 +50,16 @@ def folder_premise(prefs: pa.Table | None, scores: pa.Table | None, manifest: di
                    between=between if isinstance(between, list) and len(between) == 2 else None)
 
 
-def run_premise(preference_paths: dict[int, Path]) -> list[dict]:
-    """Per iteration (``{t: RUN/iter-<t>/preferences}``) with a scores table beside its preferences:
-    ``{"iteration", "path", **premise}``."""
+def run_premise(preference_paths: dict[int, Path], scores_of: dict[int, pa.Table | None]) -> list[dict]:
+    """Per iteration (``{t: RUN/iter-<t>/preferences}``) with a scores table beside its preferences (``scores_of``:
+    each iteration's scores as :func:`~cream_data.reports.agreement_report.read_folder` read them, for the
+    agreement tables too): ``{"iteration", "path", **premise}``."""
     rows = []
     for t, path in sorted(preference_paths.items()):
-        scores_dir = path.parent / "scores"
-        if not (scores_dir / io.MANIFEST).exists():
+        scores = scores_of.get(t)
+        if scores is None:
             continue
         prefs = io.read_table(path, "preferences", columns=PAIR_COLUMNS)
-        scores = io.read_table(scores_dir, "scores", columns=SCORE_COLUMNS)
         manifest = io.read_manifest(path) if path.is_dir() else None
         rows.append({"iteration": t, "path": str(path), **folder_premise(prefs, scores, manifest)})
     return rows

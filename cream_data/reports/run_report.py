@@ -116,10 +116,11 @@ def _collect(run: Path) -> tuple[dict, dict[int, np.ndarray]]:
                          f"finished yet")
     tasks = sorted({t for r in acc for t in r["tasks"]}, key=_task_key)
     labeled = preference_tables(run)
+    read = {t: (p.parent, *agreement_report.read_folder(p.parent)) for t, p in labeled.items()}  # scores read once
     report = {**run_info(run), "tasks": tasks, "accuracy": acc, "consistency": consistency, "pairs": pairs,
               "ci": "95% Wilson score interval per task; normal approximation for Avg", "harness": harness_rows(run),
-              "agreement": agreement_report.run_agreement({t: p.parent for t, p in labeled.items()}),
-              "premise": premise_report.run_premise(labeled)}
+              "agreement": agreement_report.run_agreement(read),
+              "premise": premise_report.run_premise(labeled, {t: scores for t, (_, scores, _) in read.items()})}
     return report, c_values
 
 
