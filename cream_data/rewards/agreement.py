@@ -66,7 +66,7 @@ def reward_cube(scores: pa.Table) -> tuple[list[str], pa.Array, np.ndarray]:
     p = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     i = scores.column("response_idx").to_numpy().astype(np.int64)
     roles = role_order(v for v in pc.unique(scores.column("scorer")).to_pylist() if v is not None)
-    r = _index_in(scores.column("scorer"), pa.array(roles, pa.string()))
+    r = index_in(scores.column("scorer"), pa.array(roles, pa.string()))
     keep = r >= 0
     p, i, r = p[keep], i[keep], r[keep]
     reward = scores.column("reward").to_numpy().astype(np.float64)[keep]  # nulls → NaN
@@ -75,7 +75,7 @@ def reward_cube(scores: pa.Table) -> tuple[list[str], pa.Array, np.ndarray]:
     return roles, prompt_ids, cube
 
 
-def _index_in(values, value_set: pa.Array) -> np.ndarray:
+def index_in(values, value_set: pa.Array) -> np.ndarray:
     """Position of each value in ``value_set``, -1 where absent or null."""
     return pc.fill_null(pc.index_in(values, value_set=value_set), -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
@@ -335,7 +335,7 @@ def human_ranks(scores: pa.Table, human_scores: pa.Table) -> list[dict]:
     if human_scores.num_rows == 0 or not roles:
         return []
     h_roles = human_scores.column("scorer").to_pylist()
-    h_prompt = _index_in(human_scores.column("prompt_id"), prompt_ids)  # -1: a prompt without samples
+    h_prompt = index_in(human_scores.column("prompt_id"), prompt_ids)  # -1: a prompt without samples
     h_reward = human_scores.column("reward").to_numpy().astype(np.float64)
     out = []
     for role in role_order(set(h_roles) & set(roles)):

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cream_data.rewards import ranking
-from cream_data.rewards.agreement import BOOT_SEED, N_BOOT, auc_interval, reward_cube
+from cream_data.rewards.agreement import BOOT_SEED, N_BOOT, auc_interval, index_in, reward_cube
 
 SPLIT = 0.5  # C at or above it: the "consistent" half of the pairs
 PAIR_COLUMNS = ["prompt_id", "chosen_idx", "rejected_idx", "consistency", "consistency_method"]
@@ -78,8 +78,7 @@ def premise(scores: pa.Table, pairs: pa.Table, n_boot: int = N_BOOT, seed: int =
                           "pair is known right or wrong", "pairs": n}
     if n == 0:
         return {"absent": "the preferences table has no pairs", "pairs": 0}
-    p = pc.fill_null(pc.index_in(pairs.column("prompt_id"), value_set=ids), -1).to_numpy(
-        zero_copy_only=False).astype(np.int64)
+    p = index_in(pairs.column("prompt_id"), ids)
     chosen, rejected = (pc.fill_null(pairs.column(c), -1).to_numpy().astype(np.int64)
                         for c in ("chosen_idx", "rejected_idx"))
     c, source, method = _consistency(pairs, roles, cube, p)
