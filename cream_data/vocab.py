@@ -42,8 +42,10 @@ TRAIN_STAGES: tuple[str, ...] = ("dpo", "sft")
 # Ranking consistency C between two scorers' rankings, and how it is applied to the pairs.
 CONSISTENCY_MEASURES: tuple[str, ...] = ("kendall", "spearman", "toporder")
 # Scope: dataset = every pair of an iteration the mean C over its pairs (the paper's one C, Eq. 3.7; the authors'
-# `--method consistency_avg`) | prompt = each prompt's pair its own C (the authors' `consistency_dyn`).
-SCOPES: tuple[str, ...] = ("dataset", "prompt")
+# `--method consistency_avg`) | prompt = each prompt's pair its own C (the authors' `consistency_dyn`) | sample =
+# prompt, under the name the command contract of `cream label` has always had (kept so it keeps working).
+SCOPES: tuple[str, ...] = ("dataset", "prompt", "sample")
+PER_PAIR_SCOPES: tuple[str, ...] = ("prompt", "sample")
 PAIR_POLICIES: tuple[str, ...] = ("weight", "agree", "both")
 
 # Model engines: transformers (CPU or GPU) or vLLM.

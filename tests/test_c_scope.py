@@ -73,6 +73,9 @@ def test_training_weights_of_the_hand_worked_example(scope, clip):
     assert summary.scope == scope and summary.c_mean == pytest.approx(4 / 9)  # C before the scope and the clip
     # the same numbers from the function pairing uses, on the C column alone
     assert scoped_weights(np.array(C), scope=scope, clip_c=clip).tolist() == pytest.approx(WEIGHTS[scope, clip])
+    if scope == "prompt":  # `sample`, the scope's name in the command contract, is the same per-prompt C
+        older, _ = build_preferences(*make_tables(CURRENT, PREVIOUS), PairingSpec(scope="sample", clip_c=clip))
+        assert older["weight"].to_pylist() == pytest.approx(WEIGHTS[scope, clip], abs=1e-12)
 
 
 def test_the_default_is_the_papers_one_c_unclipped():
@@ -126,7 +129,7 @@ def test_a_sharded_labeling_weighs_by_the_mean_over_every_shard(tmp_path, tiny_m
 
 @pytest.mark.parametrize("args, needles", [
     (["--clip-c=maybe"], ["--clip-c", "does not take a value"]),
-    (["--scope", "sample"], ["--scope: got 'sample'", "expected one of dataset, prompt"]),
+    (["--scope", "pair"], ["--scope: got 'pair'", "expected one of dataset, prompt, sample"]),
 ])
 def test_bad_label_values_are_one_line_errors(tmp_path, cream_exe, tiny_model, args, needles):
     resp = io.write_table(responses_table(2, 2), tmp_path / "responses", "responses")

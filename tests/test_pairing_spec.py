@@ -32,7 +32,7 @@ def test_a_spec_lists_every_problem_at_once_with_flags():
         PairingSpec(partner=None, consistency="pearson", scope="avg", pair_policy="agree", min_margin=-0.5)
     assert str(e.value) == (
         "--consistency: got 'pearson', expected one of kendall, spearman, toporder; "
-        "--scope: got 'avg', expected one of dataset, prompt; "
+        "--scope: got 'avg', expected one of dataset, prompt, sample; "
         "--pair-policy: got 'agree', which needs two scorers to agree; give --consistency-between A,B (or "
         "--prev-model for current,previous); "
         "--min-margin: got -0.5, expected a finite number >= 0 or unset")

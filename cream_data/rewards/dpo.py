@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from cream_data.vocab import TRAIN_METHODS
+from cream_data.vocab import PER_PAIR_SCOPES, TRAIN_METHODS
 
 if TYPE_CHECKING:
     from cream_data.rewards.spec import PairingSpec
@@ -62,7 +62,7 @@ def scoped_weights(c: np.ndarray, *, scope: str, clip_c: bool = False) -> np.nda
     array([0.5, 0.5, 0.5])
     """
     c = np.asarray(c, dtype=np.float64)
-    weight = c.copy() if scope == "prompt" else np.full(len(c), c.mean() if len(c) else 1.0)
+    weight = c.copy() if scope in PER_PAIR_SCOPES else np.full(len(c), c.mean() if len(c) else 1.0)
     return np.maximum(weight, C_FLOOR) if clip_c else weight
 
 

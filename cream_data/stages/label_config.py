@@ -36,7 +36,7 @@ class LabelConfig(Settings):
     scope: str = setting("dataset", choices=SCOPES, help="dataset: every pair of the labeling trains with the mean C "
                          "over its pairs, the one C of the paper's loss (Eq. 3.7; the authors' README trains with "
                          "--method consistency_avg) | prompt: each prompt's pair with its own C (the authors' "
-                         "consistency_dyn).")
+                         "consistency_dyn; sample is the same, its older name).")
     clip_c: bool = setting(False, help="Raise a pair's weight C below 1/2 to 1/2 (after --scope: a dataset mean is "
                            "raised once). With C < 1/2 the loss C*DPO + (1-C)*reversed DPO leans toward the "
                            "rejected answer; the paper's derivation covers C in [1/2, 1]. Off by default: the paper "
