@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 import schemas
-from cream_data.rewards import agreement
+from cream_data.rewards import agreement, selfpref
 from cream_data.tables import io
 from cream_data.rewards import ranking
 from cream_data.reports import inspect as report
@@ -132,7 +132,7 @@ def test_empty_and_single_role_inputs():
     empty = scores_table([])
     assert agreement.agreement_matrix(empty) == {"roles": [], "pairs": []}
     assert agreement.oracle_agreement(empty) is None
-    assert agreement.human_ranks(empty, pa.table({"prompt_id": ["a"], "scorer": ["judge"], "reward": [1.0]})) == []
+    assert selfpref.human_ranks(empty, pa.table({"prompt_id": ["a"], "scorer": ["judge"], "reward": [1.0]})) == []
     one = from_dict({"a": {"current": [1, 2]}})
     assert agreement.agreement_matrix(one) == {"roles": ["current"], "pairs": []}
     # a pair of roles that never share a scored response: listed, with nothing measured
@@ -251,7 +251,7 @@ def test_human_ranks_hand_worked_with_ties_and_nan():
     human = pa.table({"prompt_id": ["a", "b", "c", "d", "e", "f", "a", "c", "a"],
                       "scorer": ["judge"] * 6 + ["current", "current", "rm"],
                       "reward": pa.array([3.0, 1.0, 2.0, None, 4.0, 3.0, 0.5, -2.0, 7.0], pa.float64())})
-    res = {r["scorer"]: r for r in agreement.human_ranks(scores, human)}
+    res = {r["scorer"]: r for r in selfpref.human_ranks(scores, human)}
     assert list(res) == ["current", "judge"]
     j, c = res["judge"], res["current"]
     assert (j["n"], j["k_min"], j["k_max"], j["below_all"]) == (3, 2, 3, 1)
@@ -329,6 +329,12 @@ def test_run_report_has_the_agreement_tables_json_and_png(tmp_path):
     assert human["judge"]["below_all"] == 0
     assert human["current"]["n"] == 3 and human["current"]["below_all"] == 1
     assert human["current"]["mean_rank"] == pytest.approx((4 + 3 + 1) / 3)
+    # current is a DPO reward (reward_kind dpo in both tables): also per token, samples / 3 and human answers / 4:
+    # a h −5/4 → below all, b [0.1, 0.2, 0.3]/3 h 0.15/4 = 0.0375 → rank 3, c h 9/4 → 1 (the same ranks here)
+    per = human["current"]["per_token"]
+    assert (per["n"], per["below_all"], per["mean_rank"]) == (3, 1, pytest.approx(8 / 3))
+    assert human["judge"]["per_token"] is None
+    assert human["current"]["chance_below_all_share"] == pytest.approx(1 / 4)  # k = 3 everywhere (c: one null)
     md = result.md_path.read_text()
     section = md.split("## Agreement between scorers")[1]
     assert "### Iteration 1" in section and "### Iteration 2" in section
@@ -339,6 +345,10 @@ def test_run_report_has_the_agreement_tables_json_and_png(tmp_path):
     assert f"| judge | 40.0% (2/5) [{100 * lo:.1f}, {100 * hi:.1f}] |" in it1_md
     assert f"| judge | 4 | {(2 + 2.5 + 4.5 + 2) / 4:.2f} of 4–5 |" in it1_md
     assert "| current | 3 | 2.67 of 4 | " in it1_md and "33.3% (1/3) |" in it1_md
+    p = 1 - (3 / 4) ** 3
+    assert f"| current | 3 | 2.67 of 4 | 2.50 | 0.556 | 0.500 | 33.3% (1/3) | 25.0% | {p:.3f} |" in it1_md
+    assert f"| current per token | 3 | 2.67 of 4 | 2.50 | 0.556 | 0.500 | 33.3% (1/3) | 25.0% | {p:.3f} |" in it1_md
+    assert "judge per token" not in it1_md and "exchangeable" in md
     cp = second["matrix"][0]
     assert f"| current – previous | {cp['tau_mean']:.3f} ± {cp['tau_std']:.3f} | {cp['n']} | {cp['undefined']} |" \
         in it2_md
@@ -377,6 +387,7 @@ def test_inspect_folder_has_the_agreement_tables(tmp_path):
     assert (cj["n"], cj["undefined"]) == (n, undefined) and cj["top_pair"] == pytest.approx(top)
     assert {o["scorer"]: o["wins"] for o in saved["oracle"]} == {"current": 2, "judge": 2}
     assert {h["scorer"]: h["n"] for h in saved["human"]} == {"current": 3, "judge": 4}
+    assert {h["scorer"]: h["per_token"] is not None for h in saved["human"]} == {"current": True, "judge": False}
     md = r.files["markdown"].read_text()
     for title in ("## Agreement between scorers", "## Agreement with the oracle", "## Self-preference"):
         assert title in md

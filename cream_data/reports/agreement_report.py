@@ -1,6 +1,7 @@
 """The scorer-agreement tables of the run report and of ``cream inspect``: reading a labeled folder's ``scores``
-and ``human`` tables, rendering :mod:`cream_data.rewards.agreement`'s numbers as Markdown / terminal rows, and the one
-plot (``agreement.png``: mean Kendall tau-b per scorer pair and iteration).
+and ``human`` tables, rendering the numbers of :mod:`cream_data.rewards.agreement` and
+:mod:`cream_data.rewards.selfpref` as Markdown / terminal rows, and the one plot (``agreement.png``: mean Kendall
+tau-b per scorer pair and iteration).
 
 A labeled folder is the ``--out`` of ``cream label`` (``OUT/scores``, ``OUT/human``) or an iteration of a run
 (``RUN/iter-<t>/scores``, ``RUN/iter-<t>/human``). matplotlib is imported only when the plot is drawn.
@@ -13,14 +14,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from cream_data.rewards import agreement
+from cream_data.rewards import agreement, selfpref
 from cream_data.tables import io
 from cream_data import markdown as md
 from cream_data.errors import CreamError
 from cream_data.reports.figures import new_figure, save_png
 
 SCORE_COLUMNS = ["prompt_id", "response_idx", "scorer", "reward"]
-HUMAN_COLUMNS = ["prompt_id", "scorer", "reward"]
+# what the self-preference table's per-token rows need too (selfpref.summed_roles, selfpref.per_token)
+LENGTH_COLUMNS = list(selfpref.LENGTH_COLUMNS)
+HUMAN_COLUMNS = ["prompt_id", "scorer", "reward"] + LENGTH_COLUMNS
 NOTES = {
     "matrix": "τ-b: Kendall's tau-b of the two scorers' raw rewards per prompt (ties kept), over the responses "
               "both scored with a finite reward, on prompts with ≥ 2 of them; mean ± std (ddof 0) over the n "
@@ -34,7 +37,12 @@ NOTES = {
     "human": "The human-written answer among the prompt's k samples: rank = 1 + (samples rewarded strictly "
              "higher) + ½ (samples with an equal reward), of k + 1 (1 = best); normalised (rank − 1) / k (0 = "
              "best, 1 = worst); below all: rewarded strictly below every sample. Prompts with a finite human "
-             "reward and ≥ 1 finite sample reward.",
+             "reward and ≥ 1 finite sample reward. Chance (the column after each measure): what an answer "
+             "exchangeable with the samples (one more draw) would get on the same prompts: rank (k + 2) / 2, normalised ½, below all 1 / (k + 1) "
+             "(an upper bound where rewards tie), averaged over the prompts; p: the exact probability of at least "
+             "this many below-all prompts by chance (one-sided, Poisson-binomial). Per token: a DPO reward (a sum "
+             "over the response's tokens, larger in magnitude for a longer answer) divided by the response's "
+             "token count.",
 }
 
 
@@ -46,7 +54,7 @@ def folder_agreement(scores: pa.Table | None, human: pa.Table | None = None) -> 
         return None
     m = agreement.agreement_matrix(scores)
     return {"roles": m["roles"], "matrix": m["pairs"], "oracle": agreement.oracle_agreement(scores),
-            "human": agreement.human_ranks(scores, human) if human is not None else None}
+            "human": selfpref.human_ranks(scores, human) if human is not None else None}
 
 
 def _table_dir(path: Path) -> bool:
@@ -56,8 +64,8 @@ def _table_dir(path: Path) -> bool:
 def read_folder(folder: Path) -> tuple[pa.Table | None, pa.Table | None]:
     """(scores, human) of a labeled folder (``FOLDER/scores``, ``FOLDER/human``), the columns the measures use;
     None for a table that is not there."""
-    scores = io.read_table(folder / "scores", "scores", columns=SCORE_COLUMNS) if _table_dir(folder / "scores") \
-        else None
+    scores = io.read_table(folder / "scores", "scores", columns=SCORE_COLUMNS + LENGTH_COLUMNS) \
+        if _table_dir(folder / "scores") else None
     human = io.read_table(folder / "human", "human_scores", columns=HUMAN_COLUMNS) if _table_dir(folder / "human") \
         else None
     return scores, human
@@ -105,6 +113,19 @@ def _interval(lo, hi, pct: bool) -> str:
     return f" [{100 * lo:.1f}, {100 * hi:.1f}]" if pct else f" [{lo:.3f}, {hi:.3f}]"
 
 
+def _p_value(p) -> str:
+    return "–" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _human_row(name: str, h: dict) -> list[str]:
+    """One row of the self-preference table: each measure, then what chance gives on the same prompts."""
+    of = "–" if not h["n"] else str(h["k_max"] + 1) if h["k_min"] == h["k_max"] else f"{h['k_min'] + 1}–{h['k_max'] + 1}"
+    return [name, str(h["n"]), "–" if h["mean_rank"] is None else f"{h['mean_rank']:.2f} of {of}",
+            _num(h.get("chance_mean_rank"), 2), _num(h["mean_normalised_rank"]),
+            _num(h.get("chance_mean_normalised_rank")), _share(h["below_all_share"], h["below_all"], h["n"]),
+            _share(h.get("chance_below_all_share")), _p_value(h.get("below_all_p_value"))]
+
+
 def tables(entry: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """``(key, title, header, rows)`` of the tables of one folder's agreement (matrix; oracle and human where
     there are such numbers), shared by the Markdown and the terminal."""
@@ -125,12 +146,11 @@ def tables(entry: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     if entry.get("human"):
         rows = []
         for h in entry["human"]:
-            of = "–" if not h["n"] else str(h["k_max"] + 1) if h["k_min"] == h["k_max"] else \
-                f"{h['k_min'] + 1}–{h['k_max'] + 1}"
-            rows.append([h["scorer"], str(h["n"]), "–" if h["mean_rank"] is None else f"{h['mean_rank']:.2f} of {of}",
-                         _num(h["mean_normalised_rank"]), _share(h["below_all_share"], h["below_all"], h["n"])])
+            rows.append(_human_row(h["scorer"], h))
+            if h.get("per_token"):
+                rows.append(_human_row(f"{h['scorer']} per token", h["per_token"]))
         out.append(("human", "Self-preference: the human-written answer among the samples",
-                    ["scorer", "n", "mean rank (of k+1)", "mean normalised rank", "below all"], rows))
+                    ["scorer", "n", "mean rank", "chance", "normalised", "chance", "below all", "chance", "p"], rows))
     return out
 
 

@@ -41,7 +41,7 @@ from cream_data.stats import describe
 
 PREF_COLUMNS = ["prompt_id", "chosen_idx", "rejected_idx", "iteration", "n_responses", "rewards", "prev_rewards",
                 "kendall_tau", "consistency", "consistency_method", "weight", "model", "prev_model"]
-SCORE_COLUMNS = ["prompt_id", "response_idx", "scorer", "model", "reward_kind", "reward"]
+SCORE_COLUMNS = ["prompt_id", "response_idx", "scorer", "model", "reward_kind", "reward", "n_tokens"]
 
 
 # ---------------------------------------------------------------------------- numbers

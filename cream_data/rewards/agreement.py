@@ -1,19 +1,18 @@
-"""How far the scorers of a labeled iteration agree: with each other, with the oracle, and on human answers.
+"""How far the scorers of a labeled iteration agree: with each other and with the oracle.
 
 Pure functions of Arrow tables (numpy, pyarrow, scipy; no torch, no files), returning plain JSON-ready dicts. The
 run report and ``cream inspect`` render them (:mod:`cream_data.reports.agreement_report`); docs/REWARDS.md states every
 definition for users.
 
 Input: a ``scores`` table (columns ``prompt_id``, ``response_idx``, ``scorer``, ``reward``: one row per
-response per scorer role, ``reward`` null where the scorer gave none) and, for :func:`human_ranks`, a
-``human_scores`` table (``prompt_id``, ``scorer``, ``reward``: the reward each scorer gave the prompt's
-human-written answer). A null, NaN or infinite reward is *not finite* and never counts.
+response per scorer role, ``reward`` null where the scorer gave none). A null, NaN or infinite reward is *not
+finite* and never counts.
 
 * :func:`agreement_matrix` — for every two scorer roles, Kendall's tau-b on the raw rewards per prompt (ties
   kept, as ``scipy.stats.kendalltau``) and top-pair agreement (same chosen and same rejected response).
 * :func:`oracle_agreement` — each role against the ``oracle`` role (1 correct / 0 wrong): pair win rate with a
   95 % Wilson interval, and the AUC of the reward for correct vs wrong responses with a bootstrap interval.
-* :func:`human_ranks` — where the human-written answer ranks among the samples under each role.
+* where the human-written answer ranks among the samples under each role: :mod:`cream_data.rewards.selfpref`.
 * :func:`auc_interval` — an AUC with its bootstrap interval over prompts (the oracle AUC's, and the premise's:
   :mod:`cream_data.rewards.premise`).
 
@@ -300,60 +299,3 @@ def oracle_agreement(scores: pa.Table, n_boot: int = N_BOOT, seed: int = BOOT_SE
     o = cube[roles.index("oracle")]
     return [{"scorer": role, **_vs_oracle(cube[x], o, n_boot, seed)}
             for x, role in enumerate(roles) if role != "oracle"]
-
-
-# ---------------------------------------------------------------------------- human answers
-def human_ranks(scores: pa.Table, human_scores: pa.Table) -> list[dict]:
-    """Where each prompt's human-written answer ranks among its sampled responses, per scorer role present in
-    both tables (in :func:`role_order`); ``[]`` when none is.
-
-    A prompt **counts** for a role when the human answer's reward is finite and at least one sample's (k ≥ 1)
-    is. Among the k + 1 answers:
-
-    * **rank** = 1 + (samples with a strictly higher reward) + ½ (samples with exactly the same reward): 1 =
-      best, k + 1 = worst, a tie shares the places it spans (the mid-rank);
-    * **normalised rank** = (rank − 1) / k: 0 = above every sample, 1 = below every sample;
-    * **below all**: the human answer's reward is strictly below every sample's (rank = k + 1 without a tie).
-
-    Per role: ``n`` prompts, ``k_min``/``k_max`` (samples per prompt), ``mean_rank``, ``mean_normalised_rank``,
-    ``below_all`` (count) and ``below_all_share`` (of n); None for the means where n = 0.
-
-    Hand-worked (judge): prompt a, samples [4, 2, 3], human 3: one higher, one tie → rank 1 + 1 + ½ = 2.5 of 4,
-    normalised 0.5; prompt b, samples [5, NaN], human 1: k = 1, one higher → rank 2 of 2, normalised 1, below
-    all. Mean rank 2.25, mean normalised 0.75, below all 1/2.
-
-    >>> s = pa.table({"prompt_id": ["a"] * 3 + ["b"] * 2, "response_idx": [0, 1, 2, 0, 1],
-    ...               "scorer": ["judge"] * 5, "reward": [4.0, 2, 3, 5, None]})
-    >>> h = pa.table({"prompt_id": ["a", "b"], "scorer": ["judge", "judge"], "reward": [3.0, 1.0]})
-    >>> (r,) = human_ranks(s, h)
-    >>> r["n"], r["mean_rank"], r["mean_normalised_rank"], r["below_all_share"]
-    (2, 2.25, 0.75, 0.5)
-    >>> human_ranks(s, h.slice(0, 0))
-    []
-    """
-    roles, prompt_ids, cube = reward_cube(scores)
-    if human_scores.num_rows == 0 or not roles:
-        return []
-    h_roles = human_scores.column("scorer").to_pylist()
-    h_prompt = index_in(human_scores.column("prompt_id"), prompt_ids)  # -1: a prompt without samples
-    h_reward = human_scores.column("reward").to_numpy().astype(np.float64)
-    out = []
-    for role in role_order(set(h_roles) & set(roles)):
-        s = cube[roles.index(role)]
-        human = np.full(s.shape[0], np.nan)
-        sel = (np.asarray(h_roles, dtype=object) == role) & (h_prompt >= 0)
-        human[h_prompt[sel]] = h_reward[sel]
-        ok = np.isfinite(s)
-        k = ok.sum(axis=1)
-        counts = np.isfinite(human) & (k >= 1)
-        s, ok, k, human = s[counts], ok[counts], k[counts], human[counts][:, None]
-        higher = (ok & (s > human)).sum(axis=1)
-        tied = (ok & (s == human)).sum(axis=1)
-        rank = 1.0 + higher + 0.5 * tied
-        below = higher == k
-        n = int(rank.size)
-        out.append({"scorer": role, "n": n, "k_min": int(k.min()) if n else None, "k_max": int(k.max()) if n else None,
-                    "mean_rank": float(rank.mean()) if n else None,
-                    "mean_normalised_rank": float(((rank - 1) / k).mean()) if n else None,
-                    "below_all": int(below.sum()), "below_all_share": float(below.mean()) if n else None})
-    return out
