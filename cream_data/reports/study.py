@@ -1,8 +1,18 @@
-"""Compare the runs of a study (one run directory per method, same seeds and data): the paper's two tables side by
-side, paired accuracy differences with bootstrap intervals, and the quality of each method's self-rewarded pairs
-against the oracle.
+"""Compare the runs of a study (one run directory per method and training seed, same data): the paper's two tables
+side by side, paired accuracy differences with bootstrap intervals, the quality of each method's self-rewarded pairs
+against the oracle, and — with several seeds per method — the gains pooled across seeds
+(:mod:`cream_data.reports.study_seeds`).
 
 ``cream inspect RUN_A RUN_B …`` writes ``study.md`` / ``study.json`` and PNGs (``make study`` → docs/RESULTS.md).
+
+**Runs.** Each run is a method (``method`` of its manifest) and a training seed (``seeds.seed``); two runs of the
+same method and seed are refused. With one run per method, a run's rows are labelled by its method. When some
+method has several seeds, every run is its own row, labelled ``method (seed N)`` (``study["methods"]`` then lists
+these labels): all the per-run tables below keep their meaning. Models are *shared* (one row) only when the same
+evaluation stage is in every run, so with several seeds usually only M0 is: each seed trains its own M1. The paired
+differences then stay within a seed: a run's models against the last model its seed's runs share (normally that
+seed's M1, named by the run: ``cream (seed 0) M3`` vs ``cream (seed 0) M1``), a method against the first method
+of the same seed.
 
 **Accuracy (Table 1).** Per model ``M_k`` of each run, per task: ``acc = x / n`` with the 95 % Wilson interval,
 and ``Avg`` = the mean of the task accuracies (as :mod:`cream_data.reports.run_report`). Models whose eval stage has the
@@ -40,6 +50,7 @@ from cream_data.reports.run_report import _finite, is_run_dir
 from cream_data.reports.run_tables import TASK_ORDER, accuracy_rows, harness_rows, iteration_rows
 from cream_data.reports.study_bootstrap import paired_difference
 from cream_data.reports.study_markdown import to_markdown
+from cream_data.reports.study_seeds import across_seeds
 
 METHOD_ORDER = ("srlm", "cream-no-rc", "cream-avg", "cream", "oracle")
 
@@ -52,9 +63,28 @@ def _manifest(run: Path) -> dict:
         raise CreamError(f"{run / 'manifest.json'}: not readable ({e})") from None
 
 
-def _method_key(item: tuple[str, Path]) -> tuple[int, str]:
-    m = item[0]
+def _method_key(m: str) -> tuple[int, str]:
     return (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m)
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One run of the study: its directory and manifest, its method and training seed (None: not recorded), and
+    ``group``: the runs its paired differences compare it with (its seed when some method has several seeds;
+    None, i.e. every run, otherwise)."""
+
+    path: Path
+    manifest: dict
+    method: str
+    seed: int | None
+    group: int | None = None
+
+
+def _seed(manifest: dict) -> int | None:
+    """The run's training seed as the loop records it (``"seeds": {"seed": N}``); None when absent."""
+    seeds = manifest.get("seeds")
+    seed = seeds.get("seed") if isinstance(seeds, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _eval_outcomes(path: Path) -> dict[str, tuple[list[str], np.ndarray]]:
@@ -124,8 +154,9 @@ def _stage_minutes(manifest: dict) -> dict:
 # ---------------------------------------------------------------------------- the comparison
 def compare_runs(run_dirs: list[str | Path]) -> dict:
     """Every number of the study report as a JSON-ready dict (nothing is written)."""
-    runs = _runs_by_method(run_dirs)
-    manifests = {m: _manifest(r) for m, r in runs.items()}
+    study_runs = _study_runs(run_dirs)
+    runs = {label: r.path for label, r in study_runs.items()}
+    manifests = {label: r.manifest for label, r in study_runs.items()}
 
     # which eval stages are the same computation in every run (same fingerprint) → shown once
     def eval_fp(m, k):
@@ -135,7 +166,14 @@ def compare_runs(run_dirs: list[str | Path]) -> dict:
     accuracy = {m: accuracy_rows(r) for m, r in runs.items()}
     outcomes = {m: _outcomes(accuracy[m]) for m in runs}
     ks = sorted({row["k"] for rows in accuracy.values() for row in rows if row["k"] is not None})
-    shared = [k for k in ks if len({eval_fp(m, k) for m in runs}) == 1 and eval_fp(next(iter(runs)), k)]
+
+    def same_eval(labels: list[str]) -> list[int]:
+        return [k for k in ks if len({eval_fp(m, k) for m in labels}) == 1 and eval_fp(labels[0], k)]
+
+    shared = same_eval(list(runs))
+    groups = {g: [m for m, r in study_runs.items() if r.group == g] for g in {r.group for r in study_runs.values()}}
+    # per run, the models its group shares (M0 and the seed's M1): what its paired differences start from
+    in_group = {m: same_eval(groups[r.group]) if len(groups[r.group]) > 1 else shared for m, r in study_runs.items()}
     harness = {m: harness_rows(r) for m, r in runs.items()}  # lm-evaluation-harness, shared models as above
     harness_fps = {k: {(manifests[m]["stages"].get(f"harness-M{k}") or {}).get("fingerprint") for m in runs}
                    for k in {row["k"] for rows in harness.values() for row in rows if row["k"] is not None}}
@@ -147,28 +185,52 @@ def compare_runs(run_dirs: list[str | Path]) -> dict:
         consistency[m], pairs[m], c_values[m] = iteration_rows(r)
         T = manifests[m].get("iterations") or len(pairs[m])
         quality[m] = [q for t in range(1, int(T) + 1) if (q := reward_quality(r, t)) is not None]
-    return _finite({"methods": list(runs), "runs": {m: str(r) for m, r in runs.items()}, "tasks": tasks,
-                    "shared_models": shared, "accuracy": accuracy,
-                    "deltas": _deltas(list(runs), ks, shared, outcomes), "consistency": consistency,
-                    "harness": harness, "harness_shared": harness_shared,
-                    "pairs": pairs, "reward_quality": quality,
-                    "setup": {m: _setup(r, manifests[m]) for m, r in runs.items()},
-                    "c_values": {m: {str(t): v.tolist() for t, v in cv.items()} for m, cv in c_values.items()}})
+    study = {"methods": list(runs), "runs": {m: str(r) for m, r in runs.items()}, "tasks": tasks,
+             "shared_models": shared, "accuracy": accuracy,
+             "deltas": _deltas(study_runs, ks, shared, in_group, outcomes), "consistency": consistency,
+             "harness": harness, "harness_shared": harness_shared,
+             "pairs": pairs, "reward_quality": quality,
+             "setup": {m: _setup(r, manifests[m]) for m, r in runs.items()},
+             "c_values": {m: {str(t): v.tolist() for t, v in cv.items()} for m, cv in c_values.items()}}
+    if _several_seeds(study_runs):
+        study["across_seeds"] = across_seeds({label: (r.method, r.seed) for label, r in study_runs.items()},
+                                             accuracy)
+    return _finite(study)
 
 
-def _runs_by_method(run_dirs: list[str | Path]) -> dict[str, Path]:
-    """method → run directory, one per method, in the report's method order; at least two."""
-    runs: dict[str, Path] = {}
+def _study_runs(run_dirs: list[str | Path]) -> dict[str, StudyRun]:
+    """label → run, at least two, in the report's order (by method, then seed); one run per method and seed.
+
+    The label is the method when every method has one run (the report as it always was), else ``method (seed N)``
+    for every run, and then every run must have its seed recorded."""
+    found: dict[tuple[str, int | None], StudyRun] = {}
     for r in map(Path, run_dirs):
         if not is_run_dir(r) or not (r / "manifest.json").is_file():
             raise CreamError(f"{r}: not a run directory of `cream run` (no manifest.json)")
-        method = _manifest(r).get("method") or r.name
-        if method in runs:
-            raise CreamError(f"{r}: method {method} already given by {runs[method]}; compare one run per method")
-        runs[method] = r
-    if len(runs) < 2:
+        manifest = _manifest(r)
+        run = StudyRun(r, manifest, manifest.get("method") or r.name, _seed(manifest))
+        other = found.get((run.method, run.seed))
+        if other is not None:
+            seed = "" if run.seed is None else f" with seed {run.seed}"
+            raise CreamError(f"{r}: method {run.method}{seed} already given by {other.path}; "
+                             "compare one run per method and seed")
+        found[run.method, run.seed] = run
+    if len(found) < 2:
         raise CreamError("a study compares at least two run directories")
-    return dict(sorted(runs.items(), key=_method_key))
+    runs = sorted(found.values(), key=lambda r: (_method_key(r.method), r.seed if r.seed is not None else -1))
+    if not _several_seeds(runs):
+        return {r.method: r for r in runs}
+    for r in runs:
+        if r.seed is None:
+            raise CreamError(f"{r.path / 'manifest.json'}: no training seed recorded (seeds.seed); with several "
+                             f"runs of one method each run is told apart by its seed")
+    return {f"{r.method} (seed {r.seed})": StudyRun(r.path, r.manifest, r.method, r.seed, r.seed) for r in runs}
+
+
+def _several_seeds(runs) -> bool:
+    """Does some method have several runs (seeds)? ``runs``: StudyRuns, or label → StudyRun."""
+    methods = [r.method for r in (runs.values() if isinstance(runs, dict) else runs)]
+    return len(set(methods)) < len(methods)
 
 
 def _outcomes(rows: list[dict]) -> dict:
@@ -185,29 +247,40 @@ def _outcomes(rows: list[dict]) -> dict:
     return out
 
 
-def _deltas(methods: list[str], ks: list[int], shared: list[int], outcomes: dict) -> list[dict]:
+def _deltas(runs: dict[str, StudyRun], ks: list[int], shared: list[int], in_group: dict[str, list[int]],
+            outcomes: dict) -> list[dict]:
     """Paired differences: each model vs the last shared model (M1 = the SFT model), each method vs the first, and
-    cream vs cream-no-rc."""
-    base_k = max(shared) if shared else None
-    first = methods[0]
+    cream vs cream-no-rc. Methods are compared within their group (the same seed when some method has several
+    seeds, else all runs), from the models the group shares (``in_group``: label → k; ``shared`` by every run,
+    named without a run)."""
+    methods = list(runs)
     deltas = []
+
+    def peer(label: str, method: str | None = None) -> str | None:
+        """The first run of ``label``'s group (of ``method``, when given)."""
+        return next((o for o in methods if runs[o].group == runs[label].group
+                     and (method is None or runs[o].method == method)), None)
 
     def add(a_m, b_m, k, b_k, vs):
         deltas.append({"a": f"{a_m} M{k}", "b": f"{b_m + ' ' if b_m else ''}M{b_k}", "method": a_m, "k": k,
                        "vs": vs, **paired_difference(outcomes[a_m][k], outcomes[b_m or a_m][b_k])})
 
     for m in methods:
+        first, base_k = peer(m), max(in_group[m], default=None)
         for k in ks:
-            if k in shared or k not in outcomes[m]:
+            if k in in_group[m] or k not in outcomes[m]:
                 continue
             if base_k is not None and base_k in outcomes[m]:
-                add(m, "", k, base_k, "base")
+                add(m, "" if base_k in shared else m, k, base_k, "base")
             if m != first and k in outcomes[first]:
                 add(m, first, k, k, first)
-    if "cream" in methods and "cream-no-rc" in methods and first != "cream-no-rc":
+    for cream in (m for m in methods if runs[m].method == "cream"):
+        norc = peer(cream, "cream-no-rc")
+        if norc is None or peer(cream) == norc:
+            continue
         for k in ks:
-            if k not in shared and k in outcomes["cream"] and k in outcomes["cream-no-rc"]:
-                add("cream", "cream-no-rc", k, k, "cream-no-rc")
+            if k not in in_group[cream] and k in outcomes[cream] and k in outcomes[norc]:
+                add(cream, norc, k, k, norc)
     return deltas
 
 

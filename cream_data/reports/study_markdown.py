@@ -1,5 +1,6 @@
-"""The study's Markdown: its tables (setup and cost, accuracy per task, paired differences, harness metrics,
-ranking consistency, pairs, reward quality) from the dict :func:`cream_data.reports.study.compare_runs` builds."""
+"""The study's Markdown: its tables (setup and cost, accuracy per task, paired differences, gains across seeds,
+harness metrics, ranking consistency, pairs, reward quality) from the dict
+:func:`cream_data.reports.study.compare_runs` builds."""
 
 from __future__ import annotations
 
@@ -63,6 +64,65 @@ def delta_table(study: dict) -> list[list[str]]:
     return rows
 
 
+def _points(x: float | None) -> str:
+    """An accuracy difference in signed points (fraction × 100), one decimal; '–' for None."""
+    return "–" if x is None else f"{100 * x:+.1f}"
+
+
+def _per_seed(values: dict[str, float]) -> str:
+    return ", ".join(f"{seed}: {_points(v)}" for seed, v in values.items()) or "–"
+
+
+def _mean_sd(p: dict) -> str:
+    if p["mean"] is None:
+        return "–"
+    return _points(p["mean"]) + ("" if p["sd"] is None else f" ± {100 * p['sd']:.1f}")
+
+
+def seeds_table(study: dict) -> list[list[str]]:
+    """Per method: its seeds and the gain ΔAvg of its last model over M1 and over M0, mean ± sd and per seed."""
+    rows = [["method", "seeds", "last model", "ΔAvg vs M1 (mean ± sd)", "per seed", "ΔAvg vs M0 (mean ± sd)",
+             "per seed"]]
+    for m, s in study["across_seeds"]["methods"].items():
+        last = "–" if s["k_last"] is None else f"M{s['k_last']}"
+        rows.append([m, str(len(s["seeds"])), last, _mean_sd(s["delta_m1"]), _per_seed(s["delta_m1"]["values"]),
+                     _mean_sd(s["delta_m0"]), _per_seed(s["delta_m0"]["values"])])
+    return rows
+
+
+def seed_pairs_table(study: dict) -> list[list[str]]:
+    """Every two methods with ≥ 2 shared seeds: the difference of their ΔAvg vs M1, seed by seed and summarised."""
+    rows = [["A − B", "seeds", "per seed", "mean", "sd", "95% t-interval", "paired t-test p", "A > B / A < B"]]
+    for d in study["across_seeds"]["paired"]:
+        p = "–" if d["p_value"] is None else f"{d['p_value']:.3f}"
+        rows.append([f"{d['a']} − {d['b']}", str(d["n"]), _per_seed(d["differences"]), _points(d["mean"]),
+                     f"{100 * d['sd']:.1f}", f"[{_points(d['ci_low'])}, {_points(d['ci_high'])}]", p,
+                     f"{d['a_wins']} / {d['b_wins']} of {d['n']}"])
+    return rows
+
+
+def seeds_section(study: dict) -> list[str]:
+    """The "Across seeds" section (only when some method has several seeds)."""
+    lines = ["## Across seeds", "", "### Gain of the self-rewarding iterations per method", ""]
+    lines += _md_table(seeds_table(study))
+    lines += ["ΔAvg = Avg(last model) − Avg(M1), the gain of the self-rewarding iterations over the SFT model (and "
+              "over M0), in accuracy points; Avg as in Table 1. *Last model*: the last model every seed of the "
+              "method evaluated. Mean ± sample sd (ddof = 1) over the seeds, the seed as the unit of replication.",
+              ""]
+    lines += ["### Paired comparisons across seeds", ""]
+    if study["across_seeds"]["paired"]:
+        lines += _md_table(seed_pairs_table(study))
+    else:
+        lines += ["No two methods share two seeds with a ΔAvg: nothing to pair.", ""]
+    lines += ["Per shared seed the difference of the two methods' ΔAvg vs M1 (the same seed shares the prompt "
+              "split and usually M1), in points; 95% t-interval and two-sided paired t-test over the seeds "
+              "(p – where every difference is the same). With 3 seeds the test has 2 degrees of freedom and "
+              "little power: p ≥ 0.05 is no evidence that the methods are equal. The bootstrap intervals above "
+              "resample questions of one evaluation and do not cover the variance between training runs; only "
+              "the spread across seeds does.", ""]
+    return lines
+
+
 def consistency_table(study: dict) -> list[list[str]]:
     rows = [["method", "iteration", "n"] + [label for _, label in MEASURES]]
     for m in study["methods"]:
@@ -122,12 +182,18 @@ def setup_table(study: dict) -> list[list[str]]:
 
 def to_markdown(study: dict, plots: dict[str, str] | None = None) -> str:
     lines = ["## Setup and cost", ""] + _md_table(setup_table(study))
+    if "across_seeds" in study:
+        lines += ["Several seeds per method: every run is a row of the tables, labelled `method (seed N)`, and the "
+                  "paired differences compare a method with the first method of the same seed; the section *Across "
+                  "seeds* pools the seeds.", ""]
     lines += ["## Table 1: accuracy per task (%)", ""] + _md_table(accuracy_table(study))
     lines += ["± is half the 95% Wilson interval (normal approximation for Avg, the mean of the task accuracies). "
               "Models evaluated by the same stage in every run (same fingerprint) are shown once as *shared*.", ""]
     lines += ["### Paired differences in average accuracy", ""] + _md_table(delta_table(study))
     lines += ["Same questions for every model; Δ in accuracy points; 95% percentile bootstrap over questions "
               f"(resampled within each task, B = {BOOTSTRAP}). *Within noise* = the interval contains 0.", ""]
+    if "across_seeds" in study:
+        lines += seeds_section(study)
     if any(study.get("harness", {}).values()):
         lines += ["### Standard benchmarks (lm-evaluation-harness)", ""] + _md_table(harness_table(study))
         lines += ["The harness's own prompts and metrics beside the paper-protocol accuracies above, in % ± standard "
