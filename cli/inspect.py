@@ -1,6 +1,7 @@
 """`cream inspect DIR`: the iteration report of a run directory (accuracy and ranking-consistency tables,
 pair counts, plots), or summary statistics and PNG plots of one labeled folder (preferences and/or scores).
-`cream inspect RUN_A RUN_B …`: a study comparing runs that differ in method (see cream_data.reports.study)."""
+`cream inspect RUN_A RUN_B …`: a study comparing runs that differ in method and/or
+training seed (see cream_data.reports.study)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def inspect(
     paths: list[Path] = typer.Argument(..., metavar="DIR...",
                                        help="A run directory (of `cream run`), a labeled folder (the --out of "
                                             "`cream label`) or a preferences/scores table; or several run "
-                                            "directories (one per method) to compare."),
+                                            "directories (one per method and seed) to compare."),
     plots: Optional[Path] = typer.Option(None, "--out",
                                          help="Where the Markdown, JSON and PNG plots go "
                                               "(default: RUN/report for a run, DIR/inspect otherwise, "

@@ -85,7 +85,7 @@ def run_calls(found: list[list[str]]) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------- run.sh
 @pytest.mark.parametrize("size", sorted(CONFIGS))
-def test_run_sh_runs_every_method_and_seed_then_inspects_each_seed(size, fake_cream, tmp_path):
+def test_run_sh_runs_every_method_and_seed_then_inspects_each_seed_and_all(size, fake_cream, tmp_path):
     runs_dir = tmp_path / "runs"
     found = calls(STUDY / "run.sh", fake_cream, {"SIZE": size, "RUNS": str(runs_dir)})
     runs = run_calls(found)
@@ -105,7 +105,10 @@ def test_run_sh_runs_every_method_and_seed_then_inspects_each_seed(size, fake_cr
         assert study in inspects and ["inspect", seed_runs[0]] in inspects
         assert found.index(study) > max(found.index(a) for a in found if a[0] == "run" and
                                         int(a[a.index("--seed") + 1]) == seed)
-    assert len(inspects) == 2 * len(SEEDS)
+    # last: every run of every seed in one study (its Across seeds section pools the seeds)
+    every = [str(runs_dir / f"seed-{seed}" / m) for seed in SEEDS for m in METHODS]
+    assert found[-1] == ["inspect", *every, "--out", str(runs_dir / "study")]
+    assert len(inspects) == 2 * len(SEEDS) + 1
 
 
 def test_run_sh_takes_seeds_and_methods_from_the_environment(fake_cream, tmp_path):

@@ -50,6 +50,7 @@ if (( ${#seeds[@]} == 0 || ${#methods[@]} == 0 )); then
 fi
 
 start=$(date +%s)
+all_runs=()  # every run of every seed: pooled at the end (across seeds: mean ± sd per method, paired tests)
 for seed in "${seeds[@]}"; do
     earlier=()  # run directories whose finished stages this seed's runs may take
     if [[ "$seed" != "${seeds[0]}" ]]; then
@@ -69,6 +70,7 @@ for seed in "${seeds[@]}"; do
             ${PLAN[@]+"${PLAN[@]}"}
         earlier+=("$out")
         runs+=("$out")
+        all_runs+=("$out")
     done
     if (( ${#PLAN[@]} )); then
         echo "run.sh: then: $CREAM inspect ${runs[*]} --out $RUNS/seed-$seed/study" >&2
@@ -80,7 +82,15 @@ for seed in "${seeds[@]}"; do
     fi
     "$CREAM" inspect "$RUNS/seed-$seed/${methods[0]}"  # its report again: both tables, agreement, premise
 done
+if (( ${#seeds[@]} > 1 )); then  # the seeds pooled: ΔAvg mean ± sd per method, paired t-tests across seeds
+    if (( ${#PLAN[@]} )); then
+        echo "run.sh: then: $CREAM inspect ${all_runs[*]} --out $RUNS/study" >&2
+    else
+        "$CREAM" inspect "${all_runs[@]}" --out "$RUNS/study"
+    fi
+fi
 if (( ${#PLAN[@]} == 0 )); then
-    echo "run.sh: study finished in $(( ($(date +%s) - start) / 60 )) min; per seed: $RUNS/seed-*/study/study.md," \
+    echo "run.sh: study finished in $(( ($(date +%s) - start) / 60 )) min; pooled over seeds: $RUNS/study/study.md;" \
+         "per seed: $RUNS/seed-*/study/study.md," \
          "each run's report (premise table included): $RUNS/seed-*/<method>/report/report.md" >&2
 fi
