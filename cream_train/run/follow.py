@@ -120,5 +120,9 @@ def follow(cfg, table, *, log: Log, progress: Progress | None = None, reuse_from
     log(f"machine {nodes.machine_rank} of {nodes.num_machines}: following machine 0's run in {run}")
     started = time.time() - 5 * POLL  # machine 0 may have stopped just before this machine looked
     with sigterm_exits(), Heartbeat(run, nodes.machine_rank, nodes.alive_timeout):  # removed however this ends
-        return Follower(cfg, table, log, runner=StageRunner(run, log, progress, machine=nodes.machine_rank),
-                        started=started, reuse_from=reuse_from, progress=progress).execute()
+        runner = StageRunner(run, log, progress, machine=nodes.machine_rank)
+        try:
+            return Follower(cfg, table, log, runner=runner, started=started, reuse_from=reuse_from,
+                            progress=progress).execute()
+        finally:
+            runner.close()

@@ -184,5 +184,10 @@ def run(config_path: str | Path, *, log: Log = print, overrides: dict | None = N
         from cream_train.run.stage_process import StageRunner
 
         runner = StageRunner(run_dir, log, progress)
-    with locked(run_dir, flag="run_dir", log=log), heartbeat(cfg, run_dir):  # followers: machine 0 is alive
-        return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume, progress=progress, runner=runner).execute()
+    try:
+        with locked(run_dir, flag="run_dir", log=log), heartbeat(cfg, run_dir):  # followers: machine 0 is alive
+            return Loop(cfg, table, log, reuse_from=reuse_from, resume=resume, progress=progress,
+                        runner=runner).execute()
+    finally:
+        if runner is not None:
+            runner.close()

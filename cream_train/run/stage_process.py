@@ -56,6 +56,21 @@ class StageRunner:
         self.machine = machine  # > 0: another machine of the run; its logs say so
         self.devices = devices if devices is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
         self.commands: dict[str, list[str]] = {}  # stage -> the shell lines it started (for the manifest)
+        self._server = None  # the stage server (stage_server.py), started with the first stage
+
+    def close(self) -> None:
+        """End the stage server, if one was started (at the end of the run)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _stage_server(self):
+        """The run's stage server: stage processes forked from a process that has imported torch once."""
+        if self._server is None:
+            from cream_train.run import stage_server
+
+            self._server = stage_server.start(self.python, RunLayout(self.run_dir).logs / ".stage-server.out")
+        return self._server
 
     def run(self, name: str, argv: list[str], launcher: Launcher, *, records: bool = True) -> list[dict]:
         """Run stage ``name`` (its command line ``argv``, e.g. ``["sample", PROMPTS, "--out", DIR, …]``) and
@@ -68,7 +83,7 @@ class StageRunner:
         children = [_Child(p, logs, name, self.machine) for p in procs]
         try:
             for c in children:
-                c.start(self._env(c), self.log, self.progress)
+                c.start(self._env(c), self.log, self.progress, self._stage_server())
             self._wait(name, children)
         finally:
             for c in children:
@@ -128,14 +143,20 @@ class _Child:
             return [Path(str(self.result).replace("{SLURM_PROCID}", str(i))) for i in range(self.proc.tasks)]
         return [self.result]
 
-    def start(self, env: dict[str, str], log: Callable[[str], None], progress: Progress | None) -> None:
+    def start(self, env: dict[str, str], log: Callable[[str], None], progress: Progress | None,
+              server=None) -> None:
+        """Start the process: forked by the run's stage ``server`` where that is the same (stage_server.py), else
+        as a new process."""
         for path in self.results():
             path.unlink(missing_ok=True)
         fh = open(self.log_path, "ab")
         fh.write(f"==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shell_line(self.proc)}\n".encode())
         fh.flush()
-        self.popen = subprocess.Popen(self.proc.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        if server is not None and server.eligible(self.proc.argv, env, self.proc.env, self.proc.tasks):
+            self.popen = server.spawn(self.proc.argv, env, os.getcwd())
+        if self.popen is None:
+            self.popen = subprocess.Popen(self.proc.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
         self._relay = threading.Thread(target=self._copy, args=(fh, log, progress), daemon=True)
         self._relay.start()
 
