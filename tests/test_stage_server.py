@@ -190,3 +190,19 @@ def test_a_forked_command_writes_its_output_and_exit_code(tmp_path):
         assert "ready" in (tmp_path / "server.log").read_text()
     finally:
         server.close()
+
+
+def test_no_server_where_a_gpu_is_visible_or_it_is_turned_off(tmp_path, monkeypatch):
+    """A GPU in sight (CUDA_VISIBLE_DEVICES naming one) or CREAM_STAGE_SERVER=0: every stage a new process; none
+    visible (CUDA_VISIBLE_DEVICES empty): a server."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert stage_server.start(sys.executable, tmp_path / "a.out") is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv(stage_server.SWITCH_ENV, "0")
+    assert stage_server.start(sys.executable, tmp_path / "b.out") is None
+    monkeypatch.setenv(stage_server.SWITCH_ENV, "1")
+    server = stage_server.start(sys.executable, tmp_path / "c.out")
+    try:
+        assert isinstance(server, stage_server.StageServer) and server.proc.poll() is None
+    finally:
+        server.close()

@@ -19,8 +19,9 @@ libraries read some variables once, at import (OMP_NUM_THREADS, HF_HUB_OFFLINE, 
 a server that failed to start or has ended, falls back to a new process. ``CREAM_STAGE_SERVER=0`` turns the server
 off (every stage a new process, as ``--plan`` prints them).
 
+It runs on Linux machines without a GPU (a CPU run, the demo, the tests; :func:`start` says why not elsewhere).
 Forking after ``import torch`` is what PyTorch's own data loader workers do: torch re-creates its thread pools in a
-forked child, and no CUDA context exists before the fork (the server never touches a GPU). The server imports no
+forked child. The server imports no
 module of this package at its top level but ``cli.main`` and runs nothing else; it ends when ``cream run``'s end of
 the socket closes (the run finished, failed or was killed), leaving any stage still running to its own watch of the
 run's pid (cream_data/processes.py, ``watch_parent``).
@@ -179,8 +180,15 @@ class ForkedProcess:
 
 
 def start(python: str, log_path: Path) -> StageServer | None:
-    """A server for one run's stage processes, unless ``CREAM_STAGE_SERVER=0`` or this platform cannot fork one."""
-    if os.environ.get(SWITCH_ENV, "1") == "0" or not hasattr(os, "fork") or not hasattr(socket, "send_fds"):
+    """A server for one run's stage processes on a Linux machine without GPUs, unless ``CREAM_STAGE_SERVER=0``.
+
+    Where a GPU is visible, stages start as new processes: a library that asks CUDA whether a GPU is there while it
+    is imported (``torch.cuda.is_available()``) leaves a state that a forked process cannot use CUDA from, and a GPU
+    stage runs for minutes, so its 2-5 s of imports do not matter there. Other systems (macOS: fork after loading
+    system frameworks is unsafe) start new processes too."""
+    from cream_train.run.gpus import visible_gpus
+
+    if os.environ.get(SWITCH_ENV, "1") == "0" or not sys.platform.startswith("linux") or visible_gpus()[0] > 0:
         return None
     try:
         return StageServer(python, dict(os.environ), log_path)
