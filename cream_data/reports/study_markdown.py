@@ -203,8 +203,10 @@ def to_markdown(study: dict, plots: dict[str, str] | None = None) -> str:
     lines += ["Rankings by the DPO rewards of M_t and M_{t-1} on the same responses (every prompt of the iteration "
               "with finite rewards), whatever reward picked the pairs; C = (τ + 1) / 2.", ""]
     lines += ["## Pairs per iteration", ""] + _md_table(pairs_table(study))
-    lines += ["*Mean stored weight*: the preferences' `weight` column, the pair's C for DPO-rewarded methods, 1 for "
-              "srlm and oracle; only cream (and cream-avg, with the mean) train with it — cream-no-rc, srlm and "
+    lines += ["*Mean stored weight*: the preferences' `weight` column. For DPO-rewarded methods it is the C the "
+              "pair trains with under the label stage's scope (`dataset`, the default: the iteration's mean "
+              "(τ + 1)/2, the same for every pair; `prompt`: the pair's own), raised to ½ where `clip_c` is on; 1 "
+              "for srlm and oracle. Only cream (and cream-avg, with the mean) train with it — cream-no-rc, srlm and "
               "oracle train with weight 1.", ""]
     lines += ["## Reward gap between chosen and rejected", ""] + _md_table(gap_table(study))
     lines += ["The reward of the chosen response minus the rejected's, mean ± std over each iteration's pairs, on the "
