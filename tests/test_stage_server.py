@@ -17,7 +17,7 @@ from cream_data.tables import io
 from cream_train.run import stage_server
 from cream_train.run.launch import Launcher, launch_commands
 from cream_train.run.stage_process import StageFailed, StageRunner
-from tests.support.processes import wait_for
+from tests.support.processes import children_of, wait_for
 from tests.support.tables import prompts_table
 
 
@@ -54,6 +54,8 @@ def test_a_forked_stage_equals_a_new_process(tmp_path, tiny_model, prompts, monk
             if mode == "1":
                 assert server is not None and len(started) == 1 and isinstance(started[0], stage_server.ForkedProcess)
                 assert started[0].returncode == 0 and started[0].pid != server.proc.pid
+                # in `ps` the server (and each stage it forks) names the run it works for
+                assert server.proc.pid in children_of(tmp_path / f"run-{mode}")
             else:
                 assert server is None and not started
         finally:

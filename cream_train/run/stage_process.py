@@ -69,7 +69,8 @@ class StageRunner:
         if self._server is None:
             from cream_train.run import stage_server
 
-            self._server = stage_server.start(self.python, RunLayout(self.run_dir).logs / ".stage-server.out")
+            self._server = stage_server.start(self.python, RunLayout(self.run_dir).logs / ".stage-server.out",
+                                              run=str(self.run_dir.resolve()))
         return self._server
 
     def run(self, name: str, argv: list[str], launcher: Launcher, *, records: bool = True) -> list[dict]:

@@ -13,18 +13,17 @@ forked process is the server's child: the server reports its exit status to ``cr
 
 A stage is forked only where that is the same as starting it: one process of ``python -m cli.main`` with this
 interpreter (no ``accelerate launch``, ``torchrun``, ``srun`` or shard processes; those start as before, each its
-own ``python …`` in ``ps``) and
-an environment equal to the server's but for the variables ``cream run`` sets per stage (``CREAM_*``), since
-libraries read some variables once, at import (OMP_NUM_THREADS, HF_HUB_OFFLINE, …). A stage that is not eligible, or
-a server that failed to start or has ended, falls back to a new process. ``CREAM_STAGE_SERVER=0`` turns the server
-off (every stage a new process, as ``--plan`` prints them).
+own ``python …`` in ``ps``; a forked stage shows the server's line, ``python -m cream_train.run.stage_server FD
+RUN``) and an environment equal to the server's but for the variables ``cream run`` sets per stage (``CREAM_*``),
+since libraries read some variables once, at import (OMP_NUM_THREADS, HF_HUB_OFFLINE, …). A stage that is not
+eligible, or a server that failed to start or has ended, falls back to a new process. ``CREAM_STAGE_SERVER=0`` turns
+the server off (every stage a new process, as ``--plan`` prints them).
 
 It runs on Linux machines without a GPU (a CPU run, the demo, the tests; :func:`start` says why not elsewhere).
 Forking after ``import torch`` is what PyTorch's own data loader workers do: torch re-creates its thread pools in a
-forked child. The server imports no
-module of this package at its top level but ``cli.main`` and runs nothing else; it ends when ``cream run``'s end of
-the socket closes (the run finished, failed or was killed), leaving any stage still running to its own watch of the
-run's pid (cream_data/processes.py, ``watch_parent``).
+forked child. The server imports no module of this package at its top level but ``cli.main`` and runs nothing else;
+it ends when ``cream run``'s end of the socket closes (the run finished, failed or was killed), leaving any stage
+still running to its own watch of the run's pid (cream_data/processes.py, ``watch_parent``).
 """
 
 from __future__ import annotations
@@ -56,13 +55,16 @@ class StageServer:
     """``cream run``'s side: starts the server (``python -m cream_train.run.stage_server``) with the environment
     ``env`` and the interpreter ``python``; :meth:`spawn` forks one stage process, or says it cannot (None)."""
 
-    def __init__(self, python: str, env: dict[str, str], log_path: Path, module: str = "cli.main"):
+    def __init__(self, python: str, env: dict[str, str], log_path: Path, module: str = "cli.main", run: str = ""):
         self.python, self.module = python, module
         self.env = {**env, "PYTHONUNBUFFERED": "1"}
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen([python, "-m", __name__, str(theirs.fileno())], env=self.env,
+            # the run directory on its command line: in `ps`, it and the stages it forks (which show the same line)
+            # name the run they work for, as a stage started as a new process does
+            self.proc = subprocess.Popen([python, "-m", __name__, str(theirs.fileno()), *([run] if run else [])],
+                                         env=self.env,
                                          pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         theirs.close()
@@ -179,8 +181,9 @@ class ForkedProcess:
         return self.returncode
 
 
-def start(python: str, log_path: Path) -> StageServer | None:
-    """A server for one run's stage processes on a Linux machine without GPUs, unless ``CREAM_STAGE_SERVER=0``.
+def start(python: str, log_path: Path, run: str = "") -> StageServer | None:
+    """A server for the stage processes of the run ``run`` (its directory, shown on the server's command line) on a
+    Linux machine without GPUs, unless ``CREAM_STAGE_SERVER=0``.
 
     Where a GPU is visible, stages start as new processes: a library that asks CUDA whether a GPU is there while it
     is imported (``torch.cuda.is_available()``) leaves a state that a forked process cannot use CUDA from, and a GPU
@@ -191,7 +194,7 @@ def start(python: str, log_path: Path) -> StageServer | None:
     if os.environ.get(SWITCH_ENV, "1") == "0" or not sys.platform.startswith("linux") or visible_gpus()[0] > 0:
         return None
     try:
-        return StageServer(python, dict(os.environ), log_path)
+        return StageServer(python, dict(os.environ), log_path, run=run)
     except OSError:
         return None
 
