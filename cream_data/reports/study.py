@@ -29,6 +29,9 @@ informative only when it is not a tie; ``win rate = wins / (wins + losses)`` wit
 no better than a coin). The mean consistency C of winning and losing pairs is shown too (every DPO-rewarded
 method stores it; only cream/cream-avg train with it): CREAM's premise is that unreliable (losing) pairs get a
 lower C.
+
+**Premise.** Where a run's labeled iterations carry the oracle role, whether C predicts a right pair: per run and
+iteration and pooled per method (:mod:`cream_data.reports.study_premise`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from cream_data.reports.run_report import _finite, is_run_dir
 from cream_data.reports.run_tables import TASK_ORDER, accuracy_rows, harness_rows, iteration_rows
 from cream_data.reports.study_bootstrap import paired_difference
 from cream_data.reports.study_markdown import to_markdown
+from cream_data.reports.study_premise import study_premise
 from cream_data.reports.study_seeds import across_seeds
 
 METHOD_ORDER = ("srlm", "cream-no-rc", "cream-avg", "cream", "oracle")
@@ -190,6 +194,7 @@ def compare_runs(run_dirs: list[str | Path]) -> dict:
              "deltas": _deltas(study_runs, ks, shared, in_group, outcomes), "consistency": consistency,
              "harness": harness, "harness_shared": harness_shared,
              "pairs": pairs, "reward_quality": quality,
+             "premise": study_premise({label: (r.path, r.method) for label, r in study_runs.items()}),
              "setup": {m: _setup(r, manifests[m]) for m, r in runs.items()},
              "c_values": {m: {str(t): v.tolist() for t, v in cv.items()} for m, cv in c_values.items()}}
     if _several_seeds(study_runs):

@@ -1,5 +1,5 @@
 """The study's Markdown: its tables (setup and cost, accuracy per task, paired differences, gains across seeds,
-harness metrics, ranking consistency, pairs, reward quality) from the dict
+harness metrics, ranking consistency, pairs, reward quality, the premise) from the dict
 :func:`cream_data.reports.study.compare_runs` builds."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from cream_data.reports.run_report import (_md_table, _pct, harness_cell, harnes
                                            measure_cell)
 from cream_data.reports.run_tables import MEASURES
 from cream_data.reports.study_bootstrap import BOOTSTRAP
+from cream_data.reports.study_premise import premise_section
 
 
 def _acc_cell(c: dict | None) -> str:
@@ -216,6 +217,7 @@ def to_markdown(study: dict, plots: dict[str, str] | None = None) -> str:
     lines += ["Win: the self-rewarded chosen response is correct and the rejected one is not; loss: the reverse; "
               "win rate = win / (win + loss), 95% Wilson interval (50% = a coin). *Sampled responses correct*: "
               "all N responses of the iteration, by the same oracle.", ""]
+    lines += premise_section(study)
     if plots:
         lines += ["## Plots", ""] + [f"![{k}]({v})" for k, v in plots.items()] + [""]
     return "\n".join(lines)
