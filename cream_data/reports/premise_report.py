@@ -66,14 +66,16 @@ def run_premise(preference_paths: dict[int, Path], scores_of: dict[int, pa.Table
 
 
 # ---------------------------------------------------------------------------- text
-def _auc(a: dict) -> str:
+def auc_cell(a: dict) -> str:
+    """An AUC entry as a table cell: ``0.603 [0.450, 0.745]``, or ``–`` (with the reason it is missing)."""
     if a["auc"] is None:
         return f"– ({a['reason']})" if a.get("reason") else "–"
     ci = "" if a["auc_ci_low"] is None else f" [{a['auc_ci_low']:.3f}, {a['auc_ci_high']:.3f}]"
     return f"{a['auc']:.3f}{ci}"
 
 
-def _accuracy(g: dict) -> str:
+def accuracy_cell(g: dict) -> str:
+    """A pair-accuracy entry as a table cell: ``59.0% (23/39)``, or ``–`` without informative pairs."""
     n = g["right"] + g["wrong"]
     return "–" if g["accuracy"] is None else f"{100 * g['accuracy']:.1f}% ({g['right']}/{n})"
 
@@ -90,11 +92,11 @@ def tables(entry: dict | None) -> list[tuple[str, str, list[str], list[list[str]
     Markdown and the terminal; ``[]`` where the premise is absent."""
     if not entry or entry.get("absent"):
         return []
-    auc_rows = [[_c_label(entry) if a["score"] == "C" else a["score"], _auc(a), f"{a['right']}/{a['wrong']}",
+    auc_rows = [[_c_label(entry) if a["score"] == "C" else a["score"], auc_cell(a), f"{a['right']}/{a['wrong']}",
                  str(a["prompts"])] for a in entry["auc"]]
     ties = f"{entry['ties']} ({entry['ties_both_correct']} both correct, {entry['ties_both_wrong']} both wrong)"
-    acc_rows = [["all pairs", str(entry["right"]), str(entry["wrong"]), ties, _accuracy(entry)]]
-    acc_rows += [[g["group"], str(g["right"]), str(g["wrong"]), str(g["ties"]), _accuracy(g)] for g in entry["by_c"]]
+    acc_rows = [["all pairs", str(entry["right"]), str(entry["wrong"]), ties, accuracy_cell(entry)]]
+    acc_rows += [[g["group"], str(g["right"]), str(g["wrong"]), str(g["ties"]), accuracy_cell(g)] for g in entry["by_c"]]
     return [("premise", TITLE, ["score", "AUC right vs wrong [95% CI]", "right/wrong", "prompts"], auc_rows),
             ("premise_accuracy", ACCURACY_TITLE, ["pairs", "right", "wrong", "ties", "pair accuracy"], acc_rows)]
 

@@ -79,7 +79,7 @@ def _pooled(method: str, found: list[tuple]) -> dict:
 
 # ---------------------------------------------------------------------------- Markdown
 def _c_auc(entry: dict) -> str:
-    return premise_report._auc(next(a for a in entry["auc"] if a["score"] == "C"))
+    return premise_report.auc_cell(next(a for a in entry["auc"] if a["score"] == "C"))
 
 
 def premise_table(premise_section: dict) -> list[list[str]]:
@@ -92,7 +92,7 @@ def premise_table(premise_section: dict) -> list[list[str]]:
     for label, iteration, e in measured + pooled:
         high, low = e["by_c"]
         rows.append([label, iteration, str(e["right"]), str(e["wrong"]), str(e["ties"]), _c_auc(e),
-                     premise_report._accuracy(high), premise_report._accuracy(low)])
+                     premise_report.accuracy_cell(high), premise_report.accuracy_cell(low)])
     return rows
 
 
