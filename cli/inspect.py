@@ -125,8 +125,10 @@ def _print(summary: dict, rep) -> None:
 
 def _print_tables(found: list) -> None:
     """Terminal tables from ``(key, title, header, rows)``: numbers and intervals stay on one line; names (the first
-    column) are never squeezed."""
+    column) are never squeezed. A table wider than the terminal is printed one row per line instead (``name: header
+    value · header value …``, wrapped by the terminal), so no cell is cut."""
     from rich.markup import escape
+    from rich.measure import Measurement
     from rich.table import Table
 
     for _, title, header, rows in found:
@@ -136,7 +138,13 @@ def _print_tables(found: list) -> None:
             t.add_column(h, overflow="fold", no_wrap=i > 0, min_width=names if i == 0 else None)
         for row in rows:
             t.add_row(*map(escape, row))
-        out.print(t)
+        if Measurement.get(out, out.options.update_width(10_000), t).maximum <= out.size.width:
+            out.print(t)
+            continue
+        out.print(title, markup=False, highlight=False, emoji=False)
+        for row in rows:
+            cells = " · ".join(f"{h} {v}" for h, v in zip(header[1:], row[1:]))
+            out.print(f"  {row[0]}: {cells}", markup=False, highlight=False, emoji=False)
 
 
 def register(app: typer.Typer) -> None:

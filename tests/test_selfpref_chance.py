@@ -252,3 +252,14 @@ def test_cli_inspect_prints_the_per_token_row(tmp_path, cream_exe):
     row = next(line for line in res.out.splitlines() if "current per token" in line)
     cells = [c.strip() for c in row.split("│")[1:-1]]
     assert cells == ["current per token", "2", "2.25 of 3", "2.00", "0.625", "0.500", "50.0% (1/2)", "33.3%", "0.556"]
+
+
+def test_cli_inspect_prints_a_wide_table_row_by_row_on_a_narrow_terminal(tmp_path, cream_exe):
+    """At 80 columns the self-preference table is too wide: each row is one line with every cell whole."""
+    schema_tables(tmp_path / "lab")
+    res = cream_exe("inspect", tmp_path / "lab", "--out", tmp_path / "plots", env={"COLUMNS": "80"})
+    assert res.code == 0, res
+    text = " ".join(res.out.split())  # the terminal's soft wraps undone
+    assert ("current per token: n 2 · mean rank 2.25 of 3 · chance 2.00 · normalised 0.625 · chance 0.500 · "
+            "below all 50.0% (1/2) · chance 33.3% · p 0.556") in text
+    assert "┃" not in res.out.split("Self-preference")[1].split("\n\n")[0]
