@@ -198,3 +198,20 @@ def test_the_same_method_and_seed_twice_is_a_user_error(runs, cream_exe, tmp_pat
     r = refused(cream_exe, tmp_path, "inspect", runs["cream", 1], first, again,
                 needles=(f"{again}: method srlm with seed 1 already given by {first}", "one run per method and seed"))
     assert not (tmp_path / "study").exists(), r
+
+
+def test_avg_takes_the_harness_tasks_beside_table_1():
+    """Avg(M_k) is the mean over every task: a harness task (multiple choice by log-likelihood) counts with its acc,
+    Table 1's generated-answer tasks with their accuracy; without harness rows it is Table 1's Avg."""
+    from cream_data.reports.study_seeds import _averages, run_gains
+
+    table1 = [{"k": 1, "tasks": {"gsm8k": {"accuracy": 0.10}}, "average": {"accuracy": 0.10}},
+              {"k": 3, "tasks": {"gsm8k": {"accuracy": 0.20}}, "average": {"accuracy": 0.20}}]
+    harness = [{"k": 1, "tasks": {"arc_easy": {"acc": {"value": 0.40}, "acc_norm": {"value": 0.9}},
+                                  "siqa": {"acc": {"value": 0.30}}}},
+               {"k": 3, "tasks": {"arc_easy": {"acc": {"value": 0.46}}, "siqa": {"acc": {"value": 0.36}}}}]
+    assert _averages(table1) == {1: 0.10, 3: 0.20}
+    got = _averages(table1, harness)
+    assert got[1] == pytest.approx((0.10 + 0.40 + 0.30) / 3) and got[3] == pytest.approx((0.20 + 0.46 + 0.36) / 3)
+    gains = run_gains(table1, 3, harness)
+    assert gains["delta_m1"] == pytest.approx((0.10 + 0.06 + 0.06) / 3) and gains["delta_m0"] is None

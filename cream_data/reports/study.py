@@ -199,7 +199,7 @@ def compare_runs(run_dirs: list[str | Path]) -> dict:
              "c_values": {m: {str(t): v.tolist() for t, v in cv.items()} for m, cv in c_values.items()}}
     if _several_seeds(study_runs):
         study["across_seeds"] = across_seeds({label: (r.method, r.seed) for label, r in study_runs.items()},
-                                             accuracy)
+                                             accuracy, harness)
     return _finite(study)
 
 

@@ -107,9 +107,10 @@ def seeds_section(study: dict) -> list[str]:
     lines = ["## Across seeds", "", "### Gain of the self-rewarding iterations per method", ""]
     lines += _md_table(seeds_table(study))
     lines += ["ΔAvg = Avg(last model) − Avg(M1), the gain of the self-rewarding iterations over the SFT model (and "
-              "over M0), in accuracy points; Avg as in Table 1. *Last model*: the last model every seed of the "
-              "method evaluated. Mean ± sample sd (ddof = 1) over the seeds, the seed as the unit of replication.",
-              ""]
+              "over M0), in accuracy points. Avg: the mean accuracy over every task the model was evaluated on (the "
+              "harness's `acc` for a task scored by lm-evaluation-harness, multiple choice by log-likelihood; "
+              "Table 1's accuracy for the others). *Last model*: the last model every seed of the method evaluated. "
+              "Mean ± sample sd (ddof = 1) over the seeds, the seed as the unit of replication.", ""]
     lines += ["### Paired comparisons across seeds", ""]
     if study["across_seeds"]["paired"]:
         lines += _md_table(seed_pairs_table(study))

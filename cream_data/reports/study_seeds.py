@@ -3,8 +3,10 @@
 ``cream inspect RUN…`` over runs of several seeds per method (``seeds.seed`` of each run's manifest) adds this
 section to the study (:mod:`cream_data.reports.study`).
 
-**Gain of a run.** ``Avg(M_k)`` is the mean of the task accuracies of model ``M_k`` (Table 1's Avg, as
-:func:`cream_data.reports.run_tables.accuracy_rows` computes it). Per run, ``ΔAvg = Avg(M_K) − Avg(M1)``: what the
+**Gain of a run.** ``Avg(M_k)`` is the mean of the task accuracies of model ``M_k`` over every task it was
+evaluated on: a task the run evaluated through lm-evaluation-harness counts with the harness's ``acc``
+(multiple choice by log-likelihood), any other with Table 1's accuracy (generated answers, as
+:func:`cream_data.reports.run_tables.accuracy_rows` computes it); a run without harness tasks has Table 1's Avg. Per run, ``ΔAvg = Avg(M_K) − Avg(M1)``: what the
 self-rewarding iterations gained over the SFT model, and ``ΔAvg vs M0 = Avg(M_K) − Avg(M0)``. ``K`` is the last
 model *every* seed of the method evaluated (normally M_T of every run), so a method's seeds are compared at the
 same model; a gain is None where its two models are not both evaluated (or ``K`` ≤ the base).
@@ -37,15 +39,30 @@ from scipy import stats
 BASES = (("delta_m1", 1), ("delta_m0", 0))  # ΔAvg against M1 (the SFT model) and against M0
 
 
-def _averages(rows: list[dict]) -> dict[int, float]:
-    """k → Avg(M_k) of one run's Table 1 rows (carried models included, as the table shows them)."""
-    return {r["k"]: r["average"]["accuracy"] for r in rows
-            if r["k"] is not None and r["average"]["accuracy"] is not None}
+HARNESS_METRIC = "acc"  # a multiple-choice task's accuracy by log-likelihood in lm-evaluation-harness
 
 
-def run_gains(rows: list[dict], last: int | None) -> dict:
+def _averages(rows: list[dict], harness: list[dict] | None = None) -> dict[int, float]:
+    """k → Avg(M_k) of one run: the mean over every task measured for M_k of its accuracy (carried models
+    included, as the tables show them). A task's accuracy is the harness's ``acc`` where the run evaluated it
+    through lm-evaluation-harness (multiple choice by log-likelihood), else Table 1's (generated answers); without
+    harness rows this is Table 1's Avg."""
+    per_k: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if r["k"] is not None:
+            found = {t: v["accuracy"] for t, v in r["tasks"].items() if v.get("accuracy") is not None}
+            per_k.setdefault(r["k"], {}).update(found)
+    for r in harness or []:
+        if r["k"] is not None:
+            found = {t: m[HARNESS_METRIC]["value"] for t, m in r["tasks"].items()
+                     if m.get(HARNESS_METRIC, {}).get("value") is not None}
+            per_k.setdefault(r["k"], {}).update(found)
+    return {k: float(np.mean(list(acc.values()))) for k, acc in per_k.items() if acc}
+
+
+def run_gains(rows: list[dict], last: int | None, harness: list[dict] | None = None) -> dict:
     """One run's Avg(M0), Avg(M1), Avg(M_last) and its gains ΔAvg vs M1 and vs M0 (None where undefined)."""
-    avg = _averages(rows)
+    avg = _averages(rows, harness)
     top = avg.get(last) if last is not None else None
     out = {"k_last": last, "avg_m0": avg.get(0), "avg_m1": avg.get(1), "avg_last": top}
     for key, base in BASES:
@@ -78,16 +95,19 @@ def paired_seeds(a: dict[int, float | None], b: dict[int, float | None]) -> dict
             "a_wins": int((d > 0).sum()), "b_wins": int((d < 0).sum()), "ties": int((d == 0).sum())}
 
 
-def across_seeds(runs: dict[str, tuple[str, int]], accuracy: dict[str, list[dict]]) -> dict:
+def across_seeds(runs: dict[str, tuple[str, int]], accuracy: dict[str, list[dict]],
+                 harness: dict[str, list[dict]] | None = None) -> dict:
     """The across-seeds section: ``runs`` = label → (method, seed) in the report's order, ``accuracy`` = label →
-    the run's Table 1 rows. Per run its gains, per method the pooled gains, and every paired comparison."""
+    the run's Table 1 rows, ``harness`` = label → its harness rows (multiple-choice tasks by log-likelihood; they
+    enter Avg, see :func:`_averages`). Per run its gains, per method the pooled gains, and every paired comparison."""
+    harness = harness or {}
     methods = list(dict.fromkeys(m for m, _ in runs.values()))
     labels = {m: [label for label, (method, _) in runs.items() if method == m] for m in methods}
     last = {}
     for m in methods:  # the last model every seed of the method evaluated
-        tops = [max(_averages(accuracy[label]), default=None) for label in labels[m]]
+        tops = [max(_averages(accuracy[label], harness.get(label)), default=None) for label in labels[m]]
         last[m] = None if None in tops else min(tops)
-    per_run = {label: {"method": m, "seed": s, **run_gains(accuracy[label], last[m])}
+    per_run = {label: {"method": m, "seed": s, **run_gains(accuracy[label], last[m], harness.get(label))}
                for label, (m, s) in runs.items()}
     by_seed = {key: {m: {per_run[label]["seed"]: per_run[label][key] for label in labels[m]} for m in methods}
                for key, _ in BASES}
