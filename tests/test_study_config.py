@@ -14,15 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 from typing import get_type_hints
 
 import pytest
-import yaml
 
 from tests.support import REPO
+from tests.support.scripts import bash, load, write_fake_cream
 
 STUDY = REPO / "examples" / "study"
 CONFIG = STUDY / "study.yaml"
@@ -34,26 +33,10 @@ QUICK = {"sft.limit": 16, "sft.max_length": 256, "prompts.sources.*.limit": 4, "
          "label.judge_max_new_tokens": 32, "eval.harness.limit": 50, "eval.limit": 10, "eval.max_new_tokens": 48}
 
 
-def load(path: Path) -> dict:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(data, dict), path
-    return data
-
-
-def bash() -> str:
-    found = shutil.which("bash")
-    if found is None:
-        pytest.skip("no bash")
-    return found
-
-
 @pytest.fixture(scope="module")
 def fake_cream(tmp_path_factory) -> Path:
     """A `cream` that prints its arguments: run.sh's every call, in order, without running anything."""
-    path = tmp_path_factory.mktemp("fake") / "cream"
-    path.write_text('#!/bin/bash\necho "cream $*"\n')
-    path.chmod(0o755)
-    return path
+    return write_fake_cream(tmp_path_factory.mktemp("fake"))
 
 
 def run_sh(fake: Path, env: dict, *args: str) -> subprocess.CompletedProcess:

@@ -14,15 +14,14 @@ import math
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.support import REPO
 from tests.support.example_configs import local_prompts, offline_copy
+from tests.support.scripts import bash, load, write_fake_cream
 
 STUDY = REPO / "examples" / "study-gpu"
 PAPER = REPO / "examples" / "paper.yaml"
@@ -38,26 +37,10 @@ LAUNCH = {"sft": {"batch_size", "grad_accum", "gradient_checkpointing", "launche
           "sample": {"batch_size", "tensor_parallel_size", "data_parallel"}, "label": {"data_parallel"}}
 
 
-def load(path: Path) -> dict:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(data, dict), path
-    return data
-
-
-def bash() -> str:
-    found = shutil.which("bash")
-    if found is None:
-        pytest.skip("no bash")
-    return found
-
-
 @pytest.fixture(scope="module")
 def fake_cream(tmp_path_factory) -> Path:
     """A `cream` that prints its arguments: run.sh's every call, in order, without running anything."""
-    path = tmp_path_factory.mktemp("fake") / "cream"
-    path.write_text('#!/bin/bash\necho "cream $*"\n')
-    path.chmod(0o755)
-    return path
+    return write_fake_cream(tmp_path_factory.mktemp("fake"))
 
 
 def calls(script: Path, fake: Path, env: dict, *args: str) -> list[list[str]]:

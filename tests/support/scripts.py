@@ -1,0 +1,33 @@
+"""What the tests of the example scripts share (examples/study/run.sh, examples/study-gpu/run.sh): reading a YAML
+config as a mapping, finding bash, and a fake `cream` that prints each call instead of running it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def load(path: Path) -> dict:
+    """The YAML file at ``path`` as a mapping (asserted)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), path
+    return data
+
+
+def bash() -> str:
+    """The bash to run a script with; the test is skipped without one."""
+    found = shutil.which("bash")
+    if found is None:
+        pytest.skip("no bash")
+    return found
+
+
+def write_fake_cream(folder: Path) -> Path:
+    """A `cream` in ``folder`` that prints its arguments: a script's every call, in order, without running any."""
+    path = folder / "cream"
+    path.write_text('#!/bin/bash\necho "cream $*"\n')
+    path.chmod(0o755)
+    return path
