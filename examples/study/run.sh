@@ -7,7 +7,7 @@
 #   STUDY_QUICK=1 bash examples/study/run.sh      # the reduced variant, same methods and seeds, well under an hour
 #   bash examples/study/run.sh --plan             # every run's stages and command lines; nothing run
 #
-# Settings (environment): SEEDS (default "0 1 2"); METHODS (default "cream cream-no-rc srlm"; oracle, rm, ... may be
+# Settings (environment): SEEDS (default "0 1 2"); METHODS (default "cream cream-no-rc srlm"; oracle or cream-avg may be
 # added); STUDY_DATA the data folder (default ../shared/data beside the repository; README.md lists its files);
 # STUDY_QUICK=1 the reduced variant (QUICK_SETTINGS below); STUDY_RUNS the study folder (default runs/study, or
 # runs/study-quick); CREAM the `cream` console script and PYTHON the Python with cream installed (default .venv's).
