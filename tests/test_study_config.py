@@ -21,7 +21,7 @@ from typing import get_type_hints
 import pytest
 
 from tests.support import REPO
-from tests.support.scripts import bash, load, write_fake_cream
+from tests.support.scripts import bash, cream_calls, load, run_script, write_fake_cream
 
 STUDY = REPO / "examples" / "study"
 CONFIG = STUDY / "study.yaml"
@@ -42,15 +42,12 @@ def fake_cream(tmp_path_factory) -> Path:
 def run_sh(fake: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     import sys
 
-    return subprocess.run([bash(), str(STUDY / "run.sh"), *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=120, env={**os.environ, "CREAM": str(fake), "PYTHON": sys.executable, **env})
+    return run_script(STUDY / "run.sh", fake, {"PYTHON": sys.executable, **env}, *args, cwd=REPO)
 
 
 def calls(fake: Path, env: dict, *args: str) -> list[list[str]]:
     """The `cream …` calls run.sh makes under the fake cream, each as its argument list (after `cream`)."""
-    r = run_sh(fake, env, *args)
-    assert r.returncode == 0, r.stderr
-    return [shlex.split(line)[1:] for line in r.stdout.splitlines() if line.startswith("cream ")]
+    return cream_calls(run_sh(fake, env, *args))
 
 
 def run_calls(found: list[list[str]]) -> list[dict]:

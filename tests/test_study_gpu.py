@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shlex
 import subprocess
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from tests.support import REPO
 from tests.support.example_configs import local_prompts, offline_copy
-from tests.support.scripts import bash, load, write_fake_cream
+from tests.support.scripts import bash, cream_calls, load, run_script, write_fake_cream
 
 STUDY = REPO / "examples" / "study-gpu"
 PAPER = REPO / "examples" / "paper.yaml"
@@ -45,10 +44,7 @@ def fake_cream(tmp_path_factory) -> Path:
 
 def calls(script: Path, fake: Path, env: dict, *args: str) -> list[list[str]]:
     """The `cream …` calls a script makes under the fake cream, each as its argument list (after `cream`)."""
-    r = subprocess.run([bash(), str(script), *args], capture_output=True, text=True, cwd=REPO, timeout=60,
-                       env={**os.environ, "CREAM": str(fake), **env})
-    assert r.returncode == 0, r.stderr
-    return [shlex.split(line)[1:] for line in r.stdout.splitlines() if line.startswith("cream ")]
+    return cream_calls(run_script(script, fake, env, *args, cwd=REPO, timeout=60))
 
 
 def run_calls(found: list[list[str]]) -> list[dict]:

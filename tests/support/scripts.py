@@ -31,3 +31,20 @@ def write_fake_cream(folder: Path) -> Path:
     path.write_text('#!/bin/bash\necho "cream $*"\n')
     path.chmod(0o755)
     return path
+
+
+def run_script(script: Path, fake: Path, env: dict, *args: str, cwd: Path, timeout: float = 120):
+    """``bash SCRIPT ARGS`` in ``cwd`` with the fake `cream` (``CREAM``) and ``env`` on top of this environment."""
+    import os
+    import subprocess
+
+    return subprocess.run([bash(), str(script), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, "CREAM": str(fake), **env})
+
+
+def cream_calls(result) -> list[list[str]]:
+    """The `cream …` calls a script made under the fake `cream` (it exited 0), each as its argument list."""
+    import shlex
+
+    assert result.returncode == 0, result.stderr
+    return [shlex.split(line)[1:] for line in result.stdout.splitlines() if line.startswith("cream ")]
