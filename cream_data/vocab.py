@@ -16,6 +16,7 @@ TASKS: tuple[str, ...] = ("arc_easy", "arc_challenge", "openbookqa", "siqa", "gs
 # `cream run` methods (the paper's rows and a few beyond it, README "Methods"): method -> (pair reward, training loss).
 RUN_METHODS: dict[str, tuple[str, str]] = {
     "cream": ("dpo", "cream"),
+    "cream-prompt": ("dpo", "cream"),  # cream with each prompt's own C (label scope prompt: the authors' consistency_dyn)
     "cream-avg": ("dpo", "cream-avg"),
     "cream-no-rc": ("dpo", "dpo"),
     "srlm": ("judge", "dpo"),
@@ -29,9 +30,10 @@ TEMPORAL_REWARDS: tuple[str, ...] = ("judge", "dpo", "rm")
 # Method temporal's folders in a run's iter-<t>/: the initial model's samples, the anchored pairs, the future model
 # and its samples (their tables get `cream sql` views of their own: anchor_responses, anchored_preferences, …).
 TEMPORAL_FOLDERS: tuple[str, ...] = ("anchor", "anchored", "future")
-# What a method sets in the label stage unless the run config's label section says otherwise (scir keeps each
-# prompt's own C; every other method the label stage's default scope, the paper's dataset mean).
-METHOD_LABEL: dict[str, dict[str, str]] = {"scir": {"consistency_between": "current,judge", "pair_policy": "both",
+# What a method sets in the label stage unless the run config's label section says otherwise (cream-prompt and scir
+# keep each prompt's own C; every other method the label stage's default scope, the paper's dataset mean).
+METHOD_LABEL: dict[str, dict[str, str]] = {"cream-prompt": {"scope": "prompt"},
+                                           "scir": {"consistency_between": "current,judge", "pair_policy": "both",
                                                     "scope": "prompt"}}
 # The training loss of `cream train --method`: cream (each pair's stored weight: the label stage's C after its scope,
 # the dataset mean by default), cream-avg (the table's mean weight, taken by the trainer), dpo (C = 1).

@@ -168,6 +168,9 @@ def test_the_plan_says_each_prompts_own_c_and_the_clip_when_set(tmp_path, cream_
         ("cream", {"clip_c": True},
          "C = dataset mean of (tau+1)/2 over the iteration's pairs, raised to 1/2 if below (current vs previous"),
         ("scir", {}, "C = each prompt's own (tau+1)/2 (current vs judge rankings, pairs kept where judge agrees)"),
+        ("cream-prompt", {}, "C = each prompt's own (tau+1)/2 (current vs previous rankings)"),
+        ("cream-prompt", {"scope": "dataset"},
+         "C = dataset mean of (tau+1)/2 over the iteration's pairs (current vs previous rankings)"),
         ("cream-no-rc", {}, "C = 1 (plain DPO)"),
         ("srlm", {}, "C = 1 (plain DPO)"),
     ]:

@@ -25,7 +25,7 @@ from tests.support.scripts import bash, cream_calls, load, run_script, write_fak
 
 STUDY = REPO / "examples" / "study"
 CONFIG = STUDY / "study.yaml"
-METHODS = ["cream", "cream-no-rc", "srlm"]  # CREAM, its ablation CREAM w/o RC, SRLM
+METHODS = ["cream", "cream-prompt", "cream-no-rc", "srlm"]  # CREAM, with per-prompt C, w/o RC (its ablation), SRLM
 SEEDS = [0, 1, 2]
 MC_TASKS = ["arc_easy", "arc_challenge", "openbookqa", "siqa"]
 # run.sh's reduced variant (STUDY_QUICK=1): key -> value, what its QUICK_SETTINGS say
@@ -96,8 +96,8 @@ def test_study_yaml_writes_every_setting_of_every_section():
 def test_study_yaml_says_what_the_study_is():
     raw = load(CONFIG)
     assert raw["model"] == "smollm2-135m-instruct" and raw["iterations"] == 2
-    assert (raw["label"]["scope"], raw["label"]["clip_c"], raw["label"]["consistency"]) == ("dataset", False,
-                                                                                           "kendall")
+    # scope null: each method's own (cream the dataset mean, the paper's; cream-prompt each prompt's own C)
+    assert (raw["label"]["scope"], raw["label"]["clip_c"], raw["label"]["consistency"]) == (None, False, "kendall")
     assert raw["label"]["judge_mode"] == "expected" and raw["label"]["oracle_scores"] is True
     harness, ev = raw["eval"]["harness"], raw["eval"]
     assert harness["tasks"] == MC_TASKS and harness["limit"] >= 250 and harness["num_fewshot"] == 0
@@ -112,7 +112,8 @@ def test_study_yaml_says_what_the_study_is():
 
 def test_every_run_validates_and_the_runs_differ_in_method_and_seed_only(fake_cream, tmp_path, shared_data):
     """Each run of run.sh through `cream run --check`'s loader with the run's overrides: what each will run,
-    every default filled in, is the same but for method, seed and run_dir; D_U has 2 x 64 prompts."""
+    every default filled in, is the same but for method, seed and run_dir, and the label scope the method decides
+    (cream: the dataset mean, cream-prompt: each prompt's own); D_U has 2 x 64 prompts."""
     from cream_train.run.config import load_run_config
 
     runs = run_calls(calls(fake_cream, {"STUDY_RUNS": str(tmp_path)}))
@@ -123,7 +124,9 @@ def test_every_run_validates_and_the_runs_differ_in_method_and_seed_only(fake_cr
                                                              "run_dir": r["out"]}, machine_checks=None)
         assert (cfg.method, cfg.seed, Path(cfg.run_dir)) == (r["method"], r["seed"], Path(r["out"]))
         assert table.num_rows == 4 * 32
-        settings.append({k: v for k, v in cfg.to_dict().items() if k not in ("method", "seed", "run_dir")})
+        found = {k: v for k, v in cfg.to_dict().items() if k not in ("method", "seed", "run_dir")}
+        assert found["label"].pop("scope") == ("prompt" if r["method"] == "cream-prompt" else "dataset"), r
+        settings.append(found)
     assert all(s == settings[0] for s in settings[1:])
 
 
@@ -323,8 +326,9 @@ def test_readme_hours_are_the_arithmetic_of_its_stage_tables():
     full = table(text, ("stage", "count per seed", "each (min)", "arithmetic"))
     quick = table(text, ("stage", "count per seed", "each (s)", "arithmetic"))
     k = len(METHODS)
-    counts = {"SFT → M1": 1, "evaluation of a model": 1 + 2 * k, "sampling": 1 + k, "labeling by DPO reward": 1 + 2,
-              "labeling by SRLM's judge": 2, "DPO": 2 * k}  # cream-no-rc takes cream's iteration-1 labels
+    dpo_rewarded = k - 1  # all but srlm; cream-no-rc takes cream's iteration-1 labels (the same scope)
+    counts = {"SFT → M1": 1, "evaluation of a model": 1 + 2 * k, "sampling": 1 + k,
+              "labeling by DPO reward": (dpo_rewarded - 1) + dpo_rewarded, "labeling by SRLM's judge": 2, "DPO": 2 * k}
     for rows in (full, quick):
         assert {r[0]: count(r[1]) for r in rows} == counts
     seed = sum(count(r[1]) * float(r[2]) for r in full)

@@ -215,3 +215,23 @@ def test_avg_takes_the_harness_tasks_beside_table_1():
     assert got[1] == pytest.approx((0.10 + 0.40 + 0.30) / 3) and got[3] == pytest.approx((0.20 + 0.46 + 0.36) / 3)
     gains = run_gains(table1, 3, harness)
     assert gains["delta_m1"] == pytest.approx((0.10 + 0.06 + 0.06) / 3) and gains["delta_m0"] is None
+
+
+def test_cream_prompt_is_its_own_method_compared_with_cream_no_rc(tmp_path, monkeypatch):
+    """cream-prompt (cream with each prompt's own C) is a method of its own in a study: its rows, its pooled gain,
+    its paired difference with cream-no-rc within each seed (as cream's), and cream's colour family in the plots."""
+    from cream_data.reports.study import compare_runs
+    from cream_data.reports.study_plots import COLORS, method_color
+
+    monkeypatch.setitem(M3, "cream-prompt", M3["cream"])
+    monkeypatch.setitem(M3, "cream-no-rc", M3["srlm"])
+    methods = ("srlm", "cream-no-rc", "cream-prompt")
+    study = compare_runs([make_run(tmp_path, m, s) for s in (0, 1) for m in methods])
+    assert study["methods"] == [f"{m} (seed {s})" for m in methods for s in (0, 1)]
+    for s in (0, 1):
+        d = [x for x in study["deltas"] if x["a"] == f"cream-prompt (seed {s}) M3" and x["vs"] != "base"]
+        assert [x["b"] for x in d] == [f"srlm (seed {s}) M3", f"cream-no-rc (seed {s}) M3"]
+        assert d[1]["delta"] == pytest.approx((sum(M3["cream"][s]) - sum(M3["srlm"][s])) / 8)
+    pooled = study["across_seeds"]["methods"]["cream-prompt"]["delta_m1"]
+    assert pooled["values"] == pytest.approx({str(s): GAIN_M1["cream"][s] for s in (0, 1)})
+    assert method_color("cream-prompt (seed 1)") == COLORS["cream-prompt"] != COLORS["cream"]

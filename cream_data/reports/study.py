@@ -56,7 +56,7 @@ from cream_data.reports.study_markdown import to_markdown
 from cream_data.reports.study_premise import study_premise
 from cream_data.reports.study_seeds import across_seeds
 
-METHOD_ORDER = ("srlm", "cream-no-rc", "cream-avg", "cream", "oracle")
+METHOD_ORDER = ("srlm", "cream-no-rc", "cream-avg", "cream", "cream-prompt", "oracle")
 
 
 # ---------------------------------------------------------------------------- reading the runs
@@ -255,7 +255,7 @@ def _outcomes(rows: list[dict]) -> dict:
 def _deltas(runs: dict[str, StudyRun], ks: list[int], shared: list[int], in_group: dict[str, list[int]],
             outcomes: dict) -> list[dict]:
     """Paired differences: each model vs the last shared model (M1 = the SFT model), each method vs the first, and
-    cream vs cream-no-rc. Methods are compared within their group (the same seed when some method has several
+    cream (and cream-prompt) vs cream-no-rc. Methods are compared within their group (the same seed when some method has several
     seeds, else all runs), from the models the group shares (``in_group``: label → k; ``shared`` by every run,
     named without a run)."""
     methods = list(runs)
@@ -279,7 +279,7 @@ def _deltas(runs: dict[str, StudyRun], ks: list[int], shared: list[int], in_grou
                 add(m, "" if base_k in shared else m, k, base_k, "base")
             if m != first and k in outcomes[first]:
                 add(m, first, k, k, first)
-    for cream in (m for m in methods if runs[m].method == "cream"):
+    for cream in (m for m in methods if runs[m].method in ("cream", "cream-prompt")):
         norc = peer(cream, "cream-no-rc")
         if norc is None or peer(cream) == norc:
             continue

@@ -10,7 +10,17 @@ import numpy as np
 from cream_data.reports.figures import new_figure, save_png
 
 COLORS = {"srlm": "#8172B2", "cream-no-rc": "#DD8452", "cream-avg": "#937860", "cream": "#4C72B0",
-          "oracle": "#55A868"}
+          "cream-prompt": "#64B5CD", "oracle": "#55A868"}
+
+
+def method_color(label: str, default: str | None = None) -> str | None:
+    """The colour of a run's method: a study with several seeds labels its runs ``method (seed N)``, and every seed
+    of a method gets the method's colour.
+
+    >>> method_color("cream (seed 2)") == method_color("cream") == COLORS["cream"]
+    True
+    """
+    return COLORS.get(label.split(" (seed ")[0], default)
 
 
 def plot_accuracy(study: dict, path: Path) -> Path:
@@ -24,7 +34,7 @@ def plot_accuracy(study: dict, path: Path) -> Path:
         y = np.array([r["average"]["accuracy"] for r in rows]) * 100
         lo = y - np.array([r["average"]["ci_low"] for r in rows]) * 100
         hi = np.array([r["average"]["ci_high"] for r in rows]) * 100 - y
-        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, linewidth=1.6, label=m, color=COLORS.get(m))
+        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, linewidth=1.6, label=m, color=method_color(m))
     ks = sorted({r["k"] for rows in study["accuracy"].values() for r in rows if r["k"] is not None})
     ax.set_xticks(ks, [f"M{k}" + (" (shared)" if k in shared else "") for k in ks])
     ax.set(title="Average accuracy over the eval tasks (95% CI)", xlabel="model", ylabel="accuracy (%)")
@@ -46,7 +56,7 @@ def plot_tasks(study: dict, path: Path) -> Path:
         rows = [r for r in study["accuracy"][m] if r["k"] is not None]
         if rows:
             last = max(rows, key=lambda r: r["k"])
-            groups.append((f"{m} M{last['k']}", last, COLORS.get(m)))
+            groups.append((f"{m} M{last['k']}", last, method_color(m)))
     width = 0.8 / max(1, len(groups))
     x = np.arange(len(tasks))
     for i, (label, row, color) in enumerate(groups):
@@ -70,7 +80,7 @@ def plot_consistency(study: dict, path: Path) -> Path:
         for t, vals in sorted(study["c_values"][m].items(), key=lambda kv: int(kv[0])):
             data.append(np.array(vals))
             labels.append(f"{m}\nM{t} vs M{int(t) - 1}")
-            colors.append(COLORS.get(m, "#4C72B0"))
+            colors.append(method_color(m, "#4C72B0"))
     if data:
         box = ax.boxplot(data, showmeans=True, showfliers=False, widths=0.55, patch_artist=True,
                          meanprops={"marker": "D", "markerfacecolor": "black", "markeredgecolor": "black"})

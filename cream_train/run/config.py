@@ -1,7 +1,7 @@
 """The `cream run` config: one YAML file for the whole loop, validated up front with every problem listed at once.
 
     model: smollm2-135m-instruct      # M0
-    method: cream                     # cream | cream-avg | cream-no-rc | srlm | oracle | rm (the paper's rows) | scir | temporal
+    method: cream                     # cream | cream-avg | cream-no-rc | srlm | oracle | rm (the paper's rows) | cream-prompt | scir | temporal
     iterations: 2                     # T
     sft:     {data: …, lr: 2e-5, epochs: 1, weight_decay: 0.0, max_grad_norm: 1.0, …}
     prompts: {source: …, limit: …}    # split into T disjoint subsets, one per iteration

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# `make study`: the CPU study (README.md beside this file): CREAM vs CREAM w/o RC vs SRLM on SmolLM2-135M-Instruct,
-# three training seeds each, from the one config study.yaml; then one `cream inspect` over every run (its section
-# "Across seeds" pools the seeds), written to docs/results/ and between the markers of docs/RESULTS.md.
+# `make study`: the CPU study (README.md beside this file): CREAM, CREAM with per-prompt C, CREAM w/o RC and SRLM on
+# SmolLM2-135M-Instruct, three training seeds each, from the one config study.yaml; then one `cream inspect` over
+# every run (its section "Across seeds" pools the seeds), written to docs/results/ and between the markers of
+# docs/RESULTS.md.
 #
-#   bash examples/study/run.sh                    # the study: 3 methods x seeds 0 1 2 (hours: README.md)
+#   bash examples/study/run.sh                    # the study: 4 methods x seeds 0 1 2 (hours: README.md)
 #   STUDY_QUICK=1 bash examples/study/run.sh      # the reduced variant, same methods and seeds, well under an hour
 #   bash examples/study/run.sh --plan             # every run's stages and command lines; nothing run
 #
-# Settings (environment): SEEDS (default "0 1 2"); METHODS (default "cream cream-no-rc srlm"; oracle or cream-avg may be
-# added); STUDY_DATA the data folder (default ../shared/data beside the repository; README.md lists its files);
+# Settings (environment): SEEDS (default "0 1 2"); METHODS (default "cream cream-prompt cream-no-rc srlm"; oracle or
+# cream-avg may be added); STUDY_DATA the data folder (default ../shared/data beside the repository; README.md lists its files);
 # STUDY_QUICK=1 the reduced variant (QUICK_SETTINGS below); STUDY_RUNS the study folder (default runs/study, or
 # runs/study-quick); CREAM the `cream` console script and PYTHON the Python with cream installed (default .venv's).
 #
@@ -44,7 +45,7 @@ case "$QUICK" in
     *) echo "run.sh: STUDY_QUICK=$QUICK: expected 1 (the reduced variant) or 0" >&2; exit 2 ;;
 esac
 read -ra seeds <<< "${SEEDS:-0 1 2}"
-read -ra methods <<< "${METHODS:-cream cream-no-rc srlm}"
+read -ra methods <<< "${METHODS:-cream cream-prompt cream-no-rc srlm}"
 if (( ${#seeds[@]} == 0 || ${#methods[@]} == 0 )); then
     echo "run.sh: SEEDS and METHODS must each name at least one" >&2
     exit 2
