@@ -25,9 +25,12 @@ demo: $(STAMP)
 	$(VENV)/bin/cream --version
 	bash examples/demo.sh
 
+# The suite runs on every core (pytest-xdist), each test file on one worker (its module fixtures built once);
+# `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= auto
 test: $(STAMP)  # the import contracts of pyproject.toml ([tool.importlinter]) first, then the suite
 	$(VENV)/bin/lint-imports --no-logo --no-cache
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 study: $(STAMP)  # the CPU study (examples/study/README.md: 4 methods x 3 seeds): about 7.3 h on an idle 2-core CPU; STUDY_QUICK=1: about 50 min
 	bash examples/study/run.sh

@@ -17,6 +17,27 @@ from tests.support.models import make_tiny_model
 os.environ.setdefault("CREAM_CACHE", str(REPO / ".cache" / "cream"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is fetched from a hub at test time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # a worker of `pytest -n N`: the cores shared out, no oversubscription
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+# Test files that start torch.distributed (accelerate / torchrun on one machine, on the default port 29500): one
+# such file at a time on this machine, across the workers of `pytest -n N` (make test) and any other suite running.
+DISTRIBUTED = {"test_run_processes.py", "test_srun.py", "test_train_accelerate.py"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_distributed_file_at_a_time(request):
+    """Held for the whole module (its module fixtures start runs too) when the module is in DISTRIBUTED."""
+    if request.node.path.name not in DISTRIBUTED:
+        yield
+        return
+    import fcntl
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / f"cream-tests-distributed-{os.getuid()}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def shared_data_dir() -> Path:
