@@ -3,20 +3,23 @@
 What is checked, offline (models named by Hub id are only checked for their form): every run that run.sh starts —
 each method x seed of each config — is a config `cream run --check` accepts (its loader, with run.sh's overrides);
 those runs differ in method, seed and run directory only; both configs keep examples/paper.yaml's settings and data;
-`run.sh --plan` prints every run's stages without writing anything; the Slurm script hands its array task's seed to
-run.sh; and the README's GPU-hours tables are recomputed here from the README's own inputs table, so a changed
-input without changed hours (or the reverse) fails.
+`run.sh --plan` prints every run's stages without writing anything; the data folder (STUDY_DATA): a folder that
+lacks a file the chosen config reads is one line before any `cream` call, another folder runs a variant config with
+the data paths moved there and nothing else changed, the default folder runs the configs themselves; and the Slurm
+script hands its array task's seed (and the data folder) to run.sh. The README's GPU-hours tables:
+tests/test_study_gpu_hours.py.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support import REPO
 from tests.support.example_configs import local_prompts, offline_copy
@@ -34,6 +37,12 @@ LAUNCH = {"sft": {"batch_size", "grad_accum", "gradient_checkpointing", "launche
           "train": {"batch_size", "grad_accum", "gradient_checkpointing", "launcher", "num_processes",
                     "accelerate_config"},
           "sample": {"batch_size", "tensor_parallel_size", "data_parallel"}, "label": {"data_parallel"}}
+# The files both configs read from the data folder (README.md "The data"): the SFT file and the five evaluated tasks'
+# test files, SIQA's dev set with its labels.
+DATA_FILES = ["oasst2_srlm_pairs/oasst2_en_first_turn_ranked_pairs.jsonl", "arc/ARC-Easy-Test.jsonl",
+              "arc/ARC-Challenge-Test.jsonl", "openbookqa/test.jsonl", "siqa/dev.jsonl", "siqa/dev-labels.lst",
+              "gsm8k/test.jsonl"]
+DEFAULT_DATA = REPO.parent / "shared" / "data"  # what the configs' data paths name
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +51,29 @@ def fake_cream(tmp_path_factory) -> Path:
     return write_fake_cream(tmp_path_factory.mktemp("fake"))
 
 
+def data_folder(folder: Path, files=DATA_FILES) -> Path:
+    """A data folder holding ``files``, empty: what run.sh checks for (the fake cream reads none)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).touch()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory) -> Path:
+    """A data folder elsewhere with every file the configs read (empty)."""
+    return data_folder(tmp_path_factory.mktemp("data"))
+
+
+def script_run(script: Path, fake: Path, env: dict, *args: str):
+    """``bash SCRIPT ARGS`` under the fake cream, with this test's Python as run.sh's PYTHON."""
+    return run_script(script, fake, {"PYTHON": sys.executable, **env}, *args, cwd=REPO, timeout=60)
+
+
 def calls(script: Path, fake: Path, env: dict, *args: str) -> list[list[str]]:
     """The `cream …` calls a script makes under the fake cream, each as its argument list (after `cream`)."""
-    return cream_calls(run_script(script, fake, env, *args, cwd=REPO, timeout=60))
+    return cream_calls(script_run(script, fake, env, *args))
 
 
 def run_calls(found: list[list[str]]) -> list[dict]:
@@ -53,7 +82,7 @@ def run_calls(found: list[list[str]]) -> list[dict]:
     for argv in found:
         if argv[0] != "run":
             continue
-        flags = argv[2:]
+        flags = [a for a in argv[2:] if a != "--plan"]
         pairs = list(zip(flags[::2], flags[1::2]))
         assert all(k.startswith("--") for k, _ in pairs) and len(flags) % 2 == 0, argv
         one = {k: v for k, v in pairs if k != "--reuse-from"}
@@ -64,12 +93,12 @@ def run_calls(found: list[list[str]]) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------- run.sh
 @pytest.mark.parametrize("size", sorted(CONFIGS))
-def test_run_sh_runs_every_method_and_seed_then_inspects_each_seed_and_all(size, fake_cream, tmp_path):
+def test_run_sh_runs_every_method_and_seed_then_inspects_each_seed_and_all(size, fake_cream, fake_data, tmp_path):
     runs_dir = tmp_path / "runs"
-    found = calls(STUDY / "run.sh", fake_cream, {"SIZE": size, "RUNS": str(runs_dir)})
+    found = calls(STUDY / "run.sh", fake_cream, {"SIZE": size, "RUNS": str(runs_dir), "STUDY_DATA": str(fake_data)})
     runs = run_calls(found)
     assert sorted((r["method"], r["seed"]) for r in runs) == sorted((m, s) for m in METHODS for s in SEEDS)
-    assert {r["config"] for r in runs} == {str(CONFIGS[size].relative_to(REPO))}
+    assert {r["config"] for r in runs} == {str(runs_dir / CONFIGS[size].name)}  # the variant: the data elsewhere
     for r in runs:
         assert r["out"] == str(runs_dir / f"seed-{r['seed']}" / r["method"])
     # within a seed: each run may take the stages of the seed's earlier runs; a later seed, the first seed's first
@@ -90,9 +119,9 @@ def test_run_sh_runs_every_method_and_seed_then_inspects_each_seed_and_all(size,
     assert len(inspects) == 2 * len(SEEDS) + 1
 
 
-def test_run_sh_takes_seeds_and_methods_from_the_environment(fake_cream, tmp_path):
+def test_run_sh_takes_seeds_and_methods_from_the_environment(fake_cream, fake_data, tmp_path):
     runs = run_calls(calls(STUDY / "run.sh", fake_cream, {"SEEDS": "7", "METHODS": "srlm cream",
-                                                          "RUNS": str(tmp_path)}))
+                                                          "RUNS": str(tmp_path), "STUDY_DATA": str(fake_data)}))
     assert [(r["method"], r["seed"], r["reuse"]) for r in runs] == [
         ("srlm", 7, []), ("cream", 7, [str(tmp_path / "seed-7" / "srlm")])]
 
@@ -101,9 +130,9 @@ def test_run_sh_refuses_what_it_cannot_run(fake_cream):
     for env, args, needle in (({"SIZE": "3b"}, (), "SIZE=3b: expected 1b or 8b"),
                               ({}, ("--bogus",), "unknown argument '--bogus'"),
                               ({"CONFIG": "nowhere.yaml"}, (), "config not found: nowhere.yaml"),
-                              ({"SEEDS": " "}, (), "SEEDS and METHODS must each name at least one")):
-        r = subprocess.run([bash(), str(STUDY / "run.sh"), *args], capture_output=True, text=True, cwd=REPO,
-                           timeout=60, env={**os.environ, "CREAM": str(fake_cream), **env})
+                              ({"SEEDS": " "}, (), "SEEDS and METHODS must each name at least one"),
+                              ({"PYTHON": "/nowhere/python"}, (), "PYTHON=/nowhere/python: no such command")):
+        r = script_run(STUDY / "run.sh", fake_cream, env, *args)
         assert r.returncode == 2 and needle in r.stderr and r.stdout == "", (env, args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
 
@@ -116,7 +145,8 @@ def test_run_sh_plan_prints_every_run_offline_and_writes_nothing(tmp_path, share
     config = offline_copy(CONFIGS["1b"], tmp_path / "config", shared_data)  # its task prompts from shared_data
     r = subprocess.run([bash(), str(STUDY / "run.sh"), "--plan"], capture_output=True, text=True, cwd=REPO,
                        timeout=300, env={**os.environ, "CREAM": str(cream_executable()), "CONFIG": str(config),
-                                         "SEEDS": "0", "RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1"})
+                                         "SEEDS": "0", "RUNS": str(runs_dir), "HF_HUB_OFFLINE": "1",
+                                         "PYTHON": sys.executable, "STUDY_DATA": str(shared_data)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("13 stages: 0 done or reused, 13 to run") == len(METHODS)
     labels = [line for line in r.stdout.splitlines() if line.strip().startswith("cream label ")]
@@ -128,6 +158,96 @@ def test_run_sh_plan_prints_every_run_offline_and_writes_nothing(tmp_path, share
     assert not runs_dir.exists()
 
 
+# ------------------------------------------------------------------------------------------- the data folder
+def refusal(r) -> str:
+    """run.sh's one stderr line, having stopped (exit 2) before any `cream` call (the fake one prints each)."""
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, (r.stdout, r.stderr)
+    return r.stderr.strip()
+
+
+def lacking(line: str) -> list[str]:
+    """The files a refusal says the data folder lacks."""
+    return sorted(line.split(" lacks ", 1)[1].split(" (", 1)[0].split())
+
+
+@pytest.mark.parametrize("size", sorted(CONFIGS))
+def test_run_sh_stops_in_one_line_when_the_data_folder_lacks_a_file(size, fake_cream, tmp_path):
+    env = {"SIZE": size, "RUNS": str(tmp_path / "runs")}
+    nowhere = tmp_path / "nowhere"
+    line = refusal(script_run(STUDY / "run.sh", fake_cream, {**env, "STUDY_DATA": str(nowhere)}))
+    assert f"data folder not found: {nowhere} (" in line and "set STUDY_DATA=DIR" in line
+    assert all(f in line for f in DATA_FILES), line
+    empty = data_folder(tmp_path / "empty", files=[])
+    line = refusal(script_run(STUDY / "run.sh", fake_cream, {**env, "STUDY_DATA": str(empty)}))
+    assert line.startswith(f"run.sh: data folder {empty} lacks ") and "set STUDY_DATA=DIR" in line
+    assert lacking(line) == sorted(DATA_FILES)
+    for name in DATA_FILES:  # each file, alone missing, is named alone
+        partial = data_folder(tmp_path / name.replace("/", "-"), [f for f in DATA_FILES if f != name])
+        assert lacking(refusal(script_run(STUDY / "run.sh", fake_cream, {**env, "STUDY_DATA": str(partial)}))) == [name]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_sh_checks_the_files_the_chosen_config_reads(fake_cream, tmp_path):
+    """A CONFIG that evaluates GSM8K only needs the SFT file and GSM8K's test file; one whose data lies outside
+    ../shared/data needs nothing there, and runs as it is whatever STUDY_DATA says."""
+    raw = load(CONFIGS["1b"])
+    raw["sft"]["data"] = str((STUDY / raw["sft"]["data"]).resolve())
+    raw["eval"].update(data_dir=str(DEFAULT_DATA.resolve()), tasks=["gsm8k"])
+    (tmp_path / "gsm8k.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    env = {"CONFIG": str(tmp_path / "gsm8k.yaml"), "RUNS": str(tmp_path / "runs"), "SEEDS": "0", "METHODS": "srlm"}
+    line = refusal(script_run(STUDY / "run.sh", fake_cream, {**env, "STUDY_DATA": str(data_folder(tmp_path / "d", []))}))
+    assert lacking(line) == sorted([DATA_FILES[0], "gsm8k/test.jsonl"])
+    raw["sft"]["data"], raw["eval"]["data_dir"] = str(tmp_path / "own" / "sft.jsonl"), str(tmp_path / "own")
+    (tmp_path / "own.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    r = script_run(STUDY / "run.sh", fake_cream, {**env, "CONFIG": str(tmp_path / "own.yaml"),
+                                                  "STUDY_DATA": str(tmp_path / "nowhere")})
+    assert [c["config"] for c in run_calls(cream_calls(r))] == [str(tmp_path / "own.yaml")]
+    assert f"STUDY_DATA={tmp_path / 'nowhere'} changes nothing" in r.stderr
+
+
+@pytest.mark.parametrize("size", sorted(CONFIGS))
+def test_study_data_elsewhere_runs_a_variant_with_the_data_paths_moved_and_nothing_else(size, fake_cream, fake_data,
+                                                                                          tmp_path):
+    env = {"SIZE": size, "STUDY_DATA": str(fake_data), "SEEDS": "0"}
+    runs = run_calls(calls(STUDY / "run.sh", fake_cream, {**env, "RUNS": str(tmp_path / "runs")}))
+    variant = tmp_path / "runs" / CONFIGS[size].name
+    assert [r["config"] for r in runs] == [str(variant)] * len(METHODS)
+    moved, original = load(variant), load(CONFIGS[size])
+    assert moved["sft"]["data"] == str(fake_data.resolve() / DATA_FILES[0])
+    assert moved["eval"]["data_dir"] == str(fake_data.resolve())
+    assert (STUDY / original["sft"]["data"]).resolve() == DEFAULT_DATA.resolve() / DATA_FILES[0]
+    for raw, base in ((moved, variant.parent), (original, STUDY)):  # every other path absolute, as `cream run` reads
+        for holder in (raw, raw["sft"], raw["train"]):
+            for key in ("run_dir", "accelerate_config"):
+                if holder.get(key):
+                    holder[key] = str((base / holder[key]).resolve())
+        raw["sft"]["data"] = raw["eval"]["data_dir"] = None
+    assert moved == original
+    # with --plan: the variant in a temporary folder, removed at the end; nothing written in RUNS
+    planned = run_calls(calls(STUDY / "run.sh", fake_cream, {**env, "RUNS": str(tmp_path / "plan")}, "--plan"))
+    config = Path(planned[0]["config"])
+    assert config.name == CONFIGS[size].name and not config.parent.exists() and not (tmp_path / "plan").exists()
+
+
+def test_the_readme_lists_the_files_run_sh_checks():
+    text = (STUDY / "README.md").read_text(encoding="utf-8").split("## The data", 1)[1].split("\n## ", 1)[0]
+    listed = [name for row in text.splitlines() if row.startswith("| `") for name in
+              re.findall(r"`([^`]+)`", row.split("|")[1])]
+    assert sorted(listed) == sorted(DATA_FILES)
+
+
+def test_the_default_data_folder_runs_the_configs_themselves(fake_cream, shared_data, tmp_path):
+    if DEFAULT_DATA.resolve() != shared_data.resolve():
+        pytest.skip(f"the shared data ({shared_data}) is not {DEFAULT_DATA}, the configs' folder")
+    for size, config in CONFIGS.items():
+        for data in ("", str(shared_data)):  # STUDY_DATA unset (empty reads as unset), or naming the default folder
+            runs_dir = tmp_path / size / ("named" if data else "default")
+            runs = run_calls(calls(STUDY / "run.sh", fake_cream, {"SIZE": size, "RUNS": str(runs_dir),
+                                                                  "STUDY_DATA": data, "SEEDS": "0"}))
+            assert [r["config"] for r in runs] == [str(config.relative_to(REPO))] * len(METHODS)
+            assert not list(runs_dir.glob("*.yaml"))  # no variant written
+
+
 # ------------------------------------------------------------------------------------------- the configs
 @pytest.mark.parametrize("size", sorted(CONFIGS))
 def test_every_run_validates_and_the_runs_differ_in_method_and_seed_only(size, fake_cream, tmp_path, shared_data):
@@ -135,7 +255,8 @@ def test_every_run_validates_and_the_runs_differ_in_method_and_seed_only(size, f
     run's overrides; what each will run, every default filled in, is the same but for method, seed and run_dir."""
     from cream_train.run.config import load_run_config
 
-    runs = run_calls(calls(STUDY / "run.sh", fake_cream, {"SIZE": size, "RUNS": str(tmp_path)}))
+    runs = run_calls(calls(STUDY / "run.sh", fake_cream, {"SIZE": size, "RUNS": str(tmp_path),
+                                                          "STUDY_DATA": str(shared_data)}))
     settings = []
     for r in runs:
         cfg, _, table = load_run_config(REPO / r["config"], {"method": r["method"], "seed": r["seed"],
@@ -241,7 +362,7 @@ def test_oracle_scores_is_set_where_cream_has_it():
 
 
 # ------------------------------------------------------------------------------------------- Slurm
-def test_sbatch_is_valid_bash_and_runs_its_array_tasks_seed(fake_cream, tmp_path):
+def test_sbatch_is_valid_bash_and_runs_its_array_tasks_seed(fake_cream, fake_data, tmp_path):
     script = STUDY / "study.sbatch"
     r = subprocess.run([bash(), "-n", str(script)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
@@ -249,126 +370,15 @@ def test_sbatch_is_valid_bash_and_runs_its_array_tasks_seed(fake_cream, tmp_path
     for needle in ("#SBATCH --array=0-2", "#SBATCH --gpus-per-node=8", "#SBATCH --requeue",
                    "exec bash examples/study-gpu/run.sh"):
         assert needle in text, needle
-    env = {"SLURM_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "1", "SIZE": "1b", "RUNS": str(tmp_path)}
+    env = {"SLURM_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "1", "SIZE": "1b", "RUNS": str(tmp_path),
+           "STUDY_DATA": str(fake_data)}
     runs = run_calls(calls(script, fake_cream, env))
     assert [(r["method"], r["seed"]) for r in runs] == [(m, 1) for m in METHODS]
-    assert {r["config"] for r in runs} == {str(CONFIGS["1b"].relative_to(REPO))}
+    assert {r["config"] for r in runs} == {str(tmp_path / CONFIGS["1b"].name)}  # STUDY_DATA reached run.sh
+    assert load(tmp_path / CONFIGS["1b"].name)["eval"]["data_dir"] == str(fake_data.resolve())
     r = subprocess.run([bash(), str(script)], capture_output=True, text=True, cwd=REPO, timeout=30,
                        env={k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"})
     assert r.returncode != 0 and "submit this script with sbatch" in r.stderr
-
-
-# ------------------------------------------------------------------------------------------- GPU hours
-def readme_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
-    """Every Markdown table of the text as (header cells, body rows of cells)."""
-    tables, block = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            block.append([c.strip() for c in line.strip().strip("|").split("|")])
-        elif block:
-            tables.append((block[0], block[2:]))
-            block = []
-    return tables
-
-
-def number(cell: str) -> float:
-    return float(cell.replace(",", ""))
-
-
-def named(rows: list[list[str]]) -> dict[str, list[str]]:
-    found = {}
-    for row in rows:
-        m = re.fullmatch(r"`(\w+)`", row[0])
-        assert m, row
-        found[m.group(1)] = row[1:]
-    return found
-
-
-def readme_numbers() -> tuple[dict, dict, dict]:
-    """The README's inputs for each size, and its hours per row name for each size."""
-    wanted = {("input", "value", "basis"), ("input", "1B", "8B", "basis"), ("stage", "formula", "1B", "8B"),
-              ("total", "formula", "1B", "8B")}
-    found = [(tuple(h), rows) for h, rows in readme_tables((STUDY / "README.md").read_text(encoding="utf-8"))]
-    assert sorted(h for h, _ in found if h in wanted) == sorted(wanted), "one table of each"
-    tables = {h: named(rows) for h, rows in found if h in wanted}
-    shared = {k: number(v[0]) for k, v in tables[("input", "value", "basis")].items()}
-    inputs = {size: {**shared, **{k: number(v[i]) for k, v in tables[("input", "1B", "8B", "basis")].items()}}
-              for i, size in enumerate(("1B", "8B"))}
-    hours = {size: {k: number(v[i + 1]) for h in (("stage", "formula", "1B", "8B"), ("total", "formula", "1B", "8B"))
-                    for k, v in tables[h].items()} for i, size in enumerate(("1B", "8B"))}
-    return inputs["1B"], inputs["8B"], hours
-
-
-def estimate(v: dict) -> dict[str, float]:
-    """The README's formulas: hours of each stage, run, seed and the study (see its GPU-hours section)."""
-    peak, h = v["peak_flops"], 3600
-    q = v["prompts"] / v["iterations"]
-    r = q * v["n"]
-    seq = v["prompt_tokens"] + v["response_tokens"]
-    fwd, trn = v["mfu_forward"] * peak * h, v["mfu_train"] * peak * h
-    s = {"sft": v["sft_examples"] * v["sft_epochs"] * v["sft_tokens"] * 6 * v["params"] / trn,
-         "sample": r * v["response_tokens"] / v["vllm_tok_s"] / h,
-         "label_1": r * seq * 2 * (v["label_models_1"] * v["params"] + v["rm_params"]) / fwd,
-         "label_2": r * seq * 2 * (v["label_models_2"] * v["params"] + v["rm_params"]) / fwd,
-         "judge": math.ceil(r / v["judge_batch"]) * v["judge_steps"] * v["hf_step_s"] / h
-         + r * v["judge_tokens"] * 2 * v["params"] / fwd,
-         "train": q * 2 * seq * 6 * v["params"] / trn,
-         "eval": v["eval_batches"] * v["eval_steps"] * v["hf_step_s"] / h}
-    run = s["sft"] + 2 * s["sample"] + s["label_1"] + s["label_2"] + 2 * s["train"] + 4 * s["eval"]
-    per_method = s["sample"] + s["label_2"] + 2 * s["train"] + 2 * s["eval"]
-    seed = s["sft"] + s["sample"] + 2 * s["eval"] + 4 * per_method + 3 * s["label_1"] + 2 * s["judge"]
-    k, gpus = v["seeds"], v["gpus"]
-    study = k * seed - (k - 1) * s["eval"]
-    evals = (10 * k - (k - 1)) * s["eval"]
-    wall = (study - evals) / gpus + evals
-    return {**s, "run": run, "run_srlm": run + 2 * s["judge"], "seed": seed,
-            "seed_wall": (seed - 10 * s["eval"]) / gpus + 10 * s["eval"], "study": study, "study_wall": wall,
-            "study_allocated": gpus * wall}
-
-
-def test_readme_hours_are_the_arithmetic_of_its_inputs():
-    small, large, hours = readme_numbers()
-    for size, inputs in (("1B", small), ("8B", large)):
-        want = estimate(inputs)
-        assert set(hours[size]) == set(want), size
-        wrong = {k: (hours[size][k], round(want[k], 2)) for k in want if abs(hours[size][k] - want[k]) > 0.0051}
-        assert not wrong, f"{size}: README shows vs its inputs give (README hours to update): {wrong}"
-    assert small["gpus"] == 1 and large["gpus"] == 8  # what the configs use
-    assert (small["seeds"], small["iterations"], small["n"]) == (len(SEEDS), 2, 5)
-
-
-def test_readme_inputs_match_the_configs_and_data(shared_data):
-    small, large, _ = readme_numbers()
-    paper = load(PAPER)
-    assert small["n"] == paper["sample"]["n"] and small["iterations"] == paper["iterations"]
-    for path in CONFIGS.values():
-        assert small["judge_batch"] == load(path)["label"]["batch_size"], path
-    assert small["eval_steps"] == paper["eval"]["max_new_tokens"]
-    # D_U from the Hub: the 16,597 prompts read offline (above) and SIQA's train questions, one per train label
-    siqa_train = sum(1 for line in (shared_data / "siqa" / "train-labels.lst").open(encoding="utf-8") if line.strip())
-    assert small["prompts"] == large["prompts"] == 16597 + siqa_train
-    sizes = {}
-    for task, name in (("arc_easy", "arc/ARC-Easy-Test.jsonl"), ("arc_challenge", "arc/ARC-Challenge-Test.jsonl"),
-                       ("openbookqa", "openbookqa/test.jsonl"), ("siqa", "siqa/dev.jsonl"),
-                       ("gsm8k", "gsm8k/test.jsonl")):
-        sizes[task] = sum(1 for line in (shared_data / name).open(encoding="utf-8") if line.strip())
-    batch = paper["eval"]["batch_size"]
-    assert small["eval_batches"] == sum(math.ceil(n / batch) for n in sizes.values())
-    text = (STUDY / "README.md").read_text(encoding="utf-8")
-    assert f"{sum(sizes.values()):,} questions" in text
-    # the derived figures the prose states
-    q = small["prompts"] / small["iterations"]
-    r, seq = q * small["n"], small["prompt_tokens"] + small["response_tokens"]
-    for figure in (f"Q = prompts / iterations = {q:,.1f}", f"R = Q · n = {r:,.1f}",
-                   f"= {r * small['response_tokens'] / 1e6:.1f} M tokens", f"= {r * seq / 1e6:.1f} M tokens",
-                   f"= {q * 2 * seq / 1e6:.1f} M tokens",
-                   f"{int(small['eval_batches'] * small['eval_steps']):,} decode",
-                   f"{sum(sizes.values()) * int(small['eval_steps']) / 1e6:.1f} M tokens"):
-        assert figure in text, figure
-    for params, shown in ((large["params"], "53,400 tokens/s at 8B"), (small["params"], "346,000 at")):
-        bound = 256 * 3.35e12 / (2 * params)
-        assert shown.split(" ")[0] == f"{round(bound, -2 if params > 5e9 else -3):,.0f}", (bound, shown)
-        assert shown in text
 
 
 def test_the_study_is_linked_from_the_readme_and_the_results_page():

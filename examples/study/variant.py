@@ -1,5 +1,7 @@
 """A variant of the CPU study's run config: study.yaml with its data folder moved and some settings replaced.
 
+(examples/study-gpu/run.sh writes its configs' variants with it too: their data folder moved, ``STUDY_DATA``.)
+
 `cream run` overrides three keys of a config (--method, --seed, --out). The study's other variations — its data
 in another folder (``STUDY_DATA``) and the reduced variant (``STUDY_QUICK=1``) — go through a copy of study.yaml
 that run.sh has this script write, so study.yaml stays the one description of the study and a variant differs
@@ -141,7 +143,7 @@ def main(argv: list[str]) -> int:
     said = " ".join(settings) or "none"
     moved_note = f"; data {data[0]} -> {data[1]}" if data else ""
     header = (f"# Written by examples/study/variant.py from {config} (paths made absolute{moved_note}; "
-              f"settings replaced: {said}). Edit study.yaml, not this file.\n")
+              f"settings replaced: {said}). Edit {config.name}, not this file.\n")
     out.write_text(header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return 0
 
