@@ -127,7 +127,7 @@ def test_rerun_reuses_stored_scores_and_repair_changes_only_weights(tmp_path, re
 
 
 def test_kill_during_scoring_then_resume(tmp_path, tiny_model, tiny_model_b):
-    resp = io.write_table(responses_table(n_prompts=120, n=4, seed=3), tmp_path / "responses", "responses")
+    resp = io.write_table(responses_table(n_prompts=40, n=4, seed=3), tmp_path / "responses", "responses")
     out = tmp_path / "lab"
     # a labeling that persists its scores every 8 rows (the internal setting flush_rows), in a process of its own
     code = ("from cream_data.stages.label import label; from cream_data.stages.label_config import LabelConfig; "
@@ -149,7 +149,7 @@ def test_kill_during_scoring_then_resume(tmp_path, tiny_model, tiny_model_b):
     assert all(after[k] == v for k, v in before.items())  # what was scored before the crash was kept, not redone
     for folder in (out / "logps").iterdir():
         cache = io.read_table(folder, "logps")  # validation: no duplicate (prompt_id, response_idx, model)
-        assert cache.num_rows == 480
+        assert cache.num_rows == 160
     clean = tmp_path / "clean"
     label(resp, LabelConfig(model=str(tiny_model), ref=str(tiny_model_b), batch_size=2), clean)
     assert io.read_table(out / "preferences", "preferences").equals(io.read_table(clean / "preferences", "preferences"))
