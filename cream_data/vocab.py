@@ -30,6 +30,11 @@ TEMPORAL_REWARDS: tuple[str, ...] = ("judge", "dpo", "rm")
 # Method temporal's folders in a run's iter-<t>/: the initial model's samples, the anchored pairs, the future model
 # and its samples (their tables get `cream sql` views of their own: anchor_responses, anchored_preferences, …).
 TEMPORAL_FOLDERS: tuple[str, ...] = ("anchor", "anchored", "future")
+# `cream run`'s probe folder (`prompts.probe`): RUN/prompts/probe/, the held-out prompts, and in iter-<t>/ M_t's samples
+# of them and their scores, a diagnostic never trained on (`cream sql` views probe_responses, probe_scores, …).
+PROBE_FOLDER = "probe"
+# The folders in a run's iter-<t>/ that hold other tables than the iteration's own samples, scores and pairs.
+SIDE_FOLDERS: tuple[str, ...] = (*TEMPORAL_FOLDERS, PROBE_FOLDER)
 # What a method sets in the label stage unless the run config's label section says otherwise (cream-prompt and scir
 # keep each prompt's own C; every other method the label stage's default scope, the paper's dataset mean).
 METHOD_LABEL: dict[str, dict[str, str]] = {"cream-prompt": {"scope": "prompt"},

@@ -199,3 +199,23 @@ def test_the_demo_turns_it_on_with_the_demo_prompts_answers():
                                                           table["reference_answer"].to_pylist())}
     assert read == answer
     assert [row["id"] for row in source if row["answer"] is None] == [f"demo-{k}" for k in range(18, 24)]
+
+
+def test_a_shard_without_human_answers_still_completes_the_human_table(tmp_path, tiny_model, tiny_model_b):
+    """With 2 label shards and one prompt with a human answer, one shard has none to score: it writes an empty part,
+    so the human table is complete and equals an unsharded labeling's (before, it was never complete)."""
+    resp, prompts = write_inputs(tmp_path)
+    t = io.read_table(prompts, "prompts")
+    only = pa.array([a if p == "p000" else None for p, a in zip(t["prompt_id"].to_pylist(),
+                                                                 t["human_answer"].to_pylist())], pa.string())
+    one = io.write_table(t.set_column(t.schema.get_field_index("human_answer"), "human_answer", only),
+                         tmp_path / "one-human", "prompts")
+    cfg = LabelConfig(**models(tiny_model, tiny_model_b), prompts=str(one), human_answers=True)
+    for i in range(2):
+        label(resp, cfg, tmp_path / "sharded", shard=(i, 2))
+    label(resp, cfg, tmp_path / "whole")
+    order = [("scorer", "ascending")]
+    sharded = io.read_table(tmp_path / "sharded" / "human", "human_scores").sort_by(order)
+    whole = io.read_table(tmp_path / "whole" / "human", "human_scores").sort_by(order)
+    assert set(sharded["prompt_id"].to_pylist()) == {"p000"} and sharded.num_rows == whole.num_rows > 0
+    assert sharded.equals(whole)

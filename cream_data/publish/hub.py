@@ -42,7 +42,7 @@ from cream_data.publish.run_state import check_finished
 from cream_data.errors import CreamError
 from cream_data.hub_ids import check_repo_id, is_repo_id
 from cream_data.tables.io import COMPRESSION, iter_table_paths, read_manifest, read_table, staging_folder
-from cream_data.vocab import TEMPORAL_FOLDERS
+from cream_data.vocab import SIDE_FOLDERS
 from cream_data.tables.iterations import iteration_from_path
 
 CONFIG_KINDS = ("preferences", "scores", "responses")
@@ -76,8 +76,8 @@ def collect(root: str | Path, exclude=(), *, pick_with_exclude: bool = True
             continue
         if _inside_publish_folder(path, root):  # an earlier `--out` inside DIR: its files are copies
             continue
-        if path.parent.name in TEMPORAL_FOLDERS:  # method temporal's pools and interim pairs: the final pairs,
-            continue                              # scores and M_t's samples are the iteration's dataset
+        if path.parent.name in SIDE_FOLDERS:  # method temporal's pools and interim pairs, the probe's diagnostic:
+            continue                          # the final pairs, scores and M_t's samples are the iteration's dataset
         if kind == "prompts":
             prompts.append(read_table(path, "prompts"))
         if kind not in CONFIG_KINDS:

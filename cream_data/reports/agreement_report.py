@@ -4,7 +4,10 @@ and ``human`` tables, rendering the numbers of :mod:`cream_data.rewards.agreemen
 tau-b per scorer pair and iteration).
 
 A labeled folder is the ``--out`` of ``cream label`` (``OUT/scores``, ``OUT/human``) or an iteration of a run
-(``RUN/iter-<t>/scores``, ``RUN/iter-<t>/human``). matplotlib is imported only when the plot is drawn.
+(``RUN/iter-<t>/scores``, ``RUN/iter-<t>/human``). A run with a probe set (``prompts.probe``) also has
+``RUN/iter-<t>/probe/`` (M_t's samples of the same held-out prompts, their scores and human answers): its
+self-preference rows make a table of their own, per iteration and role (:func:`run_probe`, :func:`probe_markdown`).
+matplotlib is imported only when the plot is drawn.
 """
 
 from __future__ import annotations
@@ -71,10 +74,23 @@ def read_folder(folder: Path) -> tuple[pa.Table | None, pa.Table | None]:
     return scores, human
 
 
+def own_tables(path: Path, found: list[Path], *, fallback: bool = True) -> list[Path]:
+    """Of the tables ``found`` under the labeled folder ``path``, those of its own labeling: a table in a side folder
+    below it (a run iteration's anchor/, anchored/, future/ of method temporal, or probe/) is another's, unless
+    (``fallback``) the side folders hold every one of them."""
+    from cream_data.vocab import SIDE_FOLDERS
+
+    def beside(p: Path) -> bool:
+        return p != path and bool(set(p.relative_to(path).parts[:-1]) & set(SIDE_FOLDERS))
+
+    own = [p for p in found if not beside(p)]
+    return own or found if fallback else own
+
+
 def find_human(path: Path, scores_path: Path | None) -> Path | None:
-    """The ``human_scores`` table that goes with a labeled folder: the one under ``path``, or, when ``path`` is
-    the scores table itself, its sibling ``human/``."""
-    found = [p for kind, p in io.iter_table_paths(path) if kind == "human_scores"]
+    """The ``human_scores`` table that goes with a labeled folder: the one under ``path`` (not in a side folder:
+    :func:`own_tables`), or, when ``path`` is the scores table itself, its sibling ``human/``."""
+    found = own_tables(path, [p for kind, p in io.iter_table_paths(path) if kind == "human_scores"], fallback=False)
     if len(found) > 1:
         raise CreamError(f"{path}: holds {len(found)} human_scores tables ({', '.join(str(p) for p in found[:4])}); "
                          f"point cream inspect at one labeled folder")
@@ -93,6 +109,30 @@ def run_agreement(read: dict[int, tuple[Path, pa.Table | None, pa.Table | None]]
         entry = folder_agreement(scores, human)
         if entry is not None:
             rows.append({"iteration": t, "path": str(folder), **entry})
+    return rows
+
+
+def probe_folders(run: Path) -> dict[int, Path]:
+    """iteration t -> ``RUN/iter-<t>/probe`` for each iteration whose probe has a scores and a human table."""
+    from cream_data.tables.iterations import parse_iteration_dir
+    from cream_data.vocab import PROBE_FOLDER
+
+    found = {}
+    for d in (p for p in run.iterdir() if p.is_dir()):
+        t, folder = parse_iteration_dir(d.name), d / PROBE_FOLDER
+        if t is not None and _table_dir(folder / "scores") and _table_dir(folder / "human"):
+            found[t] = folder
+    return dict(sorted(found.items()))
+
+
+def run_probe(run: Path) -> list[dict]:
+    """Per iteration with a probe (:func:`probe_folders`): ``{"iteration", "path", "prompts", "human"}``, the probe
+    prompts that have a human row (sorted ids) and :func:`~cream_data.rewards.selfpref.human_ranks` of its tables."""
+    rows = []
+    for t, folder in probe_folders(run).items():
+        scores, human = read_folder(folder)
+        rows.append({"iteration": t, "path": str(folder), "prompts": sorted(set(human.column("prompt_id").to_pylist())),
+                     "human": selfpref.human_ranks(scores, human)})
     return rows
 
 
@@ -181,6 +221,42 @@ def run_markdown(rows: list[dict]) -> list[str]:
     for k in (k for k in NOTES if k in used):
         lines += [NOTES[k], ""]
     return lines
+
+
+PROBE_TITLE = "Self-preference on the probe set: the same human answers at every iteration"
+PROBE_HEADER = ["iteration", "scorer", "n", "mean rank", "chance", "normalised", "chance", "below all", "chance", "p"]
+PROBE_NOTE = ("The probe set (prompts.probe): prompts held out of D_U before the split, never sampled for pairs. "
+              "Iteration t's row ranks each probe prompt's human answer among M_t's own samples of it, every reward "
+              "given by iteration t's scorer role, so the rows of one scorer compare the same human answers across "
+              "iterations (the per-iteration self-preference table, where there is one, compares each iteration's own, "
+              "disjoint, prompts).")
+
+
+def probe_rows(rows: list[dict]) -> list[list[str]]:
+    """The probe table's rows (:func:`run_probe`'s entries): per scorer role (then its per-token row), one row per
+    iteration, each as the self-preference table renders it."""
+    by_name: dict[str, list[list[str]]] = {}
+    for r in rows:
+        for h in r["human"]:
+            by_name.setdefault(h["scorer"], []).append([str(r["iteration"]), *_human_row(h["scorer"], h)])
+            if h.get("per_token"):
+                name = f"{h['scorer']} per token"
+                by_name.setdefault(name, []).append([str(r["iteration"]), *_human_row(name, h["per_token"])])
+    return [row for found in by_name.values() for row in found]
+
+
+def probe_markdown(rows: list[dict]) -> list[str]:
+    """The run report's probe section (nothing without a probe): the table, what it compares, and whether every
+    iteration's probe holds the same prompts."""
+    body = probe_rows(rows)
+    if not body:
+        return []
+    sets = {tuple(r["prompts"]) for r in rows}
+    same = (f"Every iteration's probe holds the same {len(rows[0]['prompts'])} prompts." if len(sets) == 1 else
+            "Warning: the iterations' probe tables hold different prompts (" +
+            ", ".join(f"iteration {r['iteration']}: {len(r['prompts'])}" for r in rows) + "); rows of different "
+            "iterations do not compare the same answers.")
+    return [f"## {PROBE_TITLE}", ""] + md.table(PROBE_HEADER, body) + [f"{PROBE_NOTE} {same}", "", NOTES["human"], ""]
 
 
 # ---------------------------------------------------------------------------- plot

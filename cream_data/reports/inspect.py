@@ -250,13 +250,15 @@ class InspectReport:
 
 
 def find_labeled(path: str | Path) -> tuple[Path | None, Path | None]:
-    """The preferences and scores tables of a labeled folder (or of a single table given directly)."""
+    """The preferences and scores tables of a labeled folder (or of a single table given directly); those in a run
+    iteration's side folders below it (anchor/, anchored/, future/, probe/) are other labelings'."""
     path = Path(path)
     if not path.exists():
         raise CreamError(f"{path}: no such file or folder")
     found: dict[str, list[Path]] = {}
     for kind, p in io.iter_table_paths(path):
         found.setdefault(kind, []).append(p)
+    found = {kind: agreement_report.own_tables(path, ps) for kind, ps in found.items()}  # a run's iter-<t>/: its own
     for kind in ("preferences", "scores"):
         if len(found.get(kind, [])) > 1:
             listed = ", ".join(str(p) for p in found[kind][:4])

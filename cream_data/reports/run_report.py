@@ -33,6 +33,10 @@ prompts, pairs, and prompts skipped by reason; plus the mean ``weight`` the trai
 top-pair agreement, each scorer against the oracle, the human answers' ranks (:mod:`cream_data.rewards.agreement`,
 rendered by :mod:`cream_data.reports.agreement_report`; ``agreement.png``).
 
+**Self-preference on the probe set** (``iter-<t>/probe/``, a run with ``prompts.probe``): the same table on the same
+held-out prompts at every iteration (:func:`cream_data.reports.agreement_report.run_probe`; JSON ``probe``, only
+where a probe exists).
+
 **Premise per iteration** (``iter-<t>/preferences`` with ``iter-<t>/scores`` holding an oracle role): how well each
 pair's C, and each scorer's reward margin, tell the pairs the oracle calls right from the wrong ones (AUC with a
 bootstrap interval) and the pair accuracy split at C = 1/2 (:mod:`cream_data.rewards.premise`, rendered by
@@ -121,6 +125,8 @@ def _collect(run: Path) -> tuple[dict, dict[int, np.ndarray]]:
               "ci": "95% Wilson score interval per task; normal approximation for Avg", "harness": harness_rows(run),
               "agreement": agreement_report.run_agreement(read),
               "premise": premise_report.run_premise(labeled, {t: scores for t, (_, scores, _) in read.items()})}
+    if probe := agreement_report.run_probe(run):
+        report["probe"] = probe
     return report, c_values
 
 
@@ -343,6 +349,7 @@ def to_markdown(report: dict) -> str:
     if report["consistency"]:
         lines += ["## Pairs per iteration", ""] + _md_table(pairs_table(report))
     lines += agreement_report.run_markdown(report.get("agreement") or [])
+    lines += agreement_report.probe_markdown(report.get("probe") or [])
     lines += premise_report.run_markdown(report.get("premise") or [])
     if report.get("plots"):
         lines += ["## Plots", ""] + [f"![{k}]({name})" for k, name in report["plots"].items()] + [""]

@@ -31,6 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+import schemas
 from cream_data.errors import CreamError
 from cream_data.rewards.judge import judge_template_hash
 from cream_data.progress import Progress
@@ -44,7 +45,7 @@ from cream_data.tables import io
 from cream_data.tables.fingerprint import responses_fingerprint, shard_mask
 from cream_data.tables.outputs import guard, locked, only_entries
 from cream_data.tables.shard import Shard, split_shard
-from cream_data.vocab import REWARD_ROLE, TEMPORAL_FOLDERS
+from cream_data.vocab import REWARD_ROLE, SIDE_FOLDERS
 
 __all__ = ["LabelSummary", "label", "pair_from_scores", "pair_again", "check_model_or_scores", "write_preferences",
            "is_label_output", "LABEL_FOLDERS", "check_labeled"]
@@ -114,8 +115,9 @@ LABEL_FOLDERS = ("scores", "preferences", "logps", "rm", "inspect", "responses",
 
 def is_label_output(path: Path) -> bool:
     """What `cream label` writes: a folder holding only its scores/, preferences/, logps/, rm/ and human/ (and a report,
-    and the responses it labels, as in a run's ``iter-<t>/``, with method temporal's anchor/, anchored/, future/)."""
-    return only_entries(path, lambda e: e.name in LABEL_FOLDERS + TEMPORAL_FOLDERS and e.is_dir())
+    and the responses it labels, as in a run's ``iter-<t>/``, with method temporal's anchor/, anchored/, future/ and
+    the probe's probe/)."""
+    return only_entries(path, lambda e: e.name in LABEL_FOLDERS + SIDE_FOLDERS and e.is_dir())
 
 
 def label(responses_path: str | Path, cfg: LabelConfig, out: str | Path, *, shard: tuple[int, int] | None = None,
@@ -187,6 +189,8 @@ def _label_locked(responses_path, checked: _Checked, cfg: LabelConfig, out: Path
                            "model_ids": {ref.name: models.content_id(ref) for ref in refs.values()}}}
     if rm is not None:
         manifest["inputs"]["model_ids"][rm[0].name] = models.content_id(rm[0])
+    if human is not None and human_part is None and split_shard(shard) is not None:
+        human_part = schemas.get("human_scores").arrow.empty_table()  # every shard writes its part, even an empty one
     scores = _write_scores(scores, human_part, out, shard, manifest)
     pairing = None
     if scores is None:

@@ -84,12 +84,12 @@ def find_tables(root: str | Path) -> list[TableSource]:
 def view_name(src: TableSource) -> str:
     """The DuckDB view a table joins: its kind, prefixed by method temporal's folder when it lives in one
     (``anchor_responses``: the initial model's samples; ``anchored_preferences``: the pairs the future model trains
-    on; ``future_responses``), so ``preferences`` and ``responses`` stay the pairs that train the next model and
-    M_t's samples."""
-    from cream_data.vocab import TEMPORAL_FOLDERS
+    on; ``future_responses``) or by the probe's (``probe_responses``, ``probe_scores``: a run's held-out prompts), so
+    ``preferences`` and ``responses`` stay the pairs that train the next model and M_t's samples."""
+    from cream_data.vocab import SIDE_FOLDERS
 
     parent = src.path.parent.name if src.path.is_dir() else src.path.parent.parent.name
-    return f"{parent}_{src.kind}" if parent in TEMPORAL_FOLDERS else src.kind
+    return f"{parent}_{src.kind}" if parent in SIDE_FOLDERS else src.kind
 
 
 def _check_version(src: TableSource) -> None:

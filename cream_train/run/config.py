@@ -39,7 +39,7 @@ from cream_data.settings import (INT32_MAX, SettingsError, canonical_keys, coerc
 from cream_data.vocab import EVAL_MODELS, METHOD_LABEL, RUN_METHODS as METHODS, TEMPORAL_REWARDS
 from cream_train.run.config_paths import exists, looks_local, resolve_paths, too_long
 from cream_train.run.prompt_sources import (count_prompts, data_dir_problems, entry_problems, named_sources,
-                                            resolved_source, uses_sft_prompts)
+                                            probe_problems, resolved_source, uses_sft_prompts)
 from cream_train.run.sections import (LAUNCH, METHOD_DECIDES, NODES, OWNED_KEY, EvalSection, LabelSection,
                                       NodesSection, PromptsSection, SampleSection, SFTSection, Stages, TrainSection)
 
@@ -192,6 +192,7 @@ def _check_values(cfg: RunConfig, base: Path, problems: list[str]) -> None:
     for where, v in (("prompts.limit", cfg.prompts.limit), ("prompts.per_iteration", cfg.prompts.per_iteration)):
         if v is not None and v < 1:
             problems.append(f"{where}: got {v}, expected >= 1 or null")
+    problems += probe_problems(cfg.prompts)
 
 
 def _check_stages(cfg: RunConfig, run: Path, problems: list[str]) -> None:

@@ -6,6 +6,7 @@
       logs/, logs/tb/<stage>/         each stage process's log; a training stage's tracker
       .machines/<rank>.alive          the heartbeats of a run on several machines
       prompts/subset-<t>/             D_U^t: iteration t's prompts
+      prompts/probe/                  the held-out probe prompts (prompts.probe > 0), never in a subset
       sft/                            the SFT conversations (M0 → M1)
       models/M<k>/                    M1 … M_{T+1}
       iter-<t>/responses/             M_t's samples
@@ -13,6 +14,8 @@
       iter-<t>/anchor/responses/      method temporal: M1's samples, the past the rejected side is anchored to
       iter-<t>/anchored/…             … the pairs the future model trains on (scores/, preferences/, caches)
       iter-<t>/future/model/, responses/   … the temporary future model and its samples
+      iter-<t>/probe/…                M_t's samples of the probe prompts and their scores (responses/, scores/,
+                                      human/, preferences/, caches): a diagnostic, never trained on
       eval/M<k>/, eval-harness/M<k>/  the evaluations of M_k
 """
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cream_data.tables.iterations import iteration_dir
+from cream_data.vocab import PROBE_FOLDER
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,11 @@ class RunLayout:
         return self.root / "prompts" / f"subset-{t}"
 
     @property
+    def probe_prompts(self) -> Path:
+        """The probe prompts (``prompts.probe``): set aside from D_U before the split, the same every iteration."""
+        return self.root / "prompts" / PROBE_FOLDER
+
+    @property
     def sft_data(self) -> Path:
         return self.root / "sft"
 
@@ -79,8 +88,12 @@ class RunLayout:
 
     def labels(self, t: int, kind: str = "label") -> Path:
         """Where a label stage writes (its ``--out``): iteration t's folder, or (``kind`` anchored, method temporal)
-        its anchored/ folder."""
-        return self.iteration(t) / "anchored" if kind == "anchored" else self.iteration(t)
+        its anchored/ folder, or (``kind`` probe) its probe/ folder."""
+        return self.iteration(t) / kind if kind in ("anchored", PROBE_FOLDER) else self.iteration(t)
+
+    def human(self, t: int, kind: str = "label") -> Path:
+        """The human-written answers' scores of a label stage (``label.human_answers``; always for the probe)."""
+        return self.labels(t, kind) / "human"
 
     def scores(self, t: int, kind: str = "label") -> Path:
         return self.labels(t, kind) / "scores"
@@ -102,6 +115,10 @@ class RunLayout:
 
     def future_responses(self, t: int) -> Path:
         return self.iteration(t) / "future" / "responses"
+
+    def probe_responses(self, t: int) -> Path:
+        """M_t's samples of the probe prompts."""
+        return self.labels(t, PROBE_FOLDER) / "responses"
 
     # ------------------------------------------------------------------ evaluations
     def eval(self, k: int) -> Path:

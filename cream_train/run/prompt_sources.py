@@ -21,20 +21,34 @@ ENTRY_KEYS = ("layout", "limit", "sft", "source", "split", "task")  # the keys o
 
 def count_prompts(cfg, base: Path, problems: list[str]):
     """The prompts table of the run config ``cfg`` (a RunConfig), loaded once; what is wrong with it (too few
-    prompts for T subsets, no reference answers for method oracle) added to ``problems``. None when it does not
-    load (the problem says why)."""
+    prompts for T subsets and the probe, too few human answers for the probe, no reference answers for method
+    oracle) added to ``problems``. None when it does not load (the problem says why)."""
+    from cream_data.inputs.probe import answered
+
     try:
         table = load_prompt_sources(cfg.prompts, base, cfg.sft)
     except CreamError as e:
         problems.append(f"prompts.source{'s' if cfg.prompts.sources else ''}: {e}")
         return None
-    need = cfg.iterations * (cfg.prompts.per_iteration or 1)
-    if table.num_rows < need:
+    need, probe = cfg.iterations * (cfg.prompts.per_iteration or 1), cfg.prompts.probe
+    if table.num_rows - probe < need:
+        beside = f" beside the {probe} of prompts.probe" if probe else ""
         problems.append(f"iterations: {cfg.iterations} disjoint subsets of {cfg.prompts.per_iteration or 1}+ prompts "
-                        f"need {need} prompts, but prompts.source has {table.num_rows}")
+                        f"need {need} prompts{beside}, but prompts.source has {table.num_rows}")
+    if probe and answered(table) < probe:
+        problems.append(f"prompts.probe: {probe} probe prompts need {probe} prompts with a human_answer, but "
+                        f"prompts.source has {answered(table)} (of {table.num_rows} prompts)")
     if cfg.method == "oracle" and table.num_rows and table["reference_answer"].null_count == table.num_rows:
         problems.append("method oracle: prompts.source has no reference answers (oracle needs them)")
     return table
+
+
+def probe_problems(p) -> list[str]:
+    """What is wrong with ``prompts.probe`` of the prompts section ``p`` on its own (the counts need the prompts:
+    :func:`count_prompts`)."""
+    if p.probe < 0:
+        return [f"prompts.probe: got {p.probe}, expected >= 0 (the number of held-out probe prompts; 0: none)"]
+    return []
 
 
 def entry_problems(entry, where: str) -> list[str]:

@@ -55,6 +55,9 @@ EXTRAS = {
                                             "../shared/data (default: the Hub).", path="path")),
         ("per_iteration", Optional[int], setting(None, help="Prompts per subset D_U^t (default: all, split "
                                                  "evenly).")),
+        ("probe", int, setting(0, help="Hold out this many prompts with a human answer before the split: every "
+                               "M_t samples them and scores their human answers (a self-preference diagnostic on "
+                               "the same prompts every iteration; 0: none).")),
     ],
     "eval": [
         ("models", str, setting("all", choices=EVAL_MODELS, help="Which models to evaluate: all, last or none.")),
@@ -194,14 +197,16 @@ class Stages:
         return self.cfg.sample.build(model=model or self.cfg.model, seed=self.cfg.seed + t, iteration=t)
 
     def label(self, t: int = 1, model: str | None = None, ref: str | None = None,
-              prev_ref: str | None = None, chosen_from=(), rejected_from=()) -> LabelConfig:
+              prev_ref: str | None = None, chosen_from=(), rejected_from=(), probe: bool = False) -> LabelConfig:
         """M_t labels; M_{t-1} (``ref``) is the reference of its reward and the previous scorer, M_{t-2} its ref;
-        ``chosen_from``/``rejected_from``: response pools (method temporal)."""
+        ``chosen_from``/``rejected_from``: response pools (method temporal). ``probe``: M_t's samples of the probe
+        prompts instead, their human answers scored too (``prompts.probe``)."""
         ref = ref or self.cfg.model
+        prompts = self.layout.probe_prompts if probe else self.layout.prompts_subset(t)
         return self.cfg.label.build(model=model or self.cfg.model, ref=ref, prev_model=ref, prev_ref=prev_ref,
-                                    reward=self.cfg.reward, iteration=t,
-                                    prompts=str(self.layout.prompts_subset(t)), chosen_from=tuple(chosen_from),
-                                    rejected_from=tuple(rejected_from), **self.cfg.label_pairing())
+                                    reward=self.cfg.reward, iteration=t, prompts=str(prompts),
+                                    chosen_from=tuple(chosen_from), rejected_from=tuple(rejected_from),
+                                    **({"human_answers": True} if probe else {}), **self.cfg.label_pairing())
 
     def anchor(self, t: int, model: str) -> SampleConfig:
         """Method temporal: the initial model M1 (``model``) samples iteration t's prompts, the past that rejected

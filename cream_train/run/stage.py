@@ -21,7 +21,7 @@ from cream_train.run.launch import SHARDED, Launcher
 # The section whose settings (and launch keys) a stage of each kind takes; the kinds not here (the run's own
 # bookkeeping, evaluations) are started as one process on machine 0.
 SECTIONS = {"sample": "sample", "anchor": "sample", "future-sample": "sample", "label": "label", "anchored": "label",
-            "sft": "sft", "train": "train", "future-train": "train"}
+            "sft": "sft", "train": "train", "future-train": "train", "probe-sample": "sample", "probe": "label"}
 CHECKPOINTS = ("sft", "train", "future-train")  # the kinds whose output is a model checkpoint (every other: tables)
 EVALUATIONS = ("eval", "harness")  # machine 0's alone: nothing downstream reads an evaluation
 

@@ -1,7 +1,9 @@
 """The stages every method has, as :class:`cream_train.run.stage.Stage` records made by small functions of the walk
 ``w`` (cream_train/run/walk.py): the prompt split, the SFT data and M1, then per iteration t M_t's samples, their
 labels and M_{t+1}. Each one's ``inputs`` are its fingerprint's: its settings, data, seeds and the chained
-fingerprints of what it reads (``w.fps``), so a change anywhere upstream redoes it.
+fingerprints of what it reads (``w.fps``), so a change anywhere upstream redoes it. The sampling and labeling stages
+here also make the other draws of an iteration: method temporal's (stage_defs_temporal.py) and the probe's
+(stage_defs_probe.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cream_data.tables import io
+from cream_data.vocab import PROBE_FOLDER
 from cream_train.run.launch import stage_argv
 from cream_train.run.manifest import table_problem
 from cream_train.run.sections import fingerprinted
@@ -18,26 +21,32 @@ from cream_train.run.walk import StageWalk
 
 
 def prompts(w: StageWalk) -> Stage:
-    """D_U split into T disjoint subsets, one per iteration (the run's own stage: it reads the configured source)."""
+    """D_U split into T disjoint subsets, one per iteration (the run's own stage: it reads the configured source);
+    with ``prompts.probe`` N > 0, N prompts with a human answer set aside first, as their own table
+    (cream_data/inputs/probe.py)."""
     from cream_data.tables.fingerprint import table_fingerprint
 
-    cfg = w.cfg
+    cfg, probe = w.cfg, w.cfg.prompts.probe
     outs = tuple(w.layout.prompts_subset(t) for t in range(1, cfg.iterations + 1))
     inputs = {"table_fp": table_fingerprint(w.table), "T": cfg.iterations, "seed": cfg.seed,
-              "per_iteration": cfg.prompts.per_iteration}
+              "per_iteration": cfg.prompts.per_iteration, **({"probe": probe} if probe else {})}
 
     def work(_resume):
+        from cream_data.inputs.probe import set_aside_probe
         from cream_data.inputs.prompts import split_prompts
 
-        subsets = split_prompts(w.table, cfg.iterations, seed=cfg.seed)
+        held, rest = set_aside_probe(w.table, probe, seed=cfg.seed)  # no probe: rest is D_U
+        subsets = split_prompts(rest, cfg.iterations, seed=cfg.seed)
         for out, sub in zip(outs, subsets):
             if cfg.prompts.per_iteration:
                 sub = sub.slice(0, cfg.prompts.per_iteration)
             io.write_table(sub, out, "prompts")
+        if probe:
+            io.write_table(held, w.layout.probe_prompts, "prompts")
         return {"rows": [s.num_rows if not cfg.prompts.per_iteration else min(s.num_rows, cfg.prompts.per_iteration)
-                         for s in subsets]}
+                         for s in subsets], **({"probe": held.num_rows} if probe else {})}
 
-    return Stage("prompts", "prompts", None, inputs, outs, work)
+    return Stage("prompts", "prompts", None, inputs, outs + ((w.layout.probe_prompts,) if probe else ()), work)
 
 
 def sft(w: StageWalk) -> Iterator[Stage]:
@@ -61,10 +70,12 @@ def sample(w: StageWalk, t: int) -> Stage:
     return sample_stage(w, "sample", t, w.stages.sample(t, w.model(t)), w.model_fp(t), w.layout.responses(t))
 
 
-def sample_stage(w: StageWalk, kind: str, t: int, scfg, model_fp: str, out: Path) -> Stage:
+def sample_stage(w: StageWalk, kind: str, t: int, scfg, model_fp: str, out: Path,
+                 prompts_in: Path | None = None) -> Stage:
     """A sampling stage of iteration t (``kind`` sample, or method temporal's anchor and future-sample: other draws
-    than M_t's) with the sample config ``scfg`` of the model whose fingerprint is ``model_fp``, into ``out``."""
-    prompts_in = w.layout.prompts_subset(t)
+    than M_t's; probe-sample: M_t's draws of the probe prompts) with the sample config ``scfg`` of the model whose
+    fingerprint is ``model_fp``, of ``prompts_in`` (default: iteration t's prompts) into ``out``."""
+    prompts_in = prompts_in or w.layout.prompts_subset(t)
     inputs = {"prompts_fp": w.fps["prompts"], "model_fp": model_fp, **fingerprinted(w.cfg.sample), "seed": scfg.seed}
     if kind != "sample":
         inputs["stage"] = kind
@@ -83,7 +94,8 @@ def sample_stage(w: StageWalk, kind: str, t: int, scfg, model_fp: str, out: Path
 
 def label(w: StageWalk, t: int, kind: str = "label") -> Stage:
     """Score iteration t's responses and pair them (``kind`` anchored: method temporal's pairs for the future
-    model, in iter-t/anchored/)."""
+    model, in iter-t/anchored/; ``kind`` probe: M_t's samples of the probe prompts and their human answers, in
+    iter-t/probe/, by the same scorer roles, a diagnostic whose pairs nothing reads)."""
     from cream_data.rewards.judge import judge_template_hash
     from cream_data.stages.label_scorers import judge_template_text
 
@@ -94,17 +106,24 @@ def label(w: StageWalk, t: int, kind: str = "label") -> Stage:
     ref = w.parent(t)
     prev_ref = w.parent(ref)
     lcfg = label_config(w, t, kind)
-    inputs = {"responses_fp": w.fps[f"sample-{t}"], "model_fp": w.model_fp(t),
+    probe = kind == PROBE_FOLDER
+    # the probe scores its human answers whatever label.human_answers says: that setting is none of its inputs
+    label_settings = {k: v for k, v in fingerprinted(lab).items() if not (probe and k == "human_answers")}
+    inputs = {"responses_fp": w.fps[f"probe-sample-{t}" if probe else f"sample-{t}"], "model_fp": w.model_fp(t),
               **{f"{p}_fp": w.fps[f"{p}-{t}"] for p in ("anchor", "future-sample") if f"{p}-{t}" in w.fps
-                 and (p == "anchor" or lcfg.chosen_from)},
+                 and (p == "anchor" or lcfg.chosen_from) and not probe},
               "ref_fp": w.model_fp(ref), "prev_ref_fp": w.model_fp(prev_ref) if prev_ref is not None else None,
-              "reward": w.cfg.reward, **fingerprinted(lab), **w.cfg.label_pairing(),
+              "reward": w.cfg.reward, **label_settings, **w.cfg.label_pairing(),
               "judge_template_fp": judge_template_hash(judge_template_text(lcfg)) if lab.judge_template else None}
     if lab.reward_model:  # its content is an input too: a reward model retrained in place redoes the stage
         from cream_data.engines.models import content_id
 
         inputs["reward_model_id"] = content_id(lab.reward_model)
-    responses = w.layout.responses(t)
+    if probe:
+        inputs["stage"] = kind
+    responses = w.layout.probe_responses(t) if probe else w.layout.responses(t)
+    # the probe's human answers are what it is for: an output, checked whole and linked by --reuse-from
+    outputs = (w.layout.scores(t, kind), *((w.layout.human(t, kind),) if probe else ()), w.layout.preferences(t, kind))
 
     def work(_resume):
         from cream_data.stages.label import label as run_label
@@ -115,22 +134,25 @@ def label(w: StageWalk, t: int, kind: str = "label") -> Stage:
         return (stage_argv("label", lcfg, positional=[str(responses)], extra={"--out": str(out)}),
                 w.stages.launcher("label", lcfg))
 
-    return Stage(f"{kind}-{t}", kind, t, inputs, (w.layout.scores(t, kind), w.layout.preferences(t, kind)), work,
-                 program="label", command=command, caches=w.layout.label_caches(t, kind))
+    return Stage(f"{kind}-{t}", kind, t, inputs, outputs, work, program="label", command=command,
+                 caches=w.layout.label_caches(t, kind))
 
 
 def label_config(w: StageWalk, t: int, kind: str = "label"):
     """M_t labels; its parent is the reference and the previous scorer, the parent's parent their reference
     (after a pair-less iteration, the model M_t was carried from is skipped). Method temporal pools M1's samples
-    as rejectable, and for the final pairs (``kind`` label) the future model's as choosable."""
+    as rejectable, and for the final pairs (``kind`` label) the future model's as choosable; the probe (``kind``
+    probe) labels its own samples, with the probe prompts' human answers."""
     ref = w.parent(t)
     prev_ref = w.parent(ref)
-    pools = {}
-    if w.cfg.method == "temporal":
-        pools["rejected_from"] = (str(w.layout.anchor(t)),)
+    which = {}  # the responses it labels beside M_t's samples of iteration t's prompts
+    if kind == PROBE_FOLDER:
+        which["probe"] = True
+    elif w.cfg.method == "temporal":
+        which["rejected_from"] = (str(w.layout.anchor(t)),)
         if kind == "label" and not no_future(w, t):
-            pools["chosen_from"] = (str(w.layout.future_responses(t)),)
-    return w.stages.label(t, w.model(t), w.model(ref), w.model(prev_ref) if prev_ref is not None else None, **pools)
+            which["chosen_from"] = (str(w.layout.future_responses(t)),)
+    return w.stages.label(t, w.model(t), w.model(ref), w.model(prev_ref) if prev_ref is not None else None, **which)
 
 
 def no_future(w: StageWalk, t: int) -> bool:

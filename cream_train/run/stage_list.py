@@ -2,12 +2,12 @@
 which order.
 
     prompts, [eval-M0], sft-data, train-M1, [eval-M1],
-    per iteration t:  sample-t, [anchor-t, anchored-t, future-train-t, future-sample-t], label-t, train-M<t+1>,
-                      [eval-M<t+1>, harness-M<t+1>]
+    per iteration t:  sample-t, [anchor-t, anchored-t, future-train-t, future-sample-t], label-t,
+                      [probe-sample-t, probe-t], train-M<t+1>, [eval-M<t+1>, harness-M<t+1>]
 
-(the bracketed ones by method temporal and by ``eval.models``/``eval.harness``). Each stage is made by a small
-function of cream_train/run/stage_defs.py (the ones every method has), stage_defs_temporal.py and
-stage_defs_eval.py, from the :class:`cream_train.run.walk.StageWalk` it is given.
+(the bracketed ones by method temporal, by ``prompts.probe`` and by ``eval.models``/``eval.harness``). Each stage is
+made by a small function of cream_train/run/stage_defs.py (the ones every method has), stage_defs_temporal.py,
+stage_defs_probe.py and stage_defs_eval.py, from the :class:`cream_train.run.walk.StageWalk` it is given.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Iterator
 from cream_train.run.stage import Stage
 from cream_train.run.stage_defs import label, prompts, sample, sft, train
 from cream_train.run.stage_defs_eval import evaluations
+from cream_train.run.stage_defs_probe import probe
 from cream_train.run.stage_defs_temporal import anchor, future_sample, future_train
 from cream_train.run.walk import StageWalk
 
@@ -37,5 +38,6 @@ def stage_list(w: StageWalk) -> Iterator[Stage]:
             yield future_train(w, t)
             yield from future_sample(w, t)
         yield label(w, t)
+        yield from probe(w, t)  # M_t on the held-out probe prompts (a diagnostic: nothing downstream reads it)
         yield from train(w, t)
         yield from evaluations(w, t + 1)
