@@ -4,7 +4,8 @@
   (DDP over gloo) give the tables of a run done in one process, and an M2 equal to its within 1e-6;
 * the parent process never imports torch;
 * kill -9 of the parent during a stage process, and kill -9 of one shard process: a rerun finishes with the same
-  tables, no (prompt_id, response_idx) lost or doubled, finished stages and finished shards not redone;
+  tables, no (prompt_id, response_idx) lost or doubled, finished stages and finished shards not redone (each kill
+  test starts where its kill happens: the stages before it linked by `--reuse-from` from the parallel run);
 * a child's user error reaches the user as its one line (exit 2); a crash as "stage X failed …, log at …";
 * two machines (two `cream run --machine-rank` on one run directory, accelerate multi-node over localhost).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +58,7 @@ def config(tmp: Path, model: Path, shared: Path, name: str, **overrides) -> Path
 
 PARALLEL = dict(sample={"data_parallel": 2}, label={"data_parallel": 2},
                 train={"batch_size": 2, "launcher": "accelerate", "num_processes": 2})  # 2 x 2 pairs = the one run's 4
+UP_TO_SFT = ("prompts", "sft-data", "train-M1")  # the stages a run has finished when it starts sampling
 
 
 def start(cfg: Path, *args: str, report: Path | None = None) -> subprocess.Popen:
@@ -166,6 +169,28 @@ def test_shards_and_ddp_match_the_single_process_run(reference, parallel):
     assert "sample-1" in err and "│" in err  # the children's output reached the user, prefixed by stage
 
 
+def finished_up_to(run: Path, stages: tuple[str, ...], dest: Path) -> Path:
+    """``dest``: ``run`` as it stood when ``stages`` had finished, before the next began (their records and outputs,
+    hard-linked): `cream run --reuse-from DEST` links those stages (same fingerprints) and computes the rest."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest.pop("finished")
+    manifest["stages"] = {name: manifest["stages"][name] for name in stages}
+    for out in (o for rec in manifest["stages"].values() for o in rec["outputs"]):
+        shutil.copytree(run / out, dest / out, copy_function=os.link)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def assert_reused(run: Path, stages: tuple[str, ...], donor: Path, err: str) -> None:
+    """``run`` took ``stages`` from ``donor`` as links (M1 is the donor's file) and ran none of them itself."""
+    recs = json.loads((run / "manifest.json").read_text())["stages"]
+    assert all(recs[s]["status"] == "done" and recs[s]["reused_from"] == str(donor.resolve()) for s in stages)
+    m1 = "models/M1/model.safetensors"
+    assert os.stat(run / m1).st_ino == os.stat(donor / m1).st_ino  # a link, not a copy
+    assert not [s for s in stages if (run / "logs" / f"{s}.log").exists()]  # no stage process started for them
+    assert all(f"↺ {s}: reused from" in err for s in stages), err[-3000:]
+
+
 def resumed_rows_once(run: Path) -> None:
     t = io.read_table(run / "iter-1" / "responses", "responses")
     keys = list(zip(t["prompt_id"].to_pylist(), t["response_idx"].to_pylist()))
@@ -177,23 +202,24 @@ def test_kill_9_of_the_parent_during_a_stage_process_then_resume(reference, para
     tmp, _ = reference
     _, done_run, _, _ = parallel
     cfg = config(tmp, tiny_model, shared_data, "killed-parent", **PARALLEL)
-    run = tmp / "killed-parent"
-    proc = start(cfg)
+    run, donor = tmp / "killed-parent", finished_up_to(done_run, UP_TO_SFT, tmp / "parent-donor")
+    proc = start(cfg, "--reuse-from", str(donor))  # prompts and M1 linked: sampling starts at once
     wait_for(lambda: (run / "manifest.json").is_file(), what="the run to start")
-    second = subprocess.run([sys.executable, "-m", "cli.main", "run", str(cfg)], cwd=REPO, env=ENV,
-                            capture_output=True, text=True, timeout=300)  # the same run dir, at the same time
+    second = subprocess.run([sys.executable, "-m", "cli.main", "run", str(cfg), "--reuse-from", str(donor)],
+                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)  # the same run, meanwhile
     assert second.returncode == 2 and "is being written by" in second.stderr, second.stderr[-1000:]
     assert len([m for m in second.stderr.splitlines() if m.strip()]) == 1
     shard_done = run / "iter-1" / "responses"
     wait_for(lambda: any(shard_done.glob("_manifest.shard-*.json")), what="a finished sample shard")
     finished = sorted(p.name for p in shard_done.glob("_manifest.shard-*.json"))
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    _, err = proc.communicate()
     wait_for(lambda: not children_of(run), timeout=30, what="the stage processes to end with their parent")
     before = json.loads((run / "manifest.json").read_text())["stages"]
     assert before["sample-1"]["status"] == "running" and before["train-M1"]["status"] == "done"
+    assert_reused(run, UP_TO_SFT, donor, err)
 
-    code, out, err = finish(start(cfg))
+    code, out, err = finish(start(cfg, "--reuse-from", str(donor)))  # the same command again: M1 is its own now
     assert code == 0, err[-3000:]
     after = json.loads((run / "manifest.json").read_text())["stages"]
     assert after["train-M1"]["finished"] == before["train-M1"]["finished"]  # a finished stage is not redone
@@ -211,8 +237,8 @@ def test_kill_9_of_one_shard_process_then_resume(reference, parallel, tiny_model
     tmp, _ = reference
     _, done_run, _, _ = parallel
     cfg = config(tmp, tiny_model, shared_data, "killed-shard", **PARALLEL)
-    run = tmp / "killed-shard"
-    proc = start(cfg)
+    run, donor = tmp / "killed-shard", finished_up_to(done_run, UP_TO_SFT, tmp / "shard-donor")
+    proc = start(cfg, "--reuse-from", str(donor))  # prompts and M1 linked: sampling starts at once
     victim: list[int] = []
 
     def shard_running():
@@ -229,8 +255,9 @@ def test_kill_9_of_one_shard_process_then_resume(reference, parallel, tiny_model
     line = [m for m in err.splitlines() if m.startswith("error:")][-1]
     assert "stage sample-1 failed (killed by signal 9), log at" in line and "sample-1.shard-0-of-2.log" in line
     wait_for(lambda: not children_of(run), timeout=30, what="the other shard to be stopped")
+    assert_reused(run, UP_TO_SFT, donor, err)
 
-    code, out, err = finish(start(cfg))
+    code, out, err = finish(start(cfg, "--reuse-from", str(donor)))
     assert code == 0, err[-3000:]
     resumed_rows_once(run)
     same_tables(tables(done_run), tables(run))
@@ -239,23 +266,26 @@ def test_kill_9_of_one_shard_process_then_resume(reference, parallel, tiny_model
 @pytest.mark.slow
 def test_kill_9_during_distributed_training_then_resume(reference, parallel, tiny_model, shared_data):
     """kill -9 of `cream run` while `accelerate launch` trains M2 over 2 processes: the launcher and both training
-    processes end with it, M2 is not published half-written, and the rerun trains it again from M1."""
+    processes end with it, M2 is not published half-written, and the rerun trains it again from M1. The stages
+    before train-M2 are the parallel run's, linked (--reuse-from)."""
     tmp, _ = reference
     _, done_run, _, _ = parallel
     cfg = config(tmp, tiny_model, shared_data, "killed-train", **PARALLEL)
-    run = tmp / "killed-train"
-    proc = start(cfg)
+    upstream = (*UP_TO_SFT, "sample-1", "label-1")
+    run, donor = tmp / "killed-train", finished_up_to(done_run, upstream, tmp / "train-donor")
+    proc = start(cfg, "--reuse-from", str(donor))
     log = run / "logs" / "train-M2.log"
     wait_for(lambda: log.is_file() and len(children_of(run)) >= 3, what="the launcher and its training processes")
     time.sleep(1.0)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    _, err = proc.communicate()
     wait_for(lambda: not children_of(run), timeout=30, what="accelerate and its workers to end with cream run")
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     assert stages["train-M2"]["status"] == "running" and stages["label-1"]["status"] == "done"
+    assert_reused(run, upstream, donor, err)
     assert not (run / "models" / "M2").exists()  # nothing published
 
-    code, out, err = finish(start(cfg))
+    code, out, err = finish(start(cfg, "--reuse-from", str(donor)))
     assert code == 0, err[-3000:]
     assert "label-1: done earlier, skipped" in err and "sample-1: done earlier, skipped" in err
     assert_close_models(done_run / "models" / "M2", run / "models" / "M2", done_run / "models" / "M1")
@@ -285,16 +315,19 @@ def test_a_childs_user_error_is_its_one_line(parallel, tmp_path):
 @pytest.mark.slow
 def test_two_machines_share_one_run(reference, tiny_model, shared_data):
     """Two `cream run --machine-rank r` on one run directory (two machines on localhost): 1 sample and 1 label
-    shard each, training as one accelerate launch over both (gloo); the tables equal the one-process run's."""
+    shard each, training as one accelerate launch over both (gloo); the tables equal the one-process run's. Prompts
+    and M1 (machine 0's alone) are linked from the one-process run."""
     tmp, single = reference
+    donor = finished_up_to(single, UP_TO_SFT, tmp / "nodes-donor")
     cfg = config(tmp, tiny_model, shared_data, "nodes",
                  train={"batch_size": 2, "launcher": "accelerate", "num_processes": 1},
                  nodes={"num_machines": 2, "main_process_ip": "127.0.0.1", "main_process_port": 29517})
     run = tmp / "nodes"
-    other = start(cfg, "--machine-rank", "1", report=tmp / "rank1.json")
-    code, _, err = finish(start(cfg, "--machine-rank", "0", report=tmp / "rank0.json"))
+    other = start(cfg, "--machine-rank", "1", "--reuse-from", str(donor), report=tmp / "rank1.json")
+    code, _, err = finish(start(cfg, "--machine-rank", "0", "--reuse-from", str(donor), report=tmp / "rank0.json"))
     code1, _, err1 = finish(other)
     assert code == 0 and code1 == 0, (err[-2000:], err1[-2000:])
+    assert_reused(run, UP_TO_SFT, donor, err)
     logs = {p.name for p in (run / "logs").glob("*.log")}
     assert {"sample-1.shard-0-of-2.log", "sample-1.shard-1-of-2.log", "train-M2.log",
             "train-M2.machine-1.log"} <= logs
