@@ -21,7 +21,7 @@ from typing import get_type_hints
 import pytest
 
 from tests.support import REPO
-from tests.support.scripts import bash, cream_calls, load, run_script, write_fake_cream
+from tests.support.scripts import bash, cream_calls, load, run_calls, run_script, write_fake_cream
 
 STUDY = REPO / "examples" / "study"
 CONFIG = STUDY / "study.yaml"
@@ -48,21 +48,6 @@ def run_sh(fake: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
 def calls(fake: Path, env: dict, *args: str) -> list[list[str]]:
     """The `cream …` calls run.sh makes under the fake cream, each as its argument list (after `cream`)."""
     return cream_calls(run_sh(fake, env, *args))
-
-
-def run_calls(found: list[list[str]]) -> list[dict]:
-    """The `cream run` calls as {config, method, seed, out, reuse, plan}."""
-    out = []
-    for argv in found:
-        if argv[0] != "run":
-            continue
-        flags = [a for a in argv[2:] if a != "--plan"]
-        pairs = list(zip(flags[::2], flags[1::2]))
-        assert all(k.startswith("--") for k, _ in pairs) and len(flags) % 2 == 0, argv
-        one = {k: v for k, v in pairs if k != "--reuse-from"}
-        out.append({"config": argv[1], "method": one["--method"], "seed": int(one["--seed"]), "out": one["--out"],
-                    "reuse": [v for k, v in pairs if k == "--reuse-from"], "plan": "--plan" in argv})
-    return out
 
 
 def get(raw: dict, key: str):

@@ -23,7 +23,7 @@ import yaml
 
 from tests.support import REPO
 from tests.support.example_configs import local_prompts, offline_copy
-from tests.support.scripts import bash, cream_calls, load, run_script, write_fake_cream
+from tests.support.scripts import bash, cream_calls, load, run_calls, run_script, write_fake_cream
 
 STUDY = REPO / "examples" / "study-gpu"
 PAPER = REPO / "examples" / "paper.yaml"
@@ -74,21 +74,6 @@ def script_run(script: Path, fake: Path, env: dict, *args: str):
 def calls(script: Path, fake: Path, env: dict, *args: str) -> list[list[str]]:
     """The `cream …` calls a script makes under the fake cream, each as its argument list (after `cream`)."""
     return cream_calls(script_run(script, fake, env, *args))
-
-
-def run_calls(found: list[list[str]]) -> list[dict]:
-    """The `cream run` calls as {config, method, seed, out, reuse}."""
-    out = []
-    for argv in found:
-        if argv[0] != "run":
-            continue
-        flags = [a for a in argv[2:] if a != "--plan"]
-        pairs = list(zip(flags[::2], flags[1::2]))
-        assert all(k.startswith("--") for k, _ in pairs) and len(flags) % 2 == 0, argv
-        one = {k: v for k, v in pairs if k != "--reuse-from"}
-        out.append({"config": argv[1], "method": one["--method"], "seed": int(one["--seed"]), "out": one["--out"],
-                    "reuse": [v for k, v in pairs if k == "--reuse-from"]})
-    return out
 
 
 # ------------------------------------------------------------------------------------------- run.sh

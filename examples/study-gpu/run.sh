@@ -127,20 +127,8 @@ EOF
 read -ra needed <<< "$needed_text"
 data_moved=()
 if (( ${#needed[@]} )); then
-    if [[ ! -d "$DATA" ]]; then
-        echo "run.sh: data folder not found: $DATA (expected a folder laid out like ../shared/data with" \
-             "${needed[*]}; set STUDY_DATA=DIR, see examples/study-gpu/README.md)" >&2
-        exit 2
-    fi
-    missing=()
-    for f in "${needed[@]}"; do
-        [[ -f "$DATA/$f" ]] || missing+=("$f")
-    done
-    if (( ${#missing[@]} )); then
-        echo "run.sh: data folder $DATA lacks ${missing[*]} (expected the files listed in" \
-             "examples/study-gpu/README.md; set STUDY_DATA=DIR)" >&2
-        exit 2
-    fi
+    source examples/study/data.sh
+    check_data_folder "$DATA" examples/study-gpu/README.md "${needed[@]}"
     if [[ "$(cd "$DATA" && pwd -P)" != "$(cd "$DEFAULT_DATA" 2> /dev/null && pwd -P)" ]]; then
         data_moved=(--data "$DEFAULT_DATA" "$DATA")
     fi

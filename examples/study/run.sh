@@ -56,20 +56,8 @@ NEEDED=(oasst2_srlm_pairs/oasst2_en_first_turn_ranked_pairs.jsonl
         gsm8k/train.jsonl arc/ARC-Easy-Train.jsonl arc/ARC-Challenge-Train.jsonl openbookqa/train.jsonl
         arc/ARC-Easy-Test.jsonl arc/ARC-Challenge-Test.jsonl openbookqa/test.jsonl siqa/dev.jsonl
         siqa/dev-labels.lst gsm8k/test.jsonl)
-if [[ ! -d "$DATA" ]]; then
-    echo "run.sh: data folder not found: $DATA (expected a folder laid out like ../shared/data with" \
-         "${NEEDED[*]}; set STUDY_DATA=DIR, see examples/study/README.md)" >&2
-    exit 2
-fi
-missing=()
-for f in "${NEEDED[@]}"; do
-    [[ -f "$DATA/$f" ]] || missing+=("$f")
-done
-if (( ${#missing[@]} )); then
-    echo "run.sh: data folder $DATA lacks ${missing[*]} (expected the files listed in examples/study/README.md;" \
-         "set STUDY_DATA=DIR)" >&2
-    exit 2
-fi
+source examples/study/data.sh
+check_data_folder "$DATA" examples/study/README.md "${NEEDED[@]}"
 
 # The reduced variant (README.md: what it costs): 16 SFT examples, 8 prompts per iteration, ≤ 48-token answers,
 # 50 questions per multiple-choice task and 10 of GSM8K; the same methods, seeds and stages.

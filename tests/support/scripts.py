@@ -48,3 +48,18 @@ def cream_calls(result) -> list[list[str]]:
 
     assert result.returncode == 0, result.stderr
     return [shlex.split(line)[1:] for line in result.stdout.splitlines() if line.startswith("cream ")]
+
+
+def run_calls(found: list[list[str]]) -> list[dict]:
+    """The `cream run` calls of a study script (`cream_calls`) as {config, method, seed, out, reuse, plan}."""
+    out = []
+    for argv in found:
+        if argv[0] != "run":
+            continue
+        flags = [a for a in argv[2:] if a != "--plan"]
+        pairs = list(zip(flags[::2], flags[1::2]))
+        assert all(k.startswith("--") for k, _ in pairs) and len(flags) % 2 == 0, argv
+        one = {k: v for k, v in pairs if k != "--reuse-from"}
+        out.append({"config": argv[1], "method": one["--method"], "seed": int(one["--seed"]), "out": one["--out"],
+                    "reuse": [v for k, v in pairs if k == "--reuse-from"], "plan": "--plan" in argv})
+    return out
