@@ -145,3 +145,20 @@ def test_sharded_weights_need_every_shard(tmp_path, tiny_model):
                                          r"and model-00002-of-00002.safetensors is not in the folder"):
         models.check_weights(ref)
     models.check_policy_files(models.resolve(str(tiny_model)))  # a whole checkpoint passes
+
+
+def test_what_the_files_show_is_refused_before_transformers_is_imported(broken):
+    """A folder without weights or tokenizer files, or a policy given as a reward model, is refused from the files
+    alone: the role checks import neither transformers nor torch for it (an error in ~0.3 s, not ~3)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cream_data.engines import models; from cream_data.errors import CreamError\n"
+            "for check, name in [(models.check_policy, 'no-weights'), (models.check_policy, 'no-tokenizer'),\n"
+            "                    (models.check_reward_model, 'rm-no-weights'), (models.check_reward_model, 'no-weights')]:\n"
+            f"    try:\n        check(models.resolve({str(broken)!r} + '/' + name))\n"
+            "    except CreamError as e:\n        print(str(e).split(': ', 1)[1][:30])\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.splitlines() == ["the folder has no weights (exp", "the folder has no tokenizer fi",
+                                "the folder has no weights (exp", "a LlamaForCausalLM checkpoint,", "[]"]
