@@ -106,7 +106,7 @@ if [[ ! -f $STAMP ]]; then
   rm -rf "$VENV"
   "$BASE_PYTHON" -m venv "$VENV"
   echo "$REQUIREMENTS" | sed 's/ *#.*//; /^$/d' >"$VENV/requirements.txt"
-  "$VENV/bin/python" -m pip install -q --no-deps --only-binary=:all: --disable-pip-version-check \
+  "$VENV/bin/python" -m pip install -q --no-compile --no-deps --only-binary=:all: --disable-pip-version-check \
     -r "$VENV/requirements.txt" 2> >(grep -v "^WARNING: Location 'file:" >&2)
   site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   for entry in ${TORCH_ENTRIES//,/ }; do
