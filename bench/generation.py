@@ -115,3 +115,61 @@ def report(timings: list[Timing], bound_tok_s: float, gflops: float, per_token: 
         print(f"| {t.name} | {t.tok_s():.1f} | {t.ms_step():.0f} | {100 * t.tok_s() / bound_tok_s:.0f} % |")
     fast, base = timings[0], timings[-1]
     print(f"ratio {fast.name} / {base.name}: {fast.tok_s() / base.tok_s():.2f}x (medians of {len(fast.tokens)})")
+
+
+def linear_rate(model, rows: int, repeats: int = 9) -> tuple[float, float]:
+    """``(ms, GFLOP/s)``: one pass of every ``nn.Linear`` of ``model`` (the LM head included) over ``rows`` rows
+    alone — the matrix products of one decode step of ``rows`` running rows, nothing else — median of ``repeats``."""
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = {n: torch.randn(rows, n) for n in {m.in_features for m in linears}}
+    flops = 2 * rows * sum(m.weight.numel() for m in linears)
+
+    def one_pass():
+        for m in linears:
+            torch.nn.functional.linear(inputs[m.in_features], m.weight)
+
+    with torch.inference_mode():
+        one_pass()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            one_pass()
+            times.append(time.perf_counter() - t0)
+    ms = statistics.median(times) * 1e3
+    return ms, flops / (ms / 1e3) / 1e9
+
+
+def op_shares(fn) -> dict[str, float]:
+    """Shares of ``fn()``'s CPU time by operator kind, from torch's profiler: matrix products (``aten::mm``,
+    ``addmm``, ``bmm``), attention (``scaled_dot_product_*``) and everything else."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    kinds = {"matrix products": 0.0, "attention": 0.0, "everything else": 0.0}
+    for e in prof.key_averages():
+        if e.key in ("aten::mm", "aten::addmm", "aten::bmm"):
+            kinds["matrix products"] += e.self_cpu_time_total
+        elif "scaled_dot_product" in e.key or "flash_attention" in e.key:
+            kinds["attention"] += e.self_cpu_time_total
+        else:
+            kinds["everything else"] += e.self_cpu_time_total
+    total = sum(kinds.values()) or 1.0
+    return {k: v / total for k, v in kinds.items()}
+
+
+def where_time_goes(fast: Timing, fast_run, model, rows: int, bound_tok_s: float, gflops: float) -> None:
+    """What caps the fast path: its CPU time by operator kind (one more run, profiled); the ceiling if every operator
+    but the matrix products cost nothing (its % of the bound ÷ the products' share); and the model's linear layers
+    alone over ``rows`` rows against the GEMM rate of the bound."""
+    shares = op_shares(fast_run)
+    ms, rate = linear_rate(model, rows)
+    pct = 100 * fast.tok_s() / bound_tok_s
+    print("where the fast path's time goes (torch profiler, one run): "
+          + ", ".join(f"{k} {100 * v:.0f} %" for k, v in shares.items())
+          + f"; with only its matrix products left it would reach {pct / shares['matrix products']:.0f} % of the bound")
+    print(f"the linear layers alone at {rows} rows: {ms:.1f} ms per step, {rate:.0f} GFLOP/s "
+          f"({100 * rate / gflops:.0f} % of the bound's {gflops:.0f} GFLOP/s GEMM rate); alone they would make "
+          f"{rows / (ms / 1e3):.0f} tok/s = {100 * rows / (ms / 1e3) / bound_tok_s:.0f} % of the bound")

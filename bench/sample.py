@@ -7,7 +7,8 @@ decode loop (cream_data/engines/decode.py: one prefill per batch, exact top-p fr
 dropped, a reserved KV cache), the baseline with ``model.generate`` (temperature, top-p by a full sort). Prompts:
 GSM8K test questions (read by path from ../shared/data), ~100 tokens templated. Prints each repeat, then the medians
 (the paths interleaved, their order rotated, so machine noise hits both): generated tokens/s, ms per decode step,
-the percentage of the compute bound (bench/generation.py) and the ratio.
+the percentage of the compute bound (bench/generation.py) and the ratio; then where the fast path's time goes (its
+CPU time by operator kind, and the linear layers alone at the batch's rows).
 
     .venv/bin/python bench/sample.py [--model smollm2-135m-instruct] [--prompts 8] [--n 4] [--max-new-tokens 64]
                                      [--temperature 0.8] [--top-p 0.95] [--repeats 3] [--threads 2]
@@ -22,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.generation import StepCounter, engines, gflop_per_token, matmul_gflops, report, run_interleaved  # noqa: E402
+from bench.generation import (StepCounter, engines, gflop_per_token, matmul_gflops, report,  # noqa: E402
+                              run_interleaved, where_time_goes)
 
 
 def gsm8k_prompts(k: int) -> list[list[dict]]:
@@ -79,6 +81,7 @@ def main() -> None:
           f"<= {args.max_new_tokens} new tokens, T={args.temperature}, top-p={args.top_p}, batch {args.batch_size} "
           f"prompts, fp32, {torch.get_num_threads()} threads, device {fast.device}")
     report(timings, gflops / per_token, gflops, per_token)
+    where_time_goes(timings[0], path(fast), model, args.prompts * args.n, gflops / per_token, gflops)
 
 
 if __name__ == "__main__":
