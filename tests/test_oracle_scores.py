@@ -219,3 +219,9 @@ def test_a_shard_without_human_answers_still_completes_the_human_table(tmp_path,
     whole = io.read_table(tmp_path / "whole" / "human", "human_scores").sort_by(order)
     assert set(sharded["prompt_id"].to_pylist()) == {"p000"} and sharded.num_rows == whole.num_rows > 0
     assert sharded.equals(whole)
+    # responses to none of the prompts with a human answer: the table is still written, empty (a run links it as
+    # label-t's output)
+    r = io.read_table(resp, "responses")
+    others = io.write_table(r.filter(pc.not_equal(r["prompt_id"], "p000")), tmp_path / "others", "responses")
+    label(others, cfg, tmp_path / "empty")
+    assert io.read_table(tmp_path / "empty" / "human", "human_scores").num_rows == 0

@@ -242,8 +242,29 @@ def test_label_human_answers_is_no_input_of_the_probe(tmp_path):
         _, stages = walked(write_tiny_run_config(tmp_path, name=f"h{on}", prompts={"probe": 2}, run_dir=tmp_path / "r",
                                                  label={"human_answers": on}, iterations=1, eval={"models": "none"}))
         fps[on] = {s.name: s.fingerprint for s in stages}
+        # label.human_answers' scores are an output of label-1 (checked whole, linked by --reuse-from) when it is on
+        label = next(s for s in stages if s.name == "label-1")
+        assert [p.name for p in label.outputs] == ["scores", *(["human"] if on else []), "preferences"]
     assert fps[True]["label-1"] != fps[False]["label-1"]
     assert all(fps[True][n] == fps[False][n] for n in ("prompts", "train-M1", "probe-sample-1", "probe-1"))
+
+
+
+def test_label_human_answers_scores_are_reused_with_the_stage(tmp_path, tiny_model):
+    """With label.human_answers on, label-t's human/ is one of its outputs: a run reusing the stage links it too (before,
+    the reusing run had the pairs but not the human answers' scores, and its report lost the self-preference table)."""
+    from cream_train.run.loop import run
+
+    settings = dict(model=tiny_model, iterations=1, label={"human_answers": True}, eval={"models": "none"})
+    donor = run(write_tiny_run_config(tmp_path, name="donor", **settings), log=lambda m: None, in_process=True)
+    again = run(write_tiny_run_config(tmp_path, name="again", **settings), log=lambda m: None, in_process=True,
+                reuse_from=[donor.run_dir])
+    assert not again.ran and "label-1" in again.reused
+    parts = sorted((donor.run_dir / "iter-1" / "human").rglob("*.parquet"))
+    assert parts and io.read_table(donor.run_dir / "iter-1" / "human", "human_scores").num_rows > 0
+    for part in parts:
+        linked = again.run_dir / part.relative_to(donor.run_dir)
+        assert linked.stat().st_ino == part.stat().st_ino
 
 
 # ---------------------------------------------------------------------------- user errors

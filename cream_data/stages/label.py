@@ -189,8 +189,8 @@ def _label_locked(responses_path, checked: _Checked, cfg: LabelConfig, out: Path
                            "model_ids": {ref.name: models.content_id(ref) for ref in refs.values()}}}
     if rm is not None:
         manifest["inputs"]["model_ids"][rm[0].name] = models.content_id(rm[0])
-    if human is not None and human_part is None and split_shard(shard) is not None:
-        human_part = schemas.get("human_scores").arrow.empty_table()  # every shard writes its part, even an empty one
+    if human is not None and human_part is None:  # every process writes its part, even an empty one: with
+        human_part = schemas.get("human_scores").arrow.empty_table()  # human_answers on, the table is always whole
     scores = _write_scores(scores, human_part, out, shard, manifest)
     pairing = None
     if scores is None:
