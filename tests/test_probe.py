@@ -149,6 +149,26 @@ def test_the_report_has_the_probe_table(probe_run):
     assert "Self-preference: the human-written answer" not in md  # no human answers on the iterations' own prompts
 
 
+
+def test_a_run_whose_config_turned_the_probe_off_reports_no_stale_probe(probe_run, tmp_path):
+    """After `prompts.probe: 0`, the iter-t/probe folders of the earlier config stay on disk, but the report leaves
+    them out; a config.yaml without the key (a run from before the setting) still shows them."""
+    import shutil
+
+    import yaml
+
+    from cream_data.reports.run_report import run_report
+
+    _, run = probe_run
+    assert [r["iteration"] for r in run_report(run)["probe"]] == [1, 2]
+    copy = shutil.copytree(run, tmp_path / "copy")
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    (copy / "config.yaml").write_text(yaml.safe_dump({**cfg, "prompts": {**cfg["prompts"], "probe": 0}}))
+    assert (copy / "iter-1" / "probe").is_dir() and "probe" not in run_report(copy)
+    del cfg["prompts"]["probe"]
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert [r["iteration"] for r in run_report(copy)["probe"]] == [1, 2]
+
 def test_inspect_an_iteration_or_its_probe(probe_run, tmp_path):
     """`cream inspect RUN/iter-1` summarises the iteration's own labeling (its probe/ is another one), and
     `cream inspect RUN/iter-1/probe` the probe's, with its self-preference table."""

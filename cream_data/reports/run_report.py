@@ -35,7 +35,7 @@ rendered by :mod:`cream_data.reports.agreement_report`; ``agreement.png``).
 
 **Self-preference on the probe set** (``iter-<t>/probe/``, a run with ``prompts.probe``): the same table on the same
 held-out prompts at every iteration (:func:`cream_data.reports.agreement_report.run_probe`; JSON ``probe``, only
-where a probe exists).
+where a probe exists and the run's config.yaml does not say ``prompts.probe: 0``: an earlier config's folders).
 
 **Premise per iteration** (``iter-<t>/preferences`` with ``iter-<t>/scores`` holding an oracle role): how well each
 pair's C, and each scorer's reward margin, tell the pairs the oracle calls right from the wrong ones (AUC with a
@@ -125,9 +125,24 @@ def _collect(run: Path) -> tuple[dict, dict[int, np.ndarray]]:
               "ci": "95% Wilson score interval per task; normal approximation for Avg", "harness": harness_rows(run),
               "agreement": agreement_report.run_agreement(read),
               "premise": premise_report.run_premise(labeled, {t: scores for t, (_, scores, _) in read.items()})}
-    if probe := agreement_report.run_probe(run):
+    if not _probe_off(run) and (probe := agreement_report.run_probe(run)):
         report["probe"] = probe
     return report, c_values
+
+
+def _probe_off(run: Path) -> bool:
+    """Whether the run's config.yaml (the settings it last ran with) says ``prompts.probe: 0``: its iter-<t>/probe
+    folders are then an earlier config's, stale, and left out of the report (a run without the key, or a folder that
+    is no run, shows what is there)."""
+    import yaml
+
+    path = run / "config.yaml"
+    try:
+        cfg = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return False
+    prompts = cfg.get("prompts") if isinstance(cfg, dict) else None
+    return isinstance(prompts, dict) and prompts.get("probe") == 0
 
 
 @dataclass
