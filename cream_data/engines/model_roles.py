@@ -64,15 +64,21 @@ def check_policy_files(ref: ModelRef, *, what: str = "model") -> None:
     tokenizer files and whole weights are there. The stages run the whole check before they load anything."""
     if ref.kind == "hub":
         return
-    config = read_json_object(Path(ref.path) / "config.json", what=f"config of {what} {ref.name}",
-                              fix="the checkpoint may be incomplete or corrupt")
-    _need_tokenizer_files(ref, what)  # in the full check's order: the tokenizer, the architecture, the weights
-    archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    _, archs = _local_files(ref, what)
     if archs and all(a.endswith("ForSequenceClassification") for a in archs):
         raise CreamError(f"{what} {ref.name}: a {archs[0]} checkpoint (a reward model), not a causal language "
                          "model; a policy is a *ForCausalLM checkpoint with a chat template (a reward model goes to "
                          "--reward-model)")
     check_weights(ref, what)
+
+
+def _local_files(ref: ModelRef, what: str) -> tuple[dict, list[str]]:
+    """A local checkpoint's config.json and the architectures it names, after its tokenizer files are found: the
+    role checks' order is the tokenizer, the architecture, then the weights."""
+    config = read_json_object(Path(ref.path) / "config.json", what=f"config of {what} {ref.name}",
+                              fix="the checkpoint may be incomplete or corrupt")
+    _need_tokenizer_files(ref, what)
+    return config, [a for a in config.get("architectures") or [] if isinstance(a, str)]
 
 
 def _need_tokenizer_files(ref: ModelRef, what: str) -> None:
@@ -165,10 +171,7 @@ def _reward_model_files(ref: ModelRef, what: str) -> None:
     config.json names a sequence classifier (where it names architectures), its tokenizer files and whole weights."""
     if ref.kind == "hub":
         return
-    config = read_json_object(Path(ref.path) / "config.json", what=f"config of {what} {ref.name}",
-                              fix="the checkpoint may be incomplete or corrupt")
-    _need_tokenizer_files(ref, what)  # in the full check's order: the tokenizer, the architecture, the weights
-    archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    config, archs = _local_files(ref, what)
     if archs:
         _not_a_reward_model(ref, archs, config.get("auto_map") if isinstance(config.get("auto_map"), dict) else None,
                             what)
