@@ -38,6 +38,7 @@
 # evaluation of M0 (no seed in it). Resumable: rerun after an interruption and finished stages are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source examples/study/seed_runs.sh  # run_seed: one seed's runs, shared with the CPU study
 
 PLAN=()
 for arg in "$@"; do
@@ -153,26 +154,8 @@ fi
 start=$(date +%s)
 all_runs=()  # every run of every seed: pooled at the end (across seeds: mean ± sd per method, paired tests)
 for seed in "${seeds[@]}"; do
-    earlier=()  # run directories whose finished stages this seed's runs may take
-    if [[ "$seed" != "${seeds[0]}" ]]; then
-        earlier+=("$RUNS/seed-${seeds[0]}/${methods[0]}")
-    fi
-    runs=()
-    for method in "${methods[@]}"; do
-        out="$RUNS/seed-$seed/$method"
-        reuse=()
-        for dir in ${earlier[@]+"${earlier[@]}"}; do  # a plan names only the runs that exist already
-            if (( ${#PLAN[@]} == 0 )) || [[ -f "$dir/manifest.json" ]]; then
-                reuse+=(--reuse-from "$dir")
-            fi
-        done
-        echo "run.sh: seed $seed, method $method -> $out" >&2
-        "$CREAM" run "$CONFIG" --method "$method" --seed "$seed" --out "$out" ${reuse[@]+"${reuse[@]}"} \
-            ${PLAN[@]+"${PLAN[@]}"}
-        earlier+=("$out")
-        runs+=("$out")
-        all_runs+=("$out")
-    done
+    run_seed "$seed"
+    runs=("${seed_runs[@]}")
     if (( ${#PLAN[@]} )); then
         echo "run.sh: then: $CREAM inspect ${runs[*]} --out $RUNS/seed-$seed/study" >&2
         echo "run.sh: then: $CREAM inspect $RUNS/seed-$seed/${methods[0]}" >&2

@@ -57,6 +57,7 @@ NEEDED=(oasst2_srlm_pairs/oasst2_en_first_turn_ranked_pairs.jsonl
         arc/ARC-Easy-Test.jsonl arc/ARC-Challenge-Test.jsonl openbookqa/test.jsonl siqa/dev.jsonl
         siqa/dev-labels.lst gsm8k/test.jsonl)
 source examples/study/data.sh
+source examples/study/seed_runs.sh
 check_data_folder "$DATA" examples/study/README.md "${NEEDED[@]}"
 
 # The reduced variant (README.md: what it costs): 16 SFT examples, 8 prompts per iteration, ≤ 48-token answers,
@@ -89,24 +90,7 @@ fi
 start=$(date +%s)
 all_runs=()  # every run of every seed: one study at the end (across seeds: mean ± sd per method, paired tests)
 for seed in "${seeds[@]}"; do
-    earlier=()  # run directories whose finished stages this seed's runs may take
-    if [[ "$seed" != "${seeds[0]}" ]]; then
-        earlier+=("$RUNS/seed-${seeds[0]}/${methods[0]}")
-    fi
-    for method in "${methods[@]}"; do
-        out="$RUNS/seed-$seed/$method"
-        reuse=()
-        for dir in ${earlier[@]+"${earlier[@]}"}; do  # a plan names only the runs that exist already
-            if (( ${#PLAN[@]} == 0 )) || [[ -f "$dir/manifest.json" ]]; then
-                reuse+=(--reuse-from "$dir")
-            fi
-        done
-        echo "run.sh: seed $seed, method $method -> $out" >&2
-        "$CREAM" run "$CONFIG" --method "$method" --seed "$seed" --out "$out" ${reuse[@]+"${reuse[@]}"} \
-            ${PLAN[@]+"${PLAN[@]}"}
-        earlier+=("$out")
-        all_runs+=("$out")
-    done
+    run_seed "$seed"
 done
 if [[ "$QUICK" == 1 ]]; then  # the reduced variant leaves docs/ alone
     inspect=(--out "$RUNS/study")
