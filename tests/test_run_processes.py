@@ -51,14 +51,20 @@ ONE_ITERATION = {"iterations": 1, "seed": 0, "sft": {"limit": 8}, "sample": {"ma
                  "eval": {"tasks": ["arc_easy"], "max_new_tokens": 4, "models": "last"}}
 
 
-def config(tmp: Path, model: Path, shared: Path, name: str, **overrides) -> Path:
-    """TMP/NAME.yaml: :data:`ONE_ITERATION` of ``model`` (eval data in ``shared``), changed by ``overrides``."""
-    return write_tiny_run_config(tmp, ONE_ITERATION, name=name, model=model, eval={"data_dir": shared}, **overrides)
+def config(tmp: Path, model: Path, shared: Path, name: str, *layers, **overrides) -> Path:
+    """TMP/NAME.yaml: :data:`ONE_ITERATION` of ``model`` (eval data in ``shared``), changed by ``layers`` and
+    ``overrides``."""
+    return write_tiny_run_config(tmp, ONE_ITERATION, *layers, name=name, model=model, eval={"data_dir": shared},
+                                 **overrides)
 
 
 PARALLEL = dict(sample={"data_parallel": 2}, label={"data_parallel": 2},
                 train={"batch_size": 2, "launcher": "accelerate", "num_processes": 2})  # 2 x 2 pairs = the one run's 4
 UP_TO_SFT = ("prompts", "sft-data", "train-M1")  # the stages a run has finished when it starts sampling
+# The sampling kill tests: the parallel run's sample and label shards, then training in the stage process and no
+# evaluation (what they check is iteration 1's tables; train-M2 and eval-M2 are no input of those)
+NO_EVAL = {"eval": {"models": "none"}}
+SAMPLING_KILL = dict(PARALLEL, train={"batch_size": 2, "launcher": "none", "num_processes": 1})
 
 
 def start(cfg: Path, *args: str, report: Path | None = None) -> subprocess.Popen:
@@ -201,7 +207,7 @@ def resumed_rows_once(run: Path) -> None:
 def test_kill_9_of_the_parent_during_a_stage_process_then_resume(reference, parallel, tiny_model, shared_data):
     tmp, _ = reference
     _, done_run, _, _ = parallel
-    cfg = config(tmp, tiny_model, shared_data, "killed-parent", **PARALLEL)
+    cfg = config(tmp, tiny_model, shared_data, "killed-parent", NO_EVAL, **SAMPLING_KILL)
     run, donor = tmp / "killed-parent", finished_up_to(done_run, UP_TO_SFT, tmp / "parent-donor")
     proc = start(cfg, "--reuse-from", str(donor))  # prompts and M1 linked: sampling starts at once
     wait_for(lambda: (run / "manifest.json").is_file(), what="the run to start")
@@ -236,7 +242,7 @@ def test_kill_9_of_the_parent_during_a_stage_process_then_resume(reference, para
 def test_kill_9_of_one_shard_process_then_resume(reference, parallel, tiny_model, shared_data):
     tmp, _ = reference
     _, done_run, _, _ = parallel
-    cfg = config(tmp, tiny_model, shared_data, "killed-shard", **PARALLEL)
+    cfg = config(tmp, tiny_model, shared_data, "killed-shard", NO_EVAL, **SAMPLING_KILL)
     run, donor = tmp / "killed-shard", finished_up_to(done_run, UP_TO_SFT, tmp / "shard-donor")
     proc = start(cfg, "--reuse-from", str(donor))  # prompts and M1 linked: sampling starts at once
     victim: list[int] = []
