@@ -18,7 +18,7 @@ import yaml
 from cream_data.tables import io
 from tests.support import DEMO_DATA, REPO
 from tests.support.cli import assert_user_error
-from tests.support.runs import write_tiny_run_config, write_yaml
+from tests.support.runs import finished_up_to, write_tiny_run_config, write_yaml
 
 
 def model_weights(path: Path) -> np.ndarray:
@@ -95,10 +95,15 @@ def test_browse_a_finished_run_in_chromium(cream_run, cream_exe, chromium, tmp_p
 
 
 def test_kill_and_resume_skips_finished_stages_and_matches(cream_run, tiny_model, shared_data):
+    """kill -9 of `cream run` while it samples iteration 2, then the same run again: the stages finished before the
+    kill are skipped, and the pairs and M3 equal the uninterrupted run's. The killed run starts at sample-2: its
+    iteration 1 linked (--reuse-from) from the full run as it stood then; no evaluation (nothing compared reads it)."""
     tmp, _, full = cream_run
-    cfg = write_tiny_run_config(tmp, name="killed", model=tiny_model, eval={"data_dir": shared_data})
+    upstream = ("prompts", "sft-data", "train-M1", "sample-1", "label-1", "train-M2")
+    donor = finished_up_to(full.run_dir, upstream, tmp / "killed-donor")
+    cfg = write_tiny_run_config(tmp, name="killed", model=tiny_model, eval={"data_dir": shared_data, "models": "none"})
     run_dir = tmp / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", str(cfg)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run", str(cfg), "--reuse-from", str(donor)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -115,7 +120,8 @@ def test_kill_and_resume_skips_finished_stages_and_matches(cream_run, tiny_model
     wait_for(lambda: not children_of(run_dir), timeout=30, what="the stage processes to end with their parent")
     before = json.loads((run_dir / "manifest.json").read_text())["stages"]
     done_before = {k for k, v in before.items() if v["status"] == "done"}
-    assert {"train-M2", "label-1"} <= done_before
+    assert done_before == set(upstream) and before["sample-2"]["status"] == "running"
+    assert all(before[k]["reused_from"] == str(donor.resolve()) for k in upstream)
 
     from cream_train.run.loop import run
 

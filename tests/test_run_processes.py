@@ -28,7 +28,7 @@ import yaml
 from cream_data.tables import io
 from tests.support import REPO
 from tests.support.processes import children_of, wait_for
-from tests.support.runs import write_tiny_run_config, write_yaml
+from tests.support.runs import finished_up_to, write_tiny_run_config, write_yaml
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
 # The parent as users run it (cli.main), reporting whether torch was imported into it.
@@ -175,18 +175,6 @@ def test_shards_and_ddp_match_the_single_process_run(reference, parallel):
     assert "sample-1" in err and "│" in err  # the children's output reached the user, prefixed by stage
 
 
-def finished_up_to(run: Path, stages: tuple[str, ...], dest: Path) -> Path:
-    """``dest``: ``run`` as it stood when ``stages`` had finished, before the next began (their records and outputs,
-    hard-linked): `cream run --reuse-from DEST` links those stages (same fingerprints) and computes the rest."""
-    manifest = json.loads((run / "manifest.json").read_text())
-    manifest.pop("finished")
-    manifest["stages"] = {name: manifest["stages"][name] for name in stages}
-    for out in (o for rec in manifest["stages"].values() for o in rec["outputs"]):
-        shutil.copytree(run / out, dest / out, copy_function=os.link)
-    (dest / "manifest.json").write_text(json.dumps(manifest))
-    return dest
-
-
 def assert_reused(run: Path, stages: tuple[str, ...], donor: Path, err: str) -> None:
     """``run`` took ``stages`` from ``donor`` as links (M1 is the donor's file) and ran none of them itself."""
     recs = json.loads((run / "manifest.json").read_text())["stages"]
@@ -300,7 +288,6 @@ def test_kill_9_during_distributed_training_then_resume(reference, parallel, tin
 
 def test_a_childs_user_error_is_its_one_line(parallel, tmp_path):
     """A stage process that refuses its input exits 2; `cream run` names the stage and repeats its one line."""
-    import shutil
 
     cfg, done_run, _, _ = parallel
     run = tmp_path / "copy"

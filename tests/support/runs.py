@@ -13,6 +13,9 @@ the benchmark data folder (the ``shared_data`` fixture).
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -94,3 +97,15 @@ def write_tiny_run_config(folder: Path, *layers: Mapping, name: str = "run", tex
     folder = Path(folder)
     return write_yaml(folder / f"{name}.yaml", tiny_run_config({"run_dir": folder / name}, *layers, **overrides),
                       text=text)
+
+
+def finished_up_to(run: Path, stages: tuple[str, ...], dest: Path) -> Path:
+    """``dest``: ``run`` as it stood when ``stages`` had finished, before the next began (their records and outputs,
+    hard-linked): `cream run --reuse-from DEST` links those stages (same fingerprints) and computes the rest."""
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest.pop("finished")
+    manifest["stages"] = {name: manifest["stages"][name] for name in stages}
+    for out in (o for rec in manifest["stages"].values() for o in rec["outputs"]):
+        shutil.copytree(run / out, dest / out, copy_function=os.link)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
