@@ -252,12 +252,19 @@ def _start(cmd: list, **kw) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True, **kw)
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    t0 = time.time()
-    while not path.exists():
+def _wait_held(lock: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``proc`` holds ``lock`` and has said so in its ``.holder`` file (written after the flock is taken: the
+    lock file alone appears before, so a writer frozen then would not hold it yet, or not name itself)."""
+    holder, t0 = lock.with_name(lock.name + ".holder"), time.time()
+    while True:
+        try:
+            if json.loads(holder.read_text()).get("pid") == proc.pid:
+                return
+        except (FileNotFoundError, ValueError):
+            pass
         assert proc.poll() is None, f"first writer ended early: {proc.communicate()}"
-        assert time.time() - t0 < timeout, f"{path} never appeared"
-        time.sleep(0.05)
+        assert time.time() - t0 < timeout, f"{holder} never named pid {proc.pid}"
+        time.sleep(0.02)
 
 
 @contextmanager
@@ -290,7 +297,7 @@ def test_two_samplers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_mod
             "--prompts-per-part", "1", "--out", out]
     first = _start([cream_executable(), *args])
     try:
-        _wait_for(tmp_path / ".resp.lock", first)
+        _wait_held(tmp_path / ".resp.lock", first)
         with _paused(first):
             second = cream_exe(*args)
         assert_user_error(second, str(out), "is being written by pid", str(first.pid), "cream sample")
@@ -310,7 +317,7 @@ def test_two_labelers_on_one_output_one_is_refused(cream_exe, tmp_path, tiny_mod
     args = ["label", responses, "--model", tiny_model, "--ref", tiny_model_b, "--out", out, "--batch-size", "1"]
     first = _start([cream_executable(), *args])
     try:
-        _wait_for(tmp_path / ".lab.lock", first)
+        _wait_held(tmp_path / ".lab.lock", first)
         with _paused(first):  # the first labeler holds the lock while the second makes its model checks
             second = cream_exe(*args)
         assert_user_error(second, str(out), "is being written by pid", str(first.pid))
