@@ -141,6 +141,27 @@ def linear_rate(model, rows: int, repeats: int = 9) -> tuple[float, float]:
     return ms, flops / (ms / 1e3) / 1e9
 
 
+def product_rates(n_in: int, n_out: int, rows: tuple[int, ...], weights: int = 64) -> dict[int, float]:
+    """GFLOP/s of an ``[r, n_in] x [n_in, n_out]`` fp32 product at each ``r`` of ``rows``: ``weights`` different weight
+    matrices in turn (so none is reused from the cache, as in a forward pass), median of 5 passes."""
+    import torch
+
+    mats = [torch.randn(n_out, n_in) for _ in range(weights)]
+    rates = {}
+    with torch.inference_mode():
+        for r in rows:
+            x = torch.randn(r, n_in)
+            torch.nn.functional.linear(x, mats[0])
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for w in mats:
+                    torch.nn.functional.linear(x, w)
+                times.append((time.perf_counter() - t0) / weights)
+            rates[r] = 2 * r * n_in * n_out / statistics.median(times) / 1e9
+    return rates
+
+
 def op_shares(fn) -> dict[str, float]:
     """Shares of ``fn()``'s CPU time by operator kind, from torch's profiler: matrix products (``aten::mm``,
     ``addmm``, ``bmm``), attention (``scaled_dot_product_*``) and everything else."""
@@ -173,3 +194,7 @@ def where_time_goes(fast: Timing, fast_run, model, rows: int, bound_tok_s: float
     print(f"the linear layers alone at {rows} rows: {ms:.1f} ms per step, {rate:.0f} GFLOP/s "
           f"({100 * rate / gflops:.0f} % of the bound's {gflops:.0f} GFLOP/s GEMM rate); alone they would make "
           f"{rows / (ms / 1e3):.0f} tok/s = {100 * rows / (ms / 1e3) / bound_tok_s:.0f} % of the bound")
+    config = model.config.get_text_config(decoder=True)
+    sweep = product_rates(config.hidden_size, config.intermediate_size, (rows, 2 * rows, 4 * rows, 1024))
+    print(f"one {config.hidden_size} x {config.intermediate_size} product (the MLP's up projection) by rows: "
+          + ", ".join(f"{r} rows {g:.0f} GFLOP/s" for r, g in sweep.items()))

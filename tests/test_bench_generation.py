@@ -43,3 +43,4 @@ def test_op_shares_add_up_and_find_the_products():
     x = torch.randn(2_000_000)
     other = op_shares(lambda: [torch.sin(x) for _ in range(5)])
     assert other["everything else"] > 0.9 and other["attention"] == 0.0
+
