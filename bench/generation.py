@@ -183,8 +183,9 @@ def op_shares(fn) -> dict[str, float]:
 
 def where_time_goes(fast: Timing, fast_run, model, rows: int, bound_tok_s: float, gflops: float) -> None:
     """What caps the fast path: its CPU time by operator kind (one more run, profiled); the ceiling if every operator
-    but the matrix products cost nothing (its % of the bound ÷ the products' share); and the model's linear layers
-    alone over ``rows`` rows against the GEMM rate of the bound."""
+    but the matrix products cost nothing (its % of the bound ÷ the products' share); the model's linear layers
+    alone over ``rows`` rows against the GEMM rate of the bound; and one hidden x intermediate product's rate at
+    ``rows``, 2 and 4 times as many, and 1024 rows (:func:`product_rates`)."""
     shares = op_shares(fast_run)
     ms, rate = linear_rate(model, rows)
     pct = 100 * fast.tok_s() / bound_tok_s

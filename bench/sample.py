@@ -8,7 +8,7 @@ dropped, a reserved KV cache), the baseline with ``model.generate`` (temperature
 GSM8K test questions (read by path from ../shared/data), ~100 tokens templated. Prints each repeat, then the medians
 (the paths interleaved, their order rotated, so machine noise hits both): generated tokens/s, ms per decode step,
 the percentage of the compute bound (bench/generation.py) and the ratio; then where the fast path's time goes (its
-CPU time by operator kind, and the linear layers alone at the batch's rows).
+CPU time by operator kind, the linear layers alone at the batch's rows, and one product's rate by row count).
 
     .venv/bin/python bench/sample.py [--model smollm2-135m-instruct] [--prompts 8] [--n 4] [--max-new-tokens 64]
                                      [--temperature 0.8] [--top-p 0.95] [--repeats 3] [--threads 2]

@@ -20,9 +20,9 @@ Measured on a 2-core CPU (SmolLM2-135M, fp32; bench/sample.py, bench/eval_gen.py
 repeating its cache N times instead of prefilling N copies (15.4 -> 3.2 s for 8 prompts x 4 on one thread), no
 full-vocabulary sort or multinomial per step (163 -> 5.6 ms for 32 rows), the reserved cache (~3 % of a step),
 dropping ended rows (~5 % on the demo's eval, within noise). ``torch.compile`` of the model did not pay: 5.5 minutes
-to compile, then 8.9 s vs 8.1 s eager for a batch. What is left (bench/sample.py prints it): 71 % of a sampling run's
-CPU time is the model's matrix products, which at 32 rows run at 36-48 % of this CPU's large-GEMM rate, 17 % is
-attention, 12 % everything else; a grouped-query attention by two batched products instead of SDPA gained 2-3 %.
+to compile, then 8.9 s vs 8.1 s eager for a batch. What is left (bench/sample.py prints it): 71-73 % of a sampling
+run's CPU time is the model's matrix products, which at 32 rows run at 36-46 % of this CPU's large-GEMM rate, 16-17 %
+is attention, 12 % everything else; a grouped-query attention by two batched products instead of SDPA gained 2-3 %.
 
 Determinism: the tokens depend only on the batch (its prompts, their order, ``n``, the parameters and the seed) on a
 given machine: resumed and sharded runs, which re-form the same batches, get the same responses. A different thread

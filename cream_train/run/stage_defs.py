@@ -124,8 +124,8 @@ def label(w: StageWalk, t: int, kind: str = "label") -> Stage:
     responses = w.layout.probe_responses(t) if probe else w.layout.responses(t)
     # the human answers' scores (the probe's, or label.human_answers'): an output, checked whole and linked by
     # --reuse-from like the scores and pairs
-    human = probe or lab.human_answers
-    outputs = (w.layout.scores(t, kind), *((w.layout.human(t, kind),) if human else ()), w.layout.preferences(t, kind))
+    outputs = (w.layout.scores(t, kind), *((w.layout.human(t, kind),) if lcfg.human_answers else ()),
+               w.layout.preferences(t, kind))
 
     def work(_resume):
         from cream_data.stages.label import label as run_label
