@@ -5,10 +5,9 @@ tests/test_loop.py."""
 
 from __future__ import annotations
 
-import os
 import sys
 
-from tests.support.commands import parse_plan, rebuild
+from tests.support.commands import absolute, parse_plan, rebuild
 from tests.support.runs import write_tiny_run_config
 
 
@@ -40,12 +39,12 @@ def test_plan_before_a_run_writes_nothing_and_its_commands_build_the_loops_confi
     }
     for name, config in expected.items():
         # the plan writes paths beside the current folder relative to it (../shared/data): as a shell there reads them
-        argv = [os.path.abspath(a) if a.startswith("../") else a for a in plan[name][1][0]]
-        assert rebuild(argv) == config, name
+        assert rebuild(absolute(plan[name][1][0])) == config, name
     # where each command reads and writes: the run's own folders
-    assert plan["sample-2"][1][0][:4] == ["sample", str(tmp_path / "planned" / "prompts" / "subset-2"), "--out",
-                                          str(tmp_path / "planned" / "iter-2" / "responses")]
-    assert plan["eval-M2"][1][0][plan["eval-M2"][1][0].index("--model") + 1] == str(tmp_path / "planned" / "models" / "M2")
+    assert absolute(plan["sample-2"][1][0][:4]) == ["sample", str(tmp_path / "planned" / "prompts" / "subset-2"),
+                                                    "--out", str(tmp_path / "planned" / "iter-2" / "responses")]
+    eval_m2 = absolute(plan["eval-M2"][1][0])
+    assert eval_m2[eval_m2.index("--model") + 1] == str(tmp_path / "planned" / "models" / "M2")
 
 
 def test_plan_imports_no_torch(tmp_path, tiny_model, shared_data):

@@ -11,6 +11,7 @@ import pytest
 
 from cream_data.tables import io
 from tests.support.runs import write_tiny_run_config
+from tests.support.commands import absolute
 
 N = 3  # sample.n of the tiny run config (tests/support/runs.py)
 
@@ -121,7 +122,7 @@ def test_temporal_settings_and_plan(tmp_path, tiny_model, shared_data, cream_exe
     judged = cream_exe("run", write_tiny_run_config(tmp_path, name="judged", model=tiny_model, method="temporal",
                                                     eval={"data_dir": shared_data}), "--plan")
     assert sum("--reward judge" in line for line in judged.out.splitlines()) == 4  # the default: the judge
-    assert f"--out {tmp_path / 'plan' / 'iter-1' / 'future' / 'model'}" in text
+    assert f"--out {tmp_path / 'plan' / 'iter-1' / 'future' / 'model'}" in " ".join(absolute(text.split()))
     bad = write_tiny_run_config(tmp_path, name="bad", model=tiny_model, method="cream", temporal={"reward": "judge"},
                                 eval={"data_dir": shared_data})
     r = cream_exe("run", bad, "--check")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 
 import typer.main
@@ -47,6 +48,12 @@ def rebuild(argv: list[str]):
         cls = DPOTrainConfig if p["stage"] == "dpo" else SFTTrainConfig
         return opts.build(cls, data=p["data"], model=p["model"], out=p["out_dir"])
     return opts.build(classes[0])
+
+
+def absolute(argv: list[str]) -> list[str]:
+    """A plan's command words with the paths it wrote beside the current folder (``../x``, cream_train/run/plan.py)
+    made absolute again: a checkout in /tmp writes the tests' /tmp/pytest-of-… folders that way."""
+    return [os.path.abspath(a) if a.startswith("../") else a for a in argv]
 
 
 def parse_plan(text: str) -> dict[str, tuple[str, list[list[str]]]]:
